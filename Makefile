@@ -1,0 +1,42 @@
+# lm4ve — the two commands of the quick start are `make demo` and `make test`.
+CARGO ?= cargo
+PYTHON ?= python3
+BIN := target/release/lm4ve
+export PYTHON
+
+.PHONY: all deps pydeps build demo test lint bench clean-demo
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+pydeps:
+	@bash scripts/install-py.sh numpy zstandard
+
+build: deps
+	$(CARGO) build --release --locked
+
+# Writes the synthetic demo datasets and runs the whole pipeline on them.
+demo: build
+	$(BIN) demo-data --out demo-data
+	$(BIN) -c configs/demo.toml pipeline run --stage all
+	$(BIN) -c configs/demo.toml pipeline status
+	$(BIN) -c configs/demo.toml pipeline show pc_tokens
+
+# Unit tests, then end-to-end tests that drive the release binary (built once).
+test: deps pydeps
+	$(CARGO) build --release --locked
+	$(CARGO) test --release --locked --workspace
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+# Benchmarks against their anchors, side by side; results go to BENCHMARKS.md by hand.
+bench: build
+	@bash scripts/install-py.sh numpy h5py dvc
+	bash benches/run.sh
+
+clean-demo:
+	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv

@@ -1,0 +1,223 @@
+//! What a stage leaves in the cache: per-unit journal records while it runs, then one
+//! manifest naming every output object. The manifest is written last and is deterministic
+//! (no times, no hosts), so an interrupted-and-resumed run yields the same manifest bytes.
+
+use crate::cas::Cache;
+use crate::shard::Schema;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A sample the stage skipped, and why (one line of `rejects.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The input file the sample came from.
+    pub file: String,
+    /// The sample within the file (index, id or row).
+    pub sample: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardOut {
+    pub split: String,
+    pub samples: u64,
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileOut {
+    pub name: String,
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+/// The journal entry of one finished work unit (`artifacts/<key>/units/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub unit: String,
+    pub shards: Vec<ShardOut>,
+    pub files: Vec<FileOut>,
+    pub rejects: Vec<Reject>,
+    /// Stage-specific facts about the unit (e.g. a training unit's loss).
+    #[serde(default)]
+    pub meta: serde_json::Value,
+}
+
+impl UnitRecord {
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.shards
+            .iter()
+            .map(|s| s.blake3.as_str())
+            .chain(self.files.iter().map(|f| f.blake3.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestShard {
+    pub split: String,
+    pub samples: u64,
+    pub bytes: u64,
+    pub blake3: String,
+    /// Relative to the manifest's directory.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub name: String,
+    pub bytes: u64,
+    pub blake3: String,
+    pub path: String,
+}
+
+/// `artifacts/<key>/manifest.json`: a finished artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub stage: String,
+    pub kind: String,
+    pub key: String,
+    pub schema: Option<Schema>,
+    pub samples: u64,
+    pub splits: BTreeMap<String, u64>,
+    pub rejects: u64,
+    pub shards: Vec<ManifestShard>,
+    pub files: Vec<ManifestFile>,
+    pub meta: serde_json::Value,
+}
+
+pub const MANIFEST_FORMAT: &str = "lm4ve-manifest/1";
+
+fn object_rel(blake3: &str) -> String {
+    format!("../../objects/{}/{blake3}", &blake3[..2.min(blake3.len())])
+}
+
+impl Manifest {
+    /// Assembles the manifest from unit records in plan order.
+    pub fn assemble(
+        stage: &str,
+        kind: &str,
+        key: &str,
+        schema: Option<Schema>,
+        units: &[UnitRecord],
+        meta: serde_json::Value,
+    ) -> Self {
+        let mut shards = Vec::new();
+        let mut files = Vec::new();
+        let mut splits = BTreeMap::new();
+        let mut rejects = 0;
+        for u in units {
+            rejects += u.rejects.len() as u64;
+            for s in &u.shards {
+                *splits.entry(s.split.clone()).or_insert(0) += s.samples;
+                shards.push(ManifestShard {
+                    split: s.split.clone(),
+                    samples: s.samples,
+                    bytes: s.bytes,
+                    blake3: s.blake3.clone(),
+                    path: object_rel(&s.blake3),
+                });
+            }
+            for f in &u.files {
+                files.push(ManifestFile {
+                    name: f.name.clone(),
+                    bytes: f.bytes,
+                    blake3: f.blake3.clone(),
+                    path: object_rel(&f.blake3),
+                });
+            }
+        }
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            stage: stage.into(),
+            kind: kind.into(),
+            key: key.into(),
+            schema,
+            samples: splits.values().sum(),
+            splits,
+            rejects,
+            shards,
+            files,
+            meta,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid manifest; run `lm4ve cache verify`",
+                path.display()
+            )
+        })
+    }
+
+    /// Absolute paths of the shards of one split (or all), in manifest order.
+    pub fn shard_paths(&self, manifest_path: &Path, split: Option<&str>) -> Vec<PathBuf> {
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        self.shards
+            .iter()
+            .filter(|s| split.is_none_or(|sp| s.split == sp))
+            .map(|s| dir.join(&s.path))
+            .collect()
+    }
+
+    pub fn file_path(&self, manifest_path: &Path, name: &str) -> Option<PathBuf> {
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        self.files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| dir.join(&f.path))
+    }
+}
+
+/// The journal of one artifact: which units are finished.
+pub struct Journal<'a> {
+    cache: &'a Cache,
+    key: String,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(cache: &'a Cache, key: &str) -> Self {
+        Journal {
+            cache,
+            key: key.to_string(),
+        }
+    }
+
+    fn unit_path(&self, unit: &str) -> PathBuf {
+        self.cache.units_dir(&self.key).join(format!("{unit}.json"))
+    }
+
+    /// A unit counts as done when its record exists and every object it names is present.
+    pub fn get(&self, unit: &str) -> Option<UnitRecord> {
+        let bytes = std::fs::read(self.unit_path(unit)).ok()?;
+        let rec: UnitRecord = serde_json::from_slice(&bytes).ok()?;
+        let complete = rec.objects().all(|o| self.cache.object_path(o).exists());
+        complete.then_some(rec)
+    }
+
+    /// Commits a finished unit (its objects are already stored).
+    pub fn commit(&self, rec: &UnitRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(rec)?;
+        self.cache.write_file(&self.unit_path(&rec.unit), &bytes)
+    }
+
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.cache.units_dir(&self.key))
+            .map(|d| d.filter_map(|e| e.ok()).count())
+            .unwrap_or(0)
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        let dir = self.cache.units_dir(&self.key);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The local cache directory: content-addressed objects plus the small files that name them.
+//!
+//! ```text
+//! cache/
+//!   objects/ab/<blake3>           immutable blobs (shards, checkpoints), named by their hash
+//!   artifacts/<key>/units/*.json  journal: one record per finished work unit
+//!   artifacts/<key>/manifest.json written last: the artifact is complete iff it exists
+//!   artifacts/<key>/rejects.jsonl samples the stage skipped, with reasons
+//!   runs/<stage>/<key>.json       run records (params, inputs, timings, host)
+//!   runs/<stage>/latest           the key of the stage's last completed run
+//!   locks/                        per-key lock files
+//!   tmp/                          writes in progress (renamed into place when complete)
+//!   stat-cache.tsv                path/size/mtime → blake3 of raw inputs
+//! ```
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A blob stored in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectRef {
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+impl Cache {
+    pub fn open(root: &Path) -> Result<Self> {
+        for sub in ["objects", "artifacts", "runs", "locks", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).with_context(|| {
+                format!(
+                    "cannot create the cache directory {}; pass a writable --cache DIR",
+                    root.join(sub).display()
+                )
+            })?;
+        }
+        // An absolute root keeps paths printed to users (and `pipeline show`) unambiguous.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+    pub fn object_path(&self, blake3: &str) -> PathBuf {
+        self.root
+            .join("objects")
+            .join(&blake3[..2.min(blake3.len())])
+            .join(blake3)
+    }
+    pub fn artifact_dir(&self, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(key)
+    }
+    pub fn manifest_path(&self, key: &str) -> PathBuf {
+        self.artifact_dir(key).join("manifest.json")
+    }
+    pub fn units_dir(&self, key: &str) -> PathBuf {
+        self.artifact_dir(key).join("units")
+    }
+    pub fn runs_dir(&self, stage: &str) -> PathBuf {
+        self.root.join("runs").join(stage)
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn stat_cache_path(&self) -> PathBuf {
+        self.root.join("stat-cache.tsv")
+    }
+
+    /// Stores `bytes` as an object (no-op when an object of that hash exists: same hash,
+    /// same bytes, so a concurrent writer is harmless).
+    pub fn put(&self, bytes: &[u8]) -> Result<ObjectRef> {
+        let blake3 = blake3::hash(bytes).to_hex().to_string();
+        let path = self.object_path(&blake3);
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            write_atomic_in(&self.root.join("tmp"), &path, bytes)?;
+        }
+        Ok(ObjectRef {
+            blake3,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Writes a small file of the cache atomically (temp file, fsync, rename).
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomic_in(&self.root.join("tmp"), path, bytes)
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a
+/// part: write a temp file beside it, fsync, rename over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic_in(dir, path, bytes)
+}
+
+fn write_atomic_in(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile_in(tmp_dir)?;
+    tmp.1
+        .write_all(bytes)
+        .and_then(|_| tmp.1.sync_all())
+        .with_context(|| format!("writing {}", tmp.0.display()))?;
+    drop(tmp.1);
+    std::fs::rename(&tmp.0, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp.0);
+        format!("renaming into {}", path.display())
+    })?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// A uniquely named new file in `dir` (pid + counter + time: unique across processes).
+fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for _ in 0..16 {
+        let name = format!(
+            ".tmp-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating a temp file in {}", dir.display()))
+            }
+        }
+    }
+    anyhow::bail!("could not create a temp file in {}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let a = c.put(b"hello").unwrap();
+        let b = c.put(b"hello").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(std::fs::read(c.object_path(&a.blake3)).unwrap(), b"hello");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The pipeline config (`configs/*.toml`): strict TOML, unknown keys are errors, paths inside
+//! are relative to the config file. Stage params stay a raw table here; the stage that owns
+//! them types them (this crate knows no stage kinds).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A config problem: names the file, the line and the key, and exits with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    cache: CacheConfig,
+    #[serde(default)]
+    stages: BTreeMap<String, toml::Spanned<RawStage>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Local cache directory; relative to the config file. Default: `cache/` in the working directory.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    kind: String,
+    #[serde(default = "default_reject_fraction")]
+    max_reject_fraction: f64,
+    params: Option<toml::Spanned<toml::Table>>,
+}
+
+fn default_reject_fraction() -> f64 {
+    0.05
+}
+
+/// One `[stages.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub name: String,
+    pub kind: String,
+    /// The stage fails (and writes no manifest) when more than this fraction of samples is rejected.
+    pub max_reject_fraction: f64,
+    pub params: toml::Table,
+    /// Where the params table starts in the file, to point errors at a line.
+    params_offset: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub path: PathBuf,
+    /// The directory that relative paths in the config are resolved against.
+    pub base_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub stages: BTreeMap<String, StageConfig>,
+    text: String,
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read the config: {e}; pass an existing file with -c/--config"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().to_string(),
+        })?;
+        let base_dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let cache_dir = match raw.cache.dir {
+            Some(d) => base_dir.join(d),
+            None => PathBuf::from("cache"),
+        };
+        let mut stages = BTreeMap::new();
+        for (name, spanned) in raw.stages {
+            let span_start = spanned.span().start;
+            let st = spanned.into_inner();
+            if !(0.0..=1.0).contains(&st.max_reject_fraction) {
+                return Err(ConfigError {
+                    file,
+                    line: Some(line_of(text, span_start)),
+                    message: format!(
+                        "stages.{name}.max_reject_fraction = {} is not a fraction; use a value in [0, 1]",
+                        st.max_reject_fraction
+                    ),
+                });
+            }
+            let (params_offset, params) = match st.params {
+                Some(p) => (p.span().start, p.into_inner()),
+                None => (span_start, toml::Table::new()),
+            };
+            stages.insert(
+                name.clone(),
+                StageConfig {
+                    name,
+                    kind: st.kind,
+                    max_reject_fraction: st.max_reject_fraction,
+                    params,
+                    params_offset,
+                },
+            );
+        }
+        if stages.is_empty() {
+            return Err(ConfigError {
+                file,
+                line: None,
+                message: "no stages: add a [stages.NAME] table with a `kind`".into(),
+            });
+        }
+        Ok(PipelineConfig {
+            path: path.to_path_buf(),
+            base_dir,
+            cache_dir,
+            stages,
+            text: text.to_string(),
+        })
+    }
+
+    /// Resolves a path written in the config (relative to the config file).
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        self.base_dir.join(p)
+    }
+
+    /// A config error about `stages.<stage>.params`, pointing at the line of `key` when found.
+    pub fn param_error(&self, stage: &str, key: Option<&str>, message: String) -> ConfigError {
+        let line = self.stages.get(stage).map(|s| {
+            key.and_then(|k| find_key_line(&self.text, s.params_offset, k))
+                .unwrap_or_else(|| line_of(&self.text, s.params_offset))
+        });
+        ConfigError {
+            file: self.path.display().to_string(),
+            line,
+            message: format!("[stages.{stage}.params]: {message}"),
+        }
+    }
+
+    /// Types a stage's params: unknown keys and wrong types become config errors with a line.
+    pub fn typed_params<T: serde::de::DeserializeOwned>(
+        &self,
+        stage: &StageConfig,
+    ) -> Result<T, ConfigError> {
+        T::deserialize(toml::Value::Table(stage.params.clone())).map_err(|e| {
+            let msg = e.to_string();
+            let key = backticked(&msg);
+            self.param_error(&stage.name, key.as_deref(), msg.trim().to_string())
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key = ...` appears at or after `from`.
+fn find_key_line(text: &str, from: usize, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        if offset <= from {
+            continue;
+        }
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(line_of(text, start));
+            }
+        }
+    }
+    None
+}
+
+fn backticked(msg: &str) -> Option<String> {
+    let a = msg.find('`')?;
+    let b = msg[a + 1..].find('`')?;
+    Some(msg[a + 1..a + 1 + b].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct P {
+        n: u32,
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_the_line() {
+        let e = PipelineConfig::parse(Path::new("c.toml"), "[cache]\ndir = \"x\"\nbogus = 1\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_param_names_line_and_key() {
+        let text = "[stages.a]\nkind = \"k\"\n[stages.a.params]\nn = 1\nnn = 2\n";
+        let c = PipelineConfig::parse(Path::new("c.toml"), text).unwrap();
+        let e = c.typed_params::<P>(&c.stages["a"]).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("nn"), "{e}");
+    }
+
+    #[test]
+    fn paths_resolve_against_the_config_dir() {
+        let c = PipelineConfig::parse(
+            Path::new("configs/demo.toml"),
+            "[cache]\ndir = \"../cache\"\n[stages.a]\nkind = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache_dir, Path::new("configs/../cache"));
+    }
+}

@@ -1,0 +1,638 @@
+//! The engine: builds the stages of a config, computes their keys, runs what is stale in
+//! DAG order, resumes interrupted artifacts unit by unit, and explains staleness.
+
+use crate::artifact::{Journal, Manifest, Reject, UnitRecord};
+use crate::cas::Cache;
+use crate::config::{ConfigError, PipelineConfig, StageConfig};
+use crate::dag::Dag;
+use crate::fingerprint::{inputs_digest, InputFile, StatCache};
+use crate::key::{short, KeyParts, KEY_SCHEME};
+use crate::progress::Progress;
+use crate::record::{host_name, RunRecord};
+use crate::stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Bad command-line usage (exit status 2), as opposed to a failed stage (1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A stage that ran and failed as a whole (exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` failed: {message}")]
+pub struct StageFailed {
+    pub stage: String,
+    pub message: String,
+}
+
+/// Builds a stage object from its config table; lives in the domain crate.
+pub type StageFactory<'f> =
+    dyn Fn(&PipelineConfig, &StageConfig) -> Result<Box<dyn Stage>, ConfigError> + 'f;
+
+/// `--part i/n`: this process does the units whose id hashes to `i` modulo `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("--part `{s}`: expected i/n with 0 <= i < n, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Part { index, count })
+    }
+}
+
+impl Part {
+    pub fn owns(&self, unit_id: &str) -> bool {
+        let h = blake3::hash(unit_id.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(b) % self.count == self.index
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `None` = every stage.
+    pub target: Option<String>,
+    pub force: bool,
+    pub rehash: bool,
+    pub part: Option<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The artifact was already in the cache.
+    Fresh,
+    /// Another process built it while we waited for its lock.
+    BuiltElsewhere,
+    Built {
+        units_run: usize,
+        units_reused: usize,
+        samples: u64,
+        rejects: u64,
+        seconds: f64,
+    },
+    /// `--part` finished its units; the artifact is not assembled yet.
+    PartDone {
+        units_run: usize,
+        units_done: usize,
+        units_total: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub stage: String,
+    pub key: String,
+    pub outcome: Outcome,
+}
+
+/// A stage's key and what went into it.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key: String,
+    pub parts: KeyParts,
+    pub inputs: Vec<InputFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageStatus {
+    pub stage: String,
+    pub state: State,
+    pub reason: String,
+    pub key: String,
+}
+
+pub struct Pipeline {
+    pub config: PipelineConfig,
+    pub cache: Cache,
+    stages: BTreeMap<String, Box<dyn Stage>>,
+    dag: Dag,
+    keys: BTreeMap<String, KeyInfo>,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: PipelineConfig,
+        cache_dir: Option<PathBuf>,
+        factory: &StageFactory,
+    ) -> Result<Self> {
+        let mut stages = BTreeMap::new();
+        for (name, sc) in &config.stages {
+            stages.insert(name.clone(), factory(&config, sc)?);
+        }
+        let edges = stages
+            .iter()
+            .map(|(n, s)| (n.clone(), s.upstream()))
+            .collect();
+        let dag = Dag::new(edges).map_err(|e| ConfigError {
+            file: config.path.display().to_string(),
+            line: None,
+            message: e.to_string(),
+        })?;
+        let cache = Cache::open(&cache_dir.unwrap_or_else(|| config.cache_dir.clone()))?;
+        Ok(Pipeline {
+            config,
+            cache,
+            stages,
+            dag,
+            keys: BTreeMap::new(),
+        })
+    }
+
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&dyn Stage> {
+        self.stages.get(name).map(|b| b.as_ref())
+    }
+
+    fn check_target(&self, target: &str) -> Result<()> {
+        if !self.stages.contains_key(target) {
+            let names: Vec<_> = self.stages.keys().cloned().collect();
+            return Err(UsageError(format!(
+                "no stage `{target}` in {}; stages: {} (or `all`)",
+                self.config.path.display(),
+                names.join(", ")
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Computes the key of every stage (in DAG order: a key needs its upstream keys).
+    /// Input files are hashed only when their stat changed (or with `rehash`).
+    pub fn compute_keys(&mut self, rehash: bool) -> Result<()> {
+        let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
+        let mut keys = BTreeMap::new();
+        for name in self.dag.order() {
+            let stage = &self.stages[name];
+            let inputs = stat_cache.fingerprint(&stage.inputs(), rehash).map_err(|e| {
+                ConfigError {
+                    file: self.config.path.display().to_string(),
+                    line: None,
+                    message: format!("stage `{name}`: {e:#}"),
+                }
+            })?;
+            let upstream = self
+                .dag
+                .needs(name)
+                .iter()
+                .map(|u| (u.clone(), keys.get(u).map(|k: &KeyInfo| k.key.clone()).unwrap_or_default()))
+                .collect();
+            let parts = KeyParts {
+                scheme: KEY_SCHEME,
+                kind: stage.kind().to_string(),
+                version: stage.version(),
+                params: stage.key_params(),
+                upstream,
+                inputs: inputs_digest(&inputs),
+            };
+            keys.insert(
+                name.clone(),
+                KeyInfo {
+                    key: parts.key(),
+                    parts,
+                    inputs,
+                },
+            );
+        }
+        // Failing to save the stat cache only costs re-hashing next time.
+        if let Err(e) = stat_cache.save() {
+            tracing::warn!("could not save the stat cache: {e:#}");
+        }
+        self.keys = keys;
+        Ok(())
+    }
+
+    pub fn key(&self, stage: &str) -> Option<&KeyInfo> {
+        self.keys.get(stage)
+    }
+
+    pub fn is_fresh(&self, stage: &str) -> bool {
+        self.keys
+            .get(stage)
+            .is_some_and(|k| self.cache.manifest_path(&k.key).exists())
+    }
+
+    /// Runs the target (and what it needs), or everything.
+    pub fn run(&mut self, opts: &RunOptions, progress: &Progress) -> Result<Vec<StageReport>> {
+        if let Some(t) = &opts.target {
+            self.check_target(t)?;
+        }
+        if opts.part.is_some() && opts.target.is_none() {
+            return Err(UsageError(
+                "--part splits one stage: name it with --stage NAME".into(),
+            )
+            .into());
+        }
+        self.compute_keys(opts.rehash)?;
+        let todo = match &opts.target {
+            Some(t) => self.dag.closure(t),
+            None => self.dag.order().to_vec(),
+        };
+        let mut reports = Vec::new();
+        for name in &todo {
+            let is_target = opts.target.as_deref() == Some(name.as_str());
+            let key = self.keys[name].key.clone();
+            let fresh = self.cache.manifest_path(&key).exists();
+            if fresh && !(opts.force && (is_target || opts.target.is_none())) {
+                reports.push(StageReport {
+                    stage: name.clone(),
+                    key,
+                    outcome: Outcome::Fresh,
+                });
+                continue;
+            }
+            let part = if is_target { opts.part } else { None };
+            if opts.part.is_some() && !is_target {
+                return Err(UsageError(format!(
+                    "--part needs the stages before `{}` built; `{name}` is not: run `lm4ve pipeline run --stage {name}` first",
+                    opts.target.as_deref().unwrap_or_default()
+                ))
+                .into());
+            }
+            let outcome = self.run_stage(name, opts.force, part, progress)?;
+            reports.push(StageReport {
+                stage: name.clone(),
+                key,
+                outcome,
+            });
+        }
+        Ok(reports)
+    }
+
+    fn upstream_of(&self, name: &str) -> Result<BTreeMap<String, Upstream>> {
+        let mut up = BTreeMap::new();
+        for u in self.dag.needs(name) {
+            let path = self.cache.manifest_path(&self.keys[u].key);
+            let manifest = Manifest::load(&path)
+                .with_context(|| format!("stage `{name}` needs `{u}`, which is not built"))?;
+            up.insert(
+                u.clone(),
+                Upstream {
+                    manifest_path: path,
+                    manifest,
+                },
+            );
+        }
+        Ok(up)
+    }
+
+    fn run_stage(
+        &self,
+        name: &str,
+        force: bool,
+        part: Option<Part>,
+        progress: &Progress,
+    ) -> Result<Outcome> {
+        let started = Instant::now();
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let info = &self.keys[name];
+        let key = info.key.as_str();
+        let stage = self.stages[name].as_ref();
+        let lock_name = match part {
+            None => key.to_string(),
+            Some(p) => format!("{key}.part-{}-of-{}", p.index, p.count),
+        };
+        let _lock = crate::lock::acquire(&self.cache.locks_dir(), &lock_name, || {
+            tracing::info!("{name}: another lm4ve process is building {}; waiting", short(key));
+        })?;
+        let manifest_path = self.cache.manifest_path(key);
+        let journal = Journal::new(&self.cache, key);
+        if force {
+            // Recompute from scratch: drop the journal and manifest (objects are immutable
+            // and re-derived bytes are identical, so they stay).
+            let _ = std::fs::remove_file(&manifest_path);
+            journal.clear()?;
+        } else if manifest_path.exists() {
+            return Ok(Outcome::BuiltElsewhere);
+        }
+        let upstream = self.upstream_of(name)?;
+        let ctx = StageCtx {
+            name,
+            key,
+            cache: &self.cache,
+            upstream: &upstream,
+        };
+        let units = stage
+            .plan(&ctx)
+            .map_err(|e| StageFailed {
+                stage: name.into(),
+                message: format!("{e:#}"),
+            })?;
+        check_unit_ids(name, &units)?;
+        let mut done: BTreeMap<String, UnitRecord> = BTreeMap::new();
+        for u in &units {
+            if let Some(rec) = journal.get(&u.id) {
+                done.insert(u.id.clone(), rec);
+            }
+        }
+        let reused = done.len();
+        let pending: Vec<&UnitPlan> = units
+            .iter()
+            .filter(|u| !done.contains_key(&u.id))
+            .filter(|u| part.is_none_or(|p| p.owns(&u.id)))
+            .collect();
+        if reused > 0 && !pending.is_empty() {
+            tracing::info!(
+                "{name}: resuming {}: {reused} of {} units already done",
+                short(key),
+                units.len()
+            );
+        }
+        let bar = progress.bar(
+            pending.iter().map(|u| u.work).sum(),
+            &format!("{name} {}", short(key)),
+        );
+        let mut units_run = 0;
+        for unit in pending {
+            let mut out = UnitOutput::new(&self.cache);
+            stage
+                .run_unit(&ctx, unit, &mut out)
+                .map_err(|e| StageFailed {
+                    stage: name.into(),
+                    message: format!("unit {}: {e:#}", unit.id),
+                })?;
+            let rec = UnitRecord {
+                unit: unit.id.clone(),
+                shards: out.shards,
+                files: out.files,
+                rejects: out.rejects,
+                meta: out.meta,
+            };
+            journal.commit(&rec)?;
+            done.insert(unit.id.clone(), rec);
+            units_run += 1;
+            bar.inc(unit.work);
+        }
+        bar.finish_and_clear();
+        if done.len() < units.len() {
+            return Ok(Outcome::PartDone {
+                units_run,
+                units_done: done.len(),
+                units_total: units.len(),
+            });
+        }
+        let ordered: Vec<UnitRecord> = units
+            .iter()
+            .filter_map(|u| done.remove(&u.id))
+            .collect();
+        let rejects: Vec<&Reject> = ordered.iter().flat_map(|u| &u.rejects).collect();
+        let mut rejects_jsonl = String::new();
+        for r in &rejects {
+            rejects_jsonl.push_str(&serde_json::to_string(r)?);
+            rejects_jsonl.push('\n');
+        }
+        let rejects_path = self.cache.artifact_dir(key).join("rejects.jsonl");
+        self.cache
+            .write_file(&rejects_path, rejects_jsonl.as_bytes())?;
+        let meta = stage.finish(&ctx, &ordered).map_err(|e| StageFailed {
+            stage: name.into(),
+            message: format!("{e:#}"),
+        })?;
+        let manifest = Manifest::assemble(name, stage.kind(), key, stage.schema(), &ordered, meta);
+        let seen = manifest.samples + manifest.rejects;
+        let limit = self.config.stages[name].max_reject_fraction;
+        if seen > 0 && manifest.rejects as f64 > limit * seen as f64 {
+            let first: Vec<String> = rejects
+                .iter()
+                .take(3)
+                .map(|r| format!("{} [{}]: {}", r.file, r.sample, r.reason))
+                .collect();
+            return Err(StageFailed {
+                stage: name.into(),
+                message: format!(
+                    "{} of {seen} samples rejected (limit {:.1}%), e.g.\n  {}\nall reasons: {}\nfix the inputs, or raise `max_reject_fraction` in [stages.{name}] (finished units are kept)",
+                    manifest.rejects,
+                    limit * 100.0,
+                    first.join("\n  "),
+                    rejects_path.display()
+                ),
+            }
+            .into());
+        }
+        // The manifest goes last: only now is the artifact visible as complete.
+        self.cache
+            .write_file(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+        let record = RunRecord {
+            stage: name.into(),
+            key: key.into(),
+            key_parts: info.parts.clone(),
+            inputs: info.inputs.clone(),
+            samples: manifest.samples,
+            rejects: manifest.rejects,
+            shards: manifest.shards.len(),
+            bytes: manifest.shards.iter().map(|s| s.bytes).sum::<u64>()
+                + manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+            units_run,
+            units_reused: reused,
+            started_unix,
+            seconds: started.elapsed().as_secs_f64(),
+            threads: rayon::current_num_threads(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            host: host_name(),
+        };
+        record.save(&self.cache)?;
+        Ok(Outcome::Built {
+            units_run,
+            units_reused: reused,
+            samples: manifest.samples,
+            rejects: manifest.rejects,
+            seconds: record.seconds,
+        })
+    }
+
+    /// Per stage: fresh, stale (and why) or missing.
+    pub fn status(&mut self, rehash: bool) -> Result<Vec<StageStatus>> {
+        self.compute_keys(rehash)?;
+        let mut out: Vec<StageStatus> = Vec::new();
+        for name in self.dag.order() {
+            let info = &self.keys[name];
+            let key = info.key.clone();
+            if self.cache.manifest_path(&key).exists() {
+                out.push(StageStatus {
+                    stage: name.clone(),
+                    state: State::Fresh,
+                    reason: String::new(),
+                    key,
+                });
+                continue;
+            }
+            let mut reasons = Vec::new();
+            let partial = Journal::new(&self.cache, &key).count();
+            if partial > 0 {
+                reasons.push(format!(
+                    "interrupted: {partial} units done, run again to resume"
+                ));
+            }
+            let latest = RunRecord::latest(&self.cache, name);
+            if let Some(rec) = &latest {
+                reasons.extend(explain(rec, info, &out));
+                if reasons.is_empty() {
+                    reasons.push("artifact is no longer in the cache (removed by gc?)".into());
+                }
+            }
+            let state = if latest.is_some() || partial > 0 {
+                State::Stale
+            } else {
+                reasons.push("never built".into());
+                State::Missing
+            };
+            out.push(StageStatus {
+                stage: name.clone(),
+                state,
+                reason: reasons.join("; "),
+                key,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn check_unit_ids(stage: &str, units: &[UnitPlan]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for u in units {
+        let ok = !u.id.is_empty()
+            && u
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok || !seen.insert(&u.id) {
+            anyhow::bail!("stage `{stage}` planned a bad or duplicate unit id `{}` (a bug in the stage)", u.id);
+        }
+    }
+    Ok(())
+}
+
+/// Why the current key differs from the last run's: params, code version, inputs, upstream.
+fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let (old, new) = (&rec.key_parts, &now.parts);
+    if old.kind != new.kind {
+        reasons.push(format!("kind {} → {}", old.kind, new.kind));
+    }
+    if old.version != new.version {
+        reasons.push(format!("code version {} → {}", old.version, new.version));
+    }
+    diff_json("", &old.params, &new.params, &mut reasons);
+    let before: BTreeMap<(&str, &str), &str> = rec
+        .inputs
+        .iter()
+        .map(|f| ((f.role.as_str(), f.rel.as_str()), f.blake3.as_str()))
+        .collect();
+    let after: BTreeMap<(&str, &str), &str> = now
+        .inputs
+        .iter()
+        .map(|f| ((f.role.as_str(), f.rel.as_str()), f.blake3.as_str()))
+        .collect();
+    let mut changes = Vec::new();
+    for (k, h) in &after {
+        match before.get(k) {
+            None => changes.push(format!("input {} added: {}", k.0, k.1)),
+            Some(o) if o != h => changes.push(format!("input {} changed: {}", k.0, k.1)),
+            _ => {}
+        }
+    }
+    for k in before.keys() {
+        if !after.contains_key(k) {
+            changes.push(format!("input {} removed: {}", k.0, k.1));
+        }
+    }
+    let n = changes.len();
+    reasons.extend(changes.into_iter().take(5));
+    if n > 5 {
+        reasons.push(format!("and {} more input changes", n - 5));
+    }
+    for (up, key) in &new.upstream {
+        if old.upstream.get(up) != Some(key) {
+            let state = earlier
+                .iter()
+                .find(|s| &s.stage == up)
+                .map(|s| match s.state {
+                    State::Fresh => "changed",
+                    _ => "changed and is not built",
+                })
+                .unwrap_or("changed");
+            reasons.push(format!("upstream {up} {state}"));
+        }
+    }
+    reasons
+}
+
+fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match a.get(k) {
+                    Some(o) => diff_json(&p, o, v, out),
+                    None => out.push(format!("param {p} added: {v}")),
+                }
+            }
+            for k in a.keys() {
+                if !b.contains_key(k) {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    out.push(format!("param {p} removed"));
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("param {}: {a} → {b}", if path.is_empty() { "params" } else { path })),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_parsing_and_partitioning() {
+        assert!("1/0".parse::<Part>().is_err());
+        assert!("4/4".parse::<Part>().is_err());
+        assert!("x".parse::<Part>().is_err());
+        let parts: Vec<Part> = (0..3).map(|i| Part { index: i, count: 3 }).collect();
+        for id in ["a", "b", "train-00001", "test-00002"] {
+            assert_eq!(parts.iter().filter(|p| p.owns(id)).count(), 1);
+        }
+    }
+
+    #[test]
+    fn json_diff_names_the_param() {
+        let mut out = Vec::new();
+        diff_json(
+            "",
+            &serde_json::json!({"num_points": 1024, "x": {"y": 1}}),
+            &serde_json::json!({"num_points": 512, "x": {"y": 1}, "z": true}),
+            &mut out,
+        );
+        assert_eq!(out, vec!["param num_points: 1024 → 512", "param z added: true"]);
+    }
+}

@@ -1,0 +1,25 @@
+//! lm4ve-pipeline: the engine — stage DAG, content keys, input fingerprints, the local
+//! content-addressed cache, resumable work units, run records, locks and the shard format.
+//! It knows nothing about video, point clouds or LLMs (those live in `lm4ve-stages`).
+
+pub mod artifact;
+pub mod cas;
+pub mod config;
+pub mod dag;
+pub mod engine;
+pub mod fingerprint;
+pub mod key;
+pub mod lock;
+pub mod maintenance;
+pub mod progress;
+pub mod record;
+pub mod shard;
+pub mod stage;
+
+pub use artifact::{Manifest, Reject, UnitRecord};
+pub use cas::Cache;
+pub use config::{ConfigError, PipelineConfig, StageConfig};
+pub use engine::{Outcome, Part, Pipeline, RunOptions, StageFailed, StageFactory, UsageError};
+pub use fingerprint::InputSpec;
+pub use progress::Progress;
+pub use stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};

@@ -1,0 +1,127 @@
+//! The stage contract: what the engine needs from a domain stage, and what it gives it.
+
+use crate::artifact::{FileOut, Journal, Manifest, Reject, ShardOut, UnitRecord};
+use crate::cas::Cache;
+use crate::fingerprint::InputSpec;
+use crate::shard::Schema;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One piece of a stage's work, committed on its own (a shard, N training steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitPlan {
+    /// Stable, file-name-safe id (`train-00003`); the same inputs and params give the same ids.
+    pub id: String,
+    /// Samples (or steps) the unit covers, for progress bars.
+    pub work: u64,
+}
+
+/// A finished upstream artifact handed to a downstream stage.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// What a running stage can see.
+pub struct StageCtx<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+    pub cache: &'a Cache,
+    pub upstream: &'a BTreeMap<String, Upstream>,
+}
+
+impl StageCtx<'_> {
+    /// The record of an already finished unit of this artifact (e.g. the previous checkpoint).
+    pub fn unit_record(&self, unit: &str) -> Option<UnitRecord> {
+        Journal::new(self.cache, self.key).get(unit)
+    }
+}
+
+/// What one unit produced; the engine commits it after `run_unit` returns.
+pub struct UnitOutput<'a> {
+    cache: &'a Cache,
+    pub(crate) shards: Vec<ShardOut>,
+    pub(crate) files: Vec<FileOut>,
+    pub(crate) rejects: Vec<Reject>,
+    pub(crate) meta: serde_json::Value,
+}
+
+impl<'a> UnitOutput<'a> {
+    pub(crate) fn new(cache: &'a Cache) -> Self {
+        UnitOutput {
+            cache,
+            shards: Vec::new(),
+            files: Vec::new(),
+            rejects: Vec::new(),
+            meta: serde_json::Value::Null,
+        }
+    }
+
+    /// Stores a finished shard (bytes from [`crate::shard::ShardWriter::finish`]).
+    pub fn add_shard(&mut self, split: &str, samples: u64, bytes: &[u8]) -> Result<()> {
+        let obj = self.cache.put(bytes)?;
+        self.shards.push(ShardOut {
+            split: split.to_string(),
+            samples,
+            blake3: obj.blake3,
+            bytes: obj.bytes,
+        });
+        Ok(())
+    }
+
+    /// Stores a named file (a checkpoint, a metrics JSON, a plot).
+    pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let obj = self.cache.put(bytes)?;
+        self.files.push(FileOut {
+            name: name.to_string(),
+            blake3: obj.blake3,
+            bytes: obj.bytes,
+        });
+        Ok(())
+    }
+
+    pub fn reject(&mut self, file: &str, sample: &str, reason: &str) {
+        self.rejects.push(Reject {
+            file: file.to_string(),
+            sample: sample.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    pub fn set_meta(&mut self, meta: serde_json::Value) {
+        self.meta = meta;
+    }
+}
+
+/// A domain stage. Implementations live in `lm4ve-stages`; this crate never names one.
+pub trait Stage: Send + Sync {
+    /// `pc.tokens`, `train`, ...
+    fn kind(&self) -> &str;
+    /// Bump whenever the output would change for the same inputs and params.
+    fn version(&self) -> u32;
+    /// Params as they enter the content key: typed, defaults filled, input paths left out.
+    fn key_params(&self) -> serde_json::Value;
+    /// Raw input files/directories (hashed into the key).
+    fn inputs(&self) -> Vec<InputSpec> {
+        Vec::new()
+    }
+    /// Names of the stages whose artifacts this one reads.
+    fn upstream(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The shard schema, for stages that write shards.
+    fn schema(&self) -> Option<Schema> {
+        None
+    }
+    /// The work units, in order. Must be cheap (read headers, not data) and deterministic.
+    fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitPlan>>;
+    /// Does one unit. Sample-level problems go to `out.reject`; an `Err` fails the stage
+    /// (finished units stay committed).
+    fn run_unit(&self, ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()>;
+    /// Extra facts for the manifest once all units are done (class names, metrics).
+    fn finish(&self, _ctx: &StageCtx, _units: &[UnitRecord]) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+}

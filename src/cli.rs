@@ -1,0 +1,103 @@
+//! Command-line grammar (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+use lm4ve_pipeline::Part;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "lm4ve", version, about = "Cached token shards from research datasets, and visual encoders with a frozen LLM block")]
+pub struct Cli {
+    /// Pipeline config (paths inside it are relative to it).
+    #[arg(short, long, global = true, env = "LM4VE_CONFIG", default_value = "configs/pipeline.toml")]
+    pub config: PathBuf,
+    /// Cache directory (overrides the config's [cache] dir).
+    #[arg(long, global = true, env = "LM4VE_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// No progress bars, warnings and errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Worker threads (default: all cores). Output bytes do not depend on it.
+    #[arg(short = 'j', long, global = true, env = "LM4VE_THREADS")]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run, inspect and explain the stage DAG.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Maintain the content-addressed cache.
+    #[command(subcommand)]
+    Cache(CacheCmd),
+    /// Write the embedded demo datasets (synthetic, in the real formats).
+    DemoData(DemoDataArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCmd {
+    /// Run every stale stage (`--stage all`) or one stage and what it needs.
+    Run(RunArgs),
+    /// Per stage: fresh, stale (and why) or missing.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Re-hash every input file instead of trusting unchanged stat data.
+        #[arg(long)]
+        rehash: bool,
+    },
+    /// The artifact of one stage under the current config.
+    Show {
+        stage: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The stage graph.
+    Dag,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A stage name, or `all`.
+    #[arg(long, default_value = "all")]
+    pub stage: String,
+    /// Recompute the stage(s) even if cached.
+    #[arg(long)]
+    pub force: bool,
+    /// Re-hash every input file instead of trusting unchanged stat data.
+    #[arg(long)]
+    pub rehash: bool,
+    /// Do only the units with hash(unit) mod n == i (for cluster array jobs); a final run
+    /// without --part assembles the artifact.
+    #[arg(long, value_name = "i/n")]
+    pub part: Option<Part>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Re-hash every object and check every manifest's references; exit 1 on damage.
+    Verify,
+    /// Remove artifacts the current config does not use, then unreferenced objects.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// Output directory (created).
+    #[arg(long, default_value = "demo-data")]
+    pub out: PathBuf,
+    /// Seed of every random choice (same seed → same bytes).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Point-cloud objects per class in the training file.
+    #[arg(long, default_value_t = 40)]
+    pub pc_train_per_class: usize,
+    /// Point-cloud objects per class in the test file.
+    #[arg(long, default_value_t = 12)]
+    pub pc_test_per_class: usize,
+}

@@ -1,0 +1,270 @@
+//! One function per command: load the config, call the engine, print for humans or JSON.
+
+use crate::cli::{CacheCmd, Cli, Command, DemoDataArgs, PipelineCmd, RunArgs};
+use anyhow::{Context, Result};
+use lm4ve_pipeline::engine::State;
+use lm4ve_pipeline::key::short;
+use lm4ve_pipeline::{
+    maintenance, ConfigError, Manifest, Outcome, Pipeline, PipelineConfig, Progress, RunOptions,
+    StageFailed, UsageError,
+};
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+/// 2 for bad usage or config, 1 for everything else (a stage failed, IO trouble).
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Pipeline(cmd) => match cmd {
+            PipelineCmd::Run(args) => run(cli, args),
+            PipelineCmd::Status { json, rehash } => status(cli, *json, *rehash),
+            PipelineCmd::Show { stage, json } => show(cli, stage, *json),
+            PipelineCmd::Dag => dag(cli),
+        },
+        Command::Cache(CacheCmd::Verify) => verify(cli),
+        Command::Cache(CacheCmd::Gc { dry_run }) => gc(cli, *dry_run),
+        Command::DemoData(args) => demo_data(args),
+    }
+}
+
+fn open(cli: &Cli) -> Result<Pipeline> {
+    let config = PipelineConfig::load(&cli.config)?;
+    Pipeline::new(config, cli.cache.clone(), &lm4ve_stages::build_stage)
+}
+
+fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
+    let mut p = open(cli)?;
+    let opts = RunOptions {
+        target: (args.stage != "all").then(|| args.stage.clone()),
+        force: args.force,
+        rehash: args.rehash,
+        part: args.part,
+    };
+    let reports = p.run(&opts, &Progress::new(cli.quiet))?;
+    let mut ran = 0;
+    let mut fresh = 0;
+    for r in &reports {
+        let k = short(&r.key);
+        match &r.outcome {
+            Outcome::Fresh => {
+                fresh += 1;
+                println!("{:<16} fresh   {k}  (cached, nothing to do)", r.stage);
+            }
+            Outcome::BuiltElsewhere => {
+                fresh += 1;
+                println!("{:<16} fresh   {k}  (built by another process while we waited)", r.stage);
+            }
+            Outcome::Built {
+                units_run,
+                units_reused,
+                samples,
+                rejects,
+                seconds,
+            } => {
+                ran += 1;
+                println!(
+                    "{:<16} built   {k}  {samples} samples, {rejects} rejects, {units_run} units run, {units_reused} resumed, {seconds:.2} s",
+                    r.stage
+                );
+            }
+            Outcome::PartDone {
+                units_run,
+                units_done,
+                units_total,
+            } => {
+                ran += 1;
+                println!(
+                    "{:<16} part    {k}  {units_run} units run; {units_done}/{units_total} units of the stage done{}",
+                    r.stage,
+                    if units_done < units_total {
+                        "; when every part is done, run without --part to assemble"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    if ran == 0 {
+        println!("nothing to do: 0 stages run, {fresh} up to date");
+    } else {
+        println!("{ran} stages run, {fresh} up to date");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
+    let mut p = open(cli)?;
+    let statuses = p.status(rehash)?;
+    if json {
+        let v: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({"stage": s.stage, "state": s.state, "reason": s.reason, "key": s.key})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for s in &statuses {
+            let state = match s.state {
+                State::Fresh => "fresh",
+                State::Stale => "stale",
+                State::Missing => "missing",
+            };
+            let reason = if s.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", s.reason)
+            };
+            println!("{:<16} {state:<8} {}{reason}", s.stage, short(&s.key));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
+    let mut p = open(cli)?;
+    if p.stage(stage).is_none() {
+        return Err(UsageError(format!("no stage `{stage}` in {}", cli.config.display())).into());
+    }
+    p.compute_keys(false)?;
+    let key = p.key(stage).map(|k| k.key.clone()).unwrap_or_default();
+    let path = p.cache.manifest_path(&key);
+    if !path.exists() {
+        return Err(StageFailed {
+            stage: stage.into(),
+            message: format!(
+                "not built for the current config (key {}); run `lm4ve -c {} pipeline run --stage {stage}`",
+                short(&key),
+                cli.config.display()
+            ),
+        }
+        .into());
+    }
+    let m = Manifest::load(&path)?;
+    let rejects_path = p.cache.artifact_dir(&key).join("rejects.jsonl");
+    let shard_paths: Vec<String> = m
+        .shard_paths(&path, None)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "stage": stage,
+            "key": key,
+            "manifest": path.display().to_string(),
+            "samples": m.samples,
+            "rejects": m.rejects,
+            "shards": m.shards.len(),
+            "splits": m.splits,
+            "rejects_file": rejects_path.display().to_string(),
+            "shard_paths": shard_paths,
+            "schema": m.schema,
+            "meta": m.meta,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("stage     {stage} ({})", m.kind);
+        println!("key       {key}");
+        println!("manifest  {}", path.display());
+        println!("samples   {} ({})", m.samples, m.splits.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!("rejects   {} ({})", m.rejects, rejects_path.display());
+        println!("shards    {}", m.shards.len());
+        if let Some(schema) = &m.schema {
+            for f in schema {
+                println!("  field   {} {} {:?}", f.name, f.dtype, f.shape);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dag(cli: &Cli) -> Result<ExitCode> {
+    let p = open(cli)?;
+    for name in p.dag().order() {
+        let kind = p.stage(name).map(|s| s.kind().to_string()).unwrap_or_default();
+        let needs = p.dag().needs(name);
+        if needs.is_empty() {
+            println!("{name} [{kind}]");
+        } else {
+            println!("{name} [{kind}] <- {}", needs.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(cli: &Cli) -> Result<ExitCode> {
+    let cache_dir = match &cli.cache {
+        Some(c) => c.clone(),
+        None => PipelineConfig::load(&cli.config)
+            .map(|c| c.cache_dir)
+            .unwrap_or_else(|_| "cache".into()),
+    };
+    let cache = lm4ve_pipeline::Cache::open(&cache_dir)?;
+    let report = maintenance::verify(&cache)?;
+    for (path, user) in &report.corrupt {
+        println!("CORRUPT {} ({user}): contents do not match its hash; delete it and re-run the stage", path.display());
+    }
+    for (manifest, object) in &report.missing {
+        println!("MISSING object {object} named by {}; re-run the stage with --force", manifest.display());
+    }
+    println!(
+        "checked {} objects ({:.1} MB): {} corrupt, {} missing",
+        report.objects,
+        report.bytes as f64 / 1e6,
+        report.corrupt.len(),
+        report.missing.len()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn gc(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
+    let mut p = open(cli)?;
+    p.compute_keys(false)
+        .context("gc keeps the artifacts of the current config, so it needs their keys")?;
+    let keep: BTreeSet<String> = p
+        .dag()
+        .order()
+        .iter()
+        .filter_map(|s| p.key(s).map(|k| k.key.clone()))
+        .collect();
+    let r = maintenance::gc(&p.cache, &keep, dry_run)?;
+    println!(
+        "{}{} artifacts and {} objects ({:.1} MB) removed, {} objects kept",
+        if dry_run { "dry run: " } else { "" },
+        r.artifacts_removed,
+        r.objects_removed,
+        r.bytes_freed as f64 / 1e6,
+        r.objects_kept
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_data(args: &DemoDataArgs) -> Result<ExitCode> {
+    use lm4ve_stages::pointcloud::demo::{write_demo_scanobjectnn, DemoPcConfig};
+    let pc_dir = args.out.join("scanobjectnn");
+    std::fs::create_dir_all(&pc_dir).with_context(|| format!("creating {}", pc_dir.display()))?;
+    let cfg = DemoPcConfig {
+        seed: args.seed,
+        train_per_class: args.pc_train_per_class,
+        test_per_class: args.pc_test_per_class,
+        ..DemoPcConfig::default()
+    };
+    let (train, test) = write_demo_scanobjectnn(&pc_dir, &cfg)?;
+    println!(
+        "wrote {}: {train} training and {test} test point clouds (ScanObjectNN h5)",
+        pc_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,29 @@
+//! lm4ve-stages: the domain — one module per stage family (point clouds now; video,
+//! Argoverse, LLM blocks and training next), and the registry mapping a config's `kind`
+//! to the stage that implements it.
+
+pub mod pointcloud;
+
+use lm4ve_pipeline::{ConfigError, PipelineConfig, Stage, StageConfig};
+
+/// Every stage kind this build knows.
+pub const KINDS: &[&str] = &[pointcloud::stage::KIND];
+
+/// Builds the stage for one `[stages.NAME]` table (the engine's [`lm4ve_pipeline::StageFactory`]).
+pub fn build_stage(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+) -> Result<Box<dyn Stage>, ConfigError> {
+    match sc.kind.as_str() {
+        pointcloud::stage::KIND => pointcloud::stage::build(config, sc),
+        other => Err(ConfigError {
+            file: config.path.display().to_string(),
+            line: None,
+            message: format!(
+                "[stages.{}]: unknown kind `{other}`; known kinds: {}",
+                sc.name,
+                KINDS.join(", ")
+            ),
+        }),
+    }
+}

@@ -1,0 +1,540 @@
+//! Per-cloud geometry of PointBERT tokens (PAPER.md §3): unit-sphere normalization,
+//! farthest point sampling, k-nearest-neighbour grouping.
+//!
+//! Everything here is single-threaded and allocation-light on purpose: the stage runs one
+//! cloud per rayon task, so parallelism lives one level up and these functions stay
+//! deterministic by construction (same input bytes → same output bytes, any thread count).
+//!
+//! Float arithmetic is written so that `scripts/bench/pc_reference.py` (numpy) reproduces
+//! it bit for bit: squared distances are `dx*dx + dy*dy + dz*dz` in f32 in that order (Rust
+//! never fuses into FMA on its own), the normalization runs in f64 with a sequential sum,
+//! and ties are always broken by the lower index.
+
+pub type Point = [f32; 3];
+
+/// Initial "distance to the chosen set" in FPS. The pointnet2 CUDA kernel uses 1e10 rather
+/// than infinity; we keep the same constant so that the two agree even on huge coordinates.
+const FPS_INIT: f32 = 1e10;
+
+/// Lanes of the FPS inner loop. Eight independent (max, argmax) accumulators let LLVM keep
+/// the loop in SIMD registers; the lanes are merged with a first-index tie-break after.
+const LANES: usize = 8;
+
+/// Subtract the centroid, divide by the max norm (unit sphere). Degenerate (all same point)
+/// -> leave centered (no div by zero).
+///
+/// Runs in f64 because georeferenced LAS coordinates (1e5..1e7) lose their sub-metre digits
+/// in an f32 centroid; the result is rounded to f32 once, at the end.
+pub fn normalize_unit_sphere(points: &mut [Point]) {
+    if points.is_empty() {
+        return;
+    }
+    // Sequential sum in f64, then one division: this is exactly what numpy's
+    // `p.mean(axis=0)` does for an [N,3] float64 array (axis-0 reduction is not pairwise).
+    let mut sum = [0f64; 3];
+    for p in points.iter() {
+        sum[0] += f64::from(p[0]);
+        sum[1] += f64::from(p[1]);
+        sum[2] += f64::from(p[2]);
+    }
+    let n = points.len() as f64;
+    let c = [sum[0] / n, sum[1] / n, sum[2] / n];
+
+    let mut max_sq = 0f64;
+    for p in points.iter() {
+        let dx = f64::from(p[0]) - c[0];
+        let dy = f64::from(p[1]) - c[1];
+        let dz = f64::from(p[2]) - c[2];
+        let sq = dx * dx + dy * dy + dz * dz;
+        if sq > max_sq {
+            max_sq = sq;
+        }
+    }
+    let m = max_sq.sqrt();
+    // A cloud that is a single repeated point has m == 0: keep it centered rather than
+    // produce NaNs; the caller may still reject it for other reasons.
+    let scale = m > 0.0;
+    for p in points.iter_mut() {
+        for (v, cv) in p.iter_mut().zip(c) {
+            let centered = f64::from(*v) - cv;
+            // Divide (not multiply by 1/m) so numpy's `p / m` gives the same bits.
+            *v = if scale { centered / m } else { centered } as f32;
+        }
+    }
+}
+
+/// Farthest point sampling as the pointnet2 CUDA op does: start at index 0, keep for every
+/// point its min squared distance to the chosen set, pick the argmax (first index on ties),
+/// n picks. Requires n <= points.len() (caller checks). Returns indices.
+///
+/// If `n > points.len()` anyway, the extra picks repeat already chosen points (every
+/// distance is then 0 and the first index wins), as the CUDA kernel does; it never panics.
+pub fn farthest_point_sample(points: &[Point], n: usize) -> Vec<usize> {
+    let len = points.len();
+    if n == 0 || len == 0 {
+        return Vec::new();
+    }
+    if len > u32::MAX as usize {
+        // The fast path keeps lane indices in u32 (half the register pressure of usize).
+        return fps_scalar(points, n);
+    }
+    // Structure of arrays: the hot loop then reads three contiguous f32 streams.
+    let mut xs = Vec::with_capacity(len);
+    let mut ys = Vec::with_capacity(len);
+    let mut zs = Vec::with_capacity(len);
+    for p in points {
+        xs.push(p[0]);
+        ys.push(p[1]);
+        zs.push(p[2]);
+    }
+    let mut mind = vec![FPS_INIT; len];
+    let mut out = Vec::with_capacity(n);
+    let mut last = 0usize;
+    out.push(last);
+    for _ in 1..n {
+        last = fps_step(&xs, &ys, &zs, &mut mind, points[last]);
+        out.push(last);
+    }
+    out
+}
+
+/// One FPS iteration: fold the distance to `c` into `mind` and return the first index of
+/// the maximum of `mind`.
+#[inline]
+fn fps_step(xs: &[f32], ys: &[f32], zs: &[f32], mind: &mut [f32], c: Point) -> usize {
+    let [cx, cy, cz] = c;
+    // -1 is below any distance, so lane j is seeded by its first element (index j), which
+    // keeps the first-index rule when every distance is 0 (duplicated points).
+    let mut best_v = [-1f32; LANES];
+    let mut best_i = [0u32; LANES];
+    let full = xs.len() / LANES * LANES;
+    let chunks = xs[..full]
+        .chunks_exact(LANES)
+        .zip(ys[..full].chunks_exact(LANES))
+        .zip(zs[..full].chunks_exact(LANES))
+        .zip(mind[..full].chunks_exact_mut(LANES));
+    let mut base = 0u32;
+    for (((xc, yc), zc), mc) in chunks {
+        for j in 0..LANES {
+            let dx = xc[j] - cx;
+            let dy = yc[j] - cy;
+            let dz = zc[j] - cz;
+            let d = dx * dx + dy * dy + dz * dz;
+            let m = if d < mc[j] { d } else { mc[j] };
+            mc[j] = m;
+            // Strict `>`: within a lane, indices grow, so the first one wins ties.
+            let better = m > best_v[j];
+            best_v[j] = if better { m } else { best_v[j] };
+            best_i[j] = if better { base + j as u32 } else { best_i[j] };
+        }
+        base += LANES as u32;
+    }
+    // Merge lanes: the largest value, and among equal values the lowest index.
+    let mut bv = -1f32;
+    let mut bi = usize::MAX;
+    for j in 0..LANES {
+        let (v, i) = (best_v[j], best_i[j] as usize);
+        if v < 0.0 {
+            continue; // lane never saw a point (fewer than LANES points in total)
+        }
+        if v > bv || (v == bv && i < bi) {
+            bv = v;
+            bi = i;
+        }
+    }
+    // The tail has higher indices than every chunk, so strict `>` keeps first-index ties.
+    for k in full..xs.len() {
+        let dx = xs[k] - cx;
+        let dy = ys[k] - cy;
+        let dz = zs[k] - cz;
+        let d = dx * dx + dy * dy + dz * dz;
+        let m = if d < mind[k] { d } else { mind[k] };
+        mind[k] = m;
+        if m > bv {
+            bv = m;
+            bi = k;
+        }
+    }
+    // Unreachable for a non-empty cloud (every point is >= 0 > -1); 0 is a safe fallback
+    // for NaN coordinates, which `tokenize` rejects before getting here.
+    if bi == usize::MAX {
+        0
+    } else {
+        bi
+    }
+}
+
+/// Plain FPS for clouds with more than u32::MAX points (never hit in practice).
+fn fps_scalar(points: &[Point], n: usize) -> Vec<usize> {
+    let mut mind = vec![FPS_INIT; points.len()];
+    let mut out = Vec::with_capacity(n);
+    let mut last = 0usize;
+    out.push(last);
+    for _ in 1..n {
+        let c = points[last];
+        let mut bv = -1f32;
+        let mut bi = 0usize;
+        for (k, (p, md)) in points.iter().zip(mind.iter_mut()).enumerate() {
+            let d = sq_dist(p, &c);
+            let m = if d < *md { d } else { *md };
+            *md = m;
+            if m > bv {
+                bv = m;
+                bi = k;
+            }
+        }
+        last = bi;
+        out.push(last);
+    }
+    out
+}
+
+#[inline]
+fn sq_dist(a: &Point, b: &Point) -> f32 {
+    let dx = a[0] - b[0];
+    let dy = a[1] - b[1];
+    let dz = a[2] - b[2];
+    dx * dx + dy * dy + dz * dz
+}
+
+/// For each center, the k nearest points of `points` (squared euclidean, ties broken by
+/// lower index), ordered nearest first. Returns flat indices [centers.len() * k].
+///
+/// If `k > points.len()` (callers should prevent it), each row holds all points in order
+/// and is padded with its nearest index, the way PointNet++ ball query pads; with no
+/// points at all the result is empty.
+pub fn knn(points: &[Point], centers: &[Point], k: usize) -> Vec<usize> {
+    let n = points.len();
+    if n == 0 || k == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(centers.len() * k);
+    // One u64 per point: distance bits high, index low. For non-negative floats the IEEE
+    // bit pattern orders like the value, so sorting these integers sorts by (distance,
+    // index) — a total order, hence deterministic, and integer compares are cheap.
+    let mut keys: Vec<u64> = Vec::with_capacity(n);
+    let take = k.min(n);
+    for c in centers {
+        keys.clear();
+        keys.extend(points.iter().enumerate().map(|(i, p)| {
+            // A NaN distance has a larger bit pattern than +inf: it sorts last.
+            (u64::from(sq_dist(p, c).to_bits()) << 32) | (i as u64 & 0xffff_ffff)
+        }));
+        if take < n {
+            keys.select_nth_unstable(take);
+            keys.truncate(take);
+        }
+        keys.sort_unstable();
+        let row_start = out.len();
+        out.extend(keys.iter().map(|&key| (key & 0xffff_ffff) as usize));
+        let nearest = out[row_start];
+        out.resize(row_start + k, nearest);
+    }
+    out
+}
+
+/// PointBERT tokens of one cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PcTokens {
+    /// Group centers, `num_groups * 3` (x, y, z per center), in FPS order.
+    pub centers: Vec<f32>,
+    /// `num_groups * group_size * 3`: the neighbours of each center, nearest first, each
+    /// point minus its center.
+    pub neighborhoods: Vec<f32>,
+}
+
+/// Why one cloud cannot be tokenized. The stage skips the cloud and records the message
+/// in `rejects.jsonl`, so every message says what is wrong and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudReject {
+    #[error(
+        "point {index} has a non-finite coordinate (NaN or infinity); \
+         clean the source file (drop or repair that point) to keep this cloud"
+    )]
+    NotFinite { index: usize },
+    #[error(
+        "the cloud has {have} points but num_points = {need}; \
+         lower num_points or remove clouds this small from the input"
+    )]
+    TooFewPoints { have: usize, need: usize },
+    #[error(
+        "num_groups = {num_groups} exceeds num_points = {num_points} (centers are chosen \
+         among the sampled points); lower num_groups or raise num_points"
+    )]
+    TooManyGroups {
+        num_groups: usize,
+        num_points: usize,
+    },
+    #[error(
+        "group_size = {group_size} exceeds num_points = {num_points} (neighbours come from \
+         the sampled points); lower group_size or raise num_points"
+    )]
+    GroupTooLarge {
+        group_size: usize,
+        num_points: usize,
+    },
+    #[error("{name} = 0; it must be at least 1")]
+    ZeroParameter { name: &'static str },
+}
+
+/// Full per-cloud pipeline (PAPER.md §3): reject non-finite points, reject if fewer than
+/// num_points (and if num_groups > num_points or group_size > num_points), normalize to
+/// the unit sphere, FPS to num_points, FPS num_groups centers among those, group_size
+/// nearest neighbours among the num_points sampled points for each center,
+/// neighbourhoods relative to their center.
+pub fn tokenize(
+    points: &[Point],
+    num_points: usize,
+    num_groups: usize,
+    group_size: usize,
+) -> Result<PcTokens, CloudReject> {
+    // Parameter problems first: they are the same for every cloud, so reporting them
+    // ahead of per-cloud problems points the user at the config.
+    for (name, v) in [
+        ("num_points", num_points),
+        ("num_groups", num_groups),
+        ("group_size", group_size),
+    ] {
+        if v == 0 {
+            return Err(CloudReject::ZeroParameter { name });
+        }
+    }
+    if num_groups > num_points {
+        return Err(CloudReject::TooManyGroups {
+            num_groups,
+            num_points,
+        });
+    }
+    if group_size > num_points {
+        return Err(CloudReject::GroupTooLarge {
+            group_size,
+            num_points,
+        });
+    }
+    if let Some(index) = points
+        .iter()
+        .position(|p| !(p[0].is_finite() && p[1].is_finite() && p[2].is_finite()))
+    {
+        return Err(CloudReject::NotFinite { index });
+    }
+    if points.len() < num_points {
+        return Err(CloudReject::TooFewPoints {
+            have: points.len(),
+            need: num_points,
+        });
+    }
+
+    let mut pts = points.to_vec();
+    normalize_unit_sphere(&mut pts);
+    let sampled: Vec<Point> = farthest_point_sample(&pts, num_points)
+        .into_iter()
+        .map(|i| pts[i])
+        .collect();
+    let centers: Vec<Point> = farthest_point_sample(&sampled, num_groups)
+        .into_iter()
+        .map(|i| sampled[i])
+        .collect();
+    let nn = knn(&sampled, &centers, group_size);
+
+    let mut neighborhoods = Vec::with_capacity(num_groups * group_size * 3);
+    for (c, row) in centers.iter().zip(nn.chunks_exact(group_size)) {
+        for &i in row {
+            let p = sampled[i];
+            neighborhoods.extend_from_slice(&[p[0] - c[0], p[1] - c[1], p[2] - c[2]]);
+        }
+    }
+    Ok(PcTokens {
+        centers: centers.iter().flatten().copied().collect(),
+        neighborhoods,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random_cloud(seed: u64, n: usize) -> Vec<Point> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                [
+                    rng.random_range(-1.0f32..1.0),
+                    rng.random_range(-1.0f32..1.0),
+                    rng.random_range(-1.0f32..1.0),
+                ]
+            })
+            .collect()
+    }
+
+    /// Textbook FPS, written independently of the laned version.
+    fn naive_fps(points: &[Point], n: usize) -> Vec<usize> {
+        let mut mind = vec![1e10f32; points.len()];
+        let mut out = vec![0usize];
+        while out.len() < n {
+            let last = points[*out.last().unwrap()];
+            for (k, p) in points.iter().enumerate() {
+                let d = sq_dist(p, &last);
+                mind[k] = mind[k].min(d);
+            }
+            let mut best = 0;
+            for k in 1..points.len() {
+                if mind[k] > mind[best] {
+                    best = k;
+                }
+            }
+            out.push(best);
+        }
+        out
+    }
+
+    fn naive_knn(points: &[Point], centers: &[Point], k: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for c in centers {
+            let mut all: Vec<(f32, usize)> = points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (sq_dist(p, c), i))
+                .collect();
+            all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
+            out.extend(all[..k].iter().map(|x| x.1));
+        }
+        out
+    }
+
+    #[test]
+    fn fps_matches_naive() {
+        for (seed, n, picks) in [(1, 2048, 1024), (2, 100, 37), (3, 7, 7), (4, 1, 1), (5, 33, 5)]
+        {
+            let pts = random_cloud(seed, n);
+            assert_eq!(
+                farthest_point_sample(&pts, picks),
+                naive_fps(&pts, picks),
+                "seed {seed}"
+            );
+        }
+    }
+
+    #[test]
+    fn fps_scalar_matches_laned() {
+        let pts = random_cloud(9, 513);
+        assert_eq!(farthest_point_sample(&pts, 200), fps_scalar(&pts, 200));
+    }
+
+    #[test]
+    fn fps_ties_take_first_index() {
+        // A grid has many equal distances; duplicates force all-zero ties at the end.
+        let mut pts = Vec::new();
+        for x in 0..4 {
+            for y in 0..4 {
+                for z in 0..3 {
+                    pts.push([x as f32, y as f32, z as f32]);
+                }
+            }
+        }
+        let dup = pts.clone();
+        pts.extend(dup);
+        assert_eq!(farthest_point_sample(&pts, 60), naive_fps(&pts, 60));
+        // More picks than distinct points: the repeats are the lowest indices with min 0.
+        let same = vec![[0.5f32, 0.5, 0.5]; 10];
+        assert_eq!(farthest_point_sample(&same, 4), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn knn_matches_naive_and_breaks_ties_by_index() {
+        let pts = random_cloud(11, 1024);
+        let centers = random_cloud(12, 64);
+        assert_eq!(knn(&pts, &centers, 32), naive_knn(&pts, &centers, 32));
+        assert_eq!(knn(&pts, &centers, 1024), naive_knn(&pts, &centers, 1024));
+        // Equidistant points: order must be by index.
+        let ring = vec![
+            [1.0f32, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [-1.0, 0.0, 0.0],
+            [0.0, -1.0, 0.0],
+            [0.0, 0.0, 5.0],
+        ];
+        assert_eq!(knn(&ring, &[[0.0, 0.0, 0.0]], 3), vec![0, 1, 2]);
+        // k larger than the cloud pads with the nearest index instead of panicking.
+        assert_eq!(
+            knn(&ring[..2], &[[1.0, 0.0, 0.0]], 4),
+            vec![0, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn normalize_unit_sphere_bounds_and_degenerate() {
+        let mut pts = random_cloud(21, 300);
+        for p in pts.iter_mut() {
+            p[0] = p[0] * 1000.0 + 5e5;
+        }
+        normalize_unit_sphere(&mut pts);
+        let max = pts
+            .iter()
+            .map(|p| (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt())
+            .fold(0f32, f32::max);
+        assert!((max - 1.0).abs() < 1e-5, "{max}");
+        let mut same = vec![[3.0f32, -2.0, 7.0]; 5];
+        normalize_unit_sphere(&mut same);
+        assert!(same.iter().all(|p| *p == [0.0, 0.0, 0.0]));
+        let mut empty: Vec<Point> = Vec::new();
+        normalize_unit_sphere(&mut empty);
+    }
+
+    #[test]
+    fn tokenize_shapes_and_relative_neighbourhoods() {
+        let pts = random_cloud(31, 2048);
+        let t = tokenize(&pts, 1024, 64, 32).unwrap();
+        assert_eq!(t.centers.len(), 64 * 3);
+        assert_eq!(t.neighborhoods.len(), 64 * 32 * 3);
+        // Each center is its own nearest neighbour: the first offset of every group is 0.
+        for g in 0..64 {
+            let off = &t.neighborhoods[g * 32 * 3..g * 32 * 3 + 3];
+            assert_eq!(off, &[0.0, 0.0, 0.0]);
+        }
+        // Deterministic.
+        assert_eq!(t, tokenize(&pts, 1024, 64, 32).unwrap());
+    }
+
+    #[test]
+    fn tokenize_rejects() {
+        let mut pts = random_cloud(41, 100);
+        pts[17][1] = f32::NAN;
+        assert_eq!(
+            tokenize(&pts, 50, 10, 5),
+            Err(CloudReject::NotFinite { index: 17 })
+        );
+        pts[17][1] = f32::INFINITY;
+        assert!(matches!(
+            tokenize(&pts, 50, 10, 5),
+            Err(CloudReject::NotFinite { index: 17 })
+        ));
+        let pts = random_cloud(42, 100);
+        let e = tokenize(&pts, 1024, 64, 32).unwrap_err();
+        assert_eq!(
+            e,
+            CloudReject::TooFewPoints {
+                have: 100,
+                need: 1024
+            }
+        );
+        assert!(e.to_string().contains("lower num_points"));
+        assert!(matches!(
+            tokenize(&pts, 50, 64, 5),
+            Err(CloudReject::TooManyGroups { .. })
+        ));
+        assert!(matches!(
+            tokenize(&pts, 50, 10, 51),
+            Err(CloudReject::GroupTooLarge { .. })
+        ));
+        assert!(matches!(
+            tokenize(&pts, 50, 0, 5),
+            Err(CloudReject::ZeroParameter { name: "num_groups" })
+        ));
+        assert!(matches!(
+            tokenize(&[], 1, 1, 1),
+            Err(CloudReject::TooFewPoints { have: 0, need: 1 })
+        ));
+    }
+}

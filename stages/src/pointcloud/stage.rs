@@ -1,0 +1,459 @@
+//! Stage `pc.tokens`: point clouds (ScanObjectNN h5 or raw .bin, or LAS/LAZ scans) →
+//! PointBERT tokens: FPS to `num_points`, `num_groups` FPS centers, `group_size` nearest
+//! neighbours per center expressed relative to it (PAPER.md §3). One unit = one shard.
+
+use super::bin::{read_bin_cloud, read_split_list};
+use super::geometry::{tokenize, Point};
+use super::h5::H5Clouds;
+use super::las::{read_labels_csv, read_las_cloud};
+use anyhow::{Context, Result};
+use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
+use lm4ve_pipeline::{
+    ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
+    UnitRecord,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub const KIND: &str = "pc.tokens";
+/// Bump when the bytes of the shards would change for the same inputs and params.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// ScanObjectNN h5 files (`data` [N,P,3], `label` [N]).
+    H5,
+    /// ScanObjectNN raw objects: `root/<category>/<file>.bin` listed in a split file.
+    Bin,
+    /// LAS/LAZ scans listed in a `labels.csv`.
+    Las,
+}
+
+/// `[stages.NAME.params]` of a `pc.tokens` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcParams {
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// h5: the training file (e.g. main_split/training_objectdataset.h5).
+    pub train: Option<PathBuf>,
+    /// h5: the test file.
+    pub test: Option<PathBuf>,
+    /// bin: the object_dataset directory.
+    pub root: Option<PathBuf>,
+    /// bin: split_new.txt (`file<TAB>category<TAB>t-for-test`).
+    pub split: Option<PathBuf>,
+    /// las: labels.csv (`file,label[,split]`, files relative to the csv).
+    pub labels: Option<PathBuf>,
+    #[serde(default = "d_num_points")]
+    pub num_points: usize,
+    #[serde(default = "d_num_groups")]
+    pub num_groups: usize,
+    #[serde(default = "d_group_size")]
+    pub group_size: usize,
+    #[serde(default = "d_shard_samples")]
+    pub shard_samples: usize,
+    #[serde(default = "d_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_format() -> Format {
+    Format::H5
+}
+fn d_num_points() -> usize {
+    1024
+}
+fn d_num_groups() -> usize {
+    64
+}
+fn d_group_size() -> usize {
+    32
+}
+fn d_shard_samples() -> usize {
+    256
+}
+fn d_zstd_level() -> i32 {
+    3
+}
+
+/// Where the clouds of one split come from.
+#[derive(Debug, Clone)]
+enum Source {
+    H5 { path: PathBuf },
+    Files { entries: Vec<(PathBuf, i64)> },
+}
+
+#[derive(Debug, Clone)]
+struct Split {
+    name: &'static str,
+    source: Source,
+}
+
+pub struct PcTokensStage {
+    params: PcParams,
+    splits: Vec<Split>,
+    inputs: Vec<InputSpec>,
+    /// Class names when labels were names (LAS); index = label id.
+    classes: Option<Vec<String>>,
+    /// Samples per split, filled by `plan` (h5 needs its header read).
+    counts: OnceLock<Vec<usize>>,
+}
+
+pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
+    let params: PcParams = config.typed_params(sc)?;
+    let err = |key: &str, msg: String| config.param_error(&sc.name, Some(key), msg);
+    if params.num_points == 0 || params.num_groups == 0 || params.group_size == 0 {
+        return Err(err(
+            "num_points",
+            "num_points, num_groups and group_size must be positive".into(),
+        ));
+    }
+    if params.num_groups > params.num_points {
+        return Err(err(
+            "num_groups",
+            format!(
+                "num_groups = {} exceeds num_points = {}; centers are chosen among the sampled points",
+                params.num_groups, params.num_points
+            ),
+        ));
+    }
+    if params.group_size > params.num_points {
+        return Err(err(
+            "group_size",
+            format!(
+                "group_size = {} exceeds num_points = {}",
+                params.group_size, params.num_points
+            ),
+        ));
+    }
+    if params.shard_samples == 0 {
+        return Err(err("shard_samples", "shard_samples must be positive".into()));
+    }
+    if !(1..=22).contains(&params.zstd_level) {
+        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    }
+    let mut splits = Vec::new();
+    let mut inputs = Vec::new();
+    let mut classes = None;
+    match params.format {
+        Format::H5 => {
+            for (name, p) in [("train", &params.train), ("test", &params.test)] {
+                if let Some(p) = p {
+                    let path = config.resolve(p);
+                    inputs.push(InputSpec::new(name, path.clone()));
+                    splits.push(Split {
+                        name,
+                        source: Source::H5 { path },
+                    });
+                }
+            }
+            if splits.is_empty() {
+                return Err(err(
+                    "format",
+                    "format = \"h5\" needs `train` and/or `test` (paths to ScanObjectNN h5 files)".into(),
+                ));
+            }
+        }
+        Format::Bin => {
+            let (Some(root), Some(split)) = (&params.root, &params.split) else {
+                return Err(err(
+                    "format",
+                    "format = \"bin\" needs `root` (the object_dataset directory) and `split` (split_new.txt)".into(),
+                ));
+            };
+            let (root, split) = (config.resolve(root), config.resolve(split));
+            let entries = read_split_list(&root, &split)
+                .map_err(|e| err("split", format!("{e}")))?;
+            inputs.push(InputSpec::new("split", split));
+            let mut train = Vec::new();
+            let mut test = Vec::new();
+            for e in entries {
+                let rel = e
+                    .path
+                    .strip_prefix(&root)
+                    .unwrap_or(&e.path)
+                    .to_string_lossy()
+                    .into_owned();
+                inputs.push(InputSpec::file_as("objects", e.path.clone(), rel));
+                if e.test {
+                    test.push((e.path, e.label));
+                } else {
+                    train.push((e.path, e.label));
+                }
+            }
+            splits.push(Split {
+                name: "train",
+                source: Source::Files { entries: train },
+            });
+            splits.push(Split {
+                name: "test",
+                source: Source::Files { entries: test },
+            });
+        }
+        Format::Las => {
+            let Some(labels) = &params.labels else {
+                return Err(err(
+                    "format",
+                    "format = \"las\" needs `labels` (a labels.csv with `file,label[,split]`)".into(),
+                ));
+            };
+            let labels = config.resolve(labels);
+            let rows = read_labels_csv(&labels).map_err(|e| err("labels", format!("{e}")))?;
+            let base = labels.parent().unwrap_or(Path::new(".")).to_path_buf();
+            inputs.push(InputSpec::new("labels", labels));
+            let ids = label_ids(rows.iter().map(|r| r.label.as_str()));
+            if ids.0.is_some() {
+                classes = ids.0.clone();
+            }
+            let mut train = Vec::new();
+            let mut test = Vec::new();
+            for (row, label) in rows.into_iter().zip(ids.1) {
+                let rel = row
+                    .path
+                    .strip_prefix(&base)
+                    .unwrap_or(&row.path)
+                    .to_string_lossy()
+                    .into_owned();
+                inputs.push(InputSpec::file_as("scans", row.path.clone(), rel));
+                if row.test {
+                    test.push((row.path, label));
+                } else {
+                    train.push((row.path, label));
+                }
+            }
+            splits.push(Split {
+                name: "train",
+                source: Source::Files { entries: train },
+            });
+            splits.push(Split {
+                name: "test",
+                source: Source::Files { entries: test },
+            });
+        }
+    }
+    Ok(Box::new(PcTokensStage {
+        params,
+        splits,
+        inputs,
+        classes,
+        counts: OnceLock::new(),
+    }))
+}
+
+/// Integer labels stay as they are; names become ids in sorted order (returned as classes).
+fn label_ids<'a>(labels: impl Iterator<Item = &'a str> + Clone) -> (Option<Vec<String>>, Vec<i64>) {
+    let ints: Option<Vec<i64>> = labels
+        .clone()
+        .map(|l| l.trim().parse::<i64>().ok().filter(|v| *v >= 0))
+        .collect();
+    if let Some(ints) = ints {
+        return (None, ints);
+    }
+    let mut names: Vec<String> = labels.clone().map(|l| l.trim().to_string()).collect();
+    names.sort();
+    names.dedup();
+    let ids = labels
+        .map(|l| names.binary_search(&l.trim().to_string()).unwrap_or(0) as i64)
+        .collect();
+    (Some(names), ids)
+}
+
+impl PcTokensStage {
+    fn counts(&self) -> Result<&Vec<usize>> {
+        if let Some(c) = self.counts.get() {
+            return Ok(c);
+        }
+        let mut counts = Vec::new();
+        for split in &self.splits {
+            counts.push(match &split.source {
+                Source::H5 { path } => {
+                    let clouds = H5Clouds::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if clouds.points_per_cloud() < self.params.num_points {
+                        anyhow::bail!(
+                            "{}: clouds have {} points, fewer than num_points = {}; lower num_points in the config",
+                            path.display(),
+                            clouds.points_per_cloud(),
+                            self.params.num_points
+                        );
+                    }
+                    clouds.len()
+                }
+                Source::Files { entries } => entries.len(),
+            });
+        }
+        Ok(self.counts.get_or_init(|| counts))
+    }
+
+    fn unit_range(&self, unit: &str) -> Result<(usize, std::ops::Range<usize>)> {
+        let (split, index) = unit
+            .rsplit_once('-')
+            .and_then(|(s, i)| Some((s, i.parse::<usize>().ok()?)))
+            .with_context(|| format!("malformed unit id `{unit}`"))?;
+        let si = self
+            .splits
+            .iter()
+            .position(|s| s.name == split)
+            .with_context(|| format!("unit `{unit}` names no split"))?;
+        let n = self.counts()?[si];
+        let start = index * self.params.shard_samples;
+        Ok((si, start..(start + self.params.shard_samples).min(n)))
+    }
+
+    fn tokenize_bytes(&self, points: &[Point], label: i64) -> std::result::Result<Vec<u8>, String> {
+        let p = &self.params;
+        let t = tokenize(points, p.num_points, p.num_groups, p.group_size).map_err(|e| e.to_string())?;
+        let centers = f32_bytes(&t.centers);
+        let neighborhoods = f32_bytes(&t.neighborhoods);
+        let label = label.to_le_bytes();
+        encode_sample(&self.schema_fields(), &[&centers, &neighborhoods, &label], p.zstd_level)
+            .map_err(|e| e.to_string())
+    }
+
+    fn schema_fields(&self) -> Schema {
+        let p = &self.params;
+        vec![
+            Field::new("centers", Dtype::Float32, &[p.num_groups, 3]),
+            Field::new("neighborhoods", Dtype::Float32, &[p.num_groups, p.group_size, 3]),
+            Field::new("label", Dtype::Int64, &[]),
+        ]
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// One cloud of a unit: where it came from, and its label + points or why it is unreadable.
+struct Loaded {
+    file: String,
+    sample: String,
+    cloud: std::result::Result<(i64, Vec<Point>), String>,
+}
+
+impl Stage for PcTokensStage {
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn key_params(&self) -> serde_json::Value {
+        let p = &self.params;
+        serde_json::json!({
+            "format": p.format,
+            "num_points": p.num_points,
+            "num_groups": p.num_groups,
+            "group_size": p.group_size,
+            "shard_samples": p.shard_samples,
+            "zstd_level": p.zstd_level,
+            "splits": self.splits.iter().map(|s| s.name).collect::<Vec<_>>(),
+            "classes": self.classes,
+        })
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        self.inputs.clone()
+    }
+    fn schema(&self) -> Option<Schema> {
+        Some(self.schema_fields())
+    }
+
+    fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitPlan>> {
+        let counts = self.counts()?;
+        let mut units = Vec::new();
+        for (split, n) in self.splits.iter().zip(counts) {
+            for (i, start) in (0..*n).step_by(self.params.shard_samples).enumerate() {
+                units.push(UnitPlan {
+                    id: format!("{}-{i:05}", split.name),
+                    work: ((start + self.params.shard_samples).min(*n) - start) as u64,
+                });
+            }
+        }
+        Ok(units)
+    }
+
+    fn run_unit(&self, _ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
+        let (si, range) = self.unit_range(&unit.id)?;
+        let split = &self.splits[si];
+        let loaded: Vec<Loaded> = match &split.source {
+            Source::H5 { path } => {
+                // A file that cannot be read at all fails the stage (the input as a whole is
+                // wrong); single bad clouds inside it are rejected below.
+                let clouds = H5Clouds::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let read = clouds
+                    .read_range(range.start, range.end)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                read.into_iter()
+                    .zip(range.clone())
+                    .map(|(cloud, i)| Loaded {
+                        file: path.display().to_string(),
+                        sample: format!("index {i}"),
+                        cloud: Ok(cloud),
+                    })
+                    .collect()
+            }
+            Source::Files { entries } => entries[range.clone()]
+                .par_iter()
+                .map(|(path, label)| {
+                    let is_bin = path.extension().is_some_and(|e| e == "bin");
+                    let cloud = if is_bin {
+                        read_bin_cloud(path).map_err(|e| e.to_string())
+                    } else {
+                        read_las_cloud(path).map_err(|e| e.to_string())
+                    };
+                    Loaded {
+                        file: path.display().to_string(),
+                        sample: "whole file".into(),
+                        cloud: cloud.map(|c| (*label, c)),
+                    }
+                })
+                .collect(),
+        };
+        let encoded: Vec<std::result::Result<(i64, Vec<u8>), String>> = loaded
+            .par_iter()
+            .map(|l| match &l.cloud {
+                Ok((label, points)) => self.tokenize_bytes(points, *label).map(|b| (*label, b)),
+                Err(e) => Err(e.clone()),
+            })
+            .collect();
+        let mut writer = ShardWriter::new(self.schema_fields());
+        let mut labels: BTreeMap<i64, u64> = BTreeMap::new();
+        for (l, enc) in loaded.iter().zip(encoded) {
+            match enc {
+                Ok((label, frame)) => {
+                    *labels.entry(label).or_insert(0) += 1;
+                    writer.push_encoded(frame);
+                }
+                Err(reason) => out.reject(&l.file, &l.sample, &reason),
+            }
+        }
+        let n = writer.len() as u64;
+        if n > 0 {
+            out.add_shard(split.name, n, &writer.finish())?;
+        }
+        out.set_meta(serde_json::json!({ "labels": labels }));
+        Ok(())
+    }
+
+    fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
+        let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+        for u in units {
+            if let Some(map) = u.meta.get("labels").and_then(|v| v.as_object()) {
+                for (k, v) in map {
+                    if let (Ok(k), Some(v)) = (k.parse::<i64>(), v.as_u64()) {
+                        *counts.entry(k).or_insert(0) += v;
+                    }
+                }
+            }
+        }
+        let num_classes = counts.keys().next_back().map(|m| m + 1).unwrap_or(0);
+        Ok(serde_json::json!({
+            "num_classes": num_classes,
+            "label_counts": counts,
+            "classes": self.classes,
+        }))
+    }
+}

@@ -1,0 +1,102 @@
+//! Helpers for the end-to-end tests: run the real `lm4ve` binary, write configs and data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lm4ve"));
+    c.env_remove("LM4VE_CONFIG")
+        .env_remove("LM4VE_CACHE")
+        .env_remove("LM4VE_THREADS")
+        .env("RUST_LOG", "info");
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    pub fn no_panic(&self) -> &Self {
+        assert!(
+            !self.stderr.contains("panicked"),
+            "lm4ve panicked:\n{}",
+            self.stderr
+        );
+        assert!(self.code == 0 || self.code == 1 || self.code == 2, "exit {}", self.code);
+        self
+    }
+}
+
+pub fn output(o: Output) -> Run {
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `lm4ve -c CONFIG ARGS...`
+pub fn lm4ve(config: &Path, args: &[&str]) -> Run {
+    let mut c = bin();
+    c.arg("-c").arg(config).args(args);
+    output(c.output().expect("spawn lm4ve"))
+}
+
+/// Writes the demo point-cloud data (small) into `dir/demo`, returns the scanobjectnn dir.
+pub fn demo_data(dir: &Path, per_class: usize) -> PathBuf {
+    let out = dir.join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", &per_class.to_string()])
+        .args(["--pc-test-per-class", &(per_class / 2).max(1).to_string()]);
+    output(c.output().expect("spawn")).ok();
+    out.join("scanobjectnn")
+}
+
+/// A config with one `pc.tokens` stage over the given h5 files; `extra` is appended to its params.
+pub fn pc_config(dir: &Path, name: &str, train: &Path, test: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[cache]
+dir = "cache"
+
+[stages.pc_tokens]
+kind = "pc.tokens"
+
+[stages.pc_tokens.params]
+format = "h5"
+train = "{}"
+test = "{}"
+num_points = 256
+num_groups = 16
+group_size = 8
+shard_samples = 16
+{extra}
+"#,
+        train.display(),
+        test.display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn show_json(config: &Path) -> serde_json::Value {
+    let r = lm4ve(config, &["pipeline", "show", "pc_tokens", "--json"]);
+    r.ok();
+    serde_json::from_str(&r.stdout).expect("show --json prints JSON")
+}
+
+pub fn manifest_hash(config: &Path) -> String {
+    let v = show_json(config);
+    let path = v["manifest"].as_str().unwrap();
+    blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
+}

@@ -1,0 +1,319 @@
+//! End to end through the real binary: caching, staleness, resume after kill -9,
+//! concurrency, --part, verify/gc, and the shard reader script.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn setup(per_class: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), per_class);
+    (
+        dir,
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    )
+}
+
+#[test]
+fn second_run_does_no_work_and_says_so() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    let first = lm4ve(&cfg, &["pipeline", "run", "--stage", "all"]);
+    first.ok();
+    assert!(first.stdout.contains("built"), "{}", first.stdout);
+    let second = lm4ve(&cfg, &["pipeline", "run", "--stage", "all"]);
+    second.ok();
+    assert!(second.stdout.contains("nothing to do: 0 stages run, 1 up to date"), "{}", second.stdout);
+    let st = lm4ve(&cfg, &["pipeline", "status", "--json"]);
+    st.ok();
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v[0]["stage"], "pc_tokens");
+    assert_eq!(v[0]["state"], "fresh");
+}
+
+#[test]
+fn param_edit_makes_the_stage_stale_and_status_names_it() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    // A comment changes nothing.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("# a comment\n{text}")).unwrap();
+    let r = lm4ve(&cfg, &["pipeline", "run"]);
+    assert!(r.ok().stdout.contains("0 stages run"), "{}", r.stdout);
+    // One param changes exactly that stage, and status says which param.
+    std::fs::write(&cfg, text.replace("group_size = 8", "group_size = 4")).unwrap();
+    let st = lm4ve(&cfg, &["pipeline", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.ok().stdout).unwrap();
+    assert_eq!(v[0]["state"], "stale");
+    let reason = v[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("group_size: 8 → 4"), "{reason}");
+    let r = lm4ve(&cfg, &["pipeline", "run"]);
+    assert!(r.ok().stdout.contains("1 stages run"), "{}", r.stdout);
+    let show = show_json(&cfg);
+    assert_eq!(show["schema"][1]["shape"], serde_json::json!([16, 4, 3]));
+}
+
+#[test]
+fn status_names_a_changed_input_file() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    // Rewrite the test file with another seed: same name, other bytes.
+    let other = {
+        let d = dir.path().join("other");
+        let mut c = bin();
+        c.args(["demo-data", "--seed", "7", "--pc-train-per-class", "1", "--pc-test-per-class", "1", "--out"])
+            .arg(&d);
+        output(c.output().unwrap()).ok();
+        d.join("scanobjectnn")
+    };
+    std::fs::copy(other.join("test_objectdataset.h5"), &test).unwrap();
+    let st = lm4ve(&cfg, &["pipeline", "status"]);
+    assert!(
+        st.ok().stdout.contains("input test changed: test_objectdataset.h5"),
+        "{}",
+        st.stdout
+    );
+}
+
+#[test]
+fn output_is_identical_for_any_thread_count() {
+    let (dir, train, test) = setup(3);
+    let a = pc_config(dir.path(), "a.toml", &train, &test, "");
+    let b_text = std::fs::read_to_string(&a).unwrap().replace("dir = \"cache\"", "dir = \"cache-b\"");
+    let b = dir.path().join("b.toml");
+    std::fs::write(&b, b_text).unwrap();
+    lm4ve(&a, &["-j", "1", "pipeline", "run"]).ok();
+    lm4ve(&b, &["-j", "2", "pipeline", "run"]).ok();
+    assert_eq!(manifest_hash(&a), manifest_hash(&b));
+}
+
+#[test]
+fn kill_9_mid_stage_then_resume_gives_the_same_artifact() {
+    let (dir, train, test) = setup(40);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    let units = dir.path().join("cache/artifacts");
+    let mut killed_mid_run = false;
+    for _attempt in 0..3 {
+        let _ = std::fs::remove_dir_all(dir.path().join("cache"));
+        let mut child = bin()
+            .arg("-c")
+            .arg(&cfg)
+            .args(["-j", "1", "pipeline", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let n = count_unit_records(&units);
+            if n >= 3 || start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SIGKILL: no destructors, no cleanup.
+        let _ = child.kill();
+        let _ = child.wait();
+        if !any_manifest(&units) {
+            killed_mid_run = true;
+            break;
+        }
+    }
+    assert!(killed_mid_run, "the run always finished before it could be killed");
+    let r = lm4ve(&cfg, &["pipeline", "run"]);
+    r.ok();
+    assert!(r.stdout.contains("resumed"), "{}", r.stdout);
+    let resumed: u64 = r
+        .stdout
+        .split(" units run, ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(resumed >= 3, "expected to resume finished units: {}", r.stdout);
+    let resumed_hash = manifest_hash(&cfg);
+    // An uninterrupted run in a fresh cache gives the same manifest bytes.
+    let fresh_cfg = dir.path().join("fresh.toml");
+    std::fs::write(
+        &fresh_cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+    )
+    .unwrap();
+    lm4ve(&fresh_cfg, &["pipeline", "run"]).ok();
+    assert_eq!(resumed_hash, manifest_hash(&fresh_cfg));
+    lm4ve(&cfg, &["cache", "verify"]).ok();
+}
+
+fn count_unit_records(artifacts: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(artifacts) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            std::fs::read_dir(e.path().join("units"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn any_manifest(artifacts: &Path) -> bool {
+    std::fs::read_dir(artifacts)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().join("manifest.json").exists()))
+        .unwrap_or(false)
+}
+
+#[test]
+fn two_concurrent_runs_make_one_consistent_artifact() {
+    let (dir, train, test) = setup(10);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    let spawn = || {
+        bin()
+            .arg("-c")
+            .arg(&cfg)
+            .args(["pipeline", "run"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (output(a.wait_with_output().unwrap()), output(b.wait_with_output().unwrap()));
+    a.ok();
+    b.ok();
+    let built = [&a, &b].iter().filter(|r| r.stdout.contains(" built ")).count();
+    assert!(built >= 1, "{}\n{}", a.stdout, b.stdout);
+    lm4ve(&cfg, &["cache", "verify"]).ok();
+    let h = manifest_hash(&cfg);
+    let other = dir.path().join("o.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+    )
+    .unwrap();
+    lm4ve(&other, &["pipeline", "run"]).ok();
+    assert_eq!(h, manifest_hash(&other));
+}
+
+#[test]
+fn parts_then_assembly_equal_a_single_run() {
+    let (dir, train, test) = setup(4);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    for part in ["0/3", "1/3"] {
+        let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", part]);
+        assert!(r.ok().stdout.contains("part"), "{}", r.stdout);
+    }
+    let st = lm4ve(&cfg, &["pipeline", "status"]);
+    assert!(st.ok().stdout.contains("interrupted"), "{}", st.stdout);
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", "2/3"]).ok();
+    let r = lm4ve(&cfg, &["pipeline", "run"]);
+    r.ok();
+    let h = manifest_hash(&cfg);
+    let other = dir.path().join("o.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+    )
+    .unwrap();
+    lm4ve(&other, &["pipeline", "run"]).ok();
+    assert_eq!(h, manifest_hash(&other));
+    // Bad --part is a usage error.
+    let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", "3/3"]);
+    assert_eq!(r.no_panic().code, 2);
+}
+
+#[test]
+fn flipped_byte_is_named_by_cache_verify() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    lm4ve(&cfg, &["cache", "verify"]).ok();
+    let show = show_json(&cfg);
+    let shard = show["shard_paths"][0].as_str().unwrap().to_string();
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&shard, bytes).unwrap();
+    let r = lm4ve(&cfg, &["cache", "verify"]);
+    assert_eq!(r.no_panic().code, 1, "{}", r.stdout);
+    let name = Path::new(&shard).file_name().unwrap().to_str().unwrap();
+    assert!(r.stdout.contains("CORRUPT") && r.stdout.contains(name), "{}", r.stdout);
+    assert!(r.stdout.contains("pc_tokens"), "{}", r.stdout);
+}
+
+#[test]
+fn gc_removes_what_the_config_no_longer_uses() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("num_groups = 16", "num_groups = 8")).unwrap();
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    let r = lm4ve(&cfg, &["cache", "gc"]);
+    assert!(r.ok().stdout.contains("1 artifacts"), "{}", r.stdout);
+    lm4ve(&cfg, &["cache", "verify"]).ok();
+    let r = lm4ve(&cfg, &["pipeline", "run"]);
+    assert!(r.ok().stdout.contains("0 stages run"), "{}", r.stdout);
+}
+
+#[test]
+fn python_reader_reads_the_rust_artifact() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    let show = show_json(&cfg);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/read_shards.py");
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&py)
+        .arg(script)
+        .arg(show["manifest"].as_str().unwrap())
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["samples"], show["samples"]);
+    assert_eq!(v["fields"]["centers"]["shape"], serde_json::json!([16, 3]));
+    assert_eq!(v["fields"]["neighborhoods"]["dtype"], "float32");
+    assert_eq!(v["fields"]["label"]["dtype"], "int64");
+    // And as a module: the values agree with the Rust reader.
+    let code = format!(
+        "import sys; sys.path.insert(0, {:?}); import read_shards; s = next(read_shards.samples({:?}, split='train')); print(repr(float(s['centers'][3,1])), int(s['label']))",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"),
+        show["manifest"].as_str().unwrap()
+    );
+    let out = std::process::Command::new(&py).args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut r = lm4ve_pipeline::shard::ShardReader::open(Path::new(
+        show["shard_paths"][0].as_str().unwrap(),
+    ))
+    .unwrap();
+    let s = r.read(0).unwrap();
+    let want = format!("{:?} {}", s.f32s(0)[3 * 3 + 1] as f64, s.i64s(2)[0]);
+    assert_eq!(text.trim(), want);
+}
+
+#[test]
+fn dag_and_show() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    let r = lm4ve(&cfg, &["pipeline", "dag"]);
+    assert!(r.ok().stdout.contains("pc_tokens [pc.tokens]"), "{}", r.stdout);
+    let r = lm4ve(&cfg, &["pipeline", "show", "pc_tokens", "--json"]);
+    assert_eq!(r.no_panic().code, 1, "not built yet: {}", r.stdout);
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens"]).ok();
+    let v = show_json(&cfg);
+    for k in ["stage", "key", "manifest", "samples", "rejects", "shards"] {
+        assert!(v.get(k).is_some(), "show --json lacks {k}: {v}");
+    }
+    assert!(Path::new(v["manifest"].as_str().unwrap()).is_absolute());
+    assert_eq!(v["samples"], 12 * 2 + 12);
+    let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "nope"]);
+    assert_eq!(r.no_panic().code, 2);
+    assert!(r.stderr.contains("pc_tokens"), "{}", r.stderr);
+}
