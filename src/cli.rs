@@ -5,10 +5,20 @@ use lm4ve_pipeline::Part;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "lm4ve", version, about = "Cached token shards from research datasets, and visual encoders with a frozen LLM block")]
+#[command(
+    name = "lm4ve",
+    version,
+    about = "Cached token shards from research datasets, and visual encoders with a frozen LLM block"
+)]
 pub struct Cli {
     /// Pipeline config (paths inside it are relative to it).
-    #[arg(short, long, global = true, env = "LM4VE_CONFIG", default_value = "configs/pipeline.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "LM4VE_CONFIG",
+        default_value = "configs/pipeline.toml"
+    )]
     pub config: PathBuf,
     /// Cache directory (overrides the config's [cache] dir).
     #[arg(long, global = true, env = "LM4VE_CACHE")]

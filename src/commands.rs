@@ -59,7 +59,10 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             }
             Outcome::BuiltElsewhere => {
                 fresh += 1;
-                println!("{:<16} fresh   {k}  (built by another process while we waited)", r.stage);
+                println!(
+                    "{:<16} fresh   {k}  (built by another process while we waited)",
+                    r.stage
+                );
             }
             Outcome::Built {
                 units_run,
@@ -134,7 +137,8 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
     if p.stage(stage).is_none() {
         return Err(UsageError(format!("no stage `{stage}` in {}", cli.config.display())).into());
     }
-    p.compute_keys(false)?;
+    let closure = p.dag().closure(stage);
+    p.compute_keys_of(&closure, false)?;
     let key = p.key(stage).map(|k| k.key.clone()).unwrap_or_default();
     let path = p.cache.manifest_path(&key);
     if !path.exists() {
@@ -174,7 +178,15 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
         println!("stage     {stage} ({})", m.kind);
         println!("key       {key}");
         println!("manifest  {}", path.display());
-        println!("samples   {} ({})", m.samples, m.splits.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!(
+            "samples   {} ({})",
+            m.samples,
+            m.splits
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         println!("rejects   {} ({})", m.rejects, rejects_path.display());
         println!("shards    {}", m.shards.len());
         if let Some(schema) = &m.schema {
@@ -189,7 +201,10 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
 fn dag(cli: &Cli) -> Result<ExitCode> {
     let p = open(cli)?;
     for name in p.dag().order() {
-        let kind = p.stage(name).map(|s| s.kind().to_string()).unwrap_or_default();
+        let kind = p
+            .stage(name)
+            .map(|s| s.kind().to_string())
+            .unwrap_or_default();
         let needs = p.dag().needs(name);
         if needs.is_empty() {
             println!("{name} [{kind}]");
@@ -210,10 +225,16 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
     let cache = lm4ve_pipeline::Cache::open(&cache_dir)?;
     let report = maintenance::verify(&cache)?;
     for (path, user) in &report.corrupt {
-        println!("CORRUPT {} ({user}): contents do not match its hash; delete it and re-run the stage", path.display());
+        println!(
+            "CORRUPT {} ({user}): contents do not match its hash; delete it and re-run the stage",
+            path.display()
+        );
     }
     for (manifest, object) in &report.missing {
-        println!("MISSING object {object} named by {}; re-run the stage with --force", manifest.display());
+        println!(
+            "MISSING object {object} named by {}; re-run the stage with --force",
+            manifest.display()
+        );
     }
     println!(
         "checked {} objects ({:.1} MB): {} corrupt, {} missing",

@@ -8,6 +8,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // lm4ve only reads HDF5 files. libhdf5's file locks fail on many NFS mounts, and a
+    // lock can outlive its writer when a forked child inherited the descriptor; the
+    // ScanObjectNN loaders in Python set the same variable. Set before any HDF5 call and
+    // before any thread exists; a user's own setting wins.
+    if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
+        std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
+    }
     let cli = cli::Cli::parse();
     let level = if cli.quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -19,7 +26,10 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
             eprintln!("error: --threads {n}: {e}");
             return ExitCode::from(2);
         }

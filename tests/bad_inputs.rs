@@ -45,7 +45,14 @@ fn nan_points_are_a_named_reject_and_the_run_goes_on() {
     let clouds = vec![sphere(300, 0), bad, sphere(300, 2), sphere(300, 3)];
     let (dir, cfg, _) = h5_setup(&clouds, "");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("kind = \"pc.tokens\"", "kind = \"pc.tokens\"\nmax_reject_fraction = 0.5")).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "kind = \"pc.tokens\"",
+            "kind = \"pc.tokens\"\nmax_reject_fraction = 0.5",
+        ),
+    )
+    .unwrap();
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     r.ok();
     assert!(r.stdout.contains("4 samples, 1 rejects"), "{}", r.stdout);
@@ -53,7 +60,10 @@ fn nan_points_are_a_named_reject_and_the_run_goes_on() {
     let rejects = std::fs::read_to_string(show["rejects_file"].as_str().unwrap()).unwrap();
     assert_eq!(rejects.lines().count(), 1);
     let line: serde_json::Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
-    assert!(line["file"].as_str().unwrap().ends_with("train.h5"), "{line}");
+    assert!(
+        line["file"].as_str().unwrap().ends_with("train.h5"),
+        "{line}"
+    );
     assert_eq!(line["sample"], "index 1");
     assert!(!line["reason"].as_str().unwrap().is_empty());
     drop(dir);
@@ -67,7 +77,11 @@ fn too_many_rejects_fail_the_stage_with_a_clear_message() {
     let (_dir, cfg, _) = h5_setup(&clouds, "");
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     assert_eq!(r.no_panic().code, 1);
-    assert!(r.stderr.contains("rejected") && r.stderr.contains("max_reject_fraction"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rejected") && r.stderr.contains("max_reject_fraction"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("index 1"), "{}", r.stderr);
 }
 
@@ -89,9 +103,15 @@ fn wrong_shape_h5_is_a_clear_error() {
     {
         let f = hdf5_metno::File::create(&train).unwrap();
         let data = ndarray::Array3::<f32>::zeros((4, 300, 2));
-        f.new_dataset_builder().with_data(&data).create("data").unwrap();
+        f.new_dataset_builder()
+            .with_data(&data)
+            .create("data")
+            .unwrap();
         let label = ndarray::Array1::<i64>::zeros(4);
-        f.new_dataset_builder().with_data(&label).create("label").unwrap();
+        f.new_dataset_builder()
+            .with_data(&label)
+            .create("label")
+            .unwrap();
     }
     let cfg = pc_config(dir.path(), "c.toml", &train, &train, "");
     let r = lm4ve(&cfg, &["pipeline", "run"]);
@@ -111,7 +131,13 @@ fn fewer_points_than_num_points_is_a_clear_error() {
 #[test]
 fn missing_input_file_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = pc_config(dir.path(), "c.toml", &dir.path().join("nope.h5"), &dir.path().join("nope2.h5"), "");
+    let cfg = pc_config(
+        dir.path(),
+        "c.toml",
+        &dir.path().join("nope.h5"),
+        &dir.path().join("nope2.h5"),
+        "",
+    );
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     assert_eq!(r.no_panic().code, 2);
     assert!(r.stderr.contains("nope.h5"), "{}", r.stderr);
@@ -120,10 +146,20 @@ fn missing_input_file_is_a_config_error() {
 #[test]
 fn unknown_param_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = pc_config(dir.path(), "c.toml", Path::new("a.h5"), Path::new("b.h5"), "num_pionts = 5");
+    let cfg = pc_config(
+        dir.path(),
+        "c.toml",
+        Path::new("a.h5"),
+        Path::new("b.h5"),
+        "num_pionts = 5",
+    );
     let r = lm4ve(&cfg, &["pipeline", "status"]);
     assert_eq!(r.no_panic().code, 2);
-    assert!(r.stderr.contains("c.toml:17") && r.stderr.contains("num_pionts"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("c.toml:15") && r.stderr.contains("num_pionts"),
+        "{}",
+        r.stderr
+    );
     let r = lm4ve(&dir.path().join("absent.toml"), &["pipeline", "run"]);
     assert_eq!(r.no_panic().code, 2);
     assert!(r.stderr.contains("absent.toml"), "{}", r.stderr);
@@ -136,8 +172,15 @@ fn bin_dataset(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(root.join(cat)).unwrap();
         for j in 0..3 {
             let name = format!("{i:03}_{j:05}.bin");
-            write_bin_cloud(&root.join(cat).join(&name), &sphere(300, (i * 3 + j) as u32)).unwrap();
-            split.push_str(&format!("{name}\t{cat}\t{}\n", if j == 2 { "t" } else { "" }));
+            write_bin_cloud(
+                &root.join(cat).join(&name),
+                &sphere(300, (i * 3 + j) as u32),
+            )
+            .unwrap();
+            split.push_str(&format!(
+                "{name}\t{cat}\t{}\n",
+                if j == 2 { "t" } else { "" }
+            ));
         }
     }
     // One object with too few points, one truncated file.
@@ -172,9 +215,15 @@ fn scanobjectnn_bin_objects_with_a_split_list() {
     assert_eq!(v["splits"]["test"], 3);
     assert_eq!(v["rejects"], 2);
     let rejects = std::fs::read_to_string(v["rejects_file"].as_str().unwrap()).unwrap();
-    assert!(rejects.contains("009_00000.bin") && rejects.contains("009_00001.bin"), "{rejects}");
+    assert!(
+        rejects.contains("009_00000.bin") && rejects.contains("009_00001.bin"),
+        "{rejects}"
+    );
     // Labels are ScanObjectNN's class ids: chair 4, table 9, bed 10.
-    assert_eq!(v["meta"]["label_counts"], serde_json::json!({"4": 3, "9": 3, "10": 3}));
+    assert_eq!(
+        v["meta"]["label_counts"],
+        serde_json::json!({"4": 3, "9": 3, "10": 3})
+    );
 }
 
 #[test]
@@ -184,11 +233,22 @@ fn las_and_laz_scans_with_labels_csv() {
     std::fs::create_dir_all(&scans).unwrap();
     let mut csv = String::from("file,label,split\n");
     for i in 0..4u32 {
-        let name = if i % 2 == 0 { format!("s{i}.las") } else { format!("s{i}.laz") };
+        let name = if i % 2 == 0 {
+            format!("s{i}.las")
+        } else {
+            format!("s{i}.laz")
+        };
         // Georeferenced coordinates: the reader must keep precision.
-        let pts: Vec<Point> = sphere(300, i).iter().map(|p| [p[0] + 5000.0, p[1] - 3000.0, p[2] + 100.0]).collect();
+        let pts: Vec<Point> = sphere(300, i)
+            .iter()
+            .map(|p| [p[0] + 5000.0, p[1] - 3000.0, p[2] + 100.0])
+            .collect();
         write_las_cloud(&scans.join(&name), &pts).unwrap();
-        csv.push_str(&format!("{name},{},{}\n", if i < 2 { "tree" } else { "pole" }, if i == 3 { "test" } else { "train" }));
+        csv.push_str(&format!(
+            "{name},{},{}\n",
+            if i < 2 { "tree" } else { "pole" },
+            if i == 3 { "test" } else { "train" }
+        ));
     }
     write_las_cloud(&scans.join("empty.las"), &[]).unwrap();
     csv.push_str("empty.las,pole,train\n");
@@ -215,5 +275,9 @@ fn las_and_laz_scans_with_labels_csv() {
     write_cfg(&scans.join("bad.csv"));
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     assert_eq!(r.no_panic().code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("bad.csv") && r.stderr.contains('3'), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bad.csv") && r.stderr.contains('3'),
+        "{}",
+        r.stderr
+    );
 }

@@ -25,7 +25,13 @@ fn second_run_does_no_work_and_says_so() {
     assert!(first.stdout.contains("built"), "{}", first.stdout);
     let second = lm4ve(&cfg, &["pipeline", "run", "--stage", "all"]);
     second.ok();
-    assert!(second.stdout.contains("nothing to do: 0 stages run, 1 up to date"), "{}", second.stdout);
+    assert!(
+        second
+            .stdout
+            .contains("nothing to do: 0 stages run, 1 up to date"),
+        "{}",
+        second.stdout
+    );
     let st = lm4ve(&cfg, &["pipeline", "status", "--json"]);
     st.ok();
     let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
@@ -65,15 +71,26 @@ fn status_names_a_changed_input_file() {
     let other = {
         let d = dir.path().join("other");
         let mut c = bin();
-        c.args(["demo-data", "--seed", "7", "--pc-train-per-class", "1", "--pc-test-per-class", "1", "--out"])
-            .arg(&d);
+        c.args([
+            "demo-data",
+            "--seed",
+            "7",
+            "--pc-train-per-class",
+            "1",
+            "--pc-test-per-class",
+            "1",
+            "--out",
+        ])
+        .arg(&d);
         output(c.output().unwrap()).ok();
         d.join("scanobjectnn")
     };
     std::fs::copy(other.join("test_objectdataset.h5"), &test).unwrap();
     let st = lm4ve(&cfg, &["pipeline", "status"]);
     assert!(
-        st.ok().stdout.contains("input test changed: test_objectdataset.h5"),
+        st.ok()
+            .stdout
+            .contains("input test changed: test_objectdataset.h5"),
         "{}",
         st.stdout
     );
@@ -83,7 +100,9 @@ fn status_names_a_changed_input_file() {
 fn output_is_identical_for_any_thread_count() {
     let (dir, train, test) = setup(3);
     let a = pc_config(dir.path(), "a.toml", &train, &test, "");
-    let b_text = std::fs::read_to_string(&a).unwrap().replace("dir = \"cache\"", "dir = \"cache-b\"");
+    let b_text = std::fs::read_to_string(&a)
+        .unwrap()
+        .replace("dir = \"cache\"", "dir = \"cache-b\"");
     let b = dir.path().join("b.toml");
     std::fs::write(&b, b_text).unwrap();
     lm4ve(&a, &["-j", "1", "pipeline", "run"]).ok();
@@ -126,7 +145,10 @@ fn kill_9_mid_stage_then_resume_gives_the_same_artifact() {
             break;
         }
     }
-    assert!(killed_mid_run, "the run always finished before it could be killed");
+    assert!(
+        killed_mid_run,
+        "the run always finished before it could be killed"
+    );
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     r.ok();
     assert!(r.stdout.contains("resumed"), "{}", r.stdout);
@@ -137,13 +159,19 @@ fn kill_9_mid_stage_then_resume_gives_the_same_artifact() {
         .and_then(|s| s.split(' ').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    assert!(resumed >= 3, "expected to resume finished units: {}", r.stdout);
+    assert!(
+        resumed >= 3,
+        "expected to resume finished units: {}",
+        r.stdout
+    );
     let resumed_hash = manifest_hash(&cfg);
     // An uninterrupted run in a fresh cache gives the same manifest bytes.
     let fresh_cfg = dir.path().join("fresh.toml");
     std::fs::write(
         &fresh_cfg,
-        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("dir = \"cache\"", "dir = \"cache2\""),
     )
     .unwrap();
     lm4ve(&fresh_cfg, &["pipeline", "run"]).ok();
@@ -152,7 +180,9 @@ fn kill_9_mid_stage_then_resume_gives_the_same_artifact() {
 }
 
 fn count_unit_records(artifacts: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(artifacts) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(artifacts) else {
+        return 0;
+    };
     rd.filter_map(|e| e.ok())
         .map(|e| {
             std::fs::read_dir(e.path().join("units"))
@@ -164,7 +194,10 @@ fn count_unit_records(artifacts: &Path) -> usize {
 
 fn any_manifest(artifacts: &Path) -> bool {
     std::fs::read_dir(artifacts)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().join("manifest.json").exists()))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.path().join("manifest.json").exists())
+        })
         .unwrap_or(false)
 }
 
@@ -183,17 +216,25 @@ fn two_concurrent_runs_make_one_consistent_artifact() {
             .unwrap()
     };
     let (a, b) = (spawn(), spawn());
-    let (a, b) = (output(a.wait_with_output().unwrap()), output(b.wait_with_output().unwrap()));
+    let (a, b) = (
+        output(a.wait_with_output().unwrap()),
+        output(b.wait_with_output().unwrap()),
+    );
     a.ok();
     b.ok();
-    let built = [&a, &b].iter().filter(|r| r.stdout.contains(" built ")).count();
+    let built = [&a, &b]
+        .iter()
+        .filter(|r| r.stdout.contains(" built "))
+        .count();
     assert!(built >= 1, "{}\n{}", a.stdout, b.stdout);
     lm4ve(&cfg, &["cache", "verify"]).ok();
     let h = manifest_hash(&cfg);
     let other = dir.path().join("o.toml");
     std::fs::write(
         &other,
-        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("dir = \"cache\"", "dir = \"cache2\""),
     )
     .unwrap();
     lm4ve(&other, &["pipeline", "run"]).ok();
@@ -205,25 +246,37 @@ fn parts_then_assembly_equal_a_single_run() {
     let (dir, train, test) = setup(4);
     let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
     for part in ["0/3", "1/3"] {
-        let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", part]);
+        let r = lm4ve(
+            &cfg,
+            &["pipeline", "run", "--stage", "pc_tokens", "--part", part],
+        );
         assert!(r.ok().stdout.contains("part"), "{}", r.stdout);
     }
     let st = lm4ve(&cfg, &["pipeline", "status"]);
     assert!(st.ok().stdout.contains("interrupted"), "{}", st.stdout);
-    lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", "2/3"]).ok();
+    lm4ve(
+        &cfg,
+        &["pipeline", "run", "--stage", "pc_tokens", "--part", "2/3"],
+    )
+    .ok();
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     r.ok();
     let h = manifest_hash(&cfg);
     let other = dir.path().join("o.toml");
     std::fs::write(
         &other,
-        std::fs::read_to_string(&cfg).unwrap().replace("dir = \"cache\"", "dir = \"cache2\""),
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("dir = \"cache\"", "dir = \"cache2\""),
     )
     .unwrap();
     lm4ve(&other, &["pipeline", "run"]).ok();
     assert_eq!(h, manifest_hash(&other));
     // Bad --part is a usage error.
-    let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens", "--part", "3/3"]);
+    let r = lm4ve(
+        &cfg,
+        &["pipeline", "run", "--stage", "pc_tokens", "--part", "3/3"],
+    );
     assert_eq!(r.no_panic().code, 2);
 }
 
@@ -242,7 +295,11 @@ fn flipped_byte_is_named_by_cache_verify() {
     let r = lm4ve(&cfg, &["cache", "verify"]);
     assert_eq!(r.no_panic().code, 1, "{}", r.stdout);
     let name = Path::new(&shard).file_name().unwrap().to_str().unwrap();
-    assert!(r.stdout.contains("CORRUPT") && r.stdout.contains(name), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("CORRUPT") && r.stdout.contains(name),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("pc_tokens"), "{}", r.stdout);
 }
 
@@ -274,7 +331,11 @@ fn python_reader_reads_the_rust_artifact() {
         .arg(show["manifest"].as_str().unwrap())
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["samples"], show["samples"]);
     assert_eq!(v["fields"]["centers"]["shape"], serde_json::json!([16, 3]));
@@ -286,8 +347,15 @@ fn python_reader_reads_the_rust_artifact() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"),
         show["manifest"].as_str().unwrap()
     );
-    let out = std::process::Command::new(&py).args(["-c", &code]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&py)
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut r = lm4ve_pipeline::shard::ShardReader::open(Path::new(
         show["shard_paths"][0].as_str().unwrap(),
@@ -303,7 +371,11 @@ fn dag_and_show() {
     let (dir, train, test) = setup(2);
     let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
     let r = lm4ve(&cfg, &["pipeline", "dag"]);
-    assert!(r.ok().stdout.contains("pc_tokens [pc.tokens]"), "{}", r.stdout);
+    assert!(
+        r.ok().stdout.contains("pc_tokens [pc.tokens]"),
+        "{}",
+        r.stdout
+    );
     let r = lm4ve(&cfg, &["pipeline", "show", "pc_tokens", "--json"]);
     assert_eq!(r.no_panic().code, 1, "not built yet: {}", r.stdout);
     lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens"]).ok();

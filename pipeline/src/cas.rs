@@ -171,6 +171,9 @@ mod tests {
         let b = c.put(b"hello").unwrap();
         assert_eq!(a, b);
         assert_eq!(std::fs::read(c.object_path(&a.blake3)).unwrap(), b"hello");
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

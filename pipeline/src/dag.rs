@@ -102,15 +102,26 @@ mod tests {
 
     #[test]
     fn orders_and_closes() {
-        let d = dag(&[("train", &["tok", "llm"]), ("tok", &[]), ("llm", &[]), ("eval", &["train"])])
-            .unwrap();
+        let d = dag(&[
+            ("train", &["tok", "llm"]),
+            ("tok", &[]),
+            ("llm", &[]),
+            ("eval", &["train"]),
+        ])
+        .unwrap();
         assert_eq!(d.order(), ["llm", "tok", "train", "eval"]);
         assert_eq!(d.closure("train"), ["llm", "tok", "train"]);
     }
 
     #[test]
     fn cycle_and_unknown_are_errors() {
-        assert!(matches!(dag(&[("a", &["b"]), ("b", &["a"])]), Err(DagError::Cycle(_))));
-        assert!(matches!(dag(&[("a", &["zz"])]), Err(DagError::Unknown { .. })));
+        assert!(matches!(
+            dag(&[("a", &["b"]), ("b", &["a"])]),
+            Err(DagError::Cycle(_))
+        ));
+        assert!(matches!(
+            dag(&[("a", &["zz"])]),
+            Err(DagError::Unknown { .. })
+        ));
     }
 }

@@ -186,22 +186,36 @@ impl Pipeline {
     /// Computes the key of every stage (in DAG order: a key needs its upstream keys).
     /// Input files are hashed only when their stat changed (or with `rehash`).
     pub fn compute_keys(&mut self, rehash: bool) -> Result<()> {
+        let all = self.dag.order().to_vec();
+        self.compute_keys_of(&all, rehash)
+    }
+
+    /// Keys of `stages` only (a closure: every needed stage included), so a run of one
+    /// stage does not touch the inputs of unrelated ones.
+    pub fn compute_keys_of(&mut self, stages: &[String], rehash: bool) -> Result<()> {
         let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
         let mut keys = BTreeMap::new();
-        for name in self.dag.order() {
+        for name in self.dag.order().iter().filter(|s| stages.contains(s)) {
             let stage = &self.stages[name];
-            let inputs = stat_cache.fingerprint(&stage.inputs(), rehash).map_err(|e| {
-                ConfigError {
+            let inputs = stat_cache
+                .fingerprint(&stage.inputs(), rehash)
+                .map_err(|e| ConfigError {
                     file: self.config.path.display().to_string(),
                     line: None,
                     message: format!("stage `{name}`: {e:#}"),
-                }
-            })?;
+                })?;
             let upstream = self
                 .dag
                 .needs(name)
                 .iter()
-                .map(|u| (u.clone(), keys.get(u).map(|k: &KeyInfo| k.key.clone()).unwrap_or_default()))
+                .map(|u| {
+                    (
+                        u.clone(),
+                        keys.get(u)
+                            .map(|k: &KeyInfo| k.key.clone())
+                            .unwrap_or_default(),
+                    )
+                })
                 .collect();
             let parts = KeyParts {
                 scheme: KEY_SCHEME,
@@ -244,16 +258,15 @@ impl Pipeline {
             self.check_target(t)?;
         }
         if opts.part.is_some() && opts.target.is_none() {
-            return Err(UsageError(
-                "--part splits one stage: name it with --stage NAME".into(),
-            )
-            .into());
+            return Err(
+                UsageError("--part splits one stage: name it with --stage NAME".into()).into(),
+            );
         }
-        self.compute_keys(opts.rehash)?;
         let todo = match &opts.target {
             Some(t) => self.dag.closure(t),
             None => self.dag.order().to_vec(),
         };
+        self.compute_keys_of(&todo, opts.rehash)?;
         let mut reports = Vec::new();
         for name in &todo {
             let is_target = opts.target.as_deref() == Some(name.as_str());
@@ -322,7 +335,10 @@ impl Pipeline {
             Some(p) => format!("{key}.part-{}-of-{}", p.index, p.count),
         };
         let _lock = crate::lock::acquire(&self.cache.locks_dir(), &lock_name, || {
-            tracing::info!("{name}: another lm4ve process is building {}; waiting", short(key));
+            tracing::info!(
+                "{name}: another lm4ve process is building {}; waiting",
+                short(key)
+            );
         })?;
         let manifest_path = self.cache.manifest_path(key);
         let journal = Journal::new(&self.cache, key);
@@ -341,12 +357,10 @@ impl Pipeline {
             cache: &self.cache,
             upstream: &upstream,
         };
-        let units = stage
-            .plan(&ctx)
-            .map_err(|e| StageFailed {
-                stage: name.into(),
-                message: format!("{e:#}"),
-            })?;
+        let units = stage.plan(&ctx).map_err(|e| StageFailed {
+            stage: name.into(),
+            message: format!("{e:#}"),
+        })?;
         check_unit_ids(name, &units)?;
         let mut done: BTreeMap<String, UnitRecord> = BTreeMap::new();
         for u in &units {
@@ -400,10 +414,7 @@ impl Pipeline {
                 units_total: units.len(),
             });
         }
-        let ordered: Vec<UnitRecord> = units
-            .iter()
-            .filter_map(|u| done.remove(&u.id))
-            .collect();
+        let ordered: Vec<UnitRecord> = units.iter().filter_map(|u| done.remove(&u.id)).collect();
         let rejects: Vec<&Reject> = ordered.iter().flat_map(|u| &u.rejects).collect();
         let mut rejects_jsonl = String::new();
         for r in &rejects {
@@ -520,12 +531,14 @@ fn check_unit_ids(stage: &str, units: &[UnitPlan]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for u in units {
         let ok = !u.id.is_empty()
-            && u
-                .id
+            && u.id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok || !seen.insert(&u.id) {
-            anyhow::bail!("stage `{stage}` planned a bad or duplicate unit id `{}` (a bug in the stage)", u.id);
+            anyhow::bail!(
+                "stage `{stage}` planned a bad or duplicate unit id `{}` (a bug in the stage)",
+                u.id
+            );
         }
     }
     Ok(())
@@ -591,7 +604,11 @@ fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: 
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match a.get(k) {
                     Some(o) => diff_json(&p, o, v, out),
                     None => out.push(format!("param {p} added: {v}")),
@@ -599,12 +616,19 @@ fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: 
             }
             for k in a.keys() {
                 if !b.contains_key(k) {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     out.push(format!("param {p} removed"));
                 }
             }
         }
-        (a, b) if a != b => out.push(format!("param {}: {a} → {b}", if path.is_empty() { "params" } else { path })),
+        (a, b) if a != b => out.push(format!(
+            "param {}: {a} → {b}",
+            if path.is_empty() { "params" } else { path }
+        )),
         _ => {}
     }
 }
@@ -633,6 +657,9 @@ mod tests {
             &serde_json::json!({"num_points": 512, "x": {"y": 1}, "z": true}),
             &mut out,
         );
-        assert_eq!(out, vec!["param num_points: 1024 → 512", "param z added: true"]);
+        assert_eq!(
+            out,
+            vec!["param num_points: 1024 → 512", "param z added: true"]
+        );
     }
 }

@@ -105,9 +105,14 @@ impl StatCache {
         if let Ok(text) = std::fs::read_to_string(file) {
             for line in text.lines() {
                 let mut it = line.splitn(6, '\t');
-                let (Some(h), Some(s), Some(m), Some(c), Some(i), Some(p)) =
-                    (it.next(), it.next(), it.next(), it.next(), it.next(), it.next())
-                else {
+                let (Some(h), Some(s), Some(m), Some(c), Some(i), Some(p)) = (
+                    it.next(),
+                    it.next(),
+                    it.next(),
+                    it.next(),
+                    it.next(),
+                    it.next(),
+                ) else {
                     continue; // a damaged line only costs a re-hash
                 };
                 let (Ok(size), Ok(mtime_ns), Ok(ctime_ns), Ok(ino)) =
@@ -312,9 +317,15 @@ mod tests {
     fn missing_input_names_role_and_path() {
         let mut c = StatCache::load(Path::new("/nonexistent/sc"));
         let e = c
-            .fingerprint(&[InputSpec::new("train", PathBuf::from("/no/such.h5"))], false)
+            .fingerprint(
+                &[InputSpec::new("train", PathBuf::from("/no/such.h5"))],
+                false,
+            )
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("train") && msg.contains("/no/such.h5"), "{msg}");
+        assert!(
+            msg.contains("train") && msg.contains("/no/such.h5"),
+            "{msg}"
+        );
     }
 }

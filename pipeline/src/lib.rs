@@ -19,7 +19,7 @@ pub mod stage;
 pub use artifact::{Manifest, Reject, UnitRecord};
 pub use cas::Cache;
 pub use config::{ConfigError, PipelineConfig, StageConfig};
-pub use engine::{Outcome, Part, Pipeline, RunOptions, StageFailed, StageFactory, UsageError};
+pub use engine::{Outcome, Part, Pipeline, RunOptions, StageFactory, StageFailed, UsageError};
 pub use fingerprint::InputSpec;
 pub use progress::Progress;
 pub use stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};

@@ -27,7 +27,11 @@ impl VerifyReport {
 fn list_objects(cache: &Cache) -> Result<Vec<PathBuf>> {
     let mut objects = Vec::new();
     let root = cache.objects_dir();
-    for entry in walkdir::WalkDir::new(&root).min_depth(2).max_depth(2).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(&root)
+        .min_depth(2)
+        .max_depth(2)
+        .sort_by_file_name()
+    {
         let entry = entry.with_context(|| format!("listing {}", root.display()))?;
         if entry.file_type().is_file() {
             objects.push(entry.into_path());
@@ -74,7 +78,11 @@ fn users(artifacts: &[(String, Option<Manifest>, Vec<UnitRecord>)]) -> BTreeMap<
             for o in u.objects() {
                 users.insert(
                     o.to_string(),
-                    format!("stage {stage}, artifact {}, unit {}", &key[..12.min(key.len())], u.unit),
+                    format!(
+                        "stage {stage}, artifact {}, unit {}",
+                        &key[..12.min(key.len())],
+                        u.unit
+                    ),
                 );
             }
         }
@@ -89,9 +97,16 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
     let checked: Vec<(PathBuf, u64, bool)> = objects
         .par_iter()
         .map(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match std::fs::read(p) {
-                Ok(bytes) => (p.clone(), bytes.len() as u64, blake3::hash(&bytes).to_hex().as_str() == name),
+                Ok(bytes) => (
+                    p.clone(),
+                    bytes.len() as u64,
+                    blake3::hash(&bytes).to_hex().as_str() == name,
+                ),
                 Err(_) => (p.clone(), 0, false),
             }
         })
@@ -103,14 +118,25 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
     for (p, bytes, ok) in checked {
         report.bytes += bytes;
         if !ok {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let user = users.get(&name).cloned().unwrap_or_else(|| "unreferenced".into());
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let user = users
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| "unreferenced".into());
             report.corrupt.push((p, user));
         }
     }
     for (key, manifest, _) in &artifacts {
         if let Some(m) = manifest {
-            for o in m.shards.iter().map(|s| &s.blake3).chain(m.files.iter().map(|f| &f.blake3)) {
+            for o in m
+                .shards
+                .iter()
+                .map(|s| &s.blake3)
+                .chain(m.files.iter().map(|f| &f.blake3))
+            {
                 if !cache.object_path(o).exists() {
                     report.missing.push((cache.manifest_path(key), o.clone()));
                 }
@@ -151,7 +177,10 @@ pub fn gc(cache: &Cache, keep: &BTreeSet<String>, dry_run: bool) -> Result<GcRep
         }
     }
     for p in list_objects(cache)? {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if live.contains(&name) {
             report.objects_kept += 1;
             continue;

@@ -245,7 +245,10 @@ impl ShardReader {
         }
         let version = u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
         if version != FORMAT_VERSION {
-            return Err(ShardError::Version { path: p, found: version });
+            return Err(ShardError::Version {
+                path: p,
+                found: version,
+            });
         }
         let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as u64;
         if 16 + header_len > file_len {

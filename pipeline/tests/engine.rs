@@ -39,7 +39,10 @@ impl Stage for Gen {
     }
     fn plan(&self, _: &StageCtx) -> Result<Vec<UnitPlan>> {
         Ok((0..self.0.units)
-            .map(|i| UnitPlan { id: format!("u-{i:03}"), work: 4 })
+            .map(|i| UnitPlan {
+                id: format!("u-{i:03}"),
+                work: 4,
+            })
             .collect())
     }
     fn run_unit(&self, _: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
@@ -54,7 +57,11 @@ impl Stage for Gen {
                 out.reject("gen", &format!("{i}/{s}"), "injected bad sample");
                 continue;
             }
-            w.push_encoded(encode_sample(&schema, &[&[self.0.value, (i * 4 + s) as u8]], 3)?);
+            w.push_encoded(encode_sample(
+                &schema,
+                &[&[self.0.value, (i * 4 + s) as u8]],
+                3,
+            )?);
         }
         let n = w.len() as u64;
         out.add_shard("train", n, &w.finish())?;
@@ -82,7 +89,10 @@ impl Stage for Sum {
         vec![self.from.clone()]
     }
     fn plan(&self, _: &StageCtx) -> Result<Vec<UnitPlan>> {
-        Ok(vec![UnitPlan { id: "sum".into(), work: 1 }])
+        Ok(vec![UnitPlan {
+            id: "sum".into(),
+            work: 1,
+        }])
     }
     fn run_unit(&self, ctx: &StageCtx, _: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
         let up = &ctx.upstream[&self.from];
@@ -108,7 +118,10 @@ fn factory(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, 
                 scale: u64,
             }
             let p: P = config.typed_params(sc)?;
-            Ok(Box::new(Sum { from: p.from, scale: p.scale }))
+            Ok(Box::new(Sum {
+                from: p.from,
+                scale: p.scale,
+            }))
         }
         k => Err(config.param_error(&sc.name, None, format!("unknown kind {k}"))),
     }
@@ -157,7 +170,11 @@ fn staleness_flows_downstream_only() {
     // The downstream stage read the new upstream shards.
     let key = p.key("sum").unwrap().key.clone();
     let m = lm4ve_pipeline::Manifest::load(&p.cache.manifest_path(&key)).unwrap();
-    let sum = std::fs::read_to_string(m.file_path(&p.cache.manifest_path(&key), "sum.txt").unwrap()).unwrap();
+    let sum = std::fs::read_to_string(
+        m.file_path(&p.cache.manifest_path(&key), "sum.txt")
+            .unwrap(),
+    )
+    .unwrap();
     let want: u64 = (0..20u64).map(|i| 3 + i).sum::<u64>() * 2;
     assert_eq!(sum, want.to_string());
 }
@@ -167,17 +184,40 @@ fn a_failed_unit_keeps_the_finished_ones_and_the_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = pipeline(dir.path(), 7, 1, "fail_at = 3");
     let err = p
-        .run(&RunOptions { target: Some("gen".into()), ..Default::default() }, &Progress::new(true))
+        .run(
+            &RunOptions {
+                target: Some("gen".into()),
+                ..Default::default()
+            },
+            &Progress::new(true),
+        )
         .unwrap_err();
-    assert!(format!("{err:#}").contains("unit u-003: injected failure"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("unit u-003: injected failure"),
+        "{err:#}"
+    );
     let st = p.status(false).unwrap();
-    assert!(st[0].reason.contains("interrupted: 3 units done"), "{:?}", st[0]);
+    assert!(
+        st[0].reason.contains("interrupted: 3 units done"),
+        "{:?}",
+        st[0]
+    );
     let mut p = pipeline(dir.path(), 7, 1, "");
     let r = p
-        .run(&RunOptions { target: Some("gen".into()), ..Default::default() }, &Progress::new(true))
+        .run(
+            &RunOptions {
+                target: Some("gen".into()),
+                ..Default::default()
+            },
+            &Progress::new(true),
+        )
         .unwrap();
     match &r[0].outcome {
-        Outcome::Built { units_run, units_reused, .. } => {
+        Outcome::Built {
+            units_run,
+            units_reused,
+            ..
+        } => {
             assert_eq!((*units_run, *units_reused), (2, 3));
         }
         o => panic!("{o:?}"),
@@ -198,12 +238,21 @@ fn rejects_within_the_limit_are_recorded_beyond_it_fail() {
         std::fs::write(&path, t).unwrap();
         Pipeline::new(PipelineConfig::load(&path).unwrap(), None, &factory).unwrap()
     };
-    let err = mk("").run(&RunOptions::default(), &Progress::new(true)).unwrap_err();
-    assert!(format!("{err}").contains("4 of 20 samples rejected"), "{err}");
+    let err = mk("")
+        .run(&RunOptions::default(), &Progress::new(true))
+        .unwrap_err();
+    assert!(
+        format!("{err}").contains("4 of 20 samples rejected"),
+        "{err}"
+    );
     // Raising the limit assembles from the journal without recomputing.
-    let r = mk("max_reject_fraction = 0.25").run(&RunOptions::default(), &Progress::new(true)).unwrap();
+    let r = mk("max_reject_fraction = 0.25")
+        .run(&RunOptions::default(), &Progress::new(true))
+        .unwrap();
     match &r[0].outcome {
-        Outcome::Built { units_run, rejects, .. } => assert_eq!((*units_run, *rejects), (0, 4)),
+        Outcome::Built {
+            units_run, rejects, ..
+        } => assert_eq!((*units_run, *rejects), (0, 4)),
         o => panic!("{o:?}"),
     }
 }

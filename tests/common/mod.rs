@@ -21,7 +21,11 @@ pub struct Run {
 
 impl Run {
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn no_panic(&self) -> &Self {
@@ -30,7 +34,11 @@ impl Run {
             "lm4ve panicked:\n{}",
             self.stderr
         );
-        assert!(self.code == 0 || self.code == 1 || self.code == 2, "exit {}", self.code);
+        assert!(
+            self.code == 0 || self.code == 1 || self.code == 2,
+            "exit {}",
+            self.code
+        );
         self
     }
 }
@@ -98,5 +106,7 @@ pub fn show_json(config: &Path) -> serde_json::Value {
 pub fn manifest_hash(config: &Path) -> String {
     let v = show_json(config);
     let path = v["manifest"].as_str().unwrap();
-    blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
+    blake3::hash(&std::fs::read(path).unwrap())
+        .to_hex()
+        .to_string()
 }

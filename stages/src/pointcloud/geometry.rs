@@ -16,9 +16,13 @@ pub type Point = [f32; 3];
 /// than infinity; we keep the same constant so that the two agree even on huge coordinates.
 const FPS_INIT: f32 = 1e10;
 
-/// Lanes of the FPS inner loop. Eight independent (max, argmax) accumulators let LLVM keep
-/// the loop in SIMD registers; the lanes are merged with a first-index tie-break after.
+/// Lanes of the FPS inner loop. Independent (max, argmax) accumulators let LLVM keep the
+/// loop in SIMD registers; the lanes are merged with a first-index tie-break after. Two
+/// vectors' worth per pass (2 x SSE here, 2 x AVX2 below) hide the latency of the
+/// loop-carried max.
 const LANES: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const AVX2_LANES: usize = 16;
 
 /// Subtract the centroid, divide by the max norm (unit sphere). Degenerate (all same point)
 /// -> leave centered (no div by zero).
@@ -70,6 +74,12 @@ pub fn normalize_unit_sphere(points: &mut [Point]) {
 /// If `n > points.len()` anyway, the extra picks repeat already chosen points (every
 /// distance is then 0 and the first index wins), as the CUDA kernel does; it never panics.
 pub fn farthest_point_sample(points: &[Point], n: usize) -> Vec<usize> {
+    fps_impl(points, n, true)
+}
+
+/// `farthest_point_sample` with the AVX2 dispatch switchable, so tests can check that both
+/// code paths pick the same points.
+fn fps_impl(points: &[Point], n: usize, allow_avx2: bool) -> Vec<usize> {
     let len = points.len();
     if n == 0 || len == 0 {
         return Vec::new();
@@ -87,55 +97,111 @@ pub fn farthest_point_sample(points: &[Point], n: usize) -> Vec<usize> {
         ys.push(p[1]);
         zs.push(p[2]);
     }
+    // Two min-distance buffers, read from one and written to the other, swapped every
+    // iteration. Updating one buffer in place lets LLVM turn "keep the old value" into a
+    // masked store, and the store-to-load stall on the next pass costs ~2x throughput.
+    let mut prev = vec![FPS_INIT; len];
     let mut mind = vec![FPS_INIT; len];
     let mut out = Vec::with_capacity(n);
     let mut last = 0usize;
     out.push(last);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = allow_avx2 && std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = {
+        let _ = allow_avx2;
+        false
+    };
     for _ in 1..n {
-        last = fps_step(&xs, &ys, &zs, &mut mind, points[last]);
+        last = fps_step(avx2, &xs, &ys, &zs, &prev, &mut mind, points[last]);
+        std::mem::swap(&mut prev, &mut mind);
         out.push(last);
     }
     out
 }
 
-/// One FPS iteration: fold the distance to `c` into `mind` and return the first index of
-/// the maximum of `mind`.
+/// One FPS iteration: `mind = min(prev, distance to c)`, returning the first index of the
+/// maximum of `mind`. With `avx2` (which the caller has detected on this CPU) it runs an
+/// AVX2 build of the same code, as the default x86-64 target only assumes SSE2; both give
+/// identical bits: the same IEEE operations in the same order, and Rust never fuses a*b+c.
 #[inline]
-fn fps_step(xs: &[f32], ys: &[f32], zs: &[f32], mind: &mut [f32], c: Point) -> usize {
+fn fps_step(
+    avx2: bool,
+    xs: &[f32],
+    ys: &[f32],
+    zs: &[f32],
+    prev: &[f32],
+    mind: &mut [f32],
+    c: Point,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2 {
+            // SAFETY: `avx2` is only true when the CPU reported AVX2 support.
+            return unsafe { fps_step_avx2(xs, ys, zs, prev, mind, c) };
+        }
+    }
+    let _ = avx2;
+    fps_step_lanes::<LANES>(xs, ys, zs, prev, mind, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fps_step_avx2(
+    xs: &[f32],
+    ys: &[f32],
+    zs: &[f32],
+    prev: &[f32],
+    mind: &mut [f32],
+    c: Point,
+) -> usize {
+    fps_step_lanes::<AVX2_LANES>(xs, ys, zs, prev, mind, c)
+}
+
+#[inline(always)]
+fn fps_step_lanes<const L: usize>(
+    xs: &[f32],
+    ys: &[f32],
+    zs: &[f32],
+    prev: &[f32],
+    mind: &mut [f32],
+    c: Point,
+) -> usize {
     let [cx, cy, cz] = c;
     // -1 is below any distance, so lane j is seeded by its first element (index j), which
     // keeps the first-index rule when every distance is 0 (duplicated points).
-    let mut best_v = [-1f32; LANES];
-    let mut best_i = [0u32; LANES];
-    let full = xs.len() / LANES * LANES;
+    let mut best_v = [-1f32; L];
+    let mut best_i = [0u32; L];
+    let full = xs.len() / L * L;
     let chunks = xs[..full]
-        .chunks_exact(LANES)
-        .zip(ys[..full].chunks_exact(LANES))
-        .zip(zs[..full].chunks_exact(LANES))
-        .zip(mind[..full].chunks_exact_mut(LANES));
+        .chunks_exact(L)
+        .zip(ys[..full].chunks_exact(L))
+        .zip(zs[..full].chunks_exact(L))
+        .zip(prev[..full].chunks_exact(L))
+        .zip(mind[..full].chunks_exact_mut(L));
     let mut base = 0u32;
-    for (((xc, yc), zc), mc) in chunks {
-        for j in 0..LANES {
+    for ((((xc, yc), zc), pc), mc) in chunks {
+        for j in 0..L {
             let dx = xc[j] - cx;
             let dy = yc[j] - cy;
             let dz = zc[j] - cz;
             let d = dx * dx + dy * dy + dz * dz;
-            let m = if d < mc[j] { d } else { mc[j] };
+            let m = if d < pc[j] { d } else { pc[j] };
             mc[j] = m;
             // Strict `>`: within a lane, indices grow, so the first one wins ties.
-            let better = m > best_v[j];
-            best_v[j] = if better { m } else { best_v[j] };
-            best_i[j] = if better { base + j as u32 } else { best_i[j] };
+            let old = best_v[j];
+            best_i[j] = if m > old { base + j as u32 } else { best_i[j] };
+            best_v[j] = if m > old { m } else { old };
         }
-        base += LANES as u32;
+        base += L as u32;
     }
     // Merge lanes: the largest value, and among equal values the lowest index.
     let mut bv = -1f32;
     let mut bi = usize::MAX;
-    for j in 0..LANES {
+    for j in 0..L {
         let (v, i) = (best_v[j], best_i[j] as usize);
         if v < 0.0 {
-            continue; // lane never saw a point (fewer than LANES points in total)
+            continue; // lane never saw a point (fewer than L points in total)
         }
         if v > bv || (v == bv && i < bi) {
             bv = v;
@@ -148,7 +214,7 @@ fn fps_step(xs: &[f32], ys: &[f32], zs: &[f32], mind: &mut [f32], c: Point) -> u
         let dy = ys[k] - cy;
         let dz = zs[k] - cz;
         let d = dx * dx + dy * dy + dz * dz;
-        let m = if d < mind[k] { d } else { mind[k] };
+        let m = if d < prev[k] { d } else { prev[k] };
         mind[k] = m;
         if m > bv {
             bv = m;
@@ -405,8 +471,13 @@ mod tests {
 
     #[test]
     fn fps_matches_naive() {
-        for (seed, n, picks) in [(1, 2048, 1024), (2, 100, 37), (3, 7, 7), (4, 1, 1), (5, 33, 5)]
-        {
+        for (seed, n, picks) in [
+            (1, 2048, 1024),
+            (2, 100, 37),
+            (3, 7, 7),
+            (4, 1, 1),
+            (5, 33, 5),
+        ] {
             let pts = random_cloud(seed, n);
             assert_eq!(
                 farthest_point_sample(&pts, picks),
@@ -417,9 +488,14 @@ mod tests {
     }
 
     #[test]
-    fn fps_scalar_matches_laned() {
-        let pts = random_cloud(9, 513);
-        assert_eq!(farthest_point_sample(&pts, 200), fps_scalar(&pts, 200));
+    fn fps_code_paths_agree() {
+        for (seed, n) in [(9, 513), (10, 2048), (11, 5)] {
+            let pts = random_cloud(seed, n);
+            let picks = n.min(300);
+            let fast = farthest_point_sample(&pts, picks);
+            assert_eq!(fast, fps_scalar(&pts, picks));
+            assert_eq!(fast, fps_impl(&pts, picks, false));
+        }
     }
 
     #[test]
@@ -457,10 +533,7 @@ mod tests {
         ];
         assert_eq!(knn(&ring, &[[0.0, 0.0, 0.0]], 3), vec![0, 1, 2]);
         // k larger than the cloud pads with the nearest index instead of panicking.
-        assert_eq!(
-            knn(&ring[..2], &[[1.0, 0.0, 0.0]], 4),
-            vec![0, 1, 0, 0]
-        );
+        assert_eq!(knn(&ring[..2], &[[1.0, 0.0, 0.0]], 4), vec![0, 1, 0, 0]);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! `sync::LIBRARY_INIT`), so a bad file produces only our message, not a C stack dump.
 
 use super::geometry::Point;
-use hdf5_metno as hdf5;
 use hdf5::types::TypeDescriptor;
+use hdf5_metno as hdf5;
 use ndarray::{s, Array2, Array3, Ix1, Ix2, Ix3};
 use std::path::{Path, PathBuf};
 
@@ -254,12 +254,13 @@ impl H5Clouds {
                     path: self.path.clone(),
                     start,
                     end,
-                    reason: format!("libhdf5 returned {} values, expected {}", flat.len(), (end - start) * per_cloud),
+                    reason: format!(
+                        "libhdf5 returned {} values, expected {}",
+                        flat.len(),
+                        (end - start) * per_cloud
+                    ),
                 })?;
-            let points: Vec<Point> = cloud
-                .chunks_exact(3)
-                .map(|c| [c[0], c[1], c[2]])
-                .collect();
+            let points: Vec<Point> = cloud.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
             out.push((label, points));
         }
         Ok(out)
@@ -480,7 +481,10 @@ mod tests {
         {
             let f = hdf5::File::create(&path).unwrap();
             let d = Array3::<f32>::zeros((4, 10, 2));
-            f.new_dataset_builder().with_data(&d).create("data").unwrap();
+            f.new_dataset_builder()
+                .with_data(&d)
+                .create("data")
+                .unwrap();
             f.new_dataset_builder()
                 .with_data(&[0i64, 1, 2, 3])
                 .create("label")
@@ -494,31 +498,53 @@ mod tests {
         {
             let f = hdf5::File::create(&path).unwrap();
             let d = Array3::<f32>::zeros((4, 10, 3));
-            f.new_dataset_builder().with_data(&d).create("data").unwrap();
+            f.new_dataset_builder()
+                .with_data(&d)
+                .create("data")
+                .unwrap();
         }
         let e = H5Clouds::open(&path).unwrap_err();
-        assert!(matches!(e, H5Error::MissingDataset { name: "label", .. }), "{e}");
+        assert!(
+            matches!(e, H5Error::MissingDataset { name: "label", .. }),
+            "{e}"
+        );
 
         // label count mismatch
         let path = dir.path().join("count.h5");
         {
             let f = hdf5::File::create(&path).unwrap();
             let d = Array3::<f32>::zeros((4, 10, 3));
-            f.new_dataset_builder().with_data(&d).create("data").unwrap();
+            f.new_dataset_builder()
+                .with_data(&d)
+                .create("data")
+                .unwrap();
             f.new_dataset_builder()
                 .with_data(&[0i64, 1, 2])
                 .create("label")
                 .unwrap();
         }
         let e = H5Clouds::open(&path).unwrap_err();
-        assert!(matches!(e, H5Error::LabelCount { labels: 3, clouds: 4, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                H5Error::LabelCount {
+                    labels: 3,
+                    clouds: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
 
         // integer data
         let path = dir.path().join("intdata.h5");
         {
             let f = hdf5::File::create(&path).unwrap();
             let d = Array3::<i32>::zeros((4, 10, 3));
-            f.new_dataset_builder().with_data(&d).create("data").unwrap();
+            f.new_dataset_builder()
+                .with_data(&d)
+                .create("data")
+                .unwrap();
             f.new_dataset_builder()
                 .with_data(&[0i64, 1, 2, 3])
                 .create("label")
@@ -545,7 +571,10 @@ mod tests {
                 .with_data(&d)
                 .create("data")
                 .unwrap();
-            f.new_dataset_builder().with_data(&l).create("label").unwrap();
+            f.new_dataset_builder()
+                .with_data(&l)
+                .create("label")
+                .unwrap();
         }
         let h = H5Clouds::open(&path).unwrap();
         let got = h.read_range(1, 4).unwrap();
@@ -580,5 +609,146 @@ mod tests {
         c[1].pop();
         let e = write_scanobjectnn_h5(&dir.path().join("r.h5"), &c, &l, &m).unwrap_err();
         assert!(e.to_string().contains("cloud 1"), "{e}");
+    }
+}
+#[cfg(test)]
+mod scratch {
+    use crate::pointcloud::geometry::*;
+    use rand::{RngExt, SeedableRng};
+
+    #[inline(always)]
+    fn step2<const L: usize>(
+        xs: &[f32],
+        ys: &[f32],
+        zs: &[f32],
+        mind: &mut [f32],
+        c: Point,
+    ) -> usize {
+        let [cx, cy, cz] = c;
+        let mut best_v = [-1f32; L];
+        let full = xs.len() / L * L;
+        for (((xc, yc), zc), mc) in xs[..full]
+            .chunks_exact(L)
+            .zip(ys[..full].chunks_exact(L))
+            .zip(zs[..full].chunks_exact(L))
+            .zip(mind[..full].chunks_exact_mut(L))
+        {
+            for j in 0..L {
+                let dx = xc[j] - cx;
+                let dy = yc[j] - cy;
+                let dz = zc[j] - cz;
+                let d = dx * dx + dy * dy + dz * dz;
+                let m = if d < mc[j] { d } else { mc[j] };
+                mc[j] = m;
+                best_v[j] = if m > best_v[j] { m } else { best_v[j] };
+            }
+        }
+        let mut bv = -1f32;
+        for v in best_v {
+            if v > bv {
+                bv = v;
+            }
+        }
+        for k in full..xs.len() {
+            let dx = xs[k] - cx;
+            let dy = ys[k] - cy;
+            let dz = zs[k] - cz;
+            let d = dx * dx + dy * dy + dz * dz;
+            let m = if d < mind[k] { d } else { mind[k] };
+            mind[k] = m;
+            if m > bv {
+                bv = m;
+            }
+        }
+        mind.iter().position(|&m| m == bv).unwrap_or(0)
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn step2_avx<const L: usize>(
+        xs: &[f32],
+        ys: &[f32],
+        zs: &[f32],
+        mind: &mut [f32],
+        c: Point,
+    ) -> usize {
+        step2::<L>(xs, ys, zs, mind, c)
+    }
+
+    fn fps2<const L: usize>(points: &[Point], n: usize, avx: bool) -> Vec<usize> {
+        let xs: Vec<f32> = points.iter().map(|p| p[0]).collect();
+        let ys: Vec<f32> = points.iter().map(|p| p[1]).collect();
+        let zs: Vec<f32> = points.iter().map(|p| p[2]).collect();
+        let mut mind = vec![1e10f32; points.len()];
+        let mut out = vec![0];
+        let mut last = 0;
+        for _ in 1..n {
+            last = if avx {
+                unsafe { step2_avx::<L>(&xs, &ys, &zs, &mut mind, points[last]) }
+            } else {
+                step2::<L>(&xs, &ys, &zs, &mut mind, points[last])
+            };
+            out.push(last);
+        }
+        out
+    }
+
+    #[test]
+    fn scratch_bench() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let clouds: Vec<Vec<Point>> = (0..200)
+            .map(|_| {
+                (0..2048)
+                    .map(|_| {
+                        [
+                            rng.random::<f32>(),
+                            rng.random::<f32>(),
+                            rng.random::<f32>(),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        for rep in 0..2 {
+            let t = std::time::Instant::now();
+            let mut s = 0f32;
+            for c in &clouds {
+                let tk = tokenize(c, 1024, 64, 32).unwrap();
+                s += tk.centers[3];
+            }
+            let dt = t.elapsed().as_secs_f64();
+            eprintln!("{rep} tokenize: {:.3} ms/cloud ({s})", dt * 1e3 / 200.0);
+            let t = std::time::Instant::now();
+            for c in &clouds {
+                let i = farthest_point_sample(c, 1024);
+                s += i[5] as f32;
+            }
+            eprintln!(
+                "fps: {:.3} ms/cloud",
+                t.elapsed().as_secs_f64() * 1e3 / 200.0
+            );
+            for (name, f) in [
+                (
+                    "2p sse 8",
+                    fps2::<8> as fn(&[Point], usize, bool) -> Vec<usize>,
+                ),
+                ("2p 16", fps2::<16>),
+                ("2p 32", fps2::<32>),
+            ] {
+                for avx in [false, true] {
+                    let t = std::time::Instant::now();
+                    for c in &clouds {
+                        let i = f(c, 1024, avx);
+                        s += i[5] as f32;
+                    }
+                    eprintln!(
+                        "{name} avx={avx}: {:.3} ms/cloud",
+                        t.elapsed().as_secs_f64() * 1e3 / 200.0
+                    );
+                }
+            }
+            assert_eq!(
+                fps2::<16>(&clouds[3], 1024, true),
+                farthest_point_sample(&clouds[3], 1024)
+            );
+        }
     }
 }

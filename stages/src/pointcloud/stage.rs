@@ -131,7 +131,10 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         ));
     }
     if params.shard_samples == 0 {
-        return Err(err("shard_samples", "shard_samples must be positive".into()));
+        return Err(err(
+            "shard_samples",
+            "shard_samples must be positive".into(),
+        ));
     }
     if !(1..=22).contains(&params.zstd_level) {
         return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
@@ -154,7 +157,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             if splits.is_empty() {
                 return Err(err(
                     "format",
-                    "format = \"h5\" needs `train` and/or `test` (paths to ScanObjectNN h5 files)".into(),
+                    "format = \"h5\" needs `train` and/or `test` (paths to ScanObjectNN h5 files)"
+                        .into(),
                 ));
             }
         }
@@ -166,8 +170,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                 ));
             };
             let (root, split) = (config.resolve(root), config.resolve(split));
-            let entries = read_split_list(&root, &split)
-                .map_err(|e| err("split", format!("{e}")))?;
+            let entries =
+                read_split_list(&root, &split).map_err(|e| err("split", format!("{e}")))?;
             inputs.push(InputSpec::new("split", split));
             let mut train = Vec::new();
             let mut test = Vec::new();
@@ -198,7 +202,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             let Some(labels) = &params.labels else {
                 return Err(err(
                     "format",
-                    "format = \"las\" needs `labels` (a labels.csv with `file,label[,split]`)".into(),
+                    "format = \"las\" needs `labels` (a labels.csv with `file,label[,split]`)"
+                        .into(),
                 ));
             };
             let labels = config.resolve(labels);
@@ -305,19 +310,28 @@ impl PcTokensStage {
 
     fn tokenize_bytes(&self, points: &[Point], label: i64) -> std::result::Result<Vec<u8>, String> {
         let p = &self.params;
-        let t = tokenize(points, p.num_points, p.num_groups, p.group_size).map_err(|e| e.to_string())?;
+        let t = tokenize(points, p.num_points, p.num_groups, p.group_size)
+            .map_err(|e| e.to_string())?;
         let centers = f32_bytes(&t.centers);
         let neighborhoods = f32_bytes(&t.neighborhoods);
         let label = label.to_le_bytes();
-        encode_sample(&self.schema_fields(), &[&centers, &neighborhoods, &label], p.zstd_level)
-            .map_err(|e| e.to_string())
+        encode_sample(
+            &self.schema_fields(),
+            &[&centers, &neighborhoods, &label],
+            p.zstd_level,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn schema_fields(&self) -> Schema {
         let p = &self.params;
         vec![
             Field::new("centers", Dtype::Float32, &[p.num_groups, 3]),
-            Field::new("neighborhoods", Dtype::Float32, &[p.num_groups, p.group_size, 3]),
+            Field::new(
+                "neighborhoods",
+                Dtype::Float32,
+                &[p.num_groups, p.group_size, 3],
+            ),
             Field::new("label", Dtype::Int64, &[]),
         ]
     }
