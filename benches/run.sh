@@ -8,7 +8,7 @@ BIN=${BIN:-target/release/lm4ve}
 PY=${PYTHON:-python3}
 W=benches/work
 mkdir -p "$W"
-OUT="$W/results.txt"
+OUT="$W/results-${1:-all}.txt"
 : > "$OUT"
 what=${1:-all}
 now() { date +%s.%N; }

@@ -40,8 +40,11 @@ fn list_objects(cache: &Cache) -> Result<Vec<PathBuf>> {
     Ok(objects)
 }
 
-/// Every artifact key directory with its manifest (if complete) and unit records.
-fn list_artifacts(cache: &Cache) -> Result<Vec<(String, Option<Manifest>, Vec<UnitRecord>)>> {
+/// One artifact directory: its key, its manifest (if complete) and its unit records.
+type ArtifactEntry = (String, Option<Manifest>, Vec<UnitRecord>);
+
+/// Every artifact key directory of the cache.
+fn list_artifacts(cache: &Cache) -> Result<Vec<ArtifactEntry>> {
     let dir = cache.root().join("artifacts");
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -70,7 +73,7 @@ fn list_artifacts(cache: &Cache) -> Result<Vec<(String, Option<Manifest>, Vec<Un
 }
 
 /// object hash → human description of who uses it.
-fn users(artifacts: &[(String, Option<Manifest>, Vec<UnitRecord>)]) -> BTreeMap<String, String> {
+fn users(artifacts: &[ArtifactEntry]) -> BTreeMap<String, String> {
     let mut users = BTreeMap::new();
     for (key, manifest, units) in artifacts {
         let stage = manifest.as_ref().map(|m| m.stage.as_str()).unwrap_or("?");

@@ -53,7 +53,7 @@ impl Stage for Gen {
         let schema = self.schema().unwrap();
         let mut w = ShardWriter::new(schema.clone());
         for s in 0..4usize {
-            if self.0.bad_every > 0 && (i * 4 + s) % self.0.bad_every == 0 {
+            if self.0.bad_every > 0 && (i * 4 + s).is_multiple_of(self.0.bad_every) {
                 out.reject("gen", &format!("{i}/{s}"), "injected bad sample");
                 continue;
             }

@@ -2,7 +2,9 @@
 //! Argoverse, LLM blocks and training next), and the registry mapping a config's `kind`
 //! to the stage that implements it.
 
+pub mod llm;
 pub mod pointcloud;
+pub mod train;
 
 use lm4ve_pipeline::{ConfigError, PipelineConfig, Stage, StageConfig};
 

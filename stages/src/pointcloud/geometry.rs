@@ -277,7 +277,9 @@ pub fn knn(points: &[Point], centers: &[Point], k: usize) -> Vec<usize> {
     let mut out = Vec::with_capacity(centers.len() * k);
     // One u64 per point: distance bits high, index low. For non-negative floats the IEEE
     // bit pattern orders like the value, so sorting these integers sorts by (distance,
-    // index) — a total order, hence deterministic, and integer compares are cheap.
+    // index) — a total order, hence deterministic, and integer compares are cheap. The
+    // index gets 32 bits: `points` here is the FPS-sampled set (num_points), never a raw
+    // multi-billion-point scan.
     let mut keys: Vec<u64> = Vec::with_capacity(n);
     let take = k.min(n);
     for c in centers {

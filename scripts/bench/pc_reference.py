@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""numpy reference of the `pc.tokens` per-cloud processing (PAPER.md section 3).
+
+The same steps as stages/src/pointcloud/geometry.rs::tokenize, written the way a numpy
+user would (one vectorized pass over the cloud per FPS iteration):
+
+  1. skip clouds with a non-finite coordinate or fewer than --num-points points;
+  2. unit sphere: subtract the centroid, divide by the max norm (in float64, then float32);
+  3. farthest point sampling to --num-points, starting at index 0, first index on ties;
+  4. farthest point sampling of --num-groups centers among the sampled points;
+  5. the --group-size nearest sampled points of each center (stable: ties by index),
+     expressed relative to their center.
+
+Squared distances are written as dx*dx + dy*dy + dz*dz rather than
+`((a - b) ** 2).sum(-1)`: numpy's sum over a length-3 axis adds in another order, which
+changes the last bit now and then and with it, on near-ties, which point FPS picks. Written
+this way the output matches the Rust stage bit for bit, so --out can be compared exactly.
+
+Usage:
+  python3 scripts/bench/pc_reference.py FILE.h5 --num-points 1024 --num-groups 64 \
+      --group-size 32 [--limit N] [--out out.npz]
+
+Prints one JSON line: {"clouds": N, "seconds": S, "clouds_per_s": R, "skipped": K}, where
+S covers reading the file and processing every cloud. --out saves `centers` [N,G,3],
+`neighborhoods` [N,G,K,3] and `labels` [N] of the processed clouds (float32 / int64).
+Needs only numpy and h5py.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import h5py
+import numpy as np
+
+
+def normalize_unit_sphere(points):
+    """Centroid to the origin, farthest point at distance 1; float64 inside."""
+    p = points.astype(np.float64)
+    c = p.sum(axis=0) / len(p)
+    p = p - c
+    sq = p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1] + p[:, 2] * p[:, 2]
+    m = np.sqrt(sq.max())
+    if m > 0:
+        p = p / m
+    return p.astype(np.float32)
+
+
+def farthest_point_sample(points, n):
+    """Indices of n points by FPS from index 0 (as the pointnet2 CUDA op)."""
+    x = np.ascontiguousarray(points[:, 0])
+    y = np.ascontiguousarray(points[:, 1])
+    z = np.ascontiguousarray(points[:, 2])
+    mind = np.full(len(points), 1e10, dtype=np.float32)
+    idx = np.zeros(n, dtype=np.int64)
+    last = 0
+    for i in range(1, n):
+        dx = x - x[last]
+        dy = y - y[last]
+        dz = z - z[last]
+        np.minimum(mind, dx * dx + dy * dy + dz * dz, out=mind)
+        last = int(np.argmax(mind))  # argmax returns the first maximum
+        idx[i] = last
+    return idx
+
+
+def knn(points, centers, k):
+    """[G, k] indices of the k nearest points of each center, ties by lower index."""
+    diff = points[None, :, :] - centers[:, None, :]
+    d = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def tokenize(points, num_points, num_groups, group_size):
+    """(centers [G,3], neighborhoods [G,K,3]) or None when the cloud is skipped."""
+    if len(points) < num_points or not np.isfinite(points).all():
+        return None
+    pts = normalize_unit_sphere(points)
+    sampled = pts[farthest_point_sample(pts, num_points)]
+    centers = sampled[farthest_point_sample(sampled, num_groups)]
+    nn = knn(sampled, centers, group_size)
+    neighborhoods = sampled[nn] - centers[:, None, :]
+    return centers, neighborhoods
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file", help="ScanObjectNN-format h5 (`data` [N,P,3], `label` [N])")
+    ap.add_argument("--num-points", type=int, default=1024)
+    ap.add_argument("--num-groups", type=int, default=64)
+    ap.add_argument("--group-size", type=int, default=32)
+    ap.add_argument("--limit", type=int, default=None, help="process only the first N clouds")
+    ap.add_argument("--out", default=None, help="save centers/neighborhoods/labels to this .npz")
+    args = ap.parse_args(argv)
+    if not 0 < args.num_groups <= args.num_points or not 0 < args.group_size <= args.num_points:
+        ap.error("need 0 < num_groups <= num_points and 0 < group_size <= num_points")
+
+    t0 = time.perf_counter()
+    with h5py.File(args.file, "r") as f:
+        sel = slice(None) if args.limit is None else slice(0, args.limit)
+        data = np.asarray(f["data"][sel], dtype=np.float32)
+        labels = np.asarray(f["label"][sel]).reshape(len(data), -1)[:, 0].astype(np.int64)
+
+    centers, neighborhoods, kept = [], [], []
+    for i, cloud in enumerate(data):
+        t = tokenize(cloud, args.num_points, args.num_groups, args.group_size)
+        if t is None:
+            continue
+        centers.append(t[0])
+        neighborhoods.append(t[1])
+        kept.append(labels[i])
+    seconds = time.perf_counter() - t0
+
+    n = len(kept)
+    print(json.dumps({
+        "clouds": n,
+        "seconds": round(seconds, 6),
+        "clouds_per_s": round(n / seconds, 3) if seconds > 0 else None,
+        "skipped": len(data) - n,
+    }))
+    if args.out:
+        g, k = args.num_groups, args.group_size
+        np.savez(
+            args.out,
+            centers=np.stack(centers) if n else np.zeros((0, g, 3), np.float32),
+            neighborhoods=np.stack(neighborhoods) if n else np.zeros((0, g, k, 3), np.float32),
+            labels=np.asarray(kept, dtype=np.int64),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

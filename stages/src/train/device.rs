@@ -1,0 +1,44 @@
+//! Where training runs: `--device cpu|cuda|auto`, chosen once by the binary. A missing GPU or
+//! driver is a clear error, never a panic (cudarc panics when libcuda cannot be loaded, so
+//! the probe runs under catch_unwind).
+
+use anyhow::Result;
+use candle_core::Device;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePref {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+static PREF: OnceLock<DevicePref> = OnceLock::new();
+
+/// Called once by the binary before any stage runs; later calls are ignored.
+pub fn set_preference(p: DevicePref) {
+    let _ = PREF.set(p);
+}
+
+fn try_cuda() -> std::result::Result<Device, String> {
+    if !cfg!(feature = "cuda") {
+        return Err("this lm4ve was built without CUDA; rebuild with `cargo build --release --features cuda` (see README)".into());
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("no usable CUDA device: {e}")),
+        Err(_) => Err("no CUDA driver found (libcuda could not be loaded); install the NVIDIA driver or use --device cpu".into()),
+    }
+}
+
+pub fn device() -> Result<Device> {
+    match PREF.get().copied().unwrap_or(DevicePref::Auto) {
+        DevicePref::Cpu => Ok(Device::Cpu),
+        DevicePref::Cuda => try_cuda().map_err(|e| anyhow::anyhow!("--device cuda: {e}")),
+        DevicePref::Auto => Ok(try_cuda().unwrap_or(Device::Cpu)),
+    }
+}

@@ -1,0 +1,313 @@
+//! The point-cloud encoder of PAPER.md §3 (PointBERT on ScanObjectNN): mini-PointNet group
+//! embedding, center positional MLP added before every block, a ViT encoder, then
+//! `Linear(d, D_llm)` → the LLM block → `Linear(D_llm, d)`, LayerNorm, and a head on
+//! `concat(x[CLS], max over group tokens)`. Sizes come from the config at run time.
+
+use super::block::{BlockMode, LlmBlock};
+use super::nn::{drop_path, dropout, max_over, LayerNorm};
+use candle_core::{Module, ModuleT, Result, Tensor, D};
+use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Model sizes (the `model` part of a `train` stage's params).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointBertConfig {
+    #[serde(default = "d_trans_dim")]
+    pub trans_dim: usize,
+    #[serde(default = "d_depth")]
+    pub depth: usize,
+    #[serde(default = "d_heads")]
+    pub heads: usize,
+    #[serde(default = "d_mlp_ratio")]
+    pub mlp_ratio: f64,
+    /// Widths of the mini-PointNet: first conv, second conv, third conv (paper 128, 256, 512).
+    #[serde(default = "d_pointnet_dims")]
+    pub pointnet_dims: [usize; 3],
+    #[serde(default = "d_encoder_dims")]
+    pub encoder_dims: usize,
+    #[serde(default = "d_drop_path")]
+    pub drop_path: f64,
+    #[serde(default = "d_head_dropout")]
+    pub head_dropout: f64,
+}
+
+fn d_trans_dim() -> usize {
+    384
+}
+fn d_depth() -> usize {
+    12
+}
+fn d_heads() -> usize {
+    6
+}
+fn d_mlp_ratio() -> f64 {
+    4.0
+}
+fn d_pointnet_dims() -> [usize; 3] {
+    [128, 256, 512]
+}
+fn d_encoder_dims() -> usize {
+    256
+}
+fn d_drop_path() -> f64 {
+    0.1
+}
+fn d_head_dropout() -> f64 {
+    0.5
+}
+
+impl Default for PointBertConfig {
+    fn default() -> Self {
+        PointBertConfig {
+            trans_dim: d_trans_dim(),
+            depth: d_depth(),
+            heads: d_heads(),
+            mlp_ratio: d_mlp_ratio(),
+            pointnet_dims: d_pointnet_dims(),
+            encoder_dims: d_encoder_dims(),
+            drop_path: d_drop_path(),
+            head_dropout: d_head_dropout(),
+        }
+    }
+}
+
+fn bn(dim: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    candle_nn::batch_norm(
+        dim,
+        BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        },
+        vb,
+    )
+}
+
+/// Mini-PointNet: per point Linear-BN-ReLU-Linear, max-pool, concat the pooled feature to
+/// every point, Linear-BN-ReLU-Linear, max-pool. (The reference's Conv1d with kernel 1 is a
+/// per-point Linear.)
+struct GroupEncoder {
+    l1: Linear,
+    bn1: BatchNorm,
+    l2: Linear,
+    l3: Linear,
+    bn2: BatchNorm,
+    l4: Linear,
+}
+
+impl GroupEncoder {
+    fn new(dims: [usize; 3], out: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(GroupEncoder {
+            l1: candle_nn::linear(3, dims[0], vb.pp("first_conv.0"))?,
+            bn1: bn(dims[0], vb.pp("first_conv.1"))?,
+            l2: candle_nn::linear(dims[0], dims[1], vb.pp("first_conv.3"))?,
+            l3: candle_nn::linear(dims[1] * 2, dims[2], vb.pp("second_conv.0"))?,
+            bn2: bn(dims[2], vb.pp("second_conv.1"))?,
+            l4: candle_nn::linear(dims[2], out, vb.pp("second_conv.3"))?,
+        })
+    }
+
+    /// `neigh` [B, G, K, 3] → [B, G, out]
+    fn forward(&self, neigh: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, g, k, _) = neigh.dims4()?;
+        let n = b * g;
+        let x = neigh.reshape((n * k, 3))?;
+        let x = self.bn1.forward_t(&self.l1.forward(&x)?, train)?.relu()?;
+        let x = self.l2.forward(&x)?.reshape((n, k, ()))?; // [N, K, c2]
+        let global = max_over(&x, 1)?.unsqueeze(1)?; // [N, 1, c2]
+        let x = Tensor::cat(&[&global.broadcast_as(x.shape())?, &x], 2)?; // [N, K, 2·c2]
+        let c = x.dim(2)?;
+        let x = x.reshape((n * k, c))?;
+        let x = self.bn2.forward_t(&self.l3.forward(&x)?, train)?.relu()?;
+        let x = self.l4.forward(&x)?.reshape((n, k, ()))?;
+        max_over(&x, 1)?.reshape((b, g, ()))
+    }
+}
+
+/// One pre-norm ViT block (timm's Block): x + attn(LN(x)), x + MLP(LN(x)).
+struct VitBlock {
+    norm1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+}
+
+impl VitBlock {
+    fn new(dim: usize, heads: usize, mlp_ratio: f64, vb: VarBuilder) -> Result<Self> {
+        let hidden = (dim as f64 * mlp_ratio) as usize;
+        Ok(VitBlock {
+            norm1: LayerNorm::new(dim, vb.pp("norm1"))?,
+            // PointBERT's Attention has qkv_bias=False.
+            qkv: candle_nn::linear_no_bias(dim, dim * 3, vb.pp("attn.qkv"))?,
+            proj: candle_nn::linear(dim, dim, vb.pp("attn.proj"))?,
+            norm2: LayerNorm::new(dim, vb.pp("norm2"))?,
+            fc1: candle_nn::linear(dim, hidden, vb.pp("mlp.fc1"))?,
+            fc2: candle_nn::linear(hidden, dim, vb.pp("mlp.fc2"))?,
+            heads,
+        })
+    }
+
+    fn attention(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let hd = c / self.heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        self.proj.forward(&out)
+    }
+
+    fn forward(&self, x: &Tensor, drop: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let a = self.attention(&self.norm1.forward(x)?)?;
+        let (a, rng) = match rng {
+            Some(r) => (drop_path(&a, drop, r)?, Some(r)),
+            None => (a, None),
+        };
+        let x = (x + a)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = match rng {
+            Some(r) => drop_path(&m, drop, r)?,
+            None => m,
+        };
+        x + m
+    }
+}
+
+/// The LLM block with its width adapters (PAPER.md §1: bias-free Linear layers).
+pub struct BlockAdapter {
+    pub block: LlmBlock,
+    up: Linear,
+    down: Linear,
+    mode: BlockMode,
+}
+
+impl BlockAdapter {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.up.forward(x)?;
+        let h = match self.mode {
+            // Weights are Vars in trainable mode: plain ops carry their gradients.
+            BlockMode::Trainable => self.block.forward(&h)?,
+            _ if h.device().is_cuda() => self.block.forward_frozen_autocast(&h)?,
+            _ => self.block.forward_frozen(&h)?,
+        };
+        self.down.forward(&h)
+    }
+}
+
+pub struct PointBert {
+    cfg: PointBertConfig,
+    encoder: GroupEncoder,
+    reduce_dim: Linear,
+    cls_token: Tensor,
+    cls_pos: Tensor,
+    pos1: Linear,
+    pos2: Linear,
+    blocks: Vec<VitBlock>,
+    llm: Option<BlockAdapter>,
+    norm: LayerNorm,
+    head1: Linear,
+    head2: Linear,
+}
+
+impl PointBert {
+    /// `block`: the LLM block and its mode, or None for the `none` ablation.
+    pub fn new(
+        cfg: &PointBertConfig,
+        num_classes: usize,
+        block: Option<(LlmBlock, BlockMode)>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let c = cfg.trans_dim;
+        if cfg.heads == 0 || c % cfg.heads != 0 {
+            candle_core::bail!("trans_dim {c} must be a multiple of heads {}", cfg.heads);
+        }
+        let llm = match block {
+            Some((block, mode)) if mode != BlockMode::None => {
+                let d = block.config().hidden_size;
+                Some(BlockAdapter {
+                    up: candle_nn::linear_no_bias(c, d, vb.pp("llm_adapter_up"))?,
+                    down: candle_nn::linear_no_bias(d, c, vb.pp("llm_adapter_down"))?,
+                    block,
+                    mode,
+                })
+            }
+            _ => None,
+        };
+        Ok(PointBert {
+            encoder: GroupEncoder::new(cfg.pointnet_dims, cfg.encoder_dims, vb.pp("encoder"))?,
+            reduce_dim: candle_nn::linear(cfg.encoder_dims, c, vb.pp("reduce_dim"))?,
+            cls_token: vb.get((1, 1, c), "cls_token")?,
+            cls_pos: vb.get((1, 1, c), "cls_pos")?,
+            pos1: candle_nn::linear(3, 128, vb.pp("pos_embed.0"))?,
+            pos2: candle_nn::linear(128, c, vb.pp("pos_embed.2"))?,
+            blocks: (0..cfg.depth)
+                .map(|i| VitBlock::new(c, cfg.heads, cfg.mlp_ratio, vb.pp(format!("blocks.{i}"))))
+                .collect::<Result<_>>()?,
+            llm,
+            norm: LayerNorm::new(c, vb.pp("norm"))?,
+            head1: candle_nn::linear(2 * c, 256, vb.pp("cls_head.0"))?,
+            head2: candle_nn::linear(256, num_classes, vb.pp("cls_head.4"))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn has_block(&self) -> bool {
+        self.llm.is_some()
+    }
+
+    /// Logits [B, classes]. `rng` Some = training (BN batch stats, drop path, dropout).
+    pub fn forward(
+        &self,
+        centers: &Tensor,
+        neighborhoods: &Tensor,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let train = rng.is_some();
+        let (b, _g, _) = centers.dims3()?;
+        let tokens = self
+            .reduce_dim
+            .forward(&self.encoder.forward(neighborhoods, train)?)?;
+        let pos = self.pos2.forward(&self.pos1.forward(centers)?.gelu_erf()?)?;
+        let c = self.cfg.trans_dim;
+        let cls = self.cls_token.broadcast_as((b, 1, c))?;
+        let cls_pos = self.cls_pos.broadcast_as((b, 1, c))?;
+        let mut x = Tensor::cat(&[&cls, &tokens], 1)?;
+        let pos = Tensor::cat(&[&cls_pos, &pos], 1)?;
+        let depth = self.blocks.len().max(1);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            // Linearly increasing drop-path rate, as timm/PointBERT.
+            let dp = self.cfg.drop_path * i as f64 / (depth - 1).max(1) as f64;
+            x = blk.forward(&(x + &pos)?, dp, rng.as_deref_mut())?;
+        }
+        if let Some(llm) = &self.llm {
+            x = llm.forward(&x)?;
+        }
+        let x = self.norm.forward(&x)?;
+        let t = x.dim(1)?;
+        let feat = Tensor::cat(
+            &[&x.narrow(1, 0, 1)?.squeeze(1)?, &x.narrow(1, 1, t - 1)?.max(1)?],
+            D::Minus1,
+        )?;
+        let h = self.head1.forward(&feat)?.relu()?;
+        let h = match rng {
+            Some(r) => dropout(&h, self.cfg.head_dropout, r)?,
+            None => h,
+        };
+        self.head2.forward(&h)
+    }
+}
