@@ -12,7 +12,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 pydeps:
-	@bash scripts/install-py.sh numpy zstandard
+	@bash scripts/install-py.sh numpy zstandard h5py
 
 build: deps
 	$(CARGO) build --release --locked

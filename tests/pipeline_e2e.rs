@@ -389,3 +389,41 @@ fn dag_and_show() {
     assert_eq!(r.no_panic().code, 2);
     assert!(r.stderr.contains("pc_tokens"), "{}", r.stderr);
 }
+
+#[test]
+fn tokens_equal_the_numpy_reference_bit_for_bit() {
+    let (dir, train, test) = setup(2);
+    let cfg = pc_config(dir.path(), "c.toml", &train, &test, "");
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    let show = show_json(&cfg);
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let npz = dir.path().join("ref.npz");
+    let out = std::process::Command::new(&py)
+        .arg(format!("{root}/scripts/bench/pc_reference.py"))
+        .arg(&train)
+        .args(["--num-points", "256", "--num-groups", "16", "--group-size", "8", "--out"])
+        .arg(&npz)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let code = format!(
+        "import sys, numpy as np; sys.path.insert(0, {:?}); import read_shards\n\
+         ref = np.load({:?}); got = list(read_shards.samples({:?}, split='train'))\n\
+         assert len(got) == len(ref['labels']), (len(got), len(ref['labels']))\n\
+         assert np.array_equal(np.stack([s['centers'] for s in got]), ref['centers'])\n\
+         assert np.array_equal(np.stack([s['neighborhoods'] for s in got]), ref['neighborhoods'])\n\
+         assert np.array_equal(np.array([s['label'] for s in got]), ref['labels'])\n\
+         print('equal', len(got))",
+        format!("{root}/scripts"),
+        npz.display().to_string(),
+        show["manifest"].as_str().unwrap()
+    );
+    let out = std::process::Command::new(&py).args(["-c", &code]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

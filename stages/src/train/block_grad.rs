@@ -766,27 +766,41 @@ mod tests {
         v[v.len() / 2]
     }
 
-    /// Step time (forward + backward) and kept bytes: frozen node vs naive tracked block.
-    fn measure(cfg: &BlockConfig, b: usize, t: usize, iters: usize) {
-        let dev = Device::Cpu;
+    /// Step time (forward + backward) and kept bytes: frozen node (f32 and, on CUDA, bf16
+    /// autocast) vs the naive tracked block.
+    fn measure(cfg: &BlockConfig, b: usize, t: usize, iters: usize, dev: &Device) {
         let d = cfg.hidden_size;
-        let block = LlmBlock::random(cfg, 1, &dev).unwrap();
+        let block = LlmBlock::random(cfg, 1, dev).unwrap();
         let mut naive = block.clone();
         let vars = naive.make_trainable().unwrap();
-        let x = Tensor::from_vec(random_input(b, t, d, 2), (b, t, d), &dev).unwrap();
-        let r = Tensor::from_vec(random_input(b, t, d, 3), (b, t, d), &dev).unwrap();
+        let x = Tensor::from_vec(random_input(b, t, d, 2), (b, t, d), dev).unwrap();
+        let r = Tensor::from_vec(random_input(b, t, d, 3), (b, t, d), dev).unwrap();
         let xv = Var::from_tensor(&x).unwrap();
 
-        let step = |bl: &LlmBlock, frozen: bool| -> (f64, usize, usize) {
+        #[derive(Clone, Copy, PartialEq)]
+        enum How {
+            Frozen,
+            Autocast,
+            Naive,
+        }
+        let step = |bl: &LlmBlock, how: How| -> (f64, usize, usize) {
+            dev.synchronize().unwrap();
             let t0 = Instant::now();
-            let y = if frozen {
-                bl.forward_frozen(xv.as_tensor())
-            } else {
-                bl.forward(xv.as_tensor())
+            let y = match how {
+                How::Frozen => bl.forward_frozen(xv.as_tensor()),
+                How::Autocast => bl.forward_frozen_autocast(xv.as_tensor()),
+                How::Naive => bl.forward(xv.as_tensor()),
             }
             .unwrap();
-            let kept = if frozen { 0 } else { graph_bytes(&y) };
+            let kept = if how == How::Naive {
+                graph_bytes(&y)
+            } else {
+                0
+            };
             let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            // The grad must exist (and on CUDA, be computed) before the clock stops.
+            let gx = grads.get(xv.as_tensor()).unwrap().sum_all().unwrap();
+            let _: f32 = gx.to_scalar().unwrap();
             let dt = t0.elapsed().as_secs_f64();
             let grad_bytes: usize = vars
                 .iter()
@@ -795,22 +809,32 @@ mod tests {
                 .sum();
             (dt, kept, grad_bytes)
         };
-        let _ = step(&block, true);
-        let _ = step(&naive, false);
-        let tf = median((0..iters).map(|_| step(&block, true).0).collect());
-        let (_, naive_kept, naive_grads) = step(&naive, false);
-        let tn = median((0..iters).map(|_| step(&naive, false).0).collect());
+        for how in [How::Frozen, How::Autocast, How::Naive] {
+            let bl = if how == How::Naive { &naive } else { &block };
+            let _ = step(bl, how);
+        }
+        let time = |bl: &LlmBlock, how: How| median((0..iters).map(|_| step(bl, how).0).collect());
+        let tf = time(&block, How::Frozen);
+        let ta = time(&block, How::Autocast);
+        let tn = time(&naive, How::Naive);
+        let (_, naive_kept, naive_grads) = step(&naive, How::Naive);
         let frozen_kept = block.frozen_saved_bytes(&x).unwrap();
         let mib = |v: usize| v as f64 / (1024.0 * 1024.0);
+        let where_ = if dev.is_cuda() {
+            "cuda".to_string()
+        } else {
+            format!("cpu, {} threads", candle_core::utils::get_num_threads())
+        };
         println!(
-            "block {} D={d} H={} KV={} F={} B={b} T={t} ({} threads): step (fwd+bwd) frozen {:.1} ms vs naive tracked {:.1} ms ({:.2}x); \
-             kept activations frozen {:.2} MiB vs naive {:.2} MiB; weight grads frozen 0 vs naive {:.2} MiB (weights {:.2} MiB)",
+            "block {} D={d} H={} KV={} F={} B={b} T={t} ({where_}): step (fwd+bwd) frozen {:.2} ms, \
+             frozen autocast {:.2} ms, naive tracked {:.2} ms (naive/frozen {:.2}x); kept activations \
+             frozen {:.2} MiB vs naive {:.2} MiB; weight grads frozen 0 vs naive {:.2} MiB (weights {:.2} MiB)",
             cfg.arch,
             cfg.num_heads,
             cfg.num_kv_heads,
             cfg.intermediate_size,
-            candle_core::utils::get_num_threads(),
             tf * 1e3,
+            ta * 1e3,
             tn * 1e3,
             tn / tf,
             mib(frozen_kept),
@@ -820,9 +844,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn measure_frozen_vs_naive_mid_size() {
-        let cfg = BlockConfig {
+    fn mid_cfg() -> BlockConfig {
+        BlockConfig {
             arch: Arch::Llama,
             hidden_size: 512,
             num_heads: 8,
@@ -830,16 +853,11 @@ mod tests {
             head_dim: 64,
             intermediate_size: 1376,
             norm_eps: 1e-5,
-        };
-        measure(&cfg, 2, 64, 5);
+        }
     }
 
-    /// LLaMA-7B-sized block (PAPER.md; issue 3 deliverable 9 shape). Slow and ~3 GB of RAM:
-    /// `cargo test --release -p lm4ve-stages measure_frozen_vs_naive_llama7b -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn measure_frozen_vs_naive_llama7b() {
-        let cfg = BlockConfig {
+    fn llama7b_cfg() -> BlockConfig {
+        BlockConfig {
             arch: Arch::Llama,
             hidden_size: 4096,
             num_heads: 32,
@@ -847,7 +865,80 @@ mod tests {
             head_dim: 128,
             intermediate_size: 11008,
             norm_eps: 1e-5,
+        }
+    }
+
+    #[test]
+    fn measure_frozen_vs_naive_mid_size() {
+        measure(&mid_cfg(), 2, 64, 5, &Device::Cpu);
+    }
+
+    /// LLaMA-7B-sized block (issue 3 deliverable 9 shape). Slow and ~3 GB of RAM:
+    /// `cargo test --release -p lm4ve-stages measure_frozen_vs_naive_llama7b -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_frozen_vs_naive_llama7b() {
+        measure(&llama7b_cfg(), 2, 64, 3, &Device::Cpu);
+    }
+
+    /// CUDA: the frozen node (f32 and bf16 autocast) against the CPU results, then timings.
+    /// Skips (with a message) when no GPU is present.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_matches_cpu_and_measure() {
+        let gpu = match Device::new_cuda(0) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no CUDA device, skipped: {e}");
+                return;
+            }
         };
-        measure(&cfg, 2, 64, 3);
+        for cfg in [llama_cfg(), opt_cfg()] {
+            let (b, t, d) = (2, 5, cfg.hidden_size);
+            let ts = random_tensors(&cfg, 61);
+            let cpu_block = LlmBlock::from_tensors(&cfg, &ts, &Device::Cpu).unwrap();
+            let gpu_block = LlmBlock::from_tensors(&cfg, &ts, &gpu).unwrap();
+            let xv = random_input(b, t, d, 62);
+            let rv = random_input(b, t, d, 63);
+            let mv = vec![1.0f32, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+            let run = |bl: &LlmBlock, dev: &Device, masked: bool, autocast: bool| {
+                let x = Tensor::from_slice(&xv, (b, t, d), dev).unwrap();
+                let r = Tensor::from_slice(&rv, (b, t, d), dev).unwrap();
+                let m = masked.then(|| Tensor::from_slice(&mv, (b, t), dev).unwrap());
+                let var = Var::from_tensor(&x).unwrap();
+                let y = bl
+                    .forward_frozen_with(var.as_tensor(), m.as_ref(), autocast)
+                    .unwrap();
+                let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                (to_vec(&y), to_vec(g.get(var.as_tensor()).unwrap()))
+            };
+            for masked in [false, true] {
+                let (yc, gc) = run(&cpu_block, &Device::Cpu, masked, false);
+                let ycd: Vec<f64> = yc.iter().map(|v| *v as f64).collect();
+                let gcd: Vec<f64> = gc.iter().map(|v| *v as f64).collect();
+                let (yg, gg) = run(&gpu_block, &gpu, masked, false);
+                let (ey, eg) = (rel_err(&yg, &ycd), rel_err(&gg, &gcd));
+                let (ya, ga) = run(&gpu_block, &gpu, masked, true);
+                let (eya, ega) = (rel_err(&ya, &ycd), rel_err(&ga, &gcd));
+                println!(
+                    "{} masked={masked}: cuda f32 vs cpu rel err out {ey:.2e} grad {eg:.2e}; \
+                     cuda bf16 autocast vs cpu out {eya:.2e} grad {ega:.2e}",
+                    cfg.arch
+                );
+                assert!(
+                    ey < 1e-4 && eg < 1e-4,
+                    "{}: cuda f32 differs from cpu",
+                    cfg.arch
+                );
+                assert!(
+                    eya < 5e-2 && ega < 5e-2,
+                    "{}: cuda bf16 too far from cpu",
+                    cfg.arch
+                );
+            }
+        }
+        measure(&mid_cfg(), 2, 64, 10, &gpu);
+        measure(&llama7b_cfg(), 2, 64, 10, &gpu);
+        measure(&llama7b_cfg(), 32, 197, 5, &gpu);
     }
 }
