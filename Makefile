@@ -20,9 +20,13 @@ build: deps
 # Writes the synthetic demo datasets and runs the whole pipeline on them.
 demo: build
 	$(BIN) demo-data --out demo-data
+	@bash scripts/fetch-smollm2.sh demo-data/models
 	$(BIN) -c configs/demo.toml pipeline run --stage all
 	$(BIN) -c configs/demo.toml pipeline status
 	$(BIN) -c configs/demo.toml pipeline show pc_tokens
+	@echo "== frozen SmolLM2 block vs no block (PAPER.md §3 baseline), demo test split:"
+	@printf 'frozen  '; $(BIN) -c configs/demo.toml pipeline show eval_pc | grep accuracy
+	@printf 'none    '; $(BIN) -c configs/demo.toml pipeline show eval_pc_none | grep accuracy
 
 # Unit tests, then end-to-end tests that drive the release binary (built once).
 test: deps pydeps

@@ -29,6 +29,10 @@ pub struct Cli {
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(short = 'j', long, global = true, env = "LM4VE_THREADS")]
     pub threads: Option<usize>,
+    /// Where training and `llm apply` run: auto (CUDA when built with it and a GPU is
+    /// present), cpu, or cuda (an error when no GPU/driver is found).
+    #[arg(long, global = true, env = "LM4VE_DEVICE", default_value = "auto")]
+    pub device: DeviceArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +47,44 @@ pub enum Command {
     Cache(CacheCmd),
     /// Write the embedded demo datasets (synthetic, in the real formats).
     DemoData(DemoDataArgs),
+    /// Read LLM checkpoints, cut one block out, run a block.
+    #[command(subcommand)]
+    Llm(LlmCmd),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCmd {
+    /// Architecture, layers, dims and dtypes of a checkpoint (HF safetensors, sharded, or GGUF).
+    Inspect {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract one block (default: the last) into a canonical block.safetensors.
+    Extract {
+        path: PathBuf,
+        #[arg(long)]
+        layer: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the frozen module (layer without RoPE and mask, then the all-ones RMSNorm) on the
+    /// tensor `x` [B,T,D] of a safetensors file; writes the tensor `y`.
+    Apply {
+        #[arg(long)]
+        block: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Cache(CacheCmd::Verify) => verify(cli),
         Command::Cache(CacheCmd::Gc { dry_run }) => gc(cli, *dry_run),
         Command::DemoData(args) => demo_data(args),
+        Command::Llm(cmd) => crate::llm_cmd::run(cmd),
     }
 }
 
@@ -193,6 +194,29 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
             for f in schema {
                 println!("  field   {} {} {:?}", f.name, f.dtype, f.shape);
             }
+        }
+        for f in &m.files {
+            println!(
+                "file      {} ({} bytes) {}",
+                f.name,
+                f.bytes,
+                path.parent()
+                    .map(|d| d.join(&f.path).display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(oa) = m.meta.get("overall_accuracy").and_then(|v| v.as_f64()) {
+            let macc = m
+                .meta
+                .get("mean_class_accuracy")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            println!(
+                "accuracy  overall {:.2}%, mean class {:.2}% ({} samples)",
+                oa * 100.0,
+                macc * 100.0,
+                m.meta["samples"]
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod llm_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -34,6 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    lm4ve_stages::train::device::set_preference(match cli.device {
+        cli::DeviceArg::Auto => lm4ve_stages::train::device::DevicePref::Auto,
+        cli::DeviceArg::Cpu => lm4ve_stages::train::device::DevicePref::Cpu,
+        cli::DeviceArg::Cuda => lm4ve_stages::train::device::DevicePref::Cuda,
+    });
     match commands::dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -402,11 +402,23 @@ fn tokens_equal_the_numpy_reference_bit_for_bit() {
     let out = std::process::Command::new(&py)
         .arg(format!("{root}/scripts/bench/pc_reference.py"))
         .arg(&train)
-        .args(["--num-points", "256", "--num-groups", "16", "--group-size", "8", "--out"])
+        .args([
+            "--num-points",
+            "256",
+            "--num-groups",
+            "16",
+            "--group-size",
+            "8",
+            "--out",
+        ])
         .arg(&npz)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let code = format!(
         "import sys, numpy as np; sys.path.insert(0, {:?}); import read_shards\n\
          ref = np.load({:?}); got = list(read_shards.samples({:?}, split='train'))\n\
@@ -419,7 +431,10 @@ fn tokens_equal_the_numpy_reference_bit_for_bit() {
         npz.display().to_string(),
         show["manifest"].as_str().unwrap()
     );
-    let out = std::process::Command::new(&py).args(["-c", &code]).output().unwrap();
+    let out = std::process::Command::new(&py)
+        .args(["-c", &code])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}{}",

@@ -40,7 +40,6 @@ impl InputSpec {
     }
 }
 
-
 /// One hashed input file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputFile {
@@ -173,7 +172,13 @@ impl StatCache {
             stat: Stat,
         }
         let cwd = std::env::current_dir().context("reading the current directory")?;
-        let absolute = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+        let absolute = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            }
+        };
         // One stat per input, in parallel: on a 200k-file dataset the stats are the whole
         // cost of a no-op run, and they overlap well (metadata latency, not CPU).
         let stats: Vec<Result<std::fs::Metadata>> = specs

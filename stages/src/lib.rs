@@ -9,7 +9,12 @@ pub mod train;
 use lm4ve_pipeline::{ConfigError, PipelineConfig, Stage, StageConfig};
 
 /// Every stage kind this build knows.
-pub const KINDS: &[&str] = &[pointcloud::stage::KIND];
+pub const KINDS: &[&str] = &[
+    pointcloud::stage::KIND,
+    llm::stage::KIND,
+    train::stage::TRAIN_KIND,
+    train::stage::EVAL_KIND,
+];
 
 /// Builds the stage for one `[stages.NAME]` table (the engine's [`lm4ve_pipeline::StageFactory`]).
 pub fn build_stage(
@@ -18,6 +23,9 @@ pub fn build_stage(
 ) -> Result<Box<dyn Stage>, ConfigError> {
     match sc.kind.as_str() {
         pointcloud::stage::KIND => pointcloud::stage::build(config, sc),
+        llm::stage::KIND => llm::stage::build(config, sc),
+        train::stage::TRAIN_KIND => train::stage::build_train(config, sc),
+        train::stage::EVAL_KIND => train::stage::build_eval(config, sc),
         other => Err(ConfigError {
             file: config.path.display().to_string(),
             line: None,

@@ -1,3 +1,10 @@
-//! LLM checkpoints: readers (HF safetensors, GGUF), block extraction, the `llm.block` stage.
+//! LLM checkpoints: readers (HF safetensors, sharded or not; GGUF), block extraction into
+//! the canonical block file, and the `llm.block` stage.
 
 pub mod block_format;
+pub mod checkpoint;
+pub mod stage;
+
+pub use checkpoint::{
+    extract_block, inspect, load_block_file, save_block, CheckpointInfo, ExtractedBlock, LlmError,
+};

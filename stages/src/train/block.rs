@@ -123,8 +123,10 @@ fn slots(arch: Arch) -> &'static [(&'static str, usize)] {
     }
 }
 
-/// Slots holding 2-D matrices (the ones bf16 autocast converts).
-const MATRIX_SLOTS: [usize; 7] = [WQ, WK, WV, WO, W_IN, W_UP, W_OUT];
+/// Slots of the projections and their biases (what bf16 autocast converts).
+const MM_SLOTS: [usize; 13] = [
+    WQ, BQ, WK, BK, WV, BV, WO, BO, W_IN, B_IN, W_UP, W_OUT, B_OUT,
+];
 
 /// The weight table of one block.
 #[derive(Clone)]
@@ -146,10 +148,11 @@ impl Weights {
         self.t.get(slot).and_then(|t| t.as_ref())
     }
 
-    /// The matrices in bf16 for autocast; norms and biases stay f32 (they are applied in f32).
-    fn to_bf16_matrices(&self) -> candle_core::Result<Weights> {
+    /// The autocast copy: matrices and projection biases in bf16 (they act inside bf16
+    /// matmuls); norm weights and biases stay f32 (norms run in f32).
+    fn to_autocast(&self) -> candle_core::Result<Weights> {
         let mut t = self.t.clone();
-        for slot in MATRIX_SLOTS {
+        for slot in MM_SLOTS {
             if let Some(w) = &self.t[slot] {
                 t[slot] = Some(w.to_dtype(DType::BF16)?);
             }
@@ -396,8 +399,9 @@ impl LlmBlock {
         self.forward_frozen_with(x, None, false)
     }
 
-    /// bf16 variant of [`Self::forward_frozen`] for CUDA (matmuls in bf16, norms, softmax and
-    /// the residual stream in f32). On other devices it is [`Self::forward_frozen`]: CPU bf16
+    /// bf16 variant of [`Self::forward_frozen`] for CUDA: projections, attention matmuls and
+    /// the MLP activation in bf16; norms, softmax, the residual stream, the output and the
+    /// gradient it returns in f32. On other devices it is [`Self::forward_frozen`]: CPU bf16
     /// matmuls are slower than f32 ones, so autocast there would only lose precision.
     pub fn forward_frozen_autocast(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_frozen_with(x, None, true)
@@ -465,7 +469,7 @@ impl LlmBlock {
         if let Some(w) = self.bf16.get() {
             return Ok(w);
         }
-        let w = self.w.to_bf16_matrices()?;
+        let w = self.w.to_autocast()?;
         // Another thread may have won the race; either copy is identical.
         let _ = self.bf16.set(w);
         match self.bf16.get() {

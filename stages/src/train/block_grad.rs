@@ -28,12 +28,13 @@ use crate::llm::block_format::{Arch, BlockConfig, FINAL_NORM_EPS};
 
 type Result<T> = candle_core::Result<T>;
 
-/// Matmul precision. Norms, softmax, residuals and all saved statistics stay f32 either way
-/// (as under PyTorch autocast in the official code).
+/// Matmul precision. Norms (statistics and affine), softmax, the residual stream and the
+/// final norm stay f32 either way, as under PyTorch autocast in the official code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prec {
     F32,
-    /// Matmul operands in bf16 (weights pre-converted), results back to f32.
+    /// Autocast: the projections, their biases, activations and attention matmuls in bf16
+    /// (weights pre-converted); norm inputs/outputs, softmax and residuals in f32.
     Bf16,
 }
 
@@ -58,23 +59,24 @@ pub(crate) enum Mode {
 }
 
 /// Intermediates of one forward, all detached. Norm inputs are kept normalised (x̂) with
-/// their inverse std r, which is all a norm's input-gradient needs.
+/// their inverse std r, which is all a norm's input-gradient needs. Tensors marked "mm" are
+/// in the matmul dtype (bf16 under autocast, halving what is kept).
 pub(crate) struct Saved {
     b: usize,
     t: usize,
     xh1: Tensor,
     r1: Tensor,
-    /// q·(1/sqrt(hd)) as [B, KV, G·T, hd], k and v as [B, KV, T, hd] (matmul dtype).
+    /// mm: q·(1/sqrt(hd)) as [B, KV, G·T, hd], k and v as [B, KV, T, hd].
     qh: Tensor,
     kh: Tensor,
     vh: Tensor,
-    /// Attention probabilities [B, KV, G·T, T] (matmul dtype).
+    /// mm: attention probabilities [B, KV, G·T, T].
     p: Tensor,
     xh2: Tensor,
     r2: Tensor,
-    /// LLaMA: gate pre-activation; OPT: fc1 output (pre-ReLU) [N, F].
+    /// mm: LLaMA gate pre-activation; OPT fc1 output (pre-ReLU) [N, F].
     mlp_a: Tensor,
-    /// LLaMA: up projection [N, F]; OPT: None.
+    /// mm: LLaMA up projection [N, F]; OPT: None.
     mlp_u: Option<Tensor>,
     /// Final output [N, D] (= y·rf) and the final norm's inverse rms [N, 1].
     out: Tensor,
@@ -107,32 +109,13 @@ impl Saved {
     }
 }
 
-/// `x @ wᵀ (+ b)` for x [N, in], w [out, in] (already in the matmul dtype).
-fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>, prec: Prec) -> Result<Tensor> {
-    let y = match prec {
-        Prec::F32 => x.matmul(&w.t()?)?,
-        Prec::Bf16 => x
-            .to_dtype(DType::BF16)?
-            .matmul(&w.t()?)?
-            .to_dtype(DType::F32)?,
-    };
+/// `x @ wᵀ (+ b)` for x [N, in], w [out, in], all in the same (matmul) dtype.
+fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
-}
-
-/// `dy @ w`: the input-gradient of [`lin`].
-fn lin_back(dy: &Tensor, w: &Tensor, prec: Prec) -> Result<Tensor> {
-    match prec {
-        Prec::F32 => dy.matmul(w),
-        Prec::Bf16 => dy.to_dtype(DType::BF16)?.matmul(w)?.to_dtype(DType::F32),
-    }
-}
-
-/// Batched matmul of operands already in the matmul dtype, result in f32.
-fn bmm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.matmul(b)?.to_dtype(DType::F32)
 }
 
 /// Normalised input and inverse std over the last dim: RMS for LLaMA (and the final norm),
@@ -180,7 +163,8 @@ fn norm_back(
 }
 
 /// The block's forward on x [B, T, D] f32. `bias` is the key-mask score bias [B, 1, 1, T].
-/// Returns the output [B, T, D] and, in Save mode, the intermediates.
+/// `w` must hold its matrices and projection biases in `prec`'s matmul dtype.
+/// Returns the output [B, T, D] f32 and, in Save mode, the intermediates.
 pub(crate) fn forward_impl(
     w: &Weights,
     cfg: &BlockConfig,
@@ -195,60 +179,53 @@ pub(crate) fn forward_impl(
     let n = b * t;
     let centred = cfg.arch == Arch::Opt;
     let mmt = prec.mm_dtype();
+    let f32 = DType::F32;
     let x2 = x.reshape((n, d))?;
 
-    // Attention.
+    // Attention. (Every to_dtype below is a no-op in f32.)
     let (xh1, r1) = norm_stats(&x2, centred, cfg.norm_eps)?;
-    let n1 = affine(&xh1, w.get(NORM1_W)?, w.opt(NORM1_B))?;
+    let n1 = affine(&xh1, w.get(NORM1_W)?, w.opt(NORM1_B))?.to_dtype(mmt)?;
     let scale = 1.0 / (hd as f64).sqrt();
-    let q = (lin(&n1, w.get(WQ)?, w.opt(BQ), prec)? * scale)?;
-    let k = lin(&n1, w.get(WK)?, w.opt(BK), prec)?;
-    let v = lin(&n1, w.get(WV)?, w.opt(BV), prec)?;
+    let q = (lin(&n1, w.get(WQ)?, w.opt(BQ))? * scale)?;
+    let k = lin(&n1, w.get(WK)?, w.opt(BK))?;
+    let v = lin(&n1, w.get(WV)?, w.opt(BV))?;
     // Head h = kv·G + g, so [B, H, T, hd] regroups into [B, KV, G·T, hd] without a copy.
     let qh = q
         .reshape((b, t, h, hd))?
         .transpose(1, 2)?
         .contiguous()?
-        .reshape((b, kv, g * t, hd))?
-        .to_dtype(mmt)?;
-    let kh = k
-        .reshape((b, t, kv, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .to_dtype(mmt)?;
-    let vh = v
-        .reshape((b, t, kv, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .to_dtype(mmt)?;
-    let mut s = bmm(&qh, &kh.t()?)?;
+        .reshape((b, kv, g * t, hd))?;
+    let kh = k.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
+    let vh = v.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
+    let mut s = qh.matmul(&kh.t()?)?.to_dtype(f32)?;
     if let Some(bias) = bias {
         s = s.broadcast_add(bias)?;
     }
     let p = match mode {
         Mode::Tracked => candle_nn::ops::softmax(&s, D::Minus1)?,
         Mode::Fast | Mode::Save => candle_nn::ops::softmax_last_dim(&s)?,
-    };
-    let p = p.to_dtype(mmt)?;
-    let o = bmm(&p, &vh)?
+    }
+    .to_dtype(mmt)?;
+    let o = p
+        .matmul(&vh)?
         .reshape((b, h, t, hd))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((n, h * hd))?;
-    let hres = (&x2 + lin(&o, w.get(WO)?, w.opt(BO), prec)?)?;
+    let hres = (&x2 + lin(&o, w.get(WO)?, w.opt(BO))?.to_dtype(f32)?)?;
 
     // MLP.
     let (xh2, r2) = norm_stats(&hres, centred, cfg.norm_eps)?;
-    let n2 = affine(&xh2, w.get(NORM2_W)?, w.opt(NORM2_B))?;
-    let a = lin(&n2, w.get(W_IN)?, w.opt(B_IN), prec)?;
+    let n2 = affine(&xh2, w.get(NORM2_W)?, w.opt(NORM2_B))?.to_dtype(mmt)?;
+    let a = lin(&n2, w.get(W_IN)?, w.opt(B_IN))?;
     let (m, u) = match cfg.arch {
         Arch::Llama => {
-            let u = lin(&n2, w.get(W_UP)?, None, prec)?;
+            let u = lin(&n2, w.get(W_UP)?, None)?;
             ((a.silu()? * &u)?, Some(u))
         }
         Arch::Opt => (a.relu()?, None),
     };
-    let y = (&hres + lin(&m, w.get(W_OUT)?, w.opt(B_OUT), prec)?)?;
+    let y = (&hres + lin(&m, w.get(W_OUT)?, w.opt(B_OUT))?.to_dtype(f32)?)?;
 
     // The all-ones final RMSNorm (PAPER.md §2).
     let (out, rf) = norm_stats(&y, false, FINAL_NORM_EPS)?;
@@ -275,7 +252,8 @@ pub(crate) fn forward_impl(
     Ok((out3, saved))
 }
 
-/// dL/dx [B, T, D] from dL/dout, the saved intermediates and the (frozen) weights.
+/// dL/dx [B, T, D] from dL/dout, the saved intermediates and the (frozen) weights, in the
+/// same precision split as the forward.
 pub(crate) fn backward(
     w: &Weights,
     cfg: &BlockConfig,
@@ -290,13 +268,14 @@ pub(crate) fn backward(
     let g = h / kv;
     let centred = cfg.arch == Arch::Opt;
     let mmt = prec.mm_dtype();
-    let dout = dout.to_dtype(DType::F32)?.reshape((n, d))?;
+    let f32 = DType::F32;
+    let dout = dout.to_dtype(f32)?.reshape((n, d))?;
 
     // Final RMSNorm (no weight).
     let dy = norm_back(&dout, &s.out, &s.rf, None, false)?;
 
     // MLP: y = hres + W_out·act(n2); the residual passes dy straight through.
-    let dm = lin_back(&dy, w.get(W_OUT)?, prec)?;
+    let dm = dy.to_dtype(mmt)?.matmul(w.get(W_OUT)?)?;
     let dn2 = match (&s.mlp_u, cfg.arch) {
         (Some(u), Arch::Llama) => {
             // m = silu(a)·u; silu'(a) = σ(a)·(1 + a·(1 − σ(a))).
@@ -305,42 +284,46 @@ pub(crate) fn backward(
             let dsilu = (&sig * ((a * (1.0 - &sig)?)? + 1.0)?)?;
             let da = ((&dm * u)? * dsilu)?;
             let du = (&dm * (a * &sig)?)?;
-            (lin_back(&da, w.get(W_IN)?, prec)? + lin_back(&du, w.get(W_UP)?, prec)?)?
+            (da.matmul(w.get(W_IN)?)? + du.matmul(w.get(W_UP)?)?)?
         }
         _ => {
             // m = relu(a): the gradient passes where a > 0.
-            let pass = s.mlp_a.gt(0.0)?.to_dtype(DType::F32)?;
-            lin_back(&(&dm * pass)?, w.get(W_IN)?, prec)?
+            let pass = s.mlp_a.gt(0.0)?.to_dtype(mmt)?;
+            (&dm * pass)?.matmul(w.get(W_IN)?)?
         }
-    };
+    }
+    .to_dtype(f32)?;
     let dh = (&dy + norm_back(&dn2, &s.xh2, &s.r2, Some(w.get(NORM2_W)?), centred)?)?;
 
     // Attention: hres = x + W_o·o.
-    let do_ = lin_back(&dh, w.get(WO)?, prec)?
+    let do_ = dh
+        .to_dtype(mmt)?
+        .matmul(w.get(WO)?)?
         .reshape((b, t, h, hd))?
         .transpose(1, 2)?
         .contiguous()?
-        .reshape((b, kv, g * t, hd))?
-        .to_dtype(mmt)?;
-    let dp = bmm(&do_, &s.vh.t()?)?;
+        .reshape((b, kv, g * t, hd))?;
+    let dp = do_.matmul(&s.vh.t()?)?.to_dtype(f32)?;
     // Summing over the G·T query rows of a kv head is the GQA reduction of dv and dk.
-    let dv = bmm(&s.p.t()?, &do_)?;
-    let p = s.p.to_dtype(DType::F32)?;
+    let dv = s.p.t()?.matmul(&do_)?;
+    let p = s.p.to_dtype(f32)?;
     // Softmax backward: dS = p·(dp − Σ_j dp·p). Masked keys have p = 0, so they get none.
     let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?.to_dtype(mmt)?;
     // q was scaled before the matmul, so dS·k is the grad of the scaled q.
-    let dq = (bmm(&ds, &s.kh)? * (1.0 / (hd as f64).sqrt()))?
+    let dq = (ds.matmul(&s.kh)? * (1.0 / (hd as f64).sqrt()))?
         .reshape((b, h, t, hd))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((n, h * hd))?;
-    let dk = bmm(&ds.t()?, &s.qh)?
+    let dk = ds
+        .t()?
+        .matmul(&s.qh)?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((n, kv * hd))?;
     let dv = dv.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
-    let dn1 = ((lin_back(&dq, w.get(WQ)?, prec)? + lin_back(&dk, w.get(WK)?, prec)?)?
-        + lin_back(&dv, w.get(WV)?, prec)?)?;
+    let dn1 = ((dq.matmul(w.get(WQ)?)? + dk.matmul(w.get(WK)?)?)? + dv.matmul(w.get(WV)?)?)?
+        .to_dtype(f32)?;
     let dx = (&dh + norm_back(&dn1, &s.xh1, &s.r1, Some(w.get(NORM1_W)?), centred)?)?;
     dx.reshape((b, t, d))
 }
@@ -514,6 +497,14 @@ mod tests {
         max_abs_diff(a, b) / scale
     }
 
+    /// ‖a − b‖ / ‖b‖: for bf16 comparisons, where a ReLU whose input rounds across zero
+    /// makes a few isolated elements differ a lot while the whole stays close.
+    fn rel_l2(a: &[f32], b: &[f64]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
+        let den: f64 = b.iter().map(|b| b * b).sum();
+        (num / den).sqrt()
+    }
+
     fn check_grad(cfg: &BlockConfig, masked: bool) {
         let (b, t) = (2, 5);
         let d = cfg.hidden_size;
@@ -582,6 +573,17 @@ mod tests {
         check_grad(&opt_cfg(), true);
     }
 
+    /// Tolerance (relative L2) of bf16 input-grads against f32 ones. OPT's ReLU makes it
+    /// loose: in these tiny blocks one fc1 pre-activation rounding across zero switches a
+    /// whole row of W_in on or off in the gradient; over 20 seeds the OPT error ranged up to
+    /// 8e-2 while LLaMA (SiLU, smooth) stayed under 1e-2.
+    fn bf16_grad_tol(cfg: &BlockConfig) -> f64 {
+        match cfg.arch {
+            Arch::Llama => 2e-2,
+            Arch::Opt => 1.5e-1,
+        }
+    }
+
     /// The bf16 path (what CUDA autocast runs) is exercised on CPU through the internal entry
     /// point: values and grads close to f32.
     #[test]
@@ -598,13 +600,13 @@ mod tests {
             let y16 = to_vec(&block.frozen_impl(&x, None, Prec::Bf16).unwrap());
             let y32d: Vec<f64> = y32.iter().map(|v| *v as f64).collect();
             let g32d: Vec<f64> = g32.iter().map(|v| *v as f64).collect();
-            let (ey, eg) = (rel_err(&y16, &y32d), rel_err(&g16, &g32d));
+            let (ey, eg) = (rel_l2(&y16, &y32d), rel_l2(&g16, &g32d));
             println!(
-                "{}: bf16 vs f32 rel err: output {ey:.2e}, grad {eg:.2e}",
+                "{}: bf16 vs f32 relative L2 err: output {ey:.2e}, grad {eg:.2e}",
                 cfg.arch
             );
             assert!(
-                ey < 5e-2 && eg < 5e-2,
+                ey < 2e-2 && eg < bf16_grad_tol(&cfg),
                 "{}: bf16 output err {ey}, grad err {eg}",
                 cfg.arch
             );
@@ -919,10 +921,10 @@ mod tests {
                 let (yg, gg) = run(&gpu_block, &gpu, masked, false);
                 let (ey, eg) = (rel_err(&yg, &ycd), rel_err(&gg, &gcd));
                 let (ya, ga) = run(&gpu_block, &gpu, masked, true);
-                let (eya, ega) = (rel_err(&ya, &ycd), rel_err(&ga, &gcd));
+                let (eya, ega) = (rel_l2(&ya, &ycd), rel_l2(&ga, &gcd));
                 println!(
                     "{} masked={masked}: cuda f32 vs cpu rel err out {ey:.2e} grad {eg:.2e}; \
-                     cuda bf16 autocast vs cpu out {eya:.2e} grad {ega:.2e}",
+                     cuda bf16 autocast vs cpu relative L2 out {eya:.2e} grad {ega:.2e}",
                     cfg.arch
                 );
                 assert!(
@@ -931,7 +933,7 @@ mod tests {
                     cfg.arch
                 );
                 assert!(
-                    eya < 5e-2 && ega < 5e-2,
+                    eya < 2e-2 && ega < bf16_grad_tol(&cfg),
                     "{}: cuda bf16 too far from cpu",
                     cfg.arch
                 );

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use lm4ve_pipeline::shard::ShardReader;
 use lm4ve_pipeline::Upstream;
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 pub struct PcSet {
@@ -28,16 +28,14 @@ impl PcSet {
 
     /// Reads every sample of `split` from a `pc.tokens` artifact.
     pub fn load(up: &Upstream, split: &str) -> Result<Self> {
-        let schema = up
-            .manifest
-            .schema
-            .as_ref()
-            .context("upstream artifact has no shard schema; `data` must name a pc.tokens stage")?;
+        let schema =
+            up.manifest.schema.as_ref().context(
+                "upstream artifact has no shard schema; `data` must name a pc.tokens stage",
+            )?;
         let field = |name: &str| {
-            schema
-                .iter()
-                .position(|f| f.name == name)
-                .with_context(|| format!("upstream shards lack field `{name}`; `data` must name a pc.tokens stage"))
+            schema.iter().position(|f| f.name == name).with_context(|| {
+                format!("upstream shards lack field `{name}`; `data` must name a pc.tokens stage")
+            })
         };
         let (ci, ni, li) = (field("centers")?, field("neighborhoods")?, field("label")?);
         let shape = &schema[ni].shape;
@@ -94,7 +92,11 @@ impl PcSet {
                 ),
                 None => ([1.0; 3], [0.0; 3]),
             };
-            c.extend(cs.iter().enumerate().map(|(j, v)| v * scale[j % 3] + shift[j % 3]));
+            c.extend(
+                cs.iter()
+                    .enumerate()
+                    .map(|(j, v)| v * scale[j % 3] + shift[j % 3]),
+            );
             n.extend(ns.iter().enumerate().map(|(j, v)| v * scale[j % 3]));
             l.push(u32::try_from(self.labels[i]).context("negative or huge label")?);
         }

@@ -1,2 +1,12 @@
+//! Training: the frozen LLM block (forward + input-only backward), the PointBERT encoder,
+//! AdamW, data loading from shards, the `train` and `eval` stages.
+
 pub mod block;
 pub mod block_grad;
+pub mod data;
+pub mod device;
+pub mod nn;
+pub mod optim;
+pub mod plot;
+pub mod pointbert;
+pub mod stage;

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// LayerNorm over the last dim (eps 1e-5 as PyTorch's default).
@@ -56,7 +56,13 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let n = x.elem_count();
     let keep = 1.0 - p;
     let mask: Vec<f32> = (0..n)
-        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
@@ -70,7 +76,13 @@ pub fn drop_path(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let b = x.dim(0)?;
     let keep = 1.0 - p;
     let mask: Vec<f32> = (0..b)
-        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mut shape = vec![b];
     shape.extend(std::iter::repeat_n(1, x.rank() - 1));
@@ -83,7 +95,10 @@ pub fn drop_path(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
 /// variable's values come from its own RNG stream seeded by (seed, name), so the result
 /// does not depend on creation order.
 pub fn init_vars(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap.data().lock().map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for name in names {

@@ -53,7 +53,11 @@ impl AdamW {
         let mut total = 0f64;
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                total += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
             }
         }
         let norm = total.sqrt();
@@ -101,7 +105,10 @@ impl AdamW {
 
     pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, step: u64) -> Result<()> {
         for p in &mut self.params {
-            let (Some(m), Some(v)) = (state.get(&format!("m.{}", p.name)), state.get(&format!("v.{}", p.name))) else {
+            let (Some(m), Some(v)) = (
+                state.get(&format!("m.{}", p.name)),
+                state.get(&format!("v.{}", p.name)),
+            ) else {
                 candle_core::bail!("checkpoint lacks optimizer state for `{}`", p.name);
             };
             p.m = m.to_device(p.var.device())?;

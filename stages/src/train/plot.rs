@@ -53,21 +53,26 @@ pub fn curves_png(loss: &[f64], train_acc: &[f64], test_acc: &[f64]) -> Result<V
         cv.rect(x0, y0, x1, y1, [0, 0, 0]);
     }
     let max_loss = loss.iter().cloned().fold(0.0f64, f64::max).max(1e-9);
-    let plot = |cv: &mut Canvas, vals: &[f64], (x0, y0, x1, y1): (i64, i64, i64, i64), top: f64, c| {
-        let n = vals.len();
-        let pt = |i: usize, v: f64| {
-            let x = if n <= 1 { x0 } else { x0 + (x1 - x0) * i as i64 / (n as i64 - 1) };
-            let y = y1 - ((v / top).clamp(0.0, 1.0) * (y1 - y0) as f64) as i64;
-            (x, y)
+    let plot =
+        |cv: &mut Canvas, vals: &[f64], (x0, y0, x1, y1): (i64, i64, i64, i64), top: f64, c| {
+            let n = vals.len();
+            let pt = |i: usize, v: f64| {
+                let x = if n <= 1 {
+                    x0
+                } else {
+                    x0 + (x1 - x0) * i as i64 / (n as i64 - 1)
+                };
+                let y = y1 - ((v / top).clamp(0.0, 1.0) * (y1 - y0) as f64) as i64;
+                (x, y)
+            };
+            for i in 1..n {
+                cv.line(pt(i - 1, vals[i - 1]), pt(i, vals[i]), c);
+            }
+            if n == 1 {
+                let (x, y) = pt(0, vals[0]);
+                cv.line((x - 2, y), (x + 2, y), c);
+            }
         };
-        for i in 1..n {
-            cv.line(pt(i - 1, vals[i - 1]), pt(i, vals[i]), c);
-        }
-        if n == 1 {
-            let (x, y) = pt(0, vals[0]);
-            cv.line((x - 2, y), (x + 2, y), c);
-        }
-    };
     plot(&mut cv, loss, panels[0], max_loss, [31, 119, 180]);
     plot(&mut cv, train_acc, panels[1], 1.0, [255, 127, 14]);
     plot(&mut cv, test_acc, panels[1], 1.0, [44, 160, 44]);

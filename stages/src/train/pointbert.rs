@@ -233,7 +233,7 @@ impl PointBert {
         vb: VarBuilder,
     ) -> Result<Self> {
         let c = cfg.trans_dim;
-        if cfg.heads == 0 || c % cfg.heads != 0 {
+        if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
             candle_core::bail!("trans_dim {c} must be a multiple of heads {}", cfg.heads);
         }
         let llm = match block {
@@ -282,7 +282,9 @@ impl PointBert {
         let tokens = self
             .reduce_dim
             .forward(&self.encoder.forward(neighborhoods, train)?)?;
-        let pos = self.pos2.forward(&self.pos1.forward(centers)?.gelu_erf()?)?;
+        let pos = self
+            .pos2
+            .forward(&self.pos1.forward(centers)?.gelu_erf()?)?;
         let c = self.cfg.trans_dim;
         let cls = self.cls_token.broadcast_as((b, 1, c))?;
         let cls_pos = self.cls_pos.broadcast_as((b, 1, c))?;
@@ -300,7 +302,10 @@ impl PointBert {
         let x = self.norm.forward(&x)?;
         let t = x.dim(1)?;
         let feat = Tensor::cat(
-            &[&x.narrow(1, 0, 1)?.squeeze(1)?, &x.narrow(1, 1, t - 1)?.max(1)?],
+            &[
+                &x.narrow(1, 0, 1)?.squeeze(1)?,
+                &x.narrow(1, 1, t - 1)?.max(1)?,
+            ],
             D::Minus1,
         )?;
         let h = self.head1.forward(&feat)?.relu()?;
@@ -309,5 +314,61 @@ impl PointBert {
             None => h,
         };
         self.head2.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn eval_mode_matches_train_mode_once_bn_stats_settle() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg = PointBertConfig {
+            trans_dim: 32,
+            depth: 1,
+            heads: 2,
+            pointnet_dims: [16, 32, 32],
+            encoder_dims: 32,
+            drop_path: 0.0,
+            head_dropout: 0.0,
+            ..Default::default()
+        };
+        let model = PointBert::new(&cfg, 5, None, vb).unwrap();
+        crate::train::nn::init_vars(&varmap, 0).unwrap();
+        let c = Tensor::randn(0f32, 0.5, (8, 16, 3), &dev).unwrap();
+        let n = Tensor::randn(0f32, 0.05, (8, 16, 8, 3), &dev).unwrap();
+        let mut rng = crate::train::nn::step_rng(0, "t", 0);
+        let mut train_logits = None;
+        for _ in 0..200 {
+            train_logits = Some(model.forward(&c, &n, Some(&mut rng)).unwrap());
+        }
+        let eval_logits = model.forward(&c, &n, None).unwrap();
+        let d = (train_logits.unwrap() - &eval_logits)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let spread = eval_logits
+            .var(0)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("d {d} spread {spread}");
+        assert!(
+            d < 1e-2 * spread.max(1e-3) * 100.0,
+            "train vs eval logits differ by {d} (spread {spread})"
+        );
     }
 }

@@ -129,7 +129,10 @@ fn check_upstream_name(
     Ok(())
 }
 
-pub fn build_train(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
+pub fn build_train(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+) -> Result<Box<dyn Stage>, ConfigError> {
     let p: TrainParams = config.typed_params(sc)?;
     check_upstream_name(config, sc, "data", &p.data)?;
     match (&p.block, p.mode) {
@@ -137,7 +140,8 @@ pub fn build_train(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn 
             return Err(config.param_error(
                 &sc.name,
                 Some("mode"),
-                "this mode needs `block = \"<an llm.block stage>\"` (or set mode = \"none\")".into(),
+                "this mode needs `block = \"<an llm.block stage>\"` (or set mode = \"none\")"
+                    .into(),
             ))
         }
         (Some(b), _) => check_upstream_name(config, sc, "block", b)?,
@@ -178,8 +182,8 @@ fn load_block(
         .manifest
         .file_path(&up.manifest_path, "block.safetensors")
         .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
-    let (cfg, tensors, _meta) = crate::llm::load_block_file(&path)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (cfg, tensors, _meta) =
+        crate::llm::load_block_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let block = match mode {
         BlockMode::Random => LlmBlock::random(&cfg, seed, device)?,
         _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
@@ -201,7 +205,12 @@ pub fn build_model(
     let mut block_vars = Vec::new();
     let block = match block {
         Some((mut b, BlockMode::Trainable)) => {
-            let names: Vec<String> = b.config().tensor_shapes().iter().map(|(n, _)| n.to_string()).collect();
+            let names: Vec<String> = b
+                .config()
+                .tensor_shapes()
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect();
             let vars = b.make_trainable()?;
             block_vars = names
                 .into_iter()
@@ -246,8 +255,17 @@ fn num_classes(data: &Upstream) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// (overall accuracy, mean class accuracy, per class (correct, total)).
+pub type Accuracy = (f64, f64, Vec<(u64, u64)>);
+
 /// Accuracy (overall, mean per class) and the per-class counts of `model` on `set`.
-pub fn evaluate(model: &PointBert, set: &PcSet, classes: usize, batch: usize, device: &Device) -> Result<(f64, f64, Vec<(u64, u64)>)> {
+pub fn evaluate(
+    model: &PointBert,
+    set: &PcSet,
+    classes: usize,
+    batch: usize,
+    device: &Device,
+) -> Result<Accuracy> {
     let mut per_class = vec![(0u64, 0u64); classes];
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
@@ -311,8 +329,13 @@ impl TrainStage {
             if is_running_stat(&name) {
                 continue;
             }
-            let no_decay = var.rank() <= 1 || name.contains("cls_token") || name.contains("cls_pos");
-            let mut lr_scale = if no_decay { self.p.no_decay_lr_scale } else { 1.0 };
+            let no_decay =
+                var.rank() <= 1 || name.contains("cls_token") || name.contains("cls_pos");
+            let mut lr_scale = if no_decay {
+                self.p.no_decay_lr_scale
+            } else {
+                1.0
+            };
             if name.starts_with("llm_adapter") {
                 lr_scale *= self.p.adapter_lr_scale;
             }
@@ -320,7 +343,11 @@ impl TrainStage {
             params.push((name, var, lr_scale, wd));
         }
         for (name, var) in &built.block_vars {
-            let wd = if var.rank() <= 1 { 0.0 } else { self.p.weight_decay };
+            let wd = if var.rank() <= 1 {
+                0.0
+            } else {
+                self.p.weight_decay
+            };
             params.push((name.clone(), var.clone(), 1.0, wd));
         }
         Ok(params)
@@ -362,21 +389,39 @@ impl Stage for TrainStage {
         Ok((0..self.units())
             .map(|k| UnitPlan {
                 id: Self::unit_id(k),
-                work: self.p.epochs_per_checkpoint.min(self.p.epochs - k * self.p.epochs_per_checkpoint) as u64,
+                work: self
+                    .p
+                    .epochs_per_checkpoint
+                    .min(self.p.epochs - k * self.p.epochs_per_checkpoint)
+                    as u64,
             })
             .collect())
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
-        let k: usize = unit.id.trim_start_matches("ckpt-").parse().context("unit id")?;
+        let k: usize = unit
+            .id
+            .trim_start_matches("ckpt-")
+            .parse()
+            .context("unit id")?;
         let device = super::device::device()?;
         let data = &ctx.upstream[&self.p.data];
         let classes = num_classes(data)?;
         let train = PcSet::load(data, "train")?;
         let test = PcSet::load(data, "test")?;
-        anyhow::ensure!(!train.is_empty(), "the data artifact has no `train` samples");
+        anyhow::ensure!(
+            !train.is_empty(),
+            "the data artifact has no `train` samples"
+        );
         let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
-        let built = build_model(&self.p.model, classes, self.p.mode, block_up, self.p.seed, &device)?;
+        let built = build_model(
+            &self.p.model,
+            classes,
+            self.p.mode,
+            block_up,
+            self.p.seed,
+            &device,
+        )?;
         let mut opt = AdamW::new(self.params_for(&built)?)?;
         let all_vars = sorted_vars(&built.varmap)?;
         let mut history: Vec<EpochMetrics> = Vec::new();
@@ -408,7 +453,9 @@ impl Stage for TrainStage {
             opt.load_state(&state, step)?;
             for j in 0..k {
                 if let Some(r) = ctx.unit_record(&Self::unit_id(j)) {
-                    if let Ok(h) = serde_json::from_value::<Vec<EpochMetrics>>(r.meta["epochs"].clone()) {
+                    if let Ok(h) =
+                        serde_json::from_value::<Vec<EpochMetrics>>(r.meta["epochs"].clone())
+                    {
                         history.extend(h);
                     }
                 }
@@ -482,7 +529,10 @@ impl Stage for TrainStage {
         // The checkpoint: trainable weights, BN statistics, AdamW moments, step.
         let mut ck: HashMap<String, Tensor> = HashMap::new();
         for (name, var) in all_vars.iter().chain(built.block_vars.iter()) {
-            ck.insert(format!("model.{name}"), var.as_tensor().to_device(&Device::Cpu)?);
+            ck.insert(
+                format!("model.{name}"),
+                var.as_tensor().to_device(&Device::Cpu)?,
+            );
         }
         for (name, t) in opt.state() {
             ck.insert(format!("opt.{name}"), t.to_device(&Device::Cpu)?);
@@ -509,7 +559,11 @@ impl Stage for TrainStage {
             let col = |f: fn(&EpochMetrics) -> f64| history.iter().map(f).collect::<Vec<_>>();
             out.add_file(
                 "curves.png",
-                &curves_png(&col(|m| m.loss), &col(|m| m.train_acc), &col(|m| m.test_acc))?,
+                &curves_png(
+                    &col(|m| m.loss),
+                    &col(|m| m.train_acc),
+                    &col(|m| m.test_acc),
+                )?,
             )?;
         }
         out.set_meta(serde_json::json!({ "epochs": new_metrics }));
@@ -519,7 +573,9 @@ impl Stage for TrainStage {
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
         let last: Option<EpochMetrics> = units
             .last()
-            .and_then(|u| serde_json::from_value::<Vec<EpochMetrics>>(u.meta["epochs"].clone()).ok())
+            .and_then(|u| {
+                serde_json::from_value::<Vec<EpochMetrics>>(u.meta["epochs"].clone()).ok()
+            })
             .and_then(|v| v.last().cloned());
         Ok(serde_json::json!({
             "model": self.p.model,
@@ -557,7 +613,10 @@ pub struct EvalStage {
     p: EvalParams,
 }
 
-pub fn build_eval(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
+pub fn build_eval(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+) -> Result<Box<dyn Stage>, ConfigError> {
     let p: EvalParams = config.typed_params(sc)?;
     check_upstream_name(config, sc, "train", &p.train)?;
     check_upstream_name(config, sc, "data", &p.data)?;
@@ -594,13 +653,16 @@ impl Stage for EvalStage {
         let meta = &train.manifest.meta;
         let cfg: PointBertConfig = serde_json::from_value(meta["model"].clone())
             .context("`train` must name a train stage (its manifest has no model config)")?;
-        let mode: BlockMode = serde_json::from_value(meta["mode"].clone()).context("train manifest lacks mode")?;
+        let mode: BlockMode =
+            serde_json::from_value(meta["mode"].clone()).context("train manifest lacks mode")?;
         let seed = meta["seed"].as_u64().unwrap_or(0);
         let data = &ctx.upstream[&self.p.data];
         let classes = num_classes(data)?;
         let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
         if mode != BlockMode::None && block_up.is_none() {
-            anyhow::bail!("the model was trained with a {mode:?} block: set `block` to the llm.block stage");
+            anyhow::bail!(
+                "the model was trained with a {mode:?} block: set `block` to the llm.block stage"
+            );
         }
         let built = build_model(&cfg, classes, mode, block_up, seed, &device)?;
         let weights_path = train
@@ -608,7 +670,10 @@ impl Stage for EvalStage {
             .file_path(&train.manifest_path, "model.safetensors")
             .context("train artifact has no model.safetensors")?;
         let weights = candle_core::safetensors::load(&weights_path, &device)?;
-        for (name, var) in sorted_vars(&built.varmap)?.iter().chain(built.block_vars.iter()) {
+        for (name, var) in sorted_vars(&built.varmap)?
+            .iter()
+            .chain(built.block_vars.iter())
+        {
             let t = weights
                 .get(name)
                 .with_context(|| format!("{}: lacks `{name}`", weights_path.display()))?;
@@ -616,7 +681,8 @@ impl Stage for EvalStage {
         }
         let set = PcSet::load(data, &self.p.split)?;
         anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.p.split);
-        let (oa, macc, per_class) = evaluate(&built.model, &set, classes, self.p.batch_size, &device)?;
+        let (oa, macc, per_class) =
+            evaluate(&built.model, &set, classes, self.p.batch_size, &device)?;
         let metrics = serde_json::json!({
             "split": self.p.split,
             "samples": set.len(),
@@ -625,7 +691,10 @@ impl Stage for EvalStage {
             "per_class": per_class.iter().map(|(r, t)| serde_json::json!({"correct": r, "total": t})).collect::<Vec<_>>(),
             "mode": mode,
         });
-        out.add_file("metrics.json", serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        out.add_file(
+            "metrics.json",
+            serde_json::to_string_pretty(&metrics)?.as_bytes(),
+        )?;
         out.set_meta(metrics);
         Ok(())
     }
@@ -633,4 +702,3 @@ impl Stage for EvalStage {
         Ok(units.first().map(|u| u.meta.clone()).unwrap_or_default())
     }
 }
-

@@ -1,0 +1,491 @@
+//! The frozen LLM block and the trainer through the real binary: `llm extract/apply`, a
+//! short training run that lowers the loss, resume after kill -9 with identical weights.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A tiny random LLaMA checkpoint in Hugging Face layout (safetensors + config.json).
+fn tiny_llama(dir: &Path) -> PathBuf {
+    let (d, heads, kv, f, layers) = (32usize, 4usize, 2usize, 48usize, 2usize);
+    let hd = d / heads;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut seed = 1u32;
+    let mut rnd = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    };
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        for (name, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![heads * hd, d]),
+            ("self_attn.k_proj.weight", vec![kv * hd, d]),
+            ("self_attn.v_proj.weight", vec![kv * hd, d]),
+            ("self_attn.o_proj.weight", vec![d, heads * hd]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("mlp.gate_proj.weight", vec![f, d]),
+            ("mlp.up_proj.weight", vec![f, d]),
+            ("mlp.down_proj.weight", vec![d, f]),
+        ] {
+            let n = shape.iter().product();
+            let data = if shape.len() == 1 {
+                vec![1.0; n]
+            } else {
+                rnd(n)
+            };
+            tensors.push((format!("{p}{name}"), shape, data));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let model = dir.join("tiny-llama");
+    std::fs::create_dir_all(&model).unwrap();
+    safetensors::tensor::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": {d}, "num_attention_heads": {heads}, "num_key_value_heads": {kv}, "intermediate_size": {f}, "num_hidden_layers": {layers}, "rms_norm_eps": 1e-5}}"#
+        ),
+    )
+    .unwrap();
+    model
+}
+
+#[allow(clippy::too_many_arguments)] // a test fixture: one argument per config knob
+fn train_config(
+    dir: &Path,
+    name: &str,
+    train: &Path,
+    test: &Path,
+    model: &Path,
+    mode: &str,
+    epochs: usize,
+    cache: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"[cache]
+dir = "{cache}"
+
+[stages.pc_tokens]
+kind = "pc.tokens"
+[stages.pc_tokens.params]
+format = "h5"
+train = "{}"
+test = "{}"
+num_points = 128
+num_groups = 16
+group_size = 8
+shard_samples = 64
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{}"
+
+[stages.train_pc]
+kind = "train"
+[stages.train_pc.params]
+data = "pc_tokens"
+block = "llm_block"
+mode = "{mode}"
+epochs = {epochs}
+warmup_epochs = 1
+batch_size = 16
+lr = 2e-3
+epochs_per_checkpoint = 1
+[stages.train_pc.params.model]
+trans_dim = 32
+depth = 1
+heads = 2
+pointnet_dims = [16, 32, 32]
+encoder_dims = 32
+drop_path = 0.0
+head_dropout = 0.0
+
+[stages.eval_pc]
+kind = "eval"
+[stages.eval_pc.params]
+train = "train_pc"
+data = "pc_tokens"
+block = "llm_block"
+"#,
+        train.display(),
+        test.display(),
+        model.display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn show(cfg: &Path, stage: &str) -> serde_json::Value {
+    let r = lm4ve(cfg, &["pipeline", "show", stage, "--json"]);
+    r.ok();
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn metrics(cfg: &Path) -> Vec<serde_json::Value> {
+    let v = show(cfg, "train_pc");
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let f = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "metrics.jsonl")
+        .unwrap();
+    let text =
+        std::fs::read_to_string(manifest.parent().unwrap().join(f["path"].as_str().unwrap()))
+            .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn file_hash(cfg: &Path, stage: &str, name: &str) -> String {
+    let v = show(cfg, stage);
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap()["blake3"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn frozen_block_training_lowers_the_loss_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 6);
+    let model = tiny_llama(dir.path());
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "frozen",
+        6,
+        "cache",
+    );
+    let r = lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "all"],
+    );
+    r.ok();
+    let m = metrics(&cfg);
+    assert_eq!(m.len(), 6);
+    let first = m[0]["loss"].as_f64().unwrap();
+    let last = m[5]["loss"].as_f64().unwrap();
+    assert!(last < first, "loss did not go down: {first} → {last}");
+    let e = show(&cfg, "eval_pc");
+    let oa = e["meta"]["overall_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&oa));
+    // The block file is the extracted last layer.
+    let b = show(&cfg, "llm_block");
+    assert_eq!(b["meta"]["layer"], 1);
+}
+
+#[test]
+fn training_resumes_after_kill_9_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 4);
+    let model = tiny_llama(dir.path());
+    let (train, test) = (
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    );
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &train,
+        &test,
+        &model,
+        "frozen",
+        8,
+        "cache",
+    );
+    // Upstream stages first, so the kill lands inside training.
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens"]).ok();
+    let mut killed = false;
+    for _ in 0..3 {
+        let mut child = bin()
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--device", "cpu", "pipeline", "run", "--stage", "train_pc"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let units = |d: &Path| -> usize {
+            std::fs::read_dir(d.join("cache/artifacts"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| {
+                            std::fs::read_dir(e.path().join("units"))
+                                .map(|u| {
+                                    u.filter_map(|x| x.ok()).any(|x| {
+                                        x.file_name().to_string_lossy().starts_with("ckpt")
+                                    })
+                                })
+                                .unwrap_or(false)
+                        })
+                        .map(|e| {
+                            std::fs::read_dir(e.path().join("units"))
+                                .map(|u| u.count())
+                                .unwrap_or(0)
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        while units(dir.path()) < 2 && start.elapsed() < Duration::from_secs(120) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let st = lm4ve(&cfg, &["pipeline", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&st.ok().stdout).unwrap();
+        let train_state = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "train_pc")
+            .unwrap()
+            .clone();
+        if train_state["state"] != "fresh" {
+            killed = true;
+            break;
+        }
+        lm4ve(&cfg, &["pipeline", "run", "--stage", "train_pc", "--force"]).ok();
+    }
+    assert!(killed, "training always finished before the kill");
+    let r = lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    );
+    r.ok();
+    assert!(!r.stdout.contains(" 0 resumed"), "{}", r.stdout);
+    let resumed = file_hash(&cfg, "train_pc", "model.safetensors");
+    let cfg2 = train_config(
+        dir.path(),
+        "c2.toml",
+        &train,
+        &test,
+        &model,
+        "frozen",
+        8,
+        "cache2",
+    );
+    lm4ve(
+        &cfg2,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    assert_eq!(resumed, file_hash(&cfg2, "train_pc", "model.safetensors"));
+}
+
+#[test]
+fn none_mode_has_no_block_and_other_modes_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let (train, test) = (
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    );
+    let mut hashes = Vec::new();
+    for mode in ["none", "frozen", "random", "trainable"] {
+        let cfg = train_config(
+            dir.path(),
+            &format!("{mode}.toml"),
+            &train,
+            &test,
+            &model,
+            mode,
+            1,
+            "cache",
+        );
+        lm4ve(
+            &cfg,
+            &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+        )
+        .ok();
+        let h = file_hash(&cfg, "train_pc", "model.safetensors");
+        let v = show(&cfg, "train_pc");
+        let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        let f = m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "model.safetensors")
+            .unwrap();
+        let weights = candle_core::safetensors::load(
+            manifest.parent().unwrap().join(f["path"].as_str().unwrap()),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let has_adapter = weights.keys().any(|k| k.starts_with("llm_adapter"));
+        let has_block = weights.keys().any(|k| k.starts_with("llm_block."));
+        assert_eq!(has_adapter, mode != "none", "{mode}");
+        assert_eq!(
+            has_block,
+            mode == "trainable",
+            "{mode}: only a trainable block is saved with the model"
+        );
+        hashes.push(h);
+    }
+    let unique: std::collections::BTreeSet<_> = hashes.iter().collect();
+    assert_eq!(unique.len(), 4, "every mode trains a different model");
+}
+
+#[test]
+fn llm_extract_and_apply_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path());
+    let block = dir.path().join("block.safetensors");
+    let mut c = bin();
+    c.args(["llm", "inspect"]).arg(&model);
+    let r = output(c.output().unwrap());
+    assert!(r.ok().stdout.contains("llama"), "{}", r.stdout);
+    let mut c = bin();
+    c.args(["llm", "extract"])
+        .arg(&model)
+        .args(["--layer", "1", "--out"])
+        .arg(&block);
+    output(c.output().unwrap()).ok();
+    // x [2, 5, 32] → y of the same shape, normalised by the all-ones RMSNorm.
+    let x: Vec<f32> = (0..2 * 5 * 32)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let input = dir.path().join("x.safetensors");
+    let xt = candle_core::Tensor::from_vec(x, (2, 5, 32), &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(&HashMap::from([("x".to_string(), xt)]), &input).unwrap();
+    let out = dir.path().join("y.safetensors");
+    let mut c = bin();
+    c.args(["--device", "cpu", "llm", "apply", "--block"])
+        .arg(&block)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out);
+    output(c.output().unwrap()).ok();
+    let y = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    let y = &y["y"];
+    assert_eq!(y.dims(), &[2, 5, 32]);
+    let ms: Vec<f32> = y
+        .sqr()
+        .unwrap()
+        .mean(2)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(ms.iter().all(|m| (m - 1.0).abs() < 1e-3), "{ms:?}");
+    // Errors are exit 2 with a message, never a panic.
+    let mut c = bin();
+    c.args(["llm", "extract"])
+        .arg(&model)
+        .args(["--layer", "9", "--out"])
+        .arg(&block);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.no_panic().code, 2, "{}", r.stderr);
+    let bad = dir.path().join("bad.safetensors");
+    let t = candle_core::Tensor::zeros(
+        (2, 5, 31),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(&HashMap::from([("x".to_string(), t.clone())]), &bad).unwrap();
+    let mut c = bin();
+    c.args(["llm", "apply", "--block"])
+        .arg(&block)
+        .arg("--input")
+        .arg(&bad)
+        .arg("--output")
+        .arg(&out);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.no_panic().code, 2);
+    assert!(r.stderr.contains("31"), "{}", r.stderr);
+    candle_core::safetensors::save(&HashMap::from([("z".to_string(), t)]), &bad).unwrap();
+    let mut c = bin();
+    c.args(["llm", "apply", "--block"])
+        .arg(&block)
+        .arg("--input")
+        .arg(&bad)
+        .arg("--output")
+        .arg(&out);
+    let r = output(c.output().unwrap());
+    assert_eq!(r.no_panic().code, 2);
+    assert!(r.stderr.contains("`x`"), "{}", r.stderr);
+    let mut c = bin();
+    c.args(["llm", "inspect"])
+        .arg(dir.path().join("nothing-here"));
+    assert_eq!(output(c.output().unwrap()).no_panic().code, 2);
+}
+
+#[test]
+fn device_cuda_without_cuda_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path());
+    let block = dir.path().join("block.safetensors");
+    let mut c = bin();
+    c.args(["llm", "extract"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&block);
+    output(c.output().unwrap()).ok();
+    let input = dir.path().join("x.safetensors");
+    let t = candle_core::Tensor::zeros(
+        (1, 2, 32),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(&HashMap::from([("x".to_string(), t)]), &input).unwrap();
+    let mut c = bin();
+    c.args(["--device", "cuda", "llm", "apply", "--block"])
+        .arg(&block)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("y"));
+    let r = output(c.output().unwrap());
+    assert_eq!(r.no_panic().code, 1);
+    assert!(r.stderr.contains("CUDA"), "{}", r.stderr);
+}
