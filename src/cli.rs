@@ -75,6 +75,30 @@ pub enum LlmCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Time one training step (forward + backward to the input) through a random LLaMA block
+    /// of the given size; prints JSON. `benches/block_step.sh` runs it beside PyTorch.
+    BenchStep {
+        #[arg(long, default_value_t = 4096)]
+        hidden: usize,
+        #[arg(long, default_value_t = 32)]
+        heads: usize,
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        #[arg(long, default_value_t = 11008)]
+        ffn: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// frozen: lm4ve's input-only backward; naive: weights as tracked variables.
+        #[arg(long, default_value = "frozen")]
+        mode: String,
+        /// bf16 matmuls (CUDA only).
+        #[arg(long)]
+        autocast: bool,
+    },
     /// Run the frozen module (layer without RoPE and mask, then the all-ones RMSNorm) on the
     /// tensor `x` [B,T,D] of a safetensors file; writes the tensor `y`.
     Apply {

@@ -68,6 +68,17 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
                 block.config.hidden_size
             );
         }
+        LlmCmd::BenchStep {
+            hidden,
+            heads,
+            kv_heads,
+            ffn,
+            batch,
+            tokens,
+            iters,
+            mode,
+            autocast,
+        } => bench_step(*hidden, *heads, kv_heads.unwrap_or(*heads), *ffn, *batch, *tokens, *iters, mode, *autocast)?,
         LlmCmd::Apply {
             block,
             input,
@@ -101,4 +112,75 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)] // one per command-line flag
+fn bench_step(
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    ffn: usize,
+    batch: usize,
+    tokens: usize,
+    iters: usize,
+    mode: &str,
+    autocast: bool,
+) -> Result<()> {
+    use candle_core::{DType, Tensor, Var};
+    use lm4ve_stages::llm::block_format::{Arch, BlockConfig};
+    let device = lm4ve_stages::train::device::device()?;
+    if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(usage("--hidden must be a multiple of --heads, and --heads of --kv-heads"));
+    }
+    let cfg = BlockConfig {
+        arch: Arch::Llama,
+        hidden_size: hidden,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim: hidden / heads,
+        intermediate_size: ffn,
+        norm_eps: 1e-5,
+    };
+    let mut block = LlmBlock::random(&cfg, 0, &device)?;
+    let naive = match mode {
+        "frozen" => false,
+        "naive" => {
+            block.make_trainable()?;
+            true
+        }
+        m => return Err(usage(format!("--mode {m}: use frozen or naive"))),
+    };
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?)?;
+    let r = Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?;
+    let mut times = Vec::new();
+    for i in 0..iters + 1 {
+        let t0 = std::time::Instant::now();
+        let y = if naive {
+            block.forward(x.as_tensor())?
+        } else {
+            block.forward_frozen_with(x.as_tensor(), None, autocast)?
+        };
+        let loss = (y * &r)?.sum_all()?;
+        let grads = loss.backward()?;
+        // Reading a value synchronises the device, so GPU timings are complete.
+        let g = grads.get(x.as_tensor()).map(|g| g.sum_all()).transpose()?;
+        if let Some(g) = g {
+            g.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        }
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "lm4ve", "mode": mode, "autocast": autocast, "device": format!("{device:?}"),
+            "hidden": hidden, "heads": heads, "kv_heads": kv_heads, "ffn": ffn,
+            "batch": batch, "tokens": tokens, "threads": rayon::current_num_threads(),
+            "ms_per_step_median": median, "ms_per_step": times,
+        })
+    );
+    Ok(())
 }
