@@ -78,7 +78,17 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
             iters,
             mode,
             autocast,
-        } => bench_step(*hidden, *heads, kv_heads.unwrap_or(*heads), *ffn, *batch, *tokens, *iters, mode, *autocast)?,
+        } => bench_step(
+            *hidden,
+            *heads,
+            kv_heads.unwrap_or(*heads),
+            *ffn,
+            *batch,
+            *tokens,
+            *iters,
+            mode,
+            *autocast,
+        )?,
         LlmCmd::Apply {
             block,
             input,
@@ -130,7 +140,9 @@ fn bench_step(
     use lm4ve_stages::llm::block_format::{Arch, BlockConfig};
     let device = lm4ve_stages::train::device::device()?;
     if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(usage("--hidden must be a multiple of --heads, and --heads of --kv-heads"));
+        return Err(usage(
+            "--hidden must be a multiple of --heads, and --heads of --kv-heads",
+        ));
     }
     let cfg = BlockConfig {
         arch: Arch::Llama,

@@ -263,7 +263,8 @@ fn gguf_config(path: &Path, c: &gguf_file::Content) -> Result<(BlockConfig, usiz
         .metadata
         .get("llama.attention.layer_norm_rms_epsilon")
         .and_then(|v| v.to_f32().ok())
-        .map(f64::from)
+        // GGUF stores f32: take its shortest decimal form so 1e-5 reads as 1e-5, as in HF.
+        .and_then(|v| v.to_string().parse::<f64>().ok())
         .unwrap_or(1e-6);
     Ok((
         BlockConfig {

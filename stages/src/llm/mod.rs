@@ -4,6 +4,8 @@
 pub mod block_format;
 pub mod checkpoint;
 pub mod stage;
+#[cfg(test)]
+mod tests;
 
 pub use checkpoint::{
     extract_block, inspect, load_block_file, save_block, CheckpointInfo, ExtractedBlock, LlmError,
