@@ -139,7 +139,11 @@ fn bench_step(
     use candle_core::{DType, Tensor, Var};
     use lm4ve_stages::llm::block_format::{Arch, BlockConfig};
     let device = lm4ve_stages::train::device::device()?;
-    if heads == 0 || hidden % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
+    if heads == 0
+        || !hidden.is_multiple_of(heads)
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+    {
         return Err(usage(
             "--hidden must be a multiple of --heads, and --heads of --kv-heads",
         ));

@@ -1,7 +1,9 @@
 //! Reading one transformer layer out of an LLM checkpoint without loading the rest:
-//! Hugging Face safetensors (one file, or shards with `model.safetensors.index.json`, read
-//! through mmap so only the layer's pages are touched) and GGUF (llama.cpp; seek to each
-//! tensor, dequantise with candle). Output: the canonical block of `block_format.rs`.
+//! Hugging Face safetensors (one file, or shards with `model.safetensors.index.json`; the
+//! headers say where each tensor's bytes are, and only those byte ranges of only the shards
+//! holding the layer are read) and GGUF (llama.cpp; seek to each tensor, dequantise with
+//! candle). Every key, shape and byte range is checked against the headers before any data
+//! is read. Output: the canonical block of `block_format.rs`.
 
 use super::block_format::{Arch, BlockConfig, BLOCK_FORMAT};
 use candle_core::quantized::gguf_file;
@@ -14,14 +16,14 @@ pub enum LlmError {
     #[error("{path}: {why}")]
     Bad { path: String, why: String },
     #[error(
-        "{path}: tensor `{key}` is missing; the checkpoint is incomplete or not a {arch} model"
+        "{path}: tensor `{key}` is missing; the checkpoint is incomplete (re-download it) or not a {arch} model (check config.json / the GGUF metadata)"
     )]
     MissingTensor {
         path: String,
         key: String,
         arch: Arch,
     },
-    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}")]
+    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json or GGUF metadata) does not belong to these weights")]
     Shape {
         path: String,
         key: String,
@@ -57,7 +59,7 @@ pub struct CheckpointInfo {
 }
 
 /// One extracted layer in canonical form.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExtractedBlock {
     pub config: BlockConfig,
     pub layer: usize,
@@ -67,6 +69,25 @@ pub struct ExtractedBlock {
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
     /// The files whose bytes were read (what the block's content key hashes).
     pub source_files: Vec<PathBuf>,
+}
+
+/// Names and shapes only: a 7B layer's 200M floats in a log or a failed `unwrap` help nobody.
+impl std::fmt::Debug for ExtractedBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shapes: Vec<(&str, &[usize])> = self
+            .tensors
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), s.as_slice()))
+            .collect();
+        f.debug_struct("ExtractedBlock")
+            .field("config", &self.config)
+            .field("layer", &self.layer)
+            .field("num_layers", &self.num_layers)
+            .field("source", &self.source)
+            .field("tensors", &shapes)
+            .field("source_files", &self.source_files)
+            .finish()
+    }
 }
 
 enum Source {
@@ -170,38 +191,72 @@ fn hf_config(config_json: &Path) -> Result<(BlockConfig, usize), LlmError> {
         serde_json::from_str(&text).map_err(|e| bad(config_json, format!("not JSON: {e}")))?;
     let model_type = v["model_type"].as_str().unwrap_or("");
     let arch = match model_type {
-        "llama" | "mistral" | "qwen2" => Arch::Llama,
+        // Only models whose layer is exactly LLaMA's (no q/k/v biases, SiLU-gated MLP):
+        // Qwen2 looks alike but carries q/k/v biases that the canonical block has no room for.
+        "llama" | "mistral" => Arch::Llama,
         "opt" => Arch::Opt,
         other => return Err(bad(config_json, format!("unknown architecture `model_type = {other:?}`; supported: llama (and llama-like), opt"))),
     };
     let hidden = cfg_usize(&v, &["hidden_size"], config_json)?;
     let heads = cfg_usize(&v, &["num_attention_heads"], config_json)?;
     let layers = cfg_usize(&v, &["num_hidden_layers"], config_json)?;
-    if heads == 0 || hidden % heads != 0 {
+    let explicit_head_dim = v["head_dim"].as_u64().map(|x| x as usize);
+    if heads == 0 || (explicit_head_dim.is_none() && hidden % heads != 0) {
         return Err(bad(
             config_json,
-            "hidden_size is not a multiple of num_attention_heads",
+            "hidden_size is not a multiple of num_attention_heads (and no `head_dim` is given)",
         ));
     }
+    // Variants whose layer computes something the canonical block cannot hold would
+    // otherwise be extracted "successfully" and silently give a different function.
+    let unsupported = |what: &str| {
+        bad(
+            config_json,
+            format!("{what} is not supported: the lm4ve block is the plain {arch} layer; pick a checkpoint without it"),
+        )
+    };
     let cfg = match arch {
-        Arch::Llama => BlockConfig {
-            arch,
-            hidden_size: hidden,
-            num_heads: heads,
-            num_kv_heads: v["num_key_value_heads"]
-                .as_u64()
-                .map(|x| x as usize)
-                .unwrap_or(heads),
-            head_dim: v["head_dim"]
-                .as_u64()
-                .map(|x| x as usize)
-                .unwrap_or(hidden / heads),
-            intermediate_size: cfg_usize(&v, &["intermediate_size"], config_json)?,
-            norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-        },
+        Arch::Llama => {
+            if let Some(act) = v["hidden_act"].as_str().filter(|a| *a != "silu") {
+                return Err(unsupported(&format!("hidden_act = {act:?}")));
+            }
+            for flag in ["attention_bias", "mlp_bias"] {
+                if v[flag].as_bool() == Some(true) {
+                    return Err(unsupported(&format!("{flag} = true")));
+                }
+            }
+            BlockConfig {
+                arch,
+                hidden_size: hidden,
+                num_heads: heads,
+                num_kv_heads: v["num_key_value_heads"]
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .unwrap_or(heads),
+                head_dim: explicit_head_dim.unwrap_or(hidden / heads),
+                intermediate_size: cfg_usize(&v, &["intermediate_size"], config_json)?,
+                // transformers' LlamaConfig default; real configs always state it.
+                norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+            }
+        }
         Arch::Opt => {
             if v["do_layer_norm_before"].as_bool() == Some(false) {
-                return Err(bad(config_json, "post-LayerNorm OPT (do_layer_norm_before = false, e.g. opt-350m) is not supported; use another OPT size"));
+                return Err(bad(config_json, "post-LayerNorm OPT (do_layer_norm_before = false, e.g. opt-350m) is not supported; use another OPT size (125m, 1.3b and up are pre-LayerNorm)"));
+            }
+            if let Some(act) = v["activation_function"].as_str().filter(|a| *a != "relu") {
+                return Err(unsupported(&format!("activation_function = {act:?}")));
+            }
+            if v["enable_bias"].as_bool() == Some(false) {
+                return Err(unsupported("enable_bias = false"));
+            }
+            if v["layer_norm_elementwise_affine"].as_bool() == Some(false) {
+                return Err(unsupported("layer_norm_elementwise_affine = false"));
+            }
+            if hidden % heads != 0 {
+                return Err(bad(
+                    config_json,
+                    "hidden_size is not a multiple of num_attention_heads",
+                ));
             }
             BlockConfig {
                 arch,
@@ -210,6 +265,7 @@ fn hf_config(config_json: &Path) -> Result<(BlockConfig, usize), LlmError> {
                 num_kv_heads: heads,
                 head_dim: hidden / heads,
                 intermediate_size: cfg_usize(&v, &["ffn_dim", "intermediate_size"], config_json)?,
+                // OPT's LayerNorms use torch's default eps; its config has no key for it.
                 norm_eps: 1e-5,
             }
         }
@@ -233,6 +289,24 @@ fn gguf_content(path: &Path) -> Result<gguf_file::Content, LlmError> {
     })
 }
 
+/// A non-negative integer metadata value of any width (converters differ: u32 is usual,
+/// some write u64 or i32).
+fn gguf_uint(v: &gguf_file::Value) -> Option<usize> {
+    use gguf_file::Value as V;
+    let x: i128 = match v {
+        V::U8(x) => (*x).into(),
+        V::I8(x) => (*x).into(),
+        V::U16(x) => (*x).into(),
+        V::I16(x) => (*x).into(),
+        V::U32(x) => (*x).into(),
+        V::I32(x) => (*x).into(),
+        V::U64(x) => (*x).into(),
+        V::I64(x) => (*x).into(),
+        _ => return None,
+    };
+    usize::try_from(x).ok()
+}
+
 fn gguf_config(path: &Path, c: &gguf_file::Content) -> Result<(BlockConfig, usize), LlmError> {
     let arch = c
         .metadata
@@ -249,22 +323,33 @@ fn gguf_config(path: &Path, c: &gguf_file::Content) -> Result<(BlockConfig, usiz
     let u = |k: &str| -> Result<usize, LlmError> {
         c.metadata
             .get(&format!("llama.{k}"))
-            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
-            .map(|x| x as usize)
+            .and_then(gguf_uint)
             .ok_or_else(|| bad(path, format!("GGUF metadata lacks `llama.{k}`")))
     };
     let hidden = u("embedding_length")?;
     let heads = u("attention.head_count")?;
     let kv = u("attention.head_count_kv").unwrap_or(heads);
-    if heads == 0 || kv == 0 || hidden % heads != 0 || heads % kv != 0 {
-        return Err(bad(path, "inconsistent head counts in the GGUF metadata"));
+    let head_dim = match u("attention.key_length") {
+        Ok(hd) => hd,
+        Err(_) if heads > 0 && hidden % heads == 0 => hidden / heads,
+        Err(e) => return Err(e),
+    };
+    if heads == 0 || kv == 0 || heads % kv != 0 {
+        return Err(bad(
+            path,
+            format!("inconsistent head counts in the GGUF metadata ({heads} heads, {kv} kv heads); the file is damaged or not a LLaMA model"),
+        ));
     }
     let eps = c
         .metadata
         .get("llama.attention.layer_norm_rms_epsilon")
-        .and_then(|v| v.to_f32().ok())
-        // GGUF stores f32: take its shortest decimal form so 1e-5 reads as 1e-5, as in HF.
-        .and_then(|v| v.to_string().parse::<f64>().ok())
+        .and_then(|v| match v {
+            // llama.cpp stores f32: take its shortest decimal form so 1e-5 reads as 1e-5,
+            // as in HF's config.json, and both sources give the same BlockConfig.
+            gguf_file::Value::F32(x) => x.to_string().parse::<f64>().ok(),
+            gguf_file::Value::F64(x) => Some(*x),
+            _ => None,
+        })
         .unwrap_or(1e-6);
     Ok((
         BlockConfig {
@@ -272,7 +357,7 @@ fn gguf_config(path: &Path, c: &gguf_file::Content) -> Result<(BlockConfig, usiz
             hidden_size: hidden,
             num_heads: heads,
             num_kv_heads: kv,
-            head_dim: u("attention.key_length").unwrap_or(hidden / heads),
+            head_dim,
             intermediate_size: u("feed_forward_length")?,
             norm_eps: eps,
         },
@@ -303,7 +388,7 @@ pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
             let (cfg, layers) = hf_config(&config_json)?;
             for f in &files {
                 bytes += std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-                let header = read_safetensors_header(f)?;
+                let (_, header) = read_safetensors_header(f)?;
                 for (k, v) in header.as_object().into_iter().flatten() {
                     if k == "__metadata__" {
                         continue;
@@ -337,8 +422,8 @@ pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
     })
 }
 
-/// The JSON header of a safetensors file (reads only the header bytes).
-fn read_safetensors_header(file: &Path) -> Result<serde_json::Value, LlmError> {
+/// The JSON header of a safetensors file and its length in bytes (reads only the header).
+fn read_safetensors_header(file: &Path) -> Result<(u64, serde_json::Value), LlmError> {
     use std::io::Read;
     let mut f = std::fs::File::open(file).map_err(|e| bad(file, e.to_string()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -355,7 +440,13 @@ fn read_safetensors_header(file: &Path) -> Result<serde_json::Value, LlmError> {
     }
     let mut h = vec![0u8; n as usize];
     f.read_exact(&mut h).map_err(|e| bad(file, e.to_string()))?;
-    serde_json::from_slice(&h).map_err(|e| bad(file, format!("bad safetensors header: {e}")))
+    let json = serde_json::from_slice(&h).map_err(|e| {
+        bad(
+            file,
+            format!("bad safetensors header: {e}; the file is corrupt or not safetensors"),
+        )
+    })?;
+    Ok((n, json))
 }
 
 /// (canonical name, checkpoint key) for one layer.
@@ -405,18 +496,18 @@ fn key_map(arch: Arch, gguf: bool, layer: usize, opt_prefix: &str) -> Vec<(&'sta
     }
 }
 
-/// Undoes llama.cpp's q/k row permutation (its converter interleaves the two rotary halves
-/// of every head: HF row `h·hd + j·hd/2 + i` is GGUF row `h·hd + 2i + j`).
-fn unpermute_rows(data: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let rows = data.len() / cols.max(1);
-    let hd = rows / heads.max(1);
-    let half = hd / 2;
+/// Undoes llama.cpp's q/k row permutation. Its converter reorders the rows of every head
+/// for its rotary layout (reshape [heads, 2, hd/2, D], swap axes 1 and 2): HF row
+/// `h·hd + j·hd/2 + i` becomes GGUF row `h·hd + 2i + j`. We map it back so a GGUF block
+/// equals the HF one tensor for tensor.
+fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
     let mut out = vec![0f32; data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let g = h * hd + 2 * i + j;
-                let f = h * hd + j * half + i;
+                let g = h * head_dim + 2 * i + j;
+                let f = h * head_dim + j * half + i;
                 out[f * cols..(f + 1) * cols].copy_from_slice(&data[g * cols..(g + 1) * cols]);
             }
         }
@@ -424,11 +515,70 @@ fn unpermute_rows(data: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock, LlmError> {
+/// One HF tensor of the layer, located from the safetensors header (no data read yet).
+struct HfTensor {
+    name: &'static str,
+    key: String,
+    file: PathBuf,
+    dtype: String,
+    /// Absolute byte range of the data in `file`.
+    start: u64,
+    len: u64,
+}
+
+/// Everything needed to read one layer, resolved from headers only. Both the stage (which
+/// hashes `files()` into its key at build time) and `extract_block` start here, so they
+/// agree on which bytes a block depends on and every "missing / wrong shape" error fires
+/// before any tensor data is read.
+struct LayerPlan {
+    cfg: BlockConfig,
+    num_layers: usize,
+    layer: usize,
+    kind: PlanKind,
+}
+
+enum PlanKind {
+    Gguf {
+        file: PathBuf,
+        content: gguf_file::Content,
+        keys: Vec<(&'static str, String)>,
+    },
+    Hf {
+        tensors: Vec<HfTensor>,
+        config_json: PathBuf,
+    },
+}
+
+impl LayerPlan {
+    /// The files whose bytes the block is made of, sorted (config.json last for HF).
+    fn files(&self) -> Vec<PathBuf> {
+        match &self.kind {
+            PlanKind::Gguf { file, .. } => vec![file.clone()],
+            PlanKind::Hf {
+                tensors,
+                config_json,
+            } => {
+                let set: BTreeSet<PathBuf> = tensors.iter().map(|t| t.file.clone()).collect();
+                let mut out: Vec<PathBuf> = set.into_iter().collect();
+                out.push(config_json.clone());
+                out
+            }
+        }
+    }
+}
+
+fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> {
     let source = locate(path)?;
-    let (cfg, num_layers) = match &source {
-        Source::Gguf(p) => gguf_config(p, &gguf_content(p)?)?,
-        Source::Hf { config_json, .. } => hf_config(config_json)?,
+    let (cfg, num_layers, content) = match &source {
+        Source::Gguf(p) => {
+            let c = gguf_content(p)?;
+            let (cfg, n) = gguf_config(p, &c)?;
+            (cfg, n, Some(c))
+        }
+        Source::Hf { config_json, .. } => {
+            let (cfg, n) = hf_config(config_json)?;
+            (cfg, n, None)
+        }
     };
     let layer = layer.unwrap_or(num_layers.saturating_sub(1));
     if layer >= num_layers {
@@ -439,116 +589,277 @@ pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock
         });
     }
     let shapes: HashMap<&str, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
-    let mut tensors = Vec::new();
-    let mut source_files = Vec::new();
-    match &source {
-        Source::Gguf(p) => {
-            let content = gguf_content(p)?;
-            let mut f = std::fs::File::open(p).map_err(|e| bad(p, e.to_string()))?;
-            for (name, key) in key_map(cfg.arch, true, layer, "") {
-                if !content.tensor_infos.contains_key(&key) {
-                    return Err(LlmError::MissingTensor {
-                        path: p.display().to_string(),
-                        key,
-                        arch: cfg.arch,
-                    });
-                }
-                let q = content
-                    .tensor(&mut f, &key, &Device::Cpu)
-                    .map_err(|e| bad(p, format!("`{key}`: {e}")))?;
-                let t = q
-                    .dequantize(&Device::Cpu)
-                    .map_err(|e| bad(p, format!("`{key}`: {e}")))?;
-                let dims = t.dims().to_vec();
-                let mut data: Vec<f32> = t
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1())
-                    .map_err(|e| bad(p, format!("`{key}`: {e}")))?;
-                check_shape(p, &key, &shapes[name], &dims)?;
-                if name == "self_attn.q_proj.weight" {
-                    data = unpermute_rows(&data, cfg.num_heads, cfg.hidden_size);
-                } else if name == "self_attn.k_proj.weight" {
-                    data = unpermute_rows(&data, cfg.num_kv_heads, cfg.hidden_size);
-                }
-                tensors.push((name.to_string(), dims, data));
+    let expected = |name: &str| shapes.get(name).cloned().unwrap_or_default();
+    let kind = match (source, content) {
+        (Source::Gguf(file), Some(content)) => {
+            let keys = key_map(cfg.arch, true, layer, "");
+            for (name, key) in &keys {
+                let info =
+                    content
+                        .tensor_infos
+                        .get(key)
+                        .ok_or_else(|| LlmError::MissingTensor {
+                            path: file.display().to_string(),
+                            key: key.clone(),
+                            arch: cfg.arch,
+                        })?;
+                // candle's reader already reverses GGUF's ne[] (fastest dim first) into
+                // row-major order, so this compares like with like.
+                check_shape(&file, key, &expected(name), info.shape.dims())?;
             }
-            source_files.push(p.clone());
+            if cfg.head_dim % 2 != 0 {
+                return Err(bad(
+                    &file,
+                    format!("head_dim {} is odd; llama.cpp's q/k row permutation needs an even head_dim, so this is not a LLaMA GGUF", cfg.head_dim),
+                ));
+            }
+            PlanKind::Gguf {
+                file,
+                content,
+                keys,
+            }
         }
-        Source::Hf {
-            files,
-            route,
-            config_json,
-        } => {
-            // Which prefix does this OPT file use? Look for the first key of the layer.
-            let mut all_keys: HashMap<String, PathBuf> = HashMap::new();
-            match route {
-                Some(r) => all_keys.extend(r.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        (
+            Source::Hf {
+                files,
+                route,
+                config_json,
+            },
+            _,
+        ) => {
+            // key → file holding it: from the index for shards, else the one file's header.
+            let mut headers: BTreeMap<PathBuf, (u64, serde_json::Value)> = BTreeMap::new();
+            let key_file: HashMap<String, PathBuf> = match route {
+                Some(r) => r,
                 None => {
-                    let h = read_safetensors_header(&files[0])?;
-                    for k in h.as_object().into_iter().flatten().map(|(k, _)| k) {
-                        all_keys.insert(k.clone(), files[0].clone());
+                    let mut m = HashMap::new();
+                    for f in &files {
+                        let h = read_safetensors_header(f)?;
+                        for k in h.1.as_object().into_iter().flatten().map(|(k, _)| k) {
+                            m.insert(k.clone(), f.clone());
+                        }
+                        headers.insert(f.clone(), h);
                     }
+                    m
                 }
-            }
-            let opt_prefix = if all_keys.keys().any(|k| k.starts_with("model.decoder.")) {
+            };
+            // Hub OPT files exist with and without the `model.` prefix.
+            let opt_prefix = if key_file.keys().any(|k| k.starts_with("model.decoder.")) {
                 "model."
             } else {
                 ""
             };
-            let wanted = key_map(cfg.arch, false, layer, opt_prefix);
-            let mut by_file: BTreeMap<PathBuf, Vec<(&str, String)>> = BTreeMap::new();
-            for (name, key) in &wanted {
-                let file = all_keys.get(key).ok_or_else(|| LlmError::MissingTensor {
-                    path: path.display().to_string(),
-                    key: key.clone(),
-                    arch: cfg.arch,
-                })?;
-                by_file
-                    .entry(file.clone())
-                    .or_default()
-                    .push((name, key.clone()));
-            }
-            let mut got: HashMap<&str, (Vec<usize>, Vec<f32>)> = HashMap::new();
-            for (file, items) in &by_file {
-                // SAFETY of the mmap: the file is only read; a concurrent writer would be a
-                // user error that at worst yields wrong numbers, caught by the shape checks.
-                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
-                    .map_err(|e| {
-                        bad(
-                            file,
-                            format!("{e}; the file is truncated or not safetensors"),
-                        )
+            let mut tensors = Vec::new();
+            for (name, key) in key_map(cfg.arch, false, layer, opt_prefix) {
+                let file = key_file
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| LlmError::MissingTensor {
+                        path: path.display().to_string(),
+                        key: key.clone(),
+                        arch: cfg.arch,
                     })?;
-                for (name, key) in items {
-                    let t = st
-                        .load(key, &Device::Cpu)
-                        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-                        .map_err(|e| bad(file, format!("`{key}`: {e}")))?;
-                    let dims = t.dims().to_vec();
-                    check_shape(file, key, &shapes[*name], &dims)?;
-                    let data = t
-                        .flatten_all()
-                        .and_then(|t| t.to_vec1())
-                        .map_err(|e| bad(file, e.to_string()))?;
-                    got.insert(name, (dims, data));
+                if !headers.contains_key(&file) {
+                    let h = read_safetensors_header(&file)?;
+                    headers.insert(file.clone(), h);
                 }
-                source_files.push(file.clone());
+                let header = headers
+                    .get(&file)
+                    .ok_or_else(|| bad(&file, "header lost"))?;
+                tensors.push(locate_hf_tensor(&file, header, name, key, &expected(name))?);
             }
-            source_files.push(config_json.clone());
-            for (name, _) in &wanted {
-                if let Some((d, v)) = got.remove(name) {
-                    tensors.push((name.to_string(), d, v));
+            PlanKind::Hf {
+                tensors,
+                config_json,
+            }
+        }
+        (Source::Gguf(file), None) => return Err(bad(&file, "GGUF header not read")),
+    };
+    Ok(LayerPlan {
+        cfg,
+        num_layers,
+        layer,
+        kind,
+    })
+}
+
+/// Bytes per element of the safetensors dtypes a checkpoint's weights come in.
+fn hf_dtype_size(dtype: &str) -> Option<u64> {
+    match dtype {
+        "F32" => Some(4),
+        "F16" | "BF16" => Some(2),
+        "F64" => Some(8),
+        _ => None,
+    }
+}
+
+/// Finds `key` in a parsed safetensors header and checks dtype, shape and byte range.
+fn locate_hf_tensor(
+    file: &Path,
+    (header_len, header): &(u64, serde_json::Value),
+    name: &'static str,
+    key: String,
+    expected: &[usize],
+) -> Result<HfTensor, LlmError> {
+    let entry = header.get(&key).ok_or_else(|| {
+        bad(
+            file,
+            format!("tensor `{key}` is listed in the index but not in this shard; the shard and its index.json do not match (re-download them)"),
+        )
+    })?;
+    let dtype = entry["dtype"].as_str().unwrap_or("?").to_string();
+    let size = hf_dtype_size(&dtype).ok_or_else(|| {
+        bad(
+            file,
+            format!("tensor `{key}` has dtype {dtype}; supported are F32, F16, BF16, F64 (convert quantised checkpoints to one of them, or use a GGUF)"),
+        )
+    })?;
+    let shape: Vec<usize> = entry["shape"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64().map(|d| d as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    check_shape(file, &key, expected, &shape)?;
+    let offsets: Vec<u64> = entry["data_offsets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
+        .unwrap_or_default();
+    let (begin, end) = match offsets[..] {
+        [b, e] if e >= b => (b, e),
+        _ => {
+            return Err(bad(
+                file,
+                format!("tensor `{key}` has bad data_offsets; the file is corrupt"),
+            ))
+        }
+    };
+    let numel: u64 = shape.iter().map(|&d| d as u64).product();
+    if end - begin != numel * size {
+        return Err(bad(
+            file,
+            format!(
+                "tensor `{key}`: {} data bytes for {numel} {dtype} values; the file is corrupt",
+                end - begin
+            ),
+        ));
+    }
+    let file_len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let start = 8 + header_len + begin;
+    if start + (end - begin) > file_len {
+        return Err(bad(
+            file,
+            format!("tensor `{key}` lies past the end of the file ({} > {file_len} bytes); the file is truncated, re-download it", start + (end - begin)),
+        ));
+    }
+    Ok(HfTensor {
+        name,
+        key,
+        file: file.to_path_buf(),
+        dtype,
+        start,
+        len: end - begin,
+    })
+}
+
+/// Reads one located HF tensor (only its bytes) and converts it to f32.
+fn read_hf_tensor(t: &HfTensor) -> Result<Vec<f32>, LlmError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| bad(&t.file, format!("reading `{}`: {e}", t.key));
+    let mut f = std::fs::File::open(&t.file).map_err(io)?;
+    f.seek(SeekFrom::Start(t.start)).map_err(io)?;
+    let mut raw = vec![0u8; t.len as usize];
+    f.read_exact(&mut raw).map_err(io)?;
+    Ok(match t.dtype.as_str() {
+        "F32" => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "F16" => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "BF16" => raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "F64" => raw
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b) as f32
+            })
+            .collect(),
+        other => {
+            return Err(bad(
+                &t.file,
+                format!("tensor `{}` has unsupported dtype {other}", t.key),
+            ))
+        }
+    })
+}
+
+/// The files layer `layer` is read from (for HF also config.json), from headers only: what
+/// the `llm.block` stage hashes into its key without reading tensor data. Fails like
+/// `extract_block` would (layer out of range, missing tensor, wrong shape).
+pub fn layer_files(path: &Path, layer: usize) -> Result<Vec<PathBuf>, LlmError> {
+    Ok(plan_layer(path, Some(layer))?.files())
+}
+
+pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock, LlmError> {
+    let plan = plan_layer(path, layer)?;
+    let source_files = plan.files();
+    let cfg = &plan.cfg;
+    let mut got: HashMap<&str, Vec<f32>> = HashMap::new();
+    match &plan.kind {
+        PlanKind::Gguf {
+            file,
+            content,
+            keys,
+        } => {
+            let mut f = std::fs::File::open(file).map_err(|e| bad(file, e.to_string()))?;
+            for (name, key) in keys {
+                let err = |e: candle_core::Error| {
+                    bad(
+                        file,
+                        format!("`{key}`: {e}; the file is truncated or corrupt"),
+                    )
+                };
+                let t = content
+                    .tensor(&mut f, key, &Device::Cpu)
+                    .and_then(|q| q.dequantize(&Device::Cpu))
+                    .map_err(err)?;
+                let mut data: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+                if *name == "self_attn.q_proj.weight" {
+                    data = unpermute_rows(&data, cfg.num_heads, cfg.head_dim, cfg.hidden_size);
+                } else if *name == "self_attn.k_proj.weight" {
+                    data = unpermute_rows(&data, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size);
                 }
+                got.insert(name, data);
+            }
+        }
+        PlanKind::Hf { tensors, .. } => {
+            for t in tensors {
+                got.insert(t.name, read_hf_tensor(t)?);
             }
         }
     }
-    // Canonical order.
-    let order: Vec<&str> = cfg.tensor_shapes().iter().map(|(n, _)| *n).collect();
-    tensors.sort_by_key(|(n, _, _)| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
+    let mut tensors = Vec::new();
+    for (name, shape) in cfg.tensor_shapes() {
+        let data = got.remove(name).ok_or_else(|| LlmError::MissingTensor {
+            path: path.display().to_string(),
+            key: name.to_string(),
+            arch: cfg.arch,
+        })?;
+        tensors.push((name.to_string(), shape, data));
+    }
     Ok(ExtractedBlock {
-        config: cfg,
-        layer,
-        num_layers,
+        config: plan.cfg.clone(),
+        layer: plan.layer,
+        num_layers: plan.num_layers,
         source: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -571,10 +882,10 @@ fn check_shape(path: &Path, key: &str, expected: &[usize], got: &[usize]) -> Res
 }
 
 impl ExtractedBlock {
-    /// The canonical file's bytes (deterministic: safetensors orders tensors by name).
+    /// The canonical file's bytes: equal blocks give equal bytes (see `write_safetensors_f32`).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, LlmError> {
         let c = &self.config;
-        let meta: HashMap<String, String> = [
+        let meta: BTreeMap<String, String> = [
             ("format", BLOCK_FORMAT.to_string()),
             ("architecture", c.arch.to_string()),
             ("hidden_size", c.hidden_size.to_string()),
@@ -598,28 +909,69 @@ impl ExtractedBlock {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(n, s, d)| {
-                (
-                    n.clone(),
-                    s.clone(),
-                    d.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| bad(Path::new(&self.source), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        safetensors::tensor::serialize(views, Some(meta))
-            .map_err(|e| bad(Path::new(&self.source), e.to_string()))
+        write_safetensors_f32(&self.tensors, &meta).map_err(|why| bad(Path::new(&self.source), why))
     }
+}
+
+/// Serialises f32 tensors and string metadata as a safetensors file, byte for byte the same
+/// on every run and machine. The `safetensors` crate keeps metadata in a `HashMap` and
+/// writes it in hash order, which differs from run to run; the cache wants equal bytes for
+/// equal content, so the header is built here: `__metadata__` first, then tensors by name,
+/// every object's keys sorted, data laid out in the same order, header padded with spaces
+/// to 8 bytes as the reference writer does.
+fn write_safetensors_f32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    // serde_json escapes the strings; the object is assembled by hand so its key order
+    // does not depend on serde_json's map flavour.
+    let js = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut header = String::from("{");
+    if !meta.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        let fields: Vec<String> = meta
+            .iter()
+            .map(|(k, v)| format!("{}:{}", js(k), js(v)))
+            .collect();
+        header.push_str(&fields.join(","));
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    for (name, shape, data) in &sorted {
+        let numel: usize = shape.iter().product();
+        if numel != data.len() {
+            return Err(format!(
+                "tensor `{name}`: shape {shape:?} holds {numel} values, got {}",
+                data.len()
+            ));
+        }
+        if header.len() > 1 {
+            header.push(',');
+        }
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let end = offset + 4 * data.len();
+        header.push_str(&format!(
+            "{}:{{\"data_offsets\":[{offset},{end}],\"dtype\":\"F32\",\"shape\":[{}]}}",
+            js(name),
+            dims.join(",")
+        ));
+        offset = end;
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for (_, _, data) in &sorted {
+        for v in data.iter() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
 }
 
 pub fn save_block(block: &ExtractedBlock, out: &Path) -> Result<(), LlmError> {

@@ -2,7 +2,7 @@
 //! `block.safetensors`, so the trainer depends on it like on any artifact. The key hashes the
 //! files the layer is read from (for a sharded checkpoint only the shards holding it).
 
-use super::checkpoint::{extract_block, inspect};
+use super::checkpoint::{extract_block, inspect, layer_files};
 use anyhow::Result;
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
@@ -47,7 +47,7 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         ));
     }
     let inputs = layer_files(&checkpoint, layer)
-        .map_err(|e| config.param_error(&sc.name, Some("checkpoint"), e))?
+        .map_err(|e| config.param_error(&sc.name, Some("checkpoint"), e.to_string()))?
         .into_iter()
         .map(|f| {
             let rel = f
@@ -62,49 +62,6 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         layer,
         inputs,
     }))
-}
-
-/// The files holding layer `layer`'s tensors (plus config.json for HF), from headers only.
-fn layer_files(checkpoint: &std::path::Path, layer: usize) -> Result<Vec<PathBuf>, String> {
-    let md = std::fs::metadata(checkpoint).map_err(|e| e.to_string())?;
-    let dir = if md.is_dir() {
-        checkpoint.to_path_buf()
-    } else {
-        checkpoint
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .to_path_buf()
-    };
-    let index = if md.is_file() && checkpoint.extension().is_some_and(|e| e == "json") {
-        Some(checkpoint.to_path_buf())
-    } else if md.is_dir() && dir.join("model.safetensors.index.json").exists() {
-        Some(dir.join("model.safetensors.index.json"))
-    } else {
-        None
-    };
-    if let Some(index) = index {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&index).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-        let mut files: Vec<PathBuf> = v["weight_map"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.contains(&format!("layers.{layer}.")))
-            .filter_map(|(_, f)| f.as_str().map(|f| dir.join(f)))
-            .collect();
-        files.sort();
-        files.dedup();
-        files.push(dir.join("config.json"));
-        return Ok(files);
-    }
-    if md.is_dir() {
-        return Ok(vec![dir.join("model.safetensors"), dir.join("config.json")]);
-    }
-    if checkpoint.extension().is_some_and(|e| e == "safetensors") {
-        return Ok(vec![checkpoint.to_path_buf(), dir.join("config.json")]);
-    }
-    Ok(vec![checkpoint.to_path_buf()])
 }
 
 impl Stage for LlmBlockStage {

@@ -388,3 +388,439 @@ fn extracted_blocks_compute_the_same_function_from_every_format() {
         max_diff(&outs[0], &outs[1])
     );
 }
+
+/// The error of a call that must fail (without Debug-printing a whole block if it did not).
+fn err<T>(r: Result<T, LlmError>) -> LlmError {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+/// The HF config.json of the test LLaMA with extra keys merged in.
+fn llama_config_with(dir: &Path, extra: &str) {
+    std::fs::write(
+        dir.join("config.json"),
+        format!(
+            r#"{{"model_type":"llama","hidden_size":{D},"num_attention_heads":{HEADS},"num_key_value_heads":{KV},"intermediate_size":{F},"num_hidden_layers":{LAYERS},"rms_norm_eps":1e-5{extra}}}"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn inspect_reports_arch_layers_dims_and_dtypes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, format) in [
+        (hf_llama(dir.path()), "safetensors"),
+        (
+            hf_llama(dir.path()).join("model.safetensors"),
+            "safetensors",
+        ),
+        (hf_llama_sharded(dir.path()), "safetensors-sharded"),
+        (
+            hf_llama_sharded(dir.path()).join("model.safetensors.index.json"),
+            "safetensors-sharded",
+        ),
+    ] {
+        let info = inspect(&path).unwrap();
+        assert_eq!(info.format, format, "{}", path.display());
+        assert_eq!(info.arch, Arch::Llama);
+        assert_eq!(info.num_layers, LAYERS);
+        let c = &info.config;
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+                c.intermediate_size
+            ),
+            (D, HEADS, KV, HD, F)
+        );
+        assert_eq!(c.norm_eps, 1e-5);
+        assert_eq!(info.tensors, 9 * LAYERS);
+        assert_eq!(info.dtypes.get("F32"), Some(&(9 * LAYERS)));
+        assert!(info.bytes > (9 * LAYERS * 4) as u64);
+    }
+    let g = inspect(&gguf_llama(dir.path())).unwrap();
+    assert_eq!((g.format.as_str(), g.num_layers), ("gguf", LAYERS));
+    assert_eq!(g.dtypes.get("Q8_0"), Some(&LAYERS));
+    assert_eq!(g.dtypes.get("F16"), Some(&LAYERS));
+}
+
+/// A GGUF v3 file written byte by byte as llama.cpp lays it out (not through candle's
+/// writer), so the test checks our reading of GGUF's dims order independently: `ne[0]` is
+/// the fastest-varying dim, i.e. a row-major [rows, cols] matrix is stored as ne = [cols, rows].
+fn hand_written_gguf(path: &Path, layer: usize, f16_key: &str) {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend((v.len() as u64).to_le_bytes());
+        out.extend(v.as_bytes());
+    }
+    let names = [
+        ("input_layernorm.weight", "attn_norm"),
+        ("self_attn.q_proj.weight", "attn_q"),
+        ("self_attn.k_proj.weight", "attn_k"),
+        ("self_attn.v_proj.weight", "attn_v"),
+        ("self_attn.o_proj.weight", "attn_output"),
+        ("post_attention_layernorm.weight", "ffn_norm"),
+        ("mlp.gate_proj.weight", "ffn_gate"),
+        ("mlp.up_proj.weight", "ffn_up"),
+        ("mlp.down_proj.weight", "ffn_down"),
+    ];
+    let prefix = format!("model.layers.{layer}.");
+    let mut tensors = Vec::new();
+    for (key, shape, data) in llama_tensors() {
+        let Some(name) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let g = names.iter().find(|(n, _)| *n == name).unwrap().1;
+        let data = match g {
+            "attn_q" => permute(&data, HEADS, D),
+            "attn_k" => permute(&data, KV, D),
+            _ => data,
+        };
+        tensors.push((format!("blk.{layer}.{g}.weight"), shape, data));
+    }
+    let mut out = Vec::new();
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    let kv: Vec<(&str, u32)> = vec![
+        ("llama.block_count", LAYERS as u32),
+        ("llama.embedding_length", D as u32),
+        ("llama.feed_forward_length", F as u32),
+        ("llama.attention.head_count", HEADS as u32),
+        ("llama.attention.head_count_kv", KV as u32),
+    ];
+    out.extend((kv.len() as u64 + 2).to_le_bytes());
+    s(&mut out, "general.architecture");
+    out.extend(8u32.to_le_bytes()); // GGUF_TYPE_STRING
+    s(&mut out, "llama");
+    for (k, v) in kv {
+        s(&mut out, k);
+        out.extend(4u32.to_le_bytes()); // GGUF_TYPE_UINT32
+        out.extend(v.to_le_bytes());
+    }
+    s(&mut out, "llama.attention.layer_norm_rms_epsilon");
+    out.extend(6u32.to_le_bytes()); // GGUF_TYPE_FLOAT32
+    out.extend(1e-5f32.to_le_bytes());
+    let mut blobs = Vec::new();
+    let mut offset = 0u64;
+    for (name, shape, data) in &tensors {
+        s(&mut out, name);
+        out.extend((shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend((*d as u64).to_le_bytes());
+        }
+        let (ty, mut blob): (u32, Vec<u8>) = if name.ends_with(f16_key) {
+            (
+                1,
+                data.iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            )
+        } else {
+            (0, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+        out.extend(ty.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        while blob.len() % 32 != 0 {
+            blob.push(0);
+        }
+        offset += blob.len() as u64;
+        blobs.push(blob);
+    }
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    for b in blobs {
+        out.extend(b);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn hand_written_gguf_reads_as_the_hf_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = extract_block(&hf_llama(dir.path()), Some(1)).unwrap();
+    let path = dir.path().join("hand.gguf");
+    hand_written_gguf(&path, 1, "ffn_down.weight");
+    let gg = extract_block(&path, Some(1)).unwrap();
+    assert_eq!(hf.config, gg.config);
+    assert_eq!(gg.source_files, vec![path.clone()]);
+    for (h, g) in hf.tensors.iter().zip(&gg.tensors) {
+        assert_eq!((&h.0, &h.1), (&g.0, &g.1));
+        let tol = if h.0 == "mlp.down_proj.weight" {
+            1e-3
+        } else {
+            0.0
+        };
+        assert!(
+            max_diff(&h.2, &g.2) <= tol,
+            "{}: {}",
+            h.0,
+            max_diff(&h.2, &g.2)
+        );
+    }
+    // The other layers are absent from this file: asking for one names the missing key.
+    let e = err(extract_block(&path, Some(0)));
+    assert!(e.to_string().contains("blk.0.attn_norm.weight"), "{e}");
+}
+
+#[test]
+fn hf_f16_and_bf16_weights_become_f32() {
+    use candle_core::DType;
+    let dir = tempfile::tempdir().unwrap();
+    let want = extract_block(&hf_llama(dir.path()), Some(0)).unwrap();
+    for (dtype, tol) in [(DType::F16, 1e-3), (DType::BF16, 4e-3)] {
+        let m = dir.path().join(format!("{dtype:?}"));
+        std::fs::create_dir_all(&m).unwrap();
+        let map: HashMap<String, Tensor> = llama_tensors()
+            .into_iter()
+            .map(|(n, s, d)| {
+                let t = Tensor::from_vec(d, s.as_slice(), &Device::Cpu).unwrap();
+                (n, t.to_dtype(dtype).unwrap())
+            })
+            .collect();
+        candle_core::safetensors::save(&map, m.join("model.safetensors")).unwrap();
+        llama_config(&m);
+        let info = inspect(&m).unwrap();
+        assert_eq!(info.dtypes.len(), 1, "{:?}", info.dtypes);
+        let got = extract_block(&m, Some(0)).unwrap();
+        for (a, b) in want.tensors.iter().zip(&got.tensors) {
+            assert_eq!(a.1, b.1);
+            assert!(
+                max_diff(&a.2, &b.2) <= tol,
+                "{dtype:?} {}: {}",
+                a.0,
+                max_diff(&a.2, &b.2)
+            );
+        }
+    }
+}
+
+#[test]
+fn llama_block_file_round_trips_with_deterministic_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = extract_block(&hf_llama_sharded(dir.path()), None).unwrap();
+    let bytes = b.to_safetensors_bytes().unwrap();
+    for _ in 0..5 {
+        // The safetensors crate writes metadata in HashMap order; ours must not vary.
+        assert_eq!(b.to_safetensors_bytes().unwrap(), bytes);
+    }
+    let out = dir.path().join("block.safetensors");
+    save_block(&b, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    let (cfg, t, meta) = load_block_file(&out).unwrap();
+    assert_eq!(cfg, b.config);
+    assert_eq!(t.len(), b.tensors.len());
+    for (n, s, d) in &b.tensors {
+        assert_eq!(&t[n], &(s.clone(), d.clone()), "{n}");
+    }
+    for (k, v) in [
+        ("format", "lm4ve-block/1"),
+        ("architecture", "llama"),
+        ("layer", "2"),
+        ("num_layers", "3"),
+        ("num_kv_heads", "2"),
+        ("activation", "silu"),
+        ("source", "sharded"),
+    ] {
+        assert_eq!(meta[k], v, "{k}");
+    }
+    // Any safetensors reader takes it: the crate itself and candle.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), 9);
+    let loaded = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(loaded["mlp.down_proj.weight"].dims(), &[D, F]);
+    // A file that is not a block file is refused with the fix.
+    let e = err(load_block_file(
+        &hf_llama(dir.path()).join("model.safetensors"),
+    ));
+    assert!(e.to_string().contains("llm extract"), "{e}");
+}
+
+#[test]
+fn error_messages_name_the_key_and_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = hf_llama(dir.path());
+    // Out of range: the valid range is in the message, for the default (None) too.
+    let e = err(extract_block(&m, Some(7))).to_string();
+    assert!(
+        e.contains("layer 7") && e.contains("3 layers") && e.contains("0..=2"),
+        "{e}"
+    );
+    // Wrong shape: key, expected and got.
+    llama_config_with(&m, &format!(r#","head_dim":{}"#, 2 * HD));
+    let e = err(extract_block(&m, Some(0)));
+    let s = e.to_string();
+    assert!(matches!(e, LlmError::Shape { .. }), "{s}");
+    assert!(s.contains("model.layers.0.self_attn.q_proj.weight"), "{s}");
+    let (want, got) = (format!("[{}, {D}]", 2 * D), format!("[{D}, {D}]"));
+    assert!(s.contains(&want) && s.contains(&got), "{s}");
+    // Truncated: the header survives, the layer's data does not.
+    llama_config(&m);
+    let file = m.join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let s = err(extract_block(&m, None)).to_string();
+    assert!(
+        s.contains("truncated") && s.contains("model.layers.2."),
+        "{s}"
+    );
+    // Layer 0 sits in the intact part of the file and is still readable.
+    extract_block(&m, Some(0)).unwrap();
+    // Cut inside the header.
+    std::fs::write(&file, &bytes[..20]).unwrap();
+    let s = err(inspect(&m)).to_string();
+    assert!(s.contains("truncated"), "{s}");
+    // Not a GGUF despite the name, and a directory with no weights.
+    let g = dir.path().join("fake.gguf");
+    std::fs::write(&g, b"GGU").unwrap();
+    assert!(err(extract_block(&g, None)).to_string().contains("GGUF"));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    llama_config(&empty);
+    let s = err(inspect(&empty)).to_string();
+    assert!(s.contains("model.safetensors"), "{s}");
+    let s = err(inspect(&dir.path().join("nope"))).to_string();
+    assert!(s.contains("nope"), "{s}");
+}
+
+#[test]
+fn unsupported_variants_are_refused_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = hf_llama(dir.path());
+    for (extra, needle) in [
+        (r#","attention_bias":true"#, "attention_bias"),
+        (r#","hidden_act":"gelu""#, "gelu"),
+    ] {
+        llama_config_with(&m, extra);
+        let s = err(inspect(&m)).to_string();
+        assert!(s.contains(needle) && s.contains("config.json"), "{s}");
+    }
+    std::fs::write(
+        m.join("config.json"),
+        r#"{"model_type":"qwen2","hidden_size":16,"num_attention_heads":4,"num_hidden_layers":3,"intermediate_size":24}"#,
+    )
+    .unwrap();
+    assert!(err(extract_block(&m, None)).to_string().contains("qwen2"));
+    // OPT-350m is post-LayerNorm.
+    std::fs::write(
+        m.join("config.json"),
+        r#"{"model_type":"opt","hidden_size":16,"num_attention_heads":4,"num_hidden_layers":3,"ffn_dim":24,"do_layer_norm_before":false}"#,
+    )
+    .unwrap();
+    let s = err(inspect(&m)).to_string();
+    assert!(s.contains("do_layer_norm_before"), "{s}");
+    // A GGUF of another architecture.
+    let g = dir.path().join("gpt2.gguf");
+    let md = [(
+        "general.architecture",
+        gguf_file::Value::String("gpt2".into()),
+    )];
+    let refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut std::fs::File::create(&g).unwrap(), &refs, &[]).unwrap();
+    let s = err(inspect(&g)).to_string();
+    assert!(s.contains("gpt2") && s.contains("llama"), "{s}");
+}
+
+#[test]
+fn stage_hashes_only_the_files_holding_the_layer() {
+    use lm4ve_pipeline::PipelineConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let m = hf_llama_sharded(dir.path());
+    let parse = |params: &str| {
+        PipelineConfig::parse(
+            &dir.path().join("p.toml"),
+            &format!("[stages.blk]\nkind = \"llm.block\"\n[stages.blk.params]\n{params}\n"),
+        )
+        .unwrap()
+    };
+    let names = |layer: &str| -> Vec<String> {
+        let c = parse(&format!("checkpoint = \"sharded\"\n{layer}"));
+        let stage = crate::build_stage(&c, &c.stages["blk"]).unwrap();
+        assert_eq!(stage.kind(), "llm.block");
+        stage
+            .inputs()
+            .iter()
+            .map(|i| {
+                assert!(i.path.starts_with(&m));
+                i.rel.clone().unwrap()
+            })
+            .collect()
+    };
+    // The split puts layer 0 and half of layer 1 in shard 1, the rest in shard 2.
+    assert_eq!(
+        names("layer = 0"),
+        ["model-00001-of-00002.safetensors", "config.json"]
+    );
+    assert_eq!(
+        names("layer = 1"),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "config.json"
+        ]
+    );
+    assert_eq!(
+        names(""),
+        ["model-00002-of-00002.safetensors", "config.json"]
+    );
+    // Bad params are config errors naming the key, not panics.
+    let c = parse("checkpoint = \"sharded\"\nlayer = 3");
+    let e = crate::build_stage(&c, &c.stages["blk"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("0..=2"), "{e}");
+    let c = parse("checkpoint = \"nowhere\"");
+    let e = crate::build_stage(&c, &c.stages["blk"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("nowhere"), "{e}");
+    let c = parse("checkpoint = \"sharded\"\nlayers = 1");
+    let e = crate::build_stage(&c, &c.stages["blk"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layers"), "{e}");
+    // A GGUF is one input.
+    gguf_llama(dir.path());
+    let c = parse("checkpoint = \"m.gguf\"");
+    let stage = crate::build_stage(&c, &c.stages["blk"]).unwrap();
+    assert_eq!(stage.inputs().len(), 1);
+}
+
+/// The demo's real llama.cpp file (Q4_1 matrices, F32 norms), when it has been fetched.
+#[test]
+fn real_smollm2_gguf_when_present() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../demo-data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("skipped: {} not fetched", path.display());
+        return;
+    }
+    let info = inspect(&path).unwrap();
+    assert_eq!(info.num_layers, 30);
+    let c = &info.config;
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.intermediate_size
+        ),
+        (576, 9, 3, 64, 1536)
+    );
+    let b = extract_block(&path, None).unwrap();
+    assert_eq!(b.layer, 29);
+    for (n, s, d) in &b.tensors {
+        assert_eq!(s.iter().product::<usize>(), d.len(), "{n}");
+        assert!(d.iter().all(|v| v.is_finite()), "{n}");
+        assert!(d.iter().any(|v| *v != 0.0), "{n}");
+    }
+}
