@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
-.PHONY: all deps pydeps build demo test lint bench clean-demo
+.PHONY: all deps pydeps build demo test lint bench bench-block clean-demo
 
 all: build
 
@@ -41,6 +41,10 @@ lint: deps
 bench: build
 	@bash scripts/install-py.sh numpy h5py dvc
 	bash benches/run.sh
+
+# One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB).
+bench-block: build
+	bash benches/block_step.sh
 
 clean-demo:
 	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv
