@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
-.PHONY: all deps pydeps build demo test lint bench bench-block clean-demo
+.PHONY: all deps pydeps build build-mkl demo test lint bench bench-block bench-block-mkl clean-demo
 
 all: build
 
@@ -45,6 +45,13 @@ bench: build
 # One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB).
 bench-block: build
 	bash benches/block_step.sh
+
+# The same, with lm4ve built against Intel MKL (from PyPI wheels, ~1.1 GB, into .mkl/).
+build-mkl: deps
+	eval "$$(bash scripts/install-mkl.sh)" && $(CARGO) build --release --locked --features mkl --target-dir target/mkl
+
+bench-block-mkl: build-mkl
+	eval "$$(bash scripts/install-mkl.sh)" && BIN=target/mkl/release/lm4ve bash benches/block_step.sh
 
 clean-demo:
 	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv
