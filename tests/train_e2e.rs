@@ -369,6 +369,18 @@ fn none_mode_has_no_block_and_other_modes_differ() {
     assert_eq!(unique.len(), 4, "every mode trains a different model");
 }
 
+/// `lm4ve --device DEVICE llm apply --block B --input X --output Y`
+fn llm_apply(device: &str, block: &Path, input: &Path, out: &Path) -> Run {
+    let mut c = bin();
+    c.args(["--device", device, "llm", "apply", "--block"])
+        .arg(block)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out);
+    output(c.output().unwrap())
+}
+
 #[test]
 fn llm_extract_and_apply_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -392,14 +404,7 @@ fn llm_extract_and_apply_through_the_cli() {
     let xt = candle_core::Tensor::from_vec(x, (2, 5, 32), &candle_core::Device::Cpu).unwrap();
     candle_core::safetensors::save(&HashMap::from([("x".to_string(), xt)]), &input).unwrap();
     let out = dir.path().join("y.safetensors");
-    let mut c = bin();
-    c.args(["--device", "cpu", "llm", "apply", "--block"])
-        .arg(&block)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&out);
-    output(c.output().unwrap()).ok();
+    llm_apply("cpu", &block, &input, &out).ok();
     let y = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
     let y = &y["y"];
     assert_eq!(y.dims(), &[2, 5, 32]);
@@ -429,25 +434,11 @@ fn llm_extract_and_apply_through_the_cli() {
     )
     .unwrap();
     candle_core::safetensors::save(&HashMap::from([("x".to_string(), t.clone())]), &bad).unwrap();
-    let mut c = bin();
-    c.args(["llm", "apply", "--block"])
-        .arg(&block)
-        .arg("--input")
-        .arg(&bad)
-        .arg("--output")
-        .arg(&out);
-    let r = output(c.output().unwrap());
+    let r = llm_apply("auto", &block, &bad, &out);
     assert_eq!(r.no_panic().code, 2);
     assert!(r.stderr.contains("31"), "{}", r.stderr);
     candle_core::safetensors::save(&HashMap::from([("z".to_string(), t)]), &bad).unwrap();
-    let mut c = bin();
-    c.args(["llm", "apply", "--block"])
-        .arg(&block)
-        .arg("--input")
-        .arg(&bad)
-        .arg("--output")
-        .arg(&out);
-    let r = output(c.output().unwrap());
+    let r = llm_apply("auto", &block, &bad, &out);
     assert_eq!(r.no_panic().code, 2);
     assert!(r.stderr.contains("`x`"), "{}", r.stderr);
     let mut c = bin();
@@ -478,14 +469,7 @@ fn device_cuda_without_cuda_is_a_clear_error() {
     )
     .unwrap();
     candle_core::safetensors::save(&HashMap::from([("x".to_string(), t)]), &input).unwrap();
-    let mut c = bin();
-    c.args(["--device", "cuda", "llm", "apply", "--block"])
-        .arg(&block)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(dir.path().join("y"));
-    let r = output(c.output().unwrap());
+    let r = llm_apply("cuda", &block, &input, &dir.path().join("y"));
     assert_eq!(r.no_panic().code, 1);
     assert!(r.stderr.contains("CUDA"), "{}", r.stderr);
 }
