@@ -10,3 +10,7 @@ pub mod optim;
 pub mod plot;
 pub mod pointbert;
 pub mod stage;
+pub mod task;
+pub mod video_data;
+pub mod video_vit;
+pub mod vit;

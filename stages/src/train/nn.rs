@@ -114,7 +114,7 @@ fn init_var(name: &str, var: &Var, seed: u64) -> Result<()> {
     let leaf = name.rsplit('.').next().unwrap_or(name);
     let values: Vec<f32> = if leaf == "running_var" {
         vec![1.0; n]
-    } else if leaf == "running_mean" || leaf == "bias" {
+    } else if leaf == "running_mean" || leaf.ends_with("bias") {
         vec![0.0; n]
     } else if leaf == "weight" && shape.rank() == 1 {
         vec![1.0; n]

@@ -4,7 +4,8 @@
 //! `concat(x[CLS], max over group tokens)`. Sizes come from the config at run time.
 
 use super::block::{BlockMode, LlmBlock};
-use super::nn::{drop_path, dropout, max_over, LayerNorm};
+use super::nn::{dropout, max_over, LayerNorm};
+use super::vit::{drop_path_rate, BlockAdapter, VitBlock};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -127,88 +128,6 @@ impl GroupEncoder {
     }
 }
 
-/// One pre-norm ViT block (timm's Block): x + attn(LN(x)), x + MLP(LN(x)).
-struct VitBlock {
-    norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    heads: usize,
-}
-
-impl VitBlock {
-    fn new(dim: usize, heads: usize, mlp_ratio: f64, vb: VarBuilder) -> Result<Self> {
-        let hidden = (dim as f64 * mlp_ratio) as usize;
-        Ok(VitBlock {
-            norm1: LayerNorm::new(dim, vb.pp("norm1"))?,
-            // PointBERT's Attention has qkv_bias=False.
-            qkv: candle_nn::linear_no_bias(dim, dim * 3, vb.pp("attn.qkv"))?,
-            proj: candle_nn::linear(dim, dim, vb.pp("attn.proj"))?,
-            norm2: LayerNorm::new(dim, vb.pp("norm2"))?,
-            fc1: candle_nn::linear(dim, hidden, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(hidden, dim, vb.pp("mlp.fc2"))?,
-            heads,
-        })
-    }
-
-    fn attention(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let hd = c / self.heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, t, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        self.proj.forward(&out)
-    }
-
-    fn forward(&self, x: &Tensor, drop: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let a = self.attention(&self.norm1.forward(x)?)?;
-        let (a, rng) = match rng {
-            Some(r) => (drop_path(&a, drop, r)?, Some(r)),
-            None => (a, None),
-        };
-        let x = (x + a)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
-        let m = match rng {
-            Some(r) => drop_path(&m, drop, r)?,
-            None => m,
-        };
-        x + m
-    }
-}
-
-/// The LLM block with its width adapters (PAPER.md §1: bias-free Linear layers).
-pub struct BlockAdapter {
-    pub block: LlmBlock,
-    up: Linear,
-    down: Linear,
-    mode: BlockMode,
-}
-
-impl BlockAdapter {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.up.forward(x)?;
-        let h = match self.mode {
-            // Weights are Vars in trainable mode: plain ops carry their gradients.
-            BlockMode::Trainable => self.block.forward(&h)?,
-            _ if h.device().is_cuda() => self.block.forward_frozen_autocast(&h)?,
-            _ => self.block.forward_frozen(&h)?,
-        };
-        self.down.forward(&h)
-    }
-}
-
 pub struct PointBert {
     cfg: PointBertConfig,
     encoder: GroupEncoder,
@@ -236,18 +155,7 @@ impl PointBert {
         if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
             candle_core::bail!("trans_dim {c} must be a multiple of heads {}", cfg.heads);
         }
-        let llm = match block {
-            Some((block, mode)) if mode != BlockMode::None => {
-                let d = block.config().hidden_size;
-                Some(BlockAdapter {
-                    up: candle_nn::linear_no_bias(c, d, vb.pp("llm_adapter_up"))?,
-                    down: candle_nn::linear_no_bias(d, c, vb.pp("llm_adapter_down"))?,
-                    block,
-                    mode,
-                })
-            }
-            _ => None,
-        };
+        let llm = BlockAdapter::maybe_new(c, block, &vb)?;
         Ok(PointBert {
             encoder: GroupEncoder::new(cfg.pointnet_dims, cfg.encoder_dims, vb.pp("encoder"))?,
             reduce_dim: candle_nn::linear(cfg.encoder_dims, c, vb.pp("reduce_dim"))?,
@@ -256,7 +164,15 @@ impl PointBert {
             pos1: candle_nn::linear(3, 128, vb.pp("pos_embed.0"))?,
             pos2: candle_nn::linear(128, c, vb.pp("pos_embed.2"))?,
             blocks: (0..cfg.depth)
-                .map(|i| VitBlock::new(c, cfg.heads, cfg.mlp_ratio, vb.pp(format!("blocks.{i}"))))
+                .map(|i| {
+                    VitBlock::new(
+                        c,
+                        cfg.heads,
+                        cfg.mlp_ratio,
+                        false,
+                        vb.pp(format!("blocks.{i}")),
+                    )
+                })
                 .collect::<Result<_>>()?,
             llm,
             norm: LayerNorm::new(c, vb.pp("norm"))?,
@@ -290,10 +206,9 @@ impl PointBert {
         let cls_pos = self.cls_pos.broadcast_as((b, 1, c))?;
         let mut x = Tensor::cat(&[&cls, &tokens], 1)?;
         let pos = Tensor::cat(&[&cls_pos, &pos], 1)?;
-        let depth = self.blocks.len().max(1);
+        let depth = self.blocks.len();
         for (i, blk) in self.blocks.iter().enumerate() {
-            // Linearly increasing drop-path rate, as timm/PointBERT.
-            let dp = self.cfg.drop_path * i as f64 / (depth - 1).max(1) as f64;
+            let dp = drop_path_rate(self.cfg.drop_path, i, depth);
             x = blk.forward(&(x + &pos)?, dp, rng.as_deref_mut())?;
         }
         if let Some(llm) = &self.llm {

@@ -1,16 +1,16 @@
-//! Stages `train` (PointBERT + LLM block on `pc.tokens` shards) and `eval` (accuracy of the
-//! trained model on the test split). Training units are checkpoints: each unit trains
+//! Stages `train` (an encoder + LLM block on token shards: PointBERT on `pc.tokens`, the
+//! VideoMAE ViT on `ssv2.tokens`; see `task.rs`) and `eval` (accuracy of the trained model on
+//! the held-out split). Training units are checkpoints: each unit trains
 //! `epochs_per_checkpoint` epochs starting from the previous unit's checkpoint (weights,
 //! AdamW moments, step; the shuffle and augmentation RNGs derive from (seed, epoch/step), so
 //! the step is the whole RNG state and the epoch is the data cursor). A killed run resumes
 //! from the last checkpoint and reaches the same weights as an uninterrupted one.
 
 use super::block::{BlockMode, LlmBlock};
-use super::data::PcSet;
 use super::nn::{init_vars, smoothed_cross_entropy, step_rng};
 use super::optim::{cosine_lr, AdamW};
 use super::plot::curves_png;
-use super::pointbert::{PointBert, PointBertConfig};
+use super::task::{evaluate, Dataset, Model, ModelConfig, Task};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -69,15 +69,16 @@ fn d_per_ckpt() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
-    /// The `pc.tokens` stage whose shards to train on.
+    /// The stage whose shards to train on: `pc.tokens` (PointBERT) or `ssv2.tokens` (video ViT).
     pub data: String,
     /// The `llm.block` stage (needed unless mode = "none").
     pub block: Option<String>,
     /// frozen (pretrained, default) | random (same shapes, seeded init, frozen) | trainable | none.
     #[serde(default = "d_mode")]
     pub mode: BlockMode,
+    /// Model sizes: a PointBERT or a video ViT config, by the kind of `data` (see `task.rs`).
     #[serde(default)]
-    pub model: PointBertConfig,
+    pub model: serde_json::Value,
     #[serde(default = "d_epochs")]
     pub epochs: usize,
     #[serde(default = "d_warmup")]
@@ -111,6 +112,8 @@ pub struct TrainParams {
 pub struct TrainStage {
     name: String,
     p: TrainParams,
+    task: Task,
+    model: ModelConfig,
 }
 
 fn check_upstream_name(
@@ -127,6 +130,24 @@ fn check_upstream_name(
         ));
     }
     Ok(())
+}
+
+/// The task of the stage `data` names (its kind must write training data).
+fn task_of(config: &PipelineConfig, sc: &StageConfig, data: &str) -> Result<Task, ConfigError> {
+    let kind = config
+        .stages
+        .get(data)
+        .map(|d| d.kind.as_str())
+        .unwrap_or_default();
+    Task::of_data_kind(kind).ok_or_else(|| {
+        config.param_error(
+            &sc.name,
+            Some("data"),
+            format!(
+                "`data = \"{data}\"` is a `{kind}` stage; it must name a pc.tokens or ssv2.tokens stage"
+            ),
+        )
+    })
 }
 
 pub fn build_train(
@@ -154,16 +175,22 @@ pub fn build_train(
             "epochs, batch_size and epochs_per_checkpoint must be positive".into(),
         ));
     }
+    let task = task_of(config, sc, &p.data)?;
+    let model = task
+        .model_config(&p.model)
+        .map_err(|e| config.param_error(&sc.name, Some("model"), e))?;
     Ok(Box::new(TrainStage {
         name: sc.name.clone(),
         p,
+        task,
+        model,
     }))
 }
 
 /// The model and everything needed to train or run it.
 pub struct Built {
     pub varmap: VarMap,
-    pub model: PointBert,
+    pub model: Model,
     /// The block's weights as Vars in trainable mode, named `llm_block.<tensor>`.
     pub block_vars: Vec<(String, Var)>,
 }
@@ -192,7 +219,8 @@ fn load_block(
 }
 
 pub fn build_model(
-    cfg: &PointBertConfig,
+    cfg: &ModelConfig,
+    data: &Dataset,
     num_classes: usize,
     mode: BlockMode,
     block_up: Option<&Upstream>,
@@ -221,7 +249,7 @@ pub fn build_model(
         }
         other => other,
     };
-    let model = PointBert::new(cfg, num_classes, block, vb)?;
+    let model = Model::build(cfg, data, num_classes, block, vb)?;
     init_vars(&varmap, seed)?;
     Ok(Built {
         varmap,
@@ -253,43 +281,6 @@ fn num_classes(data: &Upstream) -> Result<usize> {
         .context("the data artifact does not say its number of classes (meta.num_classes)")?;
     anyhow::ensure!(n > 0, "the data artifact has no labelled samples");
     Ok(n as usize)
-}
-
-/// (overall accuracy, mean class accuracy, per class (correct, total)).
-pub type Accuracy = (f64, f64, Vec<(u64, u64)>);
-
-/// Accuracy (overall, mean per class) and the per-class counts of `model` on `set`.
-pub fn evaluate(
-    model: &PointBert,
-    set: &PcSet,
-    classes: usize,
-    batch: usize,
-    device: &Device,
-) -> Result<Accuracy> {
-    let mut per_class = vec![(0u64, 0u64); classes];
-    let idx: Vec<usize> = (0..set.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let (c, n, l) = set.batch(chunk, None, device)?;
-        let pred: Vec<u32> = model.forward(&c, &n, None)?.argmax(1)?.to_vec1()?;
-        let labels: Vec<u32> = l.to_vec1()?;
-        for (p, t) in pred.iter().zip(labels) {
-            if let Some(e) = per_class.get_mut(t as usize) {
-                e.1 += 1;
-                if *p == t {
-                    e.0 += 1;
-                }
-            }
-        }
-    }
-    let (right, total) = per_class.iter().fold((0, 0), |a, e| (a.0 + e.0, a.1 + e.1));
-    let oa = right as f64 / total.max(1) as f64;
-    let present: Vec<f64> = per_class
-        .iter()
-        .filter(|e| e.1 > 0)
-        .map(|e| e.0 as f64 / e.1 as f64)
-        .collect();
-    let macc = present.iter().sum::<f64>() / present.len().max(1) as f64;
-    Ok((oa, macc, per_class))
 }
 
 fn checkpoint_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
@@ -373,8 +364,11 @@ impl Stage for TrainStage {
         TRAIN_VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        // Upstream stage names are in the key via the upstream keys; the rest as typed.
-        serde_json::to_value(&self.p).unwrap_or_default()
+        // Upstream stage names are in the key via the upstream keys; the rest as typed (the
+        // model config with its defaults filled in, so spelling out a default changes nothing).
+        let mut v = serde_json::to_value(&self.p).unwrap_or_default();
+        v["model"] = serde_json::to_value(&self.model).unwrap_or_default();
+        v
     }
     fn upstream(&self) -> Vec<String> {
         let mut u = vec![self.p.data.clone()];
@@ -407,15 +401,16 @@ impl Stage for TrainStage {
         let device = super::device::device()?;
         let data = &ctx.upstream[&self.p.data];
         let classes = num_classes(data)?;
-        let train = PcSet::load(data, "train")?;
-        let test = PcSet::load(data, "test")?;
+        let train = Dataset::load(self.task, data, "train")?;
+        let test = Dataset::load(self.task, data, self.task.eval_split())?;
         anyhow::ensure!(
             !train.is_empty(),
             "the data artifact has no `train` samples"
         );
         let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
         let built = build_model(
-            &self.p.model,
+            &self.model,
+            &train,
             classes,
             self.p.mode,
             block_up,
@@ -487,8 +482,8 @@ impl Stage for TrainStage {
                 lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
                 let mut aug = step_rng(self.p.seed, "augment", step);
                 let mut drop = step_rng(self.p.seed, "dropout", step);
-                let (c, n, l) = train.batch(&idx, Some(&mut aug), &device)?;
-                let logits = built.model.forward(&c, &n, Some(&mut drop))?;
+                let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
+                let logits = built.model.forward(&x, Some(&mut drop))?;
                 let loss = smoothed_cross_entropy(&logits, &l, self.p.label_smoothing)?;
                 let mut grads = loss.backward()?;
                 opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
@@ -504,7 +499,7 @@ impl Stage for TrainStage {
             let test_acc = if test.is_empty() {
                 0.0
             } else {
-                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.0
+                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.top1
             };
             let m = EpochMetrics {
                 epoch,
@@ -578,7 +573,8 @@ impl Stage for TrainStage {
             })
             .and_then(|v| v.last().cloned());
         Ok(serde_json::json!({
-            "model": self.p.model,
+            "task": self.task,
+            "model": self.model,
             "mode": self.p.mode,
             "data": self.p.data,
             "block": self.p.block,
@@ -595,22 +591,20 @@ impl Stage for TrainStage {
 pub struct EvalParams {
     /// The `train` stage whose model to evaluate.
     pub train: String,
-    /// The `pc.tokens` stage with the test split.
+    /// The data stage (`pc.tokens` / `ssv2.tokens`) with the held-out split.
     pub data: String,
     /// The `llm.block` stage the model was trained with (unless its mode was "none").
     pub block: Option<String>,
-    #[serde(default = "d_split")]
-    pub split: String,
+    /// Default: `test` for point clouds, `validation` for SSv2.
+    pub split: Option<String>,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
 }
 
-fn d_split() -> String {
-    "test".into()
-}
-
 pub struct EvalStage {
     p: EvalParams,
+    task: Task,
+    split: String,
 }
 
 pub fn build_eval(
@@ -623,7 +617,12 @@ pub fn build_eval(
     if let Some(b) = &p.block {
         check_upstream_name(config, sc, "block", b)?;
     }
-    Ok(Box::new(EvalStage { p }))
+    let task = task_of(config, sc, &p.data)?;
+    let split = p
+        .split
+        .clone()
+        .unwrap_or_else(|| task.eval_split().to_string());
+    Ok(Box::new(EvalStage { p, task, split }))
 }
 
 impl Stage for EvalStage {
@@ -634,7 +633,7 @@ impl Stage for EvalStage {
         EVAL_VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({"split": self.p.split, "batch_size": self.p.batch_size})
+        serde_json::json!({"split": self.split, "batch_size": self.p.batch_size})
     }
     fn upstream(&self) -> Vec<String> {
         let mut u = vec![self.p.train.clone(), self.p.data.clone()];
@@ -651,8 +650,14 @@ impl Stage for EvalStage {
         let device = super::device::device()?;
         let train = &ctx.upstream[&self.p.train];
         let meta = &train.manifest.meta;
-        let cfg: PointBertConfig = serde_json::from_value(meta["model"].clone())
-            .context("`train` must name a train stage (its manifest has no model config)")?;
+        anyhow::ensure!(
+            meta.get("model").is_some(),
+            "`train` must name a train stage (its manifest has no model config)"
+        );
+        let cfg = self
+            .task
+            .model_config(&meta["model"])
+            .map_err(|e| anyhow::anyhow!("the train stage's model does not fit `data`: {e}"))?;
         let mode: BlockMode =
             serde_json::from_value(meta["mode"].clone()).context("train manifest lacks mode")?;
         let seed = meta["seed"].as_u64().unwrap_or(0);
@@ -664,7 +669,9 @@ impl Stage for EvalStage {
                 "the model was trained with a {mode:?} block: set `block` to the llm.block stage"
             );
         }
-        let built = build_model(&cfg, classes, mode, block_up, seed, &device)?;
+        let set = Dataset::load(self.task, data, &self.split)?;
+        anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.split);
+        let built = build_model(&cfg, &set, classes, mode, block_up, seed, &device)?;
         let weights_path = train
             .manifest
             .file_path(&train.manifest_path, "model.safetensors")
@@ -679,16 +686,15 @@ impl Stage for EvalStage {
                 .with_context(|| format!("{}: lacks `{name}`", weights_path.display()))?;
             var.set(t)?;
         }
-        let set = PcSet::load(data, &self.p.split)?;
-        anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.p.split);
-        let (oa, macc, per_class) =
-            evaluate(&built.model, &set, classes, self.p.batch_size, &device)?;
+        let acc = evaluate(&built.model, &set, classes, self.p.batch_size, &device)?;
         let metrics = serde_json::json!({
-            "split": self.p.split,
+            "split": self.split,
             "samples": set.len(),
-            "overall_accuracy": oa,
-            "mean_class_accuracy": macc,
-            "per_class": per_class.iter().map(|(r, t)| serde_json::json!({"correct": r, "total": t})).collect::<Vec<_>>(),
+            "overall_accuracy": acc.top1,
+            "top1_accuracy": acc.top1,
+            "top5_accuracy": acc.top5,
+            "mean_class_accuracy": acc.mean_class,
+            "per_class": acc.per_class.iter().map(|(r, t)| serde_json::json!({"correct": r, "total": t})).collect::<Vec<_>>(),
             "mode": mode,
         });
         out.add_file(

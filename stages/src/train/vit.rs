@@ -1,0 +1,135 @@
+//! Pieces the encoders share: the pre-norm ViT block (timm's `Block`) and the LLM block with
+//! its width adapters (PAPER.md §1: `Linear(d, D_llm, bias=False)` → block →
+//! `Linear(D_llm, d, bias=False)`).
+
+use super::block::{BlockMode, LlmBlock};
+use super::nn::{drop_path, LayerNorm};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use rand_chacha::ChaCha8Rng;
+
+/// One pre-norm ViT block: x + attn(LN(x)), x + MLP(LN(x)).
+pub struct VitBlock {
+    norm1: LayerNorm,
+    qkv: Linear,
+    /// VideoMAE's attention has learned q and v biases and no k bias (`attn.q_bias`,
+    /// `attn.v_bias`); PointBERT's has none.
+    qv_bias: Option<(Tensor, Tensor)>,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+}
+
+impl VitBlock {
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        mlp_ratio: f64,
+        qv_bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let hidden = (dim as f64 * mlp_ratio) as usize;
+        let qv_bias = if qv_bias {
+            Some((vb.get(dim, "attn.q_bias")?, vb.get(dim, "attn.v_bias")?))
+        } else {
+            None
+        };
+        Ok(VitBlock {
+            norm1: LayerNorm::new(dim, vb.pp("norm1"))?,
+            qkv: candle_nn::linear_no_bias(dim, dim * 3, vb.pp("attn.qkv"))?,
+            qv_bias,
+            proj: candle_nn::linear(dim, dim, vb.pp("attn.proj"))?,
+            norm2: LayerNorm::new(dim, vb.pp("norm2"))?,
+            fc1: candle_nn::linear(dim, hidden, vb.pp("mlp.fc1"))?,
+            fc2: candle_nn::linear(hidden, dim, vb.pp("mlp.fc2"))?,
+            heads,
+        })
+    }
+
+    fn attention(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let hd = c / self.heads;
+        let mut qkv = self.qkv.forward(x)?;
+        if let Some((qb, vb)) = &self.qv_bias {
+            let kb = qb.zeros_like()?;
+            qkv = qkv.broadcast_add(&Tensor::cat(&[qb, &kb, vb], 0)?)?;
+        }
+        let qkv = qkv
+            .reshape((b, t, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        self.proj.forward(&out)
+    }
+
+    /// `drop`: this block's drop-path rate; `rng` Some = training.
+    pub fn forward(&self, x: &Tensor, drop: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let a = self.attention(&self.norm1.forward(x)?)?;
+        let (a, rng) = match rng {
+            Some(r) => (drop_path(&a, drop, r)?, Some(r)),
+            None => (a, None),
+        };
+        let x = (x + a)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = match rng {
+            Some(r) => drop_path(&m, drop, r)?,
+            None => m,
+        };
+        x + m
+    }
+}
+
+/// Linearly increasing drop-path rate over the blocks, as timm, PointBERT and VideoMAE.
+pub fn drop_path_rate(max: f64, block: usize, depth: usize) -> f64 {
+    max * block as f64 / (depth.max(1) - 1).max(1) as f64
+}
+
+/// The LLM block with its width adapters.
+pub struct BlockAdapter {
+    pub block: LlmBlock,
+    up: Linear,
+    down: Linear,
+    mode: BlockMode,
+}
+
+impl BlockAdapter {
+    /// The adapters (`llm_adapter_up`, `llm_adapter_down`) around `block` for an encoder of
+    /// width `width`; None for the `none` ablation.
+    pub fn maybe_new(
+        width: usize,
+        block: Option<(LlmBlock, BlockMode)>,
+        vb: &VarBuilder,
+    ) -> Result<Option<Self>> {
+        Ok(match block {
+            Some((block, mode)) if mode != BlockMode::None => {
+                let d = block.config().hidden_size;
+                Some(BlockAdapter {
+                    up: candle_nn::linear_no_bias(width, d, vb.pp("llm_adapter_up"))?,
+                    down: candle_nn::linear_no_bias(d, width, vb.pp("llm_adapter_down"))?,
+                    block,
+                    mode,
+                })
+            }
+            _ => None,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.up.forward(x)?;
+        let h = match self.mode {
+            // Weights are Vars in trainable mode: plain ops carry their gradients.
+            BlockMode::Trainable => self.block.forward(&h)?,
+            _ if h.device().is_cuda() => self.block.forward_frozen_autocast(&h)?,
+            _ => self.block.forward_frozen(&h)?,
+        };
+        self.down.forward(&h)
+    }
+}
