@@ -473,3 +473,128 @@ fn device_cuda_without_cuda_is_a_clear_error() {
     assert_eq!(r.no_panic().code, 1);
     assert!(r.stderr.contains("CUDA"), "{}", r.stderr);
 }
+
+/// SSv2-format demo clips (VP9 webm) → `ssv2.tokens` → the video ViT with the frozen block,
+/// through the same trainer: top-1/top-5 on the validation split, views averaged.
+fn video_config(dir: &Path, ssv2: &Path, model: &Path, mode: &str, epochs: usize) -> PathBuf {
+    let text = format!(
+        r#"[cache]
+dir = "cache"
+
+[stages.ssv2_tokens]
+kind = "ssv2.tokens"
+[stages.ssv2_tokens.params]
+root = "{}"
+num_frames = 4
+tubelet_frames = 2
+patch = 16
+short_side = 32
+crop = 32
+views = 2
+random_views = 1
+shard_samples = 8
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{}"
+
+[stages.train_ssv2]
+kind = "train"
+[stages.train_ssv2.params]
+data = "ssv2_tokens"
+block = "llm_block"
+mode = "{mode}"
+epochs = {epochs}
+warmup_epochs = 1
+batch_size = 8
+lr = 1e-3
+epochs_per_checkpoint = 1
+[stages.train_ssv2.params.model]
+embed_dim = 32
+depth = 1
+heads = 2
+drop_path = 0.0
+
+[stages.eval_ssv2]
+kind = "eval"
+[stages.eval_ssv2.params]
+train = "train_ssv2"
+data = "ssv2_tokens"
+block = "llm_block"
+"#,
+        ssv2.display(),
+        model.display()
+    );
+    let p = dir.join(format!("video-{mode}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn video_demo(dir: &Path) -> PathBuf {
+    let out = dir.join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
+        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"]);
+    output(c.output().expect("spawn")).ok();
+    out.join("ssv2")
+}
+
+#[test]
+fn video_training_through_the_frozen_block_reports_top1_and_top5() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssv2 = video_demo(dir.path());
+    let model = tiny_llama(dir.path());
+    let cfg = video_config(dir.path(), &ssv2, &model, "frozen", 3);
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "all"],
+    )
+    .ok();
+    let t = show(&cfg, "train_ssv2");
+    assert_eq!(t["meta"]["task"], "video");
+    assert_eq!(t["meta"]["model"]["embed_dim"], 32);
+    assert!(t["meta"]["final"]["loss"].as_f64().unwrap().is_finite());
+    let e = show(&cfg, "eval_ssv2")["meta"].clone();
+    assert_eq!(e["split"], "validation");
+    let classes = show(&cfg, "ssv2_tokens")["meta"]["num_classes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(e["samples"].as_u64().unwrap(), classes);
+    let (top1, top5) = (
+        e["top1_accuracy"].as_f64().unwrap(),
+        e["top5_accuracy"].as_f64().unwrap(),
+    );
+    assert!((0.0..=1.0).contains(&top1) && top1 <= top5 && top5 <= 1.0);
+
+    // The `none` ablation trains the same ViT without the block and its adapters.
+    let none = video_config(dir.path(), &ssv2, &model, "none", 1);
+    lm4ve(
+        &none,
+        &[
+            "--device",
+            "cpu",
+            "pipeline",
+            "run",
+            "--stage",
+            "train_ssv2",
+        ],
+    )
+    .ok();
+    assert_ne!(
+        file_hash(&cfg, "train_ssv2", "model.safetensors"),
+        file_hash(&none, "train_ssv2", "model.safetensors")
+    );
+
+    // A PointBERT knob on video data is a config error that names the key.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("embed_dim = 32", "trans_dim = 32");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let r = lm4ve(&bad, &["pipeline", "status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("trans_dim"), "{}", r.stderr);
+}

@@ -1,12 +1,15 @@
 //! What a `train` / `eval` stage trains, decided by the kind of the stage its `data` names:
-//! `pc.tokens` → PointBERT (PAPER.md §3), `ssv2.tokens` → the VideoMAE ViT (§4). The trainer
-//! (checkpoints, AdamW, modes, metrics) is the same for both; this module is the one place
-//! that knows the differences: the model, its config, the data set and its batches, and
-//! which split is held out.
+//! `pc.tokens` → PointBERT (PAPER.md §3), `ssv2.tokens` → the VideoMAE ViT (§4),
+//! `av.tokens` → VectorNet (§5). The trainer (checkpoints, AdamW, modes) is the same for all;
+//! this module is the one place that knows the differences: the model and its config, the
+//! data set and its batches, the loss, the held-out metrics, and which split is held out.
 
+use super::av_data::AvSet;
 use super::block::{BlockMode, LlmBlock};
 use super::data::PcSet;
+use super::nn::smoothed_cross_entropy;
 use super::pointbert::{PointBert, PointBertConfig};
+use super::vectornet::{forecast_loss, Forecast, ForecastTotals, VectorNet, VectorNetConfig};
 use super::video_data::VideoSet;
 use super::video_vit::{VideoVit, VideoVitConfig};
 use anyhow::Result;
@@ -22,6 +25,7 @@ use serde::Serialize;
 pub enum Task {
     PointCloud,
     Video,
+    Forecast,
 }
 
 impl Task {
@@ -30,16 +34,23 @@ impl Task {
         match kind {
             crate::pointcloud::stage::KIND => Some(Task::PointCloud),
             "ssv2.tokens" => Some(Task::Video),
+            "av.tokens" => Some(Task::Forecast),
             _ => None,
         }
     }
 
-    /// The held-out split (ScanObjectNN `test`, SSv2 `validation`).
+    /// The held-out split (ScanObjectNN `test`, SSv2 `validation`, Argoverse `val`).
     pub fn eval_split(self) -> &'static str {
         match self {
             Task::PointCloud => "test",
             Task::Video => "validation",
+            Task::Forecast => "val",
         }
+    }
+
+    /// Classification tasks have labels and `num_classes`; forecasting has trajectories.
+    pub fn is_classification(self) -> bool {
+        !matches!(self, Task::Forecast)
     }
 
     /// The typed model config from the stage's `model` table (absent = all defaults).
@@ -56,6 +67,9 @@ impl Task {
             Task::Video => serde_json::from_value(raw)
                 .map(ModelConfig::Video)
                 .map_err(|e| format!("[model] of a video ViT (ssv2.tokens) model: {e}")),
+            Task::Forecast => serde_json::from_value(raw)
+                .map(ModelConfig::VectorNet)
+                .map_err(|e| format!("[model] of a VectorNet (av.tokens) model: {e}")),
         }
     }
 }
@@ -67,11 +81,13 @@ impl Task {
 pub enum ModelConfig {
     PointBert(PointBertConfig),
     Video(VideoVitConfig),
+    VectorNet(VectorNetConfig),
 }
 
 pub enum Dataset {
     Pc(PcSet),
     Video(VideoSet),
+    Av(AvSet),
 }
 
 /// One batch of model inputs.
@@ -81,6 +97,39 @@ pub enum Input {
         neighborhoods: Tensor,
     },
     Video(Tensor),
+    Av {
+        actors: Tensor,
+        actor_mask: Tensor,
+        lanes: Tensor,
+        lane_mask: Tensor,
+    },
+}
+
+/// What a batch is trained towards.
+pub enum Target {
+    /// u32 [B]
+    Labels(Tensor),
+    /// The agent's future [B, P, 2] in its frame.
+    Trajectory(Tensor),
+}
+
+/// What a model predicts.
+pub enum Output {
+    Logits(Tensor),
+    Forecast(Forecast),
+}
+
+fn av_input(s: &AvSet, idx: &[usize], device: &Device) -> Result<(Input, Target)> {
+    let b = s.batch(idx, device)?;
+    Ok((
+        Input::Av {
+            actors: b.actors,
+            actor_mask: b.actor_mask,
+            lanes: b.lanes,
+            lane_mask: b.lane_mask,
+        },
+        Target::Trajectory(b.target),
+    ))
 }
 
 impl Dataset {
@@ -88,6 +137,7 @@ impl Dataset {
         Ok(match task {
             Task::PointCloud => Dataset::Pc(PcSet::load(up, split)?),
             Task::Video => Dataset::Video(VideoSet::load(up, split)?),
+            Task::Forecast => Dataset::Av(AvSet::load(up, split)?),
         })
     }
 
@@ -95,6 +145,7 @@ impl Dataset {
         match self {
             Dataset::Pc(s) => s.len(),
             Dataset::Video(s) => s.len(),
+            Dataset::Av(s) => s.len(),
         }
     }
 
@@ -109,13 +160,13 @@ impl Dataset {
         order
     }
 
-    /// Augmented inputs and labels (u32 [B]) for samples `idx`.
+    /// Augmented inputs and targets for samples `idx`.
     pub fn train_batch(
         &self,
         idx: &[usize],
         aug: &mut ChaCha8Rng,
         device: &Device,
-    ) -> Result<(Input, Tensor)> {
+    ) -> Result<(Input, Target)> {
         Ok(match self {
             Dataset::Pc(s) => {
                 let (centers, neighborhoods, l) = s.batch(idx, Some(aug), device)?;
@@ -124,19 +175,20 @@ impl Dataset {
                         centers,
                         neighborhoods,
                     },
-                    l,
+                    Target::Labels(l),
                 )
             }
             Dataset::Video(s) => {
                 let (x, l) = s.train_batch(idx, aug, device)?;
-                (Input::Video(x), l)
+                (Input::Video(x), Target::Labels(l))
             }
+            Dataset::Av(s) => av_input(s, idx, device)?,
         })
     }
 
-    /// Test inputs, labels [B], and the views per sample (inputs hold B · views rows,
-    /// sample-major; the prediction averages their probabilities).
-    pub fn eval_batch(&self, idx: &[usize], device: &Device) -> Result<(Input, Tensor, usize)> {
+    /// Test inputs, targets, and the views per sample (inputs hold B · views rows,
+    /// sample-major; a classifier averages their probabilities).
+    pub fn eval_batch(&self, idx: &[usize], device: &Device) -> Result<(Input, Target, usize)> {
         Ok(match self {
             Dataset::Pc(s) => {
                 let (centers, neighborhoods, l) = s.batch(idx, None, device)?;
@@ -145,13 +197,17 @@ impl Dataset {
                         centers,
                         neighborhoods,
                     },
-                    l,
+                    Target::Labels(l),
                     1,
                 )
             }
             Dataset::Video(s) => {
                 let (x, l) = s.eval_batch(idx, device)?;
-                (Input::Video(x), l, s.views)
+                (Input::Video(x), Target::Labels(l), s.views)
+            }
+            Dataset::Av(s) => {
+                let (x, t) = av_input(s, idx, device)?;
+                (x, t, 1)
             }
         })
     }
@@ -160,6 +216,7 @@ impl Dataset {
 pub enum Model {
     PointBert(Box<PointBert>),
     Video(Box<VideoVit>),
+    VectorNet(Box<VectorNet>),
 }
 
 impl Model {
@@ -183,12 +240,22 @@ impl Model {
                 block,
                 vb,
             )?)),
-            _ => anyhow::bail!("the model config does not match the data (point clouds vs video)"),
+            (ModelConfig::VectorNet(c), Dataset::Av(s)) => {
+                Model::VectorNet(Box::new(VectorNet::new(
+                    c,
+                    s.actor_features,
+                    s.lane_features,
+                    s.pred_steps,
+                    block,
+                    vb,
+                )?))
+            }
+            _ => anyhow::bail!("the model config does not match the data's kind"),
         })
     }
 
-    /// Logits [rows, classes]. `rng` Some = training.
-    pub fn forward(&self, x: &Input, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+    /// Logits [rows, classes] or a forecast. `rng` Some = training.
+    pub fn forward(&self, x: &Input, rng: Option<&mut ChaCha8Rng>) -> Result<Output> {
         Ok(match (self, x) {
             (
                 Model::PointBert(m),
@@ -196,48 +263,129 @@ impl Model {
                     centers,
                     neighborhoods,
                 },
-            ) => m.forward(centers, neighborhoods, rng)?,
-            (Model::Video(m), Input::Video(t)) => m.forward(t, rng)?,
+            ) => Output::Logits(m.forward(centers, neighborhoods, rng)?),
+            (Model::Video(m), Input::Video(t)) => Output::Logits(m.forward(t, rng)?),
+            (
+                Model::VectorNet(m),
+                Input::Av {
+                    actors,
+                    actor_mask,
+                    lanes,
+                    lane_mask,
+                },
+            ) => Output::Forecast(m.forward(actors, actor_mask, lanes, lane_mask)?),
             _ => anyhow::bail!("model and input kinds differ"),
         })
     }
 }
 
-/// Held-out metrics of a classifier.
-#[derive(Debug, Clone)]
-pub struct Accuracy {
-    /// Top-1 accuracy over all samples (ScanObjectNN's "overall accuracy").
-    pub top1: f64,
-    pub top5: f64,
-    pub mean_class: f64,
-    /// (correct at top-1, total) per class.
-    pub per_class: Vec<(u64, u64)>,
+/// The training loss of a batch and how many of its samples the model got right (a correct
+/// class; for forecasts, a best-of-K final error within 2 m: a hit, not a miss).
+pub fn train_loss(out: &Output, y: &Target, label_smoothing: f64) -> Result<(Tensor, u64)> {
+    Ok(match (out, y) {
+        (Output::Logits(logits), Target::Labels(l)) => {
+            let loss = smoothed_cross_entropy(logits, l, label_smoothing)?;
+            let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+            let labels: Vec<u32> = l.to_vec1()?;
+            let right = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
+            (loss, right)
+        }
+        (Output::Forecast(f), Target::Trajectory(t)) => {
+            let loss = forecast_loss(f, t)?;
+            let mut totals = ForecastTotals::default();
+            totals.add(f, t)?;
+            (loss, totals.n - totals.k_all.2)
+        }
+        _ => anyhow::bail!("model output and target kinds differ"),
+    })
 }
 
-/// Top-1 / top-5 / mean class accuracy of `model` on `set`; with several views per sample,
-/// the prediction is the mean of the views' softmax probabilities.
+/// Held-out metrics: `score` is one number in [0, 1], higher is better (top-1 accuracy;
+/// 1 − miss rate at K modes for forecasts), for logs and curves; `metrics` is everything, as
+/// `eval` writes it to metrics.json.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub score: f64,
+    pub metrics: serde_json::Value,
+}
+
+/// Evaluates `model` on every sample of `set`.
 pub fn evaluate(
     model: &Model,
     set: &Dataset,
     classes: usize,
     batch: usize,
     device: &Device,
-) -> Result<Accuracy> {
-    let mut per_class = vec![(0u64, 0u64); classes];
-    let mut top5_right = 0u64;
+) -> Result<Evaluation> {
+    let mut cls = ClassTotals::new(classes);
+    let mut fc = ForecastTotals::default();
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let (x, l, views) = set.eval_batch(chunk, device)?;
-        let logits = model.forward(&x, None)?;
+        let (x, y, views) = set.eval_batch(chunk, device)?;
+        match (model.forward(&x, None)?, y) {
+            (Output::Logits(logits), Target::Labels(l)) => cls.add(&logits, &l, views)?,
+            (Output::Forecast(f), Target::Trajectory(t)) => fc.add(&f, &t)?,
+            _ => anyhow::bail!("model output and target kinds differ"),
+        }
+    }
+    Ok(if let Dataset::Av(_) = set {
+        let (ade, fde, mr) = ForecastTotals::mean(fc.k_all, fc.n);
+        let (ade1, fde1, mr1) = ForecastTotals::mean(fc.k1, fc.n);
+        let k = fc_modes(model);
+        Evaluation {
+            score: 1.0 - mr,
+            metrics: serde_json::json!({
+                "samples": fc.n,
+                "modes": k,
+                "min_ade": ade,
+                "min_fde": fde,
+                "miss_rate": mr,
+                "min_ade_k1": ade1,
+                "min_fde_k1": fde1,
+                "miss_rate_k1": mr1,
+                "miss_threshold_m": super::vectornet::MISS_THRESHOLD_M,
+            }),
+        }
+    } else {
+        cls.evaluation()
+    })
+}
+
+fn fc_modes(model: &Model) -> usize {
+    match model {
+        Model::VectorNet(m) => m.modes(),
+        _ => 0,
+    }
+}
+
+/// Top-1 / top-5 / mean class accuracy, accumulated over batches.
+struct ClassTotals {
+    /// (correct at top-1, total) per class.
+    per_class: Vec<(u64, u64)>,
+    top5_right: u64,
+}
+
+impl ClassTotals {
+    fn new(classes: usize) -> Self {
+        ClassTotals {
+            per_class: vec![(0, 0); classes],
+            top5_right: 0,
+        }
+    }
+
+    /// With several views per sample, the prediction is the mean of the views' softmax
+    /// probabilities.
+    fn add(&mut self, logits: &Tensor, labels: &Tensor, views: usize) -> Result<()> {
         let c = logits.dim(1)?;
-        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
-            .reshape((chunk.len(), views, c))?
+        let b = labels.dim(0)?;
+        let probs = candle_nn::ops::softmax(logits, D::Minus1)?
+            .reshape((b, views, c))?
             .mean(1)?;
         let probs: Vec<Vec<f32>> = probs.to_vec2()?;
-        let labels: Vec<u32> = l.to_vec1()?;
+        let labels: Vec<u32> = labels.to_vec1()?;
         for (p, t) in probs.iter().zip(labels) {
-            // Rank of the true class: how many classes score strictly higher (ties go to
-            // the lower index, as argmax does).
+            // Rank of the true class: how many classes score higher (ties go to the lower
+            // index, as argmax does).
             let pt = p.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
             let rank = p
                 .iter()
@@ -245,26 +393,40 @@ pub fn evaluate(
                 .filter(|&(j, &v)| v > pt || (v == pt && j < t as usize))
                 .count();
             if rank < 5 {
-                top5_right += 1;
+                self.top5_right += 1;
             }
-            if let Some(e) = per_class.get_mut(t as usize) {
+            if let Some(e) = self.per_class.get_mut(t as usize) {
                 e.1 += 1;
                 if rank == 0 {
                     e.0 += 1;
                 }
             }
         }
+        Ok(())
     }
-    let (right, total) = per_class.iter().fold((0, 0), |a, e| (a.0 + e.0, a.1 + e.1));
-    let present: Vec<f64> = per_class
-        .iter()
-        .filter(|e| e.1 > 0)
-        .map(|e| e.0 as f64 / e.1 as f64)
-        .collect();
-    Ok(Accuracy {
-        top1: right as f64 / total.max(1) as f64,
-        top5: top5_right as f64 / total.max(1) as f64,
-        mean_class: present.iter().sum::<f64>() / present.len().max(1) as f64,
-        per_class,
-    })
+
+    fn evaluation(&self) -> Evaluation {
+        let (right, total) = self
+            .per_class
+            .iter()
+            .fold((0, 0), |a, e| (a.0 + e.0, a.1 + e.1));
+        let present: Vec<f64> = self
+            .per_class
+            .iter()
+            .filter(|e| e.1 > 0)
+            .map(|e| e.0 as f64 / e.1 as f64)
+            .collect();
+        let top1 = right as f64 / total.max(1) as f64;
+        Evaluation {
+            score: top1,
+            metrics: serde_json::json!({
+                "samples": total,
+                "overall_accuracy": top1,
+                "top1_accuracy": top1,
+                "top5_accuracy": self.top5_right as f64 / total.max(1) as f64,
+                "mean_class_accuracy": present.iter().sum::<f64>() / present.len().max(1) as f64,
+                "per_class": self.per_class.iter().map(|(r, t)| serde_json::json!({"correct": r, "total": t})).collect::<Vec<_>>(),
+            }),
+        }
+    }
 }

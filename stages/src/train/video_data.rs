@@ -5,18 +5,19 @@
 //! uses every deterministic view and averages the class probabilities (the reference's
 //! multi-view test). No flips: SSv2 labels depend on left and right (PAPER.md §4).
 
+use super::shard_set::ShardSet;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use lm4ve_pipeline::shard::ShardReader;
 use lm4ve_pipeline::Upstream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use std::sync::Mutex;
 
 /// ImageNet statistics (VideoMAE's normalization), per RGB channel, for values in [0, 1].
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+const WHAT: &str = "an ssv2.tokens stage";
 
 pub struct VideoSet {
     /// Deterministic views per clip (evaluation averages over these).
@@ -27,9 +28,7 @@ pub struct VideoSet {
     pub token_dim: usize,
     pub labels: Vec<i64>,
     field: usize,
-    readers: Vec<Mutex<ShardReader>>,
-    /// (reader, sample index in its shard) per clip.
-    index: Vec<(usize, usize)>,
+    shards: ShardSet,
 }
 
 impl VideoSet {
@@ -42,18 +41,12 @@ impl VideoSet {
 
     /// Opens every shard of `split` in an `ssv2.tokens` artifact and reads the labels.
     pub fn load(up: &Upstream, split: &str) -> Result<Self> {
-        let schema = up.manifest.schema.as_ref().context(
-            "upstream artifact has no shard schema; `data` must name an ssv2.tokens stage",
-        )?;
-        let field = |name: &str| {
-            schema.iter().position(|f| f.name == name).with_context(|| {
-                format!(
-                    "upstream shards lack field `{name}`; `data` must name an ssv2.tokens stage"
-                )
-            })
-        };
-        let (ti, li) = (field("tubelets")?, field("label")?);
-        let (total_views, tokens, token_dim) = match schema[ti].shape.as_slice() {
+        let shards = ShardSet::open(up, split, WHAT)?;
+        let (ti, li) = (
+            shards.field("tubelets", WHAT)?,
+            shards.field("label", WHAT)?,
+        );
+        let (total_views, tokens, token_dim) = match shards.schema()[ti].shape.as_slice() {
             [v, n, d] if *v > 0 && d % 3 == 0 => (*v, *n, *d),
             s => anyhow::bail!("tubelets have shape {s:?}, expected [views, tokens, t·p·p·3]"),
         };
@@ -65,37 +58,25 @@ impl VideoSet {
             .map(|v| v as usize)
             .unwrap_or(total_views)
             .clamp(1, total_views);
-        let mut set = VideoSet {
+        // Reading a label decodes its sample once; the tubelets are dropped again.
+        let labels = (0..shards.len())
+            .into_par_iter()
+            .map(|i| Ok(shards.read(i)?.i64s(li)[0]))
+            .collect::<Result<Vec<i64>>>()?;
+        Ok(VideoSet {
             views,
             total_views,
             tokens,
             token_dim,
-            labels: Vec::new(),
+            labels,
             field: ti,
-            readers: Vec::new(),
-            index: Vec::new(),
-        };
-        for path in up.manifest.shard_paths(&up.manifest_path, Some(split)) {
-            let mut r = ShardReader::open(&path)?;
-            let ri = set.readers.len();
-            for i in 0..r.len() {
-                // Reading the label decodes the sample once; the tubelets are dropped again.
-                let s = r.read(i)?;
-                set.labels.push(s.i64s(li)[0]);
-                set.index.push((ri, i));
-            }
-            set.readers.push(Mutex::new(r));
-        }
-        Ok(set)
+            shards,
+        })
     }
 
     /// The u8 tubelets of clip `i`, all views: [total_views · tokens · token_dim].
     fn raw(&self, i: usize) -> Result<Vec<u8>> {
-        let (ri, si) = self.index[i];
-        let mut r = self.readers[ri]
-            .lock()
-            .map_err(|_| anyhow::anyhow!("shard reader lock poisoned"))?;
-        let mut s = r.read(si)?;
+        let mut s = self.shards.read(i)?;
         Ok(std::mem::take(&mut s.fields[self.field]))
     }
 

@@ -123,12 +123,18 @@ impl BlockAdapter {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+
+    /// With a key-padding mask [B, T] (1 = real token): padded tokens get no attention
+    /// (VectorNet's padded polylines, PAPER.md §5).
+    pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let h = self.up.forward(x)?;
         let h = match self.mode {
             // Weights are Vars in trainable mode: plain ops carry their gradients.
-            BlockMode::Trainable => self.block.forward(&h)?,
-            _ if h.device().is_cuda() => self.block.forward_frozen_autocast(&h)?,
-            _ => self.block.forward_frozen(&h)?,
+            BlockMode::Trainable => self.block.forward_masked(&h, key_mask)?,
+            // bf16 autocast on CUDA only (see LlmBlock::forward_frozen_autocast).
+            _ => self.block.forward_frozen_with(&h, key_mask, true)?,
         };
         self.down.forward(&h)
     }

@@ -1,0 +1,111 @@
+//! `av.tokens` shards (VectorNet polylines, PAPER.md §5) as a training set, read from the
+//! shards on demand like the video set. No augmentation: the scenes are already in the
+//! agent's frame.
+
+use super::shard_set::ShardSet;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use lm4ve_pipeline::Upstream;
+use rayon::prelude::*;
+
+const WHAT: &str = "an av.tokens stage";
+
+pub struct AvSet {
+    pub max_actors: usize,
+    pub actor_vectors: usize,
+    pub actor_features: usize,
+    pub max_lanes: usize,
+    pub lane_vectors: usize,
+    pub lane_features: usize,
+    pub pred_steps: usize,
+    fields: [usize; 5],
+    shards: ShardSet,
+}
+
+/// One batch: polylines, masks (f32, 1 = real) and the agent's future [B, P, 2].
+pub struct AvBatch {
+    pub actors: Tensor,
+    pub actor_mask: Tensor,
+    pub lanes: Tensor,
+    pub lane_mask: Tensor,
+    pub target: Tensor,
+}
+
+impl AvSet {
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    pub fn load(up: &Upstream, split: &str) -> Result<Self> {
+        let shards = ShardSet::open(up, split, WHAT)?;
+        let fields = [
+            shards.field("actors", WHAT)?,
+            shards.field("actor_mask", WHAT)?,
+            shards.field("lanes", WHAT)?,
+            shards.field("lane_mask", WHAT)?,
+            shards.field("target", WHAT)?,
+        ];
+        let schema = shards.schema();
+        let dims3 = |i: usize, what: &str| -> Result<(usize, usize, usize)> {
+            match schema[fields[i]].shape.as_slice() {
+                [a, b, c] => Ok((*a, *b, *c)),
+                s => anyhow::bail!("{what} have shape {s:?}, expected 3 dims"),
+            }
+        };
+        let (max_actors, actor_vectors, actor_features) = dims3(0, "actors")?;
+        let (max_lanes, lane_vectors, lane_features) = dims3(2, "lanes")?;
+        let pred_steps = match schema[fields[4]].shape.as_slice() {
+            [p, 2] => *p,
+            s => anyhow::bail!("target has shape {s:?}, expected [pred_steps, 2]"),
+        };
+        Ok(AvSet {
+            max_actors,
+            actor_vectors,
+            actor_features,
+            max_lanes,
+            lane_vectors,
+            lane_features,
+            pred_steps,
+            fields,
+            shards,
+        })
+    }
+
+    pub fn batch(&self, idx: &[usize], device: &Device) -> Result<AvBatch> {
+        let samples = idx
+            .par_iter()
+            .map(|&i| self.shards.read(i))
+            .collect::<Result<Vec<_>>>()?;
+        let f32s = |k: usize| -> Vec<f32> {
+            samples
+                .iter()
+                .flat_map(|s| s.f32s(self.fields[k]))
+                .collect()
+        };
+        let mask = |k: usize| -> Vec<f32> {
+            samples
+                .iter()
+                .flat_map(|s| s.fields[self.fields[k]].iter().map(|&m| f32::from(m != 0)))
+                .collect()
+        };
+        let b = idx.len();
+        Ok(AvBatch {
+            actors: Tensor::from_vec(
+                f32s(0),
+                (b, self.max_actors, self.actor_vectors, self.actor_features),
+                device,
+            )?,
+            actor_mask: Tensor::from_vec(mask(1), (b, self.max_actors), device)?,
+            lanes: Tensor::from_vec(
+                f32s(2),
+                (b, self.max_lanes, self.lane_vectors, self.lane_features),
+                device,
+            )?,
+            lane_mask: Tensor::from_vec(mask(3), (b, self.max_lanes), device)?,
+            target: Tensor::from_vec(f32s(4), (b, self.pred_steps, 2), device)?,
+        })
+    }
+}

@@ -1,0 +1,444 @@
+//! VectorNet with the LLM block (PAPER.md §5, following the first author's StreamingForecasting
+//! VectorNet): per-polyline subgraphs (separate weights for actors and lanes), one masked
+//! self-attention layer as the global interaction graph, then `Linear(256, D_llm)` → the LLM
+//! block with the padding mask → `Linear(D_llm, 256)`, and a multi-modal trajectory decoder on
+//! the agent's polyline (index 0): K mode heads, a confidence head, one single-mode head.
+//! Trajectories are positions in the agent frame of `av.tokens` (the agent is at the origin
+//! at the last observed step, so "offsets from the actor's last position" are positions).
+
+use super::block::{BlockMode, LlmBlock};
+use super::nn::LayerNorm;
+use super::vit::BlockAdapter;
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Model sizes (the `model` part of a `train` stage's params when `data` is `av.tokens`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorNetConfig {
+    /// Widths of the subgraph layers; each layer's output is concatenated with its max-pool,
+    /// so a polyline feature is 2 × the last width (PAPER.md: 32/64/128 → 256).
+    #[serde(default = "d_widths")]
+    pub subgraph_widths: Vec<usize>,
+    /// Trajectory modes K.
+    #[serde(default = "d_modes")]
+    pub modes: usize,
+}
+
+fn d_widths() -> Vec<usize> {
+    vec![32, 64, 128]
+}
+fn d_modes() -> usize {
+    6
+}
+
+impl Default for VectorNetConfig {
+    fn default() -> Self {
+        VectorNetConfig {
+            subgraph_widths: d_widths(),
+            modes: d_modes(),
+        }
+    }
+}
+
+impl VectorNetConfig {
+    pub fn width(&self) -> usize {
+        2 * self.subgraph_widths.last().copied().unwrap_or(0)
+    }
+}
+
+/// Linear-LN-ReLU-Linear-LN-ReLU on every vector, then [x, max over the polyline's vectors].
+struct SubgraphLayer {
+    l1: Linear,
+    n1: LayerNorm,
+    l2: Linear,
+    n2: LayerNorm,
+}
+
+impl SubgraphLayer {
+    fn new(inp: usize, w: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(SubgraphLayer {
+            l1: candle_nn::linear(inp, w, vb.pp("l1"))?,
+            n1: LayerNorm::new(w, vb.pp("n1"))?,
+            l2: candle_nn::linear(w, w, vb.pp("l2"))?,
+            n2: LayerNorm::new(w, vb.pp("n2"))?,
+        })
+    }
+
+    /// x [N, V, in] → [N, V, 2w]
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.n1.forward(&self.l1.forward(x)?)?.relu()?;
+        let h = self.n2.forward(&self.l2.forward(&h)?)?.relu()?;
+        let pooled = h.max_keepdim(1)?.broadcast_as(h.shape())?;
+        Tensor::cat(&[&h, &pooled], D::Minus1)
+    }
+}
+
+struct Subgraph {
+    layers: Vec<SubgraphLayer>,
+}
+
+impl Subgraph {
+    fn new(features: usize, widths: &[usize], vb: VarBuilder) -> Result<Self> {
+        let mut inp = features;
+        let mut layers = Vec::new();
+        for (i, &w) in widths.iter().enumerate() {
+            layers.push(SubgraphLayer::new(inp, w, vb.pp(format!("layers.{i}")))?);
+            inp = 2 * w;
+        }
+        Ok(Subgraph { layers })
+    }
+
+    /// Polylines [B, P, V, F] → one feature per polyline [B, P, width].
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, p, v, f) = x.dims4()?;
+        let mut h = x.reshape((b * p, v, f))?;
+        for l in &self.layers {
+            h = l.forward(&h)?;
+        }
+        h.max(1)?.reshape((b, p, ()))
+    }
+}
+
+/// One single-head self-attention layer over all polylines; padded ones receive no attention.
+struct GlobalGraph {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+}
+
+impl GlobalGraph {
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(GlobalGraph {
+            q: candle_nn::linear(d, d, vb.pp("q"))?,
+            k: candle_nn::linear(d, d, vb.pp("k"))?,
+            v: candle_nn::linear(d, d, vb.pp("v"))?,
+        })
+    }
+
+    /// x [B, N, d], mask [B, N] (1 = real) → [B, N, d]
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let d = x.dim(2)?;
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+        // A finite bias, not -inf, so an all-padding row stays finite.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.unsqueeze(1)?;
+        let att = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias)?)?;
+        att.matmul(&v)
+    }
+}
+
+/// relu(LN(Linear(relu(LN(Linear(x))))) + x): the decoder's residual MLP.
+struct ResMlp {
+    l1: Linear,
+    n1: LayerNorm,
+    l2: Linear,
+    n2: LayerNorm,
+}
+
+impl ResMlp {
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(ResMlp {
+            l1: candle_nn::linear(d, d, vb.pp("l1"))?,
+            n1: LayerNorm::new(d, vb.pp("n1"))?,
+            l2: candle_nn::linear(d, d, vb.pp("l2"))?,
+            n2: LayerNorm::new(d, vb.pp("n2"))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.n1.forward(&self.l1.forward(x)?)?.relu()?;
+        let h = self.n2.forward(&self.l2.forward(&h)?)?;
+        (h + x)?.relu()
+    }
+}
+
+/// What the decoder predicts for each scenario.
+pub struct Forecast {
+    /// [B, K, P, 2] positions of each mode.
+    pub modes: Tensor,
+    /// [B, K] mode confidence logits.
+    pub confidence: Tensor,
+    /// [B, P, 2] the single-mode head.
+    pub single: Tensor,
+}
+
+pub struct VectorNet {
+    actors: Subgraph,
+    lanes: Subgraph,
+    global: GlobalGraph,
+    llm: Option<BlockAdapter>,
+    mode_heads: Vec<(ResMlp, Linear)>,
+    conf_head: (ResMlp, Linear),
+    single_head: (ResMlp, Linear),
+    pred_steps: usize,
+}
+
+impl VectorNet {
+    pub fn new(
+        cfg: &VectorNetConfig,
+        actor_features: usize,
+        lane_features: usize,
+        pred_steps: usize,
+        block: Option<(LlmBlock, BlockMode)>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if cfg.subgraph_widths.is_empty() || cfg.modes == 0 {
+            candle_core::bail!("VectorNet needs at least one subgraph width and one mode");
+        }
+        let d = cfg.width();
+        let head = |name: String, out: usize| -> Result<(ResMlp, Linear)> {
+            Ok((
+                ResMlp::new(d, vb.pp(format!("{name}.mlp")))?,
+                candle_nn::linear(d, out, vb.pp(format!("{name}.out")))?,
+            ))
+        };
+        Ok(VectorNet {
+            actors: Subgraph::new(
+                actor_features,
+                &cfg.subgraph_widths,
+                vb.pp("actor_subgraph"),
+            )?,
+            lanes: Subgraph::new(lane_features, &cfg.subgraph_widths, vb.pp("lane_subgraph"))?,
+            global: GlobalGraph::new(d, vb.pp("global_graph"))?,
+            llm: BlockAdapter::maybe_new(d, block, &vb)?,
+            mode_heads: (0..cfg.modes)
+                .map(|k| head(format!("mode_heads.{k}"), pred_steps * 2))
+                .collect::<Result<_>>()?,
+            conf_head: head("confidence".into(), cfg.modes)?,
+            single_head: head("single".into(), pred_steps * 2)?,
+            pred_steps,
+        })
+    }
+
+    pub fn has_block(&self) -> bool {
+        self.llm.is_some()
+    }
+
+    pub fn modes(&self) -> usize {
+        self.mode_heads.len()
+    }
+
+    /// actors [B, A, V, Fa], actor_mask [B, A], lanes [B, L, V', Fl], lane_mask [B, L]
+    /// (masks f32, 1 = real) → the forecast of polyline 0 (the agent).
+    pub fn forward(
+        &self,
+        actors: &Tensor,
+        actor_mask: &Tensor,
+        lanes: &Tensor,
+        lane_mask: &Tensor,
+    ) -> Result<Forecast> {
+        let a = self.actors.forward(actors)?;
+        let l = self.lanes.forward(lanes)?;
+        let x = Tensor::cat(&[&a, &l], 1)?;
+        let mask = Tensor::cat(&[actor_mask, lane_mask], 1)?;
+        let mut x = self.global.forward(&x, &mask)?;
+        if let Some(llm) = &self.llm {
+            x = llm.forward_masked(&x, Some(&mask))?;
+        }
+        let agent = x.narrow(1, 0, 1)?.squeeze(1)?; // [B, d]
+        let b = agent.dim(0)?;
+        let p = self.pred_steps;
+        let run = |(mlp, out): &(ResMlp, Linear)| out.forward(&mlp.forward(&agent)?);
+        let modes = self
+            .mode_heads
+            .iter()
+            .map(|h| run(h)?.reshape((b, 1, p, 2)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Forecast {
+            modes: Tensor::cat(&modes, 1)?,
+            confidence: run(&self.conf_head)?,
+            single: run(&self.single_head)?.reshape((b, p, 2))?,
+        })
+    }
+}
+
+/// SmoothL1 (Huber, beta 1) of `pred - target`, mean over all elements.
+pub fn smooth_l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let d = (pred - target)?;
+    let a = d.abs()?;
+    let small = a.lt(1.0)?.to_dtype(DType::F32)?; // constant: no gradient through the mask
+    let quad = (d.sqr()? * 0.5)?;
+    let lin = (a - 0.5)?;
+    let l = ((quad * &small)? + (lin * (1.0 - small)?)?)?;
+    l.mean_all()
+}
+
+/// The training loss of PAPER.md §5: the winner is the mode with the smallest final-step
+/// error; cross-entropy of the confidences to the winner, SmoothL1 of the winner's trajectory
+/// and of the single-mode trajectory. `target` [B, P, 2].
+pub fn forecast_loss(f: &Forecast, target: &Tensor) -> Result<Tensor> {
+    let (b, k, p, _) = f.modes.dims4()?;
+    let final_err = f
+        .modes
+        .narrow(2, p - 1, 1)?
+        .squeeze(2)?
+        .broadcast_sub(&target.narrow(1, p - 1, 1)?)?
+        .sqr()?
+        .sum(D::Minus1)?; // [B, K]
+    let winner = final_err.detach().argmin(1)?; // u32 [B]
+    let idx = winner
+        .reshape((b, 1, 1))?
+        .broadcast_as((b, 1, p * 2))?
+        .contiguous()?;
+    let best = f
+        .modes
+        .reshape((b, k, p * 2))?
+        .gather(&idx, 1)?
+        .reshape((b, p, 2))?;
+    let cls = candle_nn::loss::cross_entropy(&f.confidence, &winner)?;
+    (smooth_l1(&best, target)? + cls)? + smooth_l1(&f.single, target)?
+}
+
+/// Displacement metrics as the Argoverse evaluation computes them, summed over a batch.
+#[derive(Debug, Clone, Default)]
+pub struct ForecastTotals {
+    pub n: u64,
+    /// (sum minADE, sum minFDE, misses) for K = all modes and K = 1.
+    pub k_all: (f64, f64, u64),
+    pub k1: (f64, f64, u64),
+}
+
+/// A miss: the chosen mode's final error is over 2 m.
+pub const MISS_THRESHOLD_M: f64 = 2.0;
+
+impl ForecastTotals {
+    /// Adds a batch: K = all modes picks the mode with the smallest final error (minFDE), and
+    /// minADE is that same mode's average error; K = 1 takes the most confident mode.
+    pub fn add(&mut self, f: &Forecast, target: &Tensor) -> Result<()> {
+        let (b, k, p, _) = f.modes.dims4()?;
+        let modes: Vec<f32> = f.modes.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let conf: Vec<Vec<f32>> = f.confidence.to_dtype(DType::F32)?.to_vec2()?;
+        let target: Vec<f32> = target.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        for (bi, c) in conf.iter().enumerate().take(b) {
+            // Error of mode `ki` at step `i`, in metres.
+            let err = |ki: usize, i: usize| -> f64 {
+                let o = ((bi * k + ki) * p + i) * 2;
+                let t = (bi * p + i) * 2;
+                let dx = (modes[o] - target[t]) as f64;
+                let dy = (modes[o + 1] - target[t + 1]) as f64;
+                (dx * dx + dy * dy).sqrt()
+            };
+            let ade = |ki: usize| (0..p).map(|i| err(ki, i)).sum::<f64>() / p as f64;
+            let best = (0..k)
+                .min_by(|&x, &y| err(x, p - 1).total_cmp(&err(y, p - 1)))
+                .unwrap_or(0);
+            // Most confident; ties go to the lower index.
+            let top = (0..k)
+                .max_by(|&x, &y| c[x].total_cmp(&c[y]).then(y.cmp(&x)))
+                .unwrap_or(0);
+            for (acc, ki) in [(&mut self.k_all, best), (&mut self.k1, top)] {
+                let fde = err(ki, p - 1);
+                acc.0 += ade(ki);
+                acc.1 += fde;
+                acc.2 += u64::from(fde > MISS_THRESHOLD_M);
+            }
+            self.n += 1;
+        }
+        Ok(())
+    }
+
+    /// (minADE, minFDE, miss rate) averages.
+    pub fn mean(acc: (f64, f64, u64), n: u64) -> (f64, f64, f64) {
+        let n = n.max(1) as f64;
+        (acc.0 / n, acc.1 / n, acc.2 as f64 / n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn forecast(modes: Vec<f32>, conf: Vec<f32>, b: usize, k: usize, p: usize) -> Forecast {
+        let dev = Device::Cpu;
+        Forecast {
+            modes: Tensor::from_vec(modes, (b, k, p, 2), &dev).unwrap(),
+            confidence: Tensor::from_vec(conf, (b, k), &dev).unwrap(),
+            single: Tensor::zeros((b, p, 2), DType::F32, &dev).unwrap(),
+        }
+    }
+
+    #[test]
+    fn metrics_pick_the_best_final_mode_and_the_most_confident_one() {
+        // One scenario, 2 modes, 2 steps; target (0,1) → (0,2).
+        // Mode 0 ends 3 m off (miss), mode 1 ends 1 m off; mode 0 is the confident one.
+        let f = forecast(
+            vec![0.0, 1.0, 3.0, 2.0, /* mode 1 */ 0.0, 0.0, 0.0, 3.0],
+            vec![2.0, 1.0],
+            1,
+            2,
+            2,
+        );
+        let target = Tensor::new(&[[[0f32, 1.0], [0.0, 2.0]]], &Device::Cpu).unwrap();
+        let mut t = ForecastTotals::default();
+        t.add(&f, &target).unwrap();
+        let (ade, fde, mr) = ForecastTotals::mean(t.k_all, t.n);
+        assert!((fde - 1.0).abs() < 1e-6 && (ade - 1.0).abs() < 1e-6 && mr == 0.0);
+        let (ade1, fde1, mr1) = ForecastTotals::mean(t.k1, t.n);
+        assert!((fde1 - 3.0).abs() < 1e-6 && (ade1 - 1.5).abs() < 1e-6 && mr1 == 1.0);
+    }
+
+    #[test]
+    fn smooth_l1_is_quadratic_then_linear() {
+        let dev = Device::Cpu;
+        let p = Tensor::new(&[0.5f32, 3.0], &dev).unwrap();
+        let t = Tensor::new(&[0f32, 0.0], &dev).unwrap();
+        let l = smooth_l1(&p, &t).unwrap().to_scalar::<f32>().unwrap();
+        assert!((l - (0.125 + 2.5) / 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn loss_trains_the_winner_and_ignores_padding() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg = VectorNetConfig {
+            subgraph_widths: vec![8, 16],
+            modes: 3,
+        };
+        let net = VectorNet::new(&cfg, 6, 7, 4, None, vb).unwrap();
+        crate::train::nn::init_vars(&varmap, 0).unwrap();
+        let actors = Tensor::randn(0f32, 1.0, (2, 3, 5, 6), &dev).unwrap();
+        let lanes = Tensor::randn(0f32, 1.0, (2, 4, 9, 7), &dev).unwrap();
+        let am = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
+        let lm = Tensor::new(&[[1f32, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]], &dev).unwrap();
+        let f = net.forward(&actors, &am, &lanes, &lm).unwrap();
+        assert_eq!(f.modes.dims(), &[2, 3, 4, 2]);
+        assert_eq!(f.confidence.dims(), &[2, 3]);
+        // Changing a padded polyline changes nothing.
+        let mut a2: Vec<f32> = actors.flatten_all().unwrap().to_vec1().unwrap();
+        let pad_start = (3 * 5 * 6) + 5 * 6; // scenario 1, actor 1 (padded)
+        for v in &mut a2[pad_start..pad_start + 5 * 6] {
+            *v += 7.0;
+        }
+        let actors2 = Tensor::from_vec(a2, (2, 3, 5, 6), &dev).unwrap();
+        let f2 = net.forward(&actors2, &am, &lanes, &lm).unwrap();
+        let d = (f.modes - f2.modes)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "a padded polyline leaked into the output: {d}");
+        let f = net.forward(&actors, &am, &lanes, &lm).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (2, 4, 2), &dev).unwrap();
+        let loss = forecast_loss(&f, &target).unwrap();
+        assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        for name in [
+            "mode_heads.0.out.weight",
+            "actor_subgraph.layers.0.l1.weight",
+            "confidence.out.bias",
+        ] {
+            assert!(
+                grads.get(data[name].as_tensor()).is_some(),
+                "no gradient for {name}"
+            );
+        }
+    }
+}
