@@ -24,9 +24,13 @@ demo: build
 	$(BIN) -c configs/demo.toml pipeline run --stage all
 	$(BIN) -c configs/demo.toml pipeline status
 	$(BIN) -c configs/demo.toml pipeline show pc_tokens
-	@echo "== frozen SmolLM2 block vs no block (PAPER.md §3 baseline), demo test split:"
+	@echo "== point clouds: frozen SmolLM2 block vs no block (PAPER.md §3 baseline), demo test split:"
 	@printf 'frozen  '; $(BIN) -c configs/demo.toml pipeline show eval_pc | grep accuracy
 	@printf 'none    '; $(BIN) -c configs/demo.toml pipeline show eval_pc_none | grep accuracy
+	@echo "== video (SSv2 format, VP9 webm): ViT + frozen block, demo validation split:"
+	@$(BIN) -c configs/demo.toml pipeline show eval_ssv2 | grep accuracy
+	@echo "== motion forecasting (Argoverse format): VectorNet + frozen block, demo val split:"
+	@$(BIN) -c configs/demo.toml pipeline show eval_av | grep forecast
 
 # Unit tests, then end-to-end tests that drive the release binary (built once).
 test: deps pydeps

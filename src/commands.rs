@@ -211,10 +211,29 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
                 .get("mean_class_accuracy")
                 .and_then(|v| v.as_f64())
                 .unwrap_or(0.0);
+            let top5 = m
+                .meta
+                .get("top5_accuracy")
+                .and_then(|v| v.as_f64())
+                .map(|t| format!(", top-5 {:.2}%", t * 100.0))
+                .unwrap_or_default();
             println!(
-                "accuracy  overall {:.2}%, mean class {:.2}% ({} samples)",
+                "accuracy  overall (top-1) {:.2}%{top5}, mean class {:.2}% ({} samples)",
                 oa * 100.0,
                 macc * 100.0,
+                m.meta["samples"]
+            );
+        }
+        if let Some(fde) = m.meta.get("min_fde").and_then(|v| v.as_f64()) {
+            let g = |k: &str| m.meta.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            println!(
+                "forecast  K={}: minADE {:.3} m, minFDE {fde:.3} m, miss rate {:.2}%; K=1: minADE {:.3} m, minFDE {:.3} m, miss rate {:.2}% ({} samples)",
+                m.meta["modes"],
+                g("min_ade"),
+                g("miss_rate") * 100.0,
+                g("min_ade_k1"),
+                g("min_fde_k1"),
+                g("miss_rate_k1") * 100.0,
                 m.meta["samples"]
             );
         }
