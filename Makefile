@@ -12,7 +12,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 pydeps:
-	@bash scripts/install-py.sh numpy zstandard h5py
+	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]'
 
 build: deps
 	$(CARGO) build --release --locked
@@ -45,6 +45,18 @@ lint: deps
 bench: build
 	@bash scripts/install-py.sh numpy h5py dvc
 	bash benches/run.sh
+
+# ssv2_tokens vs the ffmpeg CLI, PyAV and decord on the same clips (installs av, decord).
+.PHONY: bench-video
+bench-video: build
+	bash benches/run.sh video
+
+# Pull of a ~2 GB artifact from a directory and an S3 (moto) remote vs cp / aws s3 cp,
+# and the no-op run's overhead with a remote configured (installs moto[server], awscli, blake3).
+.PHONY: bench-remote
+bench-remote: build
+	@bash scripts/install-py.sh 'moto[server]' awscli blake3 boto3
+	bash benches/remote.sh
 
 # One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB).
 bench-block: build

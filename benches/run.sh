@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of lm4ve's hot paths, each side by side with its anchor in the same run.
-# Usage: make bench   (or: bash benches/run.sh [pc|noop])   Results: benches/work/results.txt
-# Sizes can be lowered for a quick look: PC_PER_CLASS=20 NOOP_FILES=20000 bash benches/run.sh
+# Usage: make bench   (or: bash benches/run.sh [pc|noop|video|av])   Results: benches/work/results-*.txt
+# Sizes can be lowered for a quick look: PC_PER_CLASS=20 NOOP_FILES=20000 VIDEO_CLIPS=54 bash benches/run.sh
+#   AV_SCENARIOS=500 AV_GRID=24 bash benches/run.sh av
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/lm4ve}
@@ -76,5 +77,64 @@ TOML
     t0=$(now); (cd "$W/noop" && dvc status -q >/dev/null 2>&1 || true); t1=$(now)
     say "dvc status run $i: $(secs "$t0" "$t1") s"
   done
+fi
+if [ "$what" = all ] || [ "$what" = video ]; then
+  # ssv2_tokens vs the ffmpeg CLI and Python loaders producing the same frames (same clips,
+  # same indices, same size and crop), all using every core: lm4ve with -j, the CLI and the
+  # loaders as that many processes side by side.
+  CLIPS=${VIDEO_CLIPS:-270}
+  P=$(nproc)
+  V="$W/video"
+  rm -rf "$V"; mkdir -p "$V"
+  bash scripts/install-py.sh numpy av >/dev/null
+  "$BIN" -q demo-data --out "$V/data" --pc-train-per-class 1 --pc-test-per-class 1 \
+    --video-train-per-class $(( (CLIPS + 8) / 9 )) --video-val-per-class 0 >/dev/null
+  printf '[cache]\ndir = "cache"\n[stages.ssv2_tokens]\nkind = "ssv2.tokens"\n[stages.ssv2_tokens.params]\nroot = "data/ssv2"\n' > "$V/bench.toml"
+  $PY benches/video_bench.py plan "$V/data/ssv2" "$V" > "$V/plan-summary.json"
+  N=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['clips'])" "$V/plan-summary.json")
+  F=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['frames'])" "$V/plan-summary.json")
+  vrate() { awk -v n="$N" -v f="$F" -v a="$1" -v b="$2" 'BEGIN{printf "%.1f clips/s, %.0f frames/s (%.2f s)", n/(b-a), f/(b-a), b-a}'; }
+  say "== ssv2_tokens: $N VP9 clips (320x240, 12 fps), $F decoded frames -> 16 frames each, short side 224, 224x224 crop ($P cores)"
+  for j in 1 "$P"; do
+    rm -rf "$V/cache"
+    t0=$(now); "$BIN" -q -c "$V/bench.toml" -j "$j" pipeline run --stage ssv2_tokens >/dev/null; t1=$(now)
+    say "lm4ve -j $j               : $(vrate "$t0" "$t1")  (whole stage from a fresh cache: hash inputs, decode, sample, scale+crop, tubelets, zstd, commit)"
+  done
+  t0=$(now); xargs -P "$P" -L 1 ffmpeg < "$V/ffmpeg.args"; t1=$(now)
+  say "ffmpeg CLI x$P (default threads) : $(vrate "$t0" "$t1")  (select + scale=bilinear + crop -> rgb24 rawvideo to /dev/null)"
+  t0=$(now); xargs -P "$P" -L 1 ffmpeg -threads 1 -filter_threads 1 < "$V/ffmpeg.args"; t1=$(now)
+  say "ffmpeg CLI x$P (-threads 1)      : $(vrate "$t0" "$t1")"
+  say "PyAV x$P processes       : $($PY benches/video_bench.py pyav "$V/plan.json" --procs "$P")"
+  if bash scripts/install-py.sh decord >/dev/null 2>&1; then
+    say "decord x$P processes     : $($PY benches/video_bench.py decord "$V/plan.json" --procs "$P" 2>/dev/null || echo failed)"
+  else
+    say "decord: not installable from PyPI for $($PY --version)"
+  fi
+fi
+if [ "$what" = all ] || [ "$what" = av ]; then
+  # av_tokens vs the same vectorization in pandas/numpy with a brute-force lane search over
+  # every lane of the city (benches/av_reference.py), same files, both on every core.
+  NAV=${AV_SCENARIOS:-3000}
+  GRID=${AV_GRID:-24}
+  P=$(nproc)
+  A="$W/av"
+  rm -rf "$A"; mkdir -p "$A"
+  bash scripts/install-py.sh numpy pandas zstandard >/dev/null
+  "$BIN" -q demo-data --out "$A/data" --pc-train-per-class 1 --pc-test-per-class 1 \
+    --video-train-per-class 0 --video-val-per-class 0 --av-train "$NAV" --av-val 0 --av-grid "$GRID" > "$A/demo.txt"
+  printf '[cache]\ndir = "cache"\n[stages.av_tokens]\nkind = "av.tokens"\n[stages.av_tokens.params]\ntrain = "data/argoverse/train/data"\nmap = "data/argoverse/map_files"\n' > "$A/bench.toml"
+  say "== av_tokens: $NAV Argoverse-format scenarios, $(grep -o 'MIA ([0-9]* lanes)' "$A/demo.txt") and $(grep -o 'PIT ([0-9]* lanes)' "$A/demo.txt") ($P cores)"
+  for j in 1 "$P"; do
+    rm -rf "$A/cache"
+    t0=$(now); "$BIN" -q -c "$A/bench.toml" -j "$j" pipeline run --stage av_tokens >/dev/null; t1=$(now)
+    say "lm4ve -j $j : $(rate "$NAV" "$t0" "$t1") scenarios/s ($(secs "$t0" "$t1") s: whole stage from a fresh cache: hash inputs, parse maps + R-tree, CSV, vectorize, zstd, commit)"
+    LM=$(rate "$NAV" "$t0" "$t1")
+  done
+  $PY benches/av_reference.py --data "$A/data/argoverse/train/data" --map "$A/data/argoverse/map_files" --workers "$P" > "$A/python.json"
+  PYR=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['scenarios_per_s'])" "$A/python.json")
+  say "pandas/numpy x$P processes : $PYR scenarios/s ($($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['seconds'])" "$A/python.json") s: map XML per process, CSV, brute-force lanes, features; nothing written)"
+  say "ratio (lm4ve -j $P / python x$P): $(awk -v a="$LM" -v b="$PYR" 'BEGIN{printf "%.0fx", a/b}')"
+  M=$("$BIN" -c "$A/bench.toml" pipeline show av_tokens --json | $PY -c "import json,sys; print(json.load(sys.stdin)['manifest'])")
+  say "same numbers? $($PY benches/av_reference.py --data "$A/data/argoverse/train/data" --map "$A/data/argoverse/map_files" --check "$M" --limit 300)"
 fi
 echo "results in $OUT"

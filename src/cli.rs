@@ -23,6 +23,23 @@ pub struct Cli {
     /// Cache directory (overrides the config's [cache] dir).
     #[arg(long, global = true, env = "LM4VE_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Shared remote cache, overriding the config's [cache] remote: s3://BUCKET/PREFIX,
+    /// file:///PATH, http(s)://HOST/PATH (WebDAV), or `none`. `cache verify --remote` and
+    /// `cache gc --remote` (URL optional) act on the remote instead of the local cache.
+    #[arg(
+        long,
+        global = true,
+        env = "LM4VE_REMOTE",
+        value_name = "URL",
+        num_args = 0..=1,
+        default_missing_value = "",
+        action = clap::ArgAction::Append,
+        hide_env_values = true
+    )]
+    pub remote: Vec<String>,
+    /// Set after parsing: `--remote` was on the command line (not only in the environment).
+    #[arg(skip)]
+    pub remote_flag: bool,
     /// No progress bars, warnings and errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -148,17 +165,44 @@ pub struct RunArgs {
     /// without --part assembles the artifact.
     #[arg(long, value_name = "i/n")]
     pub part: Option<Part>,
+    /// Push what this run computes to the remote (as `[cache] push = true`).
+    #[arg(long)]
+    pub push: bool,
+    /// Only assemble from finished units (local or on the remote); fail naming the
+    /// missing units instead of computing them.
+    #[arg(long, conflicts_with = "part")]
+    pub assemble: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCmd {
     /// Re-hash every object and check every manifest's references; exit 1 on damage.
+    /// With --remote: the remote's objects and records.
     Verify,
     /// Remove artifacts the current config does not use, then unreferenced objects.
+    /// With --remote: on the remote.
     Gc {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also keep the artifacts of runs younger than this many days.
+        #[arg(long, default_value_t = 0.0, value_name = "DAYS")]
+        keep_days: f64,
+    },
+    /// Send the current config's artifacts (finished or partial) to the remote.
+    Push {
+        /// One stage (default: every stage of the config).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Re-upload objects the remote already has (repairs a damaged remote).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch the current config's artifacts (or their finished units) from the remote.
+    Pull {
+        /// One stage (default: every stage of the config).
+        #[arg(long)]
+        stage: Option<String>,
     },
 }
 
@@ -176,4 +220,19 @@ pub struct DemoDataArgs {
     /// Point-cloud objects per class in the test file.
     #[arg(long, default_value_t = 12)]
     pub pc_test_per_class: usize,
+    /// SSv2-format video clips per class (9 classes) in the train list.
+    #[arg(long, default_value_t = 30)]
+    pub video_train_per_class: usize,
+    /// SSv2-format video clips per class in the validation list.
+    #[arg(long, default_value_t = 8)]
+    pub video_val_per_class: usize,
+    /// Argoverse-format scenarios (CSV) in argoverse/train/data.
+    #[arg(long, default_value_t = 600)]
+    pub av_train: usize,
+    /// Argoverse-format scenarios in argoverse/val/data.
+    #[arg(long, default_value_t = 150)]
+    pub av_val: usize,
+    /// Intersections per side of each demo city's street grid (Argoverse vector maps).
+    #[arg(long, default_value_t = 8)]
+    pub av_grid: usize,
 }

@@ -28,32 +28,62 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
             PipelineCmd::Show { stage, json } => show(cli, stage, *json),
             PipelineCmd::Dag => dag(cli),
         },
+        Command::Cache(CacheCmd::Verify) if cli.remote_flag => crate::remote_cmd::verify(cli),
         Command::Cache(CacheCmd::Verify) => verify(cli),
-        Command::Cache(CacheCmd::Gc { dry_run }) => gc(cli, *dry_run),
+        Command::Cache(CacheCmd::Gc { dry_run, keep_days }) if cli.remote_flag => {
+            crate::remote_cmd::gc(cli, *dry_run, *keep_days)
+        }
+        Command::Cache(CacheCmd::Gc { dry_run, keep_days }) => gc(cli, *dry_run, *keep_days),
+        Command::Cache(CacheCmd::Push { stage, force }) => {
+            crate::remote_cmd::push(cli, stage.as_deref(), *force)
+        }
+        Command::Cache(CacheCmd::Pull { stage }) => crate::remote_cmd::pull(cli, stage.as_deref()),
         Command::DemoData(args) => demo_data(args),
         Command::Llm(cmd) => crate::llm_cmd::run(cmd),
     }
 }
 
-fn open(cli: &Cli) -> Result<Pipeline> {
+pub(crate) fn open(cli: &Cli) -> Result<Pipeline> {
     let config = PipelineConfig::load(&cli.config)?;
-    Pipeline::new(config, cli.cache.clone(), &lm4ve_stages::build_stage)
+    let mut p = Pipeline::new(config, cli.cache.clone(), &lm4ve_stages::build_stage)?;
+    let remote = crate::remote_cmd::resolve(cli, &p.config)?;
+    let push = p.config.push;
+    p.set_remote(remote, push);
+    Ok(p)
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let mut p = open(cli)?;
+    if args.push {
+        p.set_push(true);
+    }
     let opts = RunOptions {
         target: (args.stage != "all").then(|| args.stage.clone()),
         force: args.force,
         rehash: args.rehash,
         part: args.part,
+        assemble: args.assemble,
     };
     let reports = p.run(&opts, &Progress::new(cli.quiet))?;
     let mut ran = 0;
     let mut fresh = 0;
+    let mut pulled = 0;
+    let remote_name = p.remote().map(|r| r.describe()).unwrap_or_default();
     for r in &reports {
         let k = short(&r.key);
         match &r.outcome {
+            Outcome::Pulled {
+                objects,
+                bytes,
+                seconds,
+            } => {
+                pulled += 1;
+                println!(
+                    "{:<16} pulled  {k}  from {remote_name}: {objects} objects, {:.1} MB, verified, {seconds:.2} s",
+                    r.stage,
+                    *bytes as f64 / 1e6
+                );
+            }
             Outcome::Fresh => {
                 fresh += 1;
                 println!("{:<16} fresh   {k}  (cached, nothing to do)", r.stage);
@@ -68,25 +98,29 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             Outcome::Built {
                 units_run,
                 units_reused,
+                units_pulled,
                 samples,
                 rejects,
                 seconds,
             } => {
                 ran += 1;
                 println!(
-                    "{:<16} built   {k}  {samples} samples, {rejects} rejects, {units_run} units run, {units_reused} resumed, {seconds:.2} s",
-                    r.stage
+                    "{:<16} built   {k}  {samples} samples, {rejects} rejects, {units_run} units run, {units_reused} resumed{}, {seconds:.2} s",
+                    r.stage,
+                    pulled_units(*units_pulled, &remote_name)
                 );
             }
             Outcome::PartDone {
                 units_run,
+                units_pulled,
                 units_done,
                 units_total,
             } => {
                 ran += 1;
                 println!(
-                    "{:<16} part    {k}  {units_run} units run; {units_done}/{units_total} units of the stage done{}",
+                    "{:<16} part    {k}  {units_run} units run{}; {units_done}/{units_total} units of the stage done{}",
                     r.stage,
+                    pulled_units(*units_pulled, &remote_name),
                     if units_done < units_total {
                         "; when every part is done, run without --part to assemble"
                     } else {
@@ -95,13 +129,33 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
                 );
             }
         }
+        if let Some(pushed) = &r.pushed {
+            println!(
+                "{:<16} {}",
+                "",
+                crate::remote_cmd::push_summary(pushed, &remote_name)
+            );
+        }
     }
-    if ran == 0 {
+    let pulled = if pulled > 0 {
+        format!(", {pulled} pulled")
+    } else {
+        String::new()
+    };
+    if ran == 0 && pulled.is_empty() {
         println!("nothing to do: 0 stages run, {fresh} up to date");
     } else {
-        println!("{ran} stages run, {fresh} up to date");
+        println!("{ran} stages run{pulled}, {fresh} up to date");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn pulled_units(n: usize, remote: &str) -> String {
+    if n > 0 {
+        format!(", {n} pulled from {remote}")
+    } else {
+        String::new()
+    }
 }
 
 fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
@@ -293,7 +347,7 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
-fn gc(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
+fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
     let mut p = open(cli)?;
     p.compute_keys(false)
         .context("gc keeps the artifacts of the current config, so it needs their keys")?;
@@ -303,7 +357,8 @@ fn gc(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
         .iter()
         .filter_map(|s| p.key(s).map(|k| k.key.clone()))
         .collect();
-    let r = maintenance::gc(&p.cache, &keep, dry_run)?;
+    let opts = maintenance::GcOptions { dry_run, keep_days };
+    let r = maintenance::gc_with(&p.cache, &keep, &opts)?;
     println!(
         "{}{} artifacts and {} objects ({:.1} MB) removed, {} objects kept",
         if dry_run { "dry run: " } else { "" },
@@ -312,11 +367,24 @@ fn gc(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
         r.bytes_freed as f64 / 1e6,
         r.objects_kept
     );
+    if r.artifacts_recent > 0 {
+        println!(
+            "kept {} artifacts of runs younger than {keep_days} days",
+            r.artifacts_recent
+        );
+    }
+    if r.runs_active {
+        println!(
+            "another lm4ve process is using this cache: kept what it may be writing ({} recent unreferenced objects)",
+            r.objects_young
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn demo_data(args: &DemoDataArgs) -> Result<ExitCode> {
     use lm4ve_stages::pointcloud::demo::{write_demo_scanobjectnn, DemoPcConfig};
+    use lm4ve_stages::ssv2::demo::{write_demo_ssv2, DemoSsv2Config};
     let pc_dir = args.out.join("scanobjectnn");
     std::fs::create_dir_all(&pc_dir).with_context(|| format!("creating {}", pc_dir.display()))?;
     let cfg = DemoPcConfig {
@@ -329,6 +397,51 @@ fn demo_data(args: &DemoDataArgs) -> Result<ExitCode> {
     println!(
         "wrote {}: {train} training and {test} test point clouds (ScanObjectNN h5)",
         pc_dir.display()
+    );
+    let video_dir = args.out.join("ssv2");
+    let t0 = std::time::Instant::now();
+    let v = write_demo_ssv2(
+        &video_dir,
+        &DemoSsv2Config {
+            seed: args.seed,
+            train_per_class: args.video_train_per_class,
+            validation_per_class: args.video_val_per_class,
+            ..DemoSsv2Config::default()
+        },
+    )?;
+    println!(
+        "wrote {}: {} train and {} validation clips, {} frames, {:.1} MB (SSv2 webm, VP9), {:.1} s",
+        video_dir.display(),
+        v.train,
+        v.validation,
+        v.frames,
+        v.bytes as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    let av_dir = args.out.join("argoverse");
+    let t0 = std::time::Instant::now();
+    let av = lm4ve_stages::argoverse::demo::write_demo_argoverse(
+        &av_dir,
+        &lm4ve_stages::argoverse::demo::DemoAvConfig {
+            seed: args.seed,
+            train: args.av_train,
+            val: args.av_val,
+            grid: args.av_grid,
+            ..Default::default()
+        },
+    )?;
+    let maps: Vec<String> = av
+        .cities
+        .iter()
+        .map(|(c, n)| format!("{c} ({n} lanes)"))
+        .collect();
+    println!(
+        "wrote {}: {} train and {} val scenarios, vector maps for {} (Argoverse 1.1 CSV + XML), {:.1} s",
+        av_dir.display(),
+        av.train,
+        av.val,
+        maps.join(", "),
+        t0.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
 }

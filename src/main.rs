@@ -4,8 +4,9 @@
 mod cli;
 mod commands;
 mod llm_cmd;
+mod remote_cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -16,10 +17,40 @@ fn main() -> ExitCode {
     if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
         std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
     }
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let mut cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // `cache verify --remote` means "verify the remote"; LM4VE_REMOTE in the environment
+    // only says which remote, so tell the two apart.
+    cli.remote_flag = remote_on_command_line(&matches);
+    // clap keeps only the last occurrence of a global option, so
+    // `lm4ve --remote URL cache verify --remote` would lose the URL: take them all.
+    let given = remote_args(std::env::args_os().skip(1));
+    if !given.is_empty() {
+        cli.remote = given;
+    }
     let level = if cli.quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // The storage client's own retry chatter (and, at debug level, the HTTP stack's) can
+    // name the remote's URL, which lm4ve never logs: lm4ve reports failures itself.
+    let user_filter = std::env::var("RUST_LOG").unwrap_or_default();
+    for target in [
+        "object_store",
+        "reqwest",
+        "hyper",
+        "hyper_util",
+        "h2",
+        "rustls",
+    ] {
+        if !user_filter.contains(target) {
+            if let Ok(d) = format!("{target}=warn").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -46,5 +77,56 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(commands::exit_status(&e))
         }
+    }
+}
+
+fn remote_on_command_line(m: &clap::ArgMatches) -> bool {
+    if m.value_source("remote") == Some(clap::parser::ValueSource::CommandLine) {
+        return true;
+    }
+    m.subcommand()
+        .is_some_and(|(_, sub)| remote_on_command_line(sub))
+}
+
+/// Every `--remote [URL]` of the command line, in order (`""` for a bare flag). An optional
+/// value is the next argument unless it starts with `-` (clap's rule; a subcommand name
+/// there would have failed to parse).
+fn remote_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
+    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" {
+            break;
+        }
+        if let Some(v) = a.strip_prefix("--remote=") {
+            out.push(v.to_string());
+        } else if a == "--remote" {
+            match args.get(i + 1) {
+                Some(v) if !v.starts_with('-') => {
+                    out.push(v.clone());
+                    i += 1;
+                }
+                _ => out.push(String::new()),
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_remote_occurrence_is_kept() {
+        let args = |s: &str| super::remote_args(s.split(' ').map(Into::into));
+        assert_eq!(
+            args("--remote s3://b/p cache verify --remote"),
+            vec!["s3://b/p".to_string(), String::new()]
+        );
+        assert_eq!(args("cache gc --remote --dry-run"), vec![String::new()]);
+        assert_eq!(args("--remote=/x pipeline run"), vec!["/x".to_string()]);
+        assert!(args("pipeline run -- --remote x").is_empty());
     }
 }

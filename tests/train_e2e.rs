@@ -537,7 +537,8 @@ fn video_demo(dir: &Path) -> PathBuf {
     c.args(["demo-data", "--out"])
         .arg(&out)
         .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
-        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"]);
+        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"])
+        .args(["--av-train", "0", "--av-val", "0"]);
     output(c.output().expect("spawn")).ok();
     out.join("ssv2")
 }

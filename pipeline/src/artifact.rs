@@ -92,7 +92,7 @@ pub struct Manifest {
 
 pub const MANIFEST_FORMAT: &str = "lm4ve-manifest/1";
 
-fn object_rel(blake3: &str) -> String {
+pub(crate) fn object_rel(blake3: &str) -> String {
     format!("../../objects/{}/{blake3}", &blake3[..2.min(blake3.len())])
 }
 
@@ -205,6 +205,30 @@ impl<'a> Journal<'a> {
     pub fn commit(&self, rec: &UnitRecord) -> Result<()> {
         let bytes = serde_json::to_vec(rec)?;
         self.cache.write_file(&self.unit_path(&rec.unit), &bytes)
+    }
+
+    /// Every finished unit of the artifact (records whose objects are all present), with
+    /// the record's bytes as stored, in unit-id order.
+    pub fn records(&self) -> Vec<(UnitRecord, Vec<u8>)> {
+        let Ok(rd) = std::fs::read_dir(self.cache.units_dir(&self.key)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(UnitRecord, Vec<u8>)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let bytes = std::fs::read(e.path()).ok()?;
+                let rec: UnitRecord = serde_json::from_slice(&bytes).ok()?;
+                let complete = rec.objects().all(|o| self.cache.object_path(o).exists());
+                complete.then_some((rec, bytes))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.unit.cmp(&b.0.unit));
+        out
+    }
+
+    /// Stores a unit record received from elsewhere, byte for byte (its objects are stored).
+    pub fn commit_bytes(&self, unit: &str, bytes: &[u8]) -> Result<()> {
+        self.cache.write_file(&self.unit_path(unit), bytes)
     }
 
     pub fn count(&self) -> usize {

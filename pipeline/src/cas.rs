@@ -74,6 +74,33 @@ impl Cache {
     pub fn stat_cache_path(&self) -> PathBuf {
         self.root.join("stat-cache.tsv")
     }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A new, uniquely named file in `tmp/` (for a download in progress).
+    pub fn new_tmp_file(&self) -> Result<(PathBuf, std::fs::File)> {
+        tempfile_in(&self.tmp_dir())
+    }
+
+    /// Moves a finished, already verified and fsynced temp file into `objects/` under its
+    /// hash (a concurrent writer of the same hash renames identical bytes: harmless).
+    pub fn adopt_object(&self, tmp: &Path, blake3: &str) -> Result<()> {
+        let path = self.object_path(blake3);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::rename(tmp, &path).with_context(|| {
+            let _ = std::fs::remove_file(tmp);
+            format!("renaming into {}", path.display())
+        })?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
 
     /// Stores `bytes` as an object (no-op when an object of that hash exists: same hash,
     /// same bytes, so a concurrent writer is harmless).

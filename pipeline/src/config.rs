@@ -29,6 +29,11 @@ struct RawConfig {
 pub struct CacheConfig {
     /// Local cache directory; relative to the config file. Default: `cache/` in the working directory.
     pub dir: Option<PathBuf>,
+    /// The shared remote cache: `s3://bucket/prefix`, `file:///path`, `http(s)://host/path`
+    /// (WebDAV), or a directory (relative to the config file).
+    pub remote: Option<String>,
+    /// Push what this machine computes to the remote (default: only `--part` runs push).
+    pub push: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +67,10 @@ pub struct PipelineConfig {
     /// The directory that relative paths in the config are resolved against.
     pub base_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// `[cache] remote`, as written (never printed: it may hold credentials).
+    pub remote: Option<String>,
+    /// `[cache] push`.
+    pub push: bool,
     pub stages: BTreeMap<String, StageConfig>,
     text: String,
 }
@@ -95,6 +104,8 @@ impl PipelineConfig {
             })
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        let remote = raw.cache.remote.filter(|r| !r.trim().is_empty());
+        let push = raw.cache.push.unwrap_or(false);
         let cache_dir = match raw.cache.dir {
             Some(d) => base_dir.join(d),
             None => PathBuf::from("cache"),
@@ -139,6 +150,8 @@ impl PipelineConfig {
             path: path.to_path_buf(),
             base_dir,
             cache_dir,
+            remote,
+            push,
             stages,
             text: text.to_string(),
         })

@@ -1,5 +1,13 @@
 //! The engine: builds the stages of a config, computes their keys, runs what is stale in
 //! DAG order, resumes interrupted artifacts unit by unit, and explains staleness.
+//!
+//! With a remote cache ([`crate::remote`]) the lookup order is local → remote → compute:
+//! a stage whose manifest is local is fresh without any network traffic; otherwise the
+//! remote's finished artifact is pulled; otherwise the stage runs, first adopting the units
+//! the remote already has (what `--part` runs on other machines published). A run pushes
+//! what it computed when `[cache] push = true` (or `--push`); a `--part` run always pushes
+//! its units, since they are of no use to anyone else otherwise. A failed pull or push never
+//! fails the run: it warns and computes (or leaves the push to `lm4ve cache push`).
 
 use crate::artifact::{Journal, Manifest, Reject, UnitRecord};
 use crate::cas::Cache;
@@ -9,6 +17,8 @@ use crate::fingerprint::{inputs_digest, InputFile, StatCache};
 use crate::key::{short, KeyParts, KEY_SCHEME};
 use crate::progress::Progress;
 use crate::record::{host_name, RunRecord};
+use crate::remote::sync::{self, PushReport};
+use crate::remote::Remote;
 use crate::stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -71,6 +81,9 @@ pub struct RunOptions {
     pub force: bool,
     pub rehash: bool,
     pub part: Option<Part>,
+    /// Only assemble from finished units (local or remote); fail naming the missing ones
+    /// instead of computing them.
+    pub assemble: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,9 +92,17 @@ pub enum Outcome {
     Fresh,
     /// Another process built it while we waited for its lock.
     BuiltElsewhere,
+    /// The remote had the finished artifact: pulled (and verified) instead of computed.
+    Pulled {
+        objects: usize,
+        bytes: u64,
+        seconds: f64,
+    },
     Built {
         units_run: usize,
         units_reused: usize,
+        /// Units other machines had finished, pulled from the remote.
+        units_pulled: usize,
         samples: u64,
         rejects: u64,
         seconds: f64,
@@ -89,6 +110,7 @@ pub enum Outcome {
     /// `--part` finished its units; the artifact is not assembled yet.
     PartDone {
         units_run: usize,
+        units_pulled: usize,
         units_done: usize,
         units_total: usize,
     },
@@ -99,6 +121,8 @@ pub struct StageReport {
     pub stage: String,
     pub key: String,
     pub outcome: Outcome,
+    /// What this run pushed to the remote for the stage, if it pushed.
+    pub pushed: Option<PushReport>,
 }
 
 /// A stage's key and what went into it.
@@ -131,6 +155,8 @@ pub struct Pipeline {
     stages: BTreeMap<String, Box<dyn Stage>>,
     dag: Dag,
     keys: BTreeMap<String, KeyInfo>,
+    remote: Option<Remote>,
+    push: bool,
 }
 
 impl Pipeline {
@@ -159,7 +185,24 @@ impl Pipeline {
             stages,
             dag,
             keys: BTreeMap::new(),
+            remote: None,
+            push: false,
         })
+    }
+
+    /// Shares the cache with a remote; `push`: send what this machine computes.
+    pub fn set_remote(&mut self, remote: Option<Remote>, push: bool) {
+        self.remote = remote;
+        self.push = push;
+    }
+
+    /// Push what this run computes (`--push`).
+    pub fn set_push(&mut self, push: bool) {
+        self.push = push;
+    }
+
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
     }
 
     pub fn dag(&self) -> &Dag {
@@ -267,18 +310,36 @@ impl Pipeline {
             None => self.dag.order().to_vec(),
         };
         self.compute_keys_of(&todo, opts.rehash)?;
+        // Held shared for the whole run: `cache gc` takes it exclusively.
+        let _gc_guard =
+            crate::lock::acquire_shared(&self.cache.locks_dir(), crate::lock::GC_LOCK, || {
+                tracing::info!("`lm4ve cache gc` is running on this cache; waiting for it");
+            })?;
         let mut reports = Vec::new();
         for name in &todo {
             let is_target = opts.target.as_deref() == Some(name.as_str());
             let key = self.keys[name].key.clone();
             let fresh = self.cache.manifest_path(&key).exists();
-            if fresh && !(opts.force && (is_target || opts.target.is_none())) {
+            let forced = opts.force && (is_target || opts.target.is_none());
+            if fresh && !forced {
                 reports.push(StageReport {
                     stage: name.clone(),
                     key,
                     outcome: Outcome::Fresh,
+                    pushed: None,
                 });
                 continue;
+            }
+            if !forced {
+                if let Some(outcome) = self.try_pull(name, &key, progress) {
+                    reports.push(StageReport {
+                        stage: name.clone(),
+                        key,
+                        outcome,
+                        pushed: None,
+                    });
+                    continue;
+                }
             }
             let part = if is_target { opts.part } else { None };
             if opts.part.is_some() && !is_target {
@@ -288,14 +349,69 @@ impl Pipeline {
                 ))
                 .into());
             }
-            let outcome = self.run_stage(name, opts.force, part, progress)?;
+            let assemble = opts.assemble && (is_target || opts.target.is_none());
+            let outcome = self.run_stage(name, opts.force, part, assemble, progress)?;
+            let pushed = self.push_after_run(name, &key, &outcome, part.is_some(), progress);
             reports.push(StageReport {
                 stage: name.clone(),
                 key,
                 outcome,
+                pushed,
             });
         }
         Ok(reports)
+    }
+
+    /// Pulls the finished artifact from the remote, if there is one and it has it.
+    fn try_pull(&self, name: &str, key: &str, progress: &Progress) -> Option<Outcome> {
+        let remote = self.remote.as_ref()?;
+        match sync::pull_artifact(remote, &self.cache, key, name, progress) {
+            Ok(Some(r)) => Some(Outcome::Pulled {
+                objects: r.objects,
+                bytes: r.bytes,
+                seconds: r.seconds,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: not using {}'s copy of {}: {e}; computing it here",
+                    remote.describe(),
+                    short(key)
+                );
+                None
+            }
+        }
+    }
+
+    /// Pushes what `run_stage` produced, when this run pushes; a failure only warns.
+    fn push_after_run(
+        &self,
+        name: &str,
+        key: &str,
+        outcome: &Outcome,
+        is_part: bool,
+        progress: &Progress,
+    ) -> Option<PushReport> {
+        let remote = self.remote.as_ref()?;
+        let computed = match outcome {
+            Outcome::Built { .. } => true,
+            Outcome::PartDone { units_run, .. } => *units_run > 0,
+            _ => false,
+        };
+        if !computed || !(self.push || is_part) {
+            return None;
+        }
+        match sync::push_artifact(remote, &self.cache, key, name, false, progress) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: could not push {} to {}: {e}; the results are safe in the local cache, run `lm4ve cache push --stage {name}` later",
+                    short(key),
+                    remote.describe()
+                );
+                None
+            }
+        }
     }
 
     fn upstream_of(&self, name: &str) -> Result<BTreeMap<String, Upstream>> {
@@ -320,6 +436,7 @@ impl Pipeline {
         name: &str,
         force: bool,
         part: Option<Part>,
+        assemble: bool,
         progress: &Progress,
     ) -> Result<Outcome> {
         let started = Instant::now();
@@ -369,11 +486,71 @@ impl Pipeline {
             }
         }
         let reused = done.len();
+        // Units other machines finished (e.g. other `--part`s) come from the remote.
+        let mut units_pulled = 0;
+        if let (Some(remote), false) = (&self.remote, force) {
+            let wanted: std::collections::BTreeSet<String> = units
+                .iter()
+                .filter(|u| !done.contains_key(&u.id))
+                .filter(|u| part.is_none_or(|p| p.owns(&u.id)))
+                .map(|u| u.id.clone())
+                .collect();
+            if !wanted.is_empty() {
+                match sync::pull_units(remote, &self.cache, key, name, &wanted, progress) {
+                    Ok(pulled) => {
+                        for why in &pulled.refused {
+                            tracing::warn!(
+                                "{name}: refused from {}: {why}; computing that unit here",
+                                remote.describe()
+                            );
+                        }
+                        units_pulled = pulled.records.len();
+                        for rec in pulled.records {
+                            done.insert(rec.unit.clone(), rec);
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "{name}: could not read finished units from {}: {e}; computing them here",
+                        remote.describe()
+                    ),
+                }
+            }
+        }
         let pending: Vec<&UnitPlan> = units
             .iter()
             .filter(|u| !done.contains_key(&u.id))
             .filter(|u| part.is_none_or(|p| p.owns(&u.id)))
             .collect();
+        if part.is_none() && !pending.is_empty() && (assemble || !done.is_empty()) {
+            let ids: Vec<&str> = pending.iter().map(|u| u.id.as_str()).collect();
+            let shown = ids.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+            let more = if ids.len() > 8 {
+                format!(" and {} more", ids.len() - 8)
+            } else {
+                String::new()
+            };
+            let msg = format!(
+                "{} of {} units of {} are not finished locally{}: {shown}{more}",
+                ids.len(),
+                units.len(),
+                short(key),
+                if self.remote.is_some() {
+                    " or on the remote"
+                } else {
+                    ""
+                },
+            );
+            if assemble {
+                return Err(StageFailed {
+                    stage: name.into(),
+                    message: format!(
+                        "cannot assemble: {msg}; run the parts that own them (--part i/n) or run without --assemble to compute them here"
+                    ),
+                }
+                .into());
+            }
+            tracing::info!("{name}: {msg}; computing them here");
+        }
         if reused > 0 && !pending.is_empty() {
             tracing::info!(
                 "{name}: resuming {}: {reused} of {} units already done",
@@ -410,6 +587,7 @@ impl Pipeline {
         if done.len() < units.len() {
             return Ok(Outcome::PartDone {
                 units_run,
+                units_pulled,
                 units_done: done.len(),
                 units_total: units.len(),
             });
@@ -474,6 +652,7 @@ impl Pipeline {
         Ok(Outcome::Built {
             units_run,
             units_reused: reused,
+            units_pulled,
             samples: manifest.samples,
             rejects: manifest.rejects,
             seconds: record.seconds,
@@ -510,10 +689,21 @@ impl Pipeline {
                     reasons.push("artifact is no longer in the cache (removed by gc?)".into());
                 }
             }
+            if let Some(remote) = &self.remote {
+                match sync::has_artifact(remote, &key) {
+                    Ok(true) => {
+                        reasons.push(format!("on {} (the next run pulls it)", remote.describe()))
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("{name}: cannot ask {}: {e}", remote.describe()),
+                }
+            }
             let state = if latest.is_some() || partial > 0 {
                 State::Stale
             } else {
-                reasons.push("never built".into());
+                if reasons.is_empty() {
+                    reasons.push("never built".into());
+                }
                 State::Missing
             };
             out.push(StageStatus {

@@ -1,5 +1,6 @@
 //! lm4ve-pipeline: the engine — stage DAG, content keys, input fingerprints, the local
-//! content-addressed cache, resumable work units, run records, locks and the shard format.
+//! content-addressed cache and its shared remote, resumable work units, run records, locks
+//! and the shard format.
 //! It knows nothing about video, point clouds or LLMs (those live in `lm4ve-stages`).
 
 pub mod artifact;
@@ -13,6 +14,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod progress;
 pub mod record;
+pub mod remote;
 pub mod shard;
 pub mod stage;
 
@@ -22,4 +24,5 @@ pub use config::{ConfigError, PipelineConfig, StageConfig};
 pub use engine::{Outcome, Part, Pipeline, RunOptions, StageFactory, StageFailed, UsageError};
 pub use fingerprint::InputSpec;
 pub use progress::Progress;
+pub use remote::{Remote, RemoteError};
 pub use stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};

@@ -10,6 +10,52 @@ pub struct FileLock {
     _file: File,
 }
 
+/// The lock every run holds shared and `cache gc` takes exclusively, so gc never deletes
+/// an object a run has stored but not yet named in a record.
+pub const GC_LOCK: &str = "gc";
+
+fn open_lock(dir: &Path, name: &str) -> Result<(std::path::PathBuf, File)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock {}", path.display()))?;
+    Ok((path, file))
+}
+
+/// Takes `dir/name.lock` shared (many holders), calling `on_wait` once if an exclusive
+/// holder makes it wait.
+pub fn acquire_shared(dir: &Path, name: &str, on_wait: impl FnOnce()) -> Result<FileLock> {
+    let (path, file) = open_lock(dir, name)?;
+    match file.try_lock_shared() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            on_wait();
+            file.lock_shared()
+                .with_context(|| format!("waiting for lock {}", path.display()))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(FileLock { _file: file })
+}
+
+/// Takes `dir/name.lock` exclusively if nobody holds it; `None` if someone does.
+pub fn try_exclusive(dir: &Path, name: &str) -> Result<Option<FileLock>> {
+    let (path, file) = open_lock(dir, name)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// Takes the exclusive lock `dir/name.lock`, calling `on_wait` once if another process holds it.
 pub fn acquire(dir: &Path, name: &str, on_wait: impl FnOnce()) -> Result<FileLock> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,5 +1,12 @@
 //! `cache verify` (re-hash every object, check every manifest's references) and `cache gc`
 //! (drop artifacts the current config does not name, then objects nothing references).
+//!
+//! gc and concurrent runs: a run stores a unit's objects before the record that names them,
+//! so for a moment a live object looks unreferenced. Every run holds the cache's gc lock
+//! shared ([`crate::lock::GC_LOCK`]); gc takes it exclusively, so new runs wait for gc. When
+//! a run is already going, gc does not wait (runs take hours): it keeps the artifacts whose
+//! per-key locks are held, artifact directories and objects younger than an hour, and
+//! removes only what is older and unreferenced.
 
 use crate::artifact::{Manifest, UnitRecord};
 use crate::cas::Cache;
@@ -155,16 +162,123 @@ pub struct GcReport {
     pub objects_removed: usize,
     pub bytes_freed: u64,
     pub objects_kept: usize,
+    /// Artifacts kept only because a recent run made them (`--keep-days`).
+    pub artifacts_recent: usize,
+    /// Another lm4ve process was running on the cache: young files were kept.
+    pub runs_active: bool,
+    /// Unreferenced objects kept because a run may be about to name them.
+    pub objects_young: usize,
+}
+
+/// How long a file counts as "possibly being written" when a run is active.
+const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Also keep the artifacts of runs younger than this many days (by run record).
+    pub keep_days: f64,
+}
+
+/// Keys of the artifacts whose run record is younger than `keep_days` (any stage).
+pub fn recent_keys(cache: &Cache, keep_days: f64) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if keep_days <= 0.0 {
+        return out;
+    }
+    let window = std::time::Duration::from_secs_f64(keep_days * 86_400.0);
+    for e in walkdir::WalkDir::new(cache.root().join("runs"))
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy();
+        let Some(key) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let young = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < window);
+        if young {
+            out.insert(key.to_string());
+        }
+    }
+    out
+}
+
+/// Modified within [`IN_FLIGHT`] (a file that does not exist is not young).
+fn is_young(p: &Path) -> bool {
+    match std::fs::metadata(p).and_then(|m| m.modified()) {
+        Ok(t) => t.elapsed().map(|age| age < IN_FLIGHT).unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// Keys whose per-key lock another process holds right now.
+fn held_keys(cache: &Cache) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(cache.locks_dir()) else {
+        return out;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        if stem == crate::lock::GC_LOCK {
+            continue;
+        }
+        if let Ok(None) = crate::lock::try_exclusive(&cache.locks_dir(), stem) {
+            out.insert(stem.split('.').next().unwrap_or(stem).to_string());
+        }
+    }
+    out
 }
 
 /// Keeps the artifacts (complete or partial) whose keys are in `keep`, removes the rest,
 /// then every object none of the kept artifacts references. `dry_run` only counts.
 pub fn gc(cache: &Cache, keep: &BTreeSet<String>, dry_run: bool) -> Result<GcReport> {
+    gc_with(
+        cache,
+        keep,
+        &GcOptions {
+            dry_run,
+            keep_days: 0.0,
+        },
+    )
+}
+
+/// [`gc`] with `--keep-days`; safe beside running `lm4ve` processes (module docs).
+pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Result<GcReport> {
+    let dry_run = opts.dry_run;
+    let _exclusive = crate::lock::try_exclusive(&cache.locks_dir(), crate::lock::GC_LOCK)?;
+    let runs_active = _exclusive.is_none();
+    let held = if runs_active {
+        held_keys(cache)
+    } else {
+        BTreeSet::new()
+    };
+    let recent = recent_keys(cache, opts.keep_days);
     let artifacts = list_artifacts(cache)?;
-    let mut report = GcReport::default();
+    let mut report = GcReport {
+        runs_active,
+        ..Default::default()
+    };
     let mut live = BTreeSet::new();
     for (key, manifest, units) in &artifacts {
-        if keep.contains(key) {
+        let in_flight = runs_active
+            && (held.contains(key)
+                || is_young(&cache.artifact_dir(key))
+                || is_young(&cache.units_dir(key)));
+        let recent_only = !keep.contains(key) && !in_flight && recent.contains(key);
+        if recent_only {
+            report.artifacts_recent += 1;
+        }
+        if keep.contains(key) || in_flight || recent_only {
             for u in units {
                 live.extend(u.objects().map(str::to_string));
             }
@@ -186,6 +300,10 @@ pub fn gc(cache: &Cache, keep: &BTreeSet<String>, dry_run: bool) -> Result<GcRep
             .unwrap_or_default();
         if live.contains(&name) {
             report.objects_kept += 1;
+            continue;
+        }
+        if runs_active && is_young(&p) {
+            report.objects_young += 1;
             continue;
         }
         report.objects_removed += 1;
@@ -213,4 +331,64 @@ pub fn gc(cache: &Cache, keep: &BTreeSet<String>, dry_run: bool) -> Result<GcRep
 
 fn remove_dir(p: &Path) -> Result<()> {
     std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::{acquire_shared, GC_LOCK};
+
+    #[test]
+    fn gc_beside_a_running_run_keeps_what_it_may_be_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        // Stored by a run, not yet named by a unit record.
+        let o = c.put(b"in flight").unwrap();
+        let none = BTreeSet::new();
+        {
+            let _run = acquire_shared(&c.locks_dir(), GC_LOCK, || {}).unwrap();
+            let r = gc_with(&c, &none, &GcOptions::default()).unwrap();
+            assert!(r.runs_active);
+            assert_eq!((r.objects_young, r.objects_removed), (1, 0));
+            assert!(c.object_path(&o.blake3).exists());
+        }
+        let r = gc_with(&c, &none, &GcOptions::default()).unwrap();
+        assert!(!r.runs_active);
+        assert_eq!(r.objects_removed, 1);
+        assert!(!c.object_path(&o.blake3).exists());
+    }
+
+    #[test]
+    fn keep_days_keeps_artifacts_of_recent_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let key = "ab".repeat(32);
+        let o = c.put(b"shard").unwrap();
+        let rec = UnitRecord {
+            unit: "u".into(),
+            shards: Vec::new(),
+            files: vec![crate::artifact::FileOut {
+                name: "f".into(),
+                blake3: o.blake3.clone(),
+                bytes: o.bytes,
+            }],
+            rejects: Vec::new(),
+            meta: serde_json::Value::Null,
+        };
+        crate::artifact::Journal::new(&c, &key)
+            .commit(&rec)
+            .unwrap();
+        c.write_file(&c.runs_dir("s").join(format!("{key}.json")), b"{}")
+            .unwrap();
+        let none = BTreeSet::new();
+        let opts = GcOptions {
+            dry_run: false,
+            keep_days: 1.0,
+        };
+        let r = gc_with(&c, &none, &opts).unwrap();
+        assert_eq!((r.artifacts_recent, r.artifacts_removed), (1, 0));
+        assert!(c.object_path(&o.blake3).exists());
+        let r = gc_with(&c, &none, &GcOptions::default()).unwrap();
+        assert_eq!((r.artifacts_removed, r.objects_removed), (1, 1));
+    }
 }

@@ -29,4 +29,19 @@ impl Progress {
         bar.set_message(msg.to_string());
         bar
     }
+
+    /// A bar counting bytes (transfers to and from a remote cache).
+    pub fn bytes_bar(&self, len: u64, msg: &str) -> ProgressBar {
+        if !self.enabled || len == 0 {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(msg.to_string());
+        bar
+    }
 }

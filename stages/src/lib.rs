@@ -1,9 +1,11 @@
-//! lm4ve-stages: the domain — one module per stage family (point clouds now; video,
-//! Argoverse, LLM blocks and training next), and the registry mapping a config's `kind`
+//! lm4ve-stages: the domain — one module per stage family (point clouds, video, Argoverse,
+//! LLM blocks, training), and the registry mapping a config's `kind`
 //! to the stage that implements it.
 
+pub mod argoverse;
 pub mod llm;
 pub mod pointcloud;
+pub mod ssv2;
 pub mod train;
 
 use lm4ve_pipeline::{ConfigError, PipelineConfig, Stage, StageConfig};
@@ -14,6 +16,8 @@ pub const KINDS: &[&str] = &[
     llm::stage::KIND,
     train::stage::TRAIN_KIND,
     train::stage::EVAL_KIND,
+    ssv2::stage::KIND,
+    argoverse::stage::KIND,
 ];
 
 /// Builds the stage for one `[stages.NAME]` table (the engine's [`lm4ve_pipeline::StageFactory`]).
@@ -23,9 +27,11 @@ pub fn build_stage(
 ) -> Result<Box<dyn Stage>, ConfigError> {
     match sc.kind.as_str() {
         pointcloud::stage::KIND => pointcloud::stage::build(config, sc),
+        argoverse::stage::KIND => argoverse::stage::build(config, sc),
         llm::stage::KIND => llm::stage::build(config, sc),
         train::stage::TRAIN_KIND => train::stage::build_train(config, sc),
         train::stage::EVAL_KIND => train::stage::build_eval(config, sc),
+        ssv2::stage::KIND => ssv2::stage::build(config, sc),
         other => Err(ConfigError {
             file: config.path.display().to_string(),
             line: None,

@@ -65,7 +65,10 @@ pub fn demo_data(dir: &Path, per_class: usize) -> PathBuf {
     c.args(["demo-data", "--out"])
         .arg(&out)
         .args(["--pc-train-per-class", &per_class.to_string()])
-        .args(["--pc-test-per-class", &(per_class / 2).max(1).to_string()]);
+        .args(["--pc-test-per-class", &(per_class / 2).max(1).to_string()])
+        // Point-cloud tests need no clips or scenarios (libvpx alone would add seconds).
+        .args(["--video-train-per-class", "0", "--video-val-per-class", "0"])
+        .args(["--av-train", "0", "--av-val", "0"]);
     output(c.output().expect("spawn")).ok();
     out.join("scanobjectnn")
 }
@@ -109,4 +112,11 @@ pub fn manifest_hash(config: &Path) -> String {
     blake3::hash(&std::fs::read(path).unwrap())
         .to_hex()
         .to_string()
+}
+
+/// `lm4ve -c CONFIG pipeline show STAGE --json`, parsed.
+pub fn show_stage_json(config: &Path, stage: &str) -> serde_json::Value {
+    let r = lm4ve(config, &["pipeline", "show", stage, "--json"]);
+    r.ok();
+    serde_json::from_str(&r.stdout).expect("show --json prints JSON")
 }

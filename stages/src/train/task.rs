@@ -33,8 +33,8 @@ impl Task {
     pub fn of_data_kind(kind: &str) -> Option<Task> {
         match kind {
             crate::pointcloud::stage::KIND => Some(Task::PointCloud),
-            "ssv2.tokens" => Some(Task::Video),
-            "av.tokens" => Some(Task::Forecast),
+            crate::ssv2::stage::KIND => Some(Task::Video),
+            crate::argoverse::stage::KIND => Some(Task::Forecast),
             _ => None,
         }
     }

@@ -1,0 +1,305 @@
+//! The remote-cache commands: `cache push`, `cache pull`, `cache verify --remote`,
+//! `cache gc --remote`, and which remote a command uses (`--remote` / `LM4VE_REMOTE`, else
+//! the config's `[cache] remote`). The remote's URL is never printed: it can hold
+//! credentials; output names it by kind ("the s3 remote").
+
+use crate::cli::Cli;
+use anyhow::Result;
+use lm4ve_pipeline::key::short;
+use lm4ve_pipeline::remote::sync::{self, PushReport};
+use lm4ve_pipeline::{ConfigError, Pipeline, PipelineConfig, Progress, Remote, UsageError};
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+/// The remote this command uses: `--remote URL` / `LM4VE_REMOTE` (`none`: no remote), else
+/// `[cache] remote` (relative directories resolve against the config file).
+pub fn resolve(cli: &Cli, config: &PipelineConfig) -> Result<Option<Remote>> {
+    // A bare `--remote` (as in `cache verify --remote`) names no URL: then the environment's
+    // LM4VE_REMOTE, which the bare flag shadowed while parsing, still applies.
+    // `--remote` may be given twice (`lm4ve --remote URL cache verify --remote`): the last
+    // URL counts.
+    let env = std::env::var("LM4VE_REMOTE").ok();
+    let given = cli
+        .remote
+        .iter()
+        .rev()
+        .map(|u| u.trim())
+        .find(|u| !u.is_empty());
+    let url = given.or(env.as_deref().map(str::trim));
+    match url {
+        Some("none") => Ok(None),
+        Some(url) if !url.is_empty() => Remote::open(url, None).map(Some).map_err(|e| {
+            UsageError(format!(
+                "--remote / LM4VE_REMOTE: {e} (use s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH, an absolute directory, or `none`)"
+            ))
+            .into()
+        }),
+        _ => match &config.remote {
+            Some(url) => Remote::open(url, Some(&config.base_dir))
+                .map(Some)
+                .map_err(|e| {
+                    ConfigError {
+                        file: config.path.display().to_string(),
+                        line: None,
+                        message: format!("[cache] remote: {e}"),
+                    }
+                    .into()
+                }),
+            None => Ok(None),
+        },
+    }
+}
+
+/// The pipeline with its remote, or a usage error when there is none.
+fn open_with_remote(cli: &Cli) -> Result<Pipeline> {
+    let p = crate::commands::open(cli)?;
+    if p.remote().is_none() {
+        return Err(UsageError(format!(
+            "no remote cache: pass --remote URL, set LM4VE_REMOTE, or add `remote = \"s3://BUCKET/PREFIX\"` under [cache] in {}",
+            cli.config.display()
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+fn stages_of(p: &Pipeline, stage: Option<&str>) -> Result<Vec<String>> {
+    match stage {
+        None | Some("all") => Ok(p.dag().order().to_vec()),
+        Some(s) if p.stage(s).is_some() => Ok(vec![s.to_string()]),
+        Some(s) => Err(UsageError(format!(
+            "no stage `{s}` in {}; stages: {}",
+            p.config.path.display(),
+            p.dag().order().join(", ")
+        ))
+        .into()),
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// One line about a push, for `cache push` and for `pipeline run` with push on.
+pub fn push_summary(r: &PushReport, remote: &str) -> String {
+    if r.already {
+        return format!("already on {remote}");
+    }
+    let mut s = format!(
+        "pushed to {remote}: {} objects ({}) uploaded, {} already there, {} unit records",
+        r.objects_uploaded,
+        mb(r.bytes),
+        r.objects_present,
+        r.units
+    );
+    if r.resumed > 0 {
+        s.push_str(&format!(", {} interrupted uploads resumed", r.resumed));
+    }
+    s.push_str(if r.manifest {
+        ", manifest (complete)"
+    } else {
+        " (partial: no manifest yet)"
+    });
+    s.push_str(&format!(", {:.2} s", r.seconds));
+    s
+}
+
+/// Holds the cache's gc lock shared while objects are read or written.
+fn gc_guard(p: &Pipeline) -> Result<lm4ve_pipeline::lock::FileLock> {
+    lm4ve_pipeline::lock::acquire_shared(
+        &p.cache.locks_dir(),
+        lm4ve_pipeline::lock::GC_LOCK,
+        || tracing::info!("`lm4ve cache gc` is running on this cache; waiting for it"),
+    )
+}
+
+pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
+    let mut p = open_with_remote(cli)?;
+    let stages = stages_of(&p, stage)?;
+    let closure: Vec<String> = stages
+        .iter()
+        .flat_map(|s| p.dag().closure(s))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    p.compute_keys_of(&closure, false)?;
+    let _guard = gc_guard(&p)?;
+    let progress = Progress::new(cli.quiet);
+    let remote = p.remote().expect("checked by open_with_remote");
+    let name = remote.describe();
+    let mut failed = 0;
+    for s in &stages {
+        let key = p.key(s).map(|k| k.key.clone()).unwrap_or_default();
+        let local_units = lm4ve_pipeline::artifact::Journal::new(&p.cache, &key).count();
+        if !p.cache.manifest_path(&key).exists() && local_units == 0 {
+            println!(
+                "{s:<16} skipped {}  not in the local cache (run `lm4ve pipeline run --stage {s}` first)",
+                short(&key)
+            );
+            continue;
+        }
+        match sync::push_artifact(remote, &p.cache, &key, s, force, &progress) {
+            Ok(r) => println!(
+                "{s:<16} pushed  {}  {}",
+                short(&key),
+                push_summary(&r, &name)
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {s}: pushing {} to {name}: {e}", short(&key));
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
+    let mut p = open_with_remote(cli)?;
+    let stages = stages_of(&p, stage)?;
+    let closure: Vec<String> = stages
+        .iter()
+        .flat_map(|s| p.dag().closure(s))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    p.compute_keys_of(&closure, false)?;
+    let _guard = gc_guard(&p)?;
+    let progress = Progress::new(cli.quiet);
+    let remote = p.remote().expect("checked by open_with_remote");
+    let name = remote.describe();
+    let mut failed = 0;
+    for s in &stages {
+        let key = p.key(s).map(|k| k.key.clone()).unwrap_or_default();
+        let k = short(&key);
+        if p.cache.manifest_path(&key).exists() {
+            println!("{s:<16} fresh   {k}  (already in the local cache)");
+            continue;
+        }
+        match sync::pull_artifact(remote, &p.cache, &key, s, &progress) {
+            Ok(Some(r)) => {
+                println!(
+                    "{s:<16} pulled  {k}  from {name}: {} objects, {}, verified, {:.2} s",
+                    r.objects,
+                    mb(r.bytes),
+                    r.seconds
+                );
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {s}: pulling {k} from {name}: {e}");
+                continue;
+            }
+        }
+        // No finished artifact: take the finished units (what `--part` runs published).
+        let wanted = match sync::remote_units(remote, &key) {
+            Ok(w) => w,
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {s}: listing units of {k} on {name}: {e}");
+                continue;
+            }
+        };
+        if wanted.is_empty() {
+            println!("{s:<16} missing {k}  not on {name}");
+            continue;
+        }
+        match sync::pull_units(remote, &p.cache, &key, s, &wanted, &progress) {
+            Ok(u) => {
+                for why in &u.refused {
+                    eprintln!("warning: {s}: refused from {name}: {why}");
+                }
+                println!(
+                    "{s:<16} partial {k}  {} finished units pulled from {name} ({} objects, {}); `lm4ve pipeline run --stage {s}` finishes it",
+                    u.records.len(),
+                    u.report.objects,
+                    mb(u.report.bytes)
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {s}: pulling units of {k} from {name}: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn verify(cli: &Cli) -> Result<ExitCode> {
+    let p = open_with_remote(cli)?;
+    let remote = p.remote().expect("checked by open_with_remote");
+    let name = remote.describe();
+    let report = sync::verify(remote, &Progress::new(cli.quiet))?;
+    for (object, user, why) in &report.corrupt {
+        println!(
+            "CORRUPT remote object {object} ({user}): {why}; push a good copy with `lm4ve cache push --force` from a machine that has it"
+        );
+    }
+    for (record, object) in &report.missing {
+        println!(
+            "MISSING remote object {object} named by {record}; `lm4ve cache push --force` from a machine that has it"
+        );
+    }
+    for why in &report.bad_records {
+        println!("BAD record: {why}");
+    }
+    println!(
+        "checked {} objects ({}) on {name}: {} corrupt, {} missing, {} bad records",
+        report.objects,
+        mb(report.bytes),
+        report.corrupt.len(),
+        report.missing.len(),
+        report.bad_records.len()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Unreferenced remote objects younger than this are kept: machines share no lock, and a
+/// push in flight uploads objects before the records that name them.
+const REMOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+pub fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
+    let mut p = open_with_remote(cli)?;
+    p.compute_keys(false).map_err(|e| {
+        e.context("gc keeps the artifacts of the current config, so it needs their keys")
+    })?;
+    let keep: BTreeSet<String> = p
+        .dag()
+        .order()
+        .iter()
+        .filter_map(|s| p.key(s).map(|k| k.key.clone()))
+        .collect();
+    let remote = p.remote().expect("checked by open_with_remote");
+    let grace = std::env::var("LM4VE_REMOTE_GC_GRACE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(REMOTE_GRACE);
+    let r = sync::gc(remote, &keep, keep_days, grace, dry_run)?;
+    println!(
+        "{}{}: {} artifacts removed, {} kept; {} objects ({}) removed, {} kept, {} unreferenced but younger than {} h kept",
+        if dry_run { "dry run: " } else { "" },
+        remote.describe(),
+        r.artifacts_removed,
+        r.artifacts_kept,
+        r.objects_removed,
+        mb(r.bytes_freed),
+        r.objects_kept,
+        r.objects_young,
+        grace.as_secs() / 3600
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,14 @@
+//! Argoverse 1.1 motion forecasting (PAPER.md §5): scenario CSVs and city vector maps →
+//! VectorNet polyline tokens. Readers (`csv`, `map`), the per-city lane R-tree (`index`),
+//! the vectorization contract (`vectorize`), the synthetic demo data (`demo`) and the
+//! `av.tokens` stage (`stage`).
+
+pub mod csv;
+pub mod demo;
+pub mod index;
+pub mod map;
+pub mod stage;
+pub mod vectorize;
+
+#[cfg(test)]
+mod tests;

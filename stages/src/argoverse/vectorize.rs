@@ -1,0 +1,320 @@
+//! VectorNet vectorization of one scenario (PAPER.md §5): actors and lane centerlines become
+//! polylines of vectors in a frame centred on the AGENT and turned to its heading.
+//!
+//! Why a module of its own: this is the contract the VectorNet model is built against
+//! (SHARDS.md, `av.tokens`), so every convention lives here, in one place, tested by hand:
+//! - **Frame.** origin = AGENT at step `obs_steps-1`; heading = direction from step
+//!   `obs_steps-2` to `obs_steps-1` (when those points coincide, within 1e-6 m, the latest
+//!   earlier step that differs; when none does, no rotation: `theta = 0`). Normalized
+//!   coordinates turn the heading to **+y**: `p = R(-theta)·(world - origin)` with
+//!   `theta = heading - π/2`, so `world = R(theta)·p + origin`. Origin and theta are rounded
+//!   to f32 *before* use, so the stored `frame` undoes the normalization exactly.
+//! - **Actors.** Every track observed at step `obs_steps-1` whose normalized position there
+//!   is within ±radius on both axes. Actor 0 is the AGENT, the rest by distance to the AGENT
+//!   at that step (compared as squared distances; ties: TRACK_ID string order); beyond `max_actors` the farthest are dropped.
+//!   Vector i (0 ≤ i < obs_steps-1) = `[x_i, y_i, dx, dy, valid, t]`: start point, step to
+//!   point i+1, valid = both observed (else x, y, dx, dy = 0), `t = i/(obs_steps-1)`.
+//! - **Lanes.** Every lane whose whole centerline is within ±radius (normalized box), nearest
+//!   first by the minimum distance from the AGENT to the centerline polyline (compared as
+//!   squared distances; ties: lane id);
+//!   beyond `max_lanes` the farthest are dropped. Centerlines with exactly `lane_points` points
+//!   are kept, shorter ones are edge-padded (last point repeated, as the VectorNet reference),
+//!   longer ones resampled to `lane_points` points evenly spaced by arc length. Vector i =
+//!   `[x_i, y_i, dx, dy, turn, is_intersection, has_traffic_control]` (start point, step).
+//! - Padding rows are all zeros with mask 0. Maths in f64, stored as f32.
+
+use super::csv::Scenario;
+use super::index::CityLanes;
+
+/// Features per actor vector: x, y, dx, dy, valid, t.
+pub const ACTOR_FEATURES: usize = 6;
+/// Features per lane vector: x, y, dx, dy, turn, is_intersection, has_traffic_control.
+pub const LANE_FEATURES: usize = 7;
+/// Points closer than this (metres) count as the same point when finding the heading.
+pub const SAME_POINT: f64 = 1e-6;
+
+/// The sizes and ranges of the vectorization (the stage's params).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VecParams {
+    pub obs_steps: usize,
+    pub pred_steps: usize,
+    pub radius: f64,
+    pub max_actors: usize,
+    pub max_lanes: usize,
+    pub lane_points: usize,
+}
+
+/// The normalized frame: `world = R(theta)·p + origin`, `p = R(-theta)·(world - origin)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Frame {
+    pub origin: [f64; 2],
+    pub theta: f64,
+    cos: f64,
+    sin: f64,
+}
+
+impl Frame {
+    pub fn new(origin: [f64; 2], theta: f64) -> Self {
+        let (sin, cos) = theta.sin_cos();
+        Frame {
+            origin,
+            theta,
+            cos,
+            sin,
+        }
+    }
+
+    /// The AGENT's frame from its points (index = step). `None` when the AGENT is not
+    /// observed at step `obs_steps-1`. Origin and theta are rounded to f32 (what is stored).
+    pub fn from_agent(agent: &[Option<[f64; 2]>], obs_steps: usize) -> Option<Frame> {
+        let last = obs_steps.checked_sub(1)?;
+        let o = (*agent.get(last)?)?;
+        let heading = (0..last).rev().find_map(|k| {
+            let p = agent[k]?;
+            let d = [o[0] - p[0], o[1] - p[1]];
+            (d[0].hypot(d[1]) > SAME_POINT).then_some(d)
+        });
+        let theta = match heading {
+            Some(d) => wrap(d[1].atan2(d[0]) - std::f64::consts::FRAC_PI_2),
+            None => 0.0,
+        };
+        let origin = [o[0] as f32 as f64, o[1] as f32 as f64];
+        Some(Frame::new(origin, theta as f32 as f64))
+    }
+
+    /// World → normalized.
+    pub fn to_local(&self, w: [f64; 2]) -> [f64; 2] {
+        let d = [w[0] - self.origin[0], w[1] - self.origin[1]];
+        [
+            self.cos * d[0] + self.sin * d[1],
+            -self.sin * d[0] + self.cos * d[1],
+        ]
+    }
+
+    /// Normalized → world (what eval does with the stored `frame`).
+    pub fn to_world(&self, p: [f64; 2]) -> [f64; 2] {
+        [
+            self.cos * p[0] - self.sin * p[1] + self.origin[0],
+            self.sin * p[0] + self.cos * p[1] + self.origin[1],
+        ]
+    }
+
+    /// `[origin_x, origin_y, theta]` as stored in the `frame` field.
+    pub fn to_f32(&self) -> [f32; 3] {
+        [
+            self.origin[0] as f32,
+            self.origin[1] as f32,
+            self.theta as f32,
+        ]
+    }
+}
+
+/// Angle into (-π, π].
+fn wrap(a: f64) -> f64 {
+    use std::f64::consts::PI;
+    let mut a = a % (2.0 * PI);
+    if a <= -PI {
+        a += 2.0 * PI;
+    } else if a > PI {
+        a -= 2.0 * PI;
+    }
+    a
+}
+
+/// One scenario's tensors (flattened, C order) and what the stage reports about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vectorized {
+    /// [max_actors, obs_steps-1, 6]
+    pub actors: Vec<f32>,
+    /// [max_actors]
+    pub actor_mask: Vec<u8>,
+    /// [max_lanes, lane_points-1, 7]
+    pub lanes: Vec<f32>,
+    /// [max_lanes]
+    pub lane_mask: Vec<u8>,
+    /// [pred_steps, 2]
+    pub target: Vec<f32>,
+    pub frame: Frame,
+    /// Actors (AGENT included) / lanes in range before truncation to the maxima.
+    pub actors_in_range: usize,
+    pub lanes_in_range: usize,
+}
+
+/// Vectorizes a parsed scenario against its city's lanes. The scenario's grid must hold
+/// `obs_steps + pred_steps` steps (what [`super::csv::parse_scenario`] guarantees).
+pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vectorized, String> {
+    let obs = p.obs_steps;
+    let agent = &scn.tracks[scn.agent];
+    if agent.points.len() < obs + p.pred_steps {
+        return Err(format!(
+            "needs {} steps for the AGENT, found {}",
+            obs + p.pred_steps,
+            agent.points.len()
+        ));
+    }
+    let frame = Frame::from_agent(&agent.points, obs)
+        .ok_or_else(|| format!("AGENT not observed at step {}", obs - 1))?;
+
+    // Actors: observed at the last observed step, inside the box; AGENT first.
+    let mut others: Vec<(f64, &str, usize)> = Vec::new();
+    for (t, track) in scn.tracks.iter().enumerate() {
+        if t == scn.agent {
+            continue;
+        }
+        let Some(w) = track.points.get(obs - 1).copied().flatten() else {
+            continue;
+        };
+        let q = frame.to_local(w);
+        if q[0].abs() <= p.radius && q[1].abs() <= p.radius {
+            others.push((q[0] * q[0] + q[1] * q[1], &track.id, t));
+        }
+    }
+    others.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let actors_in_range = 1 + others.len();
+    let chosen = std::iter::once(scn.agent)
+        .chain(others.iter().map(|o| o.2))
+        .take(p.max_actors);
+    let nv = obs - 1;
+    let mut actors = vec![0f32; p.max_actors * nv * ACTOR_FEATURES];
+    let mut actor_mask = vec![0u8; p.max_actors];
+    for (a, t) in chosen.enumerate() {
+        actor_mask[a] = 1;
+        let pts: Vec<Option<[f64; 2]>> = scn.tracks[t].points[..obs]
+            .iter()
+            .map(|w| w.map(|w| frame.to_local(w)))
+            .collect();
+        for i in 0..nv {
+            let row = &mut actors[(a * nv + i) * ACTOR_FEATURES..][..ACTOR_FEATURES];
+            row[5] = (i as f64 / nv as f64) as f32;
+            if let (Some(s), Some(e)) = (pts[i], pts[i + 1]) {
+                row[0] = s[0] as f32;
+                row[1] = s[1] as f32;
+                row[2] = (e[0] - s[0]) as f32;
+                row[3] = (e[1] - s[1]) as f32;
+                row[4] = 1.0;
+            }
+        }
+    }
+
+    // Lanes: whole centerline inside the box, nearest first.
+    let mut near: Vec<(f64, i64, usize)> = city
+        .lanes_in_box_dist(&frame, p.radius)
+        .into_iter()
+        .map(|(i, d)| (d, city.lanes[i as usize].id, i as usize))
+        .collect();
+    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let lanes_in_range = near.len();
+    let lv = p.lane_points - 1;
+    let mut lanes = vec![0f32; p.max_lanes * lv * LANE_FEATURES];
+    let mut lane_mask = vec![0u8; p.max_lanes];
+    let mut pts: Vec<[f64; 2]> = Vec::with_capacity(p.lane_points);
+    for (k, &(_, _, i)) in near.iter().take(p.max_lanes).enumerate() {
+        lane_mask[k] = 1;
+        let lane = &city.lanes[i];
+        resample_into(city.centerline(i), p.lane_points, &mut pts);
+        for q in pts.iter_mut() {
+            *q = frame.to_local(*q);
+        }
+        let attrs = [
+            lane.turn.code(),
+            lane.is_intersection as u8 as f32,
+            lane.has_traffic_control as u8 as f32,
+        ];
+        for j in 0..lv {
+            let row = &mut lanes[(k * lv + j) * LANE_FEATURES..][..LANE_FEATURES];
+            let (s, e) = (pts[j], pts[j + 1]);
+            row[0] = s[0] as f32;
+            row[1] = s[1] as f32;
+            row[2] = (e[0] - s[0]) as f32;
+            row[3] = (e[1] - s[1]) as f32;
+            row[4..].copy_from_slice(&attrs);
+        }
+    }
+
+    let mut target = Vec::with_capacity(p.pred_steps * 2);
+    for w in &agent.points[obs..obs + p.pred_steps] {
+        let w = w.ok_or_else(|| "AGENT not observed at a future step".to_string())?;
+        let q = frame.to_local(w);
+        target.extend([q[0] as f32, q[1] as f32]);
+    }
+
+    Ok(Vectorized {
+        actors,
+        actor_mask,
+        lanes,
+        lane_mask,
+        target,
+        frame,
+        actors_in_range,
+        lanes_in_range,
+    })
+}
+
+/// `lane_points` points: as is, edge-padded when shorter, evenly resampled by arc length
+/// when longer (first and last points kept exactly).
+pub fn resample(points: &[[f64; 2]], n: usize) -> Vec<[f64; 2]> {
+    let mut out = Vec::with_capacity(n);
+    resample_into(points, n, &mut out);
+    out
+}
+
+/// [`resample`] into a reused buffer.
+pub fn resample_into(points: &[[f64; 2]], n: usize, out: &mut Vec<[f64; 2]>) {
+    out.clear();
+    let Some(&last) = points.last() else {
+        out.resize(n, [0.0; 2]);
+        return;
+    };
+    if points.len() <= n {
+        out.extend_from_slice(points);
+        out.resize(n, last);
+        return;
+    }
+    let mut cum = Vec::with_capacity(points.len());
+    cum.push(0.0);
+    for w in points.windows(2) {
+        let d = (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1]);
+        cum.push(cum[cum.len() - 1] + d);
+    }
+    let total = cum[cum.len() - 1];
+    let mut seg = 0;
+    for k in 0..n {
+        if k == n - 1 {
+            out.push(last);
+            break;
+        }
+        let s = total * k as f64 / (n - 1) as f64;
+        while seg + 2 < points.len() && cum[seg + 1] < s {
+            seg += 1;
+        }
+        let len = cum[seg + 1] - cum[seg];
+        let f = if len > 0.0 { (s - cum[seg]) / len } else { 0.0 };
+        let (a, b) = (points[seg], points[seg + 1]);
+        out.push([a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1])]);
+    }
+}
+
+/// Squared minimum distance from (0, 0) to a polyline (to its only point when it has one).
+/// Squared because only the order matters: it skips a square root per segment.
+pub fn sq_distance_local(points: &[[f64; 2]]) -> f64 {
+    let mut best = f64::INFINITY;
+    let mut prev: Option<[f64; 2]> = None;
+    for &b in points {
+        let q = match prev {
+            None => b,
+            Some(a) => {
+                let d = [b[0] - a[0], b[1] - a[1]];
+                let len2 = d[0] * d[0] + d[1] * d[1];
+                let t = if len2 > 0.0 {
+                    (-(a[0] * d[0] + a[1] * d[1]) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                [a[0] + t * d[0], a[1] + t * d[1]]
+            }
+        };
+        best = best.min(q[0] * q[0] + q[1] * q[1]);
+        prev = Some(b);
+    }
+    best
+}
