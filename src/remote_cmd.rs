@@ -63,6 +63,11 @@ fn open_with_remote(cli: &Cli) -> Result<Pipeline> {
     Ok(p)
 }
 
+fn remote_of(p: &Pipeline) -> Result<&Remote> {
+    p.remote()
+        .ok_or_else(|| UsageError("no remote cache configured".into()).into())
+}
+
 fn stages_of(p: &Pipeline, stage: Option<&str>) -> Result<Vec<String>> {
     match stage {
         None | Some("all") => Ok(p.dag().order().to_vec()),
@@ -125,7 +130,7 @@ pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
     p.compute_keys_of(&closure, false)?;
     let _guard = gc_guard(&p)?;
     let progress = Progress::new(cli.quiet);
-    let remote = p.remote().expect("checked by open_with_remote");
+    let remote = remote_of(&p)?;
     let name = remote.describe();
     let mut failed = 0;
     for s in &stages {
@@ -169,7 +174,7 @@ pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
     p.compute_keys_of(&closure, false)?;
     let _guard = gc_guard(&p)?;
     let progress = Progress::new(cli.quiet);
-    let remote = p.remote().expect("checked by open_with_remote");
+    let remote = remote_of(&p)?;
     let name = remote.describe();
     let mut failed = 0;
     for s in &stages {
@@ -236,7 +241,7 @@ pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
 
 pub fn verify(cli: &Cli) -> Result<ExitCode> {
     let p = open_with_remote(cli)?;
-    let remote = p.remote().expect("checked by open_with_remote");
+    let remote = remote_of(&p)?;
     let name = remote.describe();
     let report = sync::verify(remote, &Progress::new(cli.quiet))?;
     for (object, user, why) in &report.corrupt {
@@ -282,7 +287,7 @@ pub fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
         .iter()
         .filter_map(|s| p.key(s).map(|k| k.key.clone()))
         .collect();
-    let remote = p.remote().expect("checked by open_with_remote");
+    let remote = remote_of(&p)?;
     let grace = std::env::var("LM4VE_REMOTE_GC_GRACE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
