@@ -15,7 +15,8 @@ nearest first (squared distances; ties: lane id); edge-pad / arc-length resample
 API bbox overlap with +-2*radius), --prefilter tight only those an exact search could keep;
 the output is the same.
 
-Prints one JSON line: scenarios, rejects, seconds, scenarios_per_s (and, with --check, how
+Prints one JSON line: scenarios, rejects, seconds, scenarios_per_s, cpu_seconds (the workers'
+user + system time) (and, with --check, how
 many samples of the lm4ve artifact it compared and the largest difference).
 """
 import argparse
@@ -23,6 +24,7 @@ import glob
 import json
 import math
 import os
+import resource
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -293,13 +295,17 @@ def main():
         return
 
     t0 = time.perf_counter()
-    with Pool(a.workers, initializer=init, initargs=(a.map, a)) as pool:
-        rejects = [r for r in pool.imap(work, files, chunksize=16) if r]
+    pool = Pool(a.workers, initializer=init, initargs=(a.map, a))
+    rejects = [r for r in pool.imap(work, files, chunksize=16) if r]
+    pool.close()
+    pool.join()
     dt = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({
         "scenarios": len(files) - len(rejects), "rejects": len(rejects), "workers": a.workers,
         "prefilter": a.prefilter,
         "seconds": round(dt, 3), "scenarios_per_s": round((len(files) - len(rejects)) / dt, 1),
+        "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
     }))
 
 

@@ -328,73 +328,61 @@ fn config_errors_exit_2_naming_file_and_line() {
     let root = av_data(dir.path(), 2, 1);
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: [(&str, &str, &str); 7] = [
-        ("radius = -1.0", "radius", "radius = -1"),
-        ("lane_points = 1", "lane_points", "lane_points = 1"),
-        ("obs_steps = 1", "obs_steps", "obs_steps = 1"),
+    let maps = format!("{}/map_files", root.display());
+    let no_maps = empty.display().to_string();
+    // (what the params line becomes, the key whose line the error must name, text it must hold)
+    let cases: [(&str, String, &str, &str); 7] = [
         (
-            "max_actors = 0",
-            "max_actors",
-            "max_actors must be at least 1",
+            "radius = 100.0",
+            "radius = -1.0".into(),
+            "radius",
+            "radius = -1",
         ),
-        ("bogus = 3", "bogus", "bogus"),
-        ("", "", ""), // placeholder, replaced below (missing folder)
-        ("", "", ""), // placeholder, replaced below (no maps)
+        (
+            "lane_points = 10",
+            "lane_points = 1".into(),
+            "lane_points",
+            "lane_points = 1",
+        ),
+        (
+            "obs_steps = 20",
+            "obs_steps = 1".into(),
+            "obs_steps",
+            "obs_steps = 1",
+        ),
+        (
+            "max_actors = 16",
+            "max_actors = 0".into(),
+            "max_actors",
+            "at least 1",
+        ),
+        (
+            "shard_samples = 16",
+            "shard_samples = 16\nbogus = 3".into(),
+            "bogus",
+            "bogus",
+        ),
+        ("/train/data\"", "/nope/data\"".into(), "train", "nope/data"),
+        (
+            &maps,
+            no_maps,
+            "map",
+            "has no pruned_argoverse_<CITY>_<ID>_vector_map.xml",
+        ),
     ];
-    for (n, (replace, key, want)) in cases.iter().enumerate() {
-        let cfg = match n {
-            5 => {
-                let c = av_config(dir.path(), "c5", &root, "", "");
-                let t = std::fs::read_to_string(&c)
-                    .unwrap()
-                    .replace("/train/data\"", "/nope/data\"");
-                std::fs::write(&c, t).unwrap();
-                c
-            }
-            6 => {
-                let c = av_config(dir.path(), "c6", &root, "", "");
-                let t = std::fs::read_to_string(&c).unwrap().replace(
-                    &format!("{}/map_files", root.display()),
-                    &empty.display().to_string(),
-                );
-                std::fs::write(&c, t).unwrap();
-                c
-            }
-            _ => {
-                let c = av_config(dir.path(), &format!("c{n}"), &root, "", "");
-                let t = std::fs::read_to_string(&c).unwrap();
-                let t = if key.is_empty() || *key == "bogus" {
-                    t + replace + "\n"
-                } else {
-                    t.lines()
-                        .map(|l| {
-                            if l.starts_with(&format!("{key} =")) {
-                                replace.to_string()
-                            } else {
-                                l.to_string()
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                };
-                std::fs::write(&c, t).unwrap();
-                c
-            }
-        };
+    for (n, (from, to, key, want)) in cases.iter().enumerate() {
+        let cfg = av_config(dir.path(), &format!("c{n}"), &root, "", "");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains(*from), "case {n}: `{from}` not in the config");
+        let text = text.replacen(*from, to, 1);
+        std::fs::write(&cfg, &text).unwrap();
         let r = lm4ve(&cfg, &["pipeline", "run"]);
         r.no_panic();
         assert_eq!(r.code, 2, "case {n}: {}", r.stderr);
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        let (line_key, want) = match n {
-            5 => ("train", "nope/data"),
-            6 => ("map", "has no pruned_argoverse_<CITY>_<ID>_vector_map.xml"),
-            _ => (*key, *want),
-        };
-        let line = text
+        let line = 1 + text
             .lines()
-            .position(|l| l.starts_with(&format!("{line_key} =")))
-            .unwrap()
-            + 1;
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap();
         let file_line = format!("{}:{line}", cfg.display());
         assert!(
             r.stderr.contains(&file_line) && r.stderr.contains(want),

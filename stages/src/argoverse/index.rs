@@ -138,14 +138,17 @@ impl CityLanes {
     /// The tree is queried with the world-axis box that contains the rotated one, then each
     /// candidate is checked exactly as [`Self::lanes_in_box_brute`] checks every lane.
     pub fn lanes_in_box(&self, frame: &Frame, radius: f64) -> Vec<u32> {
-        self.lanes_in_box_dist(frame, radius)
+        let mut out: Vec<u32> = self
+            .lanes_in_box_dist(frame, radius)
             .into_iter()
             .map(|(i, _)| i)
-            .collect()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// [`Self::lanes_in_box`] with each lane's squared minimum distance to the origin
-    /// (normalized frame), computed from the same transformed points.
+    /// (normalized frame), computed from the same transformed points; in tree order.
     pub fn lanes_in_box_dist(&self, frame: &Frame, radius: f64) -> Vec<(u32, f64)> {
         let (s, c) = frame.theta.sin_cos();
         // Half-extent of the rotated square's bounding box, padded for rounding.
@@ -154,8 +157,7 @@ impl CityLanes {
         let lo = [o[0] - half, o[1] - half];
         let hi = [o[0] + half, o[1] + half];
         let mut local: Vec<[f64; 2]> = Vec::new();
-        let mut out: Vec<(u32, f64)> = self
-            .tree
+        self.tree
             .locate_in_envelope(AABB::from_corners(lo, hi))
             .filter_map(|e| {
                 local.clear();
@@ -168,9 +170,7 @@ impl CityLanes {
                 }
                 Some((e.data, sq_distance_local(&local)))
             })
-            .collect();
-        out.sort_unstable_by_key(|e| e.0);
-        out
+            .collect()
     }
 
     /// The definition [`Self::lanes_in_box`] must match: every lane of the city, tested point

@@ -14,7 +14,7 @@ use super::csv::{fast_decimal, FastMap};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -106,7 +106,7 @@ pub fn parse_vector_map(text: &str) -> Result<Vec<Lane>, MapError> {
     let mut nodes: FastMap<i64, [f64; 2]> = FastMap::default();
     // (lane, node refs, where its <way> starts)
     let mut ways: Vec<(Lane, Vec<i64>, u64)> = Vec::new();
-    let mut ids: HashSet<i64> = HashSet::new();
+    let mut ids: FastMap<i64, ()> = FastMap::default();
     let mut open_way = false;
     let mut depth = 0usize;
     let mut root_seen = false;
@@ -191,7 +191,7 @@ pub fn parse_vector_map(text: &str) -> Result<Vec<Lane>, MapError> {
             }
             b"way" => {
                 let id = int(&req(e, b"lane_id").map_err(bad)?, "lane_id").map_err(bad)?;
-                if !ids.insert(id) {
+                if ids.insert(id, ()).is_some() {
                     return Err(bad(format!("lane_id {id} appears twice")));
                 }
                 ways.push((
@@ -216,7 +216,16 @@ pub fn parse_vector_map(text: &str) -> Result<Vec<Lane>, MapError> {
                     continue;
                 };
                 if name == b"nd" {
-                    refs.push(int(&req(e, b"ref").map_err(bad)?, "ref").map_err(bad)?);
+                    let fast = e
+                        .attributes()
+                        .with_checks(false)
+                        .flatten()
+                        .find(|a| a.key.as_ref() == b"ref")
+                        .and_then(|a| fast_int(&a.value));
+                    refs.push(match fast {
+                        Some(r) => r,
+                        None => int(&req(e, b"ref").map_err(bad)?, "ref").map_err(bad)?,
+                    });
                 } else {
                     let (k, v) = (req(e, b"k").map_err(bad)?, req(e, b"v").map_err(bad)?);
                     apply_tag(lane, &k, v.trim()).map_err(bad)?;

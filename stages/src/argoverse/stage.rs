@@ -13,8 +13,6 @@ use super::index::CityLanes;
 use super::map::{find_city_maps, parse_vector_map};
 use super::vectorize::{vectorize, VecParams, Vectorized, ACTOR_FEATURES, LANE_FEATURES};
 use anyhow::{Context, Result};
-#[cfg(doc)]
-use lm4ve_pipeline::shard::encode_sample;
 use lm4ve_pipeline::shard::{Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
@@ -96,8 +94,6 @@ pub struct AvTokensStage {
     params: AvParams,
     vec: VecParams,
     schema: Schema,
-    /// Bytes of one uncompressed sample.
-    raw_len: usize,
     map_dir: PathBuf,
     /// city → its vector-map file.
     maps: BTreeMap<String, PathBuf>,
@@ -207,13 +203,11 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         max_lanes: p.max_lanes,
         lane_points: p.lane_points,
     };
-    let schema = schema_fields(&params);
-    let raw_len = schema.iter().map(Field::byte_len).sum();
+    let schema = schema_for(&vec);
     Ok(Box::new(AvTokensStage {
         params,
         vec,
         schema,
-        raw_len,
         map_dir,
         maps,
         splits,
@@ -241,7 +235,16 @@ pub fn list_csvs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "csv") && path.is_file() {
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        // The directory entry's type is free; only links need a stat to see their target.
+        let is_file = match entry.file_type() {
+            Ok(t) if t.is_symlink() => path.is_file(),
+            Ok(t) => t.is_file(),
+            Err(_) => path.is_file(),
+        };
+        if is_file {
             files.push(path);
         }
     }
@@ -267,6 +270,43 @@ struct Stats {
     city: String,
     actors_in_range: usize,
     lanes_in_range: usize,
+}
+
+/// One sample's frame: the same bytes as [`lm4ve_pipeline::shard::encode_sample`] with
+/// [`schema_for`] (a test holds them equal), written straight into one buffer and compressed
+/// with a per-thread zstd context instead of a fresh one per sample.
+pub fn encode_vectorized(
+    p: &VecParams,
+    level: i32,
+    scenario_id: i64,
+    v: &Vectorized,
+) -> std::result::Result<Vec<u8>, String> {
+    let raw_len = 4 * (v.actors.len() + v.lanes.len() + v.target.len() + 3)
+        + v.actor_mask.len()
+        + v.lane_mask.len()
+        + 8;
+    let want = 4
+        * (p.max_actors * (p.obs_steps - 1) * ACTOR_FEATURES
+            + p.max_lanes * (p.lane_points - 1) * LANE_FEATURES
+            + p.pred_steps * 2
+            + 3)
+        + p.max_actors
+        + p.max_lanes
+        + 8;
+    if raw_len != want {
+        return Err(format!(
+            "internal: a sample of {raw_len} bytes, the schema says {want}"
+        ));
+    }
+    let mut raw = Vec::with_capacity(raw_len);
+    push_f32(&mut raw, &v.actors);
+    raw.extend_from_slice(&v.actor_mask);
+    push_f32(&mut raw, &v.lanes);
+    raw.extend_from_slice(&v.lane_mask);
+    push_f32(&mut raw, &v.target);
+    push_f32(&mut raw, &v.frame.to_f32());
+    raw.extend_from_slice(&scenario_id.to_le_bytes());
+    compress(&raw, level).map_err(|e| format!("zstd: {e}"))
 }
 
 fn push_f32(out: &mut Vec<u8>, v: &[f32]) {
@@ -297,7 +337,7 @@ fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 }
 
 /// The sample layout (SHARDS.md, `av.tokens`).
-fn schema_fields(p: &AvParams) -> Schema {
+pub fn schema_for(p: &VecParams) -> Schema {
     vec![
         Field::new(
             "actors",
@@ -359,30 +399,8 @@ impl AvTokensStage {
         Ok(loaded.clone())
     }
 
-    /// One sample's frame: the same bytes as [`encode_sample`] with this schema (a test
-    /// holds them equal), written straight into one buffer and compressed with a per-thread
-    /// zstd context instead of a fresh one per sample.
-    pub(crate) fn encode(
-        &self,
-        scenario_id: i64,
-        v: &Vectorized,
-    ) -> std::result::Result<Vec<u8>, String> {
-        let mut raw = Vec::with_capacity(self.raw_len);
-        push_f32(&mut raw, &v.actors);
-        raw.extend_from_slice(&v.actor_mask);
-        push_f32(&mut raw, &v.lanes);
-        raw.extend_from_slice(&v.lane_mask);
-        push_f32(&mut raw, &v.target);
-        push_f32(&mut raw, &v.frame.to_f32());
-        raw.extend_from_slice(&scenario_id.to_le_bytes());
-        if raw.len() != self.raw_len {
-            return Err(format!(
-                "internal: sample of {} bytes, schema says {}",
-                raw.len(),
-                self.raw_len
-            ));
-        }
-        compress(&raw, self.params.zstd_level).map_err(|e| format!("zstd: {e}"))
+    fn encode(&self, scenario_id: i64, v: &Vectorized) -> std::result::Result<Vec<u8>, String> {
+        encode_vectorized(&self.vec, self.params.zstd_level, scenario_id, v)
     }
 }
 

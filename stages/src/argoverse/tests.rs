@@ -567,77 +567,36 @@ fn demo_data_is_deterministic_and_vectorizes() {
 }
 
 #[test]
-#[ignore]
-fn tmp_timing() {
-    use std::time::{Duration, Instant};
-    let root = std::path::PathBuf::from("/work/main/benches/work/av/data/argoverse");
-    let maps = super::map::find_city_maps(&root.join("map_files")).unwrap();
-    let text = std::fs::read_to_string(&maps["MIA"]).unwrap();
-    let mut best = [Duration::from_secs(99); 6];
-    let files = super::stage::list_csvs(&root.join("train/data")).unwrap();
-    let bytes: Vec<Vec<u8>> = files[..1000]
-        .iter()
-        .map(|f| std::fs::read(f).unwrap())
-        .collect();
-    let p = VecParams {
-        obs_steps: 20,
-        pred_steps: 30,
-        radius: 100.0,
-        max_actors: 64,
-        max_lanes: 128,
-        lane_points: 10,
-    };
-    let city = CityLanes::new("MIA", parse_vector_map(&text).unwrap());
-    let scns: Vec<_> = bytes
-        .iter()
-        .map(|b| parse_scenario(b, 20, 50).unwrap())
-        .filter(|s| s.city == "MIA")
-        .collect();
-    let schema = vec![lm4ve_pipeline::shard::Field::new(
-        "a",
-        lm4ve_pipeline::shard::Dtype::Uint8,
-        &[61892],
-    )];
-    for _ in 0..5 {
-        let t = Instant::now();
-        let lanes = parse_vector_map(&text).unwrap();
-        best[0] = best[0].min(t.elapsed());
-        let t = Instant::now();
-        let _c = CityLanes::new("MIA", lanes);
-        best[1] = best[1].min(t.elapsed());
-        let t = Instant::now();
-        let n: usize = bytes
-            .iter()
-            .map(|b| parse_scenario(b, 20, 50).unwrap().tracks.len())
-            .sum();
-        assert!(n > 0);
-        best[2] = best[2].min(t.elapsed() / 1000);
-        let t = Instant::now();
-        let vs: Vec<_> = scns
-            .iter()
-            .map(|s| vectorize(s, &city, &p).unwrap())
-            .collect();
-        best[3] = best[3].min(t.elapsed() / scns.len() as u32);
-        let t = Instant::now();
-        for v in &vs {
-            let mut raw: Vec<u8> = v
-                .actors
-                .iter()
-                .chain(&v.lanes)
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
-            raw.resize(61892, 0);
-            lm4ve_pipeline::shard::encode_sample(&schema, &[&raw], 1).unwrap();
+fn encoded_frames_equal_the_engines_encode_sample() {
+    use lm4ve_pipeline::shard::encode_sample;
+    let (text, city) = hand_scenario();
+    let scn = parse_scenario(text.as_bytes(), 4, 6).unwrap();
+    let p = params(5, 4);
+    let v = vectorize(&scn, &city, &p).unwrap();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let id = 4242i64;
+    for level in [1, 3] {
+        let want = encode_sample(
+            &super::stage::schema_for(&p),
+            &[
+                &f32s(&v.actors),
+                &v.actor_mask,
+                &f32s(&v.lanes),
+                &v.lane_mask,
+                &f32s(&v.target),
+                &f32s(&v.frame.to_f32()),
+                &id.to_le_bytes(),
+            ],
+            level,
+        )
+        .unwrap();
+        // Twice: the second call reuses the thread's zstd context.
+        for _ in 0..2 {
+            let got = super::stage::encode_vectorized(&p, level, id, &v).unwrap();
+            assert_eq!(got, want, "level {level}");
         }
-        best[4] = best[4].min(t.elapsed() / scns.len() as u32);
-        let t = Instant::now();
-        for f in &files[..1000] {
-            std::hint::black_box(std::fs::read(f).unwrap());
-        }
-        best[5] = best[5].min(t.elapsed() / 1000);
     }
-    eprintln!(
-        "map parse {:?} index {:?} | per scenario: csv {:?} vectorize {:?} encode {:?} read {:?}",
-        best[0], best[1], best[2], best[3], best[4], best[5]
-    );
+    let mut short = v.clone();
+    short.target.pop();
+    assert!(super::stage::encode_vectorized(&p, 1, id, &short).is_err());
 }

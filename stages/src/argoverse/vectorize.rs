@@ -144,7 +144,15 @@ pub struct Vectorized {
 /// `obs_steps + pred_steps` steps (what [`super::csv::parse_scenario`] guarantees).
 pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vectorized, String> {
     let obs = p.obs_steps;
-    let agent = &scn.tracks[scn.agent];
+    if obs < 2 || p.lane_points < 2 || p.max_actors < 1 {
+        return Err(format!(
+            "unusable sizes {p:?}: obs_steps and lane_points need 2, max_actors 1"
+        ));
+    }
+    let agent = scn
+        .tracks
+        .get(scn.agent)
+        .ok_or_else(|| "no AGENT track".to_string())?;
     if agent.points.len() < obs + p.pred_steps {
         return Err(format!(
             "needs {} steps for the AGENT, found {}",
@@ -161,6 +169,7 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         if t == scn.agent {
             continue;
         }
+        // (Tracks shorter than the grid cannot come from the parser; skipped all the same.)
         let Some(w) = track.points.get(obs - 1).copied().flatten() else {
             continue;
         };
@@ -202,8 +211,15 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         .into_iter()
         .map(|(i, d)| (d, city.lanes[i as usize].id, i as usize))
         .collect();
-    near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let lanes_in_range = near.len();
+    // (distance, lane id) is unique: an unstable sort is deterministic; only the nearest
+    // `max_lanes` need ordering.
+    let by = |a: &(f64, i64, usize), b: &(f64, i64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if near.len() > p.max_lanes {
+        near.select_nth_unstable_by(p.max_lanes, by);
+        near.truncate(p.max_lanes);
+    }
+    near.sort_unstable_by(by);
     let lv = p.lane_points - 1;
     let mut lanes = vec![0f32; p.max_lanes * lv * LANE_FEATURES];
     let mut lane_mask = vec![0u8; p.max_lanes];

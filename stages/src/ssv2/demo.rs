@@ -297,10 +297,12 @@ pub fn synth_clip(
     for y in 0..height {
         for x in 0..width {
             let (xf, yf) = (x as f32, y as f32);
+            // A gentle background: strong waves would be the most visible thing in a 64-px
+            // demo crop and bury the motion the labels are about.
             let m = 0.5
-                + 0.3 * (xf * f1x + yf * f1y + p1).sin()
-                + 0.2 * (xf * f2x + yf * f2y + p2).sin();
-            let n = 14.0 * noise(x, y, salt);
+                + 0.12 * (xf * f1x + yf * f1y + p1).sin()
+                + 0.08 * (xf * f2x + yf * f2y + p2).sin();
+            let n = 8.0 * noise(x, y, salt);
             let i = ((y * width + x) * 3) as usize;
             for ch in 0..3 {
                 bg[i + ch] = (c0[ch] * (1.0 - m) + c1[ch] * m + n).clamp(0.0, 255.0) as u8;
@@ -316,8 +318,10 @@ pub fn synth_clip(
     };
     let aspect = uniform(rng, 0.55, 1.0);
     let (s1, s2) = (color(rng), color(rng));
-    let period = uniform(rng, 5.0, 11.0) * unit;
-    let mut size = uniform(rng, 16.0, 32.0) * unit;
+    // Large shapes with coarse stripes: the demo trains on 64-px crops (4×4 patches of 16 px),
+    // where a small shape or fine stripes (and so its spin) would vanish.
+    let mut size = uniform(rng, 36.0, 56.0) * unit;
+    let period = size * uniform(rng, 0.45, 0.7);
     let angle0 = uniform(rng, 0.0, std::f32::consts::TAU);
     let last = (frames.max(2) - 1) as f32;
     // Track: centre, half-size and angle per frame.
@@ -343,8 +347,8 @@ pub fn synth_clip(
             dy = if down { d } else { -d };
         }
         Motion::Approach | Motion::Recede => {
-            let k = uniform(rng, 1.8, 2.6);
-            size = uniform(rng, 12.0, 22.0) * unit;
+            let k = uniform(rng, 2.0, 2.8);
+            size = uniform(rng, 22.0, 32.0) * unit;
             if motion == Motion::Approach {
                 grow = k;
             } else {
