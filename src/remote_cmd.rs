@@ -118,7 +118,9 @@ fn gc_guard(p: &Pipeline) -> Result<lm4ve_pipeline::lock::FileLock> {
     )
 }
 
-pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
+/// The pipeline with its remote, the stages a transfer command acts on, and the content
+/// keys of those stages (and of what they depend on) computed.
+fn open_for_transfer(cli: &Cli, stage: Option<&str>) -> Result<(Pipeline, Vec<String>)> {
     let mut p = open_with_remote(cli)?;
     let stages = stages_of(&p, stage)?;
     let closure: Vec<String> = stages
@@ -128,6 +130,11 @@ pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
         .into_iter()
         .collect();
     p.compute_keys_of(&closure, false)?;
+    Ok((p, stages))
+}
+
+pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
+    let (p, stages) = open_for_transfer(cli, stage)?;
     let _guard = gc_guard(&p)?;
     let progress = Progress::new(cli.quiet);
     let remote = remote_of(&p)?;
@@ -163,15 +170,7 @@ pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
 }
 
 pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
-    let mut p = open_with_remote(cli)?;
-    let stages = stages_of(&p, stage)?;
-    let closure: Vec<String> = stages
-        .iter()
-        .flat_map(|s| p.dag().closure(s))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    p.compute_keys_of(&closure, false)?;
+    let (p, stages) = open_for_transfer(cli, stage)?;
     let _guard = gc_guard(&p)?;
     let progress = Progress::new(cli.quiet);
     let remote = remote_of(&p)?;
