@@ -43,7 +43,8 @@ cleanup() { if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wa
 trap cleanup EXIT
 
 # -- the artifact: a pc_tokens config whose key we fill with ~2 GB of objects -----------------
-"$BIN" demo-data --out "$W/data" --pc-train-per-class 1 --pc-test-per-class 1 >/dev/null
+"$BIN" demo-data --out "$W/data" --pc-train-per-class 1 --pc-test-per-class 1 \
+  --video-train-per-class 0 --video-val-per-class 0 --av-train 0 --av-val 0 >/dev/null
 config() { # config NAME CACHE_DIR [REMOTE]
   {
     echo "[cache]"

@@ -20,7 +20,8 @@ say() { echo "$*" | tee -a "$OUT"; }
 if [ "$what" = all ] || [ "$what" = pc ]; then
   PER=${PC_PER_CLASS:-100}
   rm -rf "$W/pc"
-  "$BIN" demo-data --out "$W/pc/data" --pc-train-per-class "$PER" --pc-test-per-class 1 >/dev/null
+  "$BIN" demo-data --out "$W/pc/data" --pc-train-per-class "$PER" --pc-test-per-class 1 \
+    --video-train-per-class 0 --video-val-per-class 0 --av-train 0 --av-val 0 >/dev/null
   H5="$W/pc/data/scanobjectnn/training_objectdataset.h5"
   cat > "$W/pc/bench.toml" <<TOML
 [cache]

@@ -79,6 +79,10 @@ fn status_names_a_changed_input_file() {
             "1",
             "--pc-test-per-class",
             "1",
+            "--video-train-per-class",
+            "0",
+            "--video-val-per-class",
+            "0",
             "--out",
         ])
         .arg(&d);

@@ -91,8 +91,8 @@ impl Default for DemoSsv2Config {
     fn default() -> Self {
         DemoSsv2Config {
             seed: 0,
-            train_per_class: 30,
-            validation_per_class: 8,
+            train_per_class: 100,
+            validation_per_class: 10,
             width: 320,
             height: 240,
             fps: 12,
