@@ -26,21 +26,32 @@ fn open_lock(dir: &Path, name: &str) -> Result<(std::path::PathBuf, File)> {
     Ok((path, file))
 }
 
+/// The outcome of a `try_lock*` call: done, or (after `on_wait`) blocking in `block`.
+fn take_or_wait(
+    path: &Path,
+    tried: std::result::Result<(), TryLockError>,
+    on_wait: impl FnOnce(),
+    block: impl FnOnce() -> std::io::Result<()>,
+) -> Result<()> {
+    match tried {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => {
+            on_wait();
+            block().with_context(|| format!("waiting for lock {}", path.display()))
+        }
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// Takes `dir/name.lock` shared (many holders), calling `on_wait` once if an exclusive
 /// holder makes it wait.
 pub fn acquire_shared(dir: &Path, name: &str, on_wait: impl FnOnce()) -> Result<FileLock> {
     let (path, file) = open_lock(dir, name)?;
-    match file.try_lock_shared() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            on_wait();
-            file.lock_shared()
-                .with_context(|| format!("waiting for lock {}", path.display()))?;
-        }
-        Err(TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
-        }
-    }
+    take_or_wait(&path, file.try_lock_shared(), on_wait, || {
+        file.lock_shared()
+    })?;
     Ok(FileLock { _file: file })
 }
 
@@ -58,24 +69,7 @@ pub fn try_exclusive(dir: &Path, name: &str) -> Result<Option<FileLock>> {
 
 /// Takes the exclusive lock `dir/name.lock`, calling `on_wait` once if another process holds it.
 pub fn acquire(dir: &Path, name: &str, on_wait: impl FnOnce()) -> Result<FileLock> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{name}.lock"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            on_wait();
-            file.lock()
-                .with_context(|| format!("waiting for lock {}", path.display()))?;
-        }
-        Err(TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
-        }
-    }
+    let (path, file) = open_lock(dir, name)?;
+    take_or_wait(&path, file.try_lock(), on_wait, || file.lock())?;
     Ok(FileLock { _file: file })
 }

@@ -1,5 +1,5 @@
 //! `ssv2.tokens` shards as a training set. Clips are read from the shards on demand (a real
-//! SSv2 artifact is hundreds of GB; only labels and the sample index live in memory), the
+//! SSv2 artifact is hundreds of GB; only the sample index lives in memory), the
 //! u8 tubelets are normalized with ImageNet mean/std as VideoMAE does, and each training
 //! sample takes one of its cached temporal views at random (seeded per step). Evaluation
 //! uses every deterministic view and averages the class probabilities (the reference's
@@ -26,20 +26,21 @@ pub struct VideoSet {
     pub total_views: usize,
     pub tokens: usize,
     pub token_dim: usize,
-    pub labels: Vec<i64>,
     field: usize,
+    label_field: usize,
     shards: ShardSet,
 }
 
 impl VideoSet {
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.shards.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.shards.is_empty()
     }
 
-    /// Opens every shard of `split` in an `ssv2.tokens` artifact and reads the labels.
+    /// Opens every shard of `split` in an `ssv2.tokens` artifact. Nothing is decoded here:
+    /// a label is read with its clip, when a batch asks for it.
     pub fn load(up: &Upstream, split: &str) -> Result<Self> {
         let shards = ShardSet::open(up, split, WHAT)?;
         let (ti, li) = (
@@ -59,25 +60,28 @@ impl VideoSet {
             .unwrap_or(total_views)
             .clamp(1, total_views);
         // Reading a label decodes its sample once; the tubelets are dropped again.
-        let labels = (0..shards.len())
-            .into_par_iter()
-            .map(|i| Ok(shards.read(i)?.i64s(li)[0]))
-            .collect::<Result<Vec<i64>>>()?;
         Ok(VideoSet {
             views,
             total_views,
             tokens,
             token_dim,
-            labels,
             field: ti,
+            label_field: li,
             shards,
         })
     }
 
-    /// The u8 tubelets of clip `i`, all views: [total_views · tokens · token_dim].
-    fn raw(&self, i: usize) -> Result<Vec<u8>> {
+    /// The u8 tubelets of clip `i`, all views ([total_views · tokens · token_dim]), and its
+    /// label.
+    fn read(&self, i: usize) -> Result<(Vec<u8>, u32)> {
         let mut s = self.shards.read(i)?;
-        Ok(std::mem::take(&mut s.fields[self.field]))
+        let label = s
+            .i64s(self.label_field)
+            .first()
+            .copied()
+            .context("a sample without a label")?;
+        let label = u32::try_from(label).context("negative or huge label")?;
+        Ok((std::mem::take(&mut s.fields[self.field]), label))
     }
 
     fn normalized(&self, raw: &[u8], view: usize) -> Vec<f32> {
@@ -89,12 +93,18 @@ impl VideoSet {
             .collect()
     }
 
-    fn labels_of(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
-        let l = idx
-            .iter()
-            .map(|&i| u32::try_from(self.labels[i]).context("negative or huge label"))
-            .collect::<Result<Vec<u32>>>()?;
-        Ok(Tensor::from_vec(l, idx.len(), device)?)
+    /// Stacks per-clip (values, label) pairs into a [rows, tokens, token_dim] batch and
+    /// labels [clips].
+    fn stack(
+        &self,
+        parts: Vec<(Vec<f32>, u32)>,
+        rows: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let (values, labels): (Vec<Vec<f32>>, Vec<u32>) = parts.into_iter().unzip();
+        let n = labels.len();
+        let x = Tensor::from_vec(values.concat(), (rows, self.tokens, self.token_dim), device)?;
+        Ok((x, Tensor::from_vec(labels, n, device)?))
     }
 
     /// Training batch: tubelets [B, tokens, token_dim], one random view per clip, and labels.
@@ -112,14 +122,12 @@ impl VideoSet {
         let parts = idx
             .par_iter()
             .zip(views)
-            .map(|(&i, v)| Ok(self.normalized(&self.raw(i)?, v)))
+            .map(|(&i, v)| {
+                let (raw, label) = self.read(i)?;
+                Ok((self.normalized(&raw, v), label))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let x = Tensor::from_vec(
-            parts.concat(),
-            (idx.len(), self.tokens, self.token_dim),
-            device,
-        )?;
-        Ok((x, self.labels_of(idx, device)?))
+        self.stack(parts, idx.len(), device)
     }
 
     /// Evaluation batch: tubelets [B · views, tokens, token_dim] (clip-major), and labels [B].
@@ -127,17 +135,13 @@ impl VideoSet {
         let parts = idx
             .par_iter()
             .map(|&i| {
-                let raw = self.raw(i)?;
-                Ok((0..self.views)
+                let (raw, label) = self.read(i)?;
+                let values = (0..self.views)
                     .flat_map(|v| self.normalized(&raw, v))
-                    .collect::<Vec<f32>>())
+                    .collect::<Vec<f32>>();
+                Ok((values, label))
             })
             .collect::<Result<Vec<_>>>()?;
-        let x = Tensor::from_vec(
-            parts.concat(),
-            (idx.len() * self.views, self.tokens, self.token_dim),
-            device,
-        )?;
-        Ok((x, self.labels_of(idx, device)?))
+        self.stack(parts, idx.len() * self.views, device)
     }
 }
