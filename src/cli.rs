@@ -67,6 +67,37 @@ pub enum Command {
     /// Read LLM checkpoints, cut one block out, run a block.
     #[command(subcommand)]
     Llm(LlmCmd),
+    /// Time training steps of a model at the paper's sizes with random weights (prints JSON;
+    /// `benches/gpu_step.py` is its PyTorch counterpart, `make bench-gpu` runs both).
+    BenchTrain(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// pointbert | vit-s | vit-b | vectornet
+    #[arg(long)]
+    pub model: String,
+    /// Samples per step (default: 32 for pointbert and vectornet, 8 for the video ViTs).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Timed steps; the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// The LLM block: frozen (LLaMA-7B shapes), trainable, random, or none.
+    #[arg(long, default_value = "frozen")]
+    pub mode: String,
+    /// Tiny widths and token counts (a smoke test that runs in a second on a CPU).
+    #[arg(long)]
+    pub tiny: bool,
+    /// Attention: full (materialised scores) or chunked (memory-efficient).
+    #[arg(long, default_value = "full")]
+    pub attention: String,
+    /// Recompute encoder blocks in the backward (activation checkpointing).
+    #[arg(long)]
+    pub checkpoint_blocks: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -40,6 +40,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Cache(CacheCmd::Pull { stage }) => crate::remote_cmd::pull(cli, stage.as_deref()),
         Command::DemoData(args) => demo_data(args),
         Command::Llm(cmd) => crate::llm_cmd::run(cmd),
+        Command::BenchTrain(args) => crate::bench_cmd::run(args),
     }
 }
 

@@ -168,6 +168,7 @@ fn bench_step(
     };
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?)?;
     let r = Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?;
+    lm4ve_stages::train::step_bench::reset_peak_memory(&device);
     let mut times = Vec::new();
     for i in 0..iters + 1 {
         let t0 = std::time::Instant::now();
@@ -189,6 +190,7 @@ fn bench_step(
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    let (peak, reserved) = lm4ve_stages::train::step_bench::peak_memory(&device).unwrap_or((0, 0));
     println!(
         "{}",
         serde_json::json!({
@@ -196,6 +198,7 @@ fn bench_step(
             "hidden": hidden, "heads": heads, "kv_heads": kv_heads, "ffn": ffn,
             "batch": batch, "tokens": tokens, "threads": rayon::current_num_threads(),
             "ms_per_step_median": median, "ms_per_step": times,
+            "peak_mem_mib": peak as f64 / 1048576.0, "peak_reserved_mib": reserved as f64 / 1048576.0,
         })
     );
     Ok(())

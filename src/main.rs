@@ -1,6 +1,7 @@
 //! The `lm4ve` binary: parses the command line, wires config → engine → stages, prints
 //! results. Exit status: 0 ok, 1 a stage failed, 2 bad usage or bad config.
 
+mod bench_cmd;
 mod cli;
 mod commands;
 mod llm_cmd;

@@ -19,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::attention::AttnImpl;
 use super::block_grad::{self, Prec};
 use crate::llm::block_format::{Arch, BlockConfig};
 
@@ -172,6 +173,8 @@ pub struct LlmBlock {
     /// bf16 copies of the matrices for autocast, made on first use (frozen weights never
     /// change, so the copy never goes stale; trainable blocks never use it).
     bf16: OnceLock<Weights>,
+    /// Full or chunked (memory-efficient) attention; the values are the same.
+    attn: AttnImpl,
 }
 
 impl std::fmt::Debug for LlmBlock {
@@ -227,6 +230,7 @@ impl LlmBlock {
             w: Weights { t },
             vars: None,
             bf16: OnceLock::new(),
+            attn: AttnImpl::Full,
         }
     }
 
@@ -337,6 +341,11 @@ impl LlmBlock {
         self.vars.is_some()
     }
 
+    /// Chooses full or chunked attention (see `train::attention`).
+    pub fn set_attention(&mut self, attn: AttnImpl) {
+        self.attn = attn;
+    }
+
     pub fn config(&self) -> &BlockConfig {
         &self.cfg
     }
@@ -388,8 +397,15 @@ impl LlmBlock {
         } else {
             block_grad::Mode::Fast
         };
-        let (y, _) =
-            block_grad::forward_impl(&self.w, &self.cfg, x, bias.as_ref(), Prec::F32, mode)?;
+        let (y, _) = block_grad::forward_impl(
+            &self.w,
+            &self.cfg,
+            x,
+            bias.as_ref(),
+            Prec::F32,
+            mode,
+            self.attn,
+        )?;
         Ok(y)
     }
 
@@ -455,14 +471,14 @@ impl LlmBlock {
             Prec::F32 => &self.w,
             Prec::Bf16 => self.bf16_weights()?,
         };
-        block_grad::forward_frozen(w, &self.cfg, x, bias.as_ref(), prec)
+        block_grad::forward_frozen(w, &self.cfg, x, bias.as_ref(), prec, self.attn)
     }
 
     /// Bytes the frozen node keeps alive between forward and backward for input x (its
     /// saved intermediates and output), for memory reports and benchmarks.
     pub fn frozen_saved_bytes(&self, x: &Tensor) -> candle_core::Result<usize> {
         self.check_input(x)?;
-        block_grad::saved_bytes(&self.w, &self.cfg, x, Prec::F32)
+        block_grad::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn)
     }
 
     fn bf16_weights(&self) -> candle_core::Result<&Weights> {

@@ -15,10 +15,11 @@
 
 use std::sync::Arc;
 
-use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Shape, Storage, Tensor, D,
+    CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Shape, Tensor, D,
 };
+
+use super::attention::{self, AttnImpl};
 
 use super::block::{
     Weights, BK, BO, BQ, BV, B_IN, B_OUT, NORM1_B, NORM1_W, NORM2_B, NORM2_W, WK, WO, WQ, WV, W_IN,
@@ -70,8 +71,12 @@ pub(crate) struct Saved {
     qh: Tensor,
     kh: Tensor,
     vh: Tensor,
-    /// mm: attention probabilities [B, KV, G·T, T].
-    p: Tensor,
+    /// mm: attention probabilities [B, KV, G·T, T] under full attention; None under chunked
+    /// attention, whose backward recomputes them.
+    p: Option<Tensor>,
+    /// The key-mask score bias [B, 1, 1, T], for that recomputation.
+    bias: Option<Tensor>,
+    attn: AttnImpl,
     xh2: Tensor,
     r2: Tensor,
     /// mm: LLaMA gate pre-activation; OPT fc1 output (pre-ReLU) [N, F].
@@ -93,7 +98,6 @@ impl Saved {
             &self.qh,
             &self.kh,
             &self.vh,
-            &self.p,
             &self.xh2,
             &self.r2,
             &self.mlp_a,
@@ -102,6 +106,9 @@ impl Saved {
         ];
         if let Some(u) = &self.mlp_u {
             ts.push(u);
+        }
+        if let Some(p) = &self.p {
+            ts.push(p);
         }
         ts.iter()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
@@ -172,6 +179,7 @@ pub(crate) fn forward_impl(
     bias: Option<&Tensor>,
     prec: Prec,
     mode: Mode,
+    attn: AttnImpl,
 ) -> Result<(Tensor, Option<Saved>)> {
     let (b, t, d) = x.dims3()?;
     let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -197,17 +205,14 @@ pub(crate) fn forward_impl(
         .reshape((b, kv, g * t, hd))?;
     let kh = k.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
     let vh = v.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
-    let mut s = qh.matmul(&kh.t()?)?.to_dtype(f32)?;
-    if let Some(bias) = bias {
-        s = s.broadcast_add(bias)?;
-    }
-    let p = match mode {
-        Mode::Tracked => candle_nn::ops::softmax(&s, D::Minus1)?,
-        Mode::Fast | Mode::Save => candle_nn::ops::softmax_last_dim(&s)?,
-    }
-    .to_dtype(mmt)?;
-    let o = p
-        .matmul(&vh)?
+    let (o, p) = match (mode, attn) {
+        (Mode::Save, AttnImpl::Full) => {
+            let (o, p) = attention::forward_full(&qh, &kh, &vh, bias)?;
+            (o, Some(p))
+        }
+        _ => (attention::attention(&qh, &kh, &vh, bias, attn)?, None),
+    };
+    let o = o
         .reshape((b, h, t, hd))?
         .transpose(1, 2)?
         .contiguous()?
@@ -240,6 +245,8 @@ pub(crate) fn forward_impl(
             kh,
             vh,
             p,
+            bias: bias.cloned(),
+            attn,
             xh2,
             r2,
             mlp_a: a,
@@ -303,24 +310,23 @@ pub(crate) fn backward(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((b, kv, g * t, hd))?;
-    let dp = do_.matmul(&s.vh.t()?)?.to_dtype(f32)?;
-    // Summing over the G·T query rows of a kv head is the GQA reduction of dv and dk.
-    let dv = s.p.t()?.matmul(&do_)?;
-    let p = s.p.to_dtype(f32)?;
-    // Softmax backward: dS = p·(dp − Σ_j dp·p). Masked keys have p = 0, so they get none.
-    let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?.to_dtype(mmt)?;
+    let (dq, dk, dv) = attention::backward(
+        &s.qh,
+        &s.kh,
+        &s.vh,
+        s.p.as_ref(),
+        s.bias.as_ref(),
+        &do_,
+        attention::CHUNK,
+    )?;
+    let _ = s.attn;
     // q was scaled before the matmul, so dS·k is the grad of the scaled q.
-    let dq = (ds.matmul(&s.kh)? * (1.0 / (hd as f64).sqrt()))?
+    let dq = (dq * (1.0 / (hd as f64).sqrt()))?
         .reshape((b, h, t, hd))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((n, h * hd))?;
-    let dk = ds
-        .t()?
-        .matmul(&s.qh)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n, kv * hd))?;
+    let dk = dk.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
     let dv = dv.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
     let dn1 = ((dq.matmul(w.get(WQ)?)? + dk.matmul(w.get(WK)?)?)? + dv.matmul(w.get(WV)?)?)?
         .to_dtype(f32)?;
@@ -338,45 +344,21 @@ struct FrozenBlockGrad {
     out: Tensor,
 }
 
-/// A fresh contiguous copy of `src` viewed through `layout`, on the same device.
-fn copy_storage<S>(src: &S, layout: &Layout) -> Result<(S, Shape)>
-where
-    S: BackendStorage,
-    S::Device: BackendDevice<Storage = S>,
-{
-    let shape = layout.shape().clone();
-    let mut dst = src.device().zeros_impl(&shape, src.dtype())?;
-    src.copy_strided_src(&mut dst, 0, layout)?;
-    Ok((dst, shape))
-}
-
 impl CustomOp1 for FrozenBlockGrad {
     fn name(&self) -> &'static str {
         "lm4ve-frozen-llm-block"
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => copy_storage(s, layout),
-            _ => candle_core::bail!("frozen llm block: input on cpu, output elsewhere"),
-        }
+        attention::precomputed_cpu(&self.out, "frozen llm block")
     }
 
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => copy_storage(s, layout),
-            _ => candle_core::bail!("frozen llm block: input on cuda, output elsewhere"),
-        }
+        attention::precomputed_cuda(&self.out, "frozen llm block")
     }
 
     fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
-        match &*storage {
-            Storage::Metal(s) => copy_storage(s, layout),
-            _ => candle_core::bail!("frozen llm block: input on metal, output elsewhere"),
-        }
+        attention::precomputed_metal(&self.out, "frozen llm block")
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -391,12 +373,13 @@ pub(crate) fn forward_frozen(
     x: &Tensor,
     bias: Option<&Tensor>,
     prec: Prec,
+    attn: AttnImpl,
 ) -> Result<Tensor> {
     if !x.track_op() {
         // No gradient will be asked for: skip keeping intermediates.
-        return Ok(forward_impl(w, cfg, x, bias, prec, Mode::Fast)?.0);
+        return Ok(forward_impl(w, cfg, x, bias, prec, Mode::Fast, attn)?.0);
     }
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), bias, prec, Mode::Save)?;
+    let (out, saved) = forward_impl(w, cfg, &x.detach(), bias, prec, Mode::Save, attn)?;
     let Some(saved) = saved else {
         candle_core::bail!("frozen llm block: internal error, nothing saved");
     };
@@ -411,8 +394,14 @@ pub(crate) fn forward_frozen(
 }
 
 /// Bytes the frozen node keeps alive for its backward on input x (for measurements).
-pub(crate) fn saved_bytes(w: &Weights, cfg: &BlockConfig, x: &Tensor, prec: Prec) -> Result<usize> {
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), None, prec, Mode::Save)?;
+pub(crate) fn saved_bytes(
+    w: &Weights,
+    cfg: &BlockConfig,
+    x: &Tensor,
+    prec: Prec,
+    attn: AttnImpl,
+) -> Result<usize> {
+    let (out, saved) = forward_impl(w, cfg, &x.detach(), None, prec, Mode::Save, attn)?;
     let saved = saved.map_or(0, |s| s.bytes());
     // Plus the node's own output copy.
     Ok(saved + out.elem_count() * out.dtype().size_in_bytes())
@@ -425,7 +414,7 @@ mod tests {
     };
     use super::super::block::LlmBlock;
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Storage, Var};
     use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
     use std::collections::BTreeMap;
     use std::time::Instant;
@@ -555,6 +544,66 @@ mod tests {
             cfg.arch
         );
         assert!(ours.iter().any(|v| *v != 0.0));
+    }
+
+    /// Chunked attention inside the block: frozen node (dL/dx) and trainable block (weight
+    /// grads) against full attention, masked, for sequences longer than one chunk.
+    #[test]
+    fn chunked_attention_block_matches_full() {
+        use super::super::attention::AttnImpl;
+        let cfg = llama_cfg();
+        let dev = Device::Cpu;
+        for (b, t) in [(1usize, 600usize), (1, 1568)] {
+            let d = cfg.hidden_size;
+            let ts = random_tensors(&cfg, 31);
+            let x = Tensor::from_vec(random_input(b, t, d, 32), (b, t, d), &dev).unwrap();
+            let r = Tensor::from_vec(random_input(b, t, d, 33), (b, t, d), &dev).unwrap();
+            let mv: Vec<f32> = (0..b * t)
+                .map(|i| f32::from(u8::from(i % 7 != 3)))
+                .collect();
+            let mask = Tensor::from_vec(mv, (b, t), &dev).unwrap();
+            let mut full = LlmBlock::from_tensors(&cfg, &ts, &dev).unwrap();
+            let mut chunked = full.clone();
+            chunked.set_attention(AttnImpl::Chunked);
+            let f = |bl: &LlmBlock, x: &Tensor| bl.forward_frozen_with(x, Some(&mask), false);
+            let (gf, gc) = (
+                grad_through(&full, &x, &r, f),
+                grad_through(&chunked, &x, &r, f),
+            );
+            let g64: Vec<f64> = gf.iter().map(|v| *v as f64).collect();
+            assert!(
+                rel_err(&gc, &g64) < 1e-5,
+                "frozen dL/dx, T={t}: {}",
+                rel_err(&gc, &g64)
+            );
+            // The chunked node keeps no probabilities: less memory kept for the backward.
+            let (kf, kc) = (
+                full.frozen_saved_bytes(&x).unwrap(),
+                chunked.frozen_saved_bytes(&x).unwrap(),
+            );
+            assert!(
+                kc + b * cfg.num_heads * t * t * 4 / 2 <= kf,
+                "kept {kc} vs {kf}"
+            );
+            // Trainable: weight gradients through the chunked node.
+            let wf = full.make_trainable().unwrap();
+            let wc = chunked.make_trainable().unwrap();
+            let grads = |bl: &LlmBlock, vars: &[Var]| -> Vec<Vec<f32>> {
+                let y = bl.forward_masked(&x, Some(&mask)).unwrap();
+                let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                vars.iter()
+                    .map(|v| to_vec(g.get(v.as_tensor()).unwrap()))
+                    .collect()
+            };
+            for (a, c) in grads(&full, &wf).iter().zip(grads(&chunked, &wc).iter()) {
+                let a64: Vec<f64> = a.iter().map(|v| *v as f64).collect();
+                assert!(
+                    rel_err(c, &a64) < 1e-4,
+                    "weight grad, T={t}: {}",
+                    rel_err(c, &a64)
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Training: the frozen LLM block (forward + input-only backward), the PointBERT encoder,
 //! AdamW, data loading from shards, the `train` and `eval` stages.
 
+pub mod attention;
 pub mod av_data;
 pub mod block;
 pub mod block_grad;
@@ -10,8 +11,10 @@ pub mod nn;
 pub mod optim;
 pub mod plot;
 pub mod pointbert;
+pub mod recompute;
 pub mod shard_set;
 pub mod stage;
+pub mod step_bench;
 pub mod task;
 pub mod vectornet;
 pub mod video_data;

@@ -50,16 +50,20 @@ impl AdamW {
     /// Global L2 norm of the gradients; scales them down to `max_norm` if above.
     /// Returns the norm before clipping.
     pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
-        let mut total = 0f64;
+        // Per-parameter sums stay on the device and come back in one read (one device
+        // synchronisation per step, not one per parameter); they are added on the host in
+        // parameter order, in f64, so the norm does not depend on the device.
+        let mut sums = Vec::with_capacity(self.params.len());
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                total += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
+                sums.push(g.sqr()?.sum_all()?.to_dtype(DType::F64)?.reshape(1)?);
             }
         }
+        let total: f64 = if sums.is_empty() {
+            0.0
+        } else {
+            Tensor::cat(&sums, 0)?.to_vec1::<f64>()?.iter().sum()
+        };
         let norm = total.sqrt();
         if max_norm > 0.0 && norm > max_norm {
             let scale = max_norm / (norm + 1e-6);

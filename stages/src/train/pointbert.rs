@@ -5,7 +5,7 @@
 
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{dropout, max_over, LayerNorm};
-use super::vit::{drop_path_rate, BlockAdapter, VitBlock};
+use super::vit::{configure_trunk, drop_path_rate, BlockAdapter, Execution, VitBlock};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -144,6 +144,11 @@ pub struct PointBert {
 }
 
 impl PointBert {
+    /// Full or chunked attention, activation checkpointing (see `vit::Execution`).
+    pub fn configure(&mut self, exec: &Execution) {
+        configure_trunk(&mut self.blocks, self.llm.as_mut(), exec);
+    }
+
     /// `block`: the LLM block and its mode, or None for the `none` ablation.
     pub fn new(
         cfg: &PointBertConfig,

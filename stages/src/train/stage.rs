@@ -6,11 +6,14 @@
 //! the step is the whole RNG state and the epoch is the data cursor). A killed run resumes
 //! from the last checkpoint and reaches the same weights as an uninterrupted one.
 
+use super::attention::AttnImpl;
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{init_vars, step_rng};
 use super::optim::{cosine_lr, AdamW};
 use super::plot::curves_png;
+use super::recompute::GradSink;
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig, Task};
+use super::vit::Execution;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -25,7 +28,9 @@ use std::time::Instant;
 pub const TRAIN_KIND: &str = "train";
 pub const EVAL_KIND: &str = "eval";
 /// Bump when trained weights would change for the same inputs and params.
-pub const TRAIN_VERSION: u32 = 1;
+/// 2: gradients flow through the ViT and VectorNet attention probabilities (candle's
+/// `softmax_last_dim` has no backward, so q and k had received none).
+pub const TRAIN_VERSION: u32 = 2;
 pub const EVAL_VERSION: u32 = 1;
 
 fn d_mode() -> BlockMode {
@@ -107,6 +112,19 @@ pub struct TrainParams {
     pub epochs_per_checkpoint: usize,
     #[serde(default)]
     pub seed: u64,
+    /// `full` (default) or `chunked`: memory-efficient attention that keeps no [B, H, T, T]
+    /// for the backward (same values to float rounding; see `train::attention`).
+    #[serde(default, skip_serializing_if = "AttnImpl::is_default")]
+    pub attention: AttnImpl,
+    /// Recompute each encoder block in the backward instead of keeping its activations
+    /// (same gradients; see `train::recompute`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub checkpoint_blocks: bool,
+}
+
+/// Lets a new boolean param default to false without changing existing artifact keys.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 pub struct TrainStage {
@@ -424,6 +442,12 @@ impl Stage for TrainStage {
             self.p.seed,
             &device,
         )?;
+        let mut built = built;
+        let sink = GradSink::default();
+        built.model.configure(&Execution {
+            attn: self.p.attention,
+            checkpoint: self.p.checkpoint_blocks.then(|| sink.clone()),
+        });
         let mut opt = AdamW::new(self.params_for(&built)?)?;
         let all_vars = sorted_vars(&built.varmap)?;
         let mut history: Vec<EpochMetrics> = Vec::new();
@@ -493,6 +517,7 @@ impl Stage for TrainStage {
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
                 let mut grads = loss.backward()?;
+                sink.merge_into(&mut grads)?;
                 opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
                 opt.step(&grads, lr)?;
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;

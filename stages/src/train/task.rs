@@ -12,6 +12,7 @@ use super::pointbert::{PointBert, PointBertConfig};
 use super::vectornet::{forecast_loss, Forecast, ForecastTotals, VectorNet, VectorNetConfig};
 use super::video_data::VideoSet;
 use super::video_vit::{VideoVit, VideoVitConfig};
+use super::vit::Execution;
 use anyhow::Result;
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarBuilder;
@@ -252,6 +253,15 @@ impl Model {
             }
             _ => anyhow::bail!("the model config does not match the data's kind"),
         })
+    }
+
+    /// Sets how attention and the encoder blocks run (values unchanged).
+    pub fn configure(&mut self, exec: &Execution) {
+        match self {
+            Model::PointBert(m) => m.configure(exec),
+            Model::Video(m) => m.configure(exec),
+            Model::VectorNet(m) => m.configure(exec),
+        }
     }
 
     /// Logits [rows, classes] or a forecast. `rng` Some = training.

@@ -6,9 +6,10 @@
 //! Trajectories are positions in the agent frame of `av.tokens` (the agent is at the origin
 //! at the last observed step, so "offsets from the actor's last position" are positions).
 
+use super::attention::{attention, AttnImpl};
 use super::block::{BlockMode, LlmBlock};
 use super::nn::LayerNorm;
-use super::vit::BlockAdapter;
+use super::vit::{BlockAdapter, Execution};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -120,12 +121,15 @@ impl GlobalGraph {
     /// x [B, N, d], mask [B, N] (1 = real) → [B, N, d]
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let d = x.dim(2)?;
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
-        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        // A finite bias, not -inf, so an all-padding row stays finite.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.unsqueeze(1)?;
-        let att = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias)?)?;
-        att.matmul(&v)
+        // One head: [B, 1, N, d].
+        let heads = |t: Tensor| t.unsqueeze(1);
+        let q = heads((self.q.forward(x)? / (d as f64).sqrt())?)?;
+        let (k, v) = (heads(self.k.forward(x)?)?, heads(self.v.forward(x)?)?);
+        // A finite bias, not -inf, so an all-padding row stays finite. Masks carry no gradient.
+        let bias = ((mask.detach().to_dtype(DType::F32)? - 1.0)? * 1e30)?
+            .unsqueeze(1)?
+            .unsqueeze(1)?;
+        attention(&q, &k, &v, Some(&bias), AttnImpl::Full)?.squeeze(1)
     }
 }
 
@@ -175,6 +179,14 @@ pub struct VectorNet {
 }
 
 impl VectorNet {
+    /// Chunked attention in the LLM block (the global graph is one head over ≤ a few hundred
+    /// polylines, so it stays full). VectorNet has no ViT blocks to checkpoint.
+    pub fn configure(&mut self, exec: &Execution) {
+        if let Some(l) = self.llm.as_mut() {
+            l.set_attention(exec.attn);
+        }
+    }
+
     pub fn new(
         cfg: &VectorNetConfig,
         actor_features: usize,

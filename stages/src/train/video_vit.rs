@@ -11,7 +11,7 @@
 
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{dropout, LayerNorm};
-use super::vit::{drop_path_rate, BlockAdapter, VitBlock};
+use super::vit::{configure_trunk, drop_path_rate, BlockAdapter, Execution, VitBlock};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -90,6 +90,11 @@ pub struct VideoVit {
 }
 
 impl VideoVit {
+    /// Full or chunked attention, activation checkpointing (see `vit::Execution`).
+    pub fn configure(&mut self, exec: &Execution) {
+        configure_trunk(&mut self.blocks, self.llm.as_mut(), exec);
+    }
+
     /// `tokens` and `token_dim` come from the data (T/t·(crop/p)² and t·p·p·3); `block` is
     /// the LLM block and its mode, or None for the `none` ablation.
     pub fn new(
@@ -155,6 +160,81 @@ impl VideoVit {
 mod tests {
     use super::*;
     use candle_nn::VarMap;
+
+    /// Activation checkpointing (and chunked attention) change what is kept, not what is
+    /// computed: every parameter's gradient equals the plain path's, drop path included.
+    #[test]
+    fn checkpointed_blocks_give_the_plain_gradients() {
+        use crate::train::attention::AttnImpl;
+        use crate::train::nn::step_rng;
+        use crate::train::recompute::GradSink;
+        use crate::train::vit::Execution;
+        let dev = Device::Cpu;
+        let cfg = VideoVitConfig {
+            embed_dim: 32,
+            depth: 3,
+            heads: 4,
+            drop_path: 0.5,
+            ..Default::default()
+        };
+        let x = Tensor::randn(0f32, 1.0, (2, 8, 12), &dev).unwrap();
+        let labels = Tensor::new(&[1u32, 3], &dev).unwrap();
+        let grads_with = |exec: Execution| -> Vec<(String, Vec<f32>)> {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            let mut model = VideoVit::new(&cfg, 8, 12, 5, None, vb).unwrap();
+            crate::train::nn::init_vars(&varmap, 7).unwrap();
+            model.configure(&exec);
+            let mut rng = step_rng(0, "dropout", 0);
+            let logits = model.forward(&x, Some(&mut rng)).unwrap();
+            let loss = crate::train::nn::smoothed_cross_entropy(&logits, &labels, 0.0).unwrap();
+            let mut g = loss.backward().unwrap();
+            if let Some(sink) = &exec.checkpoint {
+                sink.merge_into(&mut g).unwrap();
+            }
+            let vars = varmap.data().lock().unwrap();
+            let mut names: Vec<&String> = vars.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|n| {
+                    let t = g
+                        .get(vars[n].as_tensor())
+                        .unwrap_or_else(|| panic!("no grad for {n}"));
+                    (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())
+                })
+                .collect()
+        };
+        let plain = grads_with(Execution::default());
+        for exec in [
+            Execution {
+                attn: AttnImpl::Full,
+                checkpoint: Some(GradSink::default()),
+            },
+            Execution {
+                attn: AttnImpl::Chunked,
+                checkpoint: Some(GradSink::default()),
+            },
+        ] {
+            let attn = exec.attn;
+            let other = grads_with(exec);
+            assert_eq!(plain.len(), other.len());
+            for ((n, a), (_, b)) in plain.iter().zip(&other) {
+                let d = a
+                    .iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                let m = a.iter().map(|v| v.abs()).fold(0f32, f32::max);
+                if attn == AttnImpl::Full {
+                    // Same ops on the same values: the same bits.
+                    assert_eq!(a, b, "{n}: checkpointed gradient differs by {d}");
+                } else {
+                    assert!(d <= 1e-5 * m.max(1.0), "{n}: differs by {d} (max {m})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn sinusoid_table_matches_the_formula() {

@@ -2,13 +2,17 @@
 //! its width adapters (PAPER.md §1: `Linear(d, D_llm, bias=False)` → block →
 //! `Linear(D_llm, d, bias=False)`).
 
+use super::attention::{attention, AttnImpl};
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{drop_path, LayerNorm};
+use super::recompute::{checkpointed, GradSink, Recompute};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 /// One pre-norm ViT block: x + attn(LN(x)), x + MLP(LN(x)).
+#[derive(Clone)]
 pub struct VitBlock {
     norm1: LayerNorm,
     qkv: Linear,
@@ -20,6 +24,11 @@ pub struct VitBlock {
     fc1: Linear,
     fc2: Linear,
     heads: usize,
+    /// Full or chunked attention (same values; chunked keeps no [B, H, T, T] for backward).
+    pub attn: AttnImpl,
+    /// Set: the block is checkpointed (recomputed in the backward), its weight gradients
+    /// going to this sink.
+    pub checkpoint: Option<GradSink>,
 }
 
 impl VitBlock {
@@ -45,6 +54,8 @@ impl VitBlock {
             fc1: candle_nn::linear(dim, hidden, vb.pp("mlp.fc1"))?,
             fc2: candle_nn::linear(hidden, dim, vb.pp("mlp.fc2"))?,
             heads,
+            attn: AttnImpl::Full,
+            checkpoint: None,
         })
     }
 
@@ -59,17 +70,52 @@ impl VitBlock {
         let qkv = qkv
             .reshape((b, t, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
-        let q = qkv.get(0)?.contiguous()?;
+        let q = (qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        let out = attention(&q, &k, &v, None, self.attn)?
+            .transpose(1, 2)?
+            .reshape((b, t, c))?;
         self.proj.forward(&out)
     }
 
     /// `drop`: this block's drop-path rate; `rng` Some = training.
     pub fn forward(&self, x: &Tensor, drop: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        match &self.checkpoint {
+            Some(sink) if x.track_op() => {
+                let mut plain = self.clone();
+                plain.checkpoint = None;
+                checkpointed(Arc::new(VitStep { block: plain, drop }), x, rng, sink)
+            }
+            _ => self.forward_plain(x, drop, rng),
+        }
+    }
+
+    /// The trained tensors of the block.
+    fn params(&self) -> Vec<Tensor> {
+        let mut p = vec![
+            self.norm1.weight().clone(),
+            self.norm1.bias().clone(),
+            self.qkv.weight().clone(),
+            self.proj.weight().clone(),
+            self.norm2.weight().clone(),
+            self.norm2.bias().clone(),
+            self.fc1.weight().clone(),
+            self.fc2.weight().clone(),
+        ];
+        for l in [&self.proj, &self.fc1, &self.fc2] {
+            if let Some(b) = l.bias() {
+                p.push(b.clone());
+            }
+        }
+        if let Some((q, v)) = &self.qv_bias {
+            p.push(q.clone());
+            p.push(v.clone());
+        }
+        p
+    }
+
+    fn forward_plain(&self, x: &Tensor, drop: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let a = self.attention(&self.norm1.forward(x)?)?;
         let (a, rng) = match rng {
             Some(r) => (drop_path(&a, drop, r)?, Some(r)),
@@ -84,6 +130,41 @@ impl VitBlock {
             None => m,
         };
         x + m
+    }
+}
+
+/// A ViT block with its drop-path rate, as a checkpointed node runs it.
+struct VitStep {
+    block: VitBlock,
+    drop: f64,
+}
+
+impl Recompute for VitStep {
+    fn forward(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        self.block.forward_plain(x, self.drop, rng)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        self.block.params()
+    }
+}
+
+/// How a model's attention and encoder blocks run (the `attention` and `checkpoint_blocks`
+/// params of a `train` stage). Neither changes what is computed, only what is kept.
+#[derive(Clone, Default)]
+pub struct Execution {
+    pub attn: AttnImpl,
+    /// Some: every encoder block is checkpointed, weight gradients going to this sink.
+    pub checkpoint: Option<GradSink>,
+}
+
+/// Applies `exec` to a stack of ViT blocks and the LLM block after them.
+pub fn configure_trunk(blocks: &mut [VitBlock], llm: Option<&mut BlockAdapter>, exec: &Execution) {
+    for b in blocks {
+        b.attn = exec.attn;
+        b.checkpoint = exec.checkpoint.clone();
+    }
+    if let Some(l) = llm {
+        l.set_attention(exec.attn);
     }
 }
 
@@ -124,6 +205,11 @@ impl BlockAdapter {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_masked(x, None)
+    }
+
+    /// Full or chunked attention inside the LLM block.
+    pub fn set_attention(&mut self, attn: AttnImpl) {
+        self.block.set_attention(attn);
     }
 
     /// With a key-padding mask [B, T] (1 = real token): padded tokens get no attention

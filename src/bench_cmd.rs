@@ -1,0 +1,45 @@
+//! `lm4ve bench-train`: one model's training step at the paper's sizes, timed (JSON out).
+
+use crate::cli::BenchTrainArgs;
+use anyhow::Result;
+use lm4ve_pipeline::UsageError;
+use lm4ve_stages::train::attention::AttnImpl;
+use lm4ve_stages::train::block::BlockMode;
+use lm4ve_stages::train::step_bench::{self, BenchModel, BenchSpec};
+use std::process::ExitCode;
+
+pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
+    let model = BenchModel::parse(&a.model).ok_or_else(|| {
+        UsageError(format!(
+            "--model {}: use pointbert, vit-s, vit-b or vectornet",
+            a.model
+        ))
+    })?;
+    let mode: BlockMode = serde_json::from_value(serde_json::Value::String(a.mode.clone()))
+        .map_err(|_| {
+            UsageError(format!(
+                "--mode {}: use frozen, trainable, random or none",
+                a.mode
+            ))
+        })?;
+    let attn: AttnImpl = serde_json::from_value(serde_json::Value::String(a.attention.clone()))
+        .map_err(|_| UsageError(format!("--attention {}: use full or chunked", a.attention)))?;
+    let batch = a.batch.unwrap_or_else(|| model.default_batch());
+    if batch == 0 || a.iters == 0 {
+        return Err(UsageError("--batch and --iters must be positive".into()).into());
+    }
+    let device = lm4ve_stages::train::device::device()?;
+    let spec = BenchSpec {
+        model,
+        batch,
+        iters: a.iters,
+        warmup: a.warmup,
+        mode,
+        tiny: a.tiny,
+        attn,
+        checkpoint: a.checkpoint_blocks,
+    };
+    let r = step_bench::run(&spec, &device)?;
+    println!("{r}");
+    Ok(ExitCode::SUCCESS)
+}
