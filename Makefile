@@ -69,5 +69,20 @@ build-mkl: deps
 bench-block-mkl: build-mkl
 	eval "$$(bash scripts/install-mkl.sh)" && BIN=target/mkl/release/lm4ve bash benches/block_step.sh
 
+# The CUDA build (candle's kernels through cudarc), with NVIDIA's CUDA 13.0 compiler wheels from
+# PyPI when the machine has no toolkit: ~35 min on 2 cores the first time. The binary lands in
+# target/cuda/release/lm4ve; `strip` it (~70 MB) to carry it to a GPU machine.
+.PHONY: build-cuda bench-gpu
+build-cuda: deps
+	eval "$$(bash scripts/install-cuda-toolchain.sh)" && $(CARGO) build --release --locked --features cuda --target-dir target/cuda
+
+# On a machine with an NVIDIA GPU and PyTorch (+ timm): every model's training step at the
+# paper's sizes, lm4ve beside PyTorch running the reference code's own model definitions.
+# LM4VE_REF must name a checkout of ziqipang/LM4VisualEncoding. Prints the BENCHMARKS.md table.
+bench-gpu:
+	@test -n "$$LM4VE_REF" || { echo "set LM4VE_REF to a checkout of ziqipang/LM4VisualEncoding"; exit 2; }
+	@test -x "$${BIN:-target/cuda/release/lm4ve}" || { echo "no CUDA build: run make build-cuda (or set BIN)"; exit 2; }
+	bash benches/gpu.sh
+
 clean-demo:
 	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv

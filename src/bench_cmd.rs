@@ -5,6 +5,7 @@ use anyhow::Result;
 use lm4ve_pipeline::UsageError;
 use lm4ve_stages::train::attention::AttnImpl;
 use lm4ve_stages::train::block::BlockMode;
+use lm4ve_stages::train::precision::Precision;
 use lm4ve_stages::train::step_bench::{self, BenchModel, BenchSpec};
 use std::process::ExitCode;
 
@@ -24,6 +25,13 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
         })?;
     let attn: AttnImpl = serde_json::from_value(serde_json::Value::String(a.attention.clone()))
         .map_err(|_| UsageError(format!("--attention {}: use full or chunked", a.attention)))?;
+    let precision = match &a.precision {
+        None => None,
+        Some(p) => Some(
+            serde_json::from_value::<Precision>(serde_json::Value::String(p.clone()))
+                .map_err(|_| UsageError(format!("--precision {p}: use f32, bf16 or f16")))?,
+        ),
+    };
     let batch = a.batch.unwrap_or_else(|| model.default_batch());
     if batch == 0 || a.iters == 0 {
         return Err(UsageError("--batch and --iters must be positive".into()).into());
@@ -38,6 +46,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
         tiny: a.tiny,
         attn,
         checkpoint: a.checkpoint_blocks,
+        precision,
     };
     let r = step_bench::run(&spec, &device)?;
     println!("{r}");

@@ -98,6 +98,10 @@ pub struct BenchTrainArgs {
     /// Recompute encoder blocks in the backward (activation checkpointing).
     #[arg(long)]
     pub checkpoint_blocks: bool,
+    /// Matmul precision: f32, bf16 or f16 (loss-scaled). Default: encoder f32, frozen block
+    /// bf16 on CUDA.
+    #[arg(long)]
+    pub precision: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

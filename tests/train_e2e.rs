@@ -679,3 +679,72 @@ block = "llm_block"
     assert!((0.0..=1.0).contains(&f("miss_rate")));
     assert!(f("miss_rate") <= f("miss_rate_k1") + 1e-9);
 }
+
+/// A train config with extra `[stages.train_pc.params]` lines.
+fn with_train_params(cfg: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "epochs_per_checkpoint = 1\n",
+        &format!("epochs_per_checkpoint = 1\n{extra}\n"),
+    );
+    let p = cfg.with_file_name(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn checkpointed_blocks_train_the_same_model_and_f16_chunked_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 3);
+    let model = tiny_llama(dir.path());
+    let (train, test) = (
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    );
+    let base = train_config(
+        dir.path(),
+        "c.toml",
+        &train,
+        &test,
+        &model,
+        "frozen",
+        3,
+        "cache",
+    );
+    let run = |cfg: &Path| {
+        lm4ve(
+            cfg,
+            &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+        )
+        .ok();
+    };
+    run(&base);
+    // Recomputing the blocks in the backward changes what is kept, not one bit of the model.
+    let ckpt = with_train_params(&base, "ckpt.toml", "checkpoint_blocks = true");
+    let st = lm4ve(&ckpt, &["pipeline", "status"]);
+    assert!(
+        st.ok().stdout.contains("checkpoint_blocks"),
+        "{}",
+        st.stdout
+    );
+    run(&ckpt);
+    assert_eq!(
+        file_hash(&base, "train_pc", "model.safetensors"),
+        file_hash(&ckpt, "train_pc", "model.safetensors")
+    );
+    // f16 autocast with loss scaling, chunked attention, checkpointed blocks: trains, and the
+    // loss scale is part of the checkpoint (a resumed run continues with it).
+    let f16 = with_train_params(
+        &base,
+        "f16.toml",
+        "precision = \"f16\"\nattention = \"chunked\"\ncheckpoint_blocks = true",
+    );
+    run(&f16);
+    let m = metrics(&f16);
+    assert_eq!(m.len(), 3);
+    assert!(m.iter().all(|e| e["loss"].as_f64().unwrap().is_finite()));
+    // A misspelt value is a config error naming the key.
+    let bad = with_train_params(&base, "bad.toml", "precision = \"fp8\"");
+    let r = lm4ve(&bad, &["pipeline", "status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("precision"), "{}", r.stderr);
+}

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::AttnImpl;
 use super::block_grad::{self, Prec};
+use super::precision::Precision;
 use crate::llm::block_format::{Arch, BlockConfig};
 
 /// Which block sits between the adapters (PAPER.md §2 ablations: `init = pretrained | random`
@@ -149,13 +150,13 @@ impl Weights {
         self.t.get(slot).and_then(|t| t.as_ref())
     }
 
-    /// The autocast copy: matrices and projection biases in bf16 (they act inside bf16
-    /// matmuls); norm weights and biases stay f32 (norms run in f32).
-    fn to_autocast(&self) -> candle_core::Result<Weights> {
+    /// The autocast copy: matrices and projection biases in `dtype` (bf16 or f16: they act
+    /// inside those matmuls); norm weights and biases stay f32 (norms run in f32).
+    fn to_autocast(&self, dtype: DType) -> candle_core::Result<Weights> {
         let mut t = self.t.clone();
         for slot in MM_SLOTS {
             if let Some(w) = &self.t[slot] {
-                t[slot] = Some(w.to_dtype(DType::BF16)?);
+                t[slot] = Some(w.to_dtype(dtype)?);
             }
         }
         Ok(Weights { t })
@@ -170,9 +171,10 @@ pub struct LlmBlock {
     w: Weights,
     /// Set by [`LlmBlock::make_trainable`]; the Vars share storage with `w`.
     vars: Option<Vec<Var>>,
-    /// bf16 copies of the matrices for autocast, made on first use (frozen weights never
-    /// change, so the copy never goes stale; trainable blocks never use it).
+    /// bf16 and f16 copies of the matrices for autocast, made on first use (frozen weights
+    /// never change, so a copy never goes stale; trainable blocks never use them).
     bf16: OnceLock<Weights>,
+    f16: OnceLock<Weights>,
     /// Full or chunked (memory-efficient) attention; the values are the same.
     attn: AttnImpl,
 }
@@ -230,6 +232,7 @@ impl LlmBlock {
             w: Weights { t },
             vars: None,
             bf16: OnceLock::new(),
+            f16: OnceLock::new(),
             attn: AttnImpl::Full,
         }
     }
@@ -332,6 +335,7 @@ impl LlmBlock {
         }
         self.w = Weights { t };
         self.bf16 = OnceLock::new();
+        self.f16 = OnceLock::new();
         self.vars = Some(vars.clone());
         Ok(vars)
     }
@@ -439,6 +443,22 @@ impl LlmBlock {
         self.frozen_impl(x, key_mask, prec)
     }
 
+    /// The frozen node at an explicit precision (a `train` stage's `precision`), on any
+    /// device.
+    pub fn forward_frozen_at(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&Tensor>,
+        precision: Precision,
+    ) -> candle_core::Result<Tensor> {
+        let prec = match precision {
+            Precision::F32 => Prec::F32,
+            Precision::Bf16 => Prec::Bf16,
+            Precision::F16 => Prec::F16,
+        };
+        self.frozen_impl(x, key_mask, prec)
+    }
+
     /// What the trainer calls: a trainable block goes through autograd ([`Self::forward_masked`],
     /// f32), any other through the frozen node.
     pub fn forward_train(
@@ -469,7 +489,8 @@ impl LlmBlock {
         let bias = self.mask_bias(x, key_mask)?;
         let w = match prec {
             Prec::F32 => &self.w,
-            Prec::Bf16 => self.bf16_weights()?,
+            Prec::Bf16 => self.autocast_weights(&self.bf16, DType::BF16)?,
+            Prec::F16 => self.autocast_weights(&self.f16, DType::F16)?,
         };
         block_grad::forward_frozen(w, &self.cfg, x, bias.as_ref(), prec, self.attn)
     }
@@ -481,16 +502,20 @@ impl LlmBlock {
         block_grad::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn)
     }
 
-    fn bf16_weights(&self) -> candle_core::Result<&Weights> {
-        if let Some(w) = self.bf16.get() {
+    fn autocast_weights<'a>(
+        &self,
+        cell: &'a OnceLock<Weights>,
+        dtype: DType,
+    ) -> candle_core::Result<&'a Weights> {
+        if let Some(w) = cell.get() {
             return Ok(w);
         }
-        let w = self.w.to_autocast()?;
-        // Another thread may have won the race; either copy is identical.
-        let _ = self.bf16.set(w);
-        match self.bf16.get() {
+        let w = self.w.to_autocast(dtype)?;
+        // A concurrent first use may have set it already; either copy is the same.
+        let _ = cell.set(w);
+        match cell.get() {
             Some(w) => Ok(w),
-            None => candle_core::bail!("llm block: internal error, bf16 weights missing"),
+            None => candle_core::bail!("llm block: internal error, {dtype:?} weights missing"),
         }
     }
 

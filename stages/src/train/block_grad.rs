@@ -37,13 +37,17 @@ pub(crate) enum Prec {
     /// Autocast: the projections, their biases, activations and attention matmuls in bf16
     /// (weights pre-converted); norm inputs/outputs, softmax and residuals in f32.
     Bf16,
+    /// The same split with f16 matmuls (the trainer scales the loss to keep gradients in
+    /// f16's range).
+    F16,
 }
 
 impl Prec {
-    fn mm_dtype(self) -> DType {
+    pub(crate) fn mm_dtype(self) -> DType {
         match self {
             Prec::F32 => DType::F32,
             Prec::Bf16 => DType::BF16,
+            Prec::F16 => DType::F16,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod nn;
 pub mod optim;
 pub mod plot;
 pub mod pointbert;
+pub mod precision;
 pub mod recompute;
 pub mod shard_set;
 pub mod stage;

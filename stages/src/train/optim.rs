@@ -47,9 +47,24 @@ impl AdamW {
         })
     }
 
-    /// Global L2 norm of the gradients; scales them down to `max_norm` if above.
-    /// Returns the norm before clipping.
-    pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+    /// Multiplies every parameter's gradient by `factor` (loss-scale removal).
+    pub fn scale_grads(&self, grads: &mut GradStore, factor: f64) -> Result<()> {
+        for p in &self.params {
+            if let Some(g) = grads.remove(p.var.as_tensor()) {
+                grads.insert(p.var.as_tensor(), (g * factor)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a step whose update was skipped (f16 overflow): the moments and weights stay,
+    /// the step counter that drives the schedule and the RNG streams moves on.
+    pub fn skip_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// Global L2 norm of the gradients (inf or NaN if any gradient is).
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         // Per-parameter sums stay on the device and come back in one read (one device
         // synchronisation per step, not one per parameter); they are added on the host in
         // parameter order, in f64, so the norm does not depend on the device.
@@ -64,7 +79,13 @@ impl AdamW {
         } else {
             Tensor::cat(&sums, 0)?.to_vec1::<f64>()?.iter().sum()
         };
-        let norm = total.sqrt();
+        Ok(total.sqrt())
+    }
+
+    /// Global L2 norm of the gradients; scales them down to `max_norm` if above.
+    /// Returns the norm before clipping.
+    pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+        let norm = self.grad_norm(grads)?;
         if max_norm > 0.0 && norm > max_norm {
             let scale = max_norm / (norm + 1e-6);
             for p in &self.params {

@@ -11,6 +11,7 @@ use super::block::{BlockMode, LlmBlock};
 use super::nn::{init_vars, step_rng};
 use super::optim::{cosine_lr, AdamW};
 use super::plot::curves_png;
+use super::precision::{LossScaler, Precision};
 use super::recompute::GradSink;
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig, Task};
 use super::vit::Execution;
@@ -120,6 +121,11 @@ pub struct TrainParams {
     /// (same gradients; see `train::recompute`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub checkpoint_blocks: bool,
+    /// `f32` | `bf16` | `f16` (with dynamic loss scaling): the matmul precision of the whole
+    /// model. Unset: the encoder in f32 and a frozen block in bf16 on CUDA only. See
+    /// `train::precision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 /// Lets a new boolean param default to false without changing existing artifact keys.
@@ -433,7 +439,7 @@ impl Stage for TrainStage {
             "the data artifact has no `train` samples"
         );
         let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
-        let built = build_model(
+        let mut built = build_model(
             &self.model,
             &train,
             classes,
@@ -442,12 +448,17 @@ impl Stage for TrainStage {
             self.p.seed,
             &device,
         )?;
-        let mut built = built;
         let sink = GradSink::default();
         built.model.configure(&Execution {
             attn: self.p.attention,
             checkpoint: self.p.checkpoint_blocks.then(|| sink.clone()),
+            precision: self.p.precision,
         });
+        let mut scaler = self
+            .p
+            .precision
+            .filter(|p| p.needs_loss_scaling())
+            .map(|_| LossScaler::default());
         let mut opt = AdamW::new(self.params_for(&built)?)?;
         let all_vars = sorted_vars(&built.varmap)?;
         let mut history: Vec<EpochMetrics> = Vec::new();
@@ -477,6 +488,14 @@ impl Stage for TrainStage {
                 .filter_map(|(n, t)| n.strip_prefix("opt.").map(|s| (s.to_string(), t.clone())))
                 .collect();
             opt.load_state(&state, step)?;
+            if let Some(sc) = scaler.as_mut() {
+                let v = ck
+                    .get("train.loss_scale")
+                    .context("checkpoint lacks train.loss_scale (f16 training)")?
+                    .to_vec1::<f64>()?;
+                sc.scale = v.first().copied().unwrap_or(sc.scale);
+                sc.good_steps = v.get(1).copied().unwrap_or(0.0) as u64;
+            }
             for j in 0..k {
                 if let Some(r) = ctx.unit_record(&Self::unit_id(j)) {
                     if let Ok(h) =
@@ -516,10 +535,25 @@ impl Stage for TrainStage {
                 let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
-                let mut grads = loss.backward()?;
+                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+                let mut grads = if scale == 1.0 {
+                    loss.backward()?
+                } else {
+                    (&loss * scale)?.backward()?
+                };
                 sink.merge_into(&mut grads)?;
-                opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
-                opt.step(&grads, lr)?;
+                let mut finite = true;
+                if let Some(sc) = scaler.as_mut() {
+                    // f16: unscale, and skip the step (halving the scale) on overflow.
+                    opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
+                    finite = sc.update(opt.grad_norm(&grads)?.is_finite());
+                }
+                if finite {
+                    opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
+                    opt.step(&grads, lr)?;
+                } else {
+                    opt.skip_step();
+                }
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
                 loss_sum += lv * idx.len() as f64;
@@ -566,6 +600,13 @@ impl Stage for TrainStage {
             "train.step".into(),
             Tensor::new(&[opt.step as i64], &Device::Cpu)?,
         );
+        if let Some(sc) = &scaler {
+            // f16's loss scale is training state too: a resumed run must continue with it.
+            ck.insert(
+                "train.loss_scale".into(),
+                Tensor::new(&[sc.scale, sc.good_steps as f64], &Device::Cpu)?,
+            );
+        }
         out.add_file("checkpoint.safetensors", &checkpoint_bytes(&ck)?)?;
         history.extend(new_metrics.iter().cloned());
         if k + 1 == self.units() {

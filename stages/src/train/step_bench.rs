@@ -9,6 +9,7 @@ use super::block::{BlockMode, LlmBlock};
 use super::nn::{init_vars, step_rng};
 use super::optim::AdamW;
 use super::pointbert::{PointBert, PointBertConfig};
+use super::precision::{LossScaler, Precision};
 use super::recompute::GradSink;
 use super::task::{train_loss, Input, Model, Target};
 use super::vectornet::{VectorNet, VectorNetConfig};
@@ -87,6 +88,8 @@ pub struct BenchSpec {
     pub attn: AttnImpl,
     /// Activation checkpointing of the encoder blocks.
     pub checkpoint: bool,
+    /// Matmul precision (None: encoder f32, frozen block bf16 on CUDA).
+    pub precision: Option<Precision>,
 }
 
 /// The LLaMA-7B decoder layer's shapes (the block every paper model carries).
@@ -270,7 +273,12 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
     s.model.configure(&Execution {
         attn: spec.attn,
         checkpoint: spec.checkpoint.then(|| sink.clone()),
+        precision: spec.precision,
     });
+    let mut scaler = spec
+        .precision
+        .filter(|p| p.needs_loss_scaling())
+        .map(|_| LossScaler::default());
     let mut params: Vec<_> = {
         let data = varmap
             .data()
@@ -301,10 +309,20 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
         let mut drop = step_rng(0, "dropout", i as u64);
         let out = s.model.forward(&s.input, Some(&mut drop))?;
         let (loss, _) = train_loss(&out, &s.target, 0.0)?;
-        let mut grads = loss.backward()?;
+        let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+        let mut grads = (&loss * scale)?.backward()?;
         sink.merge_into(&mut grads)?;
-        opt.clip_grad_norm(&mut grads, spec.model.grad_clip())?;
-        opt.step(&grads, 1e-4)?;
+        let mut finite = true;
+        if let Some(sc) = scaler.as_mut() {
+            opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
+            finite = sc.update(opt.grad_norm(&grads)?.is_finite());
+        }
+        if finite {
+            opt.clip_grad_norm(&mut grads, spec.model.grad_clip())?;
+            opt.step(&grads, 1e-4)?;
+        } else {
+            opt.skip_step();
+        }
         // Reading the loss waits for the device, so the time covers the whole step.
         let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !lv.is_finite() {
@@ -331,7 +349,7 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
             "block": block_params,
             "trainable": trainable,
         },
-        "precision": "encoder f32, frozen block bf16 autocast on CUDA",
+        "precision": spec.precision.map_or("default".to_string(), |p| format!("{p:?}").to_lowercase()),
         "attention": spec.attn,
         "checkpoint_blocks": spec.checkpoint,
         "threads": rayon::current_num_threads(),
@@ -438,6 +456,7 @@ mod tests {
                     tiny: true,
                     attn: AttnImpl::Chunked,
                     checkpoint: true,
+                    precision: (mode == BlockMode::Frozen).then_some(Precision::F16),
                 };
                 let r = run(&spec, &Device::Cpu).unwrap();
                 assert!(r["ms_per_step_median"].as_f64().unwrap() > 0.0);

@@ -179,11 +179,12 @@ pub struct VectorNet {
 }
 
 impl VectorNet {
-    /// Chunked attention in the LLM block (the global graph is one head over ≤ a few hundred
-    /// polylines, so it stays full). VectorNet has no ViT blocks to checkpoint.
+    /// Chunked attention and the precision of the LLM block and its adapters (the global
+    /// graph is one f32 head over a few hundred polylines, so it stays full). VectorNet has no
+    /// ViT blocks to checkpoint.
     pub fn configure(&mut self, exec: &Execution) {
         if let Some(l) = self.llm.as_mut() {
-            l.set_attention(exec.attn);
+            l.configure(exec.attn, exec.precision);
         }
     }
 

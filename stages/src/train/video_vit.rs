@@ -11,6 +11,7 @@
 
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{dropout, LayerNorm};
+use super::precision::{linear, Precision};
 use super::vit::{configure_trunk, drop_path_rate, BlockAdapter, Execution, VitBlock};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -87,12 +88,15 @@ pub struct VideoVit {
     llm: Option<BlockAdapter>,
     fc_norm: LayerNorm,
     head: Linear,
+    /// Autocast of the tubelet embedding (the blocks carry their own).
+    prec: Option<Precision>,
 }
 
 impl VideoVit {
     /// Full or chunked attention, activation checkpointing (see `vit::Execution`).
     pub fn configure(&mut self, exec: &Execution) {
         configure_trunk(&mut self.blocks, self.llm.as_mut(), exec);
+        self.prec = exec.precision;
     }
 
     /// `tokens` and `token_dim` come from the data (T/t·(crop/p)² and t·p·p·3); `block` is
@@ -127,6 +131,7 @@ impl VideoVit {
             fc_norm: LayerNorm::new(d, vb.pp("fc_norm"))?,
             head: candle_nn::linear(d, num_classes, vb.pp("head"))?,
             cfg: cfg.clone(),
+            prec: None,
         })
     }
 
@@ -137,7 +142,7 @@ impl VideoVit {
     /// Logits [B, classes] from normalized tubelets [B, tokens, token_dim] (f32).
     /// `rng` Some = training (drop path, dropout).
     pub fn forward(&self, tubelets: &Tensor, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let x = self.patch_embed.forward(tubelets)?;
+        let x = linear(&self.patch_embed, tubelets, self.prec)?;
         let mut x = x.broadcast_add(&self.pos.to_dtype(DType::F32)?)?;
         let depth = self.blocks.len();
         for (i, blk) in self.blocks.iter().enumerate() {
@@ -210,10 +215,12 @@ mod tests {
             Execution {
                 attn: AttnImpl::Full,
                 checkpoint: Some(GradSink::default()),
+                precision: None,
             },
             Execution {
                 attn: AttnImpl::Chunked,
                 checkpoint: Some(GradSink::default()),
+                precision: None,
             },
         ] {
             let attn = exec.attn;

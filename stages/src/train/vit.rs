@@ -5,8 +5,9 @@
 use super::attention::{attention, AttnImpl};
 use super::block::{BlockMode, LlmBlock};
 use super::nn::{drop_path, LayerNorm};
+use super::precision::{linear, to_autocast, Precision};
 use super::recompute::{checkpointed, GradSink, Recompute};
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct VitBlock {
     /// Set: the block is checkpointed (recomputed in the backward), its weight gradients
     /// going to this sink.
     pub checkpoint: Option<GradSink>,
+    /// Autocast of the matmuls (None = f32).
+    pub prec: Option<Precision>,
 }
 
 impl VitBlock {
@@ -56,13 +59,14 @@ impl VitBlock {
             heads,
             attn: AttnImpl::Full,
             checkpoint: None,
+            prec: None,
         })
     }
 
     fn attention(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let hd = c / self.heads;
-        let mut qkv = self.qkv.forward(x)?;
+        let mut qkv = linear(&self.qkv, x, self.prec)?;
         if let Some((qb, vb)) = &self.qv_bias {
             let kb = qb.zeros_like()?;
             qkv = qkv.broadcast_add(&Tensor::cat(&[qb, &kb, vb], 0)?)?;
@@ -70,13 +74,16 @@ impl VitBlock {
         let qkv = qkv
             .reshape((b, t, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
-        let q = (qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
+                                        // Under autocast the two attention matmuls take q, k, v in the autocast dtype.
+        let cast = |t: Tensor| to_autocast(&t.contiguous()?, self.prec);
+        let q = cast((qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?)?;
+        let k = cast(qkv.get(1)?)?;
+        let v = cast(qkv.get(2)?)?;
         let out = attention(&q, &k, &v, None, self.attn)?
+            .to_dtype(DType::F32)?
             .transpose(1, 2)?
             .reshape((b, t, c))?;
-        self.proj.forward(&out)
+        linear(&self.proj, &out, self.prec)
     }
 
     /// `drop`: this block's drop-path rate; `rng` Some = training.
@@ -122,9 +129,8 @@ impl VitBlock {
             None => (a, None),
         };
         let x = (x + a)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let h = linear(&self.fc1, &self.norm2.forward(&x)?, self.prec)?.gelu_erf()?;
+        let m = linear(&self.fc2, &h, self.prec)?;
         let m = match rng {
             Some(r) => drop_path(&m, drop, r)?,
             None => m,
@@ -155,6 +161,8 @@ pub struct Execution {
     pub attn: AttnImpl,
     /// Some: every encoder block is checkpointed, weight gradients going to this sink.
     pub checkpoint: Option<GradSink>,
+    /// Matmul precision (None: the default split, see `train::precision`).
+    pub precision: Option<Precision>,
 }
 
 /// Applies `exec` to a stack of ViT blocks and the LLM block after them.
@@ -162,9 +170,10 @@ pub fn configure_trunk(blocks: &mut [VitBlock], llm: Option<&mut BlockAdapter>, 
     for b in blocks {
         b.attn = exec.attn;
         b.checkpoint = exec.checkpoint.clone();
+        b.prec = exec.precision;
     }
     if let Some(l) = llm {
-        l.set_attention(exec.attn);
+        l.configure(exec.attn, exec.precision);
     }
 }
 
@@ -179,6 +188,8 @@ pub struct BlockAdapter {
     up: Linear,
     down: Linear,
     mode: BlockMode,
+    /// None: the adapters in f32 and a frozen block in bf16 on CUDA only (the default).
+    prec: Option<Precision>,
 }
 
 impl BlockAdapter {
@@ -197,6 +208,7 @@ impl BlockAdapter {
                     down: candle_nn::linear_no_bias(d, width, vb.pp("llm_adapter_down"))?,
                     block,
                     mode,
+                    prec: None,
                 })
             }
             _ => None,
@@ -207,21 +219,24 @@ impl BlockAdapter {
         self.forward_masked(x, None)
     }
 
-    /// Full or chunked attention inside the LLM block.
-    pub fn set_attention(&mut self, attn: AttnImpl) {
+    /// Full or chunked attention inside the LLM block, and the precision of the adapters
+    /// and of a frozen block.
+    pub fn configure(&mut self, attn: AttnImpl, prec: Option<Precision>) {
         self.block.set_attention(attn);
+        self.prec = prec;
     }
 
     /// With a key-padding mask [B, T] (1 = real token): padded tokens get no attention
     /// (VectorNet's padded polylines, PAPER.md §5).
     pub fn forward_masked(&self, x: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.up.forward(x)?;
-        let h = match self.mode {
-            // Weights are Vars in trainable mode: plain ops carry their gradients.
-            BlockMode::Trainable => self.block.forward_masked(&h, key_mask)?,
+        let h = linear(&self.up, x, self.prec)?;
+        let h = match (self.mode, self.prec) {
+            // Weights are Vars in trainable mode: plain ops carry their gradients (in f32).
+            (BlockMode::Trainable, _) => self.block.forward_masked(&h, key_mask)?,
             // bf16 autocast on CUDA only (see LlmBlock::forward_frozen_autocast).
-            _ => self.block.forward_frozen_with(&h, key_mask, true)?,
+            (_, None) => self.block.forward_frozen_with(&h, key_mask, true)?,
+            (_, Some(p)) => self.block.forward_frozen_at(&h, key_mask, p)?,
         };
-        self.down.forward(&h)
+        linear(&self.down, &h, self.prec)
     }
 }
