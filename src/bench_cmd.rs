@@ -3,10 +3,10 @@
 use crate::cli::BenchTrainArgs;
 use anyhow::Result;
 use lm4ve_pipeline::UsageError;
-use lm4ve_stages::train::attention::AttnImpl;
+use lm4ve_stages::train::bench::{self, BenchModel, BenchSpec};
 use lm4ve_stages::train::block::BlockMode;
-use lm4ve_stages::train::precision::Precision;
-use lm4ve_stages::train::step_bench::{self, BenchModel, BenchSpec};
+use lm4ve_stages::train::ops::attention::AttnImpl;
+use lm4ve_stages::train::ops::precision::Precision;
 use std::process::ExitCode;
 
 pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
@@ -48,7 +48,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
         checkpoint: a.checkpoint_blocks,
         precision,
     };
-    let r = step_bench::run(&spec, &device)?;
+    let r = bench::run(&spec, &device)?;
     println!("{r}");
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use lm4ve_pipeline::UsageError;
 use lm4ve_stages::llm;
 use lm4ve_stages::train::block::LlmBlock;
+use lm4ve_stages::train::ops::precision::Precision;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -114,7 +115,7 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
                 )));
             }
             let x = x.to_dtype(candle_core::DType::F32)?;
-            let y = module.forward(&x).context("running the block")?;
+            let y = module.forward(&x, None).context("running the block")?;
             let out = HashMap::from([("y".to_string(), y.to_device(&candle_core::Device::Cpu)?)]);
             candle_core::safetensors::save(&out, output)
                 .with_context(|| format!("writing {}", output.display()))?;
@@ -166,16 +167,22 @@ fn bench_step(
         }
         m => return Err(usage(format!("--mode {m}: use frozen or naive"))),
     };
+    // bf16 autocast applies on CUDA only (CPU bf16 matmuls are slower than f32 ones).
+    let frozen = if autocast && device.is_cuda() {
+        block.clone().with_precision(Precision::Bf16)
+    } else {
+        block.clone()
+    };
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?)?;
     let r = Tensor::randn(0f32, 1.0, (batch, tokens, hidden), &device)?;
-    lm4ve_stages::train::step_bench::reset_peak_memory(&device);
+    lm4ve_stages::train::bench::reset_peak_memory(&device);
     let mut times = Vec::new();
     for i in 0..iters + 1 {
         let t0 = std::time::Instant::now();
         let y = if naive {
-            block.forward(x.as_tensor())?
+            block.forward(x.as_tensor(), None)?
         } else {
-            block.forward_frozen_with(x.as_tensor(), None, autocast)?
+            frozen.forward(x.as_tensor(), None)?
         };
         let loss = (y * &r)?.sum_all()?;
         let grads = loss.backward()?;
@@ -190,7 +197,7 @@ fn bench_step(
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
-    let (peak, reserved) = lm4ve_stages::train::step_bench::peak_memory(&device).unwrap_or((0, 0));
+    let (peak, reserved) = lm4ve_stages::train::bench::peak_memory(&device).unwrap_or((0, 0));
     println!(
         "{}",
         serde_json::json!({

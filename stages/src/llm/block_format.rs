@@ -55,42 +55,161 @@ pub struct BlockConfig {
 /// eps of the all-ones RMSNorm after the block (PAPER.md §2: 1e-6 in the official configs).
 pub const FINAL_NORM_EPS: f64 = 1e-6;
 
+/// What a tensor of a block does: one name per role in [`TENSORS`], the one table of
+/// canonical names that the checkpoint readers, the block writer and the trainer's block use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// First norm (LLaMA RMSNorm / OPT LayerNorm) weight and bias.
+    Norm1,
+    Norm1Bias,
+    Q,
+    QBias,
+    K,
+    KBias,
+    V,
+    VBias,
+    /// Attention output projection.
+    O,
+    OBias,
+    /// Second norm, before the MLP.
+    Norm2,
+    Norm2Bias,
+    /// LLaMA `gate_proj` / OPT `fc1`.
+    MlpIn,
+    MlpInBias,
+    /// LLaMA `up_proj` (OPT has none).
+    MlpUp,
+    /// LLaMA `down_proj` / OPT `fc2`.
+    MlpOut,
+    MlpOutBias,
+}
+
+/// One row of the table: the role, the architecture, the canonical (Hugging Face) name, and
+/// for LLaMA the GGUF tensor name (`blk.N.<gguf>.weight`).
+pub struct TensorName {
+    pub role: Role,
+    pub arch: Arch,
+    pub name: &'static str,
+    pub gguf: Option<&'static str>,
+}
+
+const fn t(role: Role, arch: Arch, name: &'static str, gguf: Option<&'static str>) -> TensorName {
+    TensorName {
+        role,
+        arch,
+        name,
+        gguf,
+    }
+}
+
+/// Every tensor of a canonical block, per architecture, in file order.
+pub const TENSORS: &[TensorName] = &[
+    t(
+        Role::Norm1,
+        Arch::Llama,
+        "input_layernorm.weight",
+        Some("attn_norm"),
+    ),
+    t(
+        Role::Q,
+        Arch::Llama,
+        "self_attn.q_proj.weight",
+        Some("attn_q"),
+    ),
+    t(
+        Role::K,
+        Arch::Llama,
+        "self_attn.k_proj.weight",
+        Some("attn_k"),
+    ),
+    t(
+        Role::V,
+        Arch::Llama,
+        "self_attn.v_proj.weight",
+        Some("attn_v"),
+    ),
+    t(
+        Role::O,
+        Arch::Llama,
+        "self_attn.o_proj.weight",
+        Some("attn_output"),
+    ),
+    t(
+        Role::Norm2,
+        Arch::Llama,
+        "post_attention_layernorm.weight",
+        Some("ffn_norm"),
+    ),
+    t(
+        Role::MlpIn,
+        Arch::Llama,
+        "mlp.gate_proj.weight",
+        Some("ffn_gate"),
+    ),
+    t(
+        Role::MlpUp,
+        Arch::Llama,
+        "mlp.up_proj.weight",
+        Some("ffn_up"),
+    ),
+    t(
+        Role::MlpOut,
+        Arch::Llama,
+        "mlp.down_proj.weight",
+        Some("ffn_down"),
+    ),
+    t(Role::Norm1, Arch::Opt, "self_attn_layer_norm.weight", None),
+    t(
+        Role::Norm1Bias,
+        Arch::Opt,
+        "self_attn_layer_norm.bias",
+        None,
+    ),
+    t(Role::Q, Arch::Opt, "self_attn.q_proj.weight", None),
+    t(Role::QBias, Arch::Opt, "self_attn.q_proj.bias", None),
+    t(Role::K, Arch::Opt, "self_attn.k_proj.weight", None),
+    t(Role::KBias, Arch::Opt, "self_attn.k_proj.bias", None),
+    t(Role::V, Arch::Opt, "self_attn.v_proj.weight", None),
+    t(Role::VBias, Arch::Opt, "self_attn.v_proj.bias", None),
+    t(Role::O, Arch::Opt, "self_attn.out_proj.weight", None),
+    t(Role::OBias, Arch::Opt, "self_attn.out_proj.bias", None),
+    t(Role::Norm2, Arch::Opt, "final_layer_norm.weight", None),
+    t(Role::Norm2Bias, Arch::Opt, "final_layer_norm.bias", None),
+    t(Role::MlpIn, Arch::Opt, "fc1.weight", None),
+    t(Role::MlpInBias, Arch::Opt, "fc1.bias", None),
+    t(Role::MlpOut, Arch::Opt, "fc2.weight", None),
+    t(Role::MlpOutBias, Arch::Opt, "fc2.bias", None),
+];
+
+/// The table's rows for one architecture, in file order.
+pub fn tensors_of(arch: Arch) -> impl Iterator<Item = &'static TensorName> {
+    TENSORS.iter().filter(move |t| t.arch == arch)
+}
+
 impl BlockConfig {
     /// Tensor names and shapes the canonical file must hold.
     pub fn tensor_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        tensors_of(self.arch)
+            .map(|t| (t.name, self.shape_of(t.role)))
+            .collect()
+    }
+
+    /// The shape of the tensor that plays `role` in this block.
+    pub fn shape_of(&self, role: Role) -> Vec<usize> {
         let (d, f) = (self.hidden_size, self.intermediate_size);
         let q = self.num_heads * self.head_dim;
         let kv = self.num_kv_heads * self.head_dim;
-        match self.arch {
-            Arch::Llama => vec![
-                ("input_layernorm.weight", vec![d]),
-                ("self_attn.q_proj.weight", vec![q, d]),
-                ("self_attn.k_proj.weight", vec![kv, d]),
-                ("self_attn.v_proj.weight", vec![kv, d]),
-                ("self_attn.o_proj.weight", vec![d, q]),
-                ("post_attention_layernorm.weight", vec![d]),
-                ("mlp.gate_proj.weight", vec![f, d]),
-                ("mlp.up_proj.weight", vec![f, d]),
-                ("mlp.down_proj.weight", vec![d, f]),
-            ],
-            Arch::Opt => vec![
-                ("self_attn_layer_norm.weight", vec![d]),
-                ("self_attn_layer_norm.bias", vec![d]),
-                ("self_attn.q_proj.weight", vec![q, d]),
-                ("self_attn.q_proj.bias", vec![q]),
-                ("self_attn.k_proj.weight", vec![q, d]),
-                ("self_attn.k_proj.bias", vec![q]),
-                ("self_attn.v_proj.weight", vec![q, d]),
-                ("self_attn.v_proj.bias", vec![q]),
-                ("self_attn.out_proj.weight", vec![d, q]),
-                ("self_attn.out_proj.bias", vec![d]),
-                ("final_layer_norm.weight", vec![d]),
-                ("final_layer_norm.bias", vec![d]),
-                ("fc1.weight", vec![f, d]),
-                ("fc1.bias", vec![f]),
-                ("fc2.weight", vec![d, f]),
-                ("fc2.bias", vec![d]),
-            ],
+        match role {
+            Role::Norm1 | Role::Norm1Bias | Role::Norm2 | Role::Norm2Bias => vec![d],
+            Role::Q => vec![q, d],
+            Role::QBias => vec![q],
+            Role::K | Role::V => vec![kv, d],
+            Role::KBias | Role::VBias => vec![kv],
+            Role::O => vec![d, q],
+            Role::OBias | Role::MlpOutBias => vec![d],
+            Role::MlpIn | Role::MlpUp => vec![f, d],
+            Role::MlpInBias => vec![f],
+            Role::MlpOut => vec![d, f],
         }
     }
 }

@@ -5,7 +5,7 @@
 //! candle). Every key, shape and byte range is checked against the headers before any data
 //! is read. Output: the canonical block of `block_format.rs`.
 
-use super::block_format::{Arch, BlockConfig, BLOCK_FORMAT};
+use super::block_format::{self, Arch, BlockConfig, BLOCK_FORMAT};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -449,51 +449,19 @@ fn read_safetensors_header(file: &Path) -> Result<(u64, serde_json::Value), LlmE
     Ok((n, json))
 }
 
-/// (canonical name, checkpoint key) for one layer.
+/// (canonical name, checkpoint key) for one layer, from the one name table
+/// ([`block_format::TENSORS`]).
 fn key_map(arch: Arch, gguf: bool, layer: usize, opt_prefix: &str) -> Vec<(&'static str, String)> {
-    match (arch, gguf) {
-        (Arch::Llama, false) => [
-            "input_layernorm.weight",
-            "self_attn.q_proj.weight",
-            "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight",
-            "post_attention_layernorm.weight",
-            "mlp.gate_proj.weight",
-            "mlp.up_proj.weight",
-            "mlp.down_proj.weight",
-        ]
-        .iter()
-        .map(|n| (*n, format!("model.layers.{layer}.{n}")))
-        .collect(),
-        (Arch::Llama, true) => [
-            ("input_layernorm.weight", "attn_norm"),
-            ("self_attn.q_proj.weight", "attn_q"),
-            ("self_attn.k_proj.weight", "attn_k"),
-            ("self_attn.v_proj.weight", "attn_v"),
-            ("self_attn.o_proj.weight", "attn_output"),
-            ("post_attention_layernorm.weight", "ffn_norm"),
-            ("mlp.gate_proj.weight", "ffn_gate"),
-            ("mlp.up_proj.weight", "ffn_up"),
-            ("mlp.down_proj.weight", "ffn_down"),
-        ]
-        .iter()
-        .map(|(n, g)| (*n, format!("blk.{layer}.{g}.weight")))
-        .collect(),
-        (Arch::Opt, _) => BlockConfig {
-            arch: Arch::Opt,
-            hidden_size: 0,
-            num_heads: 1,
-            num_kv_heads: 1,
-            head_dim: 0,
-            intermediate_size: 0,
-            norm_eps: 0.0,
-        }
-        .tensor_shapes()
-        .into_iter()
-        .map(|(n, _)| (n, format!("{opt_prefix}decoder.layers.{layer}.{n}")))
-        .collect(),
-    }
+    block_format::tensors_of(arch)
+        .map(|t| {
+            let key = match (arch, gguf, t.gguf) {
+                (Arch::Llama, true, Some(g)) => format!("blk.{layer}.{g}.weight"),
+                (Arch::Llama, _, _) => format!("model.layers.{layer}.{}", t.name),
+                (Arch::Opt, _, _) => format!("{opt_prefix}decoder.layers.{layer}.{}", t.name),
+            };
+            (t.name, key)
+        })
+        .collect()
 }
 
 /// Undoes llama.cpp's q/k row permutation. Its converter reorders the rows of every head

@@ -372,7 +372,7 @@ fn extracted_blocks_compute_the_same_function_from_every_format() {
         let block = LlmBlock::from_tensors(&cfg, &t, &Device::Cpu).unwrap();
         outs.push(
             block
-                .forward(&x)
+                .forward(&x, None)
                 .unwrap()
                 .flatten_all()
                 .unwrap()

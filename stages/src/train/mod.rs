@@ -1,23 +1,27 @@
-//! Training: the frozen LLM block (forward + input-only backward), the PointBERT encoder,
-//! AdamW, data loading from shards, the `train` and `eval` stages.
+//! Training: encoders that carry a frozen LLM block (PAPER.md §2–§5), and the `train` and
+//! `eval` stages that run them on token shards. The rooms, and what may depend on what:
+//!
+//! - `block/`: the LLM block (named weights, forward, the frozen node's backward, the width
+//!   adapters). Depends on `llm::block_format` and `ops/` only.
+//! - `models/`: PointBERT, the VideoMAE ViT and VectorNet, and the layers they share
+//!   (`layers.rs`: norms, dropout, init, the ViT block and trunk). Depend on `block/`, `ops/`.
+//! - `ops/`: numerical building blocks used by both: attention (full and memory-efficient),
+//!   activation checkpointing, mixed precision.
+//! - `data/`: shard-backed data sets, one per task, over `ShardSet`.
+//! - `optim.rs` (AdamW, schedule), `device.rs` (`--device`), `plot.rs` (curves).
+//! - `task.rs`: what differs per task (model, batches, loss, metrics); `stage.rs`: the
+//!   `train`/`eval` stages (params, the epoch loop, checkpoints), the only part that knows the
+//!   pipeline engine; `bench.rs`: `lm4ve bench-train`.
+//!
+//! `block/`, `models/`, `ops/` and `optim.rs` import nothing from `lm4ve_pipeline`.
 
-pub mod attention;
-pub mod av_data;
+pub mod bench;
 pub mod block;
-pub mod block_grad;
 pub mod data;
 pub mod device;
-pub mod nn;
+pub mod models;
+pub mod ops;
 pub mod optim;
 pub mod plot;
-pub mod pointbert;
-pub mod precision;
-pub mod recompute;
-pub mod shard_set;
 pub mod stage;
-pub mod step_bench;
 pub mod task;
-pub mod vectornet;
-pub mod video_data;
-pub mod video_vit;
-pub mod vit;

@@ -6,15 +6,15 @@
 //! the step is the whole RNG state and the epoch is the data cursor). A killed run resumes
 //! from the last checkpoint and reaches the same weights as an uninterrupted one.
 
-use super::attention::AttnImpl;
 use super::block::{BlockMode, LlmBlock};
-use super::nn::{init_vars, step_rng};
+use super::models::layers::Execution;
+use super::models::layers::{init_vars, step_rng};
+use super::ops::attention::AttnImpl;
+use super::ops::precision::{LossScaler, Precision};
+use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
 use super::plot::curves_png;
-use super::precision::{LossScaler, Precision};
-use super::recompute::GradSink;
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig, Task};
-use super::vit::Execution;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};

@@ -4,15 +4,17 @@
 //! this module is the one place that knows the differences: the model and its config, the
 //! data set and its batches, the loss, the held-out metrics, and which split is held out.
 
-use super::av_data::AvSet;
 use super::block::{BlockMode, LlmBlock};
-use super::data::PcSet;
-use super::nn::smoothed_cross_entropy;
-use super::pointbert::{PointBert, PointBertConfig};
-use super::vectornet::{forecast_loss, Forecast, ForecastTotals, VectorNet, VectorNetConfig};
-use super::video_data::VideoSet;
-use super::video_vit::{VideoVit, VideoVitConfig};
-use super::vit::Execution;
+use super::data::argoverse::AvSet;
+use super::data::pointcloud::PcSet;
+use super::data::video::VideoSet;
+use super::models::layers::smoothed_cross_entropy;
+use super::models::layers::Execution;
+use super::models::pointbert::{PointBert, PointBertConfig};
+use super::models::vectornet::{
+    forecast_loss, Forecast, ForecastTotals, VectorNet, VectorNetConfig,
+};
+use super::models::video_vit::{VideoVit, VideoVitConfig};
 use anyhow::Result;
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarBuilder;
@@ -353,7 +355,7 @@ pub fn evaluate(
                 "min_ade_k1": ade1,
                 "min_fde_k1": fde1,
                 "miss_rate_k1": mr1,
-                "miss_threshold_m": super::vectornet::MISS_THRESHOLD_M,
+                "miss_threshold_m": super::models::vectornet::MISS_THRESHOLD_M,
             }),
         }
     } else {

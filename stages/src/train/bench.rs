@@ -4,17 +4,17 @@
 //! AdamW. Inputs are random tensors already on the device, so data loading is not timed
 //! (the PyTorch side, `benches/gpu_step.py`, does the same).
 
-use super::attention::AttnImpl;
 use super::block::{BlockMode, LlmBlock};
-use super::nn::{init_vars, step_rng};
+use super::models::layers::Execution;
+use super::models::layers::{init_vars, step_rng};
+use super::models::pointbert::{PointBert, PointBertConfig};
+use super::models::vectornet::{VectorNet, VectorNetConfig};
+use super::models::video_vit::{VideoVit, VideoVitConfig};
+use super::ops::attention::AttnImpl;
+use super::ops::precision::{LossScaler, Precision};
+use super::ops::recompute::GradSink;
 use super::optim::AdamW;
-use super::pointbert::{PointBert, PointBertConfig};
-use super::precision::{LossScaler, Precision};
-use super::recompute::GradSink;
 use super::task::{train_loss, Input, Model, Target};
-use super::vectornet::{VectorNet, VectorNetConfig};
-use super::video_vit::{VideoVit, VideoVitConfig};
-use super::vit::Execution;
 use crate::llm::block_format::{Arch, BlockConfig};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};

@@ -2,7 +2,7 @@
 //! shards on demand like the video set. No augmentation: the scenes are already in the
 //! agent's frame.
 
-use super::shard_set::ShardSet;
+use super::ShardSet;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::Upstream;

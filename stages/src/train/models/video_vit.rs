@@ -9,10 +9,10 @@
 //! maps to our `patch_embed.proj.weight` [d, t·p·p·3] by permuting to [d, t, p, p, 3] and
 //! flattening; the bias is the same.
 
-use super::block::{BlockMode, LlmBlock};
-use super::nn::{dropout, LayerNorm};
-use super::precision::{linear, Precision};
-use super::vit::{configure_trunk, drop_path_rate, BlockAdapter, Execution, VitBlock};
+use super::layers::{dropout, LayerNorm};
+use super::layers::{Execution, VitTrunk};
+use crate::train::block::{BlockMode, LlmBlock};
+use crate::train::ops::precision::{linear, Precision};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -84,8 +84,7 @@ pub struct VideoVit {
     cfg: VideoVitConfig,
     patch_embed: Linear,
     pos: Tensor,
-    blocks: Vec<VitBlock>,
-    llm: Option<BlockAdapter>,
+    trunk: VitTrunk,
     fc_norm: LayerNorm,
     head: Linear,
     /// Autocast of the tubelet embedding (the blocks carry their own).
@@ -95,7 +94,7 @@ pub struct VideoVit {
 impl VideoVit {
     /// Full or chunked attention, activation checkpointing (see `vit::Execution`).
     pub fn configure(&mut self, exec: &Execution) {
-        configure_trunk(&mut self.blocks, self.llm.as_mut(), exec);
+        self.trunk.configure(exec);
         self.prec = exec.precision;
     }
 
@@ -116,18 +115,16 @@ impl VideoVit {
         Ok(VideoVit {
             patch_embed: candle_nn::linear(token_dim, d, vb.pp("patch_embed.proj"))?,
             pos: sinusoid_table(tokens, d, vb.device())?.unsqueeze(0)?,
-            blocks: (0..cfg.depth)
-                .map(|i| {
-                    VitBlock::new(
-                        d,
-                        cfg.heads,
-                        cfg.mlp_ratio,
-                        true,
-                        vb.pp(format!("blocks.{i}")),
-                    )
-                })
-                .collect::<Result<_>>()?,
-            llm: BlockAdapter::maybe_new(d, block, &vb)?,
+            trunk: VitTrunk::new(
+                d,
+                cfg.depth,
+                cfg.heads,
+                cfg.mlp_ratio,
+                true,
+                cfg.drop_path,
+                block,
+                &vb,
+            )?,
             fc_norm: LayerNorm::new(d, vb.pp("fc_norm"))?,
             head: candle_nn::linear(d, num_classes, vb.pp("head"))?,
             cfg: cfg.clone(),
@@ -136,22 +133,15 @@ impl VideoVit {
     }
 
     pub fn has_block(&self) -> bool {
-        self.llm.is_some()
+        self.trunk.has_block()
     }
 
     /// Logits [B, classes] from normalized tubelets [B, tokens, token_dim] (f32).
     /// `rng` Some = training (drop path, dropout).
     pub fn forward(&self, tubelets: &Tensor, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let x = linear(&self.patch_embed, tubelets, self.prec)?;
-        let mut x = x.broadcast_add(&self.pos.to_dtype(DType::F32)?)?;
-        let depth = self.blocks.len();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let dp = drop_path_rate(self.cfg.drop_path, i, depth);
-            x = blk.forward(&x, dp, rng.as_deref_mut())?;
-        }
-        if let Some(llm) = &self.llm {
-            x = llm.forward(&x)?;
-        }
+        let x = x.broadcast_add(&self.pos.to_dtype(DType::F32)?)?;
+        let x = self.trunk.forward(&x, None, rng.as_deref_mut())?;
         let x = self.fc_norm.forward(&x.mean(1)?)?;
         let x = match rng {
             Some(r) => dropout(&x, self.cfg.head_dropout, r)?,
@@ -170,10 +160,10 @@ mod tests {
     /// computed: every parameter's gradient equals the plain path's, drop path included.
     #[test]
     fn checkpointed_blocks_give_the_plain_gradients() {
-        use crate::train::attention::AttnImpl;
-        use crate::train::nn::step_rng;
-        use crate::train::recompute::GradSink;
-        use crate::train::vit::Execution;
+        use crate::train::models::layers::step_rng;
+        use crate::train::models::layers::Execution;
+        use crate::train::ops::attention::AttnImpl;
+        use crate::train::ops::recompute::GradSink;
         let dev = Device::Cpu;
         let cfg = VideoVitConfig {
             embed_dim: 32,
@@ -188,11 +178,12 @@ mod tests {
             let varmap = VarMap::new();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
             let mut model = VideoVit::new(&cfg, 8, 12, 5, None, vb).unwrap();
-            crate::train::nn::init_vars(&varmap, 7).unwrap();
+            crate::train::models::layers::init_vars(&varmap, 7).unwrap();
             model.configure(&exec);
             let mut rng = step_rng(0, "dropout", 0);
             let logits = model.forward(&x, Some(&mut rng)).unwrap();
-            let loss = crate::train::nn::smoothed_cross_entropy(&logits, &labels, 0.0).unwrap();
+            let loss = crate::train::models::layers::smoothed_cross_entropy(&logits, &labels, 0.0)
+                .unwrap();
             let mut g = loss.backward().unwrap();
             if let Some(sink) = &exec.checkpoint {
                 sink.merge_into(&mut g).unwrap();
@@ -266,7 +257,7 @@ mod tests {
             ..Default::default()
         };
         let model = VideoVit::new(&cfg, 8, 12, 5, None, vb).unwrap();
-        crate::train::nn::init_vars(&varmap, 0).unwrap();
+        crate::train::models::layers::init_vars(&varmap, 0).unwrap();
         let x = Tensor::randn(0f32, 1.0, (3, 8, 12), &dev).unwrap();
         let y = model.forward(&x, None).unwrap();
         assert_eq!(y.dims(), &[3, 5]);

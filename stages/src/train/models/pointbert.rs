@@ -3,9 +3,9 @@
 //! `Linear(d, D_llm)` → the LLM block → `Linear(D_llm, d)`, LayerNorm, and a head on
 //! `concat(x[CLS], max over group tokens)`. Sizes come from the config at run time.
 
-use super::block::{BlockMode, LlmBlock};
-use super::nn::{dropout, max_over, LayerNorm};
-use super::vit::{configure_trunk, drop_path_rate, BlockAdapter, Execution, VitBlock};
+use super::layers::{dropout, max_over, LayerNorm};
+use super::layers::{Execution, VitTrunk};
+use crate::train::block::{BlockMode, LlmBlock};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -136,8 +136,7 @@ pub struct PointBert {
     cls_pos: Tensor,
     pos1: Linear,
     pos2: Linear,
-    blocks: Vec<VitBlock>,
-    llm: Option<BlockAdapter>,
+    trunk: VitTrunk,
     norm: LayerNorm,
     head1: Linear,
     head2: Linear,
@@ -146,7 +145,7 @@ pub struct PointBert {
 impl PointBert {
     /// Full or chunked attention, activation checkpointing (see `vit::Execution`).
     pub fn configure(&mut self, exec: &Execution) {
-        configure_trunk(&mut self.blocks, self.llm.as_mut(), exec);
+        self.trunk.configure(exec);
     }
 
     /// `block`: the LLM block and its mode, or None for the `none` ablation.
@@ -160,7 +159,16 @@ impl PointBert {
         if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
             candle_core::bail!("trans_dim {c} must be a multiple of heads {}", cfg.heads);
         }
-        let llm = BlockAdapter::maybe_new(c, block, &vb)?;
+        let trunk = VitTrunk::new(
+            c,
+            cfg.depth,
+            cfg.heads,
+            cfg.mlp_ratio,
+            false,
+            cfg.drop_path,
+            block,
+            &vb,
+        )?;
         Ok(PointBert {
             encoder: GroupEncoder::new(cfg.pointnet_dims, cfg.encoder_dims, vb.pp("encoder"))?,
             reduce_dim: candle_nn::linear(cfg.encoder_dims, c, vb.pp("reduce_dim"))?,
@@ -168,18 +176,7 @@ impl PointBert {
             cls_pos: vb.get((1, 1, c), "cls_pos")?,
             pos1: candle_nn::linear(3, 128, vb.pp("pos_embed.0"))?,
             pos2: candle_nn::linear(128, c, vb.pp("pos_embed.2"))?,
-            blocks: (0..cfg.depth)
-                .map(|i| {
-                    VitBlock::new(
-                        c,
-                        cfg.heads,
-                        cfg.mlp_ratio,
-                        false,
-                        vb.pp(format!("blocks.{i}")),
-                    )
-                })
-                .collect::<Result<_>>()?,
-            llm,
+            trunk,
             norm: LayerNorm::new(c, vb.pp("norm"))?,
             head1: candle_nn::linear(2 * c, 256, vb.pp("cls_head.0"))?,
             head2: candle_nn::linear(256, num_classes, vb.pp("cls_head.4"))?,
@@ -188,7 +185,7 @@ impl PointBert {
     }
 
     pub fn has_block(&self) -> bool {
-        self.llm.is_some()
+        self.trunk.has_block()
     }
 
     /// Logits [B, classes]. `rng` Some = training (BN batch stats, drop path, dropout).
@@ -209,16 +206,9 @@ impl PointBert {
         let c = self.cfg.trans_dim;
         let cls = self.cls_token.broadcast_as((b, 1, c))?;
         let cls_pos = self.cls_pos.broadcast_as((b, 1, c))?;
-        let mut x = Tensor::cat(&[&cls, &tokens], 1)?;
+        let x = Tensor::cat(&[&cls, &tokens], 1)?;
         let pos = Tensor::cat(&[&cls_pos, &pos], 1)?;
-        let depth = self.blocks.len();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let dp = drop_path_rate(self.cfg.drop_path, i, depth);
-            x = blk.forward(&(x + &pos)?, dp, rng.as_deref_mut())?;
-        }
-        if let Some(llm) = &self.llm {
-            x = llm.forward(&x)?;
-        }
+        let x = self.trunk.forward(&x, Some(&pos), rng.as_deref_mut())?;
         let x = self.norm.forward(&x)?;
         let t = x.dim(1)?;
         let feat = Tensor::cat(
@@ -259,10 +249,10 @@ mod tests {
             ..Default::default()
         };
         let model = PointBert::new(&cfg, 5, None, vb).unwrap();
-        crate::train::nn::init_vars(&varmap, 0).unwrap();
+        crate::train::models::layers::init_vars(&varmap, 0).unwrap();
         let c = Tensor::randn(0f32, 0.5, (8, 16, 3), &dev).unwrap();
         let n = Tensor::randn(0f32, 0.05, (8, 16, 8, 3), &dev).unwrap();
-        let mut rng = crate::train::nn::step_rng(0, "t", 0);
+        let mut rng = crate::train::models::layers::step_rng(0, "t", 0);
         let mut train_logits = None;
         for _ in 0..200 {
             train_logits = Some(model.forward(&c, &n, Some(&mut rng)).unwrap());

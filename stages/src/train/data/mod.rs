@@ -1,6 +1,11 @@
-//! Random access to the samples of one split of an upstream artifact without holding them in
-//! memory (a full SSv2 or Argoverse artifact is far larger than RAM): the shard readers stay
+//! The training data sets, one per task (`pointcloud.rs`, `video.rs`, `argoverse.rs`), over
+//! [`ShardSet`]: random access to the samples of one split of an upstream artifact without
+//! holding them in memory (a full SSv2 or Argoverse artifact is far larger than RAM): the shard readers stay
 //! open, each sample is read and decompressed when a batch asks for it.
+
+pub mod argoverse;
+pub mod pointcloud;
+pub mod video;
 
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{Sample, Schema, ShardReader};

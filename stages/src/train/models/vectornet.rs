@@ -6,10 +6,9 @@
 //! Trajectories are positions in the agent frame of `av.tokens` (the agent is at the origin
 //! at the last observed step, so "offsets from the actor's last position" are positions).
 
-use super::attention::{attention, AttnImpl};
-use super::block::{BlockMode, LlmBlock};
-use super::nn::LayerNorm;
-use super::vit::{BlockAdapter, Execution};
+use super::layers::{Execution, LayerNorm};
+use crate::train::block::{BlockAdapter, BlockMode, LlmBlock};
+use crate::train::ops::attention::{attention, AttnImpl};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -247,7 +246,7 @@ impl VectorNet {
         let mask = Tensor::cat(&[actor_mask, lane_mask], 1)?;
         let mut x = self.global.forward(&x, &mask)?;
         if let Some(llm) = &self.llm {
-            x = llm.forward_masked(&x, Some(&mask))?;
+            x = llm.forward(&x, Some(&mask))?;
         }
         let agent = x.narrow(1, 0, 1)?.squeeze(1)?; // [B, d]
         let b = agent.dim(0)?;
@@ -412,7 +411,7 @@ mod tests {
             modes: 3,
         };
         let net = VectorNet::new(&cfg, 6, 7, 4, None, vb).unwrap();
-        crate::train::nn::init_vars(&varmap, 0).unwrap();
+        crate::train::models::layers::init_vars(&varmap, 0).unwrap();
         let actors = Tensor::randn(0f32, 1.0, (2, 3, 5, 6), &dev).unwrap();
         let lanes = Tensor::randn(0f32, 1.0, (2, 4, 9, 7), &dev).unwrap();
         let am = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();

@@ -5,7 +5,7 @@
 //! uses every deterministic view and averages the class probabilities (the reference's
 //! multi-view test). No flips: SSv2 labels depend on left and right (PAPER.md §4).
 
-use super::shard_set::ShardSet;
+use super::ShardSet;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::Upstream;

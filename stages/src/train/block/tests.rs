@@ -1,422 +1,454 @@
-//! The block's forward pass, written once for both architectures, and the frozen block as a
-//! single autograd node with a hand-written backward that returns only dL/dx.
-//!
-//! Why a custom node: with plain candle ops, backprop through `x @ Wᵀ` computes `dW` even
-//! when W is a constant (candle's Matmul backward always fills both operands' grads), and the
-//! graph keeps every intermediate of every op alive. For a 4096-wide block that is ~800 MB
-//! of weight gradients per step that are thrown away. Here the forward runs on `x.detach()`
-//! keeping only what dL/dx needs; the node's backward replays the chain rule for the input
-//! alone.
-//!
-//! Shapes: N = B·T tokens, D hidden, H query heads, KV key/value heads, G = H/KV, hd head dim.
-//! Attention runs on q reshaped to [B, KV, G·T, hd] against k, v [B, KV, T, hd]: each kv head
-//! serves its group of G query heads without materialising repeated k/v, and in the backward
-//! `pᵀ·dO` and `dSᵀ·q` sum over the group's rows by themselves (the GQA grad reduction).
+//! Tests of the block: the forward against an independent f64 reference, the frozen node's
+//! gradient against finite differences and candle's autograd, precision, chunked attention,
+//! and what trains.
 
-use std::sync::Arc;
+use super::*;
 
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Shape, Tensor, D,
-};
-
-use super::attention::{self, AttnImpl};
-
-use super::block::{
-    Weights, BK, BO, BQ, BV, B_IN, B_OUT, NORM1_B, NORM1_W, NORM2_B, NORM2_W, WK, WO, WQ, WV, W_IN,
-    W_OUT, W_UP,
-};
-use crate::llm::block_format::{Arch, BlockConfig, FINAL_NORM_EPS};
-
-type Result<T> = candle_core::Result<T>;
-
-/// Matmul precision. Norms (statistics and affine), softmax, the residual stream and the
-/// final norm stay f32 either way, as under PyTorch autocast in the official code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Prec {
-    F32,
-    /// Autocast: the projections, their biases, activations and attention matmuls in bf16
-    /// (weights pre-converted); norm inputs/outputs, softmax and residuals in f32.
-    Bf16,
-    /// The same split with f16 matmuls (the trainer scales the loss to keep gradients in
-    /// f16's range).
-    F16,
-}
-
-impl Prec {
-    pub(crate) fn mm_dtype(self) -> DType {
-        match self {
-            Prec::F32 => DType::F32,
-            Prec::Bf16 => DType::BF16,
-            Prec::F16 => DType::F16,
-        }
+pub(crate) fn llama_cfg() -> BlockConfig {
+    BlockConfig {
+        arch: Arch::Llama,
+        hidden_size: 32,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 8,
+        intermediate_size: 48,
+        norm_eps: 1e-5,
     }
 }
 
-/// How the forward runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Differentiable candle ops only (autograd through x and/or Var weights).
-    Tracked,
-    /// Nothing tracked, nothing kept: fused kernels where candle has them.
-    Fast,
-    /// Like Fast, and keep the intermediates the hand-written backward needs.
-    Save,
+pub(crate) fn opt_cfg() -> BlockConfig {
+    BlockConfig {
+        arch: Arch::Opt,
+        hidden_size: 32,
+        num_heads: 4,
+        num_kv_heads: 4,
+        head_dim: 8,
+        intermediate_size: 48,
+        norm_eps: 1e-5,
+    }
 }
 
-/// Intermediates of one forward, all detached. Norm inputs are kept normalised (x̂) with
-/// their inverse std r, which is all a norm's input-gradient needs. Tensors marked "mm" are
-/// in the matmul dtype (bf16 under autocast, halving what is kept).
-pub(crate) struct Saved {
+/// Random canonical tensors with non-trivial norms and biases (a `random()` block has
+/// all-ones norms and zero biases, which would hide slot mix-ups).
+pub(crate) fn random_tensors(
+    cfg: &BlockConfig,
+    seed: u64,
+) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    cfg.tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data = if shape.len() == 1 && name.ends_with(".weight") {
+                (0..n)
+                    .map(|_| 1.0 + 0.3 * (rng.random::<f32>() - 0.5))
+                    .collect()
+            } else if shape.len() == 1 {
+                (0..n).map(|_| 0.2 * (rng.random::<f32>() - 0.5)).collect()
+            } else {
+                // std ~ 1/sqrt(fan_in) so activations stay O(1) and softmax is not one-hot.
+                let s = 1.0 / (shape[1] as f64).sqrt();
+                normal_vec(&mut rng, n, s)
+            };
+            (name.to_string(), (shape, data))
+        })
+        .collect()
+}
+
+pub(crate) fn random_input(b: usize, t: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    normal_vec(&mut rng, b * t * d, 1.0)
+}
+
+// ---------- independent reference: plain Vec<f64> loops, no candle ----------
+
+fn w<'a>(ts: &'a BTreeMap<String, (Vec<usize>, Vec<f32>)>, name: &str) -> &'a [f32] {
+    &ts[name].1
+}
+
+/// y[i] = sum_j W[i][j] x[j] (+ b[i]); W is [out, in] row-major.
+fn linear(x: &[f64], wm: &[f32], b: Option<&[f32]>, out: usize) -> Vec<f64> {
+    let inn = x.len();
+    (0..out)
+        .map(|i| {
+            let row = &wm[i * inn..(i + 1) * inn];
+            let s: f64 = row.iter().zip(x).map(|(a, b)| *a as f64 * b).sum();
+            s + b.map_or(0.0, |b| b[i] as f64)
+        })
+        .collect()
+}
+
+fn rms_norm(x: &[f64], wt: Option<&[f32]>, eps: f64) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + eps).sqrt();
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| v * r * wt.map_or(1.0, |w| w[i] as f64))
+        .collect()
+}
+
+fn layer_norm(x: &[f64], wt: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
+    let n = x.len() as f64;
+    let mu = x.iter().sum::<f64>() / n;
+    let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / n;
+    let r = 1.0 / (var + eps).sqrt();
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| (v - mu) * r * wt[i] as f64 + b[i] as f64)
+        .collect()
+}
+
+/// The whole module for one sequence x[t][d], written from PAPER.md §2 directly.
+pub(crate) fn reference_seq(
+    cfg: &BlockConfig,
+    ts: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    x: &[Vec<f64>],
+    key_mask: Option<&[f32]>,
+) -> Vec<Vec<f64>> {
+    let (d, h, kvh, hd, f) = (
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let t = x.len();
+    let llama = cfg.arch == Arch::Llama;
+    let (n1w, n1b, qn, kn, vn, on, n2w, n2b) = if llama {
+        (
+            "input_layernorm.weight",
+            "",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "post_attention_layernorm.weight",
+            "",
+        )
+    } else {
+        (
+            "self_attn_layer_norm.weight",
+            "self_attn_layer_norm.bias",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+            "final_layer_norm.weight",
+            "final_layer_norm.bias",
+        )
+    };
+    let bias = |n: &str| -> Option<&[f32]> {
+        if llama {
+            None
+        } else {
+            Some(w(ts, &format!("{n}.bias")))
+        }
+    };
+    let norm = |v: &[f64], wn: &str, bn: &str| -> Vec<f64> {
+        if llama {
+            rms_norm(v, Some(w(ts, wn)), cfg.norm_eps)
+        } else {
+            layer_norm(v, w(ts, wn), w(ts, bn), cfg.norm_eps)
+        }
+    };
+    let n1: Vec<Vec<f64>> = x.iter().map(|r| norm(r, n1w, n1b)).collect();
+    let q: Vec<Vec<f64>> = n1
+        .iter()
+        .map(|r| linear(r, w(ts, &format!("{qn}.weight")), bias(qn), h * hd))
+        .collect();
+    let k: Vec<Vec<f64>> = n1
+        .iter()
+        .map(|r| linear(r, w(ts, &format!("{kn}.weight")), bias(kn), kvh * hd))
+        .collect();
+    let v: Vec<Vec<f64>> = n1
+        .iter()
+        .map(|r| linear(r, w(ts, &format!("{vn}.weight")), bias(vn), kvh * hd))
+        .collect();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let group = h / kvh;
+    let mut o = vec![vec![0.0f64; h * hd]; t];
+    for head in 0..h {
+        let kv = head / group;
+        for i in 0..t {
+            let mut s: Vec<f64> = (0..t)
+                .map(|j| {
+                    let dot: f64 = (0..hd)
+                        .map(|c| q[i][head * hd + c] * k[j][kv * hd + c])
+                        .sum();
+                    let masked = key_mask.is_some_and(|m| m[j] == 0.0);
+                    if masked {
+                        f64::NEG_INFINITY
+                    } else {
+                        dot * scale
+                    }
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            s.iter_mut().for_each(|e| *e = (*e - mx).exp());
+            let z: f64 = s.iter().sum();
+            for j in 0..t {
+                for c in 0..hd {
+                    o[i][head * hd + c] += s[j] / z * v[j][kv * hd + c];
+                }
+            }
+        }
+    }
+    let hres: Vec<Vec<f64>> = (0..t)
+        .map(|i| {
+            let a = linear(&o[i], w(ts, &format!("{on}.weight")), bias(on), d);
+            x[i].iter().zip(&a).map(|(p, q)| p + q).collect()
+        })
+        .collect();
+    hres.iter()
+        .map(|hr| {
+            let n2 = norm(hr, n2w, n2b);
+            let m: Vec<f64> = if llama {
+                let g = linear(&n2, w(ts, "mlp.gate_proj.weight"), None, f);
+                let u = linear(&n2, w(ts, "mlp.up_proj.weight"), None, f);
+                g.iter()
+                    .zip(&u)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect()
+            } else {
+                let a = linear(&n2, w(ts, "fc1.weight"), Some(w(ts, "fc1.bias")), f);
+                a.iter().map(|v| v.max(0.0)).collect()
+            };
+            let mlp = if llama {
+                linear(&m, w(ts, "mlp.down_proj.weight"), None, d)
+            } else {
+                linear(&m, w(ts, "fc2.weight"), Some(w(ts, "fc2.bias")), d)
+            };
+            let y: Vec<f64> = hr.iter().zip(&mlp).map(|(a, b)| a + b).collect();
+            rms_norm(&y, None, 1e-6)
+        })
+        .collect()
+}
+
+/// Reference for a whole batch, flattened like the tensor [B, T, D].
+pub(crate) fn reference(
+    cfg: &BlockConfig,
+    ts: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    x: &[f32],
     b: usize,
     t: usize,
-    xh1: Tensor,
-    r1: Tensor,
-    /// mm: q·(1/sqrt(hd)) as [B, KV, G·T, hd], k and v as [B, KV, T, hd].
-    qh: Tensor,
-    kh: Tensor,
-    vh: Tensor,
-    /// mm: attention probabilities [B, KV, G·T, T] under full attention; None under chunked
-    /// attention, whose backward recomputes them.
-    p: Option<Tensor>,
-    /// The key-mask score bias [B, 1, 1, T], for that recomputation.
-    bias: Option<Tensor>,
-    attn: AttnImpl,
-    xh2: Tensor,
-    r2: Tensor,
-    /// mm: LLaMA gate pre-activation; OPT fc1 output (pre-ReLU) [N, F].
-    mlp_a: Tensor,
-    /// mm: LLaMA up projection [N, F]; OPT: None.
-    mlp_u: Option<Tensor>,
-    /// Final output [N, D] (= y·rf) and the final norm's inverse rms [N, 1].
-    out: Tensor,
-    rf: Tensor,
-}
-
-impl Saved {
-    /// Bytes held by the saved intermediates (what the frozen node keeps alive until its
-    /// backward runs).
-    pub(crate) fn bytes(&self) -> usize {
-        let mut ts = vec![
-            &self.xh1,
-            &self.r1,
-            &self.qh,
-            &self.kh,
-            &self.vh,
-            &self.xh2,
-            &self.r2,
-            &self.mlp_a,
-            &self.out,
-            &self.rf,
-        ];
-        if let Some(u) = &self.mlp_u {
-            ts.push(u);
-        }
-        if let Some(p) = &self.p {
-            ts.push(p);
-        }
-        ts.iter()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
-    }
-}
-
-/// `x @ wᵀ (+ b)` for x [N, in], w [out, in], all in the same (matmul) dtype.
-fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&w.t()?)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
-}
-
-/// Normalised input and inverse std over the last dim: RMS for LLaMA (and the final norm),
-/// mean-centred for OPT's LayerNorm. Built from differentiable ops so Tracked mode can use it.
-fn norm_stats(x: &Tensor, centred: bool, eps: f64) -> Result<(Tensor, Tensor)> {
-    let xc = if centred {
-        x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?
-    } else {
-        x.clone()
-    };
-    let r = (xc.sqr()?.mean_keepdim(D::Minus1)? + eps)?
-        .sqrt()?
-        .recip()?;
-    Ok((xc.broadcast_mul(&r)?, r))
-}
-
-fn affine(xh: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = xh.broadcast_mul(w)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
-}
-
-/// Input-gradient of `n = x̂·w (+ b)` with x̂ = norm(x): given dn, x̂ and r,
-/// dx = r·(dx̂ − x̂·mean(dx̂·x̂)) for RMSNorm and additionally − mean(dx̂) for LayerNorm,
-/// where dx̂ = dn·w.
-fn norm_back(
-    dn: &Tensor,
-    xh: &Tensor,
-    r: &Tensor,
-    w: Option<&Tensor>,
-    centred: bool,
-) -> Result<Tensor> {
-    let dxh = match w {
-        Some(w) => dn.broadcast_mul(w)?,
-        None => dn.clone(),
-    };
-    let proj = (&dxh * xh)?.mean_keepdim(D::Minus1)?;
-    let mut g = (&dxh - xh.broadcast_mul(&proj)?)?;
-    if centred {
-        g = g.broadcast_sub(&dxh.mean_keepdim(D::Minus1)?)?;
-    }
-    g.broadcast_mul(r)
-}
-
-/// The block's forward on x [B, T, D] f32. `bias` is the key-mask score bias [B, 1, 1, T].
-/// `w` must hold its matrices and projection biases in `prec`'s matmul dtype.
-/// Returns the output [B, T, D] f32 and, in Save mode, the intermediates.
-pub(crate) fn forward_impl(
-    w: &Weights,
-    cfg: &BlockConfig,
-    x: &Tensor,
-    bias: Option<&Tensor>,
-    prec: Prec,
-    mode: Mode,
-    attn: AttnImpl,
-) -> Result<(Tensor, Option<Saved>)> {
-    let (b, t, d) = x.dims3()?;
-    let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let g = h / kv;
-    let n = b * t;
-    let centred = cfg.arch == Arch::Opt;
-    let mmt = prec.mm_dtype();
-    let f32 = DType::F32;
-    let x2 = x.reshape((n, d))?;
-
-    // Attention. (Every to_dtype below is a no-op in f32.)
-    let (xh1, r1) = norm_stats(&x2, centred, cfg.norm_eps)?;
-    let n1 = affine(&xh1, w.get(NORM1_W)?, w.opt(NORM1_B))?.to_dtype(mmt)?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let q = (lin(&n1, w.get(WQ)?, w.opt(BQ))? * scale)?;
-    let k = lin(&n1, w.get(WK)?, w.opt(BK))?;
-    let v = lin(&n1, w.get(WV)?, w.opt(BV))?;
-    // Head h = kv·G + g, so [B, H, T, hd] regroups into [B, KV, G·T, hd] without a copy.
-    let qh = q
-        .reshape((b, t, h, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, kv, g * t, hd))?;
-    let kh = k.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
-    let vh = v.reshape((b, t, kv, hd))?.transpose(1, 2)?.contiguous()?;
-    let (o, p) = match (mode, attn) {
-        (Mode::Save, AttnImpl::Full) => {
-            let (o, p) = attention::forward_full(&qh, &kh, &vh, bias)?;
-            (o, Some(p))
-        }
-        _ => (attention::attention(&qh, &kh, &vh, bias, attn)?, None),
-    };
-    let o = o
-        .reshape((b, h, t, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n, h * hd))?;
-    let hres = (&x2 + lin(&o, w.get(WO)?, w.opt(BO))?.to_dtype(f32)?)?;
-
-    // MLP.
-    let (xh2, r2) = norm_stats(&hres, centred, cfg.norm_eps)?;
-    let n2 = affine(&xh2, w.get(NORM2_W)?, w.opt(NORM2_B))?.to_dtype(mmt)?;
-    let a = lin(&n2, w.get(W_IN)?, w.opt(B_IN))?;
-    let (m, u) = match cfg.arch {
-        Arch::Llama => {
-            let u = lin(&n2, w.get(W_UP)?, None)?;
-            ((a.silu()? * &u)?, Some(u))
-        }
-        Arch::Opt => (a.relu()?, None),
-    };
-    let y = (&hres + lin(&m, w.get(W_OUT)?, w.opt(B_OUT))?.to_dtype(f32)?)?;
-
-    // The all-ones final RMSNorm (PAPER.md §2).
-    let (out, rf) = norm_stats(&y, false, FINAL_NORM_EPS)?;
-    let out3 = out.reshape((b, t, d))?;
-    let saved = match mode {
-        Mode::Save => Some(Saved {
-            b,
-            t,
-            xh1,
-            r1,
-            qh,
-            kh,
-            vh,
-            p,
-            bias: bias.cloned(),
-            attn,
-            xh2,
-            r2,
-            mlp_a: a,
-            mlp_u: u,
-            out,
-            rf,
-        }),
-        Mode::Tracked | Mode::Fast => None,
-    };
-    Ok((out3, saved))
-}
-
-/// dL/dx [B, T, D] from dL/dout, the saved intermediates and the (frozen) weights, in the
-/// same precision split as the forward.
-pub(crate) fn backward(
-    w: &Weights,
-    cfg: &BlockConfig,
-    s: &Saved,
-    dout: &Tensor,
-    prec: Prec,
-) -> Result<Tensor> {
-    let (b, t) = (s.b, s.t);
-    let n = b * t;
+    key_mask: Option<&[f32]>,
+) -> Vec<f64> {
     let d = cfg.hidden_size;
-    let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let g = h / kv;
-    let centred = cfg.arch == Arch::Opt;
-    let mmt = prec.mm_dtype();
-    let f32 = DType::F32;
-    let dout = dout.to_dtype(f32)?.reshape((n, d))?;
-
-    // Final RMSNorm (no weight).
-    let dy = norm_back(&dout, &s.out, &s.rf, None, false)?;
-
-    // MLP: y = hres + W_out·act(n2); the residual passes dy straight through.
-    let dm = dy.to_dtype(mmt)?.matmul(w.get(W_OUT)?)?;
-    let dn2 = match (&s.mlp_u, cfg.arch) {
-        (Some(u), Arch::Llama) => {
-            // m = silu(a)·u; silu'(a) = σ(a)·(1 + a·(1 − σ(a))).
-            let a = &s.mlp_a;
-            let sig = candle_nn::ops::sigmoid(a)?;
-            let dsilu = (&sig * ((a * (1.0 - &sig)?)? + 1.0)?)?;
-            let da = ((&dm * u)? * dsilu)?;
-            let du = (&dm * (a * &sig)?)?;
-            (da.matmul(w.get(W_IN)?)? + du.matmul(w.get(W_UP)?)?)?
-        }
-        _ => {
-            // m = relu(a): the gradient passes where a > 0.
-            let pass = s.mlp_a.gt(0.0)?.to_dtype(mmt)?;
-            (&dm * pass)?.matmul(w.get(W_IN)?)?
+    let mut out = Vec::with_capacity(b * t * d);
+    for bi in 0..b {
+        let seq: Vec<Vec<f64>> = (0..t)
+            .map(|ti| {
+                x[(bi * t + ti) * d..(bi * t + ti + 1) * d]
+                    .iter()
+                    .map(|v| *v as f64)
+                    .collect()
+            })
+            .collect();
+        let m = key_mask.map(|m| &m[bi * t..(bi + 1) * t]);
+        for row in reference_seq(cfg, ts, &seq, m) {
+            out.extend(row);
         }
     }
-    .to_dtype(f32)?;
-    let dh = (&dy + norm_back(&dn2, &s.xh2, &s.r2, Some(w.get(NORM2_W)?), centred)?)?;
-
-    // Attention: hres = x + W_o·o.
-    let do_ = dh
-        .to_dtype(mmt)?
-        .matmul(w.get(WO)?)?
-        .reshape((b, t, h, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, kv, g * t, hd))?;
-    let (dq, dk, dv) = attention::backward(
-        &s.qh,
-        &s.kh,
-        &s.vh,
-        s.p.as_ref(),
-        s.bias.as_ref(),
-        &do_,
-        attention::CHUNK,
-    )?;
-    let _ = s.attn;
-    // q was scaled before the matmul, so dS·k is the grad of the scaled q.
-    let dq = (dq * (1.0 / (hd as f64).sqrt()))?
-        .reshape((b, h, t, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n, h * hd))?;
-    let dk = dk.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
-    let dv = dv.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
-    let dn1 = ((dq.matmul(w.get(WQ)?)? + dk.matmul(w.get(WK)?)?)? + dv.matmul(w.get(WV)?)?)?
-        .to_dtype(f32)?;
-    let dx = (&dh + norm_back(&dn1, &s.xh1, &s.r1, Some(w.get(NORM1_W)?), centred)?)?;
-    dx.reshape((b, t, d))
+    out
 }
 
-/// The frozen block as one autograd node. Its forward returns a copy of the output that was
-/// already computed (the op only exists to carry the backward); its backward returns dL/dx.
-struct FrozenBlockGrad {
-    w: Weights,
-    cfg: BlockConfig,
-    prec: Prec,
-    saved: Saved,
-    out: Tensor,
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
 }
 
-impl CustomOp1 for FrozenBlockGrad {
-    fn name(&self) -> &'static str {
-        "lm4ve-frozen-llm-block"
-    }
+fn check_forward(cfg: &BlockConfig) {
+    let (b, t) = (2, 5);
+    let ts = random_tensors(cfg, 7);
+    let dev = Device::Cpu;
+    let block = LlmBlock::from_tensors(cfg, &ts, &dev).unwrap();
+    let xv = random_input(b, t, cfg.hidden_size, 11);
+    let x = Tensor::from_slice(&xv, (b, t, cfg.hidden_size), &dev).unwrap();
+    let want = reference(cfg, &ts, &xv, b, t, None);
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        attention::precomputed_cpu(&self.out, "frozen llm block")
-    }
+    let fast = block.forward(&x, None).unwrap();
+    let got: Vec<f32> = fast.flatten_all().unwrap().to_vec1().unwrap();
+    let err = max_abs_diff(&got, &want);
+    assert!(
+        err < 1e-4,
+        "{}: forward vs reference max abs err {err}",
+        cfg.arch
+    );
 
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        attention::precomputed_cuda(&self.out, "frozen llm block")
-    }
+    // The differentiable path (x tracked) computes the same values.
+    let xvar = Var::from_tensor(&x).unwrap();
+    let tracked: Vec<f32> = block
+        .forward(xvar.as_tensor(), None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let err = max_abs_diff(&tracked, &want);
+    assert!(
+        err < 1e-4,
+        "{}: tracked forward vs reference max abs err {err}",
+        cfg.arch
+    );
+}
 
-    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        attention::precomputed_metal(&self.out, "frozen llm block")
-    }
+#[test]
+fn forward_matches_reference_llama_gqa() {
+    check_forward(&llama_cfg());
+}
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        backward(&self.w, &self.cfg, &self.saved, grad_res, self.prec).map(Some)
+#[test]
+fn forward_matches_reference_opt() {
+    check_forward(&opt_cfg());
+}
+
+#[test]
+fn masked_forward_matches_reference() {
+    for cfg in [llama_cfg(), opt_cfg()] {
+        let (b, t) = (2, 5);
+        let ts = random_tensors(&cfg, 3);
+        let dev = Device::Cpu;
+        let block = LlmBlock::from_tensors(&cfg, &ts, &dev).unwrap();
+        let xv = random_input(b, t, cfg.hidden_size, 5);
+        let x = Tensor::from_slice(&xv, (b, t, cfg.hidden_size), &dev).unwrap();
+        let mv = vec![1.0f32, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let m = Tensor::from_slice(&mv, (b, t), &dev).unwrap();
+        let want = reference(&cfg, &ts, &xv, b, t, Some(&mv));
+        let got: Vec<f32> = block
+            .forward_tracked(&x, Some(&m))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 1e-4, "{}: masked forward err {err}", cfg.arch);
+        let xvar = Var::from_tensor(&x).unwrap();
+        let got: Vec<f32> = block
+            .frozen_impl(xvar.as_tensor(), Some(&m), Prec::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let err = max_abs_diff(&got, &want);
+        assert!(err < 1e-4, "{}: masked frozen forward err {err}", cfg.arch);
     }
 }
 
-/// The frozen forward: x [B, T, D] → [B, T, D]; one autograd node when x is tracked.
-pub(crate) fn forward_frozen(
-    w: &Weights,
-    cfg: &BlockConfig,
-    x: &Tensor,
-    bias: Option<&Tensor>,
-    prec: Prec,
-    attn: AttnImpl,
-) -> Result<Tensor> {
-    if !x.track_op() {
-        // No gradient will be asked for: skip keeping intermediates.
-        return Ok(forward_impl(w, cfg, x, bias, prec, Mode::Fast, attn)?.0);
+#[test]
+fn bad_tensors_are_clear_errors() {
+    let cfg = llama_cfg();
+    let dev = Device::Cpu;
+    let good = random_tensors(&cfg, 1);
+
+    let mut missing = good.clone();
+    missing.remove("mlp.up_proj.weight");
+    let e = LlmBlock::from_tensors(&cfg, &missing, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing tensor `mlp.up_proj.weight`"), "{e}");
+
+    let mut wrong = good.clone();
+    wrong.insert(
+        "self_attn.k_proj.weight".into(),
+        (vec![32, 16], vec![0.0; 512]),
+    );
+    let e = LlmBlock::from_tensors(&cfg, &wrong, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`self_attn.k_proj.weight` has shape [32, 16]"),
+        "{e}"
+    );
+
+    let mut short = good.clone();
+    short.insert("input_layernorm.weight".into(), (vec![32], vec![0.0; 31]));
+    let e = LlmBlock::from_tensors(&cfg, &short, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`input_layernorm.weight` has 31 values"), "{e}");
+
+    let mut extra = good.clone();
+    extra.insert("fc1.weight".into(), (vec![48, 32], vec![0.0; 48 * 32]));
+    let e = LlmBlock::from_tensors(&cfg, &extra, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unexpected tensor `fc1.weight`"), "{e}");
+
+    let mut bad = cfg.clone();
+    bad.num_kv_heads = 3;
+    let e = LlmBlock::from_tensors(&bad, &good, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a multiple"), "{e}");
+
+    let block = LlmBlock::from_tensors(&cfg, &good, &dev).unwrap();
+    let x = Tensor::zeros((2, 5, 16), DType::F32, &dev).unwrap();
+    let e = block.forward(&x, None).unwrap_err().to_string();
+    assert!(e.contains("input must be [B, T, 32]"), "{e}");
+    let x = Tensor::zeros((2, 5, 32), DType::F32, &dev).unwrap();
+    let m = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
+    let e = block.forward_tracked(&x, Some(&m)).unwrap_err().to_string();
+    assert!(e.contains("key mask must be [2, 5]"), "{e}");
+}
+
+#[test]
+fn random_init_is_seeded_and_shaped() {
+    for cfg in [llama_cfg(), opt_cfg()] {
+        let a = LlmBlock::random(&cfg, 42, &Device::Cpu).unwrap();
+        let b = LlmBlock::random(&cfg, 42, &Device::Cpu).unwrap();
+        let c = LlmBlock::random(&cfg, 43, &Device::Cpu).unwrap();
+        let shapes = cfg.tensor_shapes();
+        assert_eq!(a.tensors().len(), shapes.len());
+        for ((name, ta), ((_, tb), (_, tc))) in a
+            .tensors()
+            .into_iter()
+            .zip(b.tensors().into_iter().zip(c.tensors()))
+        {
+            let want = &shapes.iter().find(|(n, _)| *n == name).unwrap().1;
+            assert_eq!(ta.dims(), want.as_slice(), "{name}");
+            let va: Vec<f32> = ta.flatten_all().unwrap().to_vec1().unwrap();
+            let vb: Vec<f32> = tb.flatten_all().unwrap().to_vec1().unwrap();
+            let vc: Vec<f32> = tc.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(va, vb, "{name}: same seed, same weights");
+            if name.ends_with(".bias") {
+                assert!(va.iter().all(|v| *v == 0.0), "{name}");
+            } else if want.len() == 1 {
+                assert!(va.iter().all(|v| *v == 1.0), "{name}");
+            } else {
+                assert_ne!(va, vc, "{name}: another seed, other weights");
+                let n = va.len() as f64;
+                let mean = va.iter().map(|v| *v as f64).sum::<f64>() / n;
+                let std = (va.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+                assert!(
+                    (std - 0.02).abs() < 0.004 && mean.abs() < 0.004,
+                    "{name}: std {std} mean {mean}"
+                );
+            }
+        }
     }
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), bias, prec, Mode::Save, attn)?;
-    let Some(saved) = saved else {
-        candle_core::bail!("frozen llm block: internal error, nothing saved");
-    };
-    let op = FrozenBlockGrad {
-        w: w.clone(),
-        cfg: cfg.clone(),
-        prec,
-        saved,
-        out,
-    };
-    x.apply_op1_arc(Arc::new(Box::new(op)))
 }
 
-/// Bytes the frozen node keeps alive for its backward on input x (for measurements).
-pub(crate) fn saved_bytes(
-    w: &Weights,
-    cfg: &BlockConfig,
-    x: &Tensor,
-    prec: Prec,
-    attn: AttnImpl,
-) -> Result<usize> {
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), None, prec, Mode::Save, attn)?;
-    let saved = saved.map_or(0, |s| s.bytes());
-    // Plus the node's own output copy.
-    Ok(saved + out.elem_count() * out.dtype().size_in_bytes())
+#[test]
+fn block_mode_serde_is_lowercase() {
+    for (m, s) in [
+        (BlockMode::Frozen, "\"frozen\""),
+        (BlockMode::Random, "\"random\""),
+        (BlockMode::Trainable, "\"trainable\""),
+        (BlockMode::None, "\"none\""),
+    ] {
+        assert_eq!(serde_json::to_string(&m).unwrap(), s);
+        assert_eq!(serde_json::from_str::<BlockMode>(s).unwrap(), m);
+        assert_eq!(format!("\"{m}\""), s);
+    }
+    assert_eq!(BlockMode::default(), BlockMode::Frozen);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::block::tests::{
-        llama_cfg, max_abs_diff, opt_cfg, random_input, random_tensors, reference,
-    };
-    use super::super::block::LlmBlock;
+mod grad {
     use super::*;
     use candle_core::{Device, Storage, Var};
     use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
@@ -439,19 +471,17 @@ mod tests {
                 &Device::Cpu,
             )
             .unwrap();
-            let want = to_vec(&block.forward(&x).unwrap());
+            let want = to_vec(&block.forward(&x, None).unwrap());
             // Untracked input: the plain path.
-            assert_eq!(to_vec(&block.forward_frozen(&x).unwrap()), want);
-            // Tracked input: the custom node returns the saved output.
-            let xv = Var::from_tensor(&x).unwrap();
-            let y = block.forward_frozen(xv.as_tensor()).unwrap();
-            assert_eq!(y.dims(), &[b, t, 32]);
-            assert_eq!(to_vec(&y), want);
-            // The autocast entry point is plain f32 on CPU.
             assert_eq!(
-                to_vec(&block.forward_frozen_autocast(xv.as_tensor()).unwrap()),
+                to_vec(&block.frozen_impl(&x, None, Prec::F32).unwrap()),
                 want
             );
+            // Tracked input: the custom node returns the saved output.
+            let xv = Var::from_tensor(&x).unwrap();
+            let y = block.frozen_impl(xv.as_tensor(), None, Prec::F32).unwrap();
+            assert_eq!(y.dims(), &[b, t, 32]);
+            assert_eq!(to_vec(&y), want);
         }
     }
 
@@ -513,9 +543,9 @@ mod tests {
         let mref = masked.then_some(mv.as_slice());
 
         let ours = grad_through(&block, &x, &r, |bl, x| {
-            bl.forward_frozen_with(x, mask.as_ref(), false)
+            bl.frozen_impl(x, mask.as_ref(), Prec::F32)
         });
-        let autograd = grad_through(&block, &x, &r, |bl, x| bl.forward_masked(x, mask.as_ref()));
+        let autograd = grad_through(&block, &x, &r, |bl, x| bl.forward_tracked(x, mask.as_ref()));
 
         // Central differences of the f64 reference (eps small: f64 leaves no rounding issue).
         let eps = 1e-4;
@@ -554,7 +584,7 @@ mod tests {
     /// grads) against full attention, masked, for sequences longer than one chunk.
     #[test]
     fn chunked_attention_block_matches_full() {
-        use super::super::attention::AttnImpl;
+        use crate::train::ops::attention::AttnImpl;
         let cfg = llama_cfg();
         let dev = Device::Cpu;
         for (b, t) in [(1usize, 600usize), (1, 1568)] {
@@ -567,9 +597,8 @@ mod tests {
                 .collect();
             let mask = Tensor::from_vec(mv, (b, t), &dev).unwrap();
             let mut full = LlmBlock::from_tensors(&cfg, &ts, &dev).unwrap();
-            let mut chunked = full.clone();
-            chunked.set_attention(AttnImpl::Chunked);
-            let f = |bl: &LlmBlock, x: &Tensor| bl.forward_frozen_with(x, Some(&mask), false);
+            let mut chunked = full.clone().with_attention(AttnImpl::Chunked);
+            let f = |bl: &LlmBlock, x: &Tensor| bl.frozen_impl(x, Some(&mask), Prec::F32);
             let (gf, gc) = (
                 grad_through(&full, &x, &r, f),
                 grad_through(&chunked, &x, &r, f),
@@ -593,7 +622,7 @@ mod tests {
             let wf = full.make_trainable().unwrap();
             let wc = chunked.make_trainable().unwrap();
             let grads = |bl: &LlmBlock, vars: &[Var]| -> Vec<Vec<f32>> {
-                let y = bl.forward_masked(&x, Some(&mask)).unwrap();
+                let y = bl.forward_tracked(&x, Some(&mask)).unwrap();
                 let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 vars.iter()
                     .map(|v| to_vec(g.get(v.as_tensor()).unwrap()))
@@ -705,7 +734,9 @@ mod tests {
             )
             .unwrap();
             for _ in 0..2 {
-                let y = block.forward_frozen(&adapter.forward(&x).unwrap()).unwrap();
+                let y = block
+                    .frozen_impl(&adapter.forward(&x).unwrap(), None, Prec::F32)
+                    .unwrap();
                 let loss = (y * &r).unwrap().sum_all().unwrap();
                 let grads = loss.backward().unwrap();
                 for (name, w) in block.tensors() {
@@ -748,7 +779,7 @@ mod tests {
             assert_eq!(block.make_trainable().unwrap().len(), vars.len());
             let x = Tensor::from_vec(random_input(2, 5, 32, 52), (2, 5, 32), &dev).unwrap();
             let r = Tensor::from_vec(random_input(2, 5, 32, 53), (2, 5, 32), &dev).unwrap();
-            let loss = (block.forward(&x).unwrap() * &r)
+            let loss = (block.forward(&x, None).unwrap() * &r)
                 .unwrap()
                 .sum_all()
                 .unwrap();
@@ -765,15 +796,18 @@ mod tests {
             }
             // An optimizer step changes the block's weights as seen by forward().
             let mut opt = candle_nn::SGD::new(vars.clone(), 0.1).unwrap();
-            let y0 = to_vec(&block.forward(&x).unwrap());
+            let y0 = to_vec(&block.forward(&x, None).unwrap());
             opt.step(&grads).unwrap();
-            assert_ne!(to_vec(&block.forward(&x).unwrap()), y0);
+            assert_ne!(to_vec(&block.forward(&x, None).unwrap()), y0);
             // The frozen node refuses a trainable block instead of silently not training it.
-            let e = block.forward_frozen(&x).unwrap_err().to_string();
+            let e = block
+                .frozen_impl(&x, None, Prec::F32)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("trainable"), "{e}");
             // forward_train picks the tracked path.
             let xv = Var::from_tensor(&x).unwrap();
-            let loss = (block.forward_train(xv.as_tensor(), None, true).unwrap() * &r)
+            let loss = (block.forward(xv.as_tensor(), None).unwrap() * &r)
                 .unwrap()
                 .sum_all()
                 .unwrap();
@@ -842,9 +876,13 @@ mod tests {
             dev.synchronize().unwrap();
             let t0 = Instant::now();
             let y = match how {
-                How::Frozen => bl.forward_frozen(xv.as_tensor()),
-                How::Autocast => bl.forward_frozen_autocast(xv.as_tensor()),
-                How::Naive => bl.forward(xv.as_tensor()),
+                How::Frozen => bl.frozen_impl(xv.as_tensor(), None, Prec::F32),
+                How::Autocast => bl.frozen_impl(
+                    xv.as_tensor(),
+                    None,
+                    if dev.is_cuda() { Prec::Bf16 } else { Prec::F32 },
+                ),
+                How::Naive => bl.forward(xv.as_tensor(), None),
             }
             .unwrap();
             let kept = if how == How::Naive {
@@ -923,7 +961,10 @@ mod tests {
         }
     }
 
+    /// A timing printout, not a test (it asserts nothing): run it by hand with
+    /// `cargo test --release -p lm4ve-stages measure_frozen_vs_naive_mid_size -- --ignored --nocapture`.
     #[test]
+    #[ignore = "benchmark printout"]
     fn measure_frozen_vs_naive_mid_size() {
         measure(&mid_cfg(), 2, 64, 5, &Device::Cpu);
     }
@@ -961,9 +1002,12 @@ mod tests {
                 let r = Tensor::from_slice(&rv, (b, t, d), dev).unwrap();
                 let m = masked.then(|| Tensor::from_slice(&mv, (b, t), dev).unwrap());
                 let var = Var::from_tensor(&x).unwrap();
-                let y = bl
-                    .forward_frozen_with(var.as_tensor(), m.as_ref(), autocast)
-                    .unwrap();
+                let prec = if autocast && dev.is_cuda() {
+                    Prec::Bf16
+                } else {
+                    Prec::F32
+                };
+                let y = bl.frozen_impl(var.as_tensor(), m.as_ref(), prec).unwrap();
                 let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 (to_vec(&y), to_vec(g.get(var.as_tensor()).unwrap()))
             };
