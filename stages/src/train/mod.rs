@@ -10,13 +10,15 @@
 //! - `data/`: shard-backed data sets, one per task, over `ShardSet`.
 //! - `optim.rs` (AdamW, schedule), `device.rs` (`--device`), `plot.rs` (curves).
 //! - `task.rs`: what differs per task (model, batches, loss, metrics); `stage.rs`: the
-//!   `train`/`eval` stages (params, the epoch loop, checkpoints), the only part that knows the
-//!   pipeline engine; `bench.rs`: `lm4ve bench-train`.
+//!   `train`/`eval` stages' params and Stage impls; `trainer.rs`: the epoch/step loop;
+//!   `checkpoint.rs`: work-unit checkpoints. These know the pipeline engine; `bench.rs`:
+//!   `lm4ve bench-train`.
 //!
 //! `block/`, `models/`, `ops/` and `optim.rs` import nothing from `lm4ve_pipeline`.
 
 pub mod bench;
 pub mod block;
+mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod models;
@@ -25,3 +27,4 @@ pub mod optim;
 pub mod plot;
 pub mod stage;
 pub mod task;
+mod trainer;

@@ -1,30 +1,23 @@
 //! Stages `train` (an encoder + LLM block on token shards: PointBERT on `pc.tokens`, the
-//! VideoMAE ViT on `ssv2.tokens`; see `task.rs`) and `eval` (accuracy of the trained model on
-//! the held-out split). Training units are checkpoints: each unit trains
+//! VideoMAE ViT on `ssv2.tokens`, VectorNet on `av.tokens`; see `task.rs`) and `eval` (the
+//! trained model's metrics on the held-out split): their params and Stage impls. The loop is
+//! in `trainer.rs`, the checkpoints in `checkpoint.rs`. Training units are checkpoints: each unit trains
 //! `epochs_per_checkpoint` epochs starting from the previous unit's checkpoint (weights,
 //! AdamW moments, step; the shuffle and augmentation RNGs derive from (seed, epoch/step), so
 //! the step is the whole RNG state and the epoch is the data cursor). A killed run resumes
 //! from the last checkpoint and reaches the same weights as an uninterrupted one.
 
-use super::block::{BlockMode, LlmBlock};
-use super::models::layers::Execution;
-use super::models::layers::{init_vars, step_rng};
+use super::block::BlockMode;
 use super::ops::attention::AttnImpl;
-use super::ops::precision::{LossScaler, Precision};
-use super::ops::recompute::GradSink;
-use super::optim::{cosine_lr, AdamW};
-use super::plot::curves_png;
-use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig, Task};
+use super::ops::precision::Precision;
+use super::task::{evaluate, Dataset, ModelConfig, Task};
+use super::trainer::{build_model, num_classes, sorted_vars, EpochMetrics};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+
 use lm4ve_pipeline::{
     ConfigError, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan, UnitRecord,
-    Upstream,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 pub const TRAIN_KIND: &str = "train";
 pub const EVAL_KIND: &str = "eval";
@@ -134,10 +127,10 @@ fn is_false(b: &bool) -> bool {
 }
 
 pub struct TrainStage {
-    name: String,
-    p: TrainParams,
-    task: Task,
-    model: ModelConfig,
+    pub(super) name: String,
+    pub(super) p: TrainParams,
+    pub(super) task: Task,
+    pub(super) model: ModelConfig,
 }
 
 fn check_upstream_name(
@@ -211,176 +204,14 @@ pub fn build_train(
     }))
 }
 
-/// The model and everything needed to train or run it.
-pub struct Built {
-    pub varmap: VarMap,
-    pub model: Model,
-    /// The block's weights as Vars in trainable mode, named `llm_block.<tensor>`.
-    pub block_vars: Vec<(String, Var)>,
-}
-
-fn load_block(
-    up: Option<&Upstream>,
-    mode: BlockMode,
-    seed: u64,
-    device: &Device,
-) -> Result<Option<(LlmBlock, BlockMode)>> {
-    if mode == BlockMode::None {
-        return Ok(None);
-    }
-    let up = up.context("the block stage is not built")?;
-    let path = up
-        .manifest
-        .file_path(&up.manifest_path, "block.safetensors")
-        .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
-    let (cfg, tensors, _meta) =
-        crate::llm::load_block_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let block = match mode {
-        BlockMode::Random => LlmBlock::random(&cfg, seed, device)?,
-        _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
-    };
-    Ok(Some((block, mode)))
-}
-
-pub fn build_model(
-    cfg: &ModelConfig,
-    data: &Dataset,
-    num_classes: usize,
-    mode: BlockMode,
-    block_up: Option<&Upstream>,
-    seed: u64,
-    device: &Device,
-) -> Result<Built> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let block = load_block(block_up, mode, seed, device)?;
-    let mut block_vars = Vec::new();
-    let block = match block {
-        Some((mut b, BlockMode::Trainable)) => {
-            let names: Vec<String> = b
-                .config()
-                .tensor_shapes()
-                .iter()
-                .map(|(n, _)| n.to_string())
-                .collect();
-            let vars = b.make_trainable()?;
-            block_vars = names
-                .into_iter()
-                .zip(vars)
-                .map(|(n, v)| (format!("llm_block.{n}"), v))
-                .collect();
-            Some((b, BlockMode::Trainable))
-        }
-        other => other,
-    };
-    let model = Model::build(cfg, data, num_classes, block, vb)?;
-    init_vars(&varmap, seed)?;
-    Ok(Built {
-        varmap,
-        model,
-        block_vars,
-    })
-}
-
-fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
-}
-
-fn is_running_stat(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var")
-}
-
-fn num_classes(data: &Upstream) -> Result<usize> {
-    let n = data
-        .manifest
-        .meta
-        .get("num_classes")
-        .and_then(|v| v.as_u64())
-        .context("the data artifact does not say its number of classes (meta.num_classes)")?;
-    anyhow::ensure!(n > 0, "the data artifact has no labelled samples");
-    Ok(n as usize)
-}
-
-fn checkpoint_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
-    // candle writes files only; the object store wants bytes.
-    let dir = tempdir_in_tmp()?;
-    let path = dir.join("ckpt.safetensors");
-    candle_core::safetensors::save(tensors, &path)?;
-    let bytes = std::fs::read(&path)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(bytes)
-}
-
-fn tempdir_in_tmp() -> Result<std::path::PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "lm4ve-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
-}
-
 impl TrainStage {
-    fn units(&self) -> usize {
+    pub(super) fn units(&self) -> usize {
         self.p.epochs.div_ceil(self.p.epochs_per_checkpoint)
     }
 
-    fn unit_id(k: usize) -> String {
+    pub(super) fn unit_id(k: usize) -> String {
         format!("ckpt-{k:05}")
     }
-
-    fn params_for(&self, built: &Built) -> Result<Vec<(String, Var, f64, f64)>> {
-        let mut params = Vec::new();
-        for (name, var) in sorted_vars(&built.varmap)? {
-            if is_running_stat(&name) {
-                continue;
-            }
-            let no_decay =
-                var.rank() <= 1 || name.contains("cls_token") || name.contains("cls_pos");
-            let mut lr_scale = if no_decay {
-                self.p.no_decay_lr_scale
-            } else {
-                1.0
-            };
-            if name.starts_with("llm_adapter") {
-                lr_scale *= self.p.adapter_lr_scale;
-            }
-            let wd = if no_decay { 0.0 } else { self.p.weight_decay };
-            params.push((name, var, lr_scale, wd));
-        }
-        for (name, var) in &built.block_vars {
-            let wd = if var.rank() <= 1 {
-                0.0
-            } else {
-                self.p.weight_decay
-            };
-            params.push((name.clone(), var.clone(), 1.0, wd));
-        }
-        Ok(params)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EpochMetrics {
-    epoch: usize,
-    step: u64,
-    lr: f64,
-    loss: f64,
-    /// Fraction right on the training batches: classes, or for forecasts hits (best-of-K
-    /// final error within 2 m).
-    train_acc: f64,
-    /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
-    test_acc: f64,
-    seconds: f64,
 }
 
 impl Stage for TrainStage {
@@ -420,220 +251,7 @@ impl Stage for TrainStage {
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
-        let k: usize = unit
-            .id
-            .trim_start_matches("ckpt-")
-            .parse()
-            .context("unit id")?;
-        let device = super::device::device()?;
-        let data = &ctx.upstream[&self.p.data];
-        let classes = if self.task.is_classification() {
-            num_classes(data)?
-        } else {
-            0
-        };
-        let train = Dataset::load(self.task, data, "train")?;
-        let test = Dataset::load(self.task, data, self.task.eval_split())?;
-        anyhow::ensure!(
-            !train.is_empty(),
-            "the data artifact has no `train` samples"
-        );
-        let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
-        let mut built = build_model(
-            &self.model,
-            &train,
-            classes,
-            self.p.mode,
-            block_up,
-            self.p.seed,
-            &device,
-        )?;
-        let sink = GradSink::default();
-        built.model.configure(&Execution {
-            attn: self.p.attention,
-            checkpoint: self.p.checkpoint_blocks.then(|| sink.clone()),
-            precision: self.p.precision,
-        });
-        let mut scaler = self
-            .p
-            .precision
-            .filter(|p| p.needs_loss_scaling())
-            .map(|_| LossScaler::default());
-        let mut opt = AdamW::new(self.params_for(&built)?)?;
-        let all_vars = sorted_vars(&built.varmap)?;
-        let mut history: Vec<EpochMetrics> = Vec::new();
-        if k > 0 {
-            let prev = Self::unit_id(k - 1);
-            let rec = ctx
-                .unit_record(&prev)
-                .with_context(|| format!("checkpoint {prev} is missing from the journal"))?;
-            let file = rec
-                .files
-                .iter()
-                .find(|f| f.name == "checkpoint.safetensors")
-                .context("previous unit has no checkpoint")?;
-            let ck = candle_core::safetensors::load(ctx.cache.object_path(&file.blake3), &device)?;
-            for (name, var) in all_vars.iter().chain(built.block_vars.iter()) {
-                let t = ck
-                    .get(&format!("model.{name}"))
-                    .with_context(|| format!("checkpoint lacks `{name}`"))?;
-                var.set(t)?;
-            }
-            let step = ck
-                .get("train.step")
-                .context("checkpoint lacks train.step")?
-                .to_vec1::<i64>()?[0] as u64;
-            let state: BTreeMap<String, Tensor> = ck
-                .iter()
-                .filter_map(|(n, t)| n.strip_prefix("opt.").map(|s| (s.to_string(), t.clone())))
-                .collect();
-            opt.load_state(&state, step)?;
-            if let Some(sc) = scaler.as_mut() {
-                let v = ck
-                    .get("train.loss_scale")
-                    .context("checkpoint lacks train.loss_scale (f16 training)")?
-                    .to_vec1::<f64>()?;
-                sc.scale = v.first().copied().unwrap_or(sc.scale);
-                sc.good_steps = v.get(1).copied().unwrap_or(0.0) as u64;
-            }
-            for j in 0..k {
-                if let Some(r) = ctx.unit_record(&Self::unit_id(j)) {
-                    if let Ok(h) =
-                        serde_json::from_value::<Vec<EpochMetrics>>(r.meta["epochs"].clone())
-                    {
-                        history.extend(h);
-                    }
-                }
-            }
-        }
-        let per_epoch = if train.len() >= self.p.batch_size {
-            train.len() / self.p.batch_size
-        } else {
-            1
-        };
-        let total_steps = (per_epoch * self.p.epochs) as u64;
-        let warmup_steps = (per_epoch * self.p.warmup_epochs) as u64;
-        let first_epoch = k * self.p.epochs_per_checkpoint;
-        let last_epoch = (first_epoch + self.p.epochs_per_checkpoint).min(self.p.epochs);
-        let mut new_metrics = Vec::new();
-        for epoch in first_epoch..last_epoch {
-            let t0 = Instant::now();
-            let order = train.epoch_order(&mut step_rng(self.p.seed, "shuffle", epoch as u64));
-            let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);
-            let mut lr = 0.0;
-            for b in 0..per_epoch {
-                let idx: Vec<usize> = order
-                    .iter()
-                    .skip(b * self.p.batch_size)
-                    .take(self.p.batch_size)
-                    .copied()
-                    .collect();
-                let step = opt.step;
-                lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
-                let mut aug = step_rng(self.p.seed, "augment", step);
-                let mut drop = step_rng(self.p.seed, "dropout", step);
-                let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
-                let out = built.model.forward(&x, Some(&mut drop))?;
-                let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
-                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-                let mut grads = if scale == 1.0 {
-                    loss.backward()?
-                } else {
-                    (&loss * scale)?.backward()?
-                };
-                sink.merge_into(&mut grads)?;
-                let mut finite = true;
-                if let Some(sc) = scaler.as_mut() {
-                    // f16: unscale, and skip the step (halving the scale) on overflow.
-                    opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
-                    finite = sc.update(opt.grad_norm(&grads)?.is_finite());
-                }
-                if finite {
-                    opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
-                    opt.step(&grads, lr)?;
-                } else {
-                    opt.skip_step();
-                }
-                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
-                loss_sum += lv * idx.len() as f64;
-                right += hits;
-                seen += idx.len() as u64;
-            }
-            let test_acc = if test.is_empty() {
-                0.0
-            } else {
-                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.score
-            };
-            let m = EpochMetrics {
-                epoch,
-                step: opt.step,
-                lr,
-                loss: loss_sum / seen.max(1) as f64,
-                train_acc: right as f64 / seen.max(1) as f64,
-                test_acc,
-                seconds: t0.elapsed().as_secs_f64(),
-            };
-            tracing::info!(
-                "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
-                self.name,
-                epoch + 1,
-                m.loss,
-                m.train_acc,
-                m.test_acc,
-                m.seconds
-            );
-            new_metrics.push(m);
-        }
-        // The checkpoint: trainable weights, BN statistics, AdamW moments, step.
-        let mut ck: HashMap<String, Tensor> = HashMap::new();
-        for (name, var) in all_vars.iter().chain(built.block_vars.iter()) {
-            ck.insert(
-                format!("model.{name}"),
-                var.as_tensor().to_device(&Device::Cpu)?,
-            );
-        }
-        for (name, t) in opt.state() {
-            ck.insert(format!("opt.{name}"), t.to_device(&Device::Cpu)?);
-        }
-        ck.insert(
-            "train.step".into(),
-            Tensor::new(&[opt.step as i64], &Device::Cpu)?,
-        );
-        if let Some(sc) = &scaler {
-            // f16's loss scale is training state too: a resumed run must continue with it.
-            ck.insert(
-                "train.loss_scale".into(),
-                Tensor::new(&[sc.scale, sc.good_steps as f64], &Device::Cpu)?,
-            );
-        }
-        out.add_file("checkpoint.safetensors", &checkpoint_bytes(&ck)?)?;
-        history.extend(new_metrics.iter().cloned());
-        if k + 1 == self.units() {
-            let weights: HashMap<String, Tensor> = ck
-                .iter()
-                .filter(|(n, _)| n.starts_with("model."))
-                .map(|(n, t)| (n.trim_start_matches("model.").to_string(), t.clone()))
-                .collect();
-            out.add_file("model.safetensors", &checkpoint_bytes(&weights)?)?;
-            let mut jsonl = String::new();
-            for m in &history {
-                jsonl.push_str(&serde_json::to_string(m)?);
-                jsonl.push('\n');
-            }
-            out.add_file("metrics.jsonl", jsonl.as_bytes())?;
-            let col = |f: fn(&EpochMetrics) -> f64| history.iter().map(f).collect::<Vec<_>>();
-            out.add_file(
-                "curves.png",
-                &curves_png(
-                    &col(|m| m.loss),
-                    &col(|m| m.train_acc),
-                    &col(|m| m.test_acc),
-                )?,
-            )?;
-        }
-        out.set_meta(serde_json::json!({ "epochs": new_metrics }));
-        Ok(())
+        self.train_unit(ctx, unit, out)
     }
 
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {

@@ -1,0 +1,339 @@
+//! The training loop of a `train` stage: build the model from the upstream artifacts, restore
+//! the previous work unit's checkpoint, run `epochs_per_checkpoint` epochs (forward, loss,
+//! backward, loss scaling, clipping, AdamW), evaluate each epoch, and write the checkpoint,
+//! and after the last unit the model, metrics and curves.
+
+use super::block::{BlockMode, LlmBlock};
+use super::checkpoint;
+use super::models::layers::{init_vars, step_rng, Execution};
+use super::ops::precision::LossScaler;
+use super::ops::recompute::GradSink;
+use super::optim::{cosine_lr, AdamW};
+use super::plot::curves_png;
+use super::stage::{TrainParams, TrainStage};
+use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Var};
+use candle_nn::{VarBuilder, VarMap};
+use lm4ve_pipeline::{StageCtx, UnitOutput, UnitPlan, Upstream};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// The model and everything needed to train or run it.
+pub struct Built {
+    pub varmap: VarMap,
+    pub model: Model,
+    /// The block's weights as Vars in trainable mode, named `llm_block.<tensor>`.
+    pub block_vars: Vec<(String, Var)>,
+}
+
+fn load_block(
+    up: Option<&Upstream>,
+    mode: BlockMode,
+    seed: u64,
+    device: &Device,
+) -> Result<Option<(LlmBlock, BlockMode)>> {
+    if mode == BlockMode::None {
+        return Ok(None);
+    }
+    let up = up.context("the block stage is not built")?;
+    let path = up
+        .manifest
+        .file_path(&up.manifest_path, "block.safetensors")
+        .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
+    let (cfg, tensors, _meta) =
+        crate::llm::load_block_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let block = match mode {
+        BlockMode::Random => LlmBlock::random(&cfg, seed, device)?,
+        _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
+    };
+    Ok(Some((block, mode)))
+}
+
+pub fn build_model(
+    cfg: &ModelConfig,
+    data: &Dataset,
+    num_classes: usize,
+    mode: BlockMode,
+    block_up: Option<&Upstream>,
+    seed: u64,
+    device: &Device,
+) -> Result<Built> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let block = load_block(block_up, mode, seed, device)?;
+    let mut block_vars = Vec::new();
+    let block = match block {
+        Some((mut b, BlockMode::Trainable)) => {
+            let names: Vec<String> = b
+                .config()
+                .tensor_shapes()
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect();
+            let vars = b.make_trainable()?;
+            block_vars = names
+                .into_iter()
+                .zip(vars)
+                .map(|(n, v)| (format!("llm_block.{n}"), v))
+                .collect();
+            Some((b, BlockMode::Trainable))
+        }
+        other => other,
+    };
+    let model = Model::build(cfg, data, num_classes, block, vb)?;
+    init_vars(&varmap, seed)?;
+    Ok(Built {
+        varmap,
+        model,
+        block_vars,
+    })
+}
+
+pub(super) fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+pub(super) fn num_classes(data: &Upstream) -> Result<usize> {
+    let n = data
+        .manifest
+        .meta
+        .get("num_classes")
+        .and_then(|v| v.as_u64())
+        .context("the data artifact does not say its number of classes (meta.num_classes)")?;
+    anyhow::ensure!(n > 0, "the data artifact has no labelled samples");
+    Ok(n as usize)
+}
+
+/// The optimizer's parameters: (name, var, lr scale, weight decay), by the reference's groups.
+fn params_for(p: &TrainParams, built: &Built) -> Result<Vec<(String, Var, f64, f64)>> {
+    let mut params = Vec::new();
+    for (name, var) in sorted_vars(&built.varmap)? {
+        if is_running_stat(&name) {
+            continue;
+        }
+        let no_decay = var.rank() <= 1 || name.contains("cls_token") || name.contains("cls_pos");
+        let mut lr_scale = if no_decay { p.no_decay_lr_scale } else { 1.0 };
+        if name.starts_with("llm_adapter") {
+            lr_scale *= p.adapter_lr_scale;
+        }
+        let wd = if no_decay { 0.0 } else { p.weight_decay };
+        params.push((name, var, lr_scale, wd));
+    }
+    for (name, var) in &built.block_vars {
+        let wd = if var.rank() <= 1 { 0.0 } else { p.weight_decay };
+        params.push((name.clone(), var.clone(), 1.0, wd));
+    }
+    Ok(params)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct EpochMetrics {
+    epoch: usize,
+    step: u64,
+    lr: f64,
+    loss: f64,
+    /// Fraction right on the training batches: classes, or for forecasts hits (best-of-K
+    /// final error within 2 m).
+    train_acc: f64,
+    /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
+    test_acc: f64,
+    seconds: f64,
+}
+
+impl TrainStage {
+    /// One work unit: `epochs_per_checkpoint` epochs from the previous unit's checkpoint.
+    pub(super) fn train_unit(
+        &self,
+        ctx: &StageCtx,
+        unit: &UnitPlan,
+        out: &mut UnitOutput,
+    ) -> Result<()> {
+        let k: usize = unit
+            .id
+            .trim_start_matches("ckpt-")
+            .parse()
+            .context("unit id")?;
+        let device = super::device::device()?;
+        let data = &ctx.upstream[&self.p.data];
+        let classes = if self.task.is_classification() {
+            num_classes(data)?
+        } else {
+            0
+        };
+        let train = Dataset::load(self.task, data, "train")?;
+        let test = Dataset::load(self.task, data, self.task.eval_split())?;
+        anyhow::ensure!(
+            !train.is_empty(),
+            "the data artifact has no `train` samples"
+        );
+        let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
+        let mut built = build_model(
+            &self.model,
+            &train,
+            classes,
+            self.p.mode,
+            block_up,
+            self.p.seed,
+            &device,
+        )?;
+        let sink = GradSink::default();
+        built.model.configure(&Execution {
+            attn: self.p.attention,
+            checkpoint: self.p.checkpoint_blocks.then(|| sink.clone()),
+            precision: self.p.precision,
+        });
+        let mut scaler = self
+            .p
+            .precision
+            .filter(|p| p.needs_loss_scaling())
+            .map(|_| LossScaler::default());
+        let mut opt = AdamW::new(params_for(&self.p, &built)?)?;
+        let all_vars = sorted_vars(&built.varmap)?;
+        let mut history: Vec<EpochMetrics> = Vec::new();
+        if k > 0 {
+            let prev = Self::unit_id(k - 1);
+            let rec = ctx
+                .unit_record(&prev)
+                .with_context(|| format!("checkpoint {prev} is missing from the journal"))?;
+            let file = rec
+                .files
+                .iter()
+                .find(|f| f.name == "checkpoint.safetensors")
+                .context("previous unit has no checkpoint")?;
+            checkpoint::restore(
+                &ctx.cache.object_path(&file.blake3),
+                &device,
+                all_vars.iter().chain(built.block_vars.iter()),
+                &mut opt,
+                scaler.as_mut(),
+            )?;
+            for j in 0..k {
+                if let Some(r) = ctx.unit_record(&Self::unit_id(j)) {
+                    if let Ok(h) =
+                        serde_json::from_value::<Vec<EpochMetrics>>(r.meta["epochs"].clone())
+                    {
+                        history.extend(h);
+                    }
+                }
+            }
+        }
+        let per_epoch = if train.len() >= self.p.batch_size {
+            train.len() / self.p.batch_size
+        } else {
+            1
+        };
+        let total_steps = (per_epoch * self.p.epochs) as u64;
+        let warmup_steps = (per_epoch * self.p.warmup_epochs) as u64;
+        let first_epoch = k * self.p.epochs_per_checkpoint;
+        let last_epoch = (first_epoch + self.p.epochs_per_checkpoint).min(self.p.epochs);
+        let mut new_metrics = Vec::new();
+        for epoch in first_epoch..last_epoch {
+            let t0 = Instant::now();
+            let order = train.epoch_order(&mut step_rng(self.p.seed, "shuffle", epoch as u64));
+            let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);
+            let mut lr = 0.0;
+            for b in 0..per_epoch {
+                let idx: Vec<usize> = order
+                    .iter()
+                    .skip(b * self.p.batch_size)
+                    .take(self.p.batch_size)
+                    .copied()
+                    .collect();
+                let step = opt.step;
+                lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
+                let mut aug = step_rng(self.p.seed, "augment", step);
+                let mut drop = step_rng(self.p.seed, "dropout", step);
+                let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
+                let out = built.model.forward(&x, Some(&mut drop))?;
+                let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
+                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+                let mut grads = if scale == 1.0 {
+                    loss.backward()?
+                } else {
+                    (&loss * scale)?.backward()?
+                };
+                sink.merge_into(&mut grads)?;
+                let mut finite = true;
+                if let Some(sc) = scaler.as_mut() {
+                    // f16: unscale, and skip the step (halving the scale) on overflow.
+                    opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
+                    finite = sc.update(opt.grad_norm(&grads)?.is_finite());
+                }
+                if finite {
+                    opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
+                    opt.step(&grads, lr)?;
+                } else {
+                    opt.skip_step();
+                }
+                let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
+                loss_sum += lv * idx.len() as f64;
+                right += hits;
+                seen += idx.len() as u64;
+            }
+            let test_acc = if test.is_empty() {
+                0.0
+            } else {
+                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.score
+            };
+            let m = EpochMetrics {
+                epoch,
+                step: opt.step,
+                lr,
+                loss: loss_sum / seen.max(1) as f64,
+                train_acc: right as f64 / seen.max(1) as f64,
+                test_acc,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            tracing::info!(
+                "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
+                self.name,
+                epoch + 1,
+                m.loss,
+                m.train_acc,
+                m.test_acc,
+                m.seconds
+            );
+            new_metrics.push(m);
+        }
+        let ck = checkpoint::save(
+            all_vars.iter().chain(built.block_vars.iter()),
+            &opt,
+            scaler.as_ref(),
+        )?;
+        out.add_file("checkpoint.safetensors", &checkpoint::to_bytes(&ck)?)?;
+        history.extend(new_metrics.iter().cloned());
+        if k + 1 == self.units() {
+            let weights = checkpoint::model_weights(&ck);
+            out.add_file("model.safetensors", &checkpoint::to_bytes(&weights)?)?;
+            let mut jsonl = String::new();
+            for m in &history {
+                jsonl.push_str(&serde_json::to_string(m)?);
+                jsonl.push('\n');
+            }
+            out.add_file("metrics.jsonl", jsonl.as_bytes())?;
+            let col = |f: fn(&EpochMetrics) -> f64| history.iter().map(f).collect::<Vec<_>>();
+            out.add_file(
+                "curves.png",
+                &curves_png(
+                    &col(|m| m.loss),
+                    &col(|m| m.train_acc),
+                    &col(|m| m.test_acc),
+                )?,
+            )?;
+        }
+        out.set_meta(serde_json::json!({ "epochs": new_metrics }));
+        Ok(())
+    }
+}
