@@ -3,6 +3,7 @@
 //! to the stage that implements it.
 
 pub mod argoverse;
+pub mod keyed;
 pub mod llm;
 pub mod pointcloud;
 pub mod ssv2;

@@ -11,8 +11,8 @@
 //! query touches sit together in memory (the per-lane allocations of the file order made the
 //! query wait on cache misses more than it computed).
 
+use super::frame::{sq_distance_local, Frame};
 use super::map::Lane;
-use super::vectorize::{sq_distance_local, Frame};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 

@@ -5,6 +5,7 @@
 
 pub mod csv;
 pub mod demo;
+pub mod frame;
 pub mod index;
 pub mod map;
 pub mod stage;

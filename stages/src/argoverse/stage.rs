@@ -19,7 +19,7 @@ use lm4ve_pipeline::{
     UnitRecord,
 };
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,58 +31,46 @@ pub const VERSION: u32 = 1;
 pub const SPLITS: [&str; 2] = ["train", "val"];
 
 /// `[stages.NAME.params]` of an `av.tokens` stage.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AvParams {
     /// Folder of `<seq_id>.csv` training scenarios (Argoverse `train/data`).
+    #[serde(skip_serializing)]
     pub train: Option<PathBuf>,
     /// Folder of validation scenarios (Argoverse `val/data`).
+    #[serde(skip_serializing)]
     pub val: Option<PathBuf>,
-    /// Folder with `pruned_argoverse_<CITY>_<ID>_vector_map.xml`, one per city.
+    /// Folder with `pruned_argoverse_<CITY>_<ID>_vector_map.xml`, one per city (required).
+    #[serde(skip_serializing)]
     pub map: PathBuf,
-    #[serde(default = "d_obs")]
     pub obs_steps: usize,
-    #[serde(default = "d_pred")]
     pub pred_steps: usize,
-    #[serde(default = "d_radius")]
     pub radius: f64,
-    #[serde(default = "d_actors")]
     pub max_actors: usize,
-    #[serde(default = "d_lanes")]
     pub max_lanes: usize,
-    #[serde(default = "d_lane_points")]
     pub lane_points: usize,
-    #[serde(default = "d_shard")]
     pub shard_samples: usize,
-    #[serde(default = "d_zstd")]
     pub zstd_level: i32,
 }
 
-fn d_obs() -> usize {
-    20
-}
-fn d_pred() -> usize {
-    30
-}
-fn d_radius() -> f64 {
-    100.0
-}
-fn d_actors() -> usize {
-    64
-}
-fn d_lanes() -> usize {
-    128
-}
-fn d_lane_points() -> usize {
-    10
-}
-fn d_shard() -> usize {
-    256
-}
-/// Level 1, not the 3 of `pc.tokens`: these samples are f32 coordinates and zero padding,
-/// level 3 makes them 1% smaller and takes 40% longer.
-fn d_zstd() -> i32 {
-    1
+impl Default for AvParams {
+    fn default() -> Self {
+        AvParams {
+            train: None,
+            val: None,
+            map: PathBuf::new(),
+            obs_steps: 20,
+            pred_steps: 30,
+            radius: 100.0,
+            max_actors: 64,
+            max_lanes: 128,
+            lane_points: 10,
+            shard_samples: 256,
+            // Level 1, not the 3 of `pc.tokens`: these samples are f32 coordinates and zero padding,
+            // level 3 makes them 1% smaller and takes 40% longer.
+            zstd_level: 1,
+        }
+    }
 }
 
 struct Split {
@@ -106,6 +94,13 @@ pub struct AvTokensStage {
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
     let params: AvParams = config.typed_params(sc)?;
     let err = |key: &str, msg: String| config.param_error(&sc.name, Some(key), msg);
+    if params.map.as_os_str().is_empty() {
+        return Err(err(
+            "map",
+            "missing: the folder with the vector maps (pruned_argoverse_<CITY>_<ID>_vector_map.xml)"
+                .into(),
+        ));
+    }
     let p = &params;
     if p.obs_steps < 2 {
         return Err(err(
@@ -436,18 +431,15 @@ impl Stage for AvTokensStage {
         VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        let p = &self.params;
-        serde_json::json!({
-            "obs_steps": p.obs_steps,
-            "pred_steps": p.pred_steps,
-            "radius": p.radius,
-            "max_actors": p.max_actors,
-            "max_lanes": p.max_lanes,
-            "lane_points": p.lane_points,
-            "shard_samples": p.shard_samples,
-            "zstd_level": p.zstd_level,
-            "splits": self.splits.iter().map(|s| s.name).collect::<Vec<_>>(),
-        })
+        // The whole params struct (the folders are keyed by their content, as inputs) and
+        // the splits present.
+        crate::keyed::params_key(
+            &self.params,
+            [(
+                "splits",
+                serde_json::json!(self.splits.iter().map(|s| s.name).collect::<Vec<_>>()),
+            )],
+        )
     }
     fn inputs(&self) -> Vec<InputSpec> {
         self.inputs.clone()
@@ -617,5 +609,15 @@ impl SplitStats {
         for (c, n) in &o.cities {
             *self.cities.entry(c.clone()).or_insert(0) += n;
         }
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    /// Every param enters the key (derived from the struct, so none can be forgotten);
+    /// paths do not (their files do, by content).
+    #[test]
+    fn every_param_changes_the_key() {
+        crate::keyed::assert_every_field_keys::<super::AvParams>(&["train", "val", "map"]);
     }
 }

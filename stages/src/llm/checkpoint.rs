@@ -6,6 +6,8 @@
 //! is read. Output: the canonical block of `block_format.rs`.
 
 use super::block_format::{self, Arch, BlockConfig, BLOCK_FORMAT};
+use super::gguf::{gguf_config, gguf_content, unpermute_rows};
+use super::hf::{hf_config, locate_hf_tensor, read_hf_tensor, read_safetensors_header, HfTensor};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,7 +40,7 @@ pub enum LlmError {
     },
 }
 
-fn bad(path: &Path, why: impl Into<String>) -> LlmError {
+pub(super) fn bad(path: &Path, why: impl Into<String>) -> LlmError {
     LlmError::Bad {
         path: path.display().to_string(),
         why: why.into(),
@@ -177,194 +179,6 @@ fn locate(path: &Path) -> Result<Source, LlmError> {
     })
 }
 
-fn cfg_usize(v: &serde_json::Value, keys: &[&str], path: &Path) -> Result<usize, LlmError> {
-    keys.iter()
-        .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
-        .map(|x| x as usize)
-        .ok_or_else(|| bad(path, format!("config.json lacks `{}`", keys[0])))
-}
-
-/// (arch, block config, number of layers) from a HF config.json.
-fn hf_config(config_json: &Path) -> Result<(BlockConfig, usize), LlmError> {
-    let text = std::fs::read_to_string(config_json).map_err(|e| bad(config_json, e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(config_json, format!("not JSON: {e}")))?;
-    let model_type = v["model_type"].as_str().unwrap_or("");
-    let arch = match model_type {
-        // Only models whose layer is exactly LLaMA's (no q/k/v biases, SiLU-gated MLP):
-        // Qwen2 looks alike but carries q/k/v biases that the canonical block has no room for.
-        "llama" | "mistral" => Arch::Llama,
-        "opt" => Arch::Opt,
-        other => return Err(bad(config_json, format!("unknown architecture `model_type = {other:?}`; supported: llama (and llama-like), opt"))),
-    };
-    let hidden = cfg_usize(&v, &["hidden_size"], config_json)?;
-    let heads = cfg_usize(&v, &["num_attention_heads"], config_json)?;
-    let layers = cfg_usize(&v, &["num_hidden_layers"], config_json)?;
-    let explicit_head_dim = v["head_dim"].as_u64().map(|x| x as usize);
-    if heads == 0 || (explicit_head_dim.is_none() && hidden % heads != 0) {
-        return Err(bad(
-            config_json,
-            "hidden_size is not a multiple of num_attention_heads (and no `head_dim` is given)",
-        ));
-    }
-    // Variants whose layer computes something the canonical block cannot hold would
-    // otherwise be extracted "successfully" and silently give a different function.
-    let unsupported = |what: &str| {
-        bad(
-            config_json,
-            format!("{what} is not supported: the lm4ve block is the plain {arch} layer; pick a checkpoint without it"),
-        )
-    };
-    let cfg = match arch {
-        Arch::Llama => {
-            if let Some(act) = v["hidden_act"].as_str().filter(|a| *a != "silu") {
-                return Err(unsupported(&format!("hidden_act = {act:?}")));
-            }
-            for flag in ["attention_bias", "mlp_bias"] {
-                if v[flag].as_bool() == Some(true) {
-                    return Err(unsupported(&format!("{flag} = true")));
-                }
-            }
-            BlockConfig {
-                arch,
-                hidden_size: hidden,
-                num_heads: heads,
-                num_kv_heads: v["num_key_value_heads"]
-                    .as_u64()
-                    .map(|x| x as usize)
-                    .unwrap_or(heads),
-                head_dim: explicit_head_dim.unwrap_or(hidden / heads),
-                intermediate_size: cfg_usize(&v, &["intermediate_size"], config_json)?,
-                // transformers' LlamaConfig default; real configs always state it.
-                norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-            }
-        }
-        Arch::Opt => {
-            if v["do_layer_norm_before"].as_bool() == Some(false) {
-                return Err(bad(config_json, "post-LayerNorm OPT (do_layer_norm_before = false, e.g. opt-350m) is not supported; use another OPT size (125m, 1.3b and up are pre-LayerNorm)"));
-            }
-            if let Some(act) = v["activation_function"].as_str().filter(|a| *a != "relu") {
-                return Err(unsupported(&format!("activation_function = {act:?}")));
-            }
-            if v["enable_bias"].as_bool() == Some(false) {
-                return Err(unsupported("enable_bias = false"));
-            }
-            if v["layer_norm_elementwise_affine"].as_bool() == Some(false) {
-                return Err(unsupported("layer_norm_elementwise_affine = false"));
-            }
-            if hidden % heads != 0 {
-                return Err(bad(
-                    config_json,
-                    "hidden_size is not a multiple of num_attention_heads",
-                ));
-            }
-            BlockConfig {
-                arch,
-                hidden_size: hidden,
-                num_heads: heads,
-                num_kv_heads: heads,
-                head_dim: hidden / heads,
-                intermediate_size: cfg_usize(&v, &["ffn_dim", "intermediate_size"], config_json)?,
-                // OPT's LayerNorms use torch's default eps; its config has no key for it.
-                norm_eps: 1e-5,
-            }
-        }
-    };
-    if cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0 {
-        return Err(bad(
-            config_json,
-            "num_attention_heads is not a multiple of num_key_value_heads",
-        ));
-    }
-    Ok((cfg, layers))
-}
-
-fn gguf_content(path: &Path) -> Result<gguf_file::Content, LlmError> {
-    let mut f = std::fs::File::open(path).map_err(|e| bad(path, e.to_string()))?;
-    gguf_file::Content::read(&mut f).map_err(|e| {
-        bad(
-            path,
-            format!("cannot read the GGUF header: {e}; the file is truncated or corrupt"),
-        )
-    })
-}
-
-/// A non-negative integer metadata value of any width (converters differ: u32 is usual,
-/// some write u64 or i32).
-fn gguf_uint(v: &gguf_file::Value) -> Option<usize> {
-    use gguf_file::Value as V;
-    let x: i128 = match v {
-        V::U8(x) => (*x).into(),
-        V::I8(x) => (*x).into(),
-        V::U16(x) => (*x).into(),
-        V::I16(x) => (*x).into(),
-        V::U32(x) => (*x).into(),
-        V::I32(x) => (*x).into(),
-        V::U64(x) => (*x).into(),
-        V::I64(x) => (*x).into(),
-        _ => return None,
-    };
-    usize::try_from(x).ok()
-}
-
-fn gguf_config(path: &Path, c: &gguf_file::Content) -> Result<(BlockConfig, usize), LlmError> {
-    let arch = c
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
-    if arch != "llama" {
-        return Err(bad(
-            path,
-            format!("unknown GGUF architecture `{arch}`; supported: llama"),
-        ));
-    }
-    let u = |k: &str| -> Result<usize, LlmError> {
-        c.metadata
-            .get(&format!("llama.{k}"))
-            .and_then(gguf_uint)
-            .ok_or_else(|| bad(path, format!("GGUF metadata lacks `llama.{k}`")))
-    };
-    let hidden = u("embedding_length")?;
-    let heads = u("attention.head_count")?;
-    let kv = u("attention.head_count_kv").unwrap_or(heads);
-    let head_dim = match u("attention.key_length") {
-        Ok(hd) => hd,
-        Err(_) if heads > 0 && hidden % heads == 0 => hidden / heads,
-        Err(e) => return Err(e),
-    };
-    if heads == 0 || kv == 0 || heads % kv != 0 {
-        return Err(bad(
-            path,
-            format!("inconsistent head counts in the GGUF metadata ({heads} heads, {kv} kv heads); the file is damaged or not a LLaMA model"),
-        ));
-    }
-    let eps = c
-        .metadata
-        .get("llama.attention.layer_norm_rms_epsilon")
-        .and_then(|v| match v {
-            // llama.cpp stores f32: take its shortest decimal form so 1e-5 reads as 1e-5,
-            // as in HF's config.json, and both sources give the same BlockConfig.
-            gguf_file::Value::F32(x) => x.to_string().parse::<f64>().ok(),
-            gguf_file::Value::F64(x) => Some(*x),
-            _ => None,
-        })
-        .unwrap_or(1e-6);
-    Ok((
-        BlockConfig {
-            arch: Arch::Llama,
-            hidden_size: hidden,
-            num_heads: heads,
-            num_kv_heads: kv,
-            head_dim,
-            intermediate_size: u("feed_forward_length")?,
-            norm_eps: eps,
-        },
-        u("block_count")?,
-    ))
-}
-
 pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
     let mut dtypes = BTreeMap::new();
     let mut bytes = 0u64;
@@ -422,33 +236,6 @@ pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
     })
 }
 
-/// The JSON header of a safetensors file and its length in bytes (reads only the header).
-fn read_safetensors_header(file: &Path) -> Result<(u64, serde_json::Value), LlmError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(file).map_err(|e| bad(file, e.to_string()))?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|_| {
-        bad(
-            file,
-            "shorter than a safetensors header; the file is truncated",
-        )
-    })?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 || 8 + n > len {
-        return Err(bad(file, "safetensors header length is past the end of the file; the file is truncated or not safetensors"));
-    }
-    let mut h = vec![0u8; n as usize];
-    f.read_exact(&mut h).map_err(|e| bad(file, e.to_string()))?;
-    let json = serde_json::from_slice(&h).map_err(|e| {
-        bad(
-            file,
-            format!("bad safetensors header: {e}; the file is corrupt or not safetensors"),
-        )
-    })?;
-    Ok((n, json))
-}
-
 /// (canonical name, checkpoint key) for one layer, from the one name table
 /// ([`block_format::TENSORS`]).
 fn key_map(arch: Arch, gguf: bool, layer: usize, opt_prefix: &str) -> Vec<(&'static str, String)> {
@@ -462,36 +249,6 @@ fn key_map(arch: Arch, gguf: bool, layer: usize, opt_prefix: &str) -> Vec<(&'sta
             (t.name, key)
         })
         .collect()
-}
-
-/// Undoes llama.cpp's q/k row permutation. Its converter reorders the rows of every head
-/// for its rotary layout (reshape [heads, 2, hd/2, D], swap axes 1 and 2): HF row
-/// `h·hd + j·hd/2 + i` becomes GGUF row `h·hd + 2i + j`. We map it back so a GGUF block
-/// equals the HF one tensor for tensor.
-fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let g = h * head_dim + 2 * i + j;
-                let f = h * head_dim + j * half + i;
-                out[f * cols..(f + 1) * cols].copy_from_slice(&data[g * cols..(g + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
-/// One HF tensor of the layer, located from the safetensors header (no data read yet).
-struct HfTensor {
-    name: &'static str,
-    key: String,
-    file: PathBuf,
-    dtype: String,
-    /// Absolute byte range of the data in `file`.
-    start: u64,
-    len: u64,
 }
 
 /// Everything needed to read one layer, resolved from headers only. Both the stage (which
@@ -651,125 +408,6 @@ fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> 
     })
 }
 
-/// Bytes per element of the safetensors dtypes a checkpoint's weights come in.
-fn hf_dtype_size(dtype: &str) -> Option<u64> {
-    match dtype {
-        "F32" => Some(4),
-        "F16" | "BF16" => Some(2),
-        "F64" => Some(8),
-        _ => None,
-    }
-}
-
-/// Finds `key` in a parsed safetensors header and checks dtype, shape and byte range.
-fn locate_hf_tensor(
-    file: &Path,
-    (header_len, header): &(u64, serde_json::Value),
-    name: &'static str,
-    key: String,
-    expected: &[usize],
-) -> Result<HfTensor, LlmError> {
-    let entry = header.get(&key).ok_or_else(|| {
-        bad(
-            file,
-            format!("tensor `{key}` is listed in the index but not in this shard; the shard and its index.json do not match (re-download them)"),
-        )
-    })?;
-    let dtype = entry["dtype"].as_str().unwrap_or("?").to_string();
-    let size = hf_dtype_size(&dtype).ok_or_else(|| {
-        bad(
-            file,
-            format!("tensor `{key}` has dtype {dtype}; supported are F32, F16, BF16, F64 (convert quantised checkpoints to one of them, or use a GGUF)"),
-        )
-    })?;
-    let shape: Vec<usize> = entry["shape"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_u64().map(|d| d as usize))
-                .collect()
-        })
-        .unwrap_or_default();
-    check_shape(file, &key, expected, &shape)?;
-    let offsets: Vec<u64> = entry["data_offsets"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
-        .unwrap_or_default();
-    let (begin, end) = match offsets[..] {
-        [b, e] if e >= b => (b, e),
-        _ => {
-            return Err(bad(
-                file,
-                format!("tensor `{key}` has bad data_offsets; the file is corrupt"),
-            ))
-        }
-    };
-    let numel: u64 = shape.iter().map(|&d| d as u64).product();
-    if end - begin != numel * size {
-        return Err(bad(
-            file,
-            format!(
-                "tensor `{key}`: {} data bytes for {numel} {dtype} values; the file is corrupt",
-                end - begin
-            ),
-        ));
-    }
-    let file_len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    let start = 8 + header_len + begin;
-    if start + (end - begin) > file_len {
-        return Err(bad(
-            file,
-            format!("tensor `{key}` lies past the end of the file ({} > {file_len} bytes); the file is truncated, re-download it", start + (end - begin)),
-        ));
-    }
-    Ok(HfTensor {
-        name,
-        key,
-        file: file.to_path_buf(),
-        dtype,
-        start,
-        len: end - begin,
-    })
-}
-
-/// Reads one located HF tensor (only its bytes) and converts it to f32.
-fn read_hf_tensor(t: &HfTensor) -> Result<Vec<f32>, LlmError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let io = |e: std::io::Error| bad(&t.file, format!("reading `{}`: {e}", t.key));
-    let mut f = std::fs::File::open(&t.file).map_err(io)?;
-    f.seek(SeekFrom::Start(t.start)).map_err(io)?;
-    let mut raw = vec![0u8; t.len as usize];
-    f.read_exact(&mut raw).map_err(io)?;
-    Ok(match t.dtype.as_str() {
-        "F32" => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        "F16" => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        "BF16" => raw
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        "F64" => raw
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                f64::from_le_bytes(b) as f32
-            })
-            .collect(),
-        other => {
-            return Err(bad(
-                &t.file,
-                format!("tensor `{}` has unsupported dtype {other}", t.key),
-            ))
-        }
-    })
-}
-
 /// The files layer `layer` is read from (for HF also config.json), from headers only: what
 /// the `llm.block` stage hashes into its key without reading tensor data. Fails like
 /// `extract_block` would (layer out of range, missing tensor, wrong shape).
@@ -837,7 +475,12 @@ pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock
     })
 }
 
-fn check_shape(path: &Path, key: &str, expected: &[usize], got: &[usize]) -> Result<(), LlmError> {
+pub(super) fn check_shape(
+    path: &Path,
+    key: &str,
+    expected: &[usize],
+    got: &[usize],
+) -> Result<(), LlmError> {
     if expected != got {
         return Err(LlmError::Shape {
             path: path.display().to_string(),

@@ -1,8 +1,11 @@
-//! LLM checkpoints: readers (HF safetensors, sharded or not; GGUF), block extraction into
-//! the canonical block file, and the `llm.block` stage.
+//! LLM checkpoints: readers (`hf.rs`: HF safetensors, sharded or not; `gguf.rs`: GGUF),
+//! block extraction into the canonical block file (`checkpoint.rs`, `block_format.rs`: the
+//! format and its one tensor-name table), and the `llm.block` stage.
 
 pub mod block_format;
 pub mod checkpoint;
+mod gguf;
+mod hf;
 pub mod stage;
 #[cfg(test)]
 mod tests;

@@ -34,50 +34,48 @@ pub enum Format {
 }
 
 /// `[stages.NAME.params]` of a `pc.tokens` stage.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PcParams {
-    #[serde(default = "default_format")]
     pub format: Format,
     /// h5: the training file (e.g. main_split/training_objectdataset.h5).
+    #[serde(skip_serializing)]
     pub train: Option<PathBuf>,
     /// h5: the test file.
+    #[serde(skip_serializing)]
     pub test: Option<PathBuf>,
     /// bin: the object_dataset directory.
+    #[serde(skip_serializing)]
     pub root: Option<PathBuf>,
     /// bin: split_new.txt (`file<TAB>category<TAB>t-for-test`).
+    #[serde(skip_serializing)]
     pub split: Option<PathBuf>,
     /// las: labels.csv (`file,label[,split]`, files relative to the csv).
+    #[serde(skip_serializing)]
     pub labels: Option<PathBuf>,
-    #[serde(default = "d_num_points")]
     pub num_points: usize,
-    #[serde(default = "d_num_groups")]
     pub num_groups: usize,
-    #[serde(default = "d_group_size")]
     pub group_size: usize,
-    #[serde(default = "d_shard_samples")]
     pub shard_samples: usize,
-    #[serde(default = "d_zstd_level")]
     pub zstd_level: i32,
 }
 
-fn default_format() -> Format {
-    Format::H5
-}
-fn d_num_points() -> usize {
-    1024
-}
-fn d_num_groups() -> usize {
-    64
-}
-fn d_group_size() -> usize {
-    32
-}
-fn d_shard_samples() -> usize {
-    256
-}
-fn d_zstd_level() -> i32 {
-    3
+impl Default for PcParams {
+    fn default() -> Self {
+        PcParams {
+            format: Format::H5,
+            train: None,
+            test: None,
+            root: None,
+            split: None,
+            labels: None,
+            num_points: 1024,
+            num_groups: 64,
+            group_size: 32,
+            shard_samples: 256,
+            zstd_level: 3,
+        }
+    }
 }
 
 /// Where the clouds of one split come from.
@@ -356,17 +354,18 @@ impl Stage for PcTokensStage {
         VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        let p = &self.params;
-        serde_json::json!({
-            "format": p.format,
-            "num_points": p.num_points,
-            "num_groups": p.num_groups,
-            "group_size": p.group_size,
-            "shard_samples": p.shard_samples,
-            "zstd_level": p.zstd_level,
-            "splits": self.splits.iter().map(|s| s.name).collect::<Vec<_>>(),
-            "classes": self.classes,
-        })
+        // The whole params struct (paths are keyed by their content, as inputs), plus what
+        // the inputs decided: the splits present and the class table.
+        crate::keyed::params_key(
+            &self.params,
+            [
+                (
+                    "splits",
+                    serde_json::json!(self.splits.iter().map(|s| s.name).collect::<Vec<_>>()),
+                ),
+                ("classes", serde_json::json!(self.classes)),
+            ],
+        )
     }
     fn inputs(&self) -> Vec<InputSpec> {
         self.inputs.clone()
@@ -469,5 +468,17 @@ impl Stage for PcTokensStage {
             "label_counts": counts,
             "classes": self.classes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    /// Every param enters the key (derived from the struct, so none can be forgotten);
+    /// paths do not (their files do, by content).
+    #[test]
+    fn every_param_changes_the_key() {
+        crate::keyed::assert_every_field_keys::<super::PcParams>(&[
+            "train", "test", "root", "split", "labels",
+        ]);
     }
 }

@@ -25,7 +25,7 @@ use lm4ve_pipeline::{
     UnitRecord,
 };
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -39,67 +39,56 @@ pub const SPLITS: [&str; 2] = ["train", "validation"];
 const KEEP_BUDGET_BYTES: usize = 256 << 20;
 
 /// `[stages.NAME.params]` of an `ssv2.tokens` stage.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Ssv2Params {
     /// The dataset root: `<root>/20bn-something-something-v2/`, `<root>/labels/`.
+    #[serde(skip_serializing)]
     pub root: Option<PathBuf>,
     /// Overrides: the clip folder and the three label files.
+    #[serde(skip_serializing)]
     pub videos: Option<PathBuf>,
+    #[serde(skip_serializing)]
     pub train: Option<PathBuf>,
+    #[serde(skip_serializing)]
     pub validation: Option<PathBuf>,
+    #[serde(skip_serializing)]
     pub labels: Option<PathBuf>,
     /// Clip file extension (`<id>.<ext>`).
-    #[serde(default = "d_ext")]
     pub ext: String,
-    #[serde(default = "d_num_frames")]
     pub num_frames: usize,
-    #[serde(default = "d_tubelet_frames")]
     pub tubelet_frames: usize,
-    #[serde(default = "d_patch")]
     pub patch: usize,
-    #[serde(default = "d_short_side")]
     pub short_side: usize,
-    #[serde(default = "d_crop")]
     pub crop: usize,
-    #[serde(default = "d_views")]
     pub views: usize,
-    #[serde(default)]
     pub random_views: usize,
-    #[serde(default)]
     pub seed: u64,
-    #[serde(default = "d_shard_samples")]
     pub shard_samples: usize,
-    #[serde(default = "d_zstd_level")]
     pub zstd_level: i32,
 }
 
-fn d_ext() -> String {
-    "webm".into()
-}
-fn d_num_frames() -> usize {
-    16
-}
-fn d_tubelet_frames() -> usize {
-    2
-}
-fn d_patch() -> usize {
-    16
-}
-fn d_short_side() -> usize {
-    224
-}
-fn d_crop() -> usize {
-    224
-}
-fn d_views() -> usize {
-    1
-}
-fn d_shard_samples() -> usize {
-    64
-}
-fn d_zstd_level() -> i32 {
-    3
+impl Default for Ssv2Params {
+    fn default() -> Self {
+        Ssv2Params {
+            root: None,
+            videos: None,
+            train: None,
+            validation: None,
+            labels: None,
+            ext: "webm".into(),
+            num_frames: 16,
+            tubelet_frames: 2,
+            patch: 16,
+            short_side: 224,
+            crop: 224,
+            views: 1,
+            random_views: 0,
+            seed: 0,
+            shard_samples: 64,
+            zstd_level: 3,
+        }
+    }
 }
 
 /// One annotation, resolved: its clip and label, or why it cannot be used.
@@ -402,23 +391,16 @@ impl Stage for Ssv2TokensStage {
         VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        let p = &self.params;
-        serde_json::json!({
-            "ext": p.ext,
-            "num_frames": p.num_frames,
-            "tubelet_frames": p.tubelet_frames,
-            "patch": p.patch,
-            "short_side": p.short_side,
-            "crop": p.crop,
-            "views": p.views,
-            "random_views": p.random_views,
-            "seed": p.seed,
-            "shard_samples": p.shard_samples,
-            "zstd_level": p.zstd_level,
-            "splits": SPLITS,
-            // Decoder and scaler versions decide the bytes as much as the params do.
-            "ffmpeg": ffmpeg_versions(),
-        })
+        // The whole params struct (paths are keyed by their content, as inputs), the split
+        // names, and the decoder and scaler versions, which decide the bytes as much as the
+        // params do.
+        crate::keyed::params_key(
+            &self.params,
+            [
+                ("splits", serde_json::json!(SPLITS)),
+                ("ffmpeg", serde_json::json!(ffmpeg_versions())),
+            ],
+        )
     }
     fn inputs(&self) -> Vec<InputSpec> {
         self.inputs.clone()
@@ -515,5 +497,21 @@ impl Stage for Ssv2TokensStage {
             "label_counts": counts,
             "frames_decoded": frames_decoded,
         }))
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    /// Every param enters the key (derived from the struct, so none can be forgotten);
+    /// paths do not (their files do, by content).
+    #[test]
+    fn every_param_changes_the_key() {
+        crate::keyed::assert_every_field_keys::<super::Ssv2Params>(&[
+            "root",
+            "videos",
+            "train",
+            "validation",
+            "labels",
+        ]);
     }
 }
