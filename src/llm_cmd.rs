@@ -59,7 +59,7 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
         }
         LlmCmd::Extract { path, layer, out } => {
             let block = llm::extract_block(path, *layer).map_err(usage)?;
-            llm::save_block(&block, out).map_err(|e| anyhow::anyhow!("{e}"))?;
+            llm::save_block(&block, out)?;
             println!(
                 "wrote {}: layer {} of {} ({}, hidden {})",
                 out.display(),

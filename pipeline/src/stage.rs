@@ -37,6 +37,14 @@ impl StageCtx<'_> {
     pub fn unit_record(&self, unit: &str) -> Option<UnitRecord> {
         Journal::new(self.cache, self.key).get(unit)
     }
+
+    /// Where the file `name` that an already finished unit of this artifact wrote lies (e.g.
+    /// the previous checkpoint), so that stages never compute object paths themselves.
+    pub fn unit_file(&self, unit: &str, name: &str) -> Option<std::path::PathBuf> {
+        let rec = self.unit_record(unit)?;
+        let file = rec.files.iter().find(|f| f.name == name)?;
+        Some(self.cache.object_path(&file.blake3))
+    }
 }
 
 /// What one unit produced; the engine commits it after `run_unit` returns.

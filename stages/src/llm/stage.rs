@@ -84,14 +84,8 @@ impl Stage for LlmBlockStage {
         }])
     }
     fn run_unit(&self, _ctx: &StageCtx, _unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
-        let block = extract_block(&self.checkpoint, Some(self.layer))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        out.add_file(
-            "block.safetensors",
-            &block
-                .to_safetensors_bytes()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )?;
+        let block = extract_block(&self.checkpoint, Some(self.layer))?;
+        out.add_file("block.safetensors", &block.to_safetensors_bytes()?)?;
         out.set_meta(serde_json::json!({
             "config": block.config,
             "layer": block.layer,

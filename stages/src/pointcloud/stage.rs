@@ -274,7 +274,7 @@ impl PcTokensStage {
         for split in &self.splits {
             counts.push(match &split.source {
                 Source::H5 { path } => {
-                    let clouds = H5Clouds::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let clouds = H5Clouds::open(path)?;
                     if clouds.points_per_cloud() < self.params.num_points {
                         anyhow::bail!(
                             "{}: clouds have {} points, fewer than num_points = {}; lower num_points in the config",
@@ -395,10 +395,8 @@ impl Stage for PcTokensStage {
             Source::H5 { path } => {
                 // A file that cannot be read at all fails the stage (the input as a whole is
                 // wrong); single bad clouds inside it are rejected below.
-                let clouds = H5Clouds::open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let read = clouds
-                    .read_range(range.start, range.end)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let clouds = H5Clouds::open(path)?;
+                let read = clouds.read_range(range.start, range.end)?;
                 read.into_iter()
                     .zip(range.clone())
                     .map(|(cloud, i)| Loaded {

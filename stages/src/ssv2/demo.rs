@@ -36,12 +36,7 @@ pub const DEMO_TEMPLATES: &[&str] = &[
     "Spinning [something] clockwise",
 ];
 
-/// Where the release puts things, relative to the dataset root.
-pub const VIDEO_DIR: &str = "20bn-something-something-v2";
-pub const LABELS_DIR: &str = "labels";
-pub const TRAIN_JSON: &str = "something-something-v2-train.json";
-pub const VALIDATION_JSON: &str = "something-something-v2-validation.json";
-pub const LABELS_JSON: &str = "labels.json";
+pub use super::stage::{LABELS_DIR, LABELS_JSON, TRAIN_JSON, VALIDATION_JSON, VIDEO_DIR};
 
 const THINGS: &[&str] = &[
     "cup", "book", "ball", "box", "pen", "phone", "remote", "bottle", "spoon", "shoe", "toy car",

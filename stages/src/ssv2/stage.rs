@@ -15,7 +15,6 @@
 
 use super::annotations::{read_annotations, read_labels, Annotation, Labels};
 use super::decode::{decode, init, Cropper, Keep};
-use super::demo::{LABELS_DIR, LABELS_JSON, TRAIN_JSON, VALIDATION_JSON, VIDEO_DIR};
 use super::sampling::clip_indices;
 use super::tubelets::{pack_frame, view_shape};
 use anyhow::{Context, Result};
@@ -28,6 +27,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+/// Where the SSv2 release puts things, relative to the dataset root (the demo writes the same).
+pub const VIDEO_DIR: &str = "20bn-something-something-v2";
+pub const LABELS_DIR: &str = "labels";
+pub const TRAIN_JSON: &str = "something-something-v2-train.json";
+pub const VALIDATION_JSON: &str = "something-something-v2-validation.json";
+pub const LABELS_JSON: &str = "labels.json";
 
 pub const KIND: &str = "ssv2.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.

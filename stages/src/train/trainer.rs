@@ -41,8 +41,7 @@ fn load_block(
         .manifest
         .file_path(&up.manifest_path, "block.safetensors")
         .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
-    let (cfg, tensors, _meta) =
-        crate::llm::load_block_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (cfg, tensors, _meta) = crate::llm::load_block_file(&path)?;
     let block = match mode {
         BlockMode::Random => LlmBlock::random(&cfg, seed, device)?,
         _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
@@ -203,16 +202,11 @@ impl TrainStage {
         let mut history: Vec<EpochMetrics> = Vec::new();
         if k > 0 {
             let prev = Self::unit_id(k - 1);
-            let rec = ctx
-                .unit_record(&prev)
+            let path = ctx
+                .unit_file(&prev, "checkpoint.safetensors")
                 .with_context(|| format!("checkpoint {prev} is missing from the journal"))?;
-            let file = rec
-                .files
-                .iter()
-                .find(|f| f.name == "checkpoint.safetensors")
-                .context("previous unit has no checkpoint")?;
             checkpoint::restore(
-                &ctx.cache.object_path(&file.blake3),
+                &path,
                 &device,
                 all_vars.iter().chain(built.block_vars.iter()),
                 &mut opt,
