@@ -114,22 +114,32 @@ pub(super) fn num_classes(data: &Upstream) -> Result<usize> {
     Ok(n as usize)
 }
 
-/// The optimizer's parameters: (name, var, lr scale, weight decay), by the reference's groups.
-fn params_for(p: &TrainParams, built: &Built) -> Result<Vec<(String, Var, f64, f64)>> {
+/// The optimizer's parameters: (name, var, lr scale, weight decay), in the reference's groups
+/// (LM4VisualEncoding `tools/builder.py`): the adapters around the LLM block (`llm_adapter_*`)
+/// train at `adapter_lr_scale` with no weight decay; 1-D tensors, biases and tokens
+/// (`cls_token`; not `cls_pos`, which the reference decays) at `no_decay_lr_scale` without
+/// decay; everything else at the full lr with `weight_decay`. A trainable LLM block's own
+/// weights decay like the encoder's matrices.
+pub(super) fn params_for(
+    p: &TrainParams,
+    varmap: &VarMap,
+    block_vars: &[(String, Var)],
+) -> Result<Vec<(String, Var, f64, f64)>> {
     let mut params = Vec::new();
-    for (name, var) in sorted_vars(&built.varmap)? {
+    for (name, var) in sorted_vars(varmap)? {
         if is_running_stat(&name) {
             continue;
         }
-        let no_decay = var.rank() <= 1 || name.contains("cls_token") || name.contains("cls_pos");
-        let mut lr_scale = if no_decay { p.no_decay_lr_scale } else { 1.0 };
-        if name.starts_with("llm_adapter") {
-            lr_scale *= p.adapter_lr_scale;
-        }
-        let wd = if no_decay { 0.0 } else { p.weight_decay };
+        let (lr_scale, wd) = if name.starts_with("llm_adapter") {
+            (p.adapter_lr_scale, 0.0)
+        } else if var.rank() <= 1 || name.ends_with(".bias") || name.contains("token") {
+            (p.no_decay_lr_scale, 0.0)
+        } else {
+            (1.0, p.weight_decay)
+        };
         params.push((name, var, lr_scale, wd));
     }
-    for (name, var) in &built.block_vars {
+    for (name, var) in block_vars {
         let wd = if var.rank() <= 1 { 0.0 } else { p.weight_decay };
         params.push((name.clone(), var.clone(), 1.0, wd));
     }
@@ -138,16 +148,16 @@ fn params_for(p: &TrainParams, built: &Built) -> Result<Vec<(String, Var, f64, f
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct EpochMetrics {
-    epoch: usize,
-    step: u64,
-    lr: f64,
-    loss: f64,
+    pub(super) epoch: usize,
+    pub(super) step: u64,
+    pub(super) lr: f64,
+    pub(super) loss: f64,
     /// Fraction right on the training batches: classes, or for forecasts hits (best-of-K
     /// final error within 2 m).
-    train_acc: f64,
+    pub(super) train_acc: f64,
     /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
-    test_acc: f64,
-    seconds: f64,
+    pub(super) test_acc: f64,
+    pub(super) seconds: f64,
 }
 
 impl TrainStage {
@@ -197,7 +207,7 @@ impl TrainStage {
             .precision
             .filter(|p| p.needs_loss_scaling())
             .map(|_| LossScaler::default());
-        let mut opt = AdamW::new(params_for(&self.p, &built)?)?;
+        let mut opt = AdamW::new(params_for(&self.p, &built.varmap, &built.block_vars)?)?;
         let all_vars = sorted_vars(&built.varmap)?;
         let mut history: Vec<EpochMetrics> = Vec::new();
         if k > 0 {
@@ -329,5 +339,53 @@ impl TrainStage {
         }
         out.set_meta(serde_json::json!({ "epochs": new_metrics }));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::task::Task;
+
+    /// The reference's optimizer groups (LM4VisualEncoding tools/builder.py).
+    #[test]
+    fn optimizer_groups_follow_the_reference() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        for (name, shape) in [
+            ("llm_adapter_up.weight", vec![8, 4]),
+            ("cls_token", vec![1, 1, 4]),
+            ("cls_pos", vec![1, 1, 4]),
+            ("blocks.0.attn.qkv.weight", vec![12, 4]),
+            ("blocks.0.attn.proj.bias", vec![4]),
+            ("blocks.0.norm1.weight", vec![4]),
+            ("encoder.first_conv.1.running_mean", vec![4]),
+        ] {
+            vb.get_with_hints(shape, name, candle_nn::Init::Const(0.0))
+                .unwrap();
+        }
+        let p = super::super::stage::tests::resolved_defaults(Task::PointCloud);
+        let groups: Vec<(String, f64, f64)> = params_for(&p, &varmap, &[])
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, lr, wd)| (n, lr, wd))
+            .collect();
+        let of = |n: &str| groups.iter().find(|g| g.0 == n).map(|g| (g.1, g.2));
+        assert_eq!(of("llm_adapter_up.weight"), Some((0.5, 0.0)));
+        assert_eq!(of("cls_token"), Some((0.1, 0.0)));
+        assert_eq!(
+            of("cls_pos"),
+            Some((1.0, 0.05)),
+            "the reference decays cls_pos"
+        );
+        assert_eq!(of("blocks.0.attn.qkv.weight"), Some((1.0, 0.05)));
+        assert_eq!(of("blocks.0.attn.proj.bias"), Some((0.1, 0.0)));
+        assert_eq!(of("blocks.0.norm1.weight"), Some((0.1, 0.0)));
+        assert_eq!(
+            of("encoder.first_conv.1.running_mean"),
+            None,
+            "BN statistics are not trained"
+        );
     }
 }
