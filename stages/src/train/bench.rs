@@ -446,7 +446,12 @@ mod tests {
             BenchModel::VitS,
             BenchModel::VectorNet,
         ] {
-            for mode in [BlockMode::Frozen, BlockMode::None, BlockMode::Trainable] {
+            for mode in [
+                BlockMode::Frozen,
+                BlockMode::None,
+                BlockMode::Trainable,
+                BlockMode::RandomTrained,
+            ] {
                 let spec = BenchSpec {
                     model,
                     batch: 2,
@@ -467,7 +472,9 @@ mod tests {
                     p["trainable"].as_u64().unwrap(),
                 );
                 match mode {
-                    BlockMode::Trainable => assert_eq!(tr, enc + blk, "{model:?}"),
+                    BlockMode::Trainable | BlockMode::RandomTrained => {
+                        assert_eq!(tr, enc + blk, "{model:?}")
+                    }
                     BlockMode::None => assert_eq!(blk, 0),
                     _ => assert_eq!(tr, enc, "{model:?}: the frozen block is not trained"),
                 }

@@ -43,7 +43,7 @@ fn load_block(
         .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
     let (cfg, tensors, _meta) = crate::llm::load_block_file(&path)?;
     let block = match mode {
-        BlockMode::Random => LlmBlock::random(&cfg, seed, device)?,
+        m if m.is_random() => LlmBlock::random(&cfg, seed, device)?,
         _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
     };
     Ok(Some((block, mode)))
@@ -63,7 +63,7 @@ pub fn build_model(
     let block = load_block(block_up, mode, seed, device)?;
     let mut block_vars = Vec::new();
     let block = match block {
-        Some((mut b, BlockMode::Trainable)) => {
+        Some((mut b, mode)) if mode.is_trainable() => {
             let names: Vec<String> = b
                 .config()
                 .tensor_shapes()
@@ -76,7 +76,7 @@ pub fn build_model(
                 .zip(vars)
                 .map(|(n, v)| (format!("llm_block.{n}"), v))
                 .collect();
-            Some((b, BlockMode::Trainable))
+            Some((b, mode))
         }
         other => other,
     };

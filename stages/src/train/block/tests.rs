@@ -440,11 +440,18 @@ fn block_mode_serde_is_lowercase() {
         (BlockMode::Random, "\"random\""),
         (BlockMode::Trainable, "\"trainable\""),
         (BlockMode::None, "\"none\""),
+        (BlockMode::RandomTrained, "\"random-trained\""),
     ] {
         assert_eq!(serde_json::to_string(&m).unwrap(), s);
         assert_eq!(serde_json::from_str::<BlockMode>(s).unwrap(), m);
         assert_eq!(format!("\"{m}\""), s);
     }
+    assert_eq!(
+        serde_json::from_str::<BlockMode>("\"random-frozen\"").unwrap(),
+        BlockMode::Random
+    );
+    assert!(BlockMode::RandomTrained.is_trainable() && BlockMode::RandomTrained.is_random());
+    assert!(!BlockMode::Random.is_trainable() && BlockMode::Random.is_random());
     assert_eq!(BlockMode::default(), BlockMode::Frozen);
 }
 
