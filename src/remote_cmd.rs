@@ -42,6 +42,7 @@ pub fn resolve(cli: &Cli, config: &PipelineConfig) -> Result<Option<Remote>> {
                         file: config.path.display().to_string(),
                         line: None,
                         message: format!("[cache] remote: {e}"),
+                        missing_input: None,
                     }
                     .into()
                 }),

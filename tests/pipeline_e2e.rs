@@ -446,3 +446,89 @@ fn tokens_equal_the_numpy_reference_bit_for_bit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A missing dataset blocks only its stage and what depends on it: a user with ScanObjectNN
+/// alone runs the point-cloud stages of a config that also names Argoverse and a checkpoint.
+#[test]
+fn a_missing_input_blocks_only_its_stage_and_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[cache]
+dir = "cache"
+
+[stages.pc_tokens]
+kind = "pc.tokens"
+[stages.pc_tokens.params]
+train = "{}"
+test = "{}"
+num_points = 64
+num_groups = 8
+group_size = 8
+
+[stages.av_tokens]
+kind = "av.tokens"
+[stages.av_tokens.params]
+train = "argoverse/train/data"
+map = "argoverse/map_files"
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "models/llama-7b"
+
+[stages.train_av]
+kind = "train"
+[stages.train_av.params]
+data = "av_tokens"
+block = "llm_block"
+"#,
+            so.join("training_objectdataset.h5").display(),
+            so.join("test_objectdataset.h5").display()
+        ),
+    )
+    .unwrap();
+    // Status names each blocked stage and the path it waits for.
+    let st = lm4ve(&cfg, &["pipeline", "status"]);
+    st.ok();
+    let line = |s: &str| {
+        st.stdout
+            .lines()
+            .find(|l| l.starts_with(s))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("av_tokens").contains("missing input"), "{}", st.stdout);
+    assert!(line("av_tokens").contains("map_files"), "{}", st.stdout);
+    assert!(
+        line("llm_block").contains("models/llama-7b"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        line("train_av").contains("missing input of"),
+        "{}",
+        st.stdout
+    );
+    assert!(line("pc_tokens").contains("never built"), "{}", st.stdout);
+    // The point-cloud stage runs.
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "pc_tokens"]).ok();
+    // A blocked target fails at once, naming the input (exit 1, not a crash).
+    let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "train_av"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("missing input"), "{}", r.stderr);
+    // `all` runs everything that can run, then fails naming what could not.
+    let r = lm4ve(&cfg, &["pipeline", "run", "--stage", "all"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let st = lm4ve(&cfg, &["pipeline", "status"]);
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.starts_with("pc_tokens") && l.contains("fresh")),
+        "{}",
+        st.stdout
+    );
+}

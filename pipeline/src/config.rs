@@ -13,6 +13,10 @@ pub struct ConfigError {
     pub file: String,
     pub line: Option<usize>,
     pub message: String,
+    /// Set when the stage could not be built because an input it names is missing (a path
+    /// that does not exist, an empty dataset folder): the engine then blocks only that stage
+    /// and what depends on it instead of refusing the whole config.
+    pub missing_input: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +86,7 @@ impl PipelineConfig {
             file: file.clone(),
             line: None,
             message: format!("cannot read the config: {e}; pass an existing file with -c/--config"),
+            missing_input: None,
         })?;
         Self::parse(path, &text)
     }
@@ -92,6 +97,7 @@ impl PipelineConfig {
             file: file.clone(),
             line: e.span().map(|s| line_of(text, s.start)),
             message: e.message().to_string(),
+            missing_input: None,
         })?;
         let base_dir = path
             .parent()
@@ -122,6 +128,7 @@ impl PipelineConfig {
                         "stages.{name}.max_reject_fraction = {} is not a fraction; use a value in [0, 1]",
                         st.max_reject_fraction
                     ),
+                    missing_input: None,
                 });
             }
             let (params_offset, params) = match st.params {
@@ -144,6 +151,7 @@ impl PipelineConfig {
                 file,
                 line: None,
                 message: "no stages: add a [stages.NAME] table with a `kind`".into(),
+                missing_input: None,
             });
         }
         Ok(PipelineConfig {
@@ -172,6 +180,22 @@ impl PipelineConfig {
             file: self.path.display().to_string(),
             line,
             message: format!("[stages.{stage}.params]: {message}"),
+            missing_input: None,
+        }
+    }
+
+    /// A [`Self::param_error`] for an input that is not there (`path`, as the user wrote or
+    /// resolved it): only this stage and its dependents are blocked by it.
+    pub fn missing_input_error(
+        &self,
+        stage: &str,
+        key: Option<&str>,
+        path: &std::path::Path,
+        message: String,
+    ) -> ConfigError {
+        ConfigError {
+            missing_input: Some(path.display().to_string()),
+            ..self.param_error(stage, key, message)
         }
     }
 

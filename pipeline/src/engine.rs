@@ -154,6 +154,8 @@ pub struct Pipeline {
     pub cache: Cache,
     stages: BTreeMap<String, Box<dyn Stage>>,
     dag: Dag,
+    /// Stages that could not be built because an input is missing: stage → the path.
+    missing: BTreeMap<String, String>,
     keys: BTreeMap<String, KeyInfo>,
     remote: Option<Remote>,
     push: bool,
@@ -165,9 +167,30 @@ impl Pipeline {
         cache_dir: Option<PathBuf>,
         factory: &StageFactory,
     ) -> Result<Self> {
-        let mut stages = BTreeMap::new();
+        let mut stages: BTreeMap<String, Box<dyn Stage>> = BTreeMap::new();
+        let mut missing = BTreeMap::new();
         for (name, sc) in &config.stages {
-            stages.insert(name.clone(), factory(&config, sc)?);
+            match factory(&config, sc) {
+                Ok(s) => {
+                    stages.insert(name.clone(), s);
+                }
+                // A missing input blocks this stage and its dependents only: a user who has
+                // only one of the datasets can still run the stages of that one.
+                Err(e) if e.missing_input.is_some() => {
+                    let path = e.missing_input.clone().unwrap_or_default();
+                    let upstream = referenced_stages(sc, &config);
+                    stages.insert(
+                        name.clone(),
+                        Box::new(Unbuildable {
+                            kind: sc.kind.clone(),
+                            error: e.to_string(),
+                            upstream,
+                        }),
+                    );
+                    missing.insert(name.clone(), path);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let edges = stages
             .iter()
@@ -177,6 +200,7 @@ impl Pipeline {
             file: config.path.display().to_string(),
             line: None,
             message: e.to_string(),
+            missing_input: None,
         })?;
         let cache = Cache::open(&cache_dir.unwrap_or_else(|| config.cache_dir.clone()))?;
         Ok(Pipeline {
@@ -184,6 +208,7 @@ impl Pipeline {
             cache,
             stages,
             dag,
+            missing,
             keys: BTreeMap::new(),
             remote: None,
             push: false,
@@ -246,6 +271,7 @@ impl Pipeline {
                     file: self.config.path.display().to_string(),
                     line: None,
                     message: format!("stage `{name}`: {e:#}"),
+                    missing_input: None,
                 })?;
             let upstream = self
                 .dag
@@ -309,6 +335,28 @@ impl Pipeline {
             Some(t) => self.dag.closure(t),
             None => self.dag.order().to_vec(),
         };
+        // Stages blocked by a missing input (their own or an upstream's): a named target
+        // fails at once; `all` runs everything else first, then fails naming them.
+        let blocked: Vec<(String, String)> = todo
+            .iter()
+            .filter_map(|s| self.blocked_by(s).map(|why| (s.clone(), why)))
+            .collect();
+        if let Some(t) = &opts.target {
+            if let Some((_, why)) = blocked.iter().find(|(s, _)| s == t) {
+                return Err(StageFailed {
+                    stage: t.clone(),
+                    message: why.clone(),
+                }
+                .into());
+            }
+        }
+        let todo: Vec<String> = todo
+            .into_iter()
+            .filter(|s| !blocked.iter().any(|(b, _)| b == s))
+            .collect();
+        for (s, why) in &blocked {
+            tracing::warn!("{s}: skipped, {why}");
+        }
         self.compute_keys_of(&todo, opts.rehash)?;
         // Held shared for the whole run: `cache gc` takes it exclusively.
         let _gc_guard =
@@ -359,7 +407,27 @@ impl Pipeline {
                 pushed,
             });
         }
+        if let Some((stage, why)) = blocked.into_iter().next() {
+            // Everything that could run did; the exit status still says what could not.
+            return Err(StageFailed {
+                stage,
+                message: why,
+            }
+            .into());
+        }
         Ok(reports)
+    }
+
+    /// Why `stage` cannot run: its own missing input, or an upstream stage's.
+    fn blocked_by(&self, stage: &str) -> Option<String> {
+        if let Some(path) = self.missing.get(stage) {
+            return Some(format!("missing input: {path}"));
+        }
+        self.dag.closure(stage).iter().find_map(|s| {
+            self.missing
+                .get(s)
+                .map(|p| format!("missing input of `{s}`: {p}"))
+        })
     }
 
     /// Pulls the finished artifact from the remote, if there is one and it has it.
@@ -666,6 +734,15 @@ impl Pipeline {
         for name in self.dag.order() {
             let info = &self.keys[name];
             let key = info.key.clone();
+            if let Some(why) = self.blocked_by(name) {
+                out.push(StageStatus {
+                    stage: name.clone(),
+                    state: State::Missing,
+                    reason: why,
+                    key,
+                });
+                continue;
+            }
             if self.cache.manifest_path(&key).exists() {
                 out.push(StageStatus {
                     stage: name.clone(),
@@ -714,6 +791,51 @@ impl Pipeline {
             });
         }
         Ok(out)
+    }
+}
+
+/// The stage names a stage's params refer to (string values naming another stage: `data`,
+/// `block`, `train`, ...): the upstream of a stage that could not be built, so that what
+/// depends on it is blocked with it.
+fn referenced_stages(sc: &StageConfig, config: &PipelineConfig) -> Vec<String> {
+    let mut out: Vec<String> = sc
+        .params
+        .values()
+        .filter_map(|v| v.as_str())
+        .filter(|s| *s != sc.name && config.stages.contains_key(*s))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Stands in for a stage that could not be built because an input is missing: it keeps its
+/// place in the DAG and fails with the build error if it is ever asked to run.
+struct Unbuildable {
+    kind: String,
+    error: String,
+    upstream: Vec<String>,
+}
+
+impl Stage for Unbuildable {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn version(&self) -> u32 {
+        0
+    }
+    fn key_params(&self) -> serde_json::Value {
+        serde_json::json!({ "unbuildable": self.error })
+    }
+    fn upstream(&self) -> Vec<String> {
+        self.upstream.clone()
+    }
+    fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitPlan>> {
+        anyhow::bail!("{}", self.error)
+    }
+    fn run_unit(&self, _ctx: &StageCtx, _unit: &UnitPlan, _out: &mut UnitOutput) -> Result<()> {
+        anyhow::bail!("{}", self.error)
     }
 }
 

@@ -41,6 +41,7 @@ pub fn build_stage(
                 sc.name,
                 KINDS.join(", ")
             ),
+            missing_input: None,
         }),
     }
 }

@@ -94,6 +94,10 @@ pub struct AvTokensStage {
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
     let params: AvParams = config.typed_params(sc)?;
     let err = |key: &str, msg: String| config.param_error(&sc.name, Some(key), msg);
+    // An absent or empty dataset folder: blocks this stage and its dependents only.
+    let missing = |key: &str, path: &Path, msg: String| {
+        config.missing_input_error(&sc.name, Some(key), path, msg)
+    };
     if params.map.as_os_str().is_empty() {
         return Err(err(
             "map",
@@ -150,8 +154,9 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
 
     let map_dir = config.resolve(&p.map);
     if !map_dir.is_dir() {
-        return Err(err(
+        return Err(missing(
             "map",
+            &map_dir,
             format!(
                 "map folder {} does not exist; point `map` at Argoverse's map_files (paths are relative to the config file)",
                 map_dir.display()
@@ -177,7 +182,7 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     for (name, folder) in SPLITS.into_iter().zip([&p.train, &p.val]) {
         let Some(folder) = folder else { continue };
         let dir = config.resolve(folder);
-        let files = list_csvs(&dir).map_err(|e| err(name, e))?;
+        let files = list_csvs(&dir).map_err(|e| missing(name, &dir, e))?;
         for f in &files {
             inputs.push(InputSpec::file_as(name, f.clone(), file_name(f)));
         }

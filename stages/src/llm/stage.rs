@@ -32,8 +32,13 @@ pub struct LlmBlockStage {
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
     let p: BlockParams = config.typed_params(sc)?;
     let checkpoint = config.resolve(&p.checkpoint);
-    let info = inspect(&checkpoint)
-        .map_err(|e| config.param_error(&sc.name, Some("checkpoint"), e.to_string()))?;
+    let info = inspect(&checkpoint).map_err(|e| {
+        if checkpoint.exists() {
+            config.param_error(&sc.name, Some("checkpoint"), e.to_string())
+        } else {
+            config.missing_input_error(&sc.name, Some("checkpoint"), &checkpoint, e.to_string())
+        }
+    })?;
     let layer = p.layer.unwrap_or(info.num_layers.saturating_sub(1));
     if layer >= info.num_layers {
         return Err(config.param_error(

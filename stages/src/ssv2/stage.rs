@@ -195,10 +195,18 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         &p.validation,
         PathBuf::from(LABELS_DIR).join(VALIDATION_JSON),
     )?;
-    let labels = read_labels(&labels_path).map_err(|e| err(&labels_key, e))?;
+    let labels = read_labels(&labels_path).map_err(|e| {
+        if labels_path.exists() {
+            err(&labels_key, e)
+        } else {
+            config.missing_input_error(&sc.name, Some(&labels_key), &labels_path, e)
+        }
+    })?;
     if !videos.is_dir() {
-        return Err(err(
-            &videos_key,
+        return Err(config.missing_input_error(
+            &sc.name,
+            Some(&videos_key),
+            &videos,
             format!(
                 "the clip folder {} does not exist (expected <root>/{VIDEO_DIR}/<id>.{})",
                 videos.display(),
