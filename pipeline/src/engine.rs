@@ -154,8 +154,9 @@ pub struct Pipeline {
     pub cache: Cache,
     stages: BTreeMap<String, Box<dyn Stage>>,
     dag: Dag,
-    /// Stages that could not be built because an input is missing: stage → the path.
-    missing: BTreeMap<String, String>,
+    /// Stages that could not be built because an input is missing: stage → (the path, the
+    /// build error naming the config file, line and fix).
+    missing: BTreeMap<String, (String, String)>,
     keys: BTreeMap<String, KeyInfo>,
     remote: Option<Remote>,
     push: bool,
@@ -178,16 +179,17 @@ impl Pipeline {
                 // only one of the datasets can still run the stages of that one.
                 Err(e) if e.missing_input.is_some() => {
                     let path = e.missing_input.clone().unwrap_or_default();
+                    let error = e.to_string();
                     let upstream = referenced_stages(sc, &config);
                     stages.insert(
                         name.clone(),
                         Box::new(Unbuildable {
                             kind: sc.kind.clone(),
-                            error: e.to_string(),
+                            error: error.clone(),
                             upstream,
                         }),
                     );
-                    missing.insert(name.clone(), path);
+                    missing.insert(name.clone(), (path, error));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -339,7 +341,7 @@ impl Pipeline {
         // fails at once; `all` runs everything else first, then fails naming them.
         let blocked: Vec<(String, String)> = todo
             .iter()
-            .filter_map(|s| self.blocked_by(s).map(|why| (s.clone(), why)))
+            .filter_map(|s| self.blocked_by(s, true).map(|why| (s.clone(), why)))
             .collect();
         if let Some(t) = &opts.target {
             if let Some((_, why)) = blocked.iter().find(|(s, _)| s == t) {
@@ -418,15 +420,23 @@ impl Pipeline {
         Ok(reports)
     }
 
-    /// Why `stage` cannot run: its own missing input, or an upstream stage's.
-    fn blocked_by(&self, stage: &str) -> Option<String> {
-        if let Some(path) = self.missing.get(stage) {
-            return Some(format!("missing input: {path}"));
+    /// Why `stage` cannot run: its own missing input, or an upstream stage's; `detail` adds
+    /// the build error (config file, line, what to fix).
+    fn blocked_by(&self, stage: &str, detail: bool) -> Option<String> {
+        let say = |prefix: String, (path, error): &(String, String)| {
+            if detail {
+                format!("{prefix}: {path} ({error})")
+            } else {
+                format!("{prefix}: {path}")
+            }
+        };
+        if let Some(m) = self.missing.get(stage) {
+            return Some(say("missing input".into(), m));
         }
         self.dag.closure(stage).iter().find_map(|s| {
             self.missing
                 .get(s)
-                .map(|p| format!("missing input of `{s}`: {p}"))
+                .map(|m| say(format!("missing input of `{s}`"), m))
         })
     }
 
@@ -734,7 +744,7 @@ impl Pipeline {
         for name in self.dag.order() {
             let info = &self.keys[name];
             let key = info.key.clone();
-            if let Some(why) = self.blocked_by(name) {
+            if let Some(why) = self.blocked_by(name, false) {
                 out.push(StageStatus {
                     stage: name.clone(),
                     state: State::Missing,
