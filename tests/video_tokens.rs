@@ -493,10 +493,13 @@ fn config_mistakes_exit_2_naming_file_line_and_key() {
             r.stderr
         );
     }
+    // A label file that is not there blocks the stage (exit 1: the rest of a DAG could still
+    // run), its message still naming the config line and the file.
     std::fs::remove_file(root.join(LABELS_DIR).join("labels.json")).unwrap();
     let cfg = ssv2_config(dir.path(), &root, "");
     let r = lm4ve(&cfg, &["pipeline", "run"]);
-    assert_eq!(r.no_panic().code, 2, "{}", r.stderr);
+    assert_eq!(r.no_panic().code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("missing input"), "{}", r.stderr);
     assert!(
         r.stderr.contains("video.toml:") && r.stderr.contains("labels.json"),
         "{}",
