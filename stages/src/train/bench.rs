@@ -309,20 +309,14 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
         let mut drop = step_rng(0, "dropout", i as u64);
         let out = s.model.forward(&s.input, Some(&mut drop))?;
         let (loss, _) = train_loss(&out, &s.target, 0.0)?;
-        let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-        let mut grads = (&loss * scale)?.backward()?;
-        sink.merge_into(&mut grads)?;
-        let mut finite = true;
-        if let Some(sc) = scaler.as_mut() {
-            opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
-            finite = sc.update(opt.grad_norm(&grads)?.is_finite());
-        }
-        if finite {
-            opt.clip_grad_norm(&mut grads, spec.model.grad_clip())?;
-            opt.step(&grads, 1e-4)?;
-        } else {
-            opt.skip_step();
-        }
+        super::trainer::backward_and_step(
+            &loss,
+            &mut opt,
+            scaler.as_mut(),
+            &sink,
+            spec.model.grad_clip(),
+            1e-4,
+        )?;
         // Reading the loss waits for the device, so the time covers the whole step.
         let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !lv.is_finite() {

@@ -114,6 +114,38 @@ pub(super) fn num_classes(data: &Upstream) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// The backward and the update of one step: loss scaling (f16), the weight gradients of
+/// checkpointed blocks, unscaling and the overflow check (a step whose gradients overflowed is
+/// skipped and halves the scale), clipping, AdamW.
+pub(crate) fn backward_and_step(
+    loss: &candle_core::Tensor,
+    opt: &mut AdamW,
+    scaler: Option<&mut LossScaler>,
+    sink: &GradSink,
+    grad_clip: f64,
+    lr: f64,
+) -> Result<()> {
+    let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+    let mut grads = if scale == 1.0 {
+        loss.backward()?
+    } else {
+        (loss * scale)?.backward()?
+    };
+    sink.merge_into(&mut grads)?;
+    let mut finite = true;
+    if let Some(sc) = scaler {
+        opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
+        finite = sc.update(opt.grad_norm(&grads)?.is_finite());
+    }
+    if finite {
+        opt.clip_grad_norm(&mut grads, grad_clip)?;
+        opt.step(&grads, lr)?;
+    } else {
+        opt.skip_step();
+    }
+    Ok(())
+}
+
 /// The optimizer's parameters: (name, var, lr scale, weight decay), in the reference's groups
 /// (LM4VisualEncoding `tools/builder.py`): the adapters around the LLM block (`llm_adapter_*`)
 /// train at `adapter_lr_scale` with no weight decay; 1-D tensors, biases and tokens
@@ -261,25 +293,14 @@ impl TrainStage {
                 let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
-                let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-                let mut grads = if scale == 1.0 {
-                    loss.backward()?
-                } else {
-                    (&loss * scale)?.backward()?
-                };
-                sink.merge_into(&mut grads)?;
-                let mut finite = true;
-                if let Some(sc) = scaler.as_mut() {
-                    // f16: unscale, and skip the step (halving the scale) on overflow.
-                    opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
-                    finite = sc.update(opt.grad_norm(&grads)?.is_finite());
-                }
-                if finite {
-                    opt.clip_grad_norm(&mut grads, self.p.grad_clip)?;
-                    opt.step(&grads, lr)?;
-                } else {
-                    opt.skip_step();
-                }
+                backward_and_step(
+                    &loss,
+                    &mut opt,
+                    scaler.as_mut(),
+                    &sink,
+                    self.p.grad_clip,
+                    lr,
+                )?;
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
                 loss_sum += lv * idx.len() as f64;
