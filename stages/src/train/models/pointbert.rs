@@ -4,7 +4,7 @@
 //! `concat(x[CLS], max over group tokens)`. Sizes come from the config at run time.
 
 use super::layers::{dropout, max_over, LayerNorm};
-use super::layers::{Execution, VitTrunk};
+use super::layers::{BlockPosition, Execution, VitTrunk};
 use crate::train::block::{BlockMode, LlmBlock};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
@@ -32,6 +32,9 @@ pub struct PointBertConfig {
     pub drop_path: f64,
     #[serde(default = "d_head_dropout")]
     pub head_dropout: f64,
+    /// Where the LLM block sits: `end` (default), `middle` or `start` (PAPER.md §2).
+    #[serde(default, skip_serializing_if = "BlockPosition::is_default")]
+    pub llm_position: BlockPosition,
 }
 
 fn d_trans_dim() -> usize {
@@ -70,6 +73,7 @@ impl Default for PointBertConfig {
             encoder_dims: d_encoder_dims(),
             drop_path: d_drop_path(),
             head_dropout: d_head_dropout(),
+            llm_position: BlockPosition::End,
         }
     }
 }
@@ -166,6 +170,7 @@ impl PointBert {
             cfg.mlp_ratio,
             false,
             cfg.drop_path,
+            cfg.llm_position,
             block,
             &vb,
         )?;

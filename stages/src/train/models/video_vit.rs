@@ -10,7 +10,7 @@
 //! flattening; the bias is the same.
 
 use super::layers::{dropout, LayerNorm};
-use super::layers::{Execution, VitTrunk};
+use super::layers::{BlockPosition, Execution, VitTrunk};
 use crate::train::block::{BlockMode, LlmBlock};
 use crate::train::ops::precision::{linear, Precision};
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -36,6 +36,9 @@ pub struct VideoVitConfig {
     /// Dropout before the head (VideoMAE's `fc_drop_rate`).
     #[serde(default)]
     pub head_dropout: f64,
+    /// Where the LLM block sits: `end` (default), `middle` or `start` (PAPER.md §2).
+    #[serde(default, skip_serializing_if = "BlockPosition::is_default")]
+    pub llm_position: BlockPosition,
 }
 
 fn d_embed_dim() -> usize {
@@ -63,6 +66,7 @@ impl Default for VideoVitConfig {
             mlp_ratio: d_mlp_ratio(),
             drop_path: d_drop_path(),
             head_dropout: 0.0,
+            llm_position: BlockPosition::End,
         }
     }
 }
@@ -122,6 +126,7 @@ impl VideoVit {
                 cfg.mlp_ratio,
                 true,
                 cfg.drop_path,
+                cfg.llm_position,
                 block,
                 &vb,
             )?,
@@ -232,6 +237,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The LLM block at the start, middle or end of the trunk (PAPER.md §2 ablation): same
+    /// parameters, different computation; `end` is the default.
+    #[test]
+    fn llm_position_moves_the_block() {
+        use crate::llm::block_format::{Arch, BlockConfig};
+        use crate::train::block::{BlockMode, LlmBlock};
+        let dev = Device::Cpu;
+        let bcfg = BlockConfig {
+            arch: Arch::Llama,
+            hidden_size: 16,
+            num_heads: 2,
+            num_kv_heads: 2,
+            head_dim: 8,
+            intermediate_size: 24,
+            norm_eps: 1e-5,
+        };
+        let x = Tensor::randn(0f32, 1.0, (2, 8, 12), &dev).unwrap();
+        let run = |pos: BlockPosition| {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            let cfg = VideoVitConfig {
+                embed_dim: 32,
+                depth: 4,
+                heads: 4,
+                drop_path: 0.0,
+                llm_position: pos,
+                ..Default::default()
+            };
+            let block = LlmBlock::random(&bcfg, 3, &dev).unwrap();
+            let model =
+                VideoVit::new(&cfg, 8, 12, 5, Some((block, BlockMode::Frozen)), vb).unwrap();
+            crate::train::models::layers::init_vars(&varmap, 0).unwrap();
+            let n = varmap.all_vars().len();
+            (model.forward(&x, None).unwrap(), n)
+        };
+        let (end, n_end) = run(BlockPosition::End);
+        let (start, n_start) = run(BlockPosition::Start);
+        let (middle, _) = run(BlockPosition::Middle);
+        assert_eq!(n_end, n_start, "same parameters wherever the block sits");
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&end, &start) > 1e-6 && diff(&end, &middle) > 1e-6);
+        assert_eq!(VideoVitConfig::default().llm_position, BlockPosition::End);
+        // The default is not serialized: existing keys keep their value.
+        let v = serde_json::to_value(VideoVitConfig::default()).unwrap();
+        assert!(v.get("llm_position").is_none());
     }
 
     #[test]
