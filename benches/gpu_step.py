@@ -51,14 +51,25 @@ def no_ext(*_a, **_k):
     raise RuntimeError("stubbed CUDA extension: not used by the timed step")
 
 
+class NoExtModule:
+    """A stubbed extension class: constructing it works (the reference builds its KNN in
+    __init__), calling it does not."""
+
+    def __init__(self, *_a, **_k):
+        pass
+
+    def __call__(self, *_a, **_k):
+        no_ext()
+
+
 def import_pointbert(ref):
     root = os.path.join(ref, "pointcloud_classification")
-    stub("knn_cuda", KNN=no_ext)
+    stub("knn_cuda", KNN=NoExtModule)
     p2 = stub("pointnet2_ops")
     p2.pointnet2_utils = stub("pointnet2_ops.pointnet2_utils", furthest_point_sample=no_ext,
                               gather_operation=no_ext)
     stub("extensions")
-    stub("extensions.chamfer_dist", ChamferDistanceL1=no_ext, ChamferDistanceL2=no_ext)
+    stub("extensions.chamfer_dist", ChamferDistanceL1=NoExtModule, ChamferDistanceL2=NoExtModule)
     stub("extensions.emd", emd=no_ext)
     for name, attrs in (("termcolor", {"colored": lambda s, *a, **k: s}),
                         ("easydict", {"EasyDict": dict})):
@@ -78,7 +89,14 @@ def import_video(ref):
 
 
 class Cfg(dict):
-    __getattr__ = dict.__getitem__
+    """Attribute access like the reference's EasyDict; a missing key is an AttributeError, so
+    the reference's `hasattr(config, ...)` checks work."""
+
+    def __getattr__(self, k):
+        try:
+            return self[k]
+        except KeyError as e:
+            raise AttributeError(k) from e
 
 
 class PassGrouped(nn.Module):
