@@ -804,6 +804,7 @@ fn check_unit_ids(stage: &str, units: &[UnitPlan]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::status::diff_json;
     use super::*;
 
     #[test]

@@ -131,7 +131,12 @@ pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -
     reasons
 }
 
-fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+pub(super) fn diff_json(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
