@@ -50,6 +50,10 @@ pub struct Cli {
     /// present), cpu, or cuda (an error when no GPU/driver is found).
     #[arg(long, global = true, env = "LM4VE_DEVICE", default_value = "auto")]
     pub device: DeviceArg,
+    /// Set one stage param for this command: `-S stages.NAME.params.KEY=VALUE` (VALUE as in
+    /// TOML: `1e-3`, `"frozen"`, `[1, 2]`; a bare word is a string). Repeatable.
+    #[arg(short = 'S', long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -45,7 +45,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
 }
 
 pub(crate) fn open(cli: &Cli) -> Result<Pipeline> {
-    let config = PipelineConfig::load(&cli.config)?;
+    let config = PipelineConfig::load_with(&cli.config, &cli.set)?;
     let mut p = Pipeline::new(config, cli.cache.clone(), &lm4ve_stages::build_stage)?;
     let remote = crate::remote_cmd::resolve(cli, &p.config)?;
     let push = p.config.push;

@@ -532,3 +532,80 @@ block = "llm_block"
         st.stdout
     );
 }
+
+/// Studies: a `[stages.X.matrix]` expands into named stages whose downstream follows, keys
+/// equal those of hand-written stages, a glob selects variants, one more value builds exactly
+/// one more variant, and `-S` sets a param for one command.
+#[test]
+fn a_matrix_expands_stages_and_shares_keys_with_hand_written_ones() {
+    let (dir, train, test) = setup(2);
+    let cfg = |name: &str, groups: &str, matrix: bool| {
+        let p = dir.path().join(name);
+        let pc_params = format!(
+            "train = \"{}\"\ntest = \"{}\"\nnum_points = 64\ngroup_size = 8\n",
+            train.display(),
+            test.display()
+        );
+        let text = if matrix {
+            format!(
+                "[cache]\ndir = \"cache\"\n\n[stages.pc]\nkind = \"pc.tokens\"\n[stages.pc.params]\n{pc_params}[stages.pc.matrix]\nnum_groups = {groups}\n\n[stages.train]\nkind = \"train\"\n[stages.train.params]\ndata = \"pc\"\nmode = \"none\"\nepochs = 1\nbatch_size = 8\nepochs_per_checkpoint = 1\n[stages.train.params.model]\ntrans_dim = 16\ndepth = 1\nheads = 2\npointnet_dims = [8, 8, 8]\nencoder_dims = 8\n"
+            )
+        } else {
+            format!(
+                "[cache]\ndir = \"cache\"\n\n[stages.pc]\nkind = \"pc.tokens\"\n[stages.pc.params]\n{pc_params}num_groups = {groups}\n"
+            )
+        };
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let study = cfg("study.toml", "[4, 8]", true);
+    let dag = lm4ve(&study, &["pipeline", "dag"]);
+    dag.ok();
+    for name in [
+        "pc@num_groups=4",
+        "pc@num_groups=8",
+        "train@num_groups=4",
+        "train@num_groups=8",
+    ] {
+        assert!(dag.stdout.contains(name), "{name} not in:\n{}", dag.stdout);
+    }
+    // A glob picks one variant (and what it needs).
+    let r = lm4ve(
+        &study,
+        &["pipeline", "run", "--stage", "train@num_groups=4*"],
+    );
+    r.ok();
+    let built = |out: &str| out.lines().filter(|l| l.contains(" built ")).count();
+    assert_eq!(built(&r.stdout), 2, "{}", r.stdout);
+    // The expanded pc stage has the key of the same stage written by hand.
+    let hand = cfg("hand.toml", "4", false);
+    let st = lm4ve(&hand, &["pipeline", "status"]);
+    assert!(st.ok().stdout.contains("fresh"), "{}", st.stdout);
+    // One more value: exactly the new variants are built.
+    lm4ve(&study, &["pipeline", "run"]).ok();
+    let more = cfg("study.toml", "[4, 8, 16]", true);
+    let r = lm4ve(&more, &["pipeline", "run"]);
+    r.ok();
+    assert_eq!(
+        built(&r.stdout),
+        2,
+        "one pc and one train variant:\n{}",
+        r.stdout
+    );
+    // -S sets a param for one command; status says which and how.
+    let st = lm4ve(
+        &more,
+        &["-S", "stages.pc.params.num_points=96", "pipeline", "status"],
+    );
+    assert!(
+        st.ok().stdout.contains("num_points: 64 → 96"),
+        "{}",
+        st.stdout
+    );
+    let bad = lm4ve(
+        &more,
+        &["-S", "stages.nope.params.x=1", "pipeline", "status"],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("nope"), "{}", bad.stderr);
+}

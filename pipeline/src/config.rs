@@ -2,6 +2,7 @@
 //! are relative to the config file. Stage params stay a raw table here; the stage that owns
 //! them types them (this crate knows no stage kinds).
 
+use crate::matrix;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ struct RawStage {
     #[serde(default = "default_reject_fraction")]
     max_reject_fraction: f64,
     params: Option<toml::Spanned<toml::Table>>,
+    /// Param → list of values: one stage per combination (see `matrix.rs`).
+    matrix: Option<toml::Spanned<toml::Table>>,
 }
 
 fn default_reject_fraction() -> f64 {
@@ -81,6 +84,11 @@ pub struct PipelineConfig {
 
 impl PipelineConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// [`Self::load`] with `-S stages.NAME.params.KEY=VALUE` overrides applied first.
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
@@ -88,10 +96,16 @@ impl PipelineConfig {
             message: format!("cannot read the config: {e}; pass an existing file with -c/--config"),
             missing_input: None,
         })?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, overrides)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(path, text, &[])
+    }
+
+    /// Parses a config, applies `overrides` (`stages.NAME.params.KEY=VALUE`), then expands
+    /// every `[stages.NAME.matrix]` (see `matrix.rs`).
+    pub fn parse_with(path: &Path, text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.clone(),
@@ -117,9 +131,13 @@ impl PipelineConfig {
             None => PathBuf::from("cache"),
         };
         let mut stages = BTreeMap::new();
+        let mut matrices: BTreeMap<String, (usize, toml::Table)> = BTreeMap::new();
         for (name, spanned) in raw.stages {
             let span_start = spanned.span().start;
             let st = spanned.into_inner();
+            if let Some(m) = st.matrix {
+                matrices.insert(name.clone(), (m.span().start, m.into_inner()));
+            }
             if !(0.0..=1.0).contains(&st.max_reject_fraction) {
                 return Err(ConfigError {
                     file,
@@ -154,6 +172,22 @@ impl PipelineConfig {
                 missing_input: None,
             });
         }
+        let err = |line: Option<usize>, message: String| ConfigError {
+            file: file.clone(),
+            line,
+            message,
+            missing_input: None,
+        };
+        for o in overrides {
+            let (stage, key, value) = matrix::parse_override(o).map_err(|m| err(None, m))?;
+            let known = stages.keys().cloned().collect::<Vec<_>>().join(", ");
+            let sc = stages
+                .get_mut(&stage)
+                .ok_or_else(|| err(None, format!("-S {o}: no stage `{stage}`; stages: {known}")))?;
+            matrix::set_param(&mut sc.params, &key, value);
+        }
+        let stages =
+            expand(stages, &matrices).map_err(|(at, m)| err(at.map(|o| line_of(text, o)), m))?;
         Ok(PipelineConfig {
             path: path.to_path_buf(),
             base_dir,
@@ -163,6 +197,15 @@ impl PipelineConfig {
             stages,
             text: text.to_string(),
         })
+    }
+
+    /// The stages whose names match `pattern` (`*` any run of characters, `?` one).
+    pub fn matching(&self, pattern: &str) -> Vec<String> {
+        self.stages
+            .keys()
+            .filter(|n| glob_match(pattern.as_bytes(), n.as_bytes()))
+            .cloned()
+            .collect()
     }
 
     /// Resolves a path written in the config (relative to the config file).
@@ -278,4 +321,68 @@ mod tests {
         .unwrap();
         assert_eq!(c.cache_dir, Path::new("configs/../cache"));
     }
+}
+
+/// `*` and `?` globbing over stage names (`train_pc@mode=none*`).
+pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob_match(&p[1..], s) || (!s.is_empty() && glob_match(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Replaces every stage with a matrix, and every stage that reads one, by its variants.
+/// Errors carry the byte offset of the matrix they are about.
+fn expand(
+    mut stages: BTreeMap<String, StageConfig>,
+    matrices: &BTreeMap<String, (usize, toml::Table)>,
+) -> Result<BTreeMap<String, StageConfig>, (Option<usize>, String)> {
+    if matrices.is_empty() {
+        return Ok(stages);
+    }
+    let mut own = BTreeMap::new();
+    for (name, (offset, m)) in matrices {
+        let vs = matrix::variants(m)
+            .map_err(|e| (Some(*offset), format!("[stages.{name}.matrix]: {e}")))?;
+        own.insert(name.clone(), vs);
+    }
+    let refs: BTreeMap<String, Vec<String>> = stages
+        .iter()
+        .map(|(n, sc)| {
+            (
+                n.clone(),
+                matrix::referenced(&sc.params, |s| s != n && stages.contains_key(s)),
+            )
+        })
+        .collect();
+    let plan = matrix::expand_names(&own, &refs).map_err(|e| (None, e))?;
+    for (name, variants) in &plan {
+        let Some(base) = stages.remove(name) else {
+            continue;
+        };
+        for (suffix, sets) in variants {
+            let mut sc = base.clone();
+            sc.name = format!("{name}@{suffix}");
+            for (k, v) in sets {
+                sc.params.insert(k.clone(), v.clone());
+            }
+            // Point the params that name an expanded upstream at its matching variant.
+            for (_, v) in sc.params.iter_mut() {
+                let renamed = match &*v {
+                    toml::Value::String(up) if up != name && plan.contains_key(up.as_str()) => {
+                        Some(format!("{up}@{suffix}"))
+                    }
+                    _ => None,
+                };
+                if let Some(r) = renamed {
+                    *v = toml::Value::String(r);
+                }
+            }
+            stages.insert(sc.name.clone(), sc);
+        }
+    }
+    Ok(stages)
 }

@@ -243,16 +243,44 @@ impl Pipeline {
     }
 
     fn check_target(&self, target: &str) -> Result<()> {
+        if is_glob(target) {
+            if self.config.matching(target).is_empty() {
+                return Err(UsageError(format!(
+                    "no stage matches `{target}` in {}",
+                    self.config.path.display()
+                ))
+                .into());
+            }
+            return Ok(());
+        }
         if !self.stages.contains_key(target) {
             let names: Vec<_> = self.stages.keys().cloned().collect();
             return Err(UsageError(format!(
-                "no stage `{target}` in {}; stages: {} (or `all`)",
+                "no stage `{target}` in {}; stages: {} (or `all`, or a glob like 'train_pc@*')",
                 self.config.path.display(),
                 names.join(", ")
             ))
             .into());
         }
         Ok(())
+    }
+
+    /// The stages a run of `target` needs, in DAG order: its closure, or the union of the
+    /// closures of every stage a glob matches.
+    fn closure_of(&self, target: &str) -> Vec<String> {
+        if !is_glob(target) {
+            return self.dag.closure(target);
+        }
+        let mut want = std::collections::BTreeSet::new();
+        for t in self.config.matching(target) {
+            want.extend(self.dag.closure(&t));
+        }
+        self.dag
+            .order()
+            .iter()
+            .filter(|s| want.contains(*s))
+            .cloned()
+            .collect()
     }
 
     /// Computes the key of every stage (in DAG order: a key needs its upstream keys).
@@ -336,7 +364,7 @@ impl Pipeline {
             );
         }
         let todo = match &opts.target {
-            Some(t) => self.dag.closure(t),
+            Some(t) => self.closure_of(t),
             None => self.dag.order().to_vec(),
         };
         // Stages blocked by a missing input (their own or an upstream's): a named target
@@ -369,7 +397,11 @@ impl Pipeline {
             })?;
         let mut reports = Vec::new();
         for name in &todo {
-            let is_target = opts.target.as_deref() == Some(name.as_str());
+            let is_target = match opts.target.as_deref() {
+                Some(t) if is_glob(t) => crate::config::glob_match(t.as_bytes(), name.as_bytes()),
+                Some(t) => t == name,
+                None => false,
+            };
             let key = self.keys[name].key.clone();
             let fresh = self.cache.manifest_path(&key).exists();
             let forced = opts.force && (is_target || opts.target.is_none());
@@ -738,6 +770,11 @@ impl Pipeline {
             seconds: record.seconds,
         })
     }
+}
+
+/// Whether a `--stage` argument is a glob over stage names.
+fn is_glob(target: &str) -> bool {
+    target.contains(['*', '?'])
 }
 
 /// The stage names a stage's params refer to (string values naming another stage: `data`,

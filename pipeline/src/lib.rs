@@ -12,6 +12,7 @@ pub mod fingerprint;
 pub mod key;
 pub mod lock;
 pub mod maintenance;
+pub mod matrix;
 pub mod progress;
 pub mod record;
 pub mod remote;
