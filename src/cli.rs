@@ -109,6 +109,14 @@ pub struct BenchTrainArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DeviceArg {
     Auto,
     Cpu,
@@ -187,6 +195,24 @@ pub enum PipelineCmd {
     },
     /// The stage graph.
     Dag,
+    /// Every built eval stage's metrics, grouped by variant with mean ± std and n over
+    /// seeds (or over the matrix keys named by --across).
+    Report {
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Matrix keys to pool runs over (default: seed).
+        #[arg(long, default_value = "seed", value_delimiter = ',')]
+        across: Vec<String>,
+        /// Only eval stages whose names match this glob.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    /// Copy a stage's artifact files out of the cache under readable names.
+    Export {
+        stage: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,12 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
             PipelineCmd::Status { json, rehash } => status(cli, *json, *rehash),
             PipelineCmd::Show { stage, json } => show(cli, stage, *json),
             PipelineCmd::Dag => dag(cli),
+            PipelineCmd::Report {
+                format,
+                across,
+                stage,
+            } => crate::report_cmd::report(cli, *format, across, stage.as_deref()),
+            PipelineCmd::Export { stage, out } => crate::report_cmd::export(cli, stage, out),
         },
         Command::Cache(CacheCmd::Verify) if cli.remote_flag => crate::remote_cmd::verify(cli),
         Command::Cache(CacheCmd::Verify) => verify(cli),

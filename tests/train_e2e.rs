@@ -748,3 +748,78 @@ fn checkpointed_blocks_train_the_same_model_and_f16_chunked_trains() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("precision"), "{}", r.stderr);
 }
+
+/// Studies end to end: a seed matrix on a train stage, its eval following, `report` pooling
+/// the seeds (mean ± std computed here independently), and `export` naming the files.
+#[test]
+fn report_pools_seeds_and_export_names_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let base = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "none",
+        2,
+        "cache",
+    );
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("block = \"llm_block\"\n", "")
+        + "\n[stages.train_pc.matrix]\nseed = [0, 1, 2]\n";
+    let cfg = dir.path().join("study.toml");
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(&cfg, &["--device", "cpu", "pipeline", "run"]).ok();
+    // Independent mean and std of the three evals' accuracy.
+    let acc: Vec<f64> = (0..3)
+        .map(|s| {
+            let v = show(&cfg, &format!("eval_pc@seed={s}"));
+            v["meta"]["overall_accuracy"].as_f64().unwrap()
+        })
+        .collect();
+    let mean = acc.iter().sum::<f64>() / 3.0;
+    let std = (acc.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let r = lm4ve(&cfg, &["pipeline", "report", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.ok().stdout).unwrap();
+    let g = &v["eval_pc"]["overall_accuracy"];
+    assert_eq!(g["n"], 3, "{v}");
+    assert!((g["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((g["std"].as_f64().unwrap() - std).abs() < 1e-12);
+    let md = lm4ve(&cfg, &["pipeline", "report", "--format", "markdown"]);
+    assert!(md.ok().stdout.contains("(n=3)"), "{}", md.stdout);
+    assert!(
+        md.stdout.lines().nth(1).unwrap_or("").starts_with("|--"),
+        "{}",
+        md.stdout
+    );
+    // Export: readable names, checkpoints numbered by unit.
+    let out = dir.path().join("export");
+    lm4ve(
+        &cfg,
+        &[
+            "pipeline",
+            "export",
+            "train_pc@seed=1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    for f in [
+        "model.safetensors",
+        "metrics.jsonl",
+        "curves.png",
+        "checkpoint-00000.safetensors",
+        "checkpoint-00001.safetensors",
+        "manifest.json",
+    ] {
+        assert!(
+            out.join(f).is_file(),
+            "{f} missing in {:?}",
+            std::fs::read_dir(&out).unwrap().count()
+        );
+    }
+}

@@ -138,13 +138,15 @@ pub fn expand_names(
                     plan.insert(stage.clone(), vs);
                     changed = true;
                 }
-                many => return Err(format!(
+                many => {
+                    return Err(format!(
                     "stage `{stage}` reads several expanded stages ({}); give it its own matrix",
                     many.iter()
                         .map(|s| s.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                )),
+                ))
+                }
             }
         }
         if !changed {

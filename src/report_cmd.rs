@@ -1,0 +1,273 @@
+//! `lm4ve pipeline report`: the metrics of every built `eval` stage, grouped by variant (the
+//! stage name without `@…` plus its matrix values, `seed` left out by default) with mean ± std
+//! and n over the runs of a group. `pipeline export STAGE --out DIR`: an artifact's files under
+//! readable names.
+
+use crate::cli::{Cli, ReportFormat};
+use anyhow::{Context, Result};
+use lm4ve_pipeline::{Manifest, UsageError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// One built eval artifact: its group, its seed-less variant and its numeric metrics.
+struct Row {
+    group: String,
+    metrics: BTreeMap<String, f64>,
+}
+
+/// Splits `base@k1=v1,k2=v2` into base and the pairs.
+fn variant(name: &str) -> (&str, Vec<(&str, &str)>) {
+    match name.split_once('@') {
+        None => (name, Vec::new()),
+        Some((base, rest)) => (
+            base,
+            rest.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect(),
+        ),
+    }
+}
+
+/// The numeric leaves of a metrics object, dotted (`k6.min_fde`); bookkeeping fields skipped.
+fn numeric_leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, f64>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.insert(prefix.to_string(), x);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                if matches!(k.as_str(), "samples" | "views" | "classes" | "per_class") {
+                    continue;
+                }
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                numeric_leaves(&p, x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Mean and sample standard deviation (n − 1; 0 for one run).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+pub fn report(
+    cli: &Cli,
+    format: ReportFormat,
+    across: &[String],
+    filter: Option<&str>,
+) -> Result<ExitCode> {
+    let mut p = crate::commands::open(cli)?;
+    let evals: Vec<String> = p
+        .config
+        .stages
+        .values()
+        .filter(|s| s.kind == "eval")
+        .filter(|s| {
+            filter
+                .is_none_or(|f| lm4ve_pipeline::config::glob_match(f.as_bytes(), s.name.as_bytes()))
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    let all: Vec<String> = p.dag().order().to_vec();
+    p.compute_keys_of(&all, false)?;
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for name in &evals {
+        let key = p.key(name).map(|k| k.key.clone()).unwrap_or_default();
+        let path = p.cache.manifest_path(&key);
+        if !path.exists() {
+            missing.push(name.clone());
+            continue;
+        }
+        let m = Manifest::load(&path)?;
+        let (base, pairs) = variant(name);
+        let kept: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| !across.iter().any(|a| a == k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let group = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}@{}", kept.join(","))
+        };
+        let mut metrics = BTreeMap::new();
+        numeric_leaves("", &m.meta, &mut metrics);
+        rows.push(Row { group, metrics });
+    }
+    if rows.is_empty() {
+        return Err(UsageError(format!(
+            "no built eval stage to report{}; run `lm4ve -c {} pipeline run` first",
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not built)", missing.len())
+            },
+            cli.config.display()
+        ))
+        .into());
+    }
+    // group → metric → values
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for r in &rows {
+        let g = groups.entry(r.group.clone()).or_default();
+        for (k, v) in &r.metrics {
+            g.entry(k.clone()).or_default().push(*v);
+        }
+    }
+    let metric_names: Vec<String> = {
+        let mut s: Vec<String> = groups.values().flat_map(|g| g.keys().cloned()).collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    let stats = |g: &BTreeMap<String, Vec<f64>>, m: &str| g.get(m).map(|v| (mean_std(v), v.len()));
+    match format {
+        ReportFormat::Json => {
+            let v: serde_json::Value = groups
+                .iter()
+                .map(|(g, ms)| {
+                    let o: serde_json::Map<String, serde_json::Value> = ms
+                        .iter()
+                        .map(|(m, xs)| {
+                            let ((mean, std), n) = (mean_std(xs), xs.len());
+                            (
+                                m.clone(),
+                                serde_json::json!({"mean": mean, "std": std, "n": n, "values": xs}),
+                            )
+                        })
+                        .collect();
+                    (g.clone(), serde_json::Value::Object(o))
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ReportFormat::Csv => {
+            println!("group,metric,mean,std,n");
+            for (g, ms) in &groups {
+                for m in &metric_names {
+                    if let Some(((mean, std), n)) = stats(ms, m) {
+                        println!("{g},{m},{mean},{std},{n}");
+                    }
+                }
+            }
+        }
+        ReportFormat::Markdown | ReportFormat::Table => {
+            let md = matches!(format, ReportFormat::Markdown);
+            let header: Vec<String> = std::iter::once("variant".to_string())
+                .chain(metric_names.iter().cloned())
+                .collect();
+            let mut lines: Vec<Vec<String>> = vec![header];
+            for (g, ms) in &groups {
+                let mut line = vec![g.clone()];
+                for m in &metric_names {
+                    line.push(match stats(ms, m) {
+                        Some(((mean, std), n)) => format!("{mean:.4} ± {std:.4} (n={n})"),
+                        None => "—".into(),
+                    });
+                }
+                lines.push(line);
+            }
+            let widths: Vec<usize> = (0..lines[0].len())
+                .map(|c| {
+                    lines
+                        .iter()
+                        .map(|l| l[c].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            for (i, l) in lines.iter().enumerate() {
+                let cells: Vec<String> = l
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                if md {
+                    println!("| {} |", cells.join(" | "));
+                    if i == 0 {
+                        println!(
+                            "|{}|",
+                            widths
+                                .iter()
+                                .map(|w| "-".repeat(w + 2))
+                                .collect::<Vec<_>>()
+                                .join("|")
+                        );
+                    }
+                } else {
+                    println!("{}", cells.join("  "));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("not built yet (left out): {}", missing.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the artifact's files under readable names into `out` (`model.safetensors`,
+/// `metrics.json`, checkpoints numbered by unit: `checkpoint-00000.safetensors`, …).
+pub fn export(cli: &Cli, stage: &str, out: &Path) -> Result<ExitCode> {
+    let mut p = crate::commands::open(cli)?;
+    if p.stage(stage).is_none() {
+        return Err(UsageError(format!("no stage `{stage}` in {}", cli.config.display())).into());
+    }
+    let closure = p.dag().closure(stage);
+    p.compute_keys_of(&closure, false)?;
+    let key = p.key(stage).map(|k| k.key.clone()).unwrap_or_default();
+    let path = p.cache.manifest_path(&key);
+    anyhow::ensure!(
+        path.exists(),
+        "`{stage}` is not built for the current config; run `lm4ve -c {} pipeline run --stage {stage}`",
+        cli.config.display()
+    );
+    let m = Manifest::load(&path)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dir = path.parent().context("manifest without a folder")?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut written = Vec::new();
+    for f in &m.files {
+        let n = seen.entry(f.name.clone()).or_default();
+        let count = m.files.iter().filter(|g| g.name == f.name).count();
+        let name = if count > 1 {
+            // Several units wrote this name (checkpoints): number them in unit order.
+            let (stem, ext) = f.name.rsplit_once('.').unwrap_or((&f.name, ""));
+            format!("{stem}-{n:05}.{ext}")
+        } else {
+            f.name.clone()
+        };
+        *n += 1;
+        std::fs::copy(dir.join(&f.path), out.join(&name))
+            .with_context(|| format!("copying {} to {}", f.name, out.join(&name).display()))?;
+        written.push(name);
+    }
+    std::fs::copy(&path, out.join("manifest.json"))?;
+    println!(
+        "{stage}: wrote {} and manifest.json to {}",
+        written.join(", "),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
