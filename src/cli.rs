@@ -206,6 +206,10 @@ pub enum PipelineCmd {
         /// Only eval stages whose names match this glob.
         #[arg(long)]
         stage: Option<String>,
+        /// Also write a bar chart with error bars per metric (PNG and SVG) and the groups'
+        /// held-out curves (curves.png) into this folder.
+        #[arg(long, value_name = "DIR")]
+        plot: Option<PathBuf>,
     },
     /// Copy a stage's artifact files out of the cache under readable names.
     Export {

@@ -10,10 +10,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// One built eval artifact: its group, its seed-less variant and its numeric metrics.
+/// One built eval artifact: its group, its numeric metrics, and the held-out score per epoch
+/// of the training run it evaluates (from that run's `metrics.jsonl`).
 struct Row {
     group: String,
     metrics: BTreeMap<String, f64>,
+    curve: Vec<(f64, f64)>,
+}
+
+/// (epoch, held-out score) of a train artifact's metrics.jsonl.
+fn held_out_curve(p: &lm4ve_pipeline::Pipeline, train_stage: &str) -> Vec<(f64, f64)> {
+    let Some(key) = p.key(train_stage).map(|k| k.key.clone()) else {
+        return Vec::new();
+    };
+    let path = p.cache.manifest_path(&key);
+    let Ok(m) = Manifest::load(&path) else {
+        return Vec::new();
+    };
+    let Some(file) = m.file_path(&path, "metrics.jsonl") else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["epoch"].as_f64()? + 1.0, v["test_acc"].as_f64()?)))
+        .collect()
 }
 
 /// Splits `base@k1=v1,k2=v2` into base and the pairs.
@@ -39,7 +61,11 @@ fn numeric_leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String
         }
         serde_json::Value::Object(o) => {
             for (k, x) in o {
-                if matches!(k.as_str(), "samples" | "views" | "classes" | "per_class") {
+                // Counts and epoch numbers are bookkeeping, not results.
+                if matches!(
+                    k.as_str(),
+                    "samples" | "views" | "classes" | "per_class" | "epoch"
+                ) {
                     continue;
                 }
                 let p = if prefix.is_empty() {
@@ -74,6 +100,7 @@ pub fn report(
     format: ReportFormat,
     across: &[String],
     filter: Option<&str>,
+    plot: Option<&Path>,
 ) -> Result<ExitCode> {
     let mut p = crate::commands::open(cli)?;
     let evals: Vec<String> = p
@@ -112,7 +139,21 @@ pub fn report(
         };
         let mut metrics = BTreeMap::new();
         numeric_leaves("", &m.meta, &mut metrics);
-        rows.push(Row { group, metrics });
+        let train_stage = p
+            .config
+            .stages
+            .get(name)
+            .and_then(|sc| sc.params.get("train"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let curve = train_stage
+            .map(|t| held_out_curve(&p, &t))
+            .unwrap_or_default();
+        rows.push(Row {
+            group,
+            metrics,
+            curve,
+        });
     }
     if rows.is_empty() {
         return Err(UsageError(format!(
@@ -221,10 +262,84 @@ pub fn report(
             }
         }
     }
+    if let Some(dir) = plot {
+        write_plots(dir, &groups, &metric_names, &rows)?;
+    }
     if !missing.is_empty() {
         eprintln!("not built yet (left out): {}", missing.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One bar chart (PNG and SVG) per metric, and the held-out curves of every group (mean over
+/// its runs per epoch) on one figure.
+fn write_plots(
+    dir: &Path,
+    groups: &BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    metric_names: &[String],
+    rows: &[Row],
+) -> Result<()> {
+    use lm4ve_stages::plot::{bars, lines_png, Bar, Series};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let safe = |m: &str| m.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-");
+    let mut written = Vec::new();
+    for m in metric_names {
+        let bs: Vec<Bar> = groups
+            .iter()
+            .filter_map(|(g, ms)| {
+                let xs = ms.get(m)?;
+                let (mean, std) = mean_std(xs);
+                Some(Bar {
+                    label: g.clone(),
+                    mean,
+                    std,
+                    n: xs.len(),
+                })
+            })
+            .collect();
+        let (png, svg) = bars(m, m, &bs)?;
+        for (ext, bytes) in [("png", png), ("svg", svg.into_bytes())] {
+            let f = dir.join(format!("{}.{ext}", safe(m)));
+            std::fs::write(&f, bytes).with_context(|| format!("writing {}", f.display()))?;
+            written.push(f);
+        }
+    }
+    // Held-out score per epoch, averaged over each group's runs.
+    let mut per_group: BTreeMap<&str, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for r in rows {
+        for &(e, v) in &r.curve {
+            per_group
+                .entry(r.group.as_str())
+                .or_default()
+                .entry(e as u64)
+                .or_default()
+                .push(v);
+        }
+    }
+    if !per_group.is_empty() {
+        let series: Vec<Series> = per_group
+            .iter()
+            .map(|(g, by_epoch)| Series {
+                name: g,
+                points: by_epoch
+                    .iter()
+                    .map(|(e, vs)| (*e as f64, mean_std(vs).0))
+                    .collect(),
+                held_out: true,
+            })
+            .collect();
+        let png = lines_png(
+            "held-out score per epoch, mean over each group's runs",
+            "epoch",
+            "held-out score (top-1, or 1 − miss rate)",
+            &series,
+        )?;
+        let f = dir.join("curves.png");
+        std::fs::write(&f, png).with_context(|| format!("writing {}", f.display()))?;
+        written.push(f);
+    }
+    eprintln!("wrote {} plots to {}", written.len(), dir.display());
+    Ok(())
 }
 
 /// Writes the artifact's files under readable names into `out` (`model.safetensors`,

@@ -788,7 +788,21 @@ fn report_pools_seeds_and_export_names_files() {
     assert_eq!(g["n"], 3, "{v}");
     assert!((g["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert!((g["std"].as_f64().unwrap() - std).abs() < 1e-12);
-    let md = lm4ve(&cfg, &["pipeline", "report", "--format", "markdown"]);
+    let plots = dir.path().join("plots");
+    let md = lm4ve(
+        &cfg,
+        &[
+            "pipeline",
+            "report",
+            "--format",
+            "markdown",
+            "--plot",
+            plots.to_str().unwrap(),
+        ],
+    );
+    for f in ["overall_accuracy.png", "overall_accuracy.svg", "curves.png"] {
+        assert!(plots.join(f).is_file(), "{f} not written");
+    }
     assert!(md.ok().stdout.contains("(n=3)"), "{}", md.stdout);
     assert!(
         md.stdout.lines().nth(1).unwrap_or("").starts_with("|--"),

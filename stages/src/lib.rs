@@ -5,6 +5,7 @@
 pub mod argoverse;
 pub mod keyed;
 pub mod llm;
+pub mod plot;
 pub mod pointcloud;
 pub mod ssv2;
 pub mod train;

@@ -8,7 +8,7 @@
 //! - `ops/`: numerical building blocks used by both: attention (full and memory-efficient),
 //!   activation checkpointing, mixed precision.
 //! - `data/`: shard-backed data sets, one per task, over `ShardSet`.
-//! - `optim.rs` (AdamW, schedule), `device.rs` (`--device`), `plot.rs` (curves).
+//! - `optim.rs` (AdamW, schedule), `device.rs` (`--device`); curves are drawn by `crate::plot`.
 //! - `task.rs`: what differs per task (model, batches, loss, metrics); `stage.rs`: the
 //!   `train`/`eval` stages' params and Stage impls; `trainer.rs`: the epoch/step loop;
 //!   `checkpoint.rs`: work-unit checkpoints. These know the pipeline engine; `bench.rs`:
@@ -24,7 +24,6 @@ pub mod device;
 pub mod models;
 pub mod ops;
 pub mod optim;
-pub mod plot;
 pub mod stage;
 pub mod task;
 mod trainer;

@@ -9,9 +9,9 @@ use super::models::layers::{init_vars, step_rng, Execution};
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
-use super::plot::curves_png;
 use super::stage::{TrainParams, TrainStage};
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig};
+use crate::plot::{curves_png, Series};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -348,15 +348,39 @@ impl TrainStage {
                 jsonl.push('\n');
             }
             out.add_file("metrics.jsonl", jsonl.as_bytes())?;
-            let col = |f: fn(&EpochMetrics) -> f64| history.iter().map(f).collect::<Vec<_>>();
-            out.add_file(
-                "curves.png",
-                &curves_png(
-                    &col(|m| m.loss),
-                    &col(|m| m.train_acc),
-                    &col(|m| m.test_acc),
-                )?,
+            // x = epoch number (1-based, the epoch just finished).
+            let col = |f: fn(&EpochMetrics) -> f64| {
+                history
+                    .iter()
+                    .map(|m| (m.epoch as f64 + 1.0, f(m)))
+                    .collect::<Vec<_>>()
+            };
+            let (train_name, held_name) = if self.task.is_classification() {
+                ("train accuracy", "held-out top-1")
+            } else {
+                ("train hits (final error < 2 m)", "held-out 1 − miss rate")
+            };
+            let curves = curves_png(
+                &format!("{}: training curves", self.name),
+                &Series {
+                    name: "training loss",
+                    points: col(|m| m.loss),
+                    held_out: false,
+                },
+                &[
+                    Series {
+                        name: train_name,
+                        points: col(|m| m.train_acc),
+                        held_out: false,
+                    },
+                    Series {
+                        name: held_name,
+                        points: col(|m| m.test_acc),
+                        held_out: true,
+                    },
+                ],
             )?;
+            out.add_file("curves.png", &curves)?;
         }
         out.set_meta(serde_json::json!({ "epochs": new_metrics }));
         Ok(())
