@@ -32,6 +32,15 @@ demo: build
 	@echo "== motion forecasting (Argoverse format): VectorNet + frozen block, demo val split:"
 	@$(BIN) -c configs/demo.toml pipeline show eval_av | grep forecast
 
+# The point-cloud claim as a study: frozen / random / none x 3 seeds on the demo data (about
+# 15 minutes on 2 cores; shares the demo's cache), then the table pooled over seeds and plots.
+.PHONY: demo-study
+demo-study: build
+	$(BIN) demo-data --out demo-data
+	@bash scripts/fetch-smollm2.sh demo-data/models
+	$(BIN) -c configs/demo-study.toml pipeline run --stage all
+	$(BIN) -c configs/demo-study.toml pipeline report --format markdown --plot demo-study-plots
+
 # Unit tests, then end-to-end tests that drive the release binary (built once).
 test: deps pydeps
 	$(CARGO) build --release --locked

@@ -609,3 +609,20 @@ fn a_matrix_expands_stages_and_shares_keys_with_hand_written_ones() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("nope"), "{}", bad.stderr);
 }
+
+/// The shipped study config parses and expands: 3 modes × 3 seeds of train and eval, whether
+/// or not the demo data is there (missing inputs block stages, they do not break the config).
+#[test]
+fn the_demo_study_config_expands() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo-study.toml");
+    let r = lm4ve(&cfg, &["pipeline", "dag"]);
+    r.ok();
+    for mode in ["frozen", "random", "none"] {
+        for seed in 0..3 {
+            for stage in ["train_pc", "eval_pc"] {
+                let name = format!("{stage}@mode={mode},seed={seed}");
+                assert!(r.stdout.contains(&name), "{name} missing:\n{}", r.stdout);
+            }
+        }
+    }
+}
