@@ -284,45 +284,6 @@ fn backticked(msg: &str) -> Option<String> {
     Some(msg[a + 1..a + 1 + b].to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct P {
-        n: u32,
-    }
-
-    #[test]
-    fn unknown_top_level_key_names_the_line() {
-        let e = PipelineConfig::parse(Path::new("c.toml"), "[cache]\ndir = \"x\"\nbogus = 1\n")
-            .unwrap_err();
-        assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.to_string().contains("bogus"), "{e}");
-    }
-
-    #[test]
-    fn unknown_param_names_line_and_key() {
-        let text = "[stages.a]\nkind = \"k\"\n[stages.a.params]\nn = 1\nnn = 2\n";
-        let c = PipelineConfig::parse(Path::new("c.toml"), text).unwrap();
-        let e = c.typed_params::<P>(&c.stages["a"]).unwrap_err();
-        assert_eq!(e.line, Some(5), "{e}");
-        assert!(e.to_string().contains("nn"), "{e}");
-    }
-
-    #[test]
-    fn paths_resolve_against_the_config_dir() {
-        let c = PipelineConfig::parse(
-            Path::new("configs/demo.toml"),
-            "[cache]\ndir = \"../cache\"\n[stages.a]\nkind = \"k\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.cache_dir, Path::new("configs/../cache"));
-    }
-}
-
 /// `*` and `?` globbing over stage names (`train_pc@mode=none*`).
 pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
     match (p.first(), s.first()) {
@@ -385,4 +346,43 @@ fn expand(
         }
     }
     Ok(stages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct P {
+        n: u32,
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_the_line() {
+        let e = PipelineConfig::parse(Path::new("c.toml"), "[cache]\ndir = \"x\"\nbogus = 1\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_param_names_line_and_key() {
+        let text = "[stages.a]\nkind = \"k\"\n[stages.a.params]\nn = 1\nnn = 2\n";
+        let c = PipelineConfig::parse(Path::new("c.toml"), text).unwrap();
+        let e = c.typed_params::<P>(&c.stages["a"]).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("nn"), "{e}");
+    }
+
+    #[test]
+    fn paths_resolve_against_the_config_dir() {
+        let c = PipelineConfig::parse(
+            Path::new("configs/demo.toml"),
+            "[cache]\ndir = \"../cache\"\n[stages.a]\nkind = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache_dir, Path::new("configs/../cache"));
+    }
 }
