@@ -602,6 +602,20 @@ fn a_matrix_expands_stages_and_shares_keys_with_hand_written_ones() {
         "{}",
         st.stdout
     );
+    // A run with the override records it in its run record.
+    let set = "stages.pc.params.num_points=96";
+    lm4ve(
+        &more,
+        &["-S", set, "pipeline", "run", "--stage", "pc@num_groups=4"],
+    )
+    .ok();
+    let runs = dir.path().join("cache/runs/pc@num_groups=4");
+    let latest = std::fs::read_to_string(runs.join("latest")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.join(format!("{latest}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["overrides"], serde_json::json!([set]), "{rec}");
     let bad = lm4ve(
         &more,
         &["-S", "stages.nope.params.x=1", "pipeline", "status"],

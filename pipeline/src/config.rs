@@ -79,6 +79,8 @@ pub struct PipelineConfig {
     /// `[cache] push`.
     pub push: bool,
     pub stages: BTreeMap<String, StageConfig>,
+    /// The `-S` overrides this config was loaded with, as given.
+    pub overrides: Vec<String>,
     text: String,
 }
 
@@ -195,8 +197,23 @@ impl PipelineConfig {
             remote,
             push,
             stages,
+            overrides: overrides.to_vec(),
             text: text.to_string(),
         })
+    }
+
+    /// The overrides that set a param of `stage` (or of the stage it was expanded from).
+    pub fn overrides_of(&self, stage: &str) -> Vec<String> {
+        let base = stage.split('@').next().unwrap_or(stage);
+        self.overrides
+            .iter()
+            .filter(|o| {
+                matrix::parse_override(o)
+                    .map(|(s, _, _)| s == base)
+                    .unwrap_or(false)
+            })
+            .cloned()
+            .collect()
     }
 
     /// The stages whose names match `pattern` (`*` any run of characters, `?` one).

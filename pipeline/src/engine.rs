@@ -759,6 +759,7 @@ impl Pipeline {
             threads: rayon::current_num_threads(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             host: host_name(),
+            overrides: self.config.overrides_of(name),
         };
         record.save(&self.cache)?;
         Ok(Outcome::Built {

@@ -24,6 +24,10 @@ pub struct RunRecord {
     pub threads: usize,
     pub tool_version: String,
     pub host: String,
+    /// The `-S` overrides of this stage that the run was made with (the key holds their
+    /// values; this says where they came from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 impl RunRecord {
