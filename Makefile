@@ -12,7 +12,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 pydeps:
-	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]'
+	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]' blake3
 
 build: deps
 	$(CARGO) build --release --locked

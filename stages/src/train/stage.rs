@@ -356,6 +356,9 @@ struct EpochMetrics {
     train_acc: f64,
     /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
     test_acc: f64,
+    /// Wall-clock time: logged, never stored (artifacts are a pure function of their key;
+    /// the run's time is in its run record).
+    #[serde(skip)]
     seconds: f64,
 }
 
