@@ -18,6 +18,11 @@ cargo fuzz build -s none --release
 bash fuzz/seed.sh "$PWD/target/release/lm4ve" >/dev/null
 total=0
 for t in ${FUZZ_TARGETS:-$(cargo fuzz list)}; do
+  # Inputs that once crashed a target (fixed since) are replayed first.
+  if [ -d "fuzz/regressions/$t" ]; then
+    cargo fuzz run -s none --release "$t" fuzz/regressions/"$t"/* >"fuzz/target/$t.replay.log" 2>&1 \
+      || { tail -40 "fuzz/target/$t.replay.log"; echo "fuzz: $t regressed"; exit 1; }
+  fi
   log="fuzz/target/$t.log"
   if ! cargo fuzz run -s none --release "$t" "fuzz/corpus/$t" -- \
       -max_total_time="$SECS" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 \

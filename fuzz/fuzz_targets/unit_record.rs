@@ -6,8 +6,20 @@ use lm4ve_pipeline::Manifest;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(u) = parse_unit(data, "train-00000") {
-        let m = Manifest::assemble("s", "k", lm4ve_fuzz::KEY, None, std::slice::from_ref(&u), serde_json::Value::Null);
-        let expect = Expected { kind: "k".into(), schema: None, units: None, meta: None };
+        let m = Manifest::assemble(
+            "s",
+            "k",
+            lm4ve_fuzz::KEY,
+            None,
+            std::slice::from_ref(&u),
+            serde_json::Value::Null,
+        );
+        let expect = Expected {
+            kind: "k".into(),
+            schema: None,
+            units: None,
+            meta: None,
+        };
         let _ = rederive(&m, vec![u], &expect);
     }
 });

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 /// A scratch directory for this fuzzing process (removed by nobody: it lives in the
 /// system temp dir and holds one small file per target).
 pub fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lm4ve-fuzz-{}", std::process::id()));
+    // Memory-backed when the machine has it: most targets write one file per execution.
+    let base = Some(PathBuf::from("/dev/shm"))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("lm4ve-fuzz-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&d);
     d
 }

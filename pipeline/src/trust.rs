@@ -71,9 +71,14 @@ pub enum TrustError {
 /// A value from an untrusted record, fit to print: control characters escaped (no terminal
 /// escape sequences pass), at most 80 characters (cut on a character boundary).
 pub fn shown(s: &str) -> String {
+    escaped(s, 80)
+}
+
+/// `s` with control characters escaped, cut after `max` characters.
+pub fn escaped(s: &str, max: usize) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i == 80 {
+        if i == max {
             out.push('…');
             break;
         }

@@ -1096,19 +1096,7 @@ impl Drop for TmpGuard {
 /// Text from a server or a storage client, fit for a terminal: control characters
 /// (terminal escape sequences) escaped, at most 300 characters.
 fn server_text(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == 300 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::trust::escaped(text, 300)
 }
 
 /// How long unreferenced remote objects are kept by `cache gc --remote`

@@ -3,6 +3,7 @@
 
 pub mod block_format;
 pub mod checkpoint;
+mod gguf_check;
 pub mod stage;
 #[cfg(test)]
 mod tests;
