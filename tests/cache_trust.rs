@@ -745,6 +745,8 @@ fn a_training_stage_run_in_two_caches_gives_identical_bytes() {
     let differ: Vec<&(String, String)> = a.iter().filter(|x| !b.contains(x)).collect();
     assert!(differ.is_empty(), "same key, different bytes: {differ:?}");
     assert_eq!(a.len(), b.len());
+    // The manifest (one checkpoint.safetensors per unit) passes the record checks.
+    lm4ve(&one, &["pipeline", "show", "train_pc", "--json"]).ok();
     // No wall-clock time in the training artifact's records.
     for (p, _) in &a {
         if p.ends_with(".json") {

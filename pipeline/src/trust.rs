@@ -210,7 +210,8 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
         let e = per_split.entry(s.split.as_str()).or_insert(0);
         *e = sum("split samples", *e, s.samples)?;
     }
-    let mut names = BTreeSet::new();
+    // File names repeat legitimately (every training unit writes its own
+    // checkpoint.safetensors); their objects are checked like shards'.
     for f in &m.files {
         check_hash("file object", &f.blake3)?;
         check_file_name(&f.name)?;
@@ -218,12 +219,6 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
             return Err(TrustError::BadPath(shown(&f.path)));
         }
         check_size(|| format!("file {}", f.name), f.bytes, MAX_FILE_BYTES)?;
-        if !names.insert(f.name.as_str()) {
-            return Err(TrustError::Inconsistent(format!(
-                "file {} is listed twice",
-                f.name
-            )));
-        }
     }
     let splits: BTreeMap<&str, u64> = m.splits.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     if splits != per_split {
