@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
-.PHONY: all deps pydeps build build-mkl demo test lint bench bench-block bench-block-mkl clean-demo
+.PHONY: all deps pydeps build build-mkl demo test lint fuzz bench bench-block bench-block-mkl clean-demo
 
 all: build
 
@@ -12,7 +12,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 pydeps:
-	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]'
+	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]' blake3
 
 build: deps
 	$(CARGO) build --release --locked
@@ -49,6 +49,11 @@ test: deps pydeps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+# The fuzz suite (fuzz/): every reader of files and peers' records, FUZZ_SECONDS (default
+# 60) per target, corpus seeded from real files. Not part of `make test` (about 15 min).
+fuzz: build
+	bash fuzz/run.sh
 
 # Benchmarks against their anchors, side by side; results go to BENCHMARKS.md by hand.
 bench: build

@@ -215,7 +215,7 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
         }
         .into());
     }
-    let m = Manifest::load(&path)?;
+    let m = Manifest::load_checked(&path, &key)?;
     let rejects_path = p.cache.artifact_dir(&key).join("rejects.jsonl");
     let shard_paths: Vec<String> = m
         .shard_paths(&path, None)
@@ -341,12 +341,30 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
             manifest.display()
         );
     }
+    for (path, why) in &report.bad_shards {
+        println!(
+            "CORRUPT shard {}: {why}; delete it and re-run the stage",
+            path.display()
+        );
+    }
+    for why in &report.bad_records {
+        println!("BAD record {why}; the next run ignores it and recomputes");
+    }
+    for link in &report.links {
+        println!(
+            "LINK {}: a symbolic link inside the cache; lm4ve does not follow it (remove it)",
+            link.display()
+        );
+    }
     println!(
-        "checked {} objects ({:.1} MB): {} corrupt, {} missing",
+        "checked {} objects ({:.1} MB): {} corrupt, {} missing, {} bad shards, {} bad records, {} links",
         report.objects,
         report.bytes as f64 / 1e6,
         report.corrupt.len(),
-        report.missing.len()
+        report.missing.len(),
+        report.bad_shards.len(),
+        report.bad_records.len(),
+        report.links.len()
     );
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -375,6 +393,9 @@ fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
         r.bytes_freed as f64 / 1e6,
         r.objects_kept
     );
+    for why in &r.refused {
+        println!("REFUSED {why}: not followed, not deleted (remove it by hand)");
+    }
     if r.artifacts_recent > 0 {
         println!(
             "kept {} artifacts of runs younger than {keep_days} days",

@@ -89,7 +89,10 @@ fn mb(bytes: u64) -> String {
 /// One line about a push, for `cache push` and for `pipeline run` with push on.
 pub fn push_summary(r: &PushReport, remote: &str) -> String {
     if r.already {
-        return format!("already on {remote}");
+        // key.rs: the first artifact published for a key wins.
+        return format!(
+            "already on {remote}; nothing pushed (the copy published first is kept, key.rs)"
+        );
     }
     let mut s = format!(
         "pushed to {remote}: {} objects ({}) uploaded, {} already there, {} unit records",
@@ -100,6 +103,12 @@ pub fn push_summary(r: &PushReport, remote: &str) -> String {
     );
     if r.resumed > 0 {
         s.push_str(&format!(", {} interrupted uploads resumed", r.resumed));
+    }
+    if r.refreshed > 0 {
+        s.push_str(&format!(
+            ", {} old objects uploaded again so remote gc spares them",
+            r.refreshed
+        ));
     }
     s.push_str(if r.manifest {
         ", manifest (complete)"
@@ -184,7 +193,7 @@ pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
             println!("{s:<16} fresh   {k}  (already in the local cache)");
             continue;
         }
-        match sync::pull_artifact(remote, &p.cache, &key, s, &progress) {
+        match p.pull_artifact(s, &progress) {
             Ok(Some(r)) => {
                 println!(
                     "{s:<16} pulled  {k}  from {name}: {} objects, {}, verified, {:.2} s",
@@ -214,7 +223,16 @@ pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
             println!("{s:<16} missing {k}  not on {name}");
             continue;
         }
-        match sync::pull_units(remote, &p.cache, &key, s, &wanted, &progress) {
+        let schema = p.stage(s).and_then(|st| st.schema());
+        match sync::pull_units(
+            remote,
+            &p.cache,
+            &key,
+            s,
+            &wanted,
+            schema.as_ref(),
+            &progress,
+        ) {
             Ok(u) => {
                 for why in &u.refused {
                     eprintln!("warning: {s}: refused from {name}: {why}");
@@ -257,6 +275,9 @@ pub fn verify(cli: &Cli) -> Result<ExitCode> {
     for why in &report.bad_records {
         println!("BAD record: {why}");
     }
+    for link in remote.refused_links() {
+        println!("REFUSED {link}: a symbolic link on {name}; not followed");
+    }
     println!(
         "checked {} objects ({}) on {name}: {} corrupt, {} missing, {} bad records",
         report.objects,
@@ -272,10 +293,6 @@ pub fn verify(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
-/// Unreferenced remote objects younger than this are kept: machines share no lock, and a
-/// push in flight uploads objects before the records that name them.
-const REMOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 pub fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
     let mut p = open_with_remote(cli)?;
     p.compute_keys(false).map_err(|e| {
@@ -288,12 +305,16 @@ pub fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
         .filter_map(|s| p.key(s).map(|k| k.key.clone()))
         .collect();
     let remote = remote_of(&p)?;
-    let grace = std::env::var("LM4VE_REMOTE_GC_GRACE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_secs)
-        .unwrap_or(REMOTE_GRACE);
+    // Unreferenced remote objects younger than this are kept: machines share no lock, and
+    // a push in flight uploads objects before the records that name them.
+    let grace = lm4ve_pipeline::remote::gc_grace();
     let r = sync::gc(remote, &keep, keep_days, grace, dry_run)?;
+    for link in remote.refused_links() {
+        println!(
+            "REFUSED {link}: a symbolic link on {}; not followed, not deleted (remove it by hand)",
+            remote.describe()
+        );
+    }
     println!(
         "{}{}: {} artifacts removed, {} kept; {} objects ({}) removed, {} kept, {} unreferenced but younger than {} h kept",
         if dry_run { "dry run: " } else { "" },

@@ -146,6 +146,18 @@ impl Manifest {
         }
     }
 
+    /// A local manifest, checked by [`crate::trust::parse_manifest`] against the key it is
+    /// stored under (a cache directory is untrusted input too: issue 16).
+    pub fn load_checked(path: &Path, key: &str) -> Result<Self> {
+        let bytes = read_capped(path)?;
+        crate::trust::parse_manifest(&bytes, key).with_context(|| {
+            format!(
+                "{} is not a valid manifest; run `lm4ve cache verify`",
+                path.display()
+            )
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| {
@@ -175,6 +187,33 @@ impl Manifest {
     }
 }
 
+/// Reads a small cache file (a record), refusing a symbolic link or one over
+/// [`crate::trust::MAX_RECORD_BYTES`].
+pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a regular file (a link?)",
+        path.display()
+    );
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(crate::trust::MAX_RECORD_BYTES + 1)
+                .read_to_end(&mut bytes)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= crate::trust::MAX_RECORD_BYTES,
+        "{} is over {} bytes: not a record",
+        path.display(),
+        crate::trust::MAX_RECORD_BYTES
+    );
+    Ok(bytes)
+}
+
 /// The journal of one artifact: which units are finished.
 pub struct Journal<'a> {
     cache: &'a Cache,
@@ -193,12 +232,29 @@ impl<'a> Journal<'a> {
         self.cache.units_dir(&self.key).join(format!("{unit}.json"))
     }
 
-    /// A unit counts as done when its record exists and every object it names is present.
+    /// A unit counts as done when its record exists, passes [`crate::trust::parse_unit`]
+    /// and every object it names is present. A record that fails the check is a warning
+    /// and the unit is computed again.
     pub fn get(&self, unit: &str) -> Option<UnitRecord> {
-        let bytes = std::fs::read(self.unit_path(unit)).ok()?;
-        let rec: UnitRecord = serde_json::from_slice(&bytes).ok()?;
-        let complete = rec.objects().all(|o| self.cache.object_path(o).exists());
-        complete.then_some(rec)
+        let path = self.unit_path(unit);
+        let bytes = read_capped(&path).ok()?;
+        self.checked(unit, &path, &bytes)
+    }
+
+    fn checked(&self, unit: &str, path: &Path, bytes: &[u8]) -> Option<UnitRecord> {
+        match crate::trust::parse_unit(bytes, unit) {
+            Ok(rec) => {
+                let complete = rec.objects().all(|o| self.cache.has_object(o));
+                complete.then_some(rec)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "ignoring the unit record {}: {e}; that unit is computed again",
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     /// Commits a finished unit (its objects are already stored).
@@ -216,10 +272,15 @@ impl<'a> Journal<'a> {
         let mut out: Vec<(UnitRecord, Vec<u8>)> = rd
             .filter_map(|e| e.ok())
             .filter_map(|e| {
-                let bytes = std::fs::read(e.path()).ok()?;
-                let rec: UnitRecord = serde_json::from_slice(&bytes).ok()?;
-                let complete = rec.objects().all(|o| self.cache.object_path(o).exists());
-                complete.then_some((rec, bytes))
+                let name = e.file_name().to_string_lossy().into_owned();
+                let unit = name.strip_suffix(".json")?;
+                if e.file_type().ok()?.is_symlink() {
+                    tracing::warn!("ignoring {}: a symbolic link", e.path().display());
+                    return None;
+                }
+                let bytes = read_capped(&e.path()).ok()?;
+                let rec = self.checked(unit, &e.path(), &bytes)?;
+                Some((rec, bytes))
             })
             .collect();
         out.sort_by(|a, b| a.0.unit.cmp(&b.0.unit));

@@ -50,11 +50,26 @@ impl Cache {
     pub fn objects_dir(&self) -> PathBuf {
         self.root.join("objects")
     }
+    /// Where object `blake3` lives. A name that is not a blake3 hash (from a damaged or
+    /// hostile record: `../secret.txt`) maps to a path with a NUL byte, which every file
+    /// system call refuses, so it can never name a file in or out of the cache.
     pub fn object_path(&self, blake3: &str) -> PathBuf {
-        self.root
-            .join("objects")
-            .join(&blake3[..2.min(blake3.len())])
-            .join(blake3)
+        if !crate::trust::is_hash(blake3) {
+            return self.root.join("objects").join("\0not-an-object-name");
+        }
+        self.root.join("objects").join(&blake3[..2]).join(blake3)
+    }
+
+    /// Whether object `blake3` is in the cache as a regular file (a symbolic link planted
+    /// in `objects/` is not an object: it is neither read nor pushed).
+    pub fn has_object(&self, blake3: &str) -> bool {
+        std::fs::symlink_metadata(self.object_path(blake3)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Refuses a path below the cache root that goes through a symbolic link.
+    pub fn check_inside(&self, path: &Path) -> Result<()> {
+        crate::links::check_path(&self.root, path)
+            .with_context(|| format!("refusing to use {}", path.display()))
     }
     pub fn artifact_dir(&self, key: &str) -> PathBuf {
         self.root.join("artifacts").join(key)
@@ -87,6 +102,10 @@ impl Cache {
     /// hash (a concurrent writer of the same hash renames identical bytes: harmless).
     pub fn adopt_object(&self, tmp: &Path, blake3: &str) -> Result<()> {
         let path = self.object_path(blake3);
+        if let Err(e) = self.check_inside(&path) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -102,12 +121,16 @@ impl Cache {
         Ok(())
     }
 
-    /// Stores `bytes` as an object (no-op when an object of that hash exists: same hash,
-    /// same bytes, so a concurrent writer is harmless).
+    /// Stores `bytes` as an object. When an object of that hash exists (same hash, same
+    /// bytes, so a concurrent writer is harmless) its mtime is refreshed instead: `cache gc`
+    /// beside a running stage spares unreferenced objects by age, so an object a run is
+    /// about to name must look young even if an earlier run wrote it long ago.
     pub fn put(&self, bytes: &[u8]) -> Result<ObjectRef> {
         let blake3 = blake3::hash(bytes).to_hex().to_string();
         let path = self.object_path(&blake3);
-        if !path.exists() {
+        self.check_inside(&path)?;
+        let present = self.has_object(&blake3) && touch(&path).is_ok();
+        if !present {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
@@ -122,11 +145,20 @@ impl Cache {
 
     /// Writes a small file of the cache atomically (temp file, fsync, rename).
     pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.check_inside(path)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         write_atomic_in(&self.root.join("tmp"), path, bytes)
     }
+}
+
+/// Sets a file's mtime to now (see [`Cache::put`]).
+pub fn touch(path: &Path) -> std::io::Result<()> {
+    std::fs::File::options()
+        .append(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a
@@ -202,5 +234,40 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn put_of_an_existing_object_refreshes_its_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let a = c.put(b"old object").unwrap();
+        let p = c.object_path(&a.blake3);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        c.put(b"old object").unwrap();
+        let age = std::fs::metadata(&p)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap();
+        assert!(age.as_secs() < 60, "{age:?}");
+    }
+
+    #[test]
+    fn names_that_are_not_hashes_never_reach_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "s").unwrap();
+        let c = Cache::open(&dir.path().join("cache")).unwrap();
+        for bad in ["../../secret.txt", "../secret.txt", "", "ab"] {
+            assert!(!c.object_path(bad).exists(), "{bad}");
+            assert!(!c.has_object(bad));
+            assert!(std::fs::read(c.object_path(bad)).is_err());
+        }
     }
 }

@@ -403,7 +403,7 @@ impl Pipeline {
                 None => false,
             };
             let key = self.keys[name].key.clone();
-            let fresh = self.cache.manifest_path(&key).exists();
+            let fresh = self.local_manifest_ok(name, &key);
             let forced = opts.force && (is_target || opts.target.is_none());
             if fresh && !forced {
                 reports.push(StageReport {
@@ -474,10 +474,103 @@ impl Pipeline {
         })
     }
 
+    /// Whether the local cache has a valid manifest for `key`: present, well-formed for
+    /// that key ([`crate::trust`]), and of this stage's kind and schema. A manifest that
+    /// fails is a named warning; it is removed and the artifact is computed (or pulled)
+    /// again.
+    fn local_manifest_ok(&self, name: &str, key: &str) -> bool {
+        let path = self.cache.manifest_path(key);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return false;
+        }
+        let why = match Manifest::load_checked(&path, key) {
+            Ok(m) => {
+                let stage = &self.stages[name];
+                if m.kind != stage.kind() || m.schema != stage.schema() {
+                    "its kind or schema is not this stage's".to_string()
+                } else {
+                    return true;
+                }
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        tracing::warn!(
+            "{name}: the local manifest of {} is not valid ({}); computing the artifact again",
+            short(key),
+            crate::trust::shown(&why)
+        );
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("{name}: cannot remove {}: {e}", path.display());
+        }
+        false
+    }
+
+    /// What this machine's copy of stage `name` says the artifact `key` must look like
+    /// (for checking a pulled artifact): its kind and schema, and — when the upstream
+    /// artifacts are here — its unit ids and its meta, re-derived.
+    pub fn expected<'a>(
+        &'a self,
+        name: &'a str,
+        key: &'a str,
+        upstream: Option<&'a BTreeMap<String, Upstream>>,
+    ) -> crate::trust::Expected<'a> {
+        let stage = self.stages[name].as_ref();
+        let units = upstream.and_then(|up| {
+            let ctx = StageCtx {
+                name,
+                key,
+                cache: &self.cache,
+                upstream: up,
+            };
+            stage
+                .plan(&ctx)
+                .ok()
+                .map(|p| p.into_iter().map(|u| u.id).collect())
+        });
+        let cache = &self.cache;
+        crate::trust::Expected {
+            kind: stage.kind().to_string(),
+            schema: stage.schema(),
+            units,
+            meta: upstream.map(|up| {
+                Box::new(move |units: &[UnitRecord]| {
+                    let ctx = StageCtx {
+                        name,
+                        key,
+                        cache,
+                        upstream: up,
+                    };
+                    stage.finish(&ctx, units)
+                }) as Box<dyn Fn(&[UnitRecord]) -> Result<serde_json::Value> + 'a>
+            }),
+        }
+    }
+
+    /// Pulls the finished artifact of `name` from the remote (checked against
+    /// [`Pipeline::expected`]); `Ok(None)` when the remote does not have it.
+    pub fn pull_artifact(
+        &self,
+        name: &str,
+        progress: &Progress,
+    ) -> Result<Option<sync::PullReport>, crate::RemoteError> {
+        let remote = self
+            .remote
+            .as_ref()
+            .ok_or_else(|| crate::RemoteError::Local("no remote configured".into()))?;
+        let key = self
+            .keys
+            .get(name)
+            .map(|k| k.key.clone())
+            .ok_or_else(|| crate::RemoteError::Local(format!("no key for stage {name}")))?;
+        let upstream = self.upstream_of(name).ok();
+        let expect = self.expected(name, &key, upstream.as_ref());
+        sync::pull_artifact(remote, &self.cache, &key, name, &expect, progress)
+    }
+
     /// Pulls the finished artifact from the remote, if there is one and it has it.
     fn try_pull(&self, name: &str, key: &str, progress: &Progress) -> Option<Outcome> {
         let remote = self.remote.as_ref()?;
-        match sync::pull_artifact(remote, &self.cache, key, name, progress) {
+        match self.pull_artifact(name, progress) {
             Ok(Some(r)) => Some(Outcome::Pulled {
                 objects: r.objects,
                 bytes: r.bytes,
@@ -529,8 +622,9 @@ impl Pipeline {
     fn upstream_of(&self, name: &str) -> Result<BTreeMap<String, Upstream>> {
         let mut up = BTreeMap::new();
         for u in self.dag.needs(name) {
-            let path = self.cache.manifest_path(&self.keys[u].key);
-            let manifest = Manifest::load(&path)
+            let key = &self.keys[u].key;
+            let path = self.cache.manifest_path(key);
+            let manifest = Manifest::load_checked(&path, key)
                 .with_context(|| format!("stage `{name}` needs `{u}`, which is not built"))?;
             up.insert(
                 u.clone(),
@@ -576,7 +670,7 @@ impl Pipeline {
             // and re-derived bytes are identical, so they stay).
             let _ = std::fs::remove_file(&manifest_path);
             journal.clear()?;
-        } else if manifest_path.exists() {
+        } else if self.local_manifest_ok(name, key) {
             return Ok(Outcome::BuiltElsewhere);
         }
         let upstream = self.upstream_of(name)?;
@@ -608,7 +702,16 @@ impl Pipeline {
                 .map(|u| u.id.clone())
                 .collect();
             if !wanted.is_empty() {
-                match sync::pull_units(remote, &self.cache, key, name, &wanted, progress) {
+                let schema = stage.schema();
+                match sync::pull_units(
+                    remote,
+                    &self.cache,
+                    key,
+                    name,
+                    &wanted,
+                    schema.as_ref(),
+                    progress,
+                ) {
                     Ok(pulled) => {
                         for why in &pulled.refused {
                             tracing::warn!(

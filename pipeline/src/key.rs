@@ -19,6 +19,24 @@
 //!   progress and log settings. Output is byte-identical for any thread count, so a key
 //!   computed on a 2-core laptop names the same bytes as one computed on a 64-core node;
 //! - file mtimes and inodes: those only decide whether a file must be re-hashed (the stat cache).
+//!
+//! Artifacts are a pure function of their key: no wall-clock time, host name or thread count
+//! is written into any artifact byte (manifests, unit records, shards, files). Those go into
+//! run records (`runs/<stage>/<key>.json`) and logs, which are not part of the artifact.
+//!
+//! **Device and floating point.** Token stages are integer/bit-exact work and give the same
+//! bytes on every machine and for any thread count (tested). Training is floating point:
+//! matmul and reduction order can differ between a CPU build and a CUDA build (and between
+//! BLAS backends), so two *devices* can produce different weights for one key. We decided
+//! **not** to put the device kind into the key — a team with one GPU machine and many CPU
+//! machines must be able to share one trained artifact, and evaluation on a CPU of weights
+//! trained on a GPU is the normal case. Instead, **the first artifact published for a key
+//! wins**: a push of a key whose manifest the remote already has is a no-op that says so
+//! (`already on the remote; kept the copy published first`), a pull always takes the
+//! remote's copy as a whole (manifest, unit records and objects agree with each other), and
+//! downstream keys depend on upstream *keys*, not bytes, so every machine that pulls sees
+//! one consistent history. On one device the trainer is deterministic for a given thread
+//! count and `tests/cache_trust.rs` checks that two caches get byte-identical artifacts.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,9 +67,14 @@ impl KeyParts {
     }
 }
 
-/// A short form of a key for humans (like git's abbreviated hashes).
+/// A short form of a key for humans (like git's abbreviated hashes): its first 12
+/// characters. Keys read from records are untrusted and may not be ASCII, so this cuts on
+/// a character boundary (a byte slice `&key[..12]` inside `é` was a panic: issue 16).
 pub fn short(key: &str) -> &str {
-    &key[..key.len().min(12)]
+    match key.char_indices().nth(12) {
+        Some((i, _)) => &key[..i],
+        None => key,
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +90,14 @@ mod tests {
             upstream: BTreeMap::new(),
             inputs: "00".into(),
         }
+    }
+
+    #[test]
+    fn short_cuts_on_a_character_boundary() {
+        assert_eq!(short("01234567890é123"), "01234567890é");
+        assert_eq!(short("éééééééééééééé").chars().count(), 12);
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(&"a".repeat(64)), "a".repeat(12));
     }
 
     #[test]

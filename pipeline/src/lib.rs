@@ -10,6 +10,7 @@ pub mod dag;
 pub mod engine;
 pub mod fingerprint;
 pub mod key;
+pub mod links;
 pub mod lock;
 pub mod maintenance;
 pub mod matrix;
@@ -18,6 +19,7 @@ pub mod record;
 pub mod remote;
 pub mod shard;
 pub mod stage;
+pub mod trust;
 
 pub use artifact::{Manifest, Reject, UnitRecord};
 pub use cas::Cache;

@@ -23,54 +23,111 @@ pub struct VerifyReport {
     pub corrupt: Vec<(PathBuf, String)>,
     /// (manifest path, missing object)
     pub missing: Vec<(PathBuf, String)>,
+    /// (shard path, why): bytes that match their hash but whose header disagrees with the
+    /// manifest or cannot be read safely.
+    pub bad_shards: Vec<(PathBuf, String)>,
+    /// Records (manifests, unit records, artifact directories) that fail
+    /// [`crate::trust`], with why.
+    pub bad_records: Vec<String>,
+    /// Symbolic links inside the cache: never followed, never deleted.
+    pub links: Vec<PathBuf>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.corrupt.is_empty() && self.missing.is_empty()
+        self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self.bad_shards.is_empty()
+            && self.bad_records.is_empty()
+            && self.links.is_empty()
     }
 }
 
-fn list_objects(cache: &Cache) -> Result<Vec<PathBuf>> {
+/// Object files, and symbolic links found where objects live.
+fn list_objects(cache: &Cache) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut objects = Vec::new();
+    let mut links = Vec::new();
     let root = cache.objects_dir();
     for entry in walkdir::WalkDir::new(&root)
-        .min_depth(2)
+        .min_depth(1)
         .max_depth(2)
         .sort_by_file_name()
     {
         let entry = entry.with_context(|| format!("listing {}", root.display()))?;
-        if entry.file_type().is_file() {
+        if entry.file_type().is_symlink() {
+            links.push(entry.into_path());
+        } else if entry.depth() == 2 && entry.file_type().is_file() {
             objects.push(entry.into_path());
         }
     }
-    Ok(objects)
+    Ok((objects, links))
 }
 
-/// One artifact directory: its key, its manifest (if complete) and its unit records.
+/// One artifact directory: its key, its manifest (if complete and valid) and its valid
+/// unit records.
 type ArtifactEntry = (String, Option<Manifest>, Vec<UnitRecord>);
 
-/// Every artifact key directory of the cache.
-fn list_artifacts(cache: &Cache) -> Result<Vec<ArtifactEntry>> {
+/// Every artifact key directory of the cache, checked by [`crate::trust`]: directories
+/// that are not content keys and records that fail are listed in `bad` (and left alone),
+/// symbolic links in `links`.
+fn list_artifacts(
+    cache: &Cache,
+    bad: &mut Vec<String>,
+    links: &mut Vec<PathBuf>,
+) -> Result<Vec<ArtifactEntry>> {
     let dir = cache.root().join("artifacts");
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return Ok(out);
     };
-    let mut keys: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut keys: Vec<(String, bool)> = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        if link {
+            links.push(e.path());
+        } else if crate::trust::is_hash(&name) {
+            keys.push((name, true));
+        } else {
+            bad.push(format!(
+                "{}: not a content key (left alone)",
+                crate::trust::shown(&e.path().display().to_string())
+            ));
+        }
+    }
     keys.sort();
-    for key in keys {
-        let manifest = Manifest::load(&cache.manifest_path(&key)).ok();
+    for (key, _) in keys {
+        let mpath = cache.manifest_path(&key);
+        let manifest = if std::fs::symlink_metadata(&mpath).is_ok() {
+            match Manifest::load_checked(&mpath, &key) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    bad.push(crate::trust::shown(&format!("{e:#}")));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut units = Vec::new();
         if let Ok(rd) = std::fs::read_dir(cache.units_dir(&key)) {
             for e in rd.filter_map(|e| e.ok()) {
-                if let Ok(bytes) = std::fs::read(e.path()) {
-                    if let Ok(rec) = serde_json::from_slice::<UnitRecord>(&bytes) {
-                        units.push(rec);
-                    }
+                if e.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
+                    links.push(e.path());
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".json").unwrap_or(&name);
+                let checked = crate::artifact::read_capped(&e.path())
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|b| crate::trust::parse_unit(&b, id).map_err(|e| e.to_string()));
+                match checked {
+                    Ok(rec) => units.push(rec),
+                    Err(why) => bad.push(format!(
+                        "{}: {}",
+                        e.path().display(),
+                        crate::trust::shown(&why)
+                    )),
                 }
             }
         }
@@ -90,7 +147,7 @@ fn users(artifacts: &[ArtifactEntry]) -> BTreeMap<String, String> {
                     o.to_string(),
                     format!(
                         "stage {stage}, artifact {}, unit {}",
-                        &key[..12.min(key.len())],
+                        crate::key::short(key),
                         u.unit
                     ),
                 );
@@ -101,8 +158,9 @@ fn users(artifacts: &[ArtifactEntry]) -> BTreeMap<String, String> {
 }
 
 pub fn verify(cache: &Cache) -> Result<VerifyReport> {
-    let objects = list_objects(cache)?;
-    let artifacts = list_artifacts(cache)?;
+    let mut bad_records = Vec::new();
+    let (objects, mut links) = list_objects(cache)?;
+    let artifacts = list_artifacts(cache, &mut bad_records, &mut links)?;
     let users = users(&artifacts);
     let checked: Vec<(PathBuf, u64, bool)> = objects
         .par_iter()
@@ -123,6 +181,8 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
         .collect();
     let mut report = VerifyReport {
         objects: checked.len(),
+        bad_records,
+        links,
         ..Default::default()
     };
     for (p, bytes, ok) in checked {
@@ -139,6 +199,7 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
             report.corrupt.push((p, user));
         }
     }
+    let corrupt: BTreeSet<PathBuf> = report.corrupt.iter().map(|c| c.0.clone()).collect();
     for (key, manifest, _) in &artifacts {
         if let Some(m) = manifest {
             for o in m
@@ -147,10 +208,26 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
                 .map(|s| &s.blake3)
                 .chain(m.files.iter().map(|f| &f.blake3))
             {
-                if !cache.object_path(o).exists() {
+                if !cache.has_object(o) {
                     report.missing.push((cache.manifest_path(key), o.clone()));
                 }
             }
+            // A shard can match its hash and still carry a header that lies (issue 16):
+            // check it the way a reader will read it.
+            let bad: Vec<(PathBuf, String)> = m
+                .shards
+                .par_iter()
+                .filter_map(|s| {
+                    let p = cache.object_path(&s.blake3);
+                    if corrupt.contains(&p) || !cache.has_object(&s.blake3) {
+                        return None;
+                    }
+                    crate::shard::check_shard(&p, s.samples, m.schema.as_ref())
+                        .err()
+                        .map(|e| (p, e.to_string()))
+                })
+                .collect();
+            report.bad_shards.extend(bad);
         }
     }
     Ok(report)
@@ -168,6 +245,8 @@ pub struct GcReport {
     pub runs_active: bool,
     /// Unreferenced objects kept because a run may be about to name them.
     pub objects_young: usize,
+    /// Symbolic links and entries that are not content keys: not followed, not deleted.
+    pub refused: Vec<String>,
 }
 
 /// How long a file counts as "possibly being written" when a run is active.
@@ -263,9 +342,19 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
         BTreeSet::new()
     };
     let recent = recent_keys(cache, opts.keep_days);
-    let artifacts = list_artifacts(cache)?;
+    let mut refused = Vec::new();
+    let mut links = Vec::new();
+    let artifacts = list_artifacts(cache, &mut refused, &mut links)?;
+    let (objects, object_links) = list_objects(cache)?;
+    refused.extend(
+        links
+            .iter()
+            .chain(&object_links)
+            .map(|l| format!("{}: a symbolic link", l.display())),
+    );
     let mut report = GcReport {
         runs_active,
+        refused,
         ..Default::default()
     };
     let mut live = BTreeSet::new();
@@ -289,11 +378,11 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
         } else {
             report.artifacts_removed += 1;
             if !dry_run {
-                remove_dir(&cache.artifact_dir(key))?;
+                remove_dir(cache, &cache.artifact_dir(key))?;
             }
         }
     }
-    for p in list_objects(cache)? {
+    for p in objects {
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -329,7 +418,9 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
     Ok(report)
 }
 
-fn remove_dir(p: &Path) -> Result<()> {
+/// Removes an artifact directory, refusing one that is (or lies behind) a link.
+fn remove_dir(cache: &Cache, p: &Path) -> Result<()> {
+    cache.check_inside(p)?;
     std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))
 }
 
@@ -368,7 +459,7 @@ mod tests {
             unit: "u".into(),
             shards: Vec::new(),
             files: vec![crate::artifact::FileOut {
-                name: "f".into(),
+                name: "metrics.json".into(),
                 blake3: o.blake3.clone(),
                 bytes: o.bytes,
             }],

@@ -91,8 +91,43 @@ impl Field {
         }
     }
     pub fn byte_len(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.size()
+        self.checked_byte_len().unwrap_or(usize::MAX)
     }
+    /// `prod(shape) × itemsize`, `None` when it overflows (a shape from a damaged header).
+    pub fn checked_byte_len(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.size(), |a, &d| a.checked_mul(d))
+    }
+}
+
+/// Largest decompressed sample a reader accepts (an SSv2 sample is ~2.4 MB; this bounds
+/// what a damaged or hostile header can make a reader allocate).
+pub const MAX_SAMPLE_BYTES: usize = 1 << 30;
+/// Most fields a sample may have.
+const MAX_FIELDS: usize = 1024;
+
+/// A schema's sizes are computable and bounded: every field's `prod(shape) × itemsize`
+/// and their sum fit in [`MAX_SAMPLE_BYTES`]; names are unique and non-empty.
+pub fn check_schema(schema: &Schema) -> Result<usize, String> {
+    if schema.len() > MAX_FIELDS {
+        return Err(format!("{} fields (at most {MAX_FIELDS})", schema.len()));
+    }
+    let mut total = 0usize;
+    let mut names = std::collections::BTreeSet::new();
+    for f in schema {
+        if f.name.is_empty() || !names.insert(f.name.as_str()) {
+            return Err("a field name is empty or repeated".into());
+        }
+        total = f
+            .checked_byte_len()
+            .and_then(|n| total.checked_add(n))
+            .filter(|t| *t <= MAX_SAMPLE_BYTES)
+            .ok_or_else(|| {
+                format!("a sample would be over {MAX_SAMPLE_BYTES} bytes (field shapes too large)")
+            })?;
+    }
+    Ok(total)
 }
 
 /// The fields of every sample, in storage order.
@@ -222,6 +257,8 @@ pub struct ShardReader {
     schema: Schema,
     offsets: Vec<u64>,
     data_start: u64,
+    /// Decompressed bytes of one sample (checked against the schema at open).
+    sample_bytes: usize,
 }
 
 impl ShardReader {
@@ -251,18 +288,30 @@ impl ShardReader {
             });
         }
         let header_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as u64;
-        if 16 + header_len > file_len {
-            return Err(corrupt("header runs past the end of the file"));
-        }
+        // Every size below comes from the file: checked arithmetic, and nothing is allocated
+        // before it is known to fit in the file.
+        let after_header = 16u64
+            .checked_add(header_len)
+            .filter(|n| *n <= file_len)
+            .ok_or_else(|| corrupt("header runs past the end of the file"))?;
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header).map_err(io)?;
         let header: Header =
             serde_json::from_slice(&header).map_err(|e| corrupt(&format!("bad header: {e}")))?;
-        let index_len = 8 * (header.samples as u64 + 1);
-        let data_start = 16 + header_len + index_len;
-        if data_start > file_len {
-            return Err(corrupt("offset index runs past the end of the file"));
+        if header.format != "lm4ve-shard" {
+            return Err(corrupt("header format is not lm4ve-shard"));
         }
+        let sample_bytes = check_schema(&header.fields).map_err(|e| corrupt(&e))?;
+        let index_len = (header.samples as u64)
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(8))
+            .filter(|n| {
+                after_header
+                    .checked_add(*n)
+                    .is_some_and(|end| end <= file_len)
+            })
+            .ok_or_else(|| corrupt("offset index runs past the end of the file"))?;
+        let data_start = after_header + index_len;
         let mut index = vec![0u8; index_len as usize];
         file.read_exact(&mut index).map_err(io)?;
         let offsets: Vec<u64> = index
@@ -273,8 +322,10 @@ impl ShardReader {
                 u64::from_le_bytes(b)
             })
             .collect();
-        if offsets.windows(2).any(|w| w[0] > w[1])
-            || offsets.last().copied().unwrap_or(0) + data_start != file_len
+        let data_len = file_len - data_start;
+        if offsets.first() != Some(&0)
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets.last() != Some(&data_len)
         {
             return Err(corrupt("offset index does not match the file size"));
         }
@@ -284,6 +335,7 @@ impl ShardReader {
             schema: header.fields,
             offsets,
             data_start,
+            sample_bytes,
         })
     }
 
@@ -291,7 +343,7 @@ impl ShardReader {
         &self.schema
     }
     pub fn len(&self) -> usize {
-        self.offsets.len() - 1
+        self.offsets.len().saturating_sub(1)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -314,18 +366,26 @@ impl ShardReader {
         self.file
             .seek(SeekFrom::Start(self.data_start + start))
             .map_err(io)?;
-        let mut frame = vec![0u8; (end - start) as usize];
+        // Offsets are checked at open: ascending and ending at the file's end.
+        let mut frame = vec![0u8; end.saturating_sub(start) as usize];
         self.file.read_exact(&mut frame).map_err(io)?;
-        let total: usize = self.schema.iter().map(Field::byte_len).sum();
-        let raw = zstd::bulk::decompress(&frame, total).map_err(|e| ShardError::Corrupt {
+        let total = self.sample_bytes;
+        let corrupt = |why: String| ShardError::Corrupt {
             path: self.path.clone(),
-            why: format!("sample {index}: {e}"),
-        })?;
+            why: format!("sample {index}: {why}"),
+        };
+        // The frame header says how much it decompresses to; refuse a frame that claims
+        // more than the schema before allocating anything for it.
+        match zstd::zstd_safe::get_frame_content_size(&frame) {
+            Ok(Some(n)) if n == total as u64 => {}
+            Ok(Some(n)) => return Err(corrupt(format!("{n} bytes, schema says {total}"))),
+            // Unknown size: decompression below is still capped at `total`.
+            Ok(None) => {}
+            Err(_) => return Err(corrupt("not a zstd frame".into())),
+        }
+        let raw = zstd::bulk::decompress(&frame, total).map_err(|e| corrupt(e.to_string()))?;
         if raw.len() != total {
-            return Err(ShardError::Corrupt {
-                path: self.path.clone(),
-                why: format!("sample {index}: {} bytes, schema says {total}", raw.len()),
-            });
+            return Err(corrupt(format!("{} bytes, schema says {total}", raw.len())));
         }
         let mut fields = Vec::with_capacity(self.schema.len());
         let mut at = 0;
@@ -337,9 +397,75 @@ impl ShardReader {
     }
 }
 
+/// Checks a shard file against what a manifest or unit record says of it: a well-formed
+/// header and offset index, `samples` samples and, when given, exactly `schema`. Used on
+/// pulled shards and by `cache verify`, so a shard whose bytes match their hash but whose
+/// header lies is refused before a reader trusts it.
+pub fn check_shard(path: &Path, samples: u64, schema: Option<&Schema>) -> Result<(), ShardError> {
+    let r = ShardReader::open(path)?;
+    let corrupt = |why: String| ShardError::Corrupt {
+        path: path.display().to_string(),
+        why,
+    };
+    if r.len() as u64 != samples {
+        return Err(corrupt(format!(
+            "{} samples, its record says {samples}",
+            r.len()
+        )));
+    }
+    if let Some(s) = schema {
+        if r.schema() != s {
+            return Err(corrupt("its fields are not the manifest's schema".into()));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard whose header claims `samples` samples and whose offset index is empty: the
+    /// 123-byte file of issue 16 (`8*(samples+1)` wrapped to 0 in release builds).
+    fn lying_header(samples: u64) -> Vec<u8> {
+        let header = format!(
+            r#"{{"format":"lm4ve-shard","fields":[{{"name":"x","dtype":"uint8","shape":[4]}}],"samples":{samples}}}"#
+        );
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out
+    }
+
+    #[test]
+    fn a_header_with_u64_max_samples_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [u64::MAX, u64::MAX / 8, 1 << 40] {
+            let p = dir.path().join(format!("s{n}"));
+            std::fs::write(&p, lying_header(n)).unwrap();
+            assert!(
+                matches!(ShardReader::open(&p), Err(ShardError::Corrupt { .. })),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_shapes_are_refused_at_open() {
+        let header = r#"{"format":"lm4ve-shard","fields":[{"name":"x","dtype":"float32","shape":[4294967296,4294967296]}],"samples":0}"#;
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, b).unwrap();
+        assert!(ShardReader::open(&p).is_err());
+    }
 
     #[test]
     fn round_trip_random_access() {

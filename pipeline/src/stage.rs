@@ -81,6 +81,11 @@ impl<'a> UnitOutput<'a> {
 
     /// Stores a named file (a checkpoint, a metrics JSON, a plot).
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        // Readers refuse records naming other files (crate::trust): list a new one there.
+        anyhow::ensure!(
+            crate::trust::KNOWN_FILES.contains(&name),
+            "file name `{name}` is not in lm4ve_pipeline::trust::KNOWN_FILES (a bug in the stage)"
+        );
         let obj = self.cache.put(bytes)?;
         self.files.push(FileOut {
             name: name.to_string(),

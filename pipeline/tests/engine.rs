@@ -103,7 +103,7 @@ impl Stage for Sum {
                 total += r.read(i)?.fields[0].iter().map(|b| *b as u64).sum::<u64>();
             }
         }
-        out.add_file("sum.txt", (total * self.scale).to_string().as_bytes())?;
+        out.add_file("metrics.json", (total * self.scale).to_string().as_bytes())?;
         Ok(())
     }
 }
@@ -171,7 +171,7 @@ fn staleness_flows_downstream_only() {
     let key = p.key("sum").unwrap().key.clone();
     let m = lm4ve_pipeline::Manifest::load(&p.cache.manifest_path(&key)).unwrap();
     let sum = std::fs::read_to_string(
-        m.file_path(&p.cache.manifest_path(&key), "sum.txt")
+        m.file_path(&p.cache.manifest_path(&key), "metrics.json")
             .unwrap(),
     )
     .unwrap();

@@ -99,6 +99,12 @@ pub enum RemoteError {
         total: usize,
         first: String,
     },
+    #[error("`{path}` on the {kind} remote: {why}")]
+    Refused {
+        path: String,
+        kind: &'static str,
+        why: String,
+    },
     #[error("local cache: {0}")]
     Local(String),
     #[error("not asked: the {kind} remote failed earlier in this run")]
@@ -110,7 +116,7 @@ impl RemoteError {
     pub fn is_bad_object(&self) -> bool {
         matches!(
             self,
-            RemoteError::Corrupt { .. } | RemoteError::Missing { .. }
+            RemoteError::Corrupt { .. } | RemoteError::Missing { .. } | RemoteError::Refused { .. }
         )
     }
 }
@@ -139,6 +145,8 @@ pub struct PushCounts {
     pub bytes: u64,
     /// Multipart uploads that continued an interrupted earlier push.
     pub resumed: usize,
+    /// Objects present but old, uploaded again so remote gc counts them as young.
+    pub refreshed: usize,
 }
 
 /// A remote cache. Cheap to create: the storage client is built on first use, so a run
@@ -153,6 +161,8 @@ pub struct Remote {
     /// Set when a request failed after the client's retries: later calls fail at once
     /// instead of waiting through the same retries again (the run computes locally).
     down: OnceLock<String>,
+    /// Directory remotes: paths refused because they are (or go through) symbolic links.
+    links: Mutex<BTreeSet<String>>,
 }
 
 struct Inner {
@@ -179,6 +189,11 @@ impl Remote {
     /// Parses the remote; `base_dir` resolves a relative directory (from a config file).
     pub fn open(url: &str, base_dir: Option<&Path>) -> Result<Remote, RemoteError> {
         let spec = RemoteSpec::parse(url, base_dir)?;
+        if spec.cleartext_credentials() {
+            tracing::warn!(
+                "the http remote's URL has a user name and password, and http:// sends them in clear text to anyone on the path; use https://"
+            );
+        }
         let env_num = |k: &str| {
             std::env::var(k)
                 .ok()
@@ -193,6 +208,7 @@ impl Remote {
             inner: OnceLock::new(),
             bad: Mutex::new(BTreeSet::new()),
             down: OnceLock::new(),
+            links: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -253,10 +269,52 @@ impl Remote {
         let first = text.lines().next().unwrap_or_default();
         RemoteError::Store {
             op,
-            path: rel.to_string(),
+            path: crate::trust::shown(rel),
             kind: self.kind_name(),
-            message: self.spec.redact(first),
+            message: server_text(&self.spec.redact(first)),
         }
+    }
+
+    /// Directory remotes: refuses `rel` when it is or goes through a symbolic link (or
+    /// leaves the root), and remembers it for [`Remote::refused_links`].
+    fn check_link(&self, rel: &str) -> Result<(), RemoteError> {
+        let Some(root) = self.dir_root() else {
+            return Ok(());
+        };
+        crate::links::check_rel(&root, Path::new(rel)).map_err(|e| {
+            let path = match &e {
+                crate::links::LinkError::Link(p) | crate::links::LinkError::Outside(p) => {
+                    p.clone()
+                }
+            };
+            if let Ok(mut l) = self.links.lock() {
+                if l.insert(path.clone()) {
+                    tracing::warn!(
+                        "{}: {}; not listed, read, written or deleted",
+                        self.describe(),
+                        crate::trust::shown(&e.to_string())
+                    );
+                }
+            }
+            RemoteError::Refused {
+                path: crate::trust::shown(&path),
+                kind: self.kind_name(),
+                why: "a symbolic link (or a path out of the remote); lm4ve never follows links on a directory remote".into(),
+            }
+        })
+    }
+
+    /// The root directory of a directory remote.
+    fn dir_root(&self) -> Option<PathBuf> {
+        (self.spec.kind == RemoteKind::Dir).then(|| PathBuf::from(&self.spec.location))
+    }
+
+    /// Paths of a directory remote refused so far because they are symbolic links.
+    pub fn refused_links(&self) -> Vec<String> {
+        self.links
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Remembers a failed request (see `down`); passes the result through.
@@ -299,20 +357,39 @@ impl Remote {
         self.watch(inner.rt.block_on(self.a_get_small(inner, rel.to_string())))
     }
 
+    /// Reads a record, at most [`crate::trust::MAX_RECORD_BYTES`]: a record that is larger
+    /// is refused as soon as that many bytes have arrived (no unbounded buffering).
     async fn a_get_small(
         &self,
         inner: &Inner,
         rel: String,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
-        match inner.store.get(&self.path(&rel)).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => Ok(Some(b.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.store_err("reading", &rel, e)),
-            },
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.store_err("reading", &rel, e)),
+        self.check_link(&rel)?;
+        let cap = crate::trust::MAX_RECORD_BYTES;
+        let got = patient(self, "reading", &rel, inner.store.get(&self.path(&rel))).await;
+        let mut stream = match got {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.store_err("reading", &rel, e)),
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    if out.len() as u64 + c.len() as u64 > cap {
+                        return Err(RemoteError::BadRecord {
+                            path: rel.clone(),
+                            kind: self.kind_name(),
+                            why: format!("over {cap} bytes: not a record"),
+                        });
+                    }
+                    out.extend_from_slice(&c);
+                }
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.store_err("reading", &rel, e)),
+            }
         }
+        Ok(Some(out))
     }
 
     /// Several small files at once, in the order asked.
@@ -336,6 +413,7 @@ impl Remote {
         inner.rt.block_on(async {
             futures::stream::iter(files)
                 .map(|(rel, bytes)| async move {
+                    self.check_link(&rel)?;
                     inner
                         .store
                         .put(&self.path(&rel), PutPayload::from(bytes))
@@ -359,11 +437,18 @@ impl Remote {
     pub fn head(&self, rel: &str) -> Result<Option<u64>, RemoteError> {
         let inner = self.watch(self.inner())?;
         self.watch(inner.rt.block_on(self.a_head(inner, rel)))
+            .map(|m| m.map(|m| m.0))
     }
 
-    async fn a_head(&self, inner: &Inner, rel: &str) -> Result<Option<u64>, RemoteError> {
-        match inner.store.head(&self.path(rel)).await {
-            Ok(m) => Ok(Some(m.size)),
+    /// Size and modification time of a file on the remote, `None` when absent.
+    async fn a_head(
+        &self,
+        inner: &Inner,
+        rel: &str,
+    ) -> Result<Option<(u64, SystemTime)>, RemoteError> {
+        self.check_link(rel)?;
+        match patient(self, "checking", rel, inner.store.head(&self.path(rel))).await {
+            Ok(m) => Ok(Some((m.size, SystemTime::from(m.last_modified)))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.store_err("checking", rel, e)),
         }
@@ -378,6 +463,10 @@ impl Remote {
         inner.rt.block_on(async {
             futures::stream::iter(rels.iter())
                 .map(|rel| async move {
+                    if self.check_link(rel).is_err() {
+                        // Reported by check_link; never delete through a link.
+                        return Ok(());
+                    }
                     match inner.store.delete(&self.path(rel)).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                         Err(e) => Err(self.store_err("deleting", rel, e)),
@@ -393,6 +482,9 @@ impl Remote {
     /// Every file under `rel_prefix` (recursively). A missing prefix is an empty list.
     pub fn list(&self, rel_prefix: &str) -> Result<Vec<Listed>, RemoteError> {
         let inner = self.watch(self.inner())?;
+        if let Some(root) = self.dir_root() {
+            return self.list_dir(&root, rel_prefix);
+        }
         let root = self.path(rel_prefix.trim_end_matches('/'));
         let metas: Vec<object_store::ObjectMeta> = self.watch(inner.rt.block_on(async {
             if self.kind() == RemoteKind::Http {
@@ -432,6 +524,66 @@ impl Remote {
         Ok(out)
     }
 
+    /// Lists a directory remote without following links (object_store's local backend
+    /// follows them, which lists — and lets gc delete — files outside the remote). Links
+    /// are reported ([`Remote::refused_links`]) and left out; so are staging files.
+    fn list_dir(&self, root: &Path, rel_prefix: &str) -> Result<Vec<Listed>, RemoteError> {
+        let prefix = rel_prefix.trim_end_matches('/');
+        let start = root.join(prefix);
+        if self.check_link(prefix).is_err() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e)
+                    if e.io_error().map(|io| io.kind()) == Some(std::io::ErrorKind::NotFound) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    return Err(self.watch_err(RemoteError::Store {
+                        op: "listing",
+                        path: prefix.to_string(),
+                        kind: self.kind_name(),
+                        message: server_text(&self.spec.redact(&e.to_string())),
+                    }))
+                }
+            };
+            let Ok(rel) = entry.path().strip_prefix(root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            let ft = entry.file_type();
+            if ft.is_symlink() {
+                let _ = self.check_link(&rel);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy();
+            // object_store's staging files (`<name>#<n>`) are uploads in progress.
+            if !ft.is_file() || name.contains('#') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            out.push(Listed {
+                rel,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        out.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(out)
+    }
+
+    fn watch_err(&self, e: RemoteError) -> RemoteError {
+        let _ = self.down.set(e.to_string());
+        e
+    }
+
     // ---- objects -----------------------------------------------------------------------
 
     /// Pulls objects into the local cache, `jobs` at a time, each verified by blake3 before
@@ -464,7 +616,7 @@ impl Remote {
         inner.rt.block_on(async {
             futures::stream::iter(objects.iter())
                 .map(|(h, size)| async move {
-                    let r = if cache.object_path(h).exists() {
+                    let r = if cache.has_object(h) {
                         bar.inc(*size);
                         Ok(false)
                     } else if self.is_bad(h) {
@@ -506,6 +658,8 @@ impl Remote {
     }
 
     /// Streams one object, hashing it; with a cache, into `tmp/` and then into `objects/`.
+    /// At most `size` bytes (what the record announces) are read: an object that goes on
+    /// longer is refused at that point, and the temp file is removed on every failure.
     async fn fetch(
         &self,
         inner: &Inner,
@@ -515,7 +669,27 @@ impl Remote {
         bar: &ProgressBar,
     ) -> Result<(), RemoteError> {
         let rel = object_rel(blake3);
-        let got = match inner.store.get(&self.path(&rel)).await {
+        let corrupt = |why: String| {
+            self.mark_bad(blake3);
+            RemoteError::Corrupt {
+                blake3: blake3.to_string(),
+                kind: self.kind_name(),
+                why,
+            }
+        };
+        if !crate::trust::is_hash(blake3) {
+            return Err(corrupt("not an object name".into()));
+        }
+        if size > crate::trust::MAX_FILE_BYTES {
+            return Err(corrupt(format!(
+                "announced as {size} bytes, over the limit"
+            )));
+        }
+        if let Err(e) = self.check_link(&rel) {
+            self.mark_bad(blake3);
+            return Err(e);
+        }
+        let got = match patient(self, "reading", &rel, inner.store.get(&self.path(&rel))).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => {
                 self.mark_bad(blake3);
@@ -526,33 +700,37 @@ impl Remote {
             }
             Err(e) => return Err(self.store_err("reading", &rel, e)),
         };
-        let tmp = match cache {
-            Some(c) => Some(
-                c.new_tmp_file()
-                    .map_err(|e| RemoteError::Local(format!("{e:#}")))?,
-            ),
-            None => None,
+        let (guard, out) = match cache {
+            Some(c) => {
+                let (path, file) = c
+                    .new_tmp_file()
+                    .map_err(|e| RemoteError::Local(format!("{e:#}")))?;
+                (TmpGuard(Some(path)), Some(file))
+            }
+            None => (TmpGuard(None), None),
         };
-        let tmp_path = tmp.as_ref().map(|t| t.0.clone());
         let hashed = match got.payload {
             GetResultPayload::File(file, _) => {
                 let bar = bar.clone();
-                let out = tmp.map(|t| t.1);
-                tokio::task::spawn_blocking(move || copy_hashing(file, out, &bar))
+                tokio::task::spawn_blocking(move || copy_hashing(file, out, &bar, size))
                     .await
                     .map_err(|e| RemoteError::Local(format!("copy task: {e}")))?
                     .map_err(|e| RemoteError::Local(format!("copying {rel}: {e}")))
             }
             GetResultPayload::Stream(mut stream) => {
-                let mut out = tmp.map(|t| std::io::BufWriter::with_capacity(1 << 20, t.1));
+                let mut out = out.map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
                 let mut h = blake3::Hasher::new();
                 let mut n = 0u64;
                 let mut result = Ok(());
                 while let Some(chunk) = stream.next().await {
                     match chunk {
                         Ok(c) => {
+                            n = n.saturating_add(c.len() as u64);
+                            if n > size {
+                                // Count it as read so the size check below refuses it.
+                                break;
+                            }
                             h.update(&c);
-                            n += c.len() as u64;
                             bar.inc(c.len() as u64);
                             if let Some(o) = out.as_mut() {
                                 if let Err(e) = o.write_all(&c) {
@@ -570,6 +748,7 @@ impl Remote {
                 match (result, out) {
                     (Err(e), _) => Err(e),
                     (Ok(()), None) => Ok((h.finalize().to_hex().to_string(), n)),
+                    (Ok(()), Some(_)) if n > size => Ok((String::new(), n)),
                     (Ok(()), Some(o)) => {
                         let file = o
                             .into_inner()
@@ -583,39 +762,28 @@ impl Remote {
                 }
             }
         };
-        let cleanup = |p: &Option<PathBuf>| {
-            if let Some(p) = p {
-                let _ = std::fs::remove_file(p);
-            }
-        };
-        let (hash, n) = match hashed {
-            Ok(x) => x,
-            Err(e) => {
-                cleanup(&tmp_path);
-                return Err(e);
-            }
-        };
-        if hash != blake3 || n != size {
-            cleanup(&tmp_path);
-            self.mark_bad(blake3);
-            let why = if hash != blake3 {
-                format!("its bytes hash to {}", &hash[..12])
+        let (hash, n) = hashed?;
+        if n != size {
+            return Err(corrupt(if n > size {
+                format!("more than the {size} bytes its record announces")
             } else {
                 format!("{n} bytes, the record says {size}")
-            };
-            return Err(RemoteError::Corrupt {
-                blake3: blake3.to_string(),
-                kind: self.kind_name(),
-                why,
-            });
+            }));
         }
-        if let (Some(c), Some(p)) = (cache, tmp_path) {
+        if hash != blake3 {
+            return Err(corrupt(format!(
+                "its bytes hash to {}",
+                crate::key::short(&hash)
+            )));
+        }
+        if let (Some(c), Some(p)) = (cache, guard.0.clone()) {
             let c = c.clone();
             let h = blake3.to_string();
             tokio::task::spawn_blocking(move || c.adopt_object(&p, &h))
                 .await
                 .map_err(|e| RemoteError::Local(format!("rename task: {e}")))?
                 .map_err(|e| RemoteError::Local(format!("{e:#}")))?;
+            guard.disarm();
         }
         Ok(())
     }
@@ -655,17 +823,38 @@ impl Remote {
         counts: &Mutex<PushCounts>,
     ) -> Result<(), RemoteError> {
         let local = cache.object_path(blake3);
-        let size = std::fs::metadata(&local)
-            .map_err(|e| local_err("object missing from the local cache:", &local, e))?
-            .len();
+        // Never upload what a link in the local cache points at.
+        let meta = std::fs::symlink_metadata(&local)
+            .map_err(|e| local_err("object missing from the local cache:", &local, e))?;
+        if !meta.is_file() {
+            return Err(local_err(
+                "refusing to push",
+                &local,
+                "not a regular file (a symbolic link?)",
+            ));
+        }
+        let size = meta.len();
         let rel = object_rel(blake3);
+        self.check_link(&rel)?;
         let redo = force || self.is_bad(blake3);
-        if !redo && self.a_head(inner, &rel).await? == Some(size) {
-            bar.inc(size);
-            if let Ok(mut c) = counts.lock() {
-                c.present += 1;
+        let present = if redo {
+            None
+        } else {
+            self.a_head(inner, &rel).await?
+        };
+        let mut refreshed = false;
+        if let Some((n, modified)) = present.filter(|p| p.0 == size) {
+            let _ = n;
+            // The records this push writes next will name this object: make it young, so a
+            // `cache gc --remote` running now does not take it for an unreferenced leftover.
+            if self.touch(&rel, modified) {
+                bar.inc(size);
+                if let Ok(mut c) = counts.lock() {
+                    c.present += 1;
+                }
+                return Ok(());
             }
-            return Ok(());
+            refreshed = true;
         }
         let resumed = match (&inner.s3, size > self.part_bytes) {
             (Some(s3), true) => self.multipart(s3, cache, blake3, &local, size, bar).await?,
@@ -683,11 +872,32 @@ impl Remote {
         };
         self.unmark_bad(blake3);
         if let Ok(mut c) = counts.lock() {
-            c.uploaded += 1;
+            if refreshed {
+                c.present += 1;
+                c.refreshed += 1;
+            } else {
+                c.uploaded += 1;
+            }
             c.bytes += size;
             c.resumed += resumed as usize;
         }
         Ok(())
+    }
+
+    /// Makes an object that a push found present look recently written, so remote gc's
+    /// grace period covers it. A directory remote sets the file's mtime; an object store
+    /// cannot, so an object older than half the grace period is uploaded again (same
+    /// bytes, atomically). Returns `false` when the caller must re-upload.
+    fn touch(&self, rel: &str, modified: SystemTime) -> bool {
+        if let Some(root) = self.dir_root() {
+            return crate::links::join_checked(&root, rel)
+                .ok()
+                .is_some_and(|p| crate::cas::touch(&p).is_ok());
+        }
+        let age = SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
+        age < gc_grace() / 2
     }
 
     /// A resumable S3 multipart upload: the upload id and each finished part are saved in
@@ -835,11 +1045,15 @@ fn file_bytes(path: &Path, size: u64) -> std::io::Result<Bytes> {
 }
 
 /// Copies a file while hashing it (the directory backend hands back open files).
+/// Reads at most `limit + 1` bytes, so an endless source (a link to /dev/zero) stops at
+/// once and its count shows it was too long.
 fn copy_hashing(
-    mut src: std::fs::File,
+    src: std::fs::File,
     mut dst: Option<std::fs::File>,
     bar: &ProgressBar,
+    limit: u64,
 ) -> std::io::Result<(String, u64)> {
+    let mut src = src.take(limit.saturating_add(1));
     let mut buf = vec![0u8; 1 << 20];
     let mut h = blake3::Hasher::new();
     let mut n = 0u64;
@@ -859,6 +1073,78 @@ fn copy_hashing(
         d.sync_all()?;
     }
     Ok((h.finalize().to_hex().to_string(), n))
+}
+
+/// A download's temp file, removed when dropped unless it was adopted into `objects/`:
+/// every early return (a refused object, a transport error, a full disk) cleans up.
+struct TmpGuard(Option<PathBuf>);
+
+impl TmpGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Text from a server or a storage client, fit for a terminal: control characters
+/// (terminal escape sequences) escaped, at most 300 characters.
+fn server_text(text: &str) -> String {
+    crate::trust::escaped(text, 300)
+}
+
+/// How long unreferenced remote objects are kept by `cache gc --remote`
+/// (`LM4VE_REMOTE_GC_GRACE_SECS`, default a day): machines share no lock, and a push in
+/// flight uploads objects before the records that name them.
+pub fn gc_grace() -> Duration {
+    std::env::var("LM4VE_REMOTE_GC_GRACE_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(24 * 3600))
+}
+
+/// How long one request may wait for the next bytes (`LM4VE_REMOTE_TIMEOUT_SECS`,
+/// default 30 s) before it is retried under the retry policy (3 retries, 60 s budget).
+fn read_timeout() -> Duration {
+    std::env::var("LM4VE_REMOTE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Awaits a request, saying what it waits for when it takes more than a few seconds (a
+/// stalled server otherwise looks like a hung lm4ve).
+async fn patient<T>(
+    remote: &Remote,
+    op: &str,
+    rel: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    let mut waited = 0u64;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), &mut fut).await {
+            Ok(v) => return v,
+            Err(_) => {
+                waited += 5;
+                tracing::info!(
+                    "waiting for {} ({op} {}): no answer for {waited} s; it is retried, then given up on after {:.0} s without bytes",
+                    remote.describe(),
+                    crate::trust::shown(rel),
+                    read_timeout().as_secs_f64()
+                );
+            }
+        }
+    }
 }
 
 /// Test hook: `LM4VE_FAULT_ABORT_AFTER_UPLOADS=N` aborts after the N-th upload.
@@ -899,8 +1185,12 @@ fn build(spec: &RemoteSpec) -> Result<Inner, String> {
         ..Default::default()
     };
     let client = |allow_http: bool| {
+        // No total timeout (a 2 GB object takes a while) but a read timeout: a server that
+        // accepts and then says nothing fails that request, which the retry policy above
+        // retries; then the run computes locally.
         object_store::ClientOptions::new()
             .with_timeout_disabled()
+            .with_read_timeout(read_timeout())
             .with_connect_timeout(Duration::from_secs(10))
             .with_allow_http(allow_http)
     };

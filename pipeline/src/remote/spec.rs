@@ -152,6 +152,14 @@ impl RemoteSpec {
         Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes())))
     }
 
+    /// An http:// remote with a user name or password in its URL: Basic authentication
+    /// sends them readable to anyone between here and the server.
+    pub fn cleartext_credentials(&self) -> bool {
+        self.kind == RemoteKind::Http
+            && self.basic_auth.is_some()
+            && self.location.starts_with("http://")
+    }
+
     /// A stable, non-reversible name for this remote (file names of resumable uploads).
     pub fn id(&self) -> String {
         let mut h = blake3::Hasher::new();
@@ -168,6 +176,17 @@ impl RemoteSpec {
     pub fn redact(&self, text: &str) -> String {
         let mut out = redact_urls(text);
         let mut needles: Vec<&str> = Vec::new();
+        // The storage client names files by their resolved path (links and `..` resolved),
+        // which is not the path the user gave: hide both.
+        let resolved = match self.kind {
+            RemoteKind::Dir => std::fs::canonicalize(&self.location)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            _ => None,
+        };
+        if let Some(r) = &resolved {
+            needles.push(r.as_str());
+        }
         match self.kind {
             RemoteKind::Dir => needles.push(self.location.as_str()),
             RemoteKind::S3 => {
@@ -386,6 +405,21 @@ mod tests {
         let d = RemoteSpec::parse("/mnt/nfs/labcache", None).unwrap();
         let r = d.redact("Unable to open file /mnt/nfs/labcache/objects/ab/cd: denied");
         assert!(!r.contains("labcache"), "{r}");
+        // A resolved path (through a link) is hidden too.
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real-lab-cache");
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("alias")).unwrap();
+        let d = RemoteSpec::parse(&tmp.path().join("alias").display().to_string(), None).unwrap();
+        let resolved = std::fs::canonicalize(&real).unwrap();
+        let r = d.redact(&format!("Unable to open {}/objects/x", resolved.display()));
+        assert!(!r.contains("real-lab-cache"), "{r}");
+        assert!(RemoteSpec::parse("http://u:p@h/x", None)
+            .unwrap()
+            .cleartext_credentials());
+        assert!(!RemoteSpec::parse("https://u:p@h/x", None)
+            .unwrap()
+            .cleartext_credentials());
         let h = RemoteSpec::parse("https://user:pw@dav.example/x", None).unwrap();
         let r = h.redact("HTTP error for https://user:pw@dav.example/x/objects: 500");
         assert!(!r.contains("pw@") && !r.contains("dav.example"), "{r}");

@@ -8,15 +8,19 @@
 //! `gc` deletes in the opposite order: manifests, records, and only then unreferenced
 //! objects that are older than a grace period (a push in flight uploads objects first).
 //!
-//! Everything read from the remote is checked before use: object names must be blake3 hex
-//! (they become file names), unit ids must be file-name safe, a manifest must carry the key
-//! it was fetched under and point at its objects the standard way.
+//! Everything read from the remote is checked before use ([`crate::trust`]): object names
+//! must be blake3 hex (they become file names), unit ids must be file-name safe, a manifest
+//! must carry the key it was fetched under, point at its objects the standard way, agree
+//! with its unit records and with what this machine's stage would write (kind, schema, unit
+//! ids, meta), and every shard's header must agree with the manifest. A pull writes the
+//! manifest it re-derived, not the bytes it was sent.
 
 use super::{object_rel, Remote, RemoteError};
 use crate::artifact::{Journal, Manifest, UnitRecord};
 use crate::cas::Cache;
 use crate::key::short;
 use crate::progress::Progress;
+use crate::trust::{self, is_hash, is_name, Expected, TrustError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,6 +48,8 @@ pub struct PushReport {
     pub already: bool,
     /// Multipart uploads that resumed an interrupted push.
     pub resumed: usize,
+    /// Objects the remote had but that were old, uploaded again so remote gc spares them.
+    pub refreshed: usize,
     pub seconds: f64,
 }
 
@@ -63,54 +69,16 @@ fn run_rel(stage: &str, key: &str) -> String {
     format!("runs/{stage}/{key}.json")
 }
 
-fn is_hash(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn is_unit_id(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn bad_record(remote: &Remote, path: &str, why: impl Into<String>) -> RemoteError {
+fn bad_record(remote: &Remote, path: &str, why: impl std::fmt::Display) -> RemoteError {
     RemoteError::BadRecord {
-        path: path.to_string(),
+        path: trust::shown(path),
         kind: remote.kind_name(),
-        why: why.into(),
+        why: why.to_string(),
     }
 }
 
 fn check_manifest(remote: &Remote, key: &str, bytes: &[u8]) -> Result<Manifest, RemoteError> {
-    let rel = manifest_rel(key);
-    let m: Manifest =
-        serde_json::from_slice(bytes).map_err(|e| bad_record(remote, &rel, e.to_string()))?;
-    if m.key != key {
-        return Err(bad_record(
-            remote,
-            &rel,
-            format!("it is the manifest of {}", short(&m.key)),
-        ));
-    }
-    let paths = m
-        .shards
-        .iter()
-        .map(|s| (&s.blake3, &s.path))
-        .chain(m.files.iter().map(|f| (&f.blake3, &f.path)));
-    for (h, p) in paths {
-        if !is_hash(h) || *p != crate::artifact::object_rel(h) {
-            return Err(bad_record(
-                remote,
-                &rel,
-                format!("bad object reference `{p}`"),
-            ));
-        }
-    }
-    Ok(m)
+    trust::parse_manifest(bytes, key).map_err(|e| bad_record(remote, &manifest_rel(key), e))
 }
 
 fn check_unit(
@@ -119,19 +87,7 @@ fn check_unit(
     id: &str,
     bytes: &[u8],
 ) -> Result<UnitRecord, RemoteError> {
-    let rec: UnitRecord =
-        serde_json::from_slice(bytes).map_err(|e| bad_record(remote, rel, e.to_string()))?;
-    if rec.unit != id {
-        return Err(bad_record(
-            remote,
-            rel,
-            format!("it names unit `{}`", rec.unit),
-        ));
-    }
-    if let Some(h) = rec.objects().find(|h| !is_hash(h)) {
-        return Err(bad_record(remote, rel, format!("bad object name `{h}`")));
-    }
-    Ok(rec)
+    trust::parse_unit(bytes, id).map_err(|e| bad_record(remote, rel, e))
 }
 
 fn manifest_objects(m: &Manifest) -> Vec<(String, u64)> {
@@ -160,15 +116,19 @@ pub fn has_artifact(remote: &Remote, key: &str) -> Result<bool, RemoteError> {
     Ok(remote.head(&manifest_rel(key))?.is_some())
 }
 
-/// Pulls the finished artifact `key` of `stage` into the local cache: its objects
-/// (verified), `rejects.jsonl`, the manifest (last) and the run record. `Ok(None)` when the
-/// remote does not have it. On a refused object nothing is marked complete locally (the
-/// good objects stay: a unit pull or the stage's own run uses them).
+/// Pulls the finished artifact `key` of `stage` into the local cache: its manifest and
+/// unit records (checked, and the manifest re-derived from the records and `expect`), its
+/// objects (verified by hash and size), its shard headers (checked against the manifest);
+/// then, locally, the unit records, `rejects.jsonl` (re-derived), the re-derived manifest
+/// (last) and the run record. `Ok(None)` when the remote does not have it. On anything
+/// refused nothing is marked complete locally (good objects stay: a unit pull or the
+/// stage's own run uses them).
 pub fn pull_artifact(
     remote: &Remote,
     cache: &Cache,
     key: &str,
     stage: &str,
+    expect: &Expected,
     progress: &Progress,
 ) -> Result<Option<PullReport>, RemoteError> {
     let started = Instant::now();
@@ -177,13 +137,32 @@ pub fn pull_artifact(
         return Ok(None);
     };
     let m = check_manifest(remote, key, &bytes)?;
-    let objects = manifest_objects(&m);
+    let ids: Vec<String> = match &expect.units {
+        Some(plan) => plan.clone(),
+        None => remote_units(remote, key)?.into_iter().collect(),
+    };
+    let rels: Vec<String> = ids.iter().map(|u| unit_rel(key, u)).collect();
+    let bodies = remote.get_many(&rels)?;
+    let mut units = Vec::with_capacity(ids.len());
+    for ((id, urel), body) in ids.iter().zip(&rels).zip(bodies) {
+        let Some(b) = body else {
+            return Err(bad_record(
+                remote,
+                &rel,
+                TrustError::Inconsistent(format!("the record of its unit {id} is missing")),
+            ));
+        };
+        units.push(check_unit(remote, urel, id, &b)?);
+    }
+    let (manifest, ordered) =
+        trust::rederive(&m, units, expect).map_err(|e| bad_record(remote, &rel, e))?;
+    let objects = manifest_objects(&manifest);
     let missing: Vec<(String, u64)> = objects
         .iter()
-        .filter(|(h, _)| !cache.object_path(h).exists())
+        .filter(|(h, _)| !cache.has_object(h))
         .cloned()
         .collect();
-    let total: u64 = missing.iter().map(|o| o.1).sum();
+    let total: u64 = missing.iter().fold(0u64, |a, o| a.saturating_add(o.1));
     let bar = progress.bytes_bar(total, &format!("pull {stage} {}", short(key)));
     let results = remote.pull_objects(cache, &missing, &bar);
     bar.finish_and_clear();
@@ -207,16 +186,39 @@ pub fn pull_artifact(
             first: failed.swap_remove(0),
         });
     }
-    let rejects = remote.get_small(&rejects_rel(key))?.unwrap_or_default();
+    // The bytes match their hashes; now the shards must be what the manifest says they are
+    // (a correctly hashed shard can still carry a header that lies).
+    for s in &manifest.shards {
+        crate::shard::check_shard(
+            &cache.object_path(&s.blake3),
+            s.samples,
+            manifest.schema.as_ref(),
+        )
+        .map_err(|e| bad_record(remote, &rel, format!("shard {}: {e}", short(&s.blake3))))?;
+    }
+    let journal = Journal::new(cache, key);
+    for u in &ordered {
+        journal.commit(u).map_err(local)?;
+    }
+    let mut rejects = String::new();
+    for r in ordered.iter().flat_map(|u| &u.rejects) {
+        rejects.push_str(&serde_json::to_string(r).map_err(|e| RemoteError::Local(e.to_string()))?);
+        rejects.push('\n');
+    }
     cache
-        .write_file(&cache.artifact_dir(key).join("rejects.jsonl"), &rejects)
+        .write_file(
+            &cache.artifact_dir(key).join("rejects.jsonl"),
+            rejects.as_bytes(),
+        )
         .map_err(local)?;
+    let pretty =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| RemoteError::Local(e.to_string()))?;
     cache
-        .write_file(&cache.manifest_path(key), &bytes)
+        .write_file(&cache.manifest_path(key), &pretty)
         .map_err(local)?;
     // The run record says when/where it was built (for `status`); optional.
     if let Ok(Some(rec)) = remote.get_small(&run_rel(stage, key)) {
-        if serde_json::from_slice::<crate::record::RunRecord>(&rec).is_ok() {
+        if trust::parse_run_record(&rec, stage, key).is_ok() {
             let dir = cache.runs_dir(stage);
             let _ = cache.write_file(&dir.join(format!("{key}.json")), &rec);
             let _ = cache.write_file(&dir.join("latest"), key.as_bytes());
@@ -235,7 +237,7 @@ pub fn remote_units(remote: &Remote, key: &str) -> Result<BTreeSet<String>, Remo
         .filter_map(|l| {
             let name = l.rel.strip_prefix(&dir)?.strip_prefix('/')?;
             let id = name.strip_suffix(".json")?;
-            is_unit_id(id).then(|| id.to_string())
+            is_name(id).then(|| id.to_string())
         })
         .collect())
 }
@@ -252,12 +254,14 @@ pub struct PulledUnits {
 /// Pulls the finished units among `wanted` that the remote has: their objects (verified),
 /// then their records into the local journal. A unit with a refused object is left out
 /// (and listed in `refused`) so the stage computes it.
+/// A unit's shards must have the stage's `schema` and the sample counts the record says.
 pub fn pull_units(
     remote: &Remote,
     cache: &Cache,
     key: &str,
     stage: &str,
     wanted: &BTreeSet<String>,
+    schema: Option<&crate::shard::Schema>,
     progress: &Progress,
 ) -> Result<PulledUnits, RemoteError> {
     let started = Instant::now();
@@ -281,7 +285,7 @@ pub fn pull_units(
     let objects: Vec<(String, u64)> = recs
         .iter()
         .flat_map(|(r, _)| unit_objects(r))
-        .filter(|(h, _)| !cache.object_path(h).exists() && seen.insert(h.clone()))
+        .filter(|(h, _)| !cache.has_object(h) && seen.insert(h.clone()))
         .collect();
     let total = objects.iter().map(|o| o.1).sum();
     let bar = progress.bytes_bar(total, &format!("pull {stage} units {}", short(key)));
@@ -302,12 +306,18 @@ pub fn pull_units(
             .objects()
             .filter_map(|h| match results.get(h) {
                 Some(Err(e)) => Some(e.to_string()),
-                _ if !cache.object_path(h).exists() => Some(format!("object {h} not pulled")),
+                _ if !cache.has_object(h) => Some(format!("object {h} not pulled")),
                 _ => None,
             })
+            .chain(rec.shards.iter().filter_map(|s| {
+                crate::shard::check_shard(&cache.object_path(&s.blake3), s.samples, schema)
+                    .err()
+                    .map(|e| format!("shard {}: {e}", short(&s.blake3)))
+            }))
             .collect();
         if let Some(first) = bad.into_iter().next() {
-            out.refused.push(format!("unit {}: {first}", rec.unit));
+            out.refused
+                .push(format!("unit {}: {first}", trust::shown(&rec.unit)));
             continue;
         }
         journal.commit_bytes(&rec.unit, &bytes).map_err(local)?;
@@ -334,7 +344,7 @@ pub fn push_artifact(
     let mut report = PushReport::default();
     let manifest_path = cache.manifest_path(key);
     let manifest = if manifest_path.exists() {
-        Some(Manifest::load(&manifest_path).map_err(local)?)
+        Some(Manifest::load_checked(&manifest_path, key).map_err(local)?)
     } else {
         None
     };
@@ -364,12 +374,7 @@ pub fn push_artifact(
     if let Some(m) = &manifest {
         objects.extend(manifest_objects(m).into_iter().map(|o| o.0));
     }
-    objects.extend(
-        refused
-            .iter()
-            .filter(|h| cache.object_path(h).exists())
-            .cloned(),
-    );
+    objects.extend(refused.iter().filter(|h| cache.has_object(h)).cloned());
     let objects: Vec<String> = objects
         .into_iter()
         .filter(|h| !covered.contains(h))
@@ -377,11 +382,11 @@ pub fn push_artifact(
     let total: u64 = objects
         .iter()
         .map(|h| {
-            std::fs::metadata(cache.object_path(h))
+            std::fs::symlink_metadata(cache.object_path(h))
                 .map(|m| m.len())
                 .unwrap_or(0)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let bar = progress.bytes_bar(total, &format!("push {stage} {}", short(key)));
     let counts = remote.push_objects(cache, &objects, force, &bar);
     bar.finish_and_clear();
@@ -390,6 +395,7 @@ pub fn push_artifact(
     report.objects_present = counts.present;
     report.bytes = counts.bytes;
     report.resumed = counts.resumed;
+    report.refreshed = counts.refreshed;
     let records: Vec<(String, Vec<u8>)> = units
         .into_iter()
         .filter(|(u, _)| !on_remote.contains(&u.unit))
@@ -398,16 +404,17 @@ pub fn push_artifact(
     report.units = records.len();
     remote.put_many(records)?;
     if manifest.is_some() {
-        let rejects =
-            std::fs::read(cache.artifact_dir(key).join("rejects.jsonl")).unwrap_or_default();
+        let rejects = crate::artifact::read_capped(&cache.artifact_dir(key).join("rejects.jsonl"))
+            .unwrap_or_default();
         remote.put_small(&rejects_rel(key), rejects)?;
-        let bytes = std::fs::read(&manifest_path)
-            .map_err(|e| RemoteError::Local(format!("reading {}: {e}", manifest_path.display())))?;
+        let bytes = crate::artifact::read_capped(&manifest_path).map_err(local)?;
         remote.put_small(&manifest_rel(key), bytes)?;
         report.manifest = true;
         let run = cache.runs_dir(stage).join(format!("{key}.json"));
-        if let Ok(rec) = std::fs::read(&run) {
-            remote.put_small(&run_rel(stage, key), rec)?;
+        if let Ok(rec) = crate::artifact::read_capped(&run) {
+            if trust::parse_run_record(&rec, stage, key).is_ok() {
+                remote.put_small(&run_rel(stage, key), rec)?;
+            }
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -453,6 +460,14 @@ fn read_artifacts(
         let (_, Some(key), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
+        if !is_hash(key) {
+            // Not ours (or a trap): reported, never read or deleted.
+            let why = format!("artifacts/{}: not a content key", trust::shown(key));
+            if !bad.contains(&why) {
+                bad.push(why);
+            }
+            continue;
+        }
         let a = arts
             .entry(key.to_string())
             .or_insert_with(|| RemoteArtifact {
@@ -676,12 +691,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_from_the_remote_are_checked() {
-        assert!(is_hash(&"a".repeat(64)));
-        assert!(!is_hash("../../etc/passwd"));
-        assert!(!is_hash(&"A".repeat(64)));
-        assert!(is_unit_id("train-00003"));
-        assert!(!is_unit_id(".."));
-        assert!(!is_unit_id("a/b"));
+    fn record_paths_are_built_from_checked_names() {
+        assert_eq!(
+            unit_rel(&"a".repeat(64), "train-00003"),
+            format!("artifacts/{}/units/train-00003.json", "a".repeat(64))
+        );
+        assert!(!is_name("a/b"));
     }
 }

@@ -7,6 +7,13 @@ use candle_core::quantized::gguf_file;
 use std::path::Path;
 
 pub(super) fn gguf_content(path: &Path) -> Result<gguf_file::Content, LlmError> {
+    // candle's reader trusts the file's lengths; check them first (gguf_check.rs).
+    super::gguf_check::check(path).map_err(|e| {
+        bad(
+            path,
+            format!("bad GGUF header: {e}; the file is truncated or corrupt"),
+        )
+    })?;
     let mut f = std::fs::File::open(path).map_err(|e| bad(path, e.to_string()))?;
     gguf_file::Content::read(&mut f).map_err(|e| {
         bad(

@@ -5,6 +5,7 @@
 pub mod block_format;
 pub mod checkpoint;
 mod gguf;
+mod gguf_check;
 mod hf;
 pub mod stage;
 #[cfg(test)]

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// Points decoded per batch: bounds the decode buffer (and what a lying header can make us
 /// allocate) while keeping the per-batch overhead negligible.
 const BATCH_POINTS: u64 = 1 << 20;
+/// At most this many bytes of raw point records are read at once.
+const BATCH_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LasError {
@@ -64,9 +66,14 @@ pub fn read_las_cloud(path: &Path) -> Result<Vec<Point>, LasError> {
         .build();
     let mut origin: Option<[f64; 3]> = None;
     let mut done = 0u64;
+    // The reader allocates a batch's raw records up front, and the header sets both the
+    // count and the record size: cap a batch at BATCH_BYTES (found by `make fuzz`: a
+    // 227-byte header asked for a 30 GB buffer).
+    let record = u64::from(reader.header().point_format().len()).max(1);
+    let batch_points = BATCH_POINTS.min(BATCH_BYTES / record).max(1);
     while done < total {
         let got = reader
-            .fill_points(BATCH_POINTS.min(total - done), &mut batch)
+            .fill_points(batch_points.min(total - done), &mut batch)
             .map_err(read_err)?;
         if got == 0 {
             return Err(LasError::Read {
@@ -292,6 +299,20 @@ mod tests {
                 assert!((g[k] - rel).abs() < 1e-5, "{g:?} vs {w:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_header_with_a_huge_record_length_is_an_error_not_an_abort() {
+        // Found by `make fuzz` (fuzz/regressions/las/): point format 0 with 29 kB of extra
+        // bytes per record made one batch a 30 GB allocation.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.las");
+        std::fs::write(
+            &p,
+            include_bytes!("../../../fuzz/regressions/las/huge-record-length.las"),
+        )
+        .unwrap();
+        assert!(read_las_cloud(&p).is_err());
     }
 
     #[test]

@@ -189,6 +189,9 @@ pub(super) struct EpochMetrics {
     pub(super) train_acc: f64,
     /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
     pub(super) test_acc: f64,
+    /// Wall-clock time: logged, never stored (artifacts are a pure function of their key;
+    /// the run's time is in its run record).
+    #[serde(skip)]
     pub(super) seconds: f64,
 }
 
