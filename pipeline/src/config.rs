@@ -344,6 +344,15 @@ fn expand(
         for (suffix, sets) in variants {
             let mut sc = base.clone();
             sc.name = format!("{name}@{suffix}");
+            if !crate::trust::is_stage_name(&sc.name) {
+                return Err((
+                    matrices.get(name).map(|m| m.0),
+                    format!(
+                        "[stages.{name}.matrix]: the variant name `{}` is not a plain name (letters, digits, . _ - @ = , and at most 128 characters); use simpler values",
+                        sc.name
+                    ),
+                ));
+            }
             for (k, v) in sets {
                 sc.params.insert(k.clone(), v.clone());
             }

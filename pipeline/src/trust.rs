@@ -108,6 +108,18 @@ pub fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// A stage name: a [`is_name`] word, or a study variant `base@k1=v1,k2=v2` (see
+/// `matrix.rs`); `@`, `=` and `,` are as safe as the rest in a file name, a URL path segment
+/// and an object-store key.
+pub fn is_stage_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@=,".contains(&b))
+}
+
 pub fn check_hash(what: &'static str, s: &str) -> Result<(), TrustError> {
     if is_hash(s) {
         Ok(())
@@ -189,7 +201,12 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
             crate::key::short(key)
         )));
     }
-    check_name("stage name", &m.stage)?;
+    if !is_stage_name(&m.stage) {
+        return Err(TrustError::BadName {
+            what: "stage name",
+            value: shown(&m.stage),
+        });
+    }
     let mut per_split: BTreeMap<&str, u64> = BTreeMap::new();
     let mut objects = BTreeSet::new();
     for s in &m.shards {
