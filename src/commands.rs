@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 use lm4ve_pipeline::engine::State;
 use lm4ve_pipeline::key::short;
 use lm4ve_pipeline::{
-    maintenance, ConfigError, Manifest, Outcome, Pipeline, PipelineConfig, Progress, RunOptions,
-    StageFailed, UsageError,
+    maintenance, ConfigError, Manifest, Outcome, PipelineConfig, Progress, RunOptions, StageFailed,
+    UsageError,
 };
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -51,17 +51,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-pub(crate) fn open(cli: &Cli) -> Result<Pipeline> {
-    let config = PipelineConfig::load_with(&cli.config, &cli.set)?;
-    let mut p = Pipeline::new(config, cli.cache.clone(), &lm4ve_stages::build_stage)?;
-    let remote = crate::remote_cmd::resolve(cli, &p.config)?;
-    let push = p.config.push;
-    p.set_remote(remote, push);
-    Ok(p)
-}
-
 fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
-    let mut p = open(cli)?;
+    let mut p = crate::open::open(cli)?;
     if args.push {
         p.set_push(true);
     }
@@ -167,7 +158,7 @@ fn pulled_units(n: usize, remote: &str) -> String {
 }
 
 fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
-    let mut p = open(cli)?;
+    let mut p = crate::open::open(cli)?;
     let statuses = p.status(rehash)?;
     if json {
         let v: Vec<serde_json::Value> = statuses
@@ -196,7 +187,7 @@ fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
 }
 
 fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
-    let mut p = open(cli)?;
+    let mut p = crate::open::open(cli)?;
     if p.stage(stage).is_none() {
         return Err(UsageError(format!("no stage `{stage}` in {}", cli.config.display())).into());
     }
@@ -304,7 +295,7 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
 }
 
 fn dag(cli: &Cli) -> Result<ExitCode> {
-    let p = open(cli)?;
+    let p = crate::open::open(cli)?;
     for name in p.dag().order() {
         let kind = p
             .stage(name)
@@ -374,7 +365,7 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
 }
 
 fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
-    let mut p = open(cli)?;
+    let mut p = crate::open::open(cli)?;
     p.compute_keys(false)
         .context("gc keeps the artifacts of the current config, so it needs their keys")?;
     let keep: BTreeSet<String> = p

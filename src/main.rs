@@ -5,6 +5,7 @@ mod bench_cmd;
 mod cli;
 mod commands;
 mod llm_cmd;
+mod open;
 mod remote_cmd;
 mod report_cmd;
 

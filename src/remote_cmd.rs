@@ -1,59 +1,18 @@
 //! The remote-cache commands: `cache push`, `cache pull`, `cache verify --remote`,
-//! `cache gc --remote`, and which remote a command uses (`--remote` / `LM4VE_REMOTE`, else
-//! the config's `[cache] remote`). The remote's URL is never printed: it can hold
-//! credentials; output names it by kind ("the s3 remote").
+//! `cache gc --remote` (which remote a command uses is decided in `open.rs`). The remote's
+//! URL is never printed: it can hold credentials; output names it by kind ("the s3 remote").
 
 use crate::cli::Cli;
 use anyhow::Result;
 use lm4ve_pipeline::key::short;
 use lm4ve_pipeline::remote::sync::{self, PushReport};
-use lm4ve_pipeline::{ConfigError, Pipeline, PipelineConfig, Progress, Remote, UsageError};
+use lm4ve_pipeline::{Pipeline, Progress, Remote, UsageError};
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-/// The remote this command uses: `--remote URL` / `LM4VE_REMOTE` (`none`: no remote), else
-/// `[cache] remote` (relative directories resolve against the config file).
-pub fn resolve(cli: &Cli, config: &PipelineConfig) -> Result<Option<Remote>> {
-    // A bare `--remote` (as in `cache verify --remote`) names no URL: then the environment's
-    // LM4VE_REMOTE, which the bare flag shadowed while parsing, still applies.
-    // `--remote` may be given twice (`lm4ve --remote URL cache verify --remote`): the last
-    // URL counts.
-    let env = std::env::var("LM4VE_REMOTE").ok();
-    let given = cli
-        .remote
-        .iter()
-        .rev()
-        .map(|u| u.trim())
-        .find(|u| !u.is_empty());
-    let url = given.or(env.as_deref().map(str::trim));
-    match url {
-        Some("none") => Ok(None),
-        Some(url) if !url.is_empty() => Remote::open(url, None).map(Some).map_err(|e| {
-            UsageError(format!(
-                "--remote / LM4VE_REMOTE: {e} (use s3://BUCKET/PREFIX, file:///PATH, https://HOST/PATH, an absolute directory, or `none`)"
-            ))
-            .into()
-        }),
-        _ => match &config.remote {
-            Some(url) => Remote::open(url, Some(&config.base_dir))
-                .map(Some)
-                .map_err(|e| {
-                    ConfigError {
-                        file: config.path.display().to_string(),
-                        line: None,
-                        message: format!("[cache] remote: {e}"),
-                        missing_input: None,
-                    }
-                    .into()
-                }),
-            None => Ok(None),
-        },
-    }
-}
-
 /// The pipeline with its remote, or a usage error when there is none.
 fn open_with_remote(cli: &Cli) -> Result<Pipeline> {
-    let p = crate::commands::open(cli)?;
+    let p = crate::open::open(cli)?;
     if p.remote().is_none() {
         return Err(UsageError(format!(
             "no remote cache: pass --remote URL, set LM4VE_REMOTE, or add `remote = \"s3://BUCKET/PREFIX\"` under [cache] in {}",
@@ -119,15 +78,6 @@ pub fn push_summary(r: &PushReport, remote: &str) -> String {
     s
 }
 
-/// Holds the cache's gc lock shared while objects are read or written.
-fn gc_guard(p: &Pipeline) -> Result<lm4ve_pipeline::lock::FileLock> {
-    lm4ve_pipeline::lock::acquire_shared(
-        &p.cache.locks_dir(),
-        lm4ve_pipeline::lock::GC_LOCK,
-        || tracing::info!("`lm4ve cache gc` is running on this cache; waiting for it"),
-    )
-}
-
 /// The pipeline with its remote, the stages a transfer command acts on, and the content
 /// keys of those stages (and of what they depend on) computed.
 fn open_for_transfer(cli: &Cli, stage: Option<&str>) -> Result<(Pipeline, Vec<String>)> {
@@ -145,7 +95,7 @@ fn open_for_transfer(cli: &Cli, stage: Option<&str>) -> Result<(Pipeline, Vec<St
 
 pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
     let (p, stages) = open_for_transfer(cli, stage)?;
-    let _guard = gc_guard(&p)?;
+    let _guard = p.hold_off_gc()?;
     let progress = Progress::new(cli.quiet);
     let remote = remote_of(&p)?;
     let name = remote.describe();
@@ -181,7 +131,7 @@ pub fn push(cli: &Cli, stage: Option<&str>, force: bool) -> Result<ExitCode> {
 
 pub fn pull(cli: &Cli, stage: Option<&str>) -> Result<ExitCode> {
     let (p, stages) = open_for_transfer(cli, stage)?;
-    let _guard = gc_guard(&p)?;
+    let _guard = p.hold_off_gc()?;
     let progress = Progress::new(cli.quiet);
     let remote = remote_of(&p)?;
     let name = remote.describe();

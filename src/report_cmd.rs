@@ -102,7 +102,7 @@ pub fn report(
     filter: Option<&str>,
     plot: Option<&Path>,
 ) -> Result<ExitCode> {
-    let mut p = crate::commands::open(cli)?;
+    let mut p = crate::open::open(cli)?;
     let evals: Vec<String> = p
         .config
         .stages
@@ -345,7 +345,7 @@ fn write_plots(
 /// Writes the artifact's files under readable names into `out` (`model.safetensors`,
 /// `metrics.json`, checkpoints numbered by unit: `checkpoint-00000.safetensors`, …).
 pub fn export(cli: &Cli, stage: &str, out: &Path) -> Result<ExitCode> {
-    let mut p = crate::commands::open(cli)?;
+    let mut p = crate::open::open(cli)?;
     if p.stage(stage).is_none() {
         return Err(UsageError(format!("no stage `{stage}` in {}", cli.config.display())).into());
     }

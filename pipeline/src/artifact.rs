@@ -92,7 +92,9 @@ pub struct Manifest {
 
 pub const MANIFEST_FORMAT: &str = "lm4ve-manifest/1";
 
-pub(crate) fn object_rel(blake3: &str) -> String {
+/// Where an object lies relative to a manifest (`artifacts/<key>/manifest.json` →
+/// `objects/xx/<hash>`): the path a manifest records for its shards and files.
+pub(crate) fn object_path_from_manifest(blake3: &str) -> String {
     format!("../../objects/{}/{blake3}", &blake3[..2.min(blake3.len())])
 }
 
@@ -119,7 +121,7 @@ impl Manifest {
                     samples: s.samples,
                     bytes: s.bytes,
                     blake3: s.blake3.clone(),
-                    path: object_rel(&s.blake3),
+                    path: object_path_from_manifest(&s.blake3),
                 });
             }
             for f in &u.files {
@@ -127,7 +129,7 @@ impl Manifest {
                     name: f.name.clone(),
                     bytes: f.bytes,
                     blake3: f.blake3.clone(),
-                    path: object_rel(&f.blake3),
+                    path: object_path_from_manifest(&f.blake3),
                 });
             }
         }

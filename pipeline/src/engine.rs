@@ -391,10 +391,7 @@ impl Pipeline {
         }
         self.compute_keys_of(&todo, opts.rehash)?;
         // Held shared for the whole run: `cache gc` takes it exclusively.
-        let _gc_guard =
-            crate::lock::acquire_shared(&self.cache.locks_dir(), crate::lock::GC_LOCK, || {
-                tracing::info!("`lm4ve cache gc` is running on this cache; waiting for it");
-            })?;
+        let _gc_guard = self.hold_off_gc()?;
         let mut reports = Vec::new();
         for name in &todo {
             let is_target = match opts.target.as_deref() {
@@ -452,6 +449,15 @@ impl Pipeline {
             .into());
         }
         Ok(reports)
+    }
+
+    /// Keeps `cache gc` away from this cache while the guard lives (gc takes the same lock
+    /// exclusively, so it waits for runs and transfers, and they wait for it): what a run, a
+    /// push and a pull hold.
+    pub fn hold_off_gc(&self) -> Result<crate::lock::FileLock> {
+        crate::lock::acquire_shared(&self.cache.locks_dir(), crate::lock::GC_LOCK, || {
+            tracing::info!("`lm4ve cache gc` is running on this cache; waiting for it");
+        })
     }
 
     /// Why `stage` cannot run: its own missing input, or an upstream stage's; `detail` adds

@@ -22,7 +22,7 @@
 //! objects computed them honestly. Hashes prove integrity, not provenance (README, "Threat
 //! model").
 
-use crate::artifact::{object_rel, Manifest, UnitRecord, MANIFEST_FORMAT};
+use crate::artifact::{object_path_from_manifest, Manifest, UnitRecord, MANIFEST_FORMAT};
 use crate::shard::Schema;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -212,7 +212,7 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
     for s in &m.shards {
         check_hash("shard object", &s.blake3)?;
         check_name("split", &s.split)?;
-        if s.path != object_rel(&s.blake3) {
+        if s.path != object_path_from_manifest(&s.blake3) {
             return Err(TrustError::BadPath(shown(&s.path)));
         }
         check_size(|| format!("shard {}", s.blake3), s.bytes, MAX_SHARD_BYTES)?;
@@ -232,7 +232,7 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
     for f in &m.files {
         check_hash("file object", &f.blake3)?;
         check_file_name(&f.name)?;
-        if f.path != object_rel(&f.blake3) {
+        if f.path != object_path_from_manifest(&f.blake3) {
             return Err(TrustError::BadPath(shown(&f.path)));
         }
         check_size(|| format!("file {}", f.name), f.bytes, MAX_FILE_BYTES)?;
@@ -512,7 +512,7 @@ mod tests {
         // Consistently rewritten shards still disagree with the unit records.
         let mut m = manifest(&units);
         m.shards[0].blake3 = "c".repeat(64);
-        m.shards[0].path = object_rel(&m.shards[0].blake3);
+        m.shards[0].path = object_path_from_manifest(&m.shards[0].blake3);
         check_manifest(&m, &"0".repeat(64)).unwrap();
         assert!(rederive(&m, units.clone(), &expected(None)).is_err());
         // So does a manifest whose meta (which sets model sizes downstream) was edited.

@@ -15,7 +15,7 @@
 //! ids, meta), and every shard's header must agree with the manifest. A pull writes the
 //! manifest it re-derived, not the bytes it was sent.
 
-use super::{object_rel, Remote, RemoteError};
+use super::{object_key, Remote, RemoteError};
 use crate::artifact::{Journal, Manifest, UnitRecord};
 use crate::cas::Cache;
 use crate::key::short;
@@ -677,7 +677,7 @@ pub fn gc(
         } else {
             report.objects_removed += 1;
             report.bytes_freed += size;
-            unreferenced.push(object_rel(&h));
+            unreferenced.push(object_key(&h));
         }
     }
     if !dry_run {
