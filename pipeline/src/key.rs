@@ -2,6 +2,7 @@
 //!
 //! A stage's key is the blake3 hash of a canonical JSON encoding of [`KeyParts`]:
 //!
+//! - the key **scheme** ([`KEY_SCHEME`]), bumped if this encoding itself ever changes;
 //! - the stage **kind** (`pc.tokens`, `train`, ...), so two kinds with equal params differ;
 //! - the stage's **VERSION** constant, bumped by a developer whenever the stage's output would
 //!   change for the same inputs (a bug fix in sampling, a new field in the shards);
@@ -12,6 +13,28 @@
 //! - the **keys of upstream artifacts**, by stage name, so a change anywhere upstream flows down;
 //! - the **content of raw input files** ([`crate::fingerprint`]): per file its role, its path
 //!   relative to the input root and its blake3.
+//!
+//! Where the params come from, per stage (each data stage serializes its whole params struct,
+//! `lm4ve_stages::keyed`, so a param added later cannot be left out):
+//! - `pc.tokens`, `av.tokens`, `ssv2.tokens`: every param except the paths, plus what the
+//!   inputs decided (the splits present, the class table); `ssv2.tokens` adds the **linked
+//!   FFmpeg library versions** (libavcodec, libavformat, libswscale), because the decoder and
+//!   the scaler decide the frames as much as the params do — this is the one part of the
+//!   environment that enters a key;
+//! - `llm.block`: the resolved layer index (the checkpoint's files enter as inputs, only the
+//!   ones that hold that layer);
+//! - `train`: the params with the task's defaults filled in and the model config resolved;
+//!   `attention`, `checkpoint_blocks` and `precision` only when set away from their defaults;
+//! - `eval`: the split and the batch size.
+//! A study variant (`NAME@k=v`, `matrix.rs`) is an ordinary stage: its key is that of the
+//! same stage written out by hand. `-S` overrides enter through the params they set.
+//!
+//! **When an input is re-hashed** (the stat cache, `cache/stat-cache.tsv`, like git's index):
+//! a file's blake3 is reused only if its size, mtime (ns), ctime (ns) and inode all equal the
+//! cached ones **and** its mtime is more than 2 s in the past (the racy window: a file
+//! written within the same mtime tick as a look at it could change again without its stat
+//! changing). Anything else, or `--rehash`, hashes the file again. The stat cache only saves
+//! work; it never changes a key.
 //!
 //! What does not go in, and why:
 //! - comments, key order and formatting of the TOML (they do not reach the typed params);
