@@ -13,66 +13,33 @@ use serde::{Deserialize, Serialize};
 
 /// Model sizes (the `model` part of a `train` stage's params).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PointBertConfig {
-    #[serde(default = "d_trans_dim")]
     pub trans_dim: usize,
-    #[serde(default = "d_depth")]
     pub depth: usize,
-    #[serde(default = "d_heads")]
     pub heads: usize,
-    #[serde(default = "d_mlp_ratio")]
     pub mlp_ratio: f64,
     /// Widths of the mini-PointNet: first conv, second conv, third conv (paper 128, 256, 512).
-    #[serde(default = "d_pointnet_dims")]
     pub pointnet_dims: [usize; 3],
-    #[serde(default = "d_encoder_dims")]
     pub encoder_dims: usize,
-    #[serde(default = "d_drop_path")]
     pub drop_path: f64,
-    #[serde(default = "d_head_dropout")]
     pub head_dropout: f64,
     /// Where the LLM block sits: `end` (default), `middle` or `start` (PAPER.md §2).
     #[serde(default, skip_serializing_if = "BlockPosition::is_default")]
     pub llm_position: BlockPosition,
 }
 
-fn d_trans_dim() -> usize {
-    384
-}
-fn d_depth() -> usize {
-    12
-}
-fn d_heads() -> usize {
-    6
-}
-fn d_mlp_ratio() -> f64 {
-    4.0
-}
-fn d_pointnet_dims() -> [usize; 3] {
-    [128, 256, 512]
-}
-fn d_encoder_dims() -> usize {
-    256
-}
-fn d_drop_path() -> f64 {
-    0.1
-}
-fn d_head_dropout() -> f64 {
-    0.5
-}
-
 impl Default for PointBertConfig {
     fn default() -> Self {
         PointBertConfig {
-            trans_dim: d_trans_dim(),
-            depth: d_depth(),
-            heads: d_heads(),
-            mlp_ratio: d_mlp_ratio(),
-            pointnet_dims: d_pointnet_dims(),
-            encoder_dims: d_encoder_dims(),
-            drop_path: d_drop_path(),
-            head_dropout: d_head_dropout(),
+            trans_dim: 384,
+            depth: 12,
+            heads: 6,
+            mlp_ratio: 4.0,
+            pointnet_dims: [128, 256, 512],
+            encoder_dims: 256,
+            drop_path: 0.1,
+            head_dropout: 0.5,
             llm_position: BlockPosition::End,
         }
     }

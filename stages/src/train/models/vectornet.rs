@@ -15,29 +15,20 @@ use serde::{Deserialize, Serialize};
 
 /// Model sizes (the `model` part of a `train` stage's params when `data` is `av.tokens`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct VectorNetConfig {
     /// Widths of the subgraph layers; each layer's output is concatenated with its max-pool,
     /// so a polyline feature is 2 × the last width (PAPER.md: 32/64/128 → 256).
-    #[serde(default = "d_widths")]
     pub subgraph_widths: Vec<usize>,
     /// Trajectory modes K.
-    #[serde(default = "d_modes")]
     pub modes: usize,
-}
-
-fn d_widths() -> Vec<usize> {
-    vec![32, 64, 128]
-}
-fn d_modes() -> usize {
-    6
 }
 
 impl Default for VectorNetConfig {
     fn default() -> Self {
         VectorNetConfig {
-            subgraph_widths: d_widths(),
-            modes: d_modes(),
+            subgraph_widths: vec![32, 64, 128],
+            modes: 6,
         }
     }
 }

@@ -21,17 +21,12 @@ use serde::{Deserialize, Serialize};
 /// Model sizes (the `model` part of a `train` stage's params when `data` is `ssv2.tokens`).
 /// Defaults are VideoMAE ViT-S.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct VideoVitConfig {
-    #[serde(default = "d_embed_dim")]
     pub embed_dim: usize,
-    #[serde(default = "d_depth")]
     pub depth: usize,
-    #[serde(default = "d_heads")]
     pub heads: usize,
-    #[serde(default = "d_mlp_ratio")]
     pub mlp_ratio: f64,
-    #[serde(default = "d_drop_path")]
     pub drop_path: f64,
     /// Dropout before the head (VideoMAE's `fc_drop_rate`).
     #[serde(default)]
@@ -41,30 +36,14 @@ pub struct VideoVitConfig {
     pub llm_position: BlockPosition,
 }
 
-fn d_embed_dim() -> usize {
-    384
-}
-fn d_depth() -> usize {
-    12
-}
-fn d_heads() -> usize {
-    6
-}
-fn d_mlp_ratio() -> f64 {
-    4.0
-}
-fn d_drop_path() -> f64 {
-    0.1
-}
-
 impl Default for VideoVitConfig {
     fn default() -> Self {
         VideoVitConfig {
-            embed_dim: d_embed_dim(),
-            depth: d_depth(),
-            heads: d_heads(),
-            mlp_ratio: d_mlp_ratio(),
-            drop_path: d_drop_path(),
+            embed_dim: 384,
+            depth: 12,
+            heads: 6,
+            mlp_ratio: 4.0,
+            drop_path: 0.1,
             head_dropout: 0.0,
             llm_position: BlockPosition::End,
         }
