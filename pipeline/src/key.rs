@@ -26,6 +26,7 @@
 //! - `train`: the params with the task's defaults filled in and the model config resolved;
 //!   `attention`, `checkpoint_blocks` and `precision` only when set away from their defaults;
 //! - `eval`: the split and the batch size.
+//!
 //! A study variant (`NAME@k=v`, `matrix.rs`) is an ordinary stage: its key is that of the
 //! same stage written out by hand. `-S` overrides enter through the params they set.
 //!

@@ -102,7 +102,7 @@ impl Pipeline {
     ) -> Result<(Vec<UnitPlan>, BTreeMap<String, UnitRecord>, usize, usize)> {
         let stage = self.stages[name].as_ref();
         let journal = Journal::new(&self.cache, key);
-        let units = stage.plan(&ctx).map_err(|e| StageFailed {
+        let units = stage.plan(ctx).map_err(|e| StageFailed {
             stage: name.into(),
             message: format!("{e:#}"),
         })?;
@@ -223,7 +223,7 @@ impl Pipeline {
         for unit in pending {
             let mut out = UnitOutput::new(&self.cache);
             stage
-                .run_unit(&ctx, unit, &mut out)
+                .run_unit(ctx, unit, &mut out)
                 .map_err(|e| StageFailed {
                     stage: name.into(),
                     message: format!("unit {}: {e:#}", unit.id),
@@ -272,7 +272,7 @@ impl Pipeline {
         let rejects_path = self.cache.artifact_dir(key).join("rejects.jsonl");
         self.cache
             .write_file(&rejects_path, rejects_jsonl.as_bytes())?;
-        let meta = stage.finish(&ctx, &ordered).map_err(|e| StageFailed {
+        let meta = stage.finish(ctx, &ordered).map_err(|e| StageFailed {
             stage: name.into(),
             message: format!("{e:#}"),
         })?;
