@@ -25,7 +25,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Pipeline(cmd) => match cmd {
             PipelineCmd::Run(args) => run(cli, args),
             PipelineCmd::Status { json, rehash } => status(cli, *json, *rehash),
-            PipelineCmd::Show { stage, json } => show(cli, stage, *json),
+            PipelineCmd::Show { stage, json } => show_matching(cli, stage, *json),
             PipelineCmd::Dag => dag(cli),
             PipelineCmd::Report {
                 format,
@@ -182,6 +182,29 @@ fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
             };
             println!("{:<16} {state:<8} {}{reason}", s.stage, short(&s.key));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `show` of one stage, or of every stage a glob (`'train_pc@mode=none*'`) matches.
+fn show_matching(cli: &Cli, pattern: &str, json: bool) -> Result<ExitCode> {
+    if !pattern.contains(['*', '?']) {
+        return show(cli, pattern, json);
+    }
+    let config = PipelineConfig::load_with(&cli.config, &cli.set)?;
+    let names = config.matching(pattern);
+    if names.is_empty() {
+        return Err(UsageError(format!(
+            "no stage matches `{pattern}` in {}",
+            cli.config.display()
+        ))
+        .into());
+    }
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 && !json {
+            println!();
+        }
+        show(cli, name, json)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -592,6 +592,26 @@ fn a_matrix_expands_stages_and_shares_keys_with_hand_written_ones() {
         "one pc and one train variant:\n{}",
         r.stdout
     );
+    // Exactly one more training run: one more run record among the train variants.
+    let train_runs = std::fs::read_dir(dir.path().join("cache/runs"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("train@")
+        })
+        .count();
+    assert_eq!(train_runs, 3);
+    // `show` takes a glob too.
+    let sh = lm4ve(&more, &["pipeline", "show", "pc@num_groups=*"]);
+    assert_eq!(
+        sh.ok().stdout.matches("stage     pc@").count(),
+        3,
+        "{}",
+        sh.stdout
+    );
     // -S sets a param for one command; status says which and how.
     let st = lm4ve(
         &more,
