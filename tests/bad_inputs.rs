@@ -128,8 +128,10 @@ fn fewer_points_than_num_points_is_a_clear_error() {
     assert!(r.stderr.contains("num_points"), "{}", r.stderr);
 }
 
+/// A dataset that is not there blocks its stage (exit 1: in a larger DAG the other stages
+/// still run), naming the path and the config line to fix.
 #[test]
-fn missing_input_file_is_a_config_error() {
+fn missing_input_file_blocks_the_stage_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = pc_config(
         dir.path(),
@@ -139,8 +141,13 @@ fn missing_input_file_is_a_config_error() {
         "",
     );
     let r = lm4ve(&cfg, &["pipeline", "run"]);
-    assert_eq!(r.no_panic().code, 2);
-    assert!(r.stderr.contains("nope.h5"), "{}", r.stderr);
+    assert_eq!(r.no_panic().code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("missing input") && r.stderr.contains("nope.h5"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("c.toml:"), "{}", r.stderr);
 }
 
 #[test]

@@ -145,6 +145,18 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             for (name, p) in [("train", &params.train), ("test", &params.test)] {
                 if let Some(p) = p {
                     let path = config.resolve(p);
+                    if !path.exists() {
+                        // A dataset not downloaded yet blocks this stage only (and what reads it).
+                        return Err(config.missing_input_error(
+                            &sc.name,
+                            Some(name),
+                            &path,
+                            format!(
+                                "{} does not exist; download ScanObjectNN's h5_files and point `{name}` at it (paths are relative to the config file)",
+                                path.display()
+                            ),
+                        ));
+                    }
                     inputs.push(InputSpec::new(name, path.clone()));
                     splits.push(Split {
                         name,
@@ -168,6 +180,16 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                 ));
             };
             let (root, split) = (config.resolve(root), config.resolve(split));
+            for (key, path) in [("root", &root), ("split", &split)] {
+                if !path.exists() {
+                    return Err(config.missing_input_error(
+                        &sc.name,
+                        Some(key),
+                        path,
+                        format!("{} does not exist", path.display()),
+                    ));
+                }
+            }
             let entries =
                 read_split_list(&root, &split).map_err(|e| err("split", format!("{e}")))?;
             inputs.push(InputSpec::new("split", split));
@@ -205,6 +227,14 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                 ));
             };
             let labels = config.resolve(labels);
+            if !labels.exists() {
+                return Err(config.missing_input_error(
+                    &sc.name,
+                    Some("labels"),
+                    &labels,
+                    format!("{} does not exist", labels.display()),
+                ));
+            }
             let rows = read_labels_csv(&labels).map_err(|e| err("labels", format!("{e}")))?;
             let base = labels.parent().unwrap_or(Path::new(".")).to_path_buf();
             inputs.push(InputSpec::new("labels", labels));
