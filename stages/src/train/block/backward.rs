@@ -18,6 +18,7 @@ use super::forward::{forward_impl, Mode, Prec, Saved};
 use super::weights::Weights;
 use crate::llm::block_format::{Arch, BlockConfig};
 use crate::train::ops::attention::{self, AttnImpl};
+use crate::train::ops::handover::Handover;
 
 type Result<T> = candle_core::Result<T>;
 
@@ -124,24 +125,26 @@ struct FrozenBlockGrad {
     cfg: BlockConfig,
     prec: Prec,
     saved: Saved,
-    out: Tensor,
+    out: Handover,
 }
+
+const NAME: &str = "lm4ve-frozen-llm-block";
 
 impl CustomOp1 for FrozenBlockGrad {
     fn name(&self) -> &'static str {
-        "lm4ve-frozen-llm-block"
+        NAME
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        attention::precomputed_cpu(&self.out, "frozen llm block")
+        self.out.cpu()
     }
 
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        attention::precomputed_cuda(&self.out, "frozen llm block")
+        self.out.cuda()
     }
 
     fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        attention::precomputed_metal(&self.out, "frozen llm block")
+        self.out.metal()
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -171,7 +174,7 @@ pub(crate) fn forward_frozen(
         cfg: cfg.clone(),
         prec,
         saved,
-        out,
+        out: Handover::new(NAME, out),
     };
     x.apply_op1_arc(Arc::new(Box::new(op)))
 }

@@ -19,12 +19,12 @@
 
 use std::sync::Arc;
 
-use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp3, DType, Layout, MetalStorage, Result, Shape, Storage,
-    Tensor, D,
+    CpuStorage, CudaStorage, CustomOp3, DType, Layout, MetalStorage, Result, Shape, Tensor, D,
 };
 use serde::{Deserialize, Serialize};
+
+use super::handover::Handover;
 
 /// Query rows per chunk. [B, H, 256, 1568] f32 scores are 1.6 MB per (batch, head).
 pub const CHUNK: usize = 256;
@@ -86,7 +86,7 @@ pub fn attention(
             let op = ChunkedAttention {
                 bias: bias.map(|b| b.detach()),
                 chunk: CHUNK,
-                out: std::sync::Mutex::new(Some(out)),
+                out: Handover::new(NAME, out),
             };
             q.apply_op3_arc(k, v, Arc::new(Box::new(op)))
         }
@@ -188,61 +188,12 @@ pub(crate) fn backward(
     ))
 }
 
-/// A fresh contiguous copy of `src` viewed through `layout`, on the same device: how a custom
-/// node whose output was computed with tensor ops hands that output to candle.
-pub(crate) fn copy_storage<S>(src: &S, layout: &Layout) -> Result<(S, Shape)>
-where
-    S: BackendStorage,
-    S::Device: BackendDevice<Storage = S>,
-{
-    let shape = layout.shape().clone();
-    let mut dst = src.device().zeros_impl(&shape, src.dtype())?;
-    src.copy_strided_src(&mut dst, 0, layout)?;
-    Ok((dst, shape))
-}
-
-/// The storage of an already computed tensor, copied for a custom node's forward.
-pub(crate) fn precomputed_cpu(t: &Tensor, what: &str) -> Result<(CpuStorage, Shape)> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => copy_storage(s, layout),
-        _ => candle_core::bail!("{what}: input on cpu, output elsewhere"),
-    }
-}
-
-pub(crate) fn precomputed_cuda(t: &Tensor, what: &str) -> Result<(CudaStorage, Shape)> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cuda(s) => copy_storage(s, layout),
-        _ => candle_core::bail!("{what}: input on cuda, output elsewhere"),
-    }
-}
-
-pub(crate) fn precomputed_metal(t: &Tensor, what: &str) -> Result<(MetalStorage, Shape)> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Metal(s) => copy_storage(s, layout),
-        _ => candle_core::bail!("{what}: input on metal, output elsewhere"),
-    }
-}
-
 /// Chunked attention as one autograd node over (q, k, v). Its forward hands over the output
 /// computed before the node was made; its backward recomputes the probabilities per chunk.
 struct ChunkedAttention {
     bias: Option<Tensor>,
     chunk: usize,
-    /// The output until the node takes it over (not kept twice).
-    out: std::sync::Mutex<Option<Tensor>>,
-}
-
-impl ChunkedAttention {
-    fn take_out(&self) -> Result<Tensor> {
-        self.out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attention lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{NAME}: forward ran twice")))
-    }
+    out: Handover,
 }
 
 const NAME: &str = "lm4ve-chunked-attention";
@@ -261,7 +212,7 @@ impl CustomOp3 for ChunkedAttention {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        precomputed_cpu(&self.take_out()?, NAME)
+        self.out.cpu()
     }
 
     fn cuda_fwd(
@@ -273,7 +224,7 @@ impl CustomOp3 for ChunkedAttention {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        precomputed_cuda(&self.take_out()?, NAME)
+        self.out.cuda()
     }
 
     fn metal_fwd(
@@ -285,7 +236,7 @@ impl CustomOp3 for ChunkedAttention {
         _: &MetalStorage,
         _: &Layout,
     ) -> Result<(MetalStorage, Shape)> {
-        precomputed_metal(&self.take_out()?, NAME)
+        self.out.metal()
     }
 
     fn bwd(

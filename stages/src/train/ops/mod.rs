@@ -3,5 +3,6 @@
 //! Depends on candle only.
 
 pub mod attention;
+pub(crate) mod handover;
 pub mod precision;
 pub mod recompute;

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, MetalStorage, Resu
 use candle_core::{Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use super::attention::{precomputed_cpu, precomputed_cuda, precomputed_metal};
+use super::handover::Handover;
 
 /// A block that can be run again: its forward, and the parameters it trains.
 pub trait Recompute: Send + Sync + 'static {
@@ -73,7 +73,7 @@ pub fn checkpointed<B: Recompute>(
     let node = Checkpoint {
         block,
         replay,
-        out: Mutex::new(Some(out)),
+        out: Handover::new(NAME, out),
         sink: sink.clone(),
     };
     x.apply_op1_arc(Arc::new(Box::new(node)))
@@ -82,22 +82,11 @@ pub fn checkpointed<B: Recompute>(
 struct Checkpoint<B: Recompute> {
     block: Arc<B>,
     replay: Option<ChaCha8Rng>,
-    /// The forward's output until the node takes it over.
-    out: Mutex<Option<Tensor>>,
+    out: Handover,
     sink: GradSink,
 }
 
 const NAME: &str = "lm4ve-checkpointed-block";
-
-impl<B: Recompute> Checkpoint<B> {
-    fn take_out(&self) -> Result<Tensor> {
-        self.out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("checkpoint lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{NAME}: forward ran twice")))
-    }
-}
 
 impl<B: Recompute> CustomOp1 for Checkpoint<B> {
     fn name(&self) -> &'static str {
@@ -105,15 +94,15 @@ impl<B: Recompute> CustomOp1 for Checkpoint<B> {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        precomputed_cpu(&self.take_out()?, NAME)
+        self.out.cpu()
     }
 
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        precomputed_cuda(&self.take_out()?, NAME)
+        self.out.cuda()
     }
 
     fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        precomputed_metal(&self.take_out()?, NAME)
+        self.out.metal()
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
