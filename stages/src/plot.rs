@@ -88,12 +88,14 @@ pub fn curves_png(title: &str, loss: &Series, fractions: &[Series]) -> Result<Ve
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let xmax = loss
-            .points
-            .iter()
-            .chain(fractions.iter().flat_map(|s| s.points.iter()))
-            .map(|p| p.0)
-            .fold(1.0f64, f64::max);
+        // x spans the epochs there are (from the first, not from 0).
+        let (xmin, xmax) = range(
+            loss.points
+                .iter()
+                .chain(fractions.iter().flat_map(|s| s.points.iter()))
+                .map(|p| p.0),
+            false,
+        );
         let (ylo, yhi) = range(loss.points.iter().map(|p| p.1), true);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FAMILY, 22))
@@ -101,9 +103,9 @@ pub fn curves_png(title: &str, loss: &Series, fractions: &[Series]) -> Result<Ve
             .x_label_area_size(44)
             .y_label_area_size(64)
             .right_y_label_area_size(64)
-            .build_cartesian_2d(0f64..xmax, ylo..yhi)
+            .build_cartesian_2d(xmin..xmax, ylo..yhi)
             .map_err(err)?
-            .set_secondary_coord(0f64..xmax, 0f64..1.0f64);
+            .set_secondary_coord(xmin..xmax, 0f64..1.0f64);
         chart
             .configure_mesh()
             .x_desc("epoch")
