@@ -58,6 +58,7 @@ struct TrainToml {
     #[serde(default)]
     checkpoint_blocks: bool,
     precision: Option<Precision>,
+    resample: Option<bool>,
 }
 
 /// The reference recipe of each task, for what a config leaves out.
@@ -173,6 +174,11 @@ pub struct TrainParams {
     /// `train::ops::precision`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
+    /// Point clouds: a fresh view of the kept raw points every step, as Point-BERT's
+    /// fine-tuning does (`crate::pointcloud::resample`); default on for point clouds. Off:
+    /// the cached tokens, scaled and shifted.
+    #[serde(skip_serializing_if = "is_false")]
+    pub resample: bool,
 }
 
 impl TrainParams {
@@ -198,6 +204,7 @@ impl TrainParams {
             attention: t.attention,
             checkpoint_blocks: t.checkpoint_blocks,
             precision: t.precision,
+            resample: t.resample.unwrap_or(task == Task::PointCloud),
         }
     }
 }
@@ -273,6 +280,13 @@ pub fn build_train(
             &sc.name,
             Some("epochs"),
             "epochs, batch_size and epochs_per_checkpoint must be positive".into(),
+        ));
+    }
+    if p.resample && task != Task::PointCloud {
+        return Err(config.param_error(
+            &sc.name,
+            Some("resample"),
+            "resample = true is Point-BERT's per-step resampling of point clouds; remove it for this task".into(),
         ));
     }
     let model = task
@@ -384,6 +398,10 @@ pub struct EvalParams {
     pub split: Option<String>,
     /// Default: the task's training batch size.
     pub batch_size: Option<usize>,
+    /// Point clouds: test-time voting, the reference's `test_vote` — the mean logits of
+    /// `vote` views of each cloud (FPS pool, random subset, scale and shift). Reported as
+    /// `vote_top1` etc. beside the single-view numbers. Needs the kept points.
+    pub vote: Option<usize>,
 }
 
 pub struct EvalStage {
@@ -407,6 +425,13 @@ pub fn build_eval(
         .split
         .clone()
         .unwrap_or_else(|| task.eval_split().to_string());
+    if p.vote.is_some() && task != Task::PointCloud {
+        return Err(config.param_error(
+            &sc.name,
+            Some("vote"),
+            "vote is the point-cloud test-time voting; remove it for this task".into(),
+        ));
+    }
     Ok(Box::new(EvalStage { p, task, split }))
 }
 
@@ -426,7 +451,11 @@ impl Stage for EvalStage {
         EVAL_VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({"split": self.split, "batch_size": self.batch_size()})
+        let mut k = serde_json::json!({"split": self.split, "batch_size": self.batch_size()});
+        if let Some(v) = self.p.vote {
+            k["vote"] = v.into();
+        }
+        k
     }
     fn upstream(&self) -> Vec<String> {
         let mut u = vec![self.p.train.clone(), self.p.data.clone()];
@@ -466,7 +495,7 @@ impl Stage for EvalStage {
                 "the model was trained with a {mode:?} block: set `block` to the llm.block stage"
             );
         }
-        let set = Dataset::load(self.task, data, &self.split)?;
+        let mut set = Dataset::load(self.task, data, &self.split)?;
         anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.split);
         let mut built = build_model(&cfg, &set, classes, mode, block_up, seed, &device)?;
         // Run the model as it was trained (attention and precision; no checkpointing needed
@@ -492,6 +521,18 @@ impl Stage for EvalStage {
         }
         let mut metrics =
             evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
+        if let (Some(votes), Dataset::Pc(pc)) = (self.p.vote.filter(|v| *v > 1), &mut set) {
+            pc.votes = votes;
+            pc.vote_seed = seed;
+            let voted =
+                evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
+            if let Some(obj) = voted.as_object() {
+                for (k, v) in obj {
+                    metrics[format!("vote_{k}")] = v.clone();
+                }
+            }
+            metrics["votes"] = votes.into();
+        }
         metrics["split"] = self.split.clone().into();
         // The held-out score of the training run's best and last epochs (what the paper
         // reports is the best epoch's test accuracy, `ckpt-best`), next to this evaluation of

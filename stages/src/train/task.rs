@@ -6,7 +6,7 @@
 
 use super::block::{BlockMode, LlmBlock};
 use super::data::argoverse::AvSet;
-use super::data::pointcloud::PcSet;
+use super::data::pointcloud::{PcSet, PcViews};
 use super::data::video::VideoSet;
 use super::models::layers::smoothed_cross_entropy;
 use super::models::layers::Execution;
@@ -172,7 +172,10 @@ impl Dataset {
     ) -> Result<(Input, Target)> {
         Ok(match self {
             Dataset::Pc(s) => {
-                let (centers, neighborhoods, l) = s.batch(idx, Some(aug), device)?;
+                let (centers, neighborhoods, l) = match s.views {
+                    PcViews::Cached => s.batch(idx, Some(aug), device)?,
+                    PcViews::Resampled => s.resampled_batch(idx, aug, device)?,
+                };
                 (
                     Input::Pc {
                         centers,
@@ -194,14 +197,18 @@ impl Dataset {
     pub fn eval_batch(&self, idx: &[usize], device: &Device) -> Result<(Input, Target, usize)> {
         Ok(match self {
             Dataset::Pc(s) => {
-                let (centers, neighborhoods, l) = s.batch(idx, None, device)?;
+                let ((centers, neighborhoods, l), views) = if s.votes > 1 {
+                    (s.vote_batch(idx, s.votes, s.vote_seed, device)?, s.votes)
+                } else {
+                    (s.batch(idx, None, device)?, 1)
+                };
                 (
                     Input::Pc {
                         centers,
                         neighborhoods,
                     },
                     Target::Labels(l),
-                    1,
+                    views,
                 )
             }
             Dataset::Video(s) => {
@@ -335,7 +342,12 @@ pub fn evaluate(
     for chunk in idx.chunks(batch.max(1)) {
         let (x, y, views) = set.eval_batch(chunk, device)?;
         match (model.forward(&x, None)?, y) {
-            (Output::Logits(logits), Target::Labels(l)) => cls.add(&logits, &l, views)?,
+            (Output::Logits(logits), Target::Labels(l)) => {
+                // Point-cloud votes average logits (the reference's `test_vote`); video
+                // views average probabilities.
+                let by_logits = matches!(set, Dataset::Pc(_));
+                cls.add(&logits, &l, views, by_logits)?
+            }
             (Output::Forecast(f), Target::Trajectory(t)) => fc.add(&f, &t)?,
             _ => anyhow::bail!("model output and target kinds differ"),
         }
@@ -386,13 +398,16 @@ impl ClassTotals {
     }
 
     /// With several views per sample, the prediction is the mean of the views' softmax
-    /// probabilities.
-    fn add(&mut self, logits: &Tensor, labels: &Tensor, views: usize) -> Result<()> {
+    /// probabilities, or of their logits when `by_logits`.
+    fn add(&mut self, logits: &Tensor, labels: &Tensor, views: usize, by_logits: bool) -> Result<()> {
         let c = logits.dim(1)?;
         let b = labels.dim(0)?;
-        let probs = candle_nn::ops::softmax(logits, D::Minus1)?
-            .reshape((b, views, c))?
-            .mean(1)?;
+        let scores = if by_logits {
+            logits.clone()
+        } else {
+            candle_nn::ops::softmax(logits, D::Minus1)?
+        };
+        let probs = scores.reshape((b, views, c))?.mean(1)?;
         let probs: Vec<Vec<f32>> = probs.to_vec2()?;
         let labels: Vec<u32> = labels.to_vec1()?;
         for (p, t) in probs.iter().zip(labels) {

@@ -5,6 +5,8 @@
 
 use super::block::{BlockMode, LlmBlock};
 use super::checkpoint;
+use super::data::pointcloud::PcViews;
+use super::data::prefetch::prefetched;
 use super::models::layers::{init_vars, step_rng, Execution};
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
@@ -18,6 +20,10 @@ use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{StageCtx, UnitOutput, UnitPlan, Upstream};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// Batches made ahead of the one training (enough to hide a resampling or a shard read behind
+/// a step; each holds one batch of inputs in memory).
+const PREFETCH_BATCHES: usize = 2;
 
 /// The model and everything needed to train or run it.
 pub struct Built {
@@ -215,7 +221,17 @@ impl TrainStage {
         } else {
             0
         };
-        let train = Dataset::load(self.task, data, "train")?;
+        let mut train = Dataset::load(self.task, data, "train")?;
+        if let Dataset::Pc(pc) = &mut train {
+            if self.p.resample {
+                anyhow::ensure!(
+                    pc.kept > 0,
+                    "resample = true (Point-BERT's recipe, the default) needs the clouds' raw points, and `{}` kept none: set `keep_points = 2048` in its params, or resample = false in this stage to train on the cached tokens",
+                    self.p.data
+                );
+                pc.views = PcViews::Resampled;
+            }
+        }
         let test = Dataset::load(self.task, data, self.task.eval_split())?;
         anyhow::ensure!(
             !train.is_empty(),
@@ -282,18 +298,26 @@ impl TrainStage {
             let order = train.epoch_order(&mut step_rng(self.p.seed, "shuffle", epoch as u64));
             let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);
             let mut lr = 0.0;
-            for b in 0..per_epoch {
-                let idx: Vec<usize> = order
+            let batch_idx = |b: usize| -> Vec<usize> {
+                order
                     .iter()
                     .skip(b * self.p.batch_size)
                     .take(self.p.batch_size)
                     .copied()
-                    .collect();
+                    .collect()
+            };
+            // Every step's generators come from its number, so batches can be made ahead.
+            let first_step = opt.step;
+            let make = |b: usize| {
+                let mut aug = step_rng(self.p.seed, "augment", first_step + b as u64);
+                train.train_batch(&batch_idx(b), &mut aug, &device)
+            };
+            prefetched(per_epoch, PREFETCH_BATCHES, make, |b, (x, l)| {
+                let n = batch_idx(b).len();
                 let step = opt.step;
+                debug_assert_eq!(step, first_step + b as u64);
                 lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
-                let mut aug = step_rng(self.p.seed, "augment", step);
                 let mut drop = step_rng(self.p.seed, "dropout", step);
-                let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
                 backward_and_step(
@@ -306,10 +330,11 @@ impl TrainStage {
                 )?;
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
-                loss_sum += lv * idx.len() as f64;
+                loss_sum += lv * n as f64;
                 right += hits;
-                seen += idx.len() as u64;
-            }
+                seen += n as u64;
+                Ok(())
+            })?;
             let test_acc = if test.is_empty() {
                 0.0
             } else {

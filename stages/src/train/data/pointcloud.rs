@@ -1,14 +1,19 @@
-//! Point-cloud token shards in memory, a deterministic global shuffle per epoch, batches as
-//! tensors, and the train-time augmentation of PAPER.md §3 (per-axis scale [2/3, 3/2] of
-//! centers and neighbourhoods, translation [-0.2, 0.2] of centers).
+//! Point-cloud token shards in memory, a deterministic global shuffle per epoch, and batches
+//! as tensors: with the kept raw points, Point-BERT's per-step resampling and test-time
+//! voting (`crate::pointcloud::resample`); without, the cached tokens with the train-time
+//! augmentation of PAPER.md §3 (per-axis scale [2/3, 3/2] of centers and neighbourhoods,
+//! translation [-0.2, 0.2] of centers).
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::shard::ShardReader;
 use lm4ve_pipeline::Upstream;
+use crate::pointcloud::geometry::{PcTokens, Point};
+use crate::pointcloud::resample::{pool_view, train_view, vote_pool, ViewSpec};
 use rand::seq::SliceRandom;
-use rand::RngExt;
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 pub struct PcSet {
     pub groups: usize,
@@ -16,6 +21,27 @@ pub struct PcSet {
     pub centers: Vec<f32>,
     pub neighborhoods: Vec<f32>,
     pub labels: Vec<i64>,
+    /// Raw points per cloud kept by `pc.tokens` (`keep_points`; 0 = none).
+    pub kept: usize,
+    /// [N · kept · 3].
+    pub points: Vec<f32>,
+    /// The data stage's `num_points` (what a view holds).
+    pub num_points: usize,
+    /// How training batches are made (set by the trainer).
+    pub views: PcViews,
+    /// Test-time votes per cloud (0 or 1: the cached tokens, as the reference's `test`).
+    pub votes: usize,
+    /// Seeds the voting views.
+    pub vote_seed: u64,
+}
+
+/// How the training batches are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcViews {
+    /// The cached tokens, scaled and shifted (the tokens' groups never change).
+    Cached,
+    /// A fresh view of the kept points every step (Point-BERT's fine-tuning).
+    Resampled,
 }
 
 impl PcSet {
@@ -43,12 +69,30 @@ impl PcSet {
             [g, k, 3] => (*g, *k),
             s => anyhow::bail!("neighborhoods have shape {s:?}, expected [G, K, 3]"),
         };
+        let pi = schema.iter().position(|f| f.name == "points");
+        let kept = match pi.map(|i| schema[i].shape.as_slice()) {
+            None => 0,
+            Some([p, 3]) => *p,
+            Some(s) => anyhow::bail!("points have shape {s:?}, expected [P, 3]"),
+        };
+        let num_points = up
+            .manifest
+            .meta
+            .get("num_points")
+            .and_then(|v| v.as_u64())
+            .map_or(kept, |v| v as usize);
         let mut set = PcSet {
             groups,
             group_size,
             centers: Vec::new(),
             neighborhoods: Vec::new(),
             labels: Vec::new(),
+            kept,
+            points: Vec::new(),
+            num_points,
+            views: PcViews::Cached,
+            votes: 0,
+            vote_seed: 0,
         };
         for path in up.manifest.shard_paths(&up.manifest_path, Some(split)) {
             let mut r = ShardReader::open(&path)?;
@@ -57,9 +101,106 @@ impl PcSet {
                 set.centers.extend(s.f32s(ci));
                 set.neighborhoods.extend(s.f32s(ni));
                 set.labels.push(s.i64s(li)[0]);
+                if let Some(pi) = pi {
+                    set.points.extend(s.f32s(pi));
+                }
             }
         }
         Ok(set)
+    }
+
+    /// What a view of this set is made of (the reference's pool for its `num_points`).
+    pub fn view_spec(&self) -> ViewSpec {
+        ViewSpec {
+            pool: ViewSpec::reference_pool(self.num_points, self.kept),
+            num_points: self.num_points.min(self.kept),
+            num_groups: self.groups,
+            group_size: self.group_size,
+        }
+    }
+
+    fn cloud(&self, i: usize) -> Vec<Point> {
+        self.points[i * self.kept * 3..(i + 1) * self.kept * 3]
+            .chunks_exact(3)
+            .map(|p| [p[0], p[1], p[2]])
+            .collect()
+    }
+
+    /// A training batch of fresh views (see `crate::pointcloud::resample`): each cloud's
+    /// generator is seeded by the step's generator and the cloud's index, so its view is the
+    /// same whichever thread makes it.
+    pub fn resampled_batch(
+        &self,
+        idx: &[usize],
+        step_rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        anyhow::ensure!(
+            self.kept > 0,
+            "resample = true needs the clouds' raw points: set `keep_points` (e.g. 2048) in the pc.tokens stage, or resample = false"
+        );
+        let mut base = [0u8; 32];
+        step_rng.fill_bytes(&mut base);
+        let spec = self.view_spec();
+        let views: Vec<PcTokens> = idx
+            .par_iter()
+            .map(|&i| train_view(&self.cloud(i), &spec, &mut sample_rng(&base, i as u64)))
+            .collect();
+        self.views_batch(idx, &views, 1, device)
+    }
+
+    /// Test-time voting (the reference's `test_vote`): `votes` views of each cloud's FPS pool,
+    /// sample-major ([B · votes] rows), from generators seeded by `seed` and the cloud.
+    pub fn vote_batch(
+        &self,
+        idx: &[usize],
+        votes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        anyhow::ensure!(
+            self.kept > 0,
+            "voting needs the clouds' raw points: set `keep_points` (e.g. 2048) in the pc.tokens stage"
+        );
+        let spec = self.view_spec();
+        let base = *blake3::hash(format!("vote:{seed}").as_bytes()).as_bytes();
+        let views: Vec<PcTokens> = idx
+            .par_iter()
+            .flat_map_iter(|&i| {
+                let pool = vote_pool(&self.cloud(i), &spec);
+                let mut rng = sample_rng(&base, i as u64);
+                (0..votes)
+                    .map(|_| pool_view(&pool, &spec, &mut rng))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.views_batch(idx, &views, votes, device)
+    }
+
+    fn views_batch(
+        &self,
+        idx: &[usize],
+        views: &[PcTokens],
+        per_sample: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (g, k) = (self.groups, self.group_size);
+        let rows = views.len();
+        let c: Vec<f32> = views.iter().flat_map(|v| v.centers.iter().copied()).collect();
+        let n: Vec<f32> = views
+            .iter()
+            .flat_map(|v| v.neighborhoods.iter().copied())
+            .collect();
+        let mut l = Vec::with_capacity(idx.len());
+        for &i in idx {
+            l.push(u32::try_from(self.labels[i]).context("negative or huge label")?);
+        }
+        debug_assert_eq!(rows, idx.len() * per_sample);
+        Ok((
+            Tensor::from_vec(c, (rows, g, 3), device)?,
+            Tensor::from_vec(n, (rows, g, k, 3), device)?,
+            Tensor::from_vec(l, idx.len(), device)?,
+        ))
     }
 
     /// The sample order of one epoch: a permutation drawn from (seed, epoch) only.
@@ -107,4 +248,10 @@ impl PcSet {
             Tensor::from_vec(l, b, device)?,
         ))
     }
+}
+
+/// The generator of one cloud's view: a keyed hash of (the step's or the vote's base seed,
+/// the cloud's index).
+fn sample_rng(base: &[u8; 32], sample: u64) -> ChaCha8Rng {
+    ChaCha8Rng::from_seed(*blake3::keyed_hash(base, &sample.to_le_bytes()).as_bytes())
 }
