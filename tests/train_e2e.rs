@@ -127,6 +127,7 @@ kind = "eval"
 train = "train_pc"
 data = "pc_tokens"
 block = "llm_block"
+vote = 3
 "#,
         train.display(),
         test.display(),
@@ -204,6 +205,11 @@ fn frozen_block_training_lowers_the_loss_and_evaluates() {
     let e = show(&cfg, "eval_pc");
     let oa = e["meta"]["overall_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&oa));
+    // Test-time voting (the reference's test_vote) reports beside the single view.
+    assert_eq!(e["meta"]["votes"], 3);
+    let voted = e["meta"]["vote_overall_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&voted));
+    assert_eq!(e["meta"]["vote_samples"], e["meta"]["samples"]);
     // The block file is the extracted last layer.
     let b = show(&cfg, "llm_block");
     assert_eq!(b["meta"]["layer"], 1);
@@ -836,4 +842,67 @@ fn report_pools_seeds_and_export_names_files() {
             std::fs::read_dir(&out).unwrap().count()
         );
     }
+}
+
+/// Point-BERT's recipe needs the raw points: without them the error says what to set, and
+/// `resample = false` trains on the cached tokens instead (a different model).
+#[test]
+fn resampling_needs_kept_points_and_changes_what_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "none",
+        1,
+        "cache",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shard_samples = 64\n", "shard_samples = 64\nkeep_points = 0\n")
+        .replace("vote = 3\n", "");
+    let no_points = dir.path().join("no-points.toml");
+    std::fs::write(&no_points, text).unwrap();
+    let r = lm4ve(
+        &no_points,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("keep_points = 2048") && r.stderr.contains("resample = false"),
+        "{}",
+        r.stderr
+    );
+    let cached = with_train_params(&no_points, "cached.toml", "resample = false");
+    lm4ve(
+        &cached,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    assert_ne!(
+        file_hash(&cfg, "train_pc", "model.safetensors"),
+        file_hash(&cached, "train_pc", "model.safetensors")
+    );
+    // The kept points are in the shards, as the schema says.
+    let pc = show(&cfg, "pc_tokens");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(pc["manifest"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let points = manifest["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "points")
+        .expect("a points field");
+    assert_eq!(points["shape"], serde_json::json!([2048, 3]));
 }

@@ -255,3 +255,88 @@ impl PcSet {
 fn sample_rng(base: &[u8; 32], sample: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(*blake3::keyed_hash(base, &sample.to_le_bytes()).as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set of `n` random clouds of 300 points each, 64-point views of 8 groups of 4.
+    fn set(n: usize) -> PcSet {
+        let mut r = ChaCha8Rng::seed_from_u64(11);
+        let kept = 300;
+        PcSet {
+            groups: 8,
+            group_size: 4,
+            centers: vec![0.0; n * 8 * 3],
+            neighborhoods: vec![0.0; n * 8 * 4 * 3],
+            labels: (0..n as i64).map(|i| i % 3).collect(),
+            kept,
+            points: (0..n * kept * 3)
+                .map(|_| r.random_range(-1.0f32..1.0))
+                .collect(),
+            num_points: 64,
+            views: PcViews::Resampled,
+            votes: 0,
+            vote_seed: 0,
+        }
+    }
+
+    fn centers(s: &PcSet, idx: &[usize], step: u64) -> Vec<f32> {
+        let mut rng = crate::train::models::layers::step_rng(0, "augment", step);
+        let (c, n, l) = s.resampled_batch(idx, &mut rng, &Device::Cpu).unwrap();
+        assert_eq!(c.dims(), &[idx.len(), 8, 3]);
+        assert_eq!(n.dims(), &[idx.len(), 8, 4, 3]);
+        assert_eq!(l.dims(), &[idx.len()]);
+        c.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn groups_change_every_step_and_repeat_for_the_same_step() {
+        let s = set(6);
+        let idx = [0, 1, 2, 3, 4, 5];
+        let a = centers(&s, &idx, 0);
+        assert_eq!(a, centers(&s, &idx, 0), "same seed and step: same views");
+        let b = centers(&s, &idx, 1);
+        for (i, (x, y)) in a.chunks(24).zip(b.chunks(24)).enumerate() {
+            assert_ne!(x, y, "cloud {i} kept its groups from one step to the next");
+        }
+    }
+
+    #[test]
+    fn views_do_not_depend_on_threads() {
+        let s = set(16);
+        let idx: Vec<usize> = (0..16).collect();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let a = one.install(|| centers(&s, &idx, 5));
+        let b = four.install(|| centers(&s, &idx, 5));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn votes_are_sample_major_and_seeded() {
+        let s = set(3);
+        let (c, _, l) = s.vote_batch(&[2, 0], 5, 9, &Device::Cpu).unwrap();
+        assert_eq!(c.dims(), &[10, 8, 3]);
+        assert_eq!(l.to_vec1::<u32>().unwrap(), vec![2, 0]);
+        let (c2, _, _) = s.vote_batch(&[2, 0], 5, 9, &Device::Cpu).unwrap();
+        let (c3, _, _) = s.vote_batch(&[2, 0], 5, 10, &Device::Cpu).unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&c), v(&c2));
+        assert_ne!(v(&c), v(&c3));
+        // Cloud 2's votes are the same whichever batch it is in.
+        let (alone, _, _) = s.vote_batch(&[2], 5, 9, &Device::Cpu).unwrap();
+        assert_eq!(v(&alone), v(&c)[..5 * 24].to_vec());
+    }
+
+    #[test]
+    fn without_kept_points_resampling_says_what_to_set() {
+        let mut s = set(2);
+        s.kept = 0;
+        s.points.clear();
+        let e = s
+            .resampled_batch(&[0], &mut ChaCha8Rng::seed_from_u64(0), &Device::Cpu)
+            .unwrap_err();
+        assert!(e.to_string().contains("keep_points"), "{e}");
+    }
+}
