@@ -105,6 +105,8 @@ pub enum Input {
         actor_mask: Tensor,
         lanes: Tensor,
         lane_mask: Tensor,
+        /// [B, A, 2] each actor's current position.
+        actor_ctrs: Tensor,
     },
 }
 
@@ -112,8 +114,13 @@ pub enum Input {
 pub enum Target {
     /// u32 [B]
     Labels(Tensor),
-    /// The agent's future [B, P, 2] in its frame.
-    Trajectory(Tensor),
+    /// The AGENT's future [B, P, 2] in its frame (what the metrics score), and every actor's
+    /// future [B, A, P, 2] with its mask [B, A, P] (what the loss supervises).
+    Trajectory {
+        agent: Tensor,
+        futures: Tensor,
+        future_mask: Tensor,
+    },
 }
 
 /// What a model predicts.
@@ -130,8 +137,13 @@ fn av_input(s: &AvSet, idx: &[usize], device: &Device) -> Result<(Input, Target)
             actor_mask: b.actor_mask,
             lanes: b.lanes,
             lane_mask: b.lane_mask,
+            actor_ctrs: b.actor_ctrs,
         },
-        Target::Trajectory(b.target),
+        Target::Trajectory {
+            agent: b.target,
+            futures: b.futures,
+            future_mask: b.future_mask,
+        },
     ))
 }
 
@@ -291,8 +303,9 @@ impl Model {
                     actor_mask,
                     lanes,
                     lane_mask,
+                    actor_ctrs,
                 },
-            ) => Output::Forecast(m.forward(actors, actor_mask, lanes, lane_mask)?),
+            ) => Output::Forecast(m.forward(actors, actor_mask, lanes, lane_mask, actor_ctrs)?),
             _ => anyhow::bail!("model and input kinds differ"),
         })
     }
@@ -309,10 +322,17 @@ pub fn train_loss(out: &Output, y: &Target, label_smoothing: f64) -> Result<(Ten
             let right = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
             (loss, right)
         }
-        (Output::Forecast(f), Target::Trajectory(t)) => {
-            let loss = forecast_loss(f, t)?;
+        (
+            Output::Forecast(f),
+            Target::Trajectory {
+                agent,
+                futures,
+                future_mask,
+            },
+        ) => {
+            let loss = forecast_loss(f, futures, future_mask)?;
             let mut totals = ForecastTotals::default();
-            totals.add(f, t)?;
+            totals.add(&f.agent()?, agent)?;
             (loss, totals.n - totals.k_all.2)
         }
         _ => anyhow::bail!("model output and target kinds differ"),
@@ -348,7 +368,7 @@ pub fn evaluate(
                 let by_logits = matches!(set, Dataset::Pc(_));
                 cls.add(&logits, &l, views, by_logits)?
             }
-            (Output::Forecast(f), Target::Trajectory(t)) => fc.add(&f, &t)?,
+            (Output::Forecast(f), Target::Trajectory { agent, .. }) => fc.add(&f.agent()?, &agent)?,
             _ => anyhow::bail!("model output and target kinds differ"),
         }
     }

@@ -13,7 +13,7 @@ use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
 use super::stage::{TrainParams, TrainStage};
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig};
-use crate::plot::{curves_png, Series};
+use crate::plot::{curves_png, curves_png_axes, Series};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -195,10 +195,20 @@ pub(super) struct EpochMetrics {
     pub(super) train_acc: f64,
     /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
     pub(super) test_acc: f64,
+    /// Forecasting: the held-out minADE / minFDE (m) and miss rate at K modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) forecast: Option<ForecastEpoch>,
     /// Wall-clock time: logged, never stored (artifacts are a pure function of their key;
     /// the run's time is in its run record).
     #[serde(skip)]
     pub(super) seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ForecastEpoch {
+    pub(super) min_ade: f64,
+    pub(super) min_fde: f64,
+    pub(super) miss_rate: f64,
 }
 
 impl TrainStage {
@@ -335,29 +345,57 @@ impl TrainStage {
                 seen += n as u64;
                 Ok(())
             })?;
-            let test_acc = if test.is_empty() {
-                0.0
+            let held = if test.is_empty() {
+                None
             } else {
-                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.score
+                Some(evaluate(
+                    &built.model,
+                    &test,
+                    classes,
+                    self.p.batch_size,
+                    &device,
+                )?)
             };
+            let forecast = held.as_ref().filter(|_| !self.task.is_classification()).map(|h| {
+                let f = |k: &str| h.metrics[k].as_f64().unwrap_or(f64::NAN);
+                ForecastEpoch {
+                    min_ade: f("min_ade"),
+                    min_fde: f("min_fde"),
+                    miss_rate: f("miss_rate"),
+                }
+            });
             let m = EpochMetrics {
                 epoch,
                 step: opt.step,
                 lr,
                 loss: loss_sum / seen.max(1) as f64,
                 train_acc: right as f64 / seen.max(1) as f64,
-                test_acc,
+                test_acc: held.as_ref().map_or(0.0, |h| h.score),
+                forecast,
                 seconds: t0.elapsed().as_secs_f64(),
             };
-            tracing::info!(
-                "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
-                self.name,
-                epoch + 1,
-                m.loss,
-                m.train_acc,
-                m.test_acc,
-                m.seconds
-            );
+            match &m.forecast {
+                Some(f) => tracing::info!(
+                    "{}: epoch {} loss {:.4} train hits {:.3} held-out minADE {:.3} m minFDE {:.3} m miss rate {:.3} ({:.1} s)",
+                    self.name,
+                    epoch + 1,
+                    m.loss,
+                    m.train_acc,
+                    f.min_ade,
+                    f.min_fde,
+                    f.miss_rate,
+                    m.seconds
+                ),
+                None => tracing::info!(
+                    "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
+                    self.name,
+                    epoch + 1,
+                    m.loss,
+                    m.train_acc,
+                    m.test_acc,
+                    m.seconds
+                ),
+            }
             new_metrics.push(m);
         }
         let ck = checkpoint::save(
@@ -409,6 +447,37 @@ impl TrainStage {
                 ],
             )?;
             out.add_file("curves.png", &curves)?;
+            if !self.task.is_classification() {
+                let of = |f: fn(&ForecastEpoch) -> f64| {
+                    history
+                        .iter()
+                        .filter_map(|m| m.forecast.as_ref().map(|x| (m.epoch as f64 + 1.0, f(x))))
+                        .collect::<Vec<_>>()
+                };
+                let png = curves_png_axes(
+                    &format!("{}: held-out forecasts", self.name),
+                    "metres",
+                    &[
+                        Series {
+                            name: "minADE (K modes)",
+                            points: of(|f| f.min_ade),
+                            held_out: true,
+                        },
+                        Series {
+                            name: "minFDE (K modes)",
+                            points: of(|f| f.min_fde),
+                            held_out: true,
+                        },
+                    ],
+                    "miss rate (final error > 2 m)",
+                    &[Series {
+                        name: "miss rate",
+                        points: of(|f| f.miss_rate),
+                        held_out: true,
+                    }],
+                )?;
+                out.add_file("forecast.png", &png)?;
+            }
         }
         out.set_meta(serde_json::json!({ "epochs": new_metrics }));
         Ok(())
