@@ -349,7 +349,8 @@ pub fn smooth_l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     smooth_l1_each(pred, target)?.mean_all()
 }
 
-/// The reference's `JointLoss`, over every actor with a future: the winner is the mode with
+/// The reference's `JointLoss`, over every actor with a future (as there, "with a future" means
+/// an observed position after the first future step: `max(mask + 0.1·step/P) > 1`): the winner is the mode with
 /// the smallest error at the actor's last observed future step; cross-entropy of the
 /// confidences to the winner, plus SmoothL1 summed over the observed future positions of the
 /// winner's trajectory and of the single-mode one, each divided by the number of actors.
@@ -387,7 +388,8 @@ pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Re
         .broadcast_as((n, 1, p * 2))?
         .contiguous()?;
     let best = modes.reshape((n, k, p * 2))?.gather(&idx, 1)?.reshape((n, p, 2))?;
-    let w = fm.unsqueeze(2)?.broadcast_as((n, p, 2))?;
+    // Only the actors with a future count, in every term (the reference's `[mask]` rows).
+    let w = fm.broadcast_mul(&has.unsqueeze(1)?)?.unsqueeze(2)?.broadcast_as((n, p, 2))?;
     let reg = (smooth_l1_each(&best, &gt)? * &w)?.sum_all()?;
     let single = f.single.reshape((n, p, 2))?;
     let reg_single = (smooth_l1_each(&single, &gt)? * &w)?.sum_all()?;
@@ -490,12 +492,14 @@ mod tests {
     fn loss_is_the_references_joint_loss() {
         let dev = Device::Cpu;
         // 1 scene, 3 actor slots, K = 2, P = 2.
-        let modes = Tensor::new(
-            &[[
-                [[[0f32, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 3.0]]],
-                [[[5.0, 5.0], [9.0, 9.0]], [[0.0, 0.0], [9.0, 9.0]]],
-                [[[50.0, 50.0], [50.0, 50.0]], [[-50.0, 9.0], [9.0, 9.0]]],
-            ]],
+        #[rustfmt::skip]
+        let modes = Tensor::from_vec(
+            vec![
+                0f32, 0.0, 1.0, 0.0, /* mode 1 */ 0.0, 0.0, 0.0, 3.0,
+                9.0, 9.0, 5.0, 5.0, /* mode 1 */ 9.0, 9.0, 0.0, 0.0,
+                50.0, 50.0, 50.0, 50.0, /* mode 1 */ -50.0, 9.0, 9.0, 9.0,
+            ],
+            (1, 3, 2, 2, 2),
             &dev,
         )
         .unwrap();
@@ -507,19 +511,19 @@ mod tests {
         let futures = Tensor::new(
             &[[
                 [[0f32, 1.0], [0.0, 2.0]],
-                [[0.0, 0.5], [100.0, 100.0]],
+                [[100.0, 100.0], [0.0, 0.5]],
                 [[7.0, 7.0], [7.0, 7.0]],
             ]],
             &dev,
         )
         .unwrap();
-        let fm = Tensor::new(&[[[1f32, 1.0], [1.0, 0.0], [0.0, 0.0]]], &dev).unwrap();
+        let fm = Tensor::new(&[[[1f32, 1.0], [0.0, 1.0], [0.0, 0.0]]], &dev).unwrap();
         let got = forecast_loss(&f, &futures, &fm)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;
         // Actor 0: winner mode 1 (final error 1 vs 5): CE ln 2, winner SmoothL1 0.5 + 0.5,
-        // single (zeros) 0.5 + 1.5. Actor 1: only step 0 observed, winner mode 1: CE
+        // single (zeros) 0.5 + 1.5. Actor 1: only step 1 observed, winner mode 1: CE
         // ln(1 + e), winner 0.125, single 0.125. Actor 2: no future, not counted.
         let want = (2f64.ln() + 1.0 + 2.0 + (1.0 + 1f64.exp()).ln() + 0.125 + 0.125) / 2.0;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
