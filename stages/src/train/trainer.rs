@@ -231,6 +231,18 @@ impl TrainStage {
             self.p.seed,
             &device,
         )?;
+        // Pretrained encoder weights, once: later units restore everything from the previous
+        // unit's checkpoint.
+        let init = match (&self.p.init, k) {
+            (Some(path), 0) => {
+                let fam = super::init::family(self.task)
+                    .context("`init` is not supported for this task")?;
+                let report = super::init::load_into(path, fam, &sorted_vars(&built.varmap)?)?;
+                tracing::info!("{}: {}", self.name, report.summary());
+                Some(report)
+            }
+            _ => None,
+        };
         let sink = GradSink::default();
         built.model.configure(&Execution {
             attn: self.p.attention,
@@ -385,7 +397,11 @@ impl TrainStage {
             )?;
             out.add_file("curves.png", &curves)?;
         }
-        out.set_meta(serde_json::json!({ "epochs": new_metrics }));
+        let mut meta = serde_json::json!({ "epochs": new_metrics });
+        if let Some(report) = init {
+            meta["init"] = serde_json::to_value(report)?;
+        }
+        out.set_meta(meta);
         Ok(())
     }
 }
