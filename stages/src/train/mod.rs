@@ -24,6 +24,8 @@ mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod init;
+#[cfg(test)]
+mod init_tests;
 pub mod models;
 pub mod ops;
 pub mod optim;
