@@ -321,3 +321,50 @@ fn lm4ves_own_weights_load_back_unchanged() {
         .unwrap();
     assert_eq!(diff(&a, &b).0, 0.0);
 }
+
+/// `init` in a train stage's params: a hashed input (role `init`), not a key param; a
+/// missing file blocks only this stage (a missing input); a corrupt file or a task without a
+/// pretrained family is a config error naming `init`.
+#[test]
+fn init_param_is_a_hashed_input_and_checked_at_build() {
+    use lm4ve_pipeline::PipelineConfig;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("pointbert_pretrain.pth"),
+        dir.path().join("Point-BERT.pth"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.pth"), b"oops").unwrap();
+    let build = |data_kind: &str, init: &str| {
+        let text = format!(
+            "[stages.d]\nkind = \"{data_kind}\"\n[stages.d.params]\n\n[stages.t]\nkind = \"train\"\n[stages.t.params]\ndata = \"d\"\nmode = \"none\"\n{init}\n"
+        );
+        let c = PipelineConfig::parse(&dir.path().join("p.toml"), &text).unwrap();
+        crate::train::stage::build_train(&c, &c.stages["t"])
+    };
+    let plain = build("pc.tokens", "").unwrap();
+    let with = build("pc.tokens", "init = \"Point-BERT.pth\"").unwrap();
+    assert!(plain.inputs().is_empty());
+    let inputs = with.inputs();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].role, "init");
+    assert_eq!(inputs[0].path, dir.path().join("Point-BERT.pth"));
+    // The key params are those of the same stage without init: the file's content hash is
+    // what enters the key, and configs without `init` keep their keys.
+    assert_eq!(plain.key_params(), with.key_params());
+    assert!(!with.key_params().to_string().contains("Point-BERT"));
+    // Missing: a missing input, naming the path and the key.
+    let e = build("pc.tokens", "init = \"../models/Point-BERT.pth\"")
+        .err()
+        .unwrap();
+    assert!(e.missing_input.as_deref().unwrap().ends_with("Point-BERT.pth"));
+    let s = e.to_string();
+    assert!(s.contains("init") && s.contains("Point-BERT"), "{s}");
+    // Corrupt: a config error naming the file.
+    let e = build("pc.tokens", "init = \"broken.pth\"").err().unwrap();
+    assert!(e.missing_input.is_none());
+    assert!(e.to_string().contains("broken.pth"), "{e}");
+    // VectorNet has no pretrained checkpoint format.
+    let e = build("av.tokens", "init = \"Point-BERT.pth\"").err().unwrap();
+    assert!(e.to_string().contains("init"), "{e}");
+}
