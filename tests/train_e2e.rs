@@ -849,7 +849,8 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
     let model = tiny_llama(dir.path());
     let ckpt = dir.path().join("Point-BERT.pth");
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/pointbert_pretrain.pth"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/pointbert_pretrain.pth"),
         &ckpt,
     )
     .unwrap();
@@ -864,9 +865,10 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
         "cache",
     );
     // The fixture's sizes (Point-BERT's mini-PointNet widths are fixed: 128, 256, 512).
-    let text = std::fs::read_to_string(&base)
-        .unwrap()
-        .replace("depth = 1\nheads = 2\npointnet_dims = [16, 32, 32]", "depth = 2\nheads = 4\npointnet_dims = [128, 256, 512]");
+    let text = std::fs::read_to_string(&base).unwrap().replace(
+        "depth = 1\nheads = 2\npointnet_dims = [16, 32, 32]",
+        "depth = 2\nheads = 4\npointnet_dims = [128, 256, 512]",
+    );
     std::fs::write(&base, text).unwrap();
     let cfg = with_train_params(&base, "init.toml", "init = \"Point-BERT.pth\"");
     let r = lm4ve(
@@ -874,7 +876,11 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
         &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
     );
     r.ok();
-    assert!(r.stderr.contains("init from Point-BERT.pth"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("init from Point-BERT.pth"),
+        "{}",
+        r.stderr
+    );
     let v = show(&cfg, "train_pc");
     let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
@@ -891,10 +897,16 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for k in ["cls_head.0.weight", "cls_head.4.bias", "llm_adapter_up.weight"] {
+    for k in [
+        "cls_head.0.weight",
+        "cls_head.4.bias",
+        "llm_adapter_up.weight",
+    ] {
         assert!(missing.contains(&k), "{k}: {missing:?}");
     }
-    assert!(init["ignored"].to_string().contains("module.transformer_k.cls_token"));
+    assert!(init["ignored"]
+        .to_string()
+        .contains("module.transformer_k.cls_token"));
     // The file is an input: other weights at the same path make the stage stale (a
     // safetensors file, despite the name: the format is read from the content).
     std::fs::copy(
@@ -914,7 +926,8 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
     assert!(line.contains("stale"), "{}", st.stdout);
     // A checkpoint of other sizes: the first key whose shape differs is named, with both.
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/pointbert_pretrain.pth"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/pointbert_pretrain.pth"),
         &ckpt,
     )
     .unwrap();

@@ -158,13 +158,16 @@ fn to_f32(t: Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// (name, tensor) pairs of one state dict.
+pub type StateDict = Vec<(String, Tensor)>;
+
 /// Every tensor of an encoder checkpoint (`.pth` or `.safetensors`), floats as f32: the key
 /// it was found under (for `.pth`, the first of `keys` present), and (name, tensor) pairs
 /// sorted by name.
 pub fn read_state_dict(
     path: &Path,
     keys: &[&str],
-) -> Result<(Option<String>, Vec<(String, Tensor)>), PthError> {
+) -> Result<(Option<String>, StateDict), PthError> {
     let mut out = Vec::new();
     let key = match sniff(path)? {
         Format::TorchZip => {
@@ -180,7 +183,9 @@ pub fn read_state_dict(
             let map = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
                 err(
                     path,
-                    format!("cannot read it as safetensors ({e}); the file is truncated or corrupt"),
+                    format!(
+                        "cannot read it as safetensors ({e}); the file is truncated or corrupt"
+                    ),
                 )
             })?;
             for (name, t) in map {

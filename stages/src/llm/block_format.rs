@@ -108,7 +108,12 @@ const fn t(role: Role, arch: Arch, name: &'static str, gguf: Option<&'static str
 }
 
 /// A LLaMA row: canonical, GGUF and Meta names.
-const fn llama(role: Role, name: &'static str, gguf: &'static str, meta: &'static str) -> TensorName {
+const fn llama(
+    role: Role,
+    name: &'static str,
+    gguf: &'static str,
+    meta: &'static str,
+) -> TensorName {
     TensorName {
         role,
         arch: Arch::Llama,
@@ -120,15 +125,45 @@ const fn llama(role: Role, name: &'static str, gguf: &'static str, meta: &'stati
 
 /// Every tensor of a canonical block, per architecture, in file order.
 pub const TENSORS: &[TensorName] = &[
-    llama(Role::Norm1, "input_layernorm.weight", "attn_norm", "attention_norm"),
+    llama(
+        Role::Norm1,
+        "input_layernorm.weight",
+        "attn_norm",
+        "attention_norm",
+    ),
     llama(Role::Q, "self_attn.q_proj.weight", "attn_q", "attention.wq"),
     llama(Role::K, "self_attn.k_proj.weight", "attn_k", "attention.wk"),
     llama(Role::V, "self_attn.v_proj.weight", "attn_v", "attention.wv"),
-    llama(Role::O, "self_attn.o_proj.weight", "attn_output", "attention.wo"),
-    llama(Role::Norm2, "post_attention_layernorm.weight", "ffn_norm", "ffn_norm"),
-    llama(Role::MlpIn, "mlp.gate_proj.weight", "ffn_gate", "feed_forward.w1"),
-    llama(Role::MlpUp, "mlp.up_proj.weight", "ffn_up", "feed_forward.w3"),
-    llama(Role::MlpOut, "mlp.down_proj.weight", "ffn_down", "feed_forward.w2"),
+    llama(
+        Role::O,
+        "self_attn.o_proj.weight",
+        "attn_output",
+        "attention.wo",
+    ),
+    llama(
+        Role::Norm2,
+        "post_attention_layernorm.weight",
+        "ffn_norm",
+        "ffn_norm",
+    ),
+    llama(
+        Role::MlpIn,
+        "mlp.gate_proj.weight",
+        "ffn_gate",
+        "feed_forward.w1",
+    ),
+    llama(
+        Role::MlpUp,
+        "mlp.up_proj.weight",
+        "ffn_up",
+        "feed_forward.w3",
+    ),
+    llama(
+        Role::MlpOut,
+        "mlp.down_proj.weight",
+        "ffn_down",
+        "feed_forward.w2",
+    ),
     t(Role::Norm1, Arch::Opt, "self_attn_layer_norm.weight", None),
     t(
         Role::Norm1Bias,

@@ -109,7 +109,7 @@ fn locate(path: &Path) -> Result<Source, LlmError> {
     let md = std::fs::metadata(path).map_err(|e| {
         bad(
             path,
-            format!("{e}; pass a .safetensors, .gguf, index.json or model directory"),
+            format!("{e}; pass a .safetensors, .gguf, index.json, model directory or Meta params.json directory"),
         )
     })?;
     let is_gguf = |p: &Path| {

@@ -168,7 +168,7 @@ pub(super) fn plan(m: &MetaDir, cfg: &BlockConfig, layer: usize) -> Result<MetaL
         let key = format!("layers.{layer}.{meta}.weight");
         let mut want = cfg.shape_of(t.role);
         if let Some(d) = split_dim(t.role) {
-            if want[d] % n != 0 {
+            if !want[d].is_multiple_of(n) {
                 return Err(bad(
                     &m.params_json,
                     format!("`{key}` has {} {} to split over {n} consolidated.*.pth files; the files do not belong to this params.json", want[d], if d == 0 { "rows" } else { "columns" }),
@@ -212,9 +212,9 @@ pub(super) fn read(
                 .map_err(|e| bad(first, format!("`{key}`: {e}")))
         };
         let data = match split_dim(*role) {
-            Some(d) => flat(
-                Tensor::cat(&parts, d).map_err(|e| bad(first, format!("`{key}`: {e}")))?,
-            )?,
+            Some(d) => {
+                flat(Tensor::cat(&parts, d).map_err(|e| bad(first, format!("`{key}`: {e}")))?)?
+            }
             None => {
                 let mut it = parts.into_iter();
                 let v = flat(it.next().ok_or_else(|| bad(first, "no shards"))?)?;

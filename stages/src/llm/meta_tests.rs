@@ -97,13 +97,18 @@ fn write_gguf(path: &Path, b: &ExtractedBlock) {
 fn meta_checkpoint_gives_the_reference_modules_output() {
     let dir = tempfile::tempdir().unwrap();
     let path = fixture("llama_meta");
-    let want = candle_core::safetensors::load(path.join("expected.safetensors"), &Device::Cpu)
-        .unwrap();
+    let want =
+        candle_core::safetensors::load(path.join("expected.safetensors"), &Device::Cpu).unwrap();
     let b = extract_block(&path, None).unwrap();
     assert_eq!((b.layer, b.num_layers), (1, 2));
     let c = &b.config;
     assert_eq!(
-        (c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size),
+        (
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.intermediate_size
+        ),
         (32, 4, 4, 96)
     );
     assert_eq!(c.norm_eps, 1e-6);
@@ -246,7 +251,10 @@ fn broken_meta_checkpoints_are_clear_errors() {
     )
     .unwrap();
     let e = extract_block(&d, Some(0)).unwrap_err().to_string();
-    assert!(e.contains("feed_forward.w1") && e.contains("params.json"), "{e}");
+    assert!(
+        e.contains("feed_forward.w1") && e.contains("params.json"),
+        "{e}"
+    );
     std::fs::write(d.join("params.json"), r#"{"dim": 32}"#).unwrap();
     let e = inspect(&d).unwrap_err().to_string();
     assert!(e.contains("n_heads"), "{e}");

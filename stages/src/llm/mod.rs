@@ -9,9 +9,9 @@ mod gguf;
 mod gguf_check;
 mod hf;
 mod meta;
-pub mod stage;
 #[cfg(test)]
 mod meta_tests;
+pub mod stage;
 #[cfg(test)]
 mod tests;
 

@@ -67,16 +67,17 @@ pub struct Family {
 /// Where one checkpoint tensor goes.
 #[derive(Debug, Clone, PartialEq)]
 enum Route {
-    /// Into our parameter of this name, converted by `Conv`.
-    To(String, Conv),
+    /// Into our parameter of this name, converted from `Layout`.
+    To(String, Layout),
     /// Not loaded, for this reason.
     Skip(&'static str),
 }
 
 /// Layout conversions between PyTorch layers and ours.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Conv {
-    None,
+enum Layout {
+    /// Already a Linear weight (or not a weight).
+    Linear,
     /// Kernel-1 `Conv1d` weight `[o, i, 1]` → Linear `[o, i]`.
     Conv1d,
     /// `Conv3d` tubelet weight `[d, c, t, p, q]` → Linear `[d, t·p·q·c]`.
@@ -253,7 +254,7 @@ pub fn load_into(path: &Path, fam: &Family, vars: &[(String, Var)]) -> Result<In
                 path.display(),
                 r.key,
                 r.tensor.dims(),
-                if conv == Conv::None {
+                if conv == Layout::Linear {
                     String::new()
                 } else {
                     format!(" ({:?} as a Linear)", t.dims())
@@ -287,10 +288,10 @@ pub fn load_into(path: &Path, fam: &Family, vars: &[(String, Var)]) -> Result<In
     Ok(report)
 }
 
-fn convert(t: &Tensor, conv: Conv) -> candle_core::Result<Tensor> {
+fn convert(t: &Tensor, conv: Layout) -> candle_core::Result<Tensor> {
     match (conv, t.dims()) {
-        (Conv::Conv1d, &[o, i, 1]) => t.reshape((o, i)),
-        (Conv::Conv3d, &[d, c, kt, p, q]) => t
+        (Layout::Conv1d, &[o, i, 1]) => t.reshape((o, i)),
+        (Layout::Conv3d, &[d, c, kt, p, q]) => t
             .permute((0, 2, 3, 4, 1))?
             .contiguous()?
             .reshape((d, kt * p * q * c)),
@@ -337,14 +338,14 @@ fn pointbert_route(key: &str, pretrain: bool) -> Route {
     if k.starts_with("llama.") {
         return Route::Skip(LLM_LAYER);
     }
-    let to = |n: String| Route::To(n, Conv::None);
+    let to = |n: String| Route::To(n, Layout::Linear);
     match k.as_str() {
         "llama_dim_mapper1.weight" => return to("llm_adapter_up.weight".into()),
         "llama_dim_mapper2.weight" => return to("llm_adapter_down.weight".into()),
         "encoder.first_conv.0.weight"
         | "encoder.first_conv.3.weight"
         | "encoder.second_conv.0.weight"
-        | "encoder.second_conv.3.weight" => return Route::To(k, Conv::Conv1d),
+        | "encoder.second_conv.3.weight" => return Route::To(k, Layout::Conv1d),
         _ => {}
     }
     if let Some(rest) = k.strip_prefix("blocks.blocks.") {
@@ -379,20 +380,18 @@ fn videomae_route(key: &str, _pretrain: bool) -> Route {
         .strip_prefix("backbone.")
         .or_else(|| k.strip_prefix("encoder."))
         .unwrap_or(k);
-    let to = |n: &str| Route::To(n.to_string(), Conv::None);
+    let to = |n: &str| Route::To(n.to_string(), Layout::Linear);
     match k {
         "pos_embed" => {
             return Route::Skip(
                 "positional table: lm4ve uses VideoMAE's fixed sinusoid table, not a parameter",
             )
         }
-        "norm.weight" | "norm.bias" => {
-            return Route::Skip(
-                "`norm`: VideoMAE's mean-pooling model replaces it by Identity and trains `fc_norm`",
-            )
-        }
+        "norm.weight" | "norm.bias" => return Route::Skip(
+            "`norm`: VideoMAE's mean-pooling model replaces it by Identity and trains `fc_norm`",
+        ),
         "mask_token" => return Route::Skip("VideoMAE pretraining decoder"),
-        "patch_embed.proj.weight" => return Route::To(k.to_string(), Conv::Conv3d),
+        "patch_embed.proj.weight" => return Route::To(k.to_string(), Layout::Conv3d),
         "llama_dim_mapper1.weight" => return to("llm_adapter_up.weight"),
         "llama_dim_mapper2.weight" => return to("llm_adapter_down.weight"),
         _ => {}

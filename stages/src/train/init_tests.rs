@@ -44,7 +44,13 @@ fn diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let m = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     (d, d / m.max(1e-12))
 }
 
@@ -83,7 +89,10 @@ fn point_bert_pretraining_checkpoint_gives_pytorchs_features() {
         .unwrap();
     let (d, rel) = diff(&got, &want["features"]);
     eprintln!("Point-BERT features: max abs diff {d:.3e} (relative {rel:.3e})");
-    assert!(rel < 1e-4, "features differ from PyTorch's by {d} ({rel} relative)");
+    assert!(
+        rel < 1e-4,
+        "features differ from PyTorch's by {d} ({rel} relative)"
+    );
 
     assert_eq!(r.state_dict.as_deref(), Some("base_model"));
     // Missing: what PyTorch's load_state_dict(strict=False) said, in lm4ve's names.
@@ -170,7 +179,10 @@ fn videomae_finetuned_checkpoint_gives_pytorchs_logits() {
     assert_eq!(r.state_dict.as_deref(), Some("module"));
     assert!(r.missing.is_empty(), "{:?}", r.missing);
     assert!(r.ignored.is_empty(), "{:?}", r.ignored);
-    assert_eq!(r.loaded["patch_embed.proj.weight"], "patch_embed.proj.weight");
+    assert_eq!(
+        r.loaded["patch_embed.proj.weight"],
+        "patch_embed.proj.weight"
+    );
     assert_eq!(r.loaded["blocks.0.attn.q_bias"], "blocks.0.attn.q_bias");
     // Two layer scales per block, folded.
     assert_eq!(r.notes.len(), 4, "{:?}", r.notes);
@@ -181,7 +193,11 @@ fn videomae_finetuned_checkpoint_gives_pytorchs_logits() {
 fn videomae_pretraining_safetensors_gives_pytorchs_features() {
     let (want, meta) = expected("videomae_pretrain.expected.safetensors");
     let (varmap, model) = video(&meta);
-    let r = load(&fixture("videomae_pretrain.safetensors"), &VIDEOMAE, &varmap);
+    let r = load(
+        &fixture("videomae_pretrain.safetensors"),
+        &VIDEOMAE,
+        &varmap,
+    );
     let (d, rel) = diff(
         &model.features(&want["tubelets"], None).unwrap(),
         &want["features"],
@@ -357,7 +373,11 @@ fn init_param_is_a_hashed_input_and_checked_at_build() {
     let e = build("pc.tokens", "init = \"../models/Point-BERT.pth\"")
         .err()
         .unwrap();
-    assert!(e.missing_input.as_deref().unwrap().ends_with("Point-BERT.pth"));
+    assert!(e
+        .missing_input
+        .as_deref()
+        .unwrap()
+        .ends_with("Point-BERT.pth"));
     let s = e.to_string();
     assert!(s.contains("init") && s.contains("Point-BERT"), "{s}");
     // Corrupt: a config error naming the file.
@@ -365,6 +385,8 @@ fn init_param_is_a_hashed_input_and_checked_at_build() {
     assert!(e.missing_input.is_none());
     assert!(e.to_string().contains("broken.pth"), "{e}");
     // VectorNet has no pretrained checkpoint format.
-    let e = build("av.tokens", "init = \"Point-BERT.pth\"").err().unwrap();
+    let e = build("av.tokens", "init = \"Point-BERT.pth\"")
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("init"), "{e}");
 }

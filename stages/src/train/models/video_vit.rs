@@ -282,6 +282,8 @@ mod tests {
         // The default is not serialized: existing keys keep their value.
         let v = serde_json::to_value(VideoVitConfig::default()).unwrap();
         assert!(v.get("llm_position").is_none());
+        // VideoMAE's LayerNorm eps, always in the key (it changed from PyTorch's 1e-5).
+        assert_eq!(v["norm_eps"], 1e-6);
     }
 
     #[test]
