@@ -158,6 +158,46 @@ fn to_f32(t: Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Checks a safetensors file's header (length, JSON, every tensor's byte range inside the
+/// file) without reading the tensor data.
+pub fn check_safetensors(path: &Path) -> Result<(), PthError> {
+    use std::io::Read;
+    let corrupt = |why: &str| err(path, format!("{why}; the file is truncated or corrupt"));
+    let mut f = std::fs::File::open(path).map_err(|e| err(path, e.to_string()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| corrupt("shorter than a safetensors header"))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || 8 + n > len {
+        return Err(corrupt("the safetensors header length is past the end"));
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h)
+        .map_err(|_| corrupt("the safetensors header is cut short"))?;
+    let header: serde_json::Value = serde_json::from_slice(&h)
+        .map_err(|e| corrupt(&format!("bad safetensors header ({e})")))?;
+    let entries = header
+        .as_object()
+        .ok_or_else(|| corrupt("the safetensors header is not a JSON object"))?;
+    for (name, e) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = e["data_offsets"]
+            .as_array()
+            .and_then(|a| a.get(1))
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt(&format!("tensor `{name}` has no data_offsets")))?;
+        if 8 + n + end > len {
+            return Err(corrupt(&format!(
+                "tensor `{name}` lies past the end of the file"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// (name, tensor) pairs of one state dict.
 pub type StateDict = Vec<(String, Tensor)>;
 

@@ -172,17 +172,7 @@ pub fn family(task: Task) -> Option<&'static Family> {
 pub fn check_readable(path: &Path, fam: &Family) -> Result<(), crate::pth::PthError> {
     match crate::pth::sniff(path)? {
         crate::pth::Format::TorchZip => crate::pth::PthFile::open(path, fam.keys).map(|_| ()),
-        crate::pth::Format::Safetensors => {
-            let bytes = std::fs::read(path).map_err(|e| crate::pth::err(path, e.to_string()))?;
-            safetensors::SafeTensors::read_metadata(&bytes)
-                .map(|_| ())
-                .map_err(|e| {
-                    crate::pth::err(
-                        path,
-                        format!("bad safetensors header ({e}); the file is truncated or corrupt"),
-                    )
-                })
-        }
+        crate::pth::Format::Safetensors => crate::pth::check_safetensors(path),
     }
 }
 
