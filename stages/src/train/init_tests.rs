@@ -34,6 +34,10 @@ fn json_list(meta: &HashMap<String, String>, key: &str) -> Vec<String> {
     serde_json::from_str(&meta[key]).unwrap()
 }
 
+/// Relative tolerance against PyTorch. Measured: ~3e-7 (f32 on both sides, same weights);
+/// a LayerNorm eps of 1e-5 instead of VideoMAE's 1e-6 alone gives ~2e-5, so this catches it.
+const TOL: f32 = 1e-5;
+
 /// (max |a − b|, that over max |b|).
 fn diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
     let d = (a - b)
@@ -90,7 +94,7 @@ fn point_bert_pretraining_checkpoint_gives_pytorchs_features() {
     let (d, rel) = diff(&got, &want["features"]);
     eprintln!("Point-BERT features: max abs diff {d:.3e} (relative {rel:.3e})");
     assert!(
-        rel < 1e-4,
+        rel < TOL,
         "features differ from PyTorch's by {d} ({rel} relative)"
     );
 
@@ -172,10 +176,10 @@ fn videomae_finetuned_checkpoint_gives_pytorchs_logits() {
     let x = &want["tubelets"];
     let (d, rel) = diff(&model.features(x, None).unwrap(), &want["features"]);
     eprintln!("VideoMAE (fine-tuned) features: max abs diff {d:.3e} (relative {rel:.3e})");
-    assert!(rel < 1e-4, "features differ by {d}");
+    assert!(rel < TOL, "features differ by {d}");
     let (d, rel) = diff(&model.forward(x, None).unwrap(), &want["logits"]);
     eprintln!("VideoMAE (fine-tuned) logits: max abs diff {d:.3e} (relative {rel:.3e})");
-    assert!(rel < 1e-4, "logits differ by {d}");
+    assert!(rel < TOL, "logits differ by {d}");
     assert_eq!(r.state_dict.as_deref(), Some("module"));
     assert!(r.missing.is_empty(), "{:?}", r.missing);
     assert!(r.ignored.is_empty(), "{:?}", r.ignored);
@@ -203,7 +207,7 @@ fn videomae_pretraining_safetensors_gives_pytorchs_features() {
         &want["features"],
     );
     eprintln!("VideoMAE (pretraining, safetensors f16) features: max abs diff {d:.3e} (relative {rel:.3e})");
-    assert!(rel < 1e-4, "features differ by {d}");
+    assert!(rel < TOL, "features differ by {d}");
     assert_eq!(r.state_dict, None);
     // PyTorch's missing keys (fc_norm, and the head it was not given) are ours too.
     let mut tm = json_list(&meta, "torch_missing");
