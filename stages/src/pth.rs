@@ -65,6 +65,28 @@ pub fn sniff(path: &Path) -> Result<Format, PthError> {
     ))
 }
 
+/// Runs candle's pickle reader so that a panic becomes an error naming the file: the reader
+/// indexes into what the pickle says (`Vec::remove` on a tuple of the file's making), so a
+/// malformed pickle panics it instead of failing.
+fn guarded<T>(
+    path: &Path,
+    f: impl FnOnce() -> candle_core::Result<T>,
+) -> Result<candle_core::Result<T>, PthError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        err(
+            path,
+            format!(
+                "its pickle is malformed ({msg}); the file is corrupt or not a PyTorch checkpoint"
+            ),
+        )
+    })
+}
+
 /// One state dict of a `.pth` file, tensors read on demand.
 pub struct PthFile {
     path: PathBuf,
@@ -90,10 +112,10 @@ impl PthFile {
             )
         };
         // Without a key: checks the archive and its pickle, and reads a flat state dict.
-        let flat = PthTensors::new(path, None).map_err(corrupt)?;
+        let flat = guarded(path, || PthTensors::new(path, None))?.map_err(corrupt)?;
         for key in keys {
             // candle fails when the top-level dict lacks `key`; the file itself was read above.
-            if let Ok(t) = PthTensors::new(path, Some(key)) {
+            if let Ok(t) = guarded(path, || PthTensors::new(path, Some(key)))? {
                 if !t.tensor_infos().is_empty() {
                     return Ok(PthFile {
                         path: path.to_path_buf(),
@@ -139,9 +161,7 @@ impl PthFile {
                 format!("reading `{name}`: {e}; the file is truncated or corrupt"),
             )
         };
-        let t = self
-            .tensors
-            .get(name)
+        let t = guarded(&self.path, || self.tensors.get(name))?
             .map_err(bad)?
             .ok_or_else(|| err(&self.path, format!("no tensor `{name}`")))?;
         to_f32(t).map_err(bad)

@@ -306,10 +306,28 @@ fn files_that_are_not_checkpoints_are_clear_errors() {
         let e = check_readable(&p, &POINT_BERT).unwrap_err().to_string();
         assert!(e.contains(name), "{name}: {e}");
     }
-    // A zip without a pickle, and a pickle holding no tensors.
-    let p = dir.path().join("no-tensors.pth");
+    // A pickle that would crash candle's reader (a tensor rebuilt from no arguments).
+    let p = fixture("malformed_pickle.pth");
+    let e = load_into(&p, &POINT_BERT, &vars).unwrap_err().to_string();
+    assert!(
+        e.contains("malformed_pickle.pth") && e.contains("malformed"),
+        "{e}"
+    );
+    assert!(check_readable(&p, &POINT_BERT).is_err());
+    // A file cut right after the zip magic.
+    let p = dir.path().join("magic-only.pth");
     std::fs::write(&p, &real[..4]).unwrap();
-    assert!(load_into(&p, &POINT_BERT, &vars).is_err());
+    let e = load_into(&p, &POINT_BERT, &vars).unwrap_err().to_string();
+    assert!(e.contains("magic-only.pth") && e.contains("corrupt"), "{e}");
+    // A checkpoint whose state dict sits under a key this family does not look in (a
+    // VideoMAE file, `module`, given to a PointBERT stage).
+    let e = check_readable(&fixture("videomae_finetuned.pth"), &POINT_BERT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("videomae_finetuned.pth") && e.contains("base_model"),
+        "{e}"
+    );
     // The real file passes the build-time check.
     check_readable(&fixture("pointbert_pretrain.pth"), &POINT_BERT).unwrap();
     check_readable(&fixture("videomae_pretrain.safetensors"), &VIDEOMAE).unwrap();
