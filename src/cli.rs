@@ -151,7 +151,8 @@ pub enum DeviceArg {
 
 #[derive(Debug, Subcommand)]
 pub enum LlmCmd {
-    /// Architecture, layers, dims and dtypes of a checkpoint (HF safetensors, sharded, or GGUF).
+    /// Architecture, layers, dims and dtypes of a checkpoint (HF safetensors, sharded, GGUF, or
+    /// Meta's params.json + consolidated.NN.pth).
     Inspect {
         path: PathBuf,
         #[arg(long)]

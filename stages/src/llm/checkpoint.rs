@@ -1,13 +1,15 @@
 //! Reading one transformer layer out of an LLM checkpoint without loading the rest:
 //! Hugging Face safetensors (one file, or shards with `model.safetensors.index.json`; the
 //! headers say where each tensor's bytes are, and only those byte ranges of only the shards
-//! holding the layer are read) and GGUF (llama.cpp; seek to each tensor, dequantise with
-//! candle). Every key, shape and byte range is checked against the headers before any data
+//! holding the layer are read), GGUF (llama.cpp; seek to each tensor, dequantise with
+//! candle) and Meta's original `params.json` + `consolidated.NN.pth` (`meta.rs`; each rank's
+//! slice of the layer read lazily from the zip). Every key, shape and byte range is checked against the headers before any data
 //! is read. Output: the canonical block of `block_format.rs`.
 
 use super::block_format::{self, Arch, BlockConfig, BLOCK_FORMAT};
 use super::gguf::{gguf_config, gguf_content, unpermute_rows};
 use super::hf::{hf_config, locate_hf_tensor, read_hf_tensor, read_safetensors_header, HfTensor};
+use super::meta::{self, MetaDir, MetaLayer};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,7 +27,7 @@ pub enum LlmError {
         key: String,
         arch: Arch,
     },
-    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json or GGUF metadata) does not belong to these weights")]
+    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json, params.json or GGUF metadata) does not belong to these weights")]
     Shape {
         path: String,
         key: String,
@@ -100,13 +102,14 @@ enum Source {
         config_json: PathBuf,
     },
     Gguf(PathBuf),
+    Meta(MetaDir),
 }
 
 fn locate(path: &Path) -> Result<Source, LlmError> {
     let md = std::fs::metadata(path).map_err(|e| {
         bad(
             path,
-            format!("{e}; pass a .safetensors, .gguf, index.json or model directory"),
+            format!("{e}; pass a .safetensors, .gguf, index.json, model directory or Meta params.json directory"),
         )
     })?;
     let is_gguf = |p: &Path| {
@@ -116,6 +119,9 @@ fn locate(path: &Path) -> Result<Source, LlmError> {
             .map(|_| &magic == b"GGUF")
             .unwrap_or(false)
     };
+    if let Some(m) = meta::locate(path, md.is_dir())? {
+        return Ok(Source::Meta(m));
+    }
     let dir = if md.is_dir() {
         path.to_path_buf()
     } else {
@@ -193,6 +199,11 @@ pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
             }
             bytes = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             ("gguf".to_string(), cfg, layers)
+        }
+        Source::Meta(m) => {
+            let (cfg, layers) = meta::meta_config(&m.params_json)?;
+            (dtypes, tensors, bytes) = meta::census(&m)?;
+            ("meta-pth".to_string(), cfg, layers)
         }
         Source::Hf {
             files,
@@ -272,6 +283,7 @@ enum PlanKind {
         tensors: Vec<HfTensor>,
         config_json: PathBuf,
     },
+    Meta(MetaLayer),
 }
 
 impl LayerPlan {
@@ -288,6 +300,7 @@ impl LayerPlan {
                 out.push(config_json.clone());
                 out
             }
+            PlanKind::Meta(m) => m.files(),
         }
     }
 }
@@ -302,6 +315,10 @@ fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> 
         }
         Source::Hf { config_json, .. } => {
             let (cfg, n) = hf_config(config_json)?;
+            (cfg, n, None)
+        }
+        Source::Meta(m) => {
+            let (cfg, n) = meta::meta_config(&m.params_json)?;
             (cfg, n, None)
         }
     };
@@ -398,6 +415,7 @@ fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> 
                 config_json,
             }
         }
+        (Source::Meta(m), _) => PlanKind::Meta(meta::plan(&m, &cfg, layer)?),
         (Source::Gguf(file), None) => return Err(bad(&file, "GGUF header not read")),
     };
     Ok(LayerPlan {
@@ -452,6 +470,7 @@ pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock
                 got.insert(t.name, read_hf_tensor(t)?);
             }
         }
+        PlanKind::Meta(m) => got = meta::read(m, cfg)?,
     }
     let mut tensors = Vec::new();
     for (name, shape) in cfg.tensor_shapes() {

@@ -1,6 +1,7 @@
 //! Stage `llm.block`: cuts one layer out of a checkpoint into the cache as a canonical
 //! `block.safetensors`, so the trainer depends on it like on any artifact. The key hashes the
-//! files the layer is read from (for a sharded checkpoint only the shards holding it).
+//! files the layer is read from (for a sharded HF checkpoint only the shards holding it; for
+//! Meta's model-parallel ranks all of them, each holding a slice of every layer).
 
 use super::checkpoint::{extract_block, inspect, layer_files};
 use anyhow::Result;
@@ -17,7 +18,8 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockParams {
-    /// A .gguf, a .safetensors (with config.json beside it), an index.json or a model directory.
+    /// A .gguf, a .safetensors (with config.json beside it), an index.json, a model directory,
+    /// or a Meta LLaMA directory (params.json + consolidated.NN.pth).
     pub checkpoint: PathBuf,
     /// Layer index; default the last (PAPER.md §2).
     pub layer: Option<usize>,

@@ -166,6 +166,9 @@ mod tests {
         let c = cloud(512);
         let pool = vote_pool(&c, &spec());
         assert_eq!(pool.len(), 300);
-        assert_eq!(pool[0], c[0], "FPS starts at index 0 of the unshuffled cloud");
+        assert_eq!(
+            pool[0], c[0],
+            "FPS starts at index 0 of the unshuffled cloud"
+        );
     }
 }

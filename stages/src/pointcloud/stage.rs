@@ -404,9 +404,9 @@ impl PcTokensStage {
             Field::new("label", Dtype::Int64, &[]),
         ]
         .into_iter()
-        .chain((p.keep_points > 0).then(|| {
-            Field::new("points", Dtype::Float32, &[p.keep_points, 3])
-        }))
+        .chain(
+            (p.keep_points > 0).then(|| Field::new("points", Dtype::Float32, &[p.keep_points, 3])),
+        )
         .collect()
     }
 }

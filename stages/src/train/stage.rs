@@ -16,9 +16,11 @@ use super::trainer::{build_model, num_classes, sorted_vars, EpochMetrics};
 use anyhow::{Context, Result};
 
 use lm4ve_pipeline::{
-    ConfigError, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan, UnitRecord,
+    ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
+    UnitRecord,
 };
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 pub const TRAIN_KIND: &str = "train";
 pub const EVAL_KIND: &str = "eval";
@@ -61,6 +63,8 @@ struct TrainToml {
     checkpoint_blocks: bool,
     precision: Option<Precision>,
     resample: Option<bool>,
+    /// A pretrained encoder checkpoint (`.pth` or `.safetensors`; see `train::init`).
+    init: Option<PathBuf>,
 }
 
 /// The reference recipe of each task, for what a config leaves out.
@@ -182,6 +186,12 @@ pub struct TrainParams {
     /// the cached tokens, scaled and shifted.
     #[serde(skip_serializing_if = "is_false")]
     pub resample: bool,
+    /// Pretrained encoder weights loaded before the first step (Point-BERT or VideoMAE
+    /// checkpoint, by the task; see `train::init`), resolved against the config's folder.
+    /// Not a key param: the file enters the key as a hashed input (role `init`), so moving
+    /// it changes nothing and editing it retrains.
+    #[serde(skip)]
+    pub init: Option<PathBuf>,
 }
 
 impl TrainParams {
@@ -208,6 +218,7 @@ impl TrainParams {
             checkpoint_blocks: t.checkpoint_blocks,
             precision: t.precision,
             resample: t.resample.unwrap_or(task == Task::PointCloud),
+            init: t.init,
         }
     }
 }
@@ -265,7 +276,12 @@ pub fn build_train(
     let raw: TrainToml = config.typed_params(sc)?;
     check_upstream_name(config, sc, "data", &raw.data)?;
     let task = task_of(config, sc, &raw.data)?;
-    let p = TrainParams::resolve(raw, task);
+    let mut p = TrainParams::resolve(raw, task);
+    p.init = p
+        .init
+        .as_ref()
+        .map(|init| check_init(config, sc, task, init))
+        .transpose()?;
     match (&p.block, p.mode) {
         (None, m) if m != BlockMode::None => {
             return Err(config.param_error(
@@ -303,6 +319,43 @@ pub fn build_train(
     }))
 }
 
+/// The `init` checkpoint resolved against the config's folder: present (else a missing
+/// input, which blocks only this stage), of a task that has a pretrained family, and
+/// readable (its headers; a corrupt file fails here, before any training).
+fn check_init(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+    task: Task,
+    init: &std::path::Path,
+) -> Result<PathBuf, ConfigError> {
+    let path = config.resolve(init);
+    let Some(fam) = super::init::family(task) else {
+        return Err(config.param_error(
+            &sc.name,
+            Some("init"),
+            format!(
+                "`init` loads Point-BERT (pc.tokens) or VideoMAE (ssv2.tokens) encoders; the {task:?} model has no pretrained checkpoint format"
+            ),
+        ));
+    };
+    if !path.is_file() {
+        return Err(config.missing_input_error(
+            &sc.name,
+            Some("init"),
+            &path,
+            format!(
+                "the pretrained {} checkpoint `init = {:?}` is not there ({}); download it or remove `init` to train from scratch",
+                fam.name,
+                init.display().to_string(),
+                path.display()
+            ),
+        ));
+    }
+    super::init::check_readable(&path, fam)
+        .map_err(|e| config.param_error(&sc.name, Some("init"), e.to_string()))?;
+    Ok(path)
+}
+
 impl TrainStage {
     pub(super) fn units(&self) -> usize {
         self.p.epochs.div_ceil(self.p.epochs_per_checkpoint)
@@ -326,6 +379,13 @@ impl Stage for TrainStage {
         let mut v = serde_json::to_value(&self.p).unwrap_or_default();
         v["model"] = serde_json::to_value(&self.model).unwrap_or_default();
         v
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        self.p
+            .init
+            .iter()
+            .map(|p| InputSpec::new("init", p.clone()))
+            .collect()
     }
     fn upstream(&self) -> Vec<String> {
         let mut u = vec![self.p.data.clone()];
@@ -371,7 +431,7 @@ impl Stage for TrainStage {
                 _ => Some(m),
             })
             .map(|m| serde_json::json!({ "epoch": m.epoch, "score": m.test_acc }));
-        Ok(serde_json::json!({
+        let mut meta = serde_json::json!({
             "task": self.task,
             "model": self.model,
             "mode": self.p.mode,
@@ -382,7 +442,12 @@ impl Stage for TrainStage {
             "precision": self.p.precision,
             "final": last,
             "best": best,
-        }))
+        });
+        // What the first unit loaded from `init` (load_state_dict-style report).
+        if let Some(init) = units.first().and_then(|u| u.meta.get("init")) {
+            meta["init"] = init.clone();
+        }
+        Ok(meta)
     }
 }
 
@@ -527,8 +592,7 @@ impl Stage for EvalStage {
         if let (Some(votes), Dataset::Pc(pc)) = (self.p.vote.filter(|v| *v > 1), &mut set) {
             pc.votes = votes;
             pc.vote_seed = seed;
-            let voted =
-                evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
+            let voted = evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
             if let Some(obj) = voted.as_object() {
                 for (k, v) in obj {
                     metrics[format!("vote_{k}")] = v.clone();

@@ -368,7 +368,9 @@ pub fn evaluate(
                 let by_logits = matches!(set, Dataset::Pc(_));
                 cls.add(&logits, &l, views, by_logits)?
             }
-            (Output::Forecast(f), Target::Trajectory { agent, .. }) => fc.add(&f.agent()?, &agent)?,
+            (Output::Forecast(f), Target::Trajectory { agent, .. }) => {
+                fc.add(&f.agent()?, &agent)?
+            }
             _ => anyhow::bail!("model output and target kinds differ"),
         }
     }
@@ -419,7 +421,13 @@ impl ClassTotals {
 
     /// With several views per sample, the prediction is the mean of the views' softmax
     /// probabilities, or of their logits when `by_logits`.
-    fn add(&mut self, logits: &Tensor, labels: &Tensor, views: usize, by_logits: bool) -> Result<()> {
+    fn add(
+        &mut self,
+        logits: &Tensor,
+        labels: &Tensor,
+        views: usize,
+        by_logits: bool,
+    ) -> Result<()> {
         let c = logits.dim(1)?;
         let b = labels.dim(0)?;
         let scores = if by_logits {

@@ -257,6 +257,18 @@ impl TrainStage {
             self.p.seed,
             &device,
         )?;
+        // Pretrained encoder weights, once: later units restore everything from the previous
+        // unit's checkpoint.
+        let init = match (&self.p.init, k) {
+            (Some(path), 0) => {
+                let fam = super::init::family(self.task)
+                    .context("`init` is not supported for this task")?;
+                let report = super::init::load_into(path, fam, &sorted_vars(&built.varmap)?)?;
+                tracing::info!("{}: {}", self.name, report.summary());
+                Some(report)
+            }
+            _ => None,
+        };
         let sink = GradSink::default();
         built.model.configure(&Execution {
             attn: self.p.attention,
@@ -356,14 +368,17 @@ impl TrainStage {
                     &device,
                 )?)
             };
-            let forecast = held.as_ref().filter(|_| !self.task.is_classification()).map(|h| {
-                let f = |k: &str| h.metrics[k].as_f64().unwrap_or(f64::NAN);
-                ForecastEpoch {
-                    min_ade: f("min_ade"),
-                    min_fde: f("min_fde"),
-                    miss_rate: f("miss_rate"),
-                }
-            });
+            let forecast = held
+                .as_ref()
+                .filter(|_| !self.task.is_classification())
+                .map(|h| {
+                    let f = |k: &str| h.metrics[k].as_f64().unwrap_or(f64::NAN);
+                    ForecastEpoch {
+                        min_ade: f("min_ade"),
+                        min_fde: f("min_fde"),
+                        miss_rate: f("miss_rate"),
+                    }
+                });
             let m = EpochMetrics {
                 epoch,
                 step: opt.step,
@@ -479,7 +494,11 @@ impl TrainStage {
                 out.add_file("forecast.png", &png)?;
             }
         }
-        out.set_meta(serde_json::json!({ "epochs": new_metrics }));
+        let mut meta = serde_json::json!({ "epochs": new_metrics });
+        if let Some(report) = init {
+            meta["init"] = serde_json::to_value(report)?;
+        }
+        out.set_meta(meta);
         Ok(())
     }
 }

@@ -114,16 +114,8 @@ impl AvSet {
             lane_mask: Tensor::from_vec(mask(3), (b, self.max_lanes), device)?,
             target: Tensor::from_vec(f32s(4), (b, self.pred_steps, 2), device)?,
             actor_ctrs: Tensor::from_vec(f32s(5), (b, self.max_actors, 2), device)?,
-            futures: Tensor::from_vec(
-                f32s(6),
-                (b, self.max_actors, self.pred_steps, 2),
-                device,
-            )?,
-            future_mask: Tensor::from_vec(
-                mask(7),
-                (b, self.max_actors, self.pred_steps),
-                device,
-            )?,
+            futures: Tensor::from_vec(f32s(6), (b, self.max_actors, self.pred_steps, 2), device)?,
+            future_mask: Tensor::from_vec(mask(7), (b, self.max_actors, self.pred_steps), device)?,
         })
     }
 }

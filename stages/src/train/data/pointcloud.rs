@@ -4,12 +4,12 @@
 //! augmentation of PAPER.md §3 (per-axis scale [2/3, 3/2] of centers and neighbourhoods,
 //! translation [-0.2, 0.2] of centers).
 
+use crate::pointcloud::geometry::{PcTokens, Point};
+use crate::pointcloud::resample::{pool_view, train_view, vote_pool, ViewSpec};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::shard::ShardReader;
 use lm4ve_pipeline::Upstream;
-use crate::pointcloud::geometry::{PcTokens, Point};
-use crate::pointcloud::resample::{pool_view, train_view, vote_pool, ViewSpec};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -186,7 +186,10 @@ impl PcSet {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (g, k) = (self.groups, self.group_size);
         let rows = views.len();
-        let c: Vec<f32> = views.iter().flat_map(|v| v.centers.iter().copied()).collect();
+        let c: Vec<f32> = views
+            .iter()
+            .flat_map(|v| v.centers.iter().copied())
+            .collect();
         let n: Vec<f32> = views
             .iter()
             .flat_map(|v| v.neighborhoods.iter().copied())
@@ -306,8 +309,14 @@ mod tests {
     fn views_do_not_depend_on_threads() {
         let s = set(16);
         let idx: Vec<usize> = (0..16).collect();
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let four = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
         let a = one.install(|| centers(&s, &idx, 5));
         let b = four.install(|| centers(&s, &idx, 5));
         assert_eq!(a, b);

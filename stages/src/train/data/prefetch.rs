@@ -72,16 +72,11 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("bad batch 3"));
         let mut n = 0;
-        let e = prefetched(
-            1000,
-            2,
-            Ok,
-            |b, _| {
-                n += 1;
-                anyhow::ensure!(b < 4, "consumer failed");
-                Ok(())
-            },
-        )
+        let e = prefetched(1000, 2, Ok, |b, _| {
+            n += 1;
+            anyhow::ensure!(b < 4, "consumer failed");
+            Ok(())
+        })
         .unwrap_err();
         assert!(e.to_string().contains("consumer failed"));
         assert_eq!(n, 5);

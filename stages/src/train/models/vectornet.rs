@@ -196,7 +196,9 @@ impl PredictionFusion {
         let e = self.delta_norm.forward(&self.delta2.forward(&e)?)?.relu()?;
         let a = actor.unsqueeze(1)?.broadcast_as((n, k, d))?;
         let x = Tensor::cat(&[&e, &a], D::Minus1)?;
-        self.mapping_norm.forward(&self.mapping.forward(&x)?)?.relu()
+        self.mapping_norm
+            .forward(&self.mapping.forward(&x)?)?
+            .relu()
     }
 }
 
@@ -315,7 +317,10 @@ impl VectorNet {
         let k = self.mode_heads.len();
         let run = |(mlp, out): &(ResMlp, Linear), x: &Tensor| out.forward(&mlp.forward(x)?);
         // Offsets from the actor's position, as positions.
-        let at = |t: Tensor| t.reshape((b * na, p, 2))?.broadcast_add(&ctrs.unsqueeze(1)?);
+        let at = |t: Tensor| {
+            t.reshape((b * na, p, 2))?
+                .broadcast_add(&ctrs.unsqueeze(1)?)
+        };
         let modes = self
             .mode_heads
             .iter()
@@ -378,7 +383,11 @@ pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Re
     };
     let pred_final = at_last(&modes, k)?; // [N, K, 2]
     let gt_final = at_last(&gt.unsqueeze(1)?, 1)?; // [N, 1, 2]
-    let dist = pred_final.broadcast_sub(&gt_final)?.sqr()?.sum(D::Minus1)?.detach();
+    let dist = pred_final
+        .broadcast_sub(&gt_final)?
+        .sqr()?
+        .sum(D::Minus1)?
+        .detach();
     let winner = dist.argmin(1)?; // [N]
     let logp = candle_nn::ops::log_softmax(&f.confidence.reshape((n, k))?, D::Minus1)?;
     let nll = logp.gather(&winner.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
@@ -387,9 +396,15 @@ pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Re
         .reshape((n, 1, 1))?
         .broadcast_as((n, 1, p * 2))?
         .contiguous()?;
-    let best = modes.reshape((n, k, p * 2))?.gather(&idx, 1)?.reshape((n, p, 2))?;
+    let best = modes
+        .reshape((n, k, p * 2))?
+        .gather(&idx, 1)?
+        .reshape((n, p, 2))?;
     // Only the actors with a future count, in every term (the reference's `[mask]` rows).
-    let w = fm.broadcast_mul(&has.unsqueeze(1)?)?.unsqueeze(2)?.broadcast_as((n, p, 2))?;
+    let w = fm
+        .broadcast_mul(&has.unsqueeze(1)?)?
+        .unsqueeze(2)?
+        .broadcast_as((n, p, 2))?;
     let reg = (smooth_l1_each(&best, &gt)? * &w)?.sum_all()?;
     let single = f.single.reshape((n, p, 2))?;
     let reg_single = (smooth_l1_each(&single, &gt)? * &w)?.sum_all()?;
@@ -570,8 +585,20 @@ mod tests {
         let real = |f: &Forecast| {
             Tensor::cat(
                 &[
-                    f.modes.narrow(0, 0, 1).unwrap().narrow(1, 0, 2).unwrap().flatten_all().unwrap(),
-                    f.modes.narrow(0, 1, 1).unwrap().narrow(1, 0, 1).unwrap().flatten_all().unwrap(),
+                    f.modes
+                        .narrow(0, 0, 1)
+                        .unwrap()
+                        .narrow(1, 0, 2)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap(),
+                    f.modes
+                        .narrow(0, 1, 1)
+                        .unwrap()
+                        .narrow(1, 0, 1)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap(),
                     f.confidence.narrow(1, 0, 1).unwrap().flatten_all().unwrap(),
                 ],
                 0,
