@@ -9,6 +9,8 @@ pub mod plot;
 pub mod pointcloud;
 pub mod pth;
 pub mod ssv2;
+#[cfg(test)]
+pub(crate) mod test_util;
 pub mod train;
 
 use lm4ve_pipeline::{ConfigError, PipelineConfig, Stage, StageConfig};

@@ -40,14 +40,7 @@ const TOL: f32 = 1e-5;
 
 /// (max |a − b|, that over max |b|).
 fn diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = crate::test_util::max_abs_diff(a, b);
     let m = b
         .abs()
         .unwrap()

@@ -241,14 +241,7 @@ mod tests {
             train_logits = Some(model.forward(&c, &n, Some(&mut rng)).unwrap());
         }
         let eval_logits = model.forward(&c, &n, None).unwrap();
-        let d = (train_logits.unwrap() - &eval_logits)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::test_util::max_abs_diff(&train_logits.unwrap(), &eval_logits);
         let spread = eval_logits
             .var(0)
             .unwrap()

@@ -501,6 +501,30 @@ mod tests {
         assert!((fde1 - 3.0).abs() < 1e-6 && (ade1 - 1.5).abs() < 1e-6 && mr1 == 1.0);
     }
 
+    /// The global graph carries each node's own feature past the attention (the reference's
+    /// `linears[i](feats) + cross_attention_feats`): with the attention's values zeroed, the
+    /// output still follows the input.
+    #[test]
+    fn global_graph_has_the_residual_path() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let g = GlobalGraph::new(8, vb).unwrap();
+        crate::train::models::layers::init_vars(&varmap, 3).unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if name.starts_with("v.") {
+                var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+            }
+        }
+        let mask = Tensor::ones((1, 3), DType::F32, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 8), &dev).unwrap();
+        let y1 = g.forward(&x, &mask).unwrap();
+        let other = Tensor::randn(0f32, 1.0, (1, 3, 8), &dev).unwrap();
+        let y2 = g.forward(&other, &mask).unwrap();
+        let d = crate::test_util::max_abs_diff(&y1, &y2);
+        assert!(d > 1e-3, "the output ignores the node's own input: {d}");
+    }
+
     /// The reference's JointLoss by hand: winners at each actor's last observed future step,
     /// sums over observed positions, divided by the actors with a future.
     #[test]
@@ -605,14 +629,7 @@ mod tests {
             )
             .unwrap()
         };
-        let d = (real(&f) - real(&f2))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::test_util::max_abs_diff(&real(&f), &real(&f2));
         assert!(d < 1e-5, "a padded polyline leaked into the output: {d}");
         let f = net.forward(&actors, &am, &lanes, &lm, &ctrs).unwrap();
         let futures = Tensor::randn(0f32, 1.0, (2, 3, 4, 2), &dev).unwrap();

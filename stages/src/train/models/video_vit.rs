@@ -318,14 +318,7 @@ mod tests {
         let y_rev = model
             .forward(&x.index_select(&idx, 1).unwrap(), None)
             .unwrap();
-        let d = (y - y_rev)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::test_util::max_abs_diff(&y, &y_rev);
         assert!(d > 1e-6, "output ignores token order");
     }
 }

@@ -127,14 +127,7 @@ mod tests {
         for p in [Precision::Bf16, Precision::F16] {
             let y = linear(&l, &x, Some(p)).unwrap();
             assert_eq!(y.dtype(), DType::F32);
-            let d = (&y - &y32)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::test_util::max_abs_diff(&y, &y32);
             assert!(d < 0.05, "{p:?} differs by {d}");
             let g = y.sum_all().unwrap().backward().unwrap();
             let gw = g.get(l.weight()).expect("weight gradient");
