@@ -518,6 +518,11 @@ impl ExtractedBlock {
             ),
         ]
         .into_iter()
+        // Written only for post-norm layers: pre-norm files stay byte for byte what they were.
+        .chain(
+            c.post_norm
+                .then(|| ("do_layer_norm_before", "false".to_string())),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         write_safetensors_f32(&self.tensors, &meta).map_err(|why| bad(Path::new(&self.source), why))
@@ -635,7 +640,24 @@ pub fn load_block_file(
         norm_eps: get("norm_eps")?
             .parse()
             .map_err(|_| bad(path, "norm_eps is not a number"))?,
+        // Absent (every file written before post-LN OPT was supported): pre-norm.
+        post_norm: match md.get("do_layer_norm_before").map(String::as_str) {
+            None | Some("true") => false,
+            Some("false") => true,
+            Some(o) => {
+                return Err(bad(
+                    path,
+                    format!("block metadata `do_layer_norm_before` is `{o}`, not true or false"),
+                ))
+            }
+        },
     };
+    if cfg.post_norm && cfg.arch != Arch::Opt {
+        return Err(bad(
+            path,
+            format!("block metadata says post-LayerNorm for a {arch} block; only OPT has post-LayerNorm layers"),
+        ));
+    }
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e.to_string()))?;
     let mut tensors = BTreeMap::new();
     for (name, expected) in cfg.tensor_shapes() {

@@ -102,6 +102,7 @@ pub fn llama7b_block() -> BlockConfig {
         head_dim: 128,
         intermediate_size: 11008,
         norm_eps: 1e-6,
+        post_norm: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn tiny_block() -> BlockConfig {
         head_dim: 16,
         intermediate_size: 96,
         norm_eps: 1e-6,
+        post_norm: false,
     }
 }
 

@@ -107,6 +107,9 @@ pub struct LlmBlock {
     attn: AttnImpl,
     /// Matmul precision of the frozen path (f32 unless [`LlmBlock::with_precision`]).
     prec: Prec,
+    /// Whether the all-ones RMSNorm follows the layer: true, except for the blocks of a
+    /// stack before its last ([`LlmBlock::without_final_norm`]).
+    final_norm: bool,
 }
 
 impl std::fmt::Debug for LlmBlock {
@@ -145,6 +148,12 @@ fn validate_config(cfg: &BlockConfig) -> anyhow::Result<()> {
             c.num_heads
         );
     }
+    if c.post_norm && c.arch != Arch::Opt {
+        bail!(
+            "llm block: post-LayerNorm is an OPT variant, a {} block has none",
+            c.arch
+        );
+    }
     if !(c.norm_eps.is_finite() && c.norm_eps > 0.0) {
         bail!(
             "llm block: norm_eps must be a positive number, got {}",
@@ -169,6 +178,7 @@ impl LlmBlock {
             f16: OnceLock::new(),
             attn: AttnImpl::Full,
             prec: Prec::F32,
+            final_norm: true,
         })
     }
 
@@ -254,6 +264,18 @@ impl LlmBlock {
             Precision::F16 => Prec::F16,
         };
         self
+    }
+
+    /// Drops the all-ones RMSNorm after the layer: for every block of a stack but the last
+    /// (the reference's `LLaMATransformer` runs its layers, then its one final norm).
+    pub fn without_final_norm(mut self) -> Self {
+        self.final_norm = false;
+        self
+    }
+
+    /// Whether the all-ones RMSNorm follows the layer.
+    pub fn has_final_norm(&self) -> bool {
+        self.final_norm
     }
 
     /// Full or chunked attention (see `train::ops::attention`).
@@ -361,6 +383,7 @@ impl LlmBlock {
             Prec::F32,
             mode,
             self.attn,
+            self.final_norm,
         )?;
         Ok(y)
     }
@@ -383,14 +406,22 @@ impl LlmBlock {
             Prec::Bf16 => self.autocast_weights(&self.bf16, DType::BF16)?,
             Prec::F16 => self.autocast_weights(&self.f16, DType::F16)?,
         };
-        backward::forward_frozen(w, &self.cfg, x, bias.as_ref(), prec, self.attn)
+        backward::forward_frozen(
+            w,
+            &self.cfg,
+            x,
+            bias.as_ref(),
+            prec,
+            self.attn,
+            self.final_norm,
+        )
     }
 
     /// Bytes the frozen node keeps alive between forward and backward for input x (its
     /// saved intermediates and output), for memory reports and benchmarks.
     pub fn frozen_saved_bytes(&self, x: &Tensor) -> candle_core::Result<usize> {
         self.check_input(x)?;
-        backward::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn)
+        backward::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn, self.final_norm)
     }
 
     fn autocast_weights<'a>(

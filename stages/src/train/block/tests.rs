@@ -13,6 +13,7 @@ pub(crate) fn llama_cfg() -> BlockConfig {
         head_dim: 8,
         intermediate_size: 48,
         norm_eps: 1e-5,
+        post_norm: false,
     }
 }
 
@@ -25,6 +26,15 @@ pub(crate) fn opt_cfg() -> BlockConfig {
         head_dim: 8,
         intermediate_size: 48,
         norm_eps: 1e-5,
+        post_norm: false,
+    }
+}
+
+/// OPT with `do_layer_norm_before = false` (opt-350m's layout).
+pub(crate) fn opt_post_cfg() -> BlockConfig {
+    BlockConfig {
+        post_norm: true,
+        ..opt_cfg()
     }
 }
 
@@ -99,11 +109,13 @@ fn layer_norm(x: &[f64], wt: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
 }
 
 /// The whole module for one sequence x[t][d], written from PAPER.md §2 directly.
+/// `final_norm`: end with the all-ones RMSNorm (false for the inner blocks of a stack).
 pub(crate) fn reference_seq(
     cfg: &BlockConfig,
     ts: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     x: &[Vec<f64>],
     key_mask: Option<&[f32]>,
+    final_norm: bool,
 ) -> Vec<Vec<f64>> {
     let (d, h, kvh, hd, f) = (
         cfg.hidden_size,
@@ -151,7 +163,14 @@ pub(crate) fn reference_seq(
             layer_norm(v, w(ts, wn), w(ts, bn), cfg.norm_eps)
         }
     };
-    let n1: Vec<Vec<f64>> = x.iter().map(|r| norm(r, n1w, n1b)).collect();
+    // Post-norm OPT (transformers' OPTDecoderLayer with do_layer_norm_before = False):
+    // attention on x itself, then LN1(x + attn); MLP on that, then LN2(h + mlp).
+    let post = cfg.post_norm;
+    let n1: Vec<Vec<f64>> = if post {
+        x.to_vec()
+    } else {
+        x.iter().map(|r| norm(r, n1w, n1b)).collect()
+    };
     let q: Vec<Vec<f64>> = n1
         .iter()
         .map(|r| linear(r, w(ts, &format!("{qn}.weight")), bias(qn), h * hd))
@@ -196,12 +215,17 @@ pub(crate) fn reference_seq(
     let hres: Vec<Vec<f64>> = (0..t)
         .map(|i| {
             let a = linear(&o[i], w(ts, &format!("{on}.weight")), bias(on), d);
-            x[i].iter().zip(&a).map(|(p, q)| p + q).collect()
+            let s: Vec<f64> = x[i].iter().zip(&a).map(|(p, q)| p + q).collect();
+            if post {
+                norm(&s, n1w, n1b)
+            } else {
+                s
+            }
         })
         .collect();
     hres.iter()
         .map(|hr| {
-            let n2 = norm(hr, n2w, n2b);
+            let n2 = if post { hr.clone() } else { norm(hr, n2w, n2b) };
             let m: Vec<f64> = if llama {
                 let g = linear(&n2, w(ts, "mlp.gate_proj.weight"), None, f);
                 let u = linear(&n2, w(ts, "mlp.up_proj.weight"), None, f);
@@ -219,7 +243,12 @@ pub(crate) fn reference_seq(
                 linear(&m, w(ts, "fc2.weight"), Some(w(ts, "fc2.bias")), d)
             };
             let y: Vec<f64> = hr.iter().zip(&mlp).map(|(a, b)| a + b).collect();
-            rms_norm(&y, None, 1e-6)
+            let y = if post { norm(&y, n2w, n2b) } else { y };
+            if final_norm {
+                rms_norm(&y, None, 1e-6)
+            } else {
+                y
+            }
         })
         .collect()
 }
@@ -245,7 +274,7 @@ pub(crate) fn reference(
             })
             .collect();
         let m = key_mask.map(|m| &m[bi * t..(bi + 1) * t]);
-        for row in reference_seq(cfg, ts, &seq, m) {
+        for row in reference_seq(cfg, ts, &seq, m, true) {
             out.extend(row);
         }
     }
@@ -305,9 +334,45 @@ fn forward_matches_reference_opt() {
     check_forward(&opt_cfg());
 }
 
+/// Post-LayerNorm OPT against the reference (which follows transformers' OPTDecoderLayer
+/// with `do_layer_norm_before = False`), and it is a different function from pre-norm with
+/// the same weights: the flag is not silently ignored.
+#[test]
+fn forward_matches_reference_opt_post_ln() {
+    let post = opt_post_cfg();
+    check_forward(&post);
+    let ts = random_tensors(&post, 7);
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(random_input(2, 5, 32, 11), (2, 5, 32), &dev).unwrap();
+    let run = |cfg: &BlockConfig| -> Vec<f32> {
+        LlmBlock::from_tensors(cfg, &ts, &dev)
+            .unwrap()
+            .forward(&x, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, b) = (run(&post), run(&opt_cfg()));
+    let d: f32 = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(d > 1e-2, "post- and pre-norm outputs differ by only {d}");
+    // Only OPT has a post-norm variant.
+    let bad = BlockConfig {
+        post_norm: true,
+        ..llama_cfg()
+    };
+    let e = LlmBlock::random(&bad, 0, &dev).unwrap_err().to_string();
+    assert!(e.contains("post-LayerNorm"), "{e}");
+}
+
 #[test]
 fn masked_forward_matches_reference() {
-    for cfg in [llama_cfg(), opt_cfg()] {
+    for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
         let (b, t) = (2, 5);
         let ts = random_tensors(&cfg, 3);
         let dev = Device::Cpu;
@@ -468,7 +533,7 @@ mod grad {
 
     #[test]
     fn frozen_forward_equals_forward() {
-        for cfg in [llama_cfg(), opt_cfg()] {
+        for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
             let (b, t) = (2, 5);
             let block =
                 LlmBlock::from_tensors(&cfg, &random_tensors(&cfg, 1), &Device::Cpu).unwrap();
@@ -656,6 +721,14 @@ mod grad {
         check_grad(&opt_cfg(), false);
     }
 
+    /// The hand-written backward of the post-LayerNorm order (opt-350m) against finite
+    /// differences of the independent reference and against candle's autograd.
+    #[test]
+    fn grad_check_opt_post_ln() {
+        check_grad(&opt_post_cfg(), false);
+        check_grad(&opt_post_cfg(), true);
+    }
+
     #[test]
     fn grad_check_masked() {
         check_grad(&llama_cfg(), true);
@@ -677,7 +750,7 @@ mod grad {
     /// point: values and grads close to f32.
     #[test]
     fn bf16_path_is_close_to_f32() {
-        for cfg in [llama_cfg(), opt_cfg()] {
+        for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
             let (b, t) = (2, 5);
             let dev = Device::Cpu;
             let block = LlmBlock::from_tensors(&cfg, &random_tensors(&cfg, 31), &dev).unwrap();
@@ -953,6 +1026,7 @@ mod grad {
             head_dim: 64,
             intermediate_size: 1376,
             norm_eps: 1e-5,
+            post_norm: false,
         }
     }
 
@@ -965,6 +1039,7 @@ mod grad {
             head_dim: 128,
             intermediate_size: 11008,
             norm_eps: 1e-5,
+            post_norm: false,
         }
     }
 

@@ -233,6 +233,7 @@ mod tests {
             head_dim: 8,
             intermediate_size: 24,
             norm_eps: 1e-5,
+            post_norm: false,
         };
         let x = Tensor::randn(0f32, 1.0, (2, 8, 12), &dev).unwrap();
         let run = |pos: BlockPosition| {
