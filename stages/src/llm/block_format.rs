@@ -23,6 +23,11 @@
 //! (file name of the checkpoint), `activation` (`silu` | `relu`), and only for a
 //! post-LayerNorm OPT layer `do_layer_norm_before` = `false` (a file without the key is
 //! pre-norm, so files written before the key existed read as they always did).
+//!
+//! A stack of N > 1 consecutive layers (`blocks = N` of the `llm.block` stage) is one file with
+//! each layer's tensors under `layers.{i}.` (i = 0..N-1: source layers `layer`..`layer`+N-1),
+//! the first layer's metadata and `blocks` = N. A file without `blocks` holds one layer under
+//! the bare names above.
 
 use serde::{Deserialize, Serialize};
 

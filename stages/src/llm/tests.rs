@@ -942,3 +942,99 @@ fn opt_post_layernorm_is_read_recorded_and_run() {
     let s = err(load_block_file(&p)).to_string();
     assert!(s.contains("maybe"), "{s}");
 }
+
+/// `blocks = N`: N consecutive layers in one file (tensors under `layers.{i}.`), the last N
+/// by default; a single layer keeps today's bytes, key and inputs exactly.
+#[test]
+fn stacked_layers_extract_round_trip_and_key() {
+    use super::checkpoint::{layer_files, layers_files};
+    use super::{block_file_config, extract_blocks, load_block_stack, stack_to_safetensors_bytes};
+    use lm4ve_pipeline::PipelineConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let m = hf_llama_sharded(dir.path());
+    // Default: the last two layers, as the reference's first_layer = n_layers - 2.
+    let stack = extract_blocks(&m, None, 2).unwrap();
+    assert_eq!(
+        stack.iter().map(|b| b.layer).collect::<Vec<_>>(),
+        [LAYERS - 2, LAYERS - 1]
+    );
+    let bytes = stack_to_safetensors_bytes(&stack).unwrap();
+    let out = dir.path().join("stack.safetensors");
+    std::fs::write(&out, &bytes).unwrap();
+    let (cfg, layers, meta) = load_block_stack(&out).unwrap();
+    assert_eq!(cfg, stack[0].config);
+    assert_eq!(layers.len(), 2);
+    for (l, b) in layers.iter().zip(&stack) {
+        for (n, s, d) in &b.tensors {
+            assert_eq!(&l[n], &(s.clone(), d.clone()), "layer {} {n}", b.layer);
+        }
+    }
+    assert_eq!(meta["blocks"], "2");
+    assert_eq!(meta["layer"], (LAYERS - 2).to_string());
+    assert_ne!(layers[0], layers[1], "two different layers");
+    // The header alone gives the shape.
+    let (hc, hn, _) = block_file_config(&out).unwrap();
+    assert_eq!((hc, hn), (cfg.clone(), 2));
+    // One-layer readers refuse a stack instead of running its first layer only.
+    let s = err(load_block_file(&out)).to_string();
+    assert!(s.contains("stack of 2 layers"), "{s}");
+    // A stack of one is the single-layer file, byte for byte.
+    let one = extract_block(&m, Some(1)).unwrap();
+    assert_eq!(
+        stack_to_safetensors_bytes(std::slice::from_ref(&one)).unwrap(),
+        one.to_safetensors_bytes().unwrap()
+    );
+    assert_eq!(layers_files(&m, 1, 1).unwrap(), layer_files(&m, 1).unwrap());
+    // Out of range: layer 2 + 2 layers > 3.
+    assert!(matches!(
+        extract_blocks(&m, Some(2), 2).unwrap_err(),
+        LlmError::Layer { .. }
+    ));
+    // The stage: `blocks` enters the key only when > 1; inputs are the union of the layers'.
+    let parse = |params: &str| {
+        PipelineConfig::parse(
+            &dir.path().join("p.toml"),
+            &format!("[stages.blk]\nkind = \"llm.block\"\n[stages.blk.params]\ncheckpoint = \"sharded\"\n{params}\n"),
+        )
+        .unwrap()
+    };
+    let stage = |params: &str| {
+        let c = parse(params);
+        crate::build_stage(&c, &c.stages["blk"])
+    };
+    let key = |params: &str| stage(params).unwrap().key_params();
+    assert_eq!(key(""), serde_json::json!({"layer": 2}));
+    assert_eq!(key("blocks = 1"), serde_json::json!({"layer": 2}));
+    assert_eq!(
+        key("blocks = 2"),
+        serde_json::json!({"layer": 1, "blocks": 2})
+    );
+    assert_eq!(
+        key("layer = 0\nblocks = 3"),
+        serde_json::json!({"layer": 0, "blocks": 3})
+    );
+    let rels = |params: &str| -> Vec<String> {
+        stage(params)
+            .unwrap()
+            .inputs()
+            .iter()
+            .map(|i| i.rel.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        rels("layer = 0\nblocks = 3"),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "config.json"
+        ]
+    );
+    for (params, needle) in [
+        ("blocks = 4", "0..=2"),
+        ("blocks = 0", "blocks"),
+        ("layer = 2\nblocks = 2", "out of range"),
+    ] {
+        let e = stage(params).err().unwrap().to_string();
+        assert!(e.contains(needle), "{params}: {e}");
+    }
+}

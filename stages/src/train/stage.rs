@@ -38,6 +38,7 @@ struct TrainToml {
     block: Option<String>,
     #[serde(default)]
     mode: BlockMode,
+    mlp_hidden: Option<usize>,
     #[serde(default)]
     model: serde_json::Value,
     epochs: Option<usize>,
@@ -140,8 +141,13 @@ pub struct TrainParams {
     pub data: String,
     /// The `llm.block` stage (needed unless mode = "none").
     pub block: Option<String>,
-    /// frozen (pretrained, default) | random (same shapes, seeded init, frozen) | trainable | none.
+    /// frozen (pretrained, default) | random (same shapes, seeded init, frozen) |
+    /// random-trained | trainable | mlp | none.
     pub mode: BlockMode,
+    /// `mode = "mlp"` only: the MLP's FFN hidden size (default: the block's
+    /// `intermediate_size`; see `train::block::mlp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_hidden: Option<usize>,
     /// Model sizes: a PointBERT, video ViT or VectorNet config, by the kind of `data`.
     pub model: serde_json::Value,
     pub epochs: usize,
@@ -182,6 +188,7 @@ impl TrainParams {
             data: t.data,
             block: t.block,
             mode: t.mode,
+            mlp_hidden: t.mlp_hidden,
             model: t.model,
             epochs: t.epochs.unwrap_or(d.epochs),
             warmup_epochs: t.warmup_epochs.unwrap_or(d.warmup_epochs),
@@ -266,6 +273,23 @@ pub fn build_train(
             ))
         }
         (Some(b), _) => check_upstream_name(config, sc, "block", b)?,
+        _ => {}
+    }
+    match (p.mlp_hidden, p.mode) {
+        (Some(_), m) if m != BlockMode::Mlp => {
+            return Err(config.param_error(
+                &sc.name,
+                Some("mlp_hidden"),
+                format!("mlp_hidden applies to mode = \"mlp\" only (mode is \"{m}\")"),
+            ))
+        }
+        (Some(0), _) => {
+            return Err(config.param_error(
+                &sc.name,
+                Some("mlp_hidden"),
+                "mlp_hidden must be positive".into(),
+            ))
+        }
         _ => {}
     }
     if p.epochs == 0 || p.batch_size == 0 || p.epochs_per_checkpoint == 0 {
@@ -354,7 +378,7 @@ impl Stage for TrainStage {
                 _ => Some(m),
             })
             .map(|m| serde_json::json!({ "epoch": m.epoch, "score": m.test_acc }));
-        Ok(serde_json::json!({
+        let mut meta = serde_json::json!({
             "task": self.task,
             "model": self.model,
             "mode": self.p.mode,
@@ -365,7 +389,12 @@ impl Stage for TrainStage {
             "precision": self.p.precision,
             "final": last,
             "best": best,
-        }))
+        });
+        // Only when set: the manifests of every other run stay what they were.
+        if let Some(h) = self.p.mlp_hidden {
+            meta["mlp_hidden"] = h.into();
+        }
+        Ok(meta)
     }
 }
 
@@ -468,7 +497,10 @@ impl Stage for EvalStage {
         }
         let set = Dataset::load(self.task, data, &self.split)?;
         anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.split);
-        let mut built = build_model(&cfg, &set, classes, mode, block_up, seed, &device)?;
+        let mlp_hidden = meta["mlp_hidden"].as_u64().map(|h| h as usize);
+        let mut built = build_model(
+            &cfg, &set, classes, mode, mlp_hidden, block_up, seed, &device,
+        )?;
         // Run the model as it was trained (attention and precision; no checkpointing needed
         // without a backward).
         built.model.configure(&Execution {

@@ -19,11 +19,15 @@
 mod adapter;
 mod backward;
 mod forward;
+mod mlp;
+mod stack;
 #[cfg(test)]
 pub(crate) mod tests;
 mod weights;
 
 pub use adapter::BlockAdapter;
+pub use mlp::{MlpBlock, MlpConfig};
+pub use stack::BlockCore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -43,7 +47,8 @@ pub(crate) use forward::Prec;
 use weights::Weights;
 
 /// Which block sits between the adapters (PAPER.md §2 ablations: `init = pretrained | random`
-/// × `train = frozen | trainable`, and `none` = no block and no adapters).
+/// × `train = frozen | trainable`, `mlp` = a trained MLP instead of the block, and `none` = no
+/// block and no adapters). With a stack of layers (`blocks = N`), every layer follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockMode {
@@ -58,14 +63,21 @@ pub enum BlockMode {
     RandomTrained,
     /// Pretrained weights, fine-tuned with the rest of the model.
     Trainable,
+    /// The control "an MLP of matched capacity instead of the block" (PAPER.md §2): the
+    /// adapters around a trainable, randomly initialised residual MLP at the block's width
+    /// and FFN size, no attention (see `block/mlp.rs`). The block stage gives only the shape.
+    Mlp,
     /// No block and no adapters.
     None,
 }
 
 impl BlockMode {
-    /// Whether the block's weights receive gradients and optimizer updates.
+    /// Whether the block's (or the MLP's) weights receive gradients and optimizer updates.
     pub fn is_trainable(self) -> bool {
-        matches!(self, BlockMode::Trainable | BlockMode::RandomTrained)
+        matches!(
+            self,
+            BlockMode::Trainable | BlockMode::RandomTrained | BlockMode::Mlp
+        )
     }
 
     /// Whether the block starts from a seeded random init instead of the checkpoint.
@@ -86,6 +98,7 @@ impl std::fmt::Display for BlockMode {
             BlockMode::Random => "random",
             BlockMode::RandomTrained => "random-trained",
             BlockMode::Trainable => "trainable",
+            BlockMode::Mlp => "mlp",
             BlockMode::None => "none",
         })
     }
