@@ -837,3 +837,119 @@ fn report_pools_seeds_and_export_names_files() {
         );
     }
 }
+
+/// The saved model's tensor names of a config's train_pc.
+fn saved_names(cfg: &Path) -> Vec<String> {
+    let v = show(cfg, "train_pc");
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let f = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "model.safetensors")
+        .unwrap();
+    let w = candle_core::safetensors::load(
+        manifest.parent().unwrap().join(f["path"].as_str().unwrap()),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<String> = w.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// The ablations through the binary: the `mlp` control (with `mlp_hidden`) and a stack of the
+/// checkpoint's two layers (`blocks = 2`), frozen and trainable, train, save what trains and
+/// evaluate (eval rebuilds the same model from the manifest).
+#[test]
+fn mlp_and_stacked_blocks_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let (train, test) = (
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    );
+    let base = |mode: &str| {
+        train_config(
+            dir.path(),
+            &format!("{mode}.toml"),
+            &train,
+            &test,
+            &model,
+            mode,
+            1,
+            "cache",
+        )
+    };
+    let stacked = |mode: &str| {
+        let cfg = base(mode);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("checkpoint = \"", "blocks = 2\ncheckpoint = \"");
+        let p = cfg.with_file_name(format!("{mode}-stack.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let run = |cfg: &Path| {
+        lm4ve(
+            cfg,
+            &["--device", "cpu", "pipeline", "run", "--stage", "eval_pc"],
+        )
+        .ok();
+        let e = show(cfg, "eval_pc");
+        let oa = e["meta"]["overall_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&oa), "{}", cfg.display());
+        saved_names(cfg)
+    };
+    let mlp = with_train_params(&base("mlp"), "mlp-40.toml", "mlp_hidden = 40");
+    let names = run(&mlp);
+    for t in [
+        "norm.weight",
+        "gate_proj.weight",
+        "up_proj.weight",
+        "down_proj.weight",
+    ] {
+        assert!(names.contains(&format!("llm_mlp.{t}")), "{names:?}");
+    }
+    assert!(names.iter().all(|n| !n.starts_with("llm_block")));
+    assert!(names.iter().any(|n| n.starts_with("llm_adapter_up")));
+    assert_eq!(show(&mlp, "train_pc")["meta"]["mlp_hidden"], 40);
+    // mlp_hidden with another mode is a config error naming the key.
+    let bad = with_train_params(&base("frozen"), "bad.toml", "mlp_hidden = 40");
+    let r = lm4ve(&bad, &["pipeline", "run", "--stage", "train_pc"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("mlp_hidden"), "{}", r.stderr);
+
+    let trainable = stacked("trainable");
+    let names = run(&trainable);
+    for i in 0..2 {
+        assert!(
+            names.contains(&format!("llm_block.{i}.self_attn.q_proj.weight")),
+            "{names:?}"
+        );
+    }
+    let b = show(&trainable, "llm_block");
+    assert_eq!(
+        (b["meta"]["layer"].clone(), b["meta"]["blocks"].clone()),
+        (0.into(), 2.into())
+    );
+    let frozen = stacked("frozen");
+    let names = run(&frozen);
+    assert!(
+        names.iter().all(|n| !n.starts_with("llm_block")),
+        "{names:?}"
+    );
+    // The stack is a different model from the last layer alone.
+    let single = base("frozen");
+    lm4ve(
+        &single,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    assert_ne!(
+        file_hash(&frozen, "train_pc", "model.safetensors"),
+        file_hash(&single, "train_pc", "model.safetensors")
+    );
+}

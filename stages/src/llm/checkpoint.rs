@@ -866,3 +866,34 @@ pub fn stack_to_safetensors_bytes(blocks: &[ExtractedBlock]) -> Result<Vec<u8>, 
     meta.insert("blocks".into(), blocks.len().to_string());
     write_safetensors_f32(&tensors, &meta).map_err(|why| bad(src, why))
 }
+
+/// The layer shape and layer count of a checkpoint from its config alone: a Hugging Face
+/// model's `config.json` (the weight files need not be there), or a GGUF header. For dry runs,
+/// which must not need the weights.
+pub fn checkpoint_shape(path: &Path) -> Result<(BlockConfig, usize), LlmError> {
+    let md = std::fs::metadata(path).map_err(|e| {
+        bad(
+            path,
+            format!("{e}; a dry run needs at least the model's config.json (or the GGUF file)"),
+        )
+    })?;
+    if md.is_file() {
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|_| &magic == b"GGUF")
+            .unwrap_or(false);
+        if is_gguf {
+            return gguf_config(path, &gguf_content(path)?);
+        }
+        if path.file_name().is_some_and(|n| n == "config.json") {
+            return hf_config(path);
+        }
+    }
+    let dir = if md.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    hf_config(&dir.join("config.json"))
+}

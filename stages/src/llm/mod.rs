@@ -12,6 +12,7 @@ pub mod stage;
 mod tests;
 
 pub use checkpoint::{
-    block_file_config, extract_block, extract_blocks, inspect, load_block_file, load_block_stack,
-    save_block, stack_to_safetensors_bytes, CheckpointInfo, ExtractedBlock, LlmError,
+    block_file_config, checkpoint_shape, extract_block, extract_blocks, inspect, load_block_file,
+    load_block_stack, save_block, stack_to_safetensors_bytes, CheckpointInfo, ExtractedBlock,
+    LlmError,
 };

@@ -24,6 +24,7 @@ pub mod device;
 pub mod models;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod stage;
 pub mod task;
 mod trainer;

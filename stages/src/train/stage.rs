@@ -259,6 +259,21 @@ pub fn build_train(
     config: &PipelineConfig,
     sc: &StageConfig,
 ) -> Result<Box<dyn Stage>, ConfigError> {
+    let (p, task, model) = parse_train(config, sc)?;
+    Ok(Box::new(TrainStage {
+        name: sc.name.clone(),
+        p,
+        task,
+        model,
+    }))
+}
+
+/// A `train` stage's params with every default filled in, its task and typed model config,
+/// checked as `build_train` checks them (no file is read).
+pub(crate) fn parse_train(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+) -> Result<(TrainParams, Task, ModelConfig), ConfigError> {
     let raw: TrainToml = config.typed_params(sc)?;
     check_upstream_name(config, sc, "data", &raw.data)?;
     let task = task_of(config, sc, &raw.data)?;
@@ -302,12 +317,7 @@ pub fn build_train(
     let model = task
         .model_config(&p.model)
         .map_err(|e| config.param_error(&sc.name, Some("model"), e))?;
-    Ok(Box::new(TrainStage {
-        name: sc.name.clone(),
-        p,
-        task,
-        model,
-    }))
+    Ok((p, task, model))
 }
 
 impl TrainStage {
