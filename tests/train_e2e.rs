@@ -953,3 +953,86 @@ fn mlp_and_stacked_blocks_train_and_evaluate() {
         file_hash(&single, "train_pc", "model.safetensors")
     );
 }
+
+/// `pipeline run --stage S --dry-run` runs nothing and prints the train stage's counts,
+/// memory and FLOPs, also when the block's checkpoint directory holds only its config.json
+/// (the block stage itself then cannot run, and says so).
+#[test]
+fn dry_run_plans_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "frozen",
+        1,
+        "cache",
+    );
+    let r = lm4ve(
+        &cfg,
+        &["pipeline", "run", "--stage", "eval_pc", "--dry-run"],
+    );
+    r.ok();
+    for needle in [
+        "pc_tokens        pc.tokens: 2 units",
+        "llm_block        llm.block: 1 unit (block)",
+        "train_pc         train",
+        "parameters",
+        "trainable",
+        "frozen",
+        "memory/step",
+        "FLOPs/step",
+        "eval_pc          eval: 1 unit (eval)",
+        "dry run: nothing was run",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "`{needle}` missing:\n{}",
+            r.stdout
+        );
+    }
+    // The tiny LLaMA layer: 32 wide, 4 heads (2 kv), FFN 48: 2·32 + 32·32·2 + 16·32·2 + 3·32·48
+    // = 8256 weights, frozen.
+    assert!(r.stdout.contains("0.01M frozen"), "{}", r.stdout);
+    assert!(
+        !dir.path().join("cache").join("objects").exists()
+            || std::fs::read_dir(dir.path().join("cache").join("objects"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a dry run stores nothing"
+    );
+    let s = lm4ve(&cfg, &["pipeline", "status", "--json"]);
+    assert!(!s.stdout.contains("\"fresh\""), "{}", s.stdout);
+
+    // Only config.json: the block stage cannot run, the plan still knows the block.
+    let only_cfg = dir.path().join("config-only");
+    std::fs::create_dir_all(&only_cfg).unwrap();
+    std::fs::copy(model.join("config.json"), only_cfg.join("config.json")).unwrap();
+    let r = lm4ve(
+        &cfg,
+        &[
+            "-S",
+            &format!("stages.llm_block.params.checkpoint={}", only_cfg.display()),
+            "pipeline",
+            "run",
+            "--stage",
+            "train_pc",
+            "--dry-run",
+        ],
+    );
+    r.ok();
+    assert!(
+        r.stdout.contains("llm.block: cannot run")
+            && r.stdout.contains("hidden 32, heads 4 (kv 2), ffn 48"),
+        "{}",
+        r.stdout
+    );
+    // --dry-run with --force is refused by the argument parser.
+    let r = lm4ve(&cfg, &["pipeline", "run", "--dry-run", "--force"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -394,6 +394,7 @@ fn vit_block(b: f64, t: f64, d: f64, h: f64, r: f64, drop_path: bool, exec: Exec
 }
 
 /// The adapters and the block core on B·T tokens (encoder width d).
+#[allow(clippy::too_many_arguments)] // the sizes, the block, and how it runs
 fn block_cost(
     b: f64,
     t: f64,
@@ -798,7 +799,7 @@ mod tests {
     use crate::train::models::pointbert::PointBertConfig;
     use crate::train::models::vectornet::VectorNetConfig;
     use crate::train::models::video_vit::VideoVitConfig;
-    use candle_core::{Storage, Var};
+    use candle_core::Storage;
     use std::path::Path;
 
     /// LLaMA-7B's config.json as Hugging Face ships it (the weights are not needed).
@@ -1233,6 +1234,5 @@ block = "llm_block"
                 );
             }
         }
-        let _ = Var::from_tensor(&Tensor::zeros(1, DType::F32, &dev).unwrap());
     }
 }

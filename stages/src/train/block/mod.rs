@@ -13,7 +13,10 @@
 //! - trainable ([`LlmBlock::make_trainable`]): plain candle ops with the weights as Vars, so
 //!   autograd reaches them (also the "naive tracked block" baseline of the benchmarks).
 //!
-//! `adapter.rs` holds the width adapters around the block. Depends on `llm::block_format`
+//! OPT layers run pre- or post-LayerNorm as their config says (`BlockConfig::post_norm`).
+//! `stack.rs` holds [`BlockCore`], what the adapters wrap: one layer, a stack of layers with the
+//! final norm once after the last (`blocks = N`), or the trainable MLP of the `mlp` ablation
+//! (`mlp.rs`). `adapter.rs` holds the width adapters around it. Depends on `llm::block_format`
 //! (the one tensor-name table) and `train::ops`; nothing here imports the pipeline engine.
 
 mod adapter;
