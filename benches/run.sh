@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks of lm4ve's hot paths, each side by side with its anchor in the same run.
-# Usage: make bench   (or: bash benches/run.sh [pc|noop|video|av])   Results: benches/work/results-*.txt
+# Usage: make bench   (or: bash benches/run.sh [pc|resample|noop|video|av])   Results: benches/work/results-*.txt
 # Sizes can be lowered for a quick look: PC_PER_CLASS=20 NOOP_FILES=20000 VIDEO_CLIPS=54 bash benches/run.sh
 #   AV_SCENARIOS=500 AV_GRID=24 bash benches/run.sh av
 set -euo pipefail
@@ -44,6 +44,23 @@ TOML
   LIMIT=${PC_NUMPY_LIMIT:-200}
   $PY scripts/bench/pc_reference.py "$H5" --num-points 1024 --num-groups 64 --group-size 32 --limit "$LIMIT" | tee "$W/pc/numpy.json"
   say "numpy (1 thread, $LIMIT clouds): $($PY -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['clouds_per_s'])" "$W/pc/numpy.json") clouds/s"
+fi
+
+if [ "$what" = all ] || [ "$what" = resample ]; then
+  # Point-BERT's per-step views of a training batch (32 x 2048 points -> pool 1200 -> 1024
+  # -> 64 groups x 32): how fast the data loader makes them, vs numpy.
+  if [ ! -f "$W/resample/data/scanobjectnn/training_objectdataset.h5" ]; then
+    "$BIN" demo-data --out "$W/resample/data" --pc-train-per-class 20 --pc-test-per-class 1 \
+      --video-train-per-class 0 --video-val-per-class 0 --av-train 0 --av-val 0 >/dev/null
+  fi
+  H5="$W/resample/data/scanobjectnn/training_objectdataset.h5"
+  say "== resample: batch 32 of 2048-point clouds -> FPS 1200 -> 1024 -> 64 x 32 ($(nproc) cores)"
+  for t in 1 $(nproc); do
+    r=$("$BIN" bench-resample "$H5" --threads "$t" --iters 20)
+    say "lm4ve  $t thread(s): $r"
+  done
+  r=$($PY scripts/bench/pc_resample_reference.py "$H5" --iters 5)
+  say "numpy  1 thread   : $r"
 fi
 
 if [ "$what" = all ] || [ "$what" = noop ]; then

@@ -1,6 +1,7 @@
 //! `lm4ve bench-train`: one model's training step at the paper's sizes, timed (JSON out).
+//! `lm4ve bench-resample`: Point-BERT's per-step resampling of a batch, timed (JSON out).
 
-use crate::cli::BenchTrainArgs;
+use crate::cli::{BenchResampleArgs, BenchTrainArgs};
 use anyhow::Result;
 use lm4ve_pipeline::UsageError;
 use lm4ve_stages::train::bench::{self, BenchModel, BenchSpec};
@@ -50,5 +51,70 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
     };
     let r = bench::run(&spec, &device)?;
     println!("{r}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resample(a: &BenchResampleArgs) -> Result<ExitCode> {
+    use lm4ve_stages::pointcloud::h5::H5Clouds;
+    use lm4ve_stages::pointcloud::resample::{train_view, ViewSpec};
+    use rand::SeedableRng;
+    use rayon::prelude::*;
+    if a.batch == 0 || a.iters == 0 || a.num_points == 0 {
+        return Err(UsageError("--batch, --iters and --num-points must be positive".into()).into());
+    }
+    let clouds = H5Clouds::open(&a.h5)?;
+    let n = clouds.len().min(a.batch * (a.iters + 1));
+    if n == 0 {
+        return Err(UsageError(format!("{}: holds no clouds", a.h5.display())).into());
+    }
+    let clouds: Vec<Vec<[f32; 3]>> = clouds
+        .read_range(0, n)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    let spec = ViewSpec {
+        pool: ViewSpec::reference_pool(a.num_points, clouds[0].len()),
+        num_points: a.num_points.min(clouds[0].len()),
+        num_groups: a.num_groups,
+        group_size: a.group_size,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()?;
+    let batch = |b: usize| {
+        pool.install(|| {
+            (0..a.batch)
+                .into_par_iter()
+                .map(|i| {
+                    let c = &clouds[(b * a.batch + i) % clouds.len()];
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((b * a.batch + i) as u64);
+                    train_view(c, &spec, &mut rng).centers.len()
+                })
+                .sum::<usize>()
+        })
+    };
+    batch(0);
+    let mut ms = Vec::with_capacity(a.iters);
+    for b in 1..=a.iters {
+        let t0 = std::time::Instant::now();
+        std::hint::black_box(batch(b));
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "lm4ve",
+            "threads": pool.current_num_threads(),
+            "batch": a.batch,
+            "pool": spec.pool,
+            "num_points": spec.num_points,
+            "num_groups": spec.num_groups,
+            "group_size": spec.group_size,
+            "ms_per_batch_median": (median * 1000.0).round() / 1000.0,
+            "clouds_per_s": (a.batch as f64 / median * 1e3).round(),
+        })
+    );
     Ok(ExitCode::SUCCESS)
 }

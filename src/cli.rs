@@ -74,6 +74,32 @@ pub enum Command {
     /// Time training steps of a model at the paper's sizes with random weights (prints JSON;
     /// `benches/gpu_step.py` is its PyTorch counterpart, `make bench-gpu` runs both).
     BenchTrain(BenchTrainArgs),
+    /// Time Point-BERT's per-step resampling of training batches (shuffle, FPS pool, random
+    /// subset, scale/shift, grouping) on the clouds of a ScanObjectNN-format h5 file (prints
+    /// JSON; `scripts/bench/pc_resample_reference.py` is its numpy counterpart).
+    BenchResample(BenchResampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchResampleArgs {
+    /// A ScanObjectNN-format h5 file (`data` [N, P, 3]).
+    pub h5: std::path::PathBuf,
+    /// Clouds per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Points per view (the pool is the reference's: 1200 for 1024).
+    #[arg(long, default_value_t = 1024)]
+    pub num_points: usize,
+    #[arg(long, default_value_t = 64)]
+    pub num_groups: usize,
+    #[arg(long, default_value_t = 32)]
+    pub group_size: usize,
+    /// Timed batches; the median is reported.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -125,7 +151,8 @@ pub enum DeviceArg {
 
 #[derive(Debug, Subcommand)]
 pub enum LlmCmd {
-    /// Architecture, layers, dims and dtypes of a checkpoint (HF safetensors, sharded, or GGUF).
+    /// Architecture, layers, dims and dtypes of a checkpoint (HF safetensors, sharded, GGUF, or
+    /// Meta's params.json + consolidated.NN.pth).
     Inspect {
         path: PathBuf,
         #[arg(long)]

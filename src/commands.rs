@@ -48,6 +48,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::DemoData(args) => demo_data(args),
         Command::Llm(cmd) => crate::llm_cmd::run(cmd),
         Command::BenchTrain(args) => crate::bench_cmd::run(args),
+        Command::BenchResample(args) => crate::bench_cmd::resample(args),
     }
 }
 

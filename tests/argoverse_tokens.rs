@@ -109,6 +109,9 @@ fn av_tokens_schema_meta_and_samples_equal_the_library() {
         ("target", "float32", vec![30, 2]),
         ("frame", "float32", vec![3]),
         ("scenario_id", "int64", vec![1]),
+        ("actor_ctrs", "float32", vec![16, 2]),
+        ("actor_futures", "float32", vec![16, 30, 2]),
+        ("actor_future_mask", "uint8", vec![16, 30]),
     ]
     .into_iter()
     .map(|(n, d, s)| (n.to_string(), d.to_string(), s))
@@ -176,6 +179,12 @@ fn av_tokens_schema_meta_and_samples_equal_the_library() {
             assert_eq!(s.fields[3], want.lane_mask);
             assert_eq!(f32s(&s.fields[4]), want.target);
             assert_eq!(f32s(&s.fields[5]), want.frame.to_f32().to_vec());
+            assert_eq!(f32s(&s.fields[7]), want.actor_ctrs);
+            assert_eq!(f32s(&s.fields[8]), want.actor_futures);
+            assert_eq!(s.fields[9], want.actor_future_mask);
+            // Row 0 of the futures is the AGENT's target, all observed.
+            assert_eq!(f32s(&s.fields[8])[..60], f32s(&s.fields[4])[..]);
+            assert!(s.fields[9][..30].iter().all(|&m| m == 1));
             assert_eq!(s.fields[1][0], 1, "actor 0 is the AGENT");
             // What eval does: the stored frame takes the target back to the CSV's positions.
             let f = f32s(&s.fields[5]);

@@ -696,6 +696,9 @@ fn the_real_data_config_has_the_whole_dag_and_names_missing_inputs() {
         ("llm_block ", "llama-7b-hf"),
         ("ssv2_tokens ", "labels.json"),
         ("av_tokens ", "map_files"),
+        // The pretrained encoders (`init`) are inputs of the train stages.
+        ("train_pc_hardest@mode=frozen ", "Point-BERT.pth"),
+        ("train_ssv2@mode=none ", "videomae_ssv2_vits.pth"),
     ] {
         let line = st
             .stdout

@@ -127,6 +127,7 @@ kind = "eval"
 train = "train_pc"
 data = "pc_tokens"
 block = "llm_block"
+vote = 3
 "#,
         train.display(),
         test.display(),
@@ -204,6 +205,11 @@ fn frozen_block_training_lowers_the_loss_and_evaluates() {
     let e = show(&cfg, "eval_pc");
     let oa = e["meta"]["overall_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&oa));
+    // Test-time voting (the reference's test_vote) reports beside the single view.
+    assert_eq!(e["meta"]["votes"], 3);
+    let voted = e["meta"]["vote_overall_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&voted));
+    assert_eq!(e["meta"]["vote_samples"], e["meta"]["samples"]);
     // The block file is the extracted last layer.
     let b = show(&cfg, "llm_block");
     assert_eq!(b["meta"]["layer"], 1);
@@ -836,6 +842,181 @@ fn report_pools_seeds_and_export_names_files() {
             std::fs::read_dir(&out).unwrap().count()
         );
     }
+}
+
+/// Point-BERT's recipe needs the raw points: without them the error says what to set, and
+/// `resample = false` trains on the cached tokens instead (a different model).
+#[test]
+fn resampling_needs_kept_points_and_changes_what_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "none",
+        1,
+        "cache",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "shard_samples = 64\n",
+            "shard_samples = 64\nkeep_points = 0\n",
+        )
+        .replace("vote = 3\n", "");
+    let no_points = dir.path().join("no-points.toml");
+    std::fs::write(&no_points, text).unwrap();
+    let r = lm4ve(
+        &no_points,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("keep_points = 2048") && r.stderr.contains("resample = false"),
+        "{}",
+        r.stderr
+    );
+    let cached = with_train_params(&no_points, "cached.toml", "resample = false");
+    lm4ve(
+        &cached,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    assert_ne!(
+        file_hash(&cfg, "train_pc", "model.safetensors"),
+        file_hash(&cached, "train_pc", "model.safetensors")
+    );
+    // The kept points are in the shards, as the schema says.
+    let pc = show(&cfg, "pc_tokens");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pc["manifest"].as_str().unwrap()).unwrap()).unwrap();
+    let points = manifest["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "points")
+        .expect("a points field");
+    assert_eq!(points["shape"], serde_json::json!([2048, 3]));
+}
+
+/// `init`: a Point-BERT pretraining checkpoint (the fixture written from the official model
+/// code by scripts/fixtures/encoder_ckpts.py) initialises the encoder; the train manifest
+/// records what was loaded, what the checkpoint lacked and what it held besides; editing
+/// the file makes the stage stale; a checkpoint of other sizes fails naming the key.
+#[test]
+fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let ckpt = dir.path().join("Point-BERT.pth");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/pointbert_pretrain.pth"),
+        &ckpt,
+    )
+    .unwrap();
+    let base = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "frozen",
+        1,
+        "cache",
+    );
+    // The fixture's sizes (Point-BERT's mini-PointNet widths are fixed: 128, 256, 512).
+    let text = std::fs::read_to_string(&base).unwrap().replace(
+        "depth = 1\nheads = 2\npointnet_dims = [16, 32, 32]",
+        "depth = 2\nheads = 4\npointnet_dims = [128, 256, 512]",
+    );
+    std::fs::write(&base, text).unwrap();
+    let cfg = with_train_params(&base, "init.toml", "init = \"Point-BERT.pth\"");
+    let r = lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    );
+    r.ok();
+    assert!(
+        r.stderr.contains("init from Point-BERT.pth"),
+        "{}",
+        r.stderr
+    );
+    let v = show(&cfg, "train_pc");
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let init = &m["meta"]["init"];
+    assert_eq!(init["family"], "Point-BERT", "{init}");
+    assert_eq!(init["state_dict"], "base_model");
+    assert_eq!(
+        init["loaded"]["blocks.1.attn.qkv.weight"],
+        "module.transformer_q.blocks.blocks.1.attn.qkv.weight"
+    );
+    let missing: Vec<&str> = init["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for k in [
+        "cls_head.0.weight",
+        "cls_head.4.bias",
+        "llm_adapter_up.weight",
+    ] {
+        assert!(missing.contains(&k), "{k}: {missing:?}");
+    }
+    assert!(init["ignored"]
+        .to_string()
+        .contains("module.transformer_k.cls_token"));
+    // The file is an input: other weights at the same path make the stage stale (a
+    // safetensors file, despite the name: the format is read from the content).
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/videomae_pretrain.safetensors"),
+        &ckpt,
+    )
+    .unwrap();
+    let st = lm4ve(&cfg, &["pipeline", "status"]);
+    let line = st
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("train_pc "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("stale"), "{}", st.stdout);
+    // A checkpoint of other sizes: the first key whose shape differs is named, with both.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/pointbert_pretrain.pth"),
+        &ckpt,
+    )
+    .unwrap();
+    let wide = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("trans_dim = 32", "trans_dim = 48");
+    let wide_cfg = dir.path().join("wide.toml");
+    std::fs::write(&wide_cfg, wide).unwrap();
+    let r = lm4ve(
+        &wide_cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("Point-BERT.pth")
+            && r.stderr.contains("has shape [32], the model's is [48]"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// The saved model's tensor names of a config's train_pc.

@@ -44,6 +44,7 @@ pub const KNOWN_FILES: &[&str] = &[
     "metrics.jsonl",
     "metrics.json",
     "curves.png",
+    "forecast.png",
 ];
 
 /// Why a record was refused. Every variant names what was wrong; values taken from the

@@ -5,7 +5,9 @@ The same steps as stages/src/pointcloud/geometry.rs::tokenize, written the way a
 user would (one vectorized pass over the cloud per FPS iteration):
 
   1. skip clouds with a non-finite coordinate or fewer than --num-points points;
-  2. unit sphere: subtract the centroid, divide by the max norm (in float64, then float32);
+  2. with --normalize (the stage's `normalize = true`, its default for bin and LAS; h5 clouds
+     are used as they are, as the reference does): subtract the centroid, divide by the max
+     norm (in float64, then float32);
   3. farthest point sampling to --num-points, starting at index 0, first index on ties;
   4. farthest point sampling of --num-groups centers among the sampled points;
   5. the --group-size nearest sampled points of each center (stable: ties by index),
@@ -18,7 +20,7 @@ this way the output matches the Rust stage bit for bit, so --out can be compared
 
 Usage:
   python3 scripts/bench/pc_reference.py FILE.h5 --num-points 1024 --num-groups 64 \
-      --group-size 32 [--limit N] [--out out.npz]
+      --group-size 32 [--normalize] [--limit N] [--out out.npz]
 
 Prints one JSON line: {"clouds": N, "seconds": S, "clouds_per_s": R, "skipped": K}, where
 S covers reading the file and processing every cloud. --out saves `centers` [N,G,3],
@@ -72,11 +74,11 @@ def knn(points, centers, k):
     return np.argsort(d, axis=1, kind="stable")[:, :k]
 
 
-def tokenize(points, num_points, num_groups, group_size):
+def tokenize(points, num_points, num_groups, group_size, normalize=False):
     """(centers [G,3], neighborhoods [G,K,3]) or None when the cloud is skipped."""
     if len(points) < num_points or not np.isfinite(points).all():
         return None
-    pts = normalize_unit_sphere(points)
+    pts = normalize_unit_sphere(points) if normalize else points.astype(np.float32)
     sampled = pts[farthest_point_sample(pts, num_points)]
     centers = sampled[farthest_point_sample(sampled, num_groups)]
     nn = knn(sampled, centers, group_size)
@@ -90,6 +92,7 @@ def main(argv=None):
     ap.add_argument("--num-points", type=int, default=1024)
     ap.add_argument("--num-groups", type=int, default=64)
     ap.add_argument("--group-size", type=int, default=32)
+    ap.add_argument("--normalize", action="store_true", help="unit-sphere normalization first")
     ap.add_argument("--limit", type=int, default=None, help="process only the first N clouds")
     ap.add_argument("--out", default=None, help="save centers/neighborhoods/labels to this .npz")
     args = ap.parse_args(argv)
@@ -104,7 +107,7 @@ def main(argv=None):
 
     centers, neighborhoods, kept = [], [], []
     for i, cloud in enumerate(data):
-        t = tokenize(cloud, args.num_points, args.num_groups, args.group_size)
+        t = tokenize(cloud, args.num_points, args.num_groups, args.group_size, args.normalize)
         if t is None:
             continue
         centers.append(t[0])

@@ -47,6 +47,8 @@ where
             }
             serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap_or(0.0) + 0.5),
             serde_json::Value::Bool(b) => serde_json::json!(!b),
+            // An unset `Option<bool>` (resolved at config time).
+            serde_json::Value::Null => serde_json::json!(true),
             serde_json::Value::String(s) if s == "h5" => serde_json::json!("las"),
             serde_json::Value::String(s) => serde_json::json!(format!("{s}x")),
             other => panic!("no mutation for `{field}` = {other}"),

@@ -7,6 +7,7 @@ pub mod keyed;
 pub mod llm;
 pub mod plot;
 pub mod pointcloud;
+pub mod pth;
 pub mod ssv2;
 pub mod train;
 

@@ -82,6 +82,24 @@ fn range(values: impl Iterator<Item = f64>, pad_zero: bool) -> (f64, f64) {
 /// Training curves: the loss on the left axis, fractions in [0, 1] (accuracy, held-out score)
 /// on the right one; x = epoch.
 pub fn curves_png(title: &str, loss: &Series, fractions: &[Series]) -> Result<Vec<u8>> {
+    curves_png_axes(
+        title,
+        "training loss",
+        std::slice::from_ref(loss),
+        "fraction (accuracy / held-out score)",
+        fractions,
+    )
+}
+
+/// Curves over epochs: `left` series on a left axis fitted to them (from 0), `fractions` in
+/// [0, 1] on the right one.
+pub fn curves_png_axes(
+    title: &str,
+    left_desc: &str,
+    left: &[Series],
+    right_desc: &str,
+    fractions: &[Series],
+) -> Result<Vec<u8>> {
     ensure_font()?;
     let (w, h) = (900u32, 520u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -90,13 +108,13 @@ pub fn curves_png(title: &str, loss: &Series, fractions: &[Series]) -> Result<Ve
         root.fill(&WHITE).map_err(err)?;
         // x spans the epochs there are (from the first, not from 0).
         let (xmin, xmax) = range(
-            loss.points
-                .iter()
-                .chain(fractions.iter().flat_map(|s| s.points.iter()))
+            left.iter()
+                .chain(fractions)
+                .flat_map(|s| s.points.iter())
                 .map(|p| p.0),
             false,
         );
-        let (ylo, yhi) = range(loss.points.iter().map(|p| p.1), true);
+        let (ylo, yhi) = range(left.iter().flat_map(|s| s.points.iter()).map(|p| p.1), true);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FAMILY, 22))
             .margin(12)
@@ -109,29 +127,30 @@ pub fn curves_png(title: &str, loss: &Series, fractions: &[Series]) -> Result<Ve
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .y_desc("training loss")
+            .y_desc(left_desc)
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 16))
             .draw()
             .map_err(err)?;
         chart
             .configure_secondary_axes()
-            .y_desc("fraction (accuracy / held-out score)")
+            .y_desc(right_desc)
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 16))
             .draw()
             .map_err(err)?;
-        let c0 = PALETTE[0];
-        chart
-            .draw_series(LineSeries::new(
-                loss.points.iter().copied(),
-                c0.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(loss.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c0.stroke_width(2)));
+        for (i, s) in left.iter().enumerate() {
+            let c = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(s.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+        }
         for (i, s) in fractions.iter().enumerate() {
-            let c = PALETTE[(i + 1) % PALETTE.len()];
+            let c = PALETTE[(i + left.len()) % PALETTE.len()];
             chart
                 .draw_secondary_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                 .map_err(err)?

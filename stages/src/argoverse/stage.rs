@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 
 pub const KIND: &str = "av.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
-pub const VERSION: u32 = 1;
+/// 2: every actor's position now and future (`actor_ctrs`, `actor_futures`, `actor_future_mask`).
+pub const VERSION: u32 = 2;
 /// The split names, in unit order.
 pub const SPLITS: [&str; 2] = ["train", "val"];
 
@@ -281,18 +282,28 @@ pub fn encode_vectorized(
     scenario_id: i64,
     v: &Vectorized,
 ) -> std::result::Result<Vec<u8>, String> {
-    let raw_len = 4 * (v.actors.len() + v.lanes.len() + v.target.len() + 3)
+    let raw_len = 4
+        * (v.actors.len()
+            + v.lanes.len()
+            + v.target.len()
+            + 3
+            + v.actor_ctrs.len()
+            + v.actor_futures.len())
         + v.actor_mask.len()
         + v.lane_mask.len()
-        + 8;
+        + 8
+        + v.actor_future_mask.len();
     let want = 4
         * (p.max_actors * (p.obs_steps - 1) * ACTOR_FEATURES
             + p.max_lanes * (p.lane_points - 1) * LANE_FEATURES
             + p.pred_steps * 2
-            + 3)
+            + 3
+            + p.max_actors * 2
+            + p.max_actors * p.pred_steps * 2)
         + p.max_actors
         + p.max_lanes
-        + 8;
+        + 8
+        + p.max_actors * p.pred_steps;
     if raw_len != want {
         return Err(format!(
             "internal: a sample of {raw_len} bytes, the schema says {want}"
@@ -306,6 +317,9 @@ pub fn encode_vectorized(
     push_f32(&mut raw, &v.target);
     push_f32(&mut raw, &v.frame.to_f32());
     raw.extend_from_slice(&scenario_id.to_le_bytes());
+    push_f32(&mut raw, &v.actor_ctrs);
+    push_f32(&mut raw, &v.actor_futures);
+    raw.extend_from_slice(&v.actor_future_mask);
     compress(&raw, level).map_err(|e| format!("zstd: {e}"))
 }
 
@@ -354,6 +368,17 @@ pub fn schema_for(p: &VecParams) -> Schema {
         Field::new("target", Dtype::Float32, &[p.pred_steps, 2]),
         Field::new("frame", Dtype::Float32, &[3]),
         Field::new("scenario_id", Dtype::Int64, &[1]),
+        Field::new("actor_ctrs", Dtype::Float32, &[p.max_actors, 2]),
+        Field::new(
+            "actor_futures",
+            Dtype::Float32,
+            &[p.max_actors, p.pred_steps, 2],
+        ),
+        Field::new(
+            "actor_future_mask",
+            Dtype::Uint8,
+            &[p.max_actors, p.pred_steps],
+        ),
     ]
 }
 

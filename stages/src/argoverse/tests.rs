@@ -586,6 +586,9 @@ fn encoded_frames_equal_the_engines_encode_sample() {
                 &f32s(&v.target),
                 &f32s(&v.frame.to_f32()),
                 &id.to_le_bytes(),
+                &f32s(&v.actor_ctrs),
+                &f32s(&v.actor_futures),
+                &v.actor_future_mask,
             ],
             level,
         )

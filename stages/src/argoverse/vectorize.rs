@@ -21,6 +21,10 @@
 //!   are kept, shorter ones are edge-padded (last point repeated, as the VectorNet reference),
 //!   longer ones resampled to `lane_points` points evenly spaced by arc length. Vector i =
 //!   `[x_i, y_i, dx, dy, turn, is_intersection, has_traffic_control]` (start point, step).
+//! - **Futures.** Every kept actor's last observed position (`actor_ctrs`) and its positions
+//!   at the `pred_steps` future steps (`actor_futures`, with `actor_future_mask` = observed):
+//!   the reference (StreamingForecasting's VectorNet, after LaneGCN) predicts and supervises
+//!   every actor that has a future, not only the AGENT. `target` is the AGENT's (row 0).
 //! - Padding rows are all zeros with mask 0. Maths in f64, stored as f32.
 
 use super::csv::Scenario;
@@ -56,6 +60,12 @@ pub struct Vectorized {
     pub lane_mask: Vec<u8>,
     /// [pred_steps, 2]
     pub target: Vec<f32>,
+    /// [max_actors, 2]: each actor's position at step `obs_steps-1`.
+    pub actor_ctrs: Vec<f32>,
+    /// [max_actors, pred_steps, 2]: each actor's future positions (0 where unobserved).
+    pub actor_futures: Vec<f32>,
+    /// [max_actors, pred_steps]: 1 where that future position was observed.
+    pub actor_future_mask: Vec<u8>,
     pub frame: Frame,
     /// Actors (AGENT included) / lanes in range before truncation to the maxima.
     pub actors_in_range: usize,
@@ -106,14 +116,31 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         .chain(others.iter().map(|o| o.2))
         .take(p.max_actors);
     let nv = obs - 1;
+    let ps = p.pred_steps;
     let mut actors = vec![0f32; p.max_actors * nv * ACTOR_FEATURES];
     let mut actor_mask = vec![0u8; p.max_actors];
+    let mut actor_ctrs = vec![0f32; p.max_actors * 2];
+    let mut actor_futures = vec![0f32; p.max_actors * ps * 2];
+    let mut actor_future_mask = vec![0u8; p.max_actors * ps];
     for (a, t) in chosen.enumerate() {
         actor_mask[a] = 1;
         let pts: Vec<Option<[f64; 2]>> = scn.tracks[t].points[..obs]
             .iter()
             .map(|w| w.map(|w| frame.to_local(w)))
             .collect();
+        if let Some(c) = pts[obs - 1] {
+            actor_ctrs[a * 2] = c[0] as f32;
+            actor_ctrs[a * 2 + 1] = c[1] as f32;
+        }
+        let future = scn.tracks[t].points.iter().skip(obs).take(ps);
+        for (j, w) in future.enumerate() {
+            if let Some(w) = w {
+                let q = frame.to_local(*w);
+                actor_futures[(a * ps + j) * 2] = q[0] as f32;
+                actor_futures[(a * ps + j) * 2 + 1] = q[1] as f32;
+                actor_future_mask[a * ps + j] = 1;
+            }
+        }
         for i in 0..nv {
             let row = &mut actors[(a * nv + i) * ACTOR_FEATURES..][..ACTOR_FEATURES];
             row[5] = (i as f64 / nv as f64) as f32;
@@ -182,6 +209,9 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         lanes,
         lane_mask,
         target,
+        actor_ctrs,
+        actor_futures,
+        actor_future_mask,
         frame,
         actors_in_range,
         lanes_in_range,

@@ -4,7 +4,9 @@
 //! metadata. Every reader (HF safetensors, GGUF, ...) converts to this; every consumer
 //! (the trainer, `llm apply`) reads only this.
 //!
-//! LLaMA (q/k rows in Hugging Face order — GGUF's llama.cpp permutation is undone on extract):
+//! LLaMA (q/k rows in Hugging Face order — the rotary row order of GGUF (llama.cpp) and of
+//! Meta's original checkpoints, which is the same, is undone on extract, so every source of
+//! one layer gives the same tensors):
 //! `input_layernorm.weight` [D], `self_attn.q_proj.weight` [H·hd, D],
 //! `self_attn.k_proj.weight` [KV·hd, D], `self_attn.v_proj.weight` [KV·hd, D],
 //! `self_attn.o_proj.weight` [D, H·hd], `post_attention_layernorm.weight` [D],
@@ -104,12 +106,14 @@ pub enum Role {
 }
 
 /// One row of the table: the role, the architecture, the canonical (Hugging Face) name, and
-/// for LLaMA the GGUF tensor name (`blk.N.<gguf>.weight`).
+/// for LLaMA the GGUF tensor name (`blk.N.<gguf>.weight`) and Meta's original name
+/// (`layers.N.<meta>.weight` in `consolidated.NN.pth`).
 pub struct TensorName {
     pub role: Role,
     pub arch: Arch,
     pub name: &'static str,
     pub gguf: Option<&'static str>,
+    pub meta: Option<&'static str>,
 }
 
 const fn t(role: Role, arch: Arch, name: &'static str, gguf: Option<&'static str>) -> TensorName {
@@ -118,64 +122,66 @@ const fn t(role: Role, arch: Arch, name: &'static str, gguf: Option<&'static str
         arch,
         name,
         gguf,
+        meta: None,
+    }
+}
+
+/// A LLaMA row: canonical, GGUF and Meta names.
+const fn llama(
+    role: Role,
+    name: &'static str,
+    gguf: &'static str,
+    meta: &'static str,
+) -> TensorName {
+    TensorName {
+        role,
+        arch: Arch::Llama,
+        name,
+        gguf: Some(gguf),
+        meta: Some(meta),
     }
 }
 
 /// Every tensor of a canonical block, per architecture, in file order.
 pub const TENSORS: &[TensorName] = &[
-    t(
+    llama(
         Role::Norm1,
-        Arch::Llama,
         "input_layernorm.weight",
-        Some("attn_norm"),
+        "attn_norm",
+        "attention_norm",
     ),
-    t(
-        Role::Q,
-        Arch::Llama,
-        "self_attn.q_proj.weight",
-        Some("attn_q"),
-    ),
-    t(
-        Role::K,
-        Arch::Llama,
-        "self_attn.k_proj.weight",
-        Some("attn_k"),
-    ),
-    t(
-        Role::V,
-        Arch::Llama,
-        "self_attn.v_proj.weight",
-        Some("attn_v"),
-    ),
-    t(
+    llama(Role::Q, "self_attn.q_proj.weight", "attn_q", "attention.wq"),
+    llama(Role::K, "self_attn.k_proj.weight", "attn_k", "attention.wk"),
+    llama(Role::V, "self_attn.v_proj.weight", "attn_v", "attention.wv"),
+    llama(
         Role::O,
-        Arch::Llama,
         "self_attn.o_proj.weight",
-        Some("attn_output"),
+        "attn_output",
+        "attention.wo",
     ),
-    t(
+    llama(
         Role::Norm2,
-        Arch::Llama,
         "post_attention_layernorm.weight",
-        Some("ffn_norm"),
+        "ffn_norm",
+        "ffn_norm",
     ),
-    t(
+    llama(
         Role::MlpIn,
-        Arch::Llama,
         "mlp.gate_proj.weight",
-        Some("ffn_gate"),
+        "ffn_gate",
+        "feed_forward.w1",
     ),
-    t(
+    llama(
         Role::MlpUp,
-        Arch::Llama,
         "mlp.up_proj.weight",
-        Some("ffn_up"),
+        "ffn_up",
+        "feed_forward.w3",
     ),
-    t(
+    llama(
         Role::MlpOut,
-        Arch::Llama,
         "mlp.down_proj.weight",
-        Some("ffn_down"),
+        "ffn_down",
+        "feed_forward.w2",
     ),
     t(Role::Norm1, Arch::Opt, "self_attn_layer_norm.weight", None),
     t(

@@ -1,13 +1,15 @@
 //! Reading one transformer layer out of an LLM checkpoint without loading the rest:
 //! Hugging Face safetensors (one file, or shards with `model.safetensors.index.json`; the
 //! headers say where each tensor's bytes are, and only those byte ranges of only the shards
-//! holding the layer are read) and GGUF (llama.cpp; seek to each tensor, dequantise with
-//! candle). Every key, shape and byte range is checked against the headers before any data
+//! holding the layer are read), GGUF (llama.cpp; seek to each tensor, dequantise with
+//! candle) and Meta's original `params.json` + `consolidated.NN.pth` (`meta.rs`; each rank's
+//! slice of the layer read lazily from the zip). Every key, shape and byte range is checked against the headers before any data
 //! is read. Output: the canonical block of `block_format.rs`.
 
 use super::block_format::{self, Arch, BlockConfig, BLOCK_FORMAT};
 use super::gguf::{gguf_config, gguf_content, unpermute_rows};
 use super::hf::{hf_config, locate_hf_tensor, read_hf_tensor, read_safetensors_header, HfTensor};
+use super::meta::{self, MetaDir, MetaLayer};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,7 +27,7 @@ pub enum LlmError {
         key: String,
         arch: Arch,
     },
-    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json or GGUF metadata) does not belong to these weights")]
+    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json, params.json or GGUF metadata) does not belong to these weights")]
     Shape {
         path: String,
         key: String,
@@ -100,13 +102,14 @@ enum Source {
         config_json: PathBuf,
     },
     Gguf(PathBuf),
+    Meta(MetaDir),
 }
 
 fn locate(path: &Path) -> Result<Source, LlmError> {
     let md = std::fs::metadata(path).map_err(|e| {
         bad(
             path,
-            format!("{e}; pass a .safetensors, .gguf, index.json or model directory"),
+            format!("{e}; pass a .safetensors, .gguf, index.json, model directory or Meta params.json directory"),
         )
     })?;
     let is_gguf = |p: &Path| {
@@ -116,6 +119,9 @@ fn locate(path: &Path) -> Result<Source, LlmError> {
             .map(|_| &magic == b"GGUF")
             .unwrap_or(false)
     };
+    if let Some(m) = meta::locate(path, md.is_dir())? {
+        return Ok(Source::Meta(m));
+    }
     let dir = if md.is_dir() {
         path.to_path_buf()
     } else {
@@ -193,6 +199,11 @@ pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {
             }
             bytes = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             ("gguf".to_string(), cfg, layers)
+        }
+        Source::Meta(m) => {
+            let (cfg, layers) = meta::meta_config(&m.params_json)?;
+            (dtypes, tensors, bytes) = meta::census(&m)?;
+            ("meta-pth".to_string(), cfg, layers)
         }
         Source::Hf {
             files,
@@ -272,6 +283,7 @@ enum PlanKind {
         tensors: Vec<HfTensor>,
         config_json: PathBuf,
     },
+    Meta(MetaLayer),
 }
 
 impl LayerPlan {
@@ -288,6 +300,7 @@ impl LayerPlan {
                 out.push(config_json.clone());
                 out
             }
+            PlanKind::Meta(m) => m.files(),
         }
     }
 }
@@ -302,6 +315,10 @@ fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> 
         }
         Source::Hf { config_json, .. } => {
             let (cfg, n) = hf_config(config_json)?;
+            (cfg, n, None)
+        }
+        Source::Meta(m) => {
+            let (cfg, n) = meta::meta_config(&m.params_json)?;
             (cfg, n, None)
         }
     };
@@ -398,6 +415,7 @@ fn plan_layer(path: &Path, layer: Option<usize>) -> Result<LayerPlan, LlmError> 
                 config_json,
             }
         }
+        (Source::Meta(m), _) => PlanKind::Meta(meta::plan(&m, &cfg, layer)?),
         (Source::Gguf(file), None) => return Err(bad(&file, "GGUF header not read")),
     };
     Ok(LayerPlan {
@@ -452,6 +470,7 @@ pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock
                 got.insert(t.name, read_hf_tensor(t)?);
             }
         }
+        PlanKind::Meta(m) => got = meta::read(m, cfg)?,
     }
     let mut tensors = Vec::new();
     for (name, shape) in cfg.tensor_shapes() {
@@ -803,23 +822,27 @@ fn check_stack(path: &Path, first: usize, n: usize, num_layers: usize) -> Result
     Ok(())
 }
 
-/// The files layers `first..first + n` are read from (for HF config.json last), from headers
-/// only; for n = 1 exactly [`layer_files`].
+/// The files layers `first..first + n` are read from, from headers only: for n = 1 exactly
+/// [`layer_files`]; for more, the union in first-appearance order with the config file
+/// (config.json, params.json) kept last.
 pub fn layers_files(path: &Path, first: usize, n: usize) -> Result<Vec<PathBuf>, LlmError> {
     let plan = plan_layer(path, Some(first))?;
     check_stack(path, first, n, plan.num_layers)?;
-    let mut files = plan.files();
-    let config_last = matches!(plan.kind, PlanKind::Hf { .. });
-    let config = if config_last { files.pop() } else { None };
-    let mut set: BTreeSet<PathBuf> = files.into_iter().collect();
-    for layer in first + 1..first + n {
-        let mut f = plan_layer(path, Some(layer))?.files();
-        if config_last {
-            f.pop();
-        }
-        set.extend(f);
+    let mut out = plan.files();
+    if n == 1 {
+        return Ok(out);
     }
-    let mut out: Vec<PathBuf> = set.into_iter().collect();
+    let config = match plan.kind {
+        PlanKind::Hf { .. } | PlanKind::Meta(_) => out.pop(),
+        PlanKind::Gguf { .. } => None,
+    };
+    for layer in first + 1..first + n {
+        for f in plan_layer(path, Some(layer))?.files() {
+            if Some(&f) != config.as_ref() && !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
     out.extend(config);
     Ok(out)
 }
@@ -868,8 +891,8 @@ pub fn stack_to_safetensors_bytes(blocks: &[ExtractedBlock]) -> Result<Vec<u8>, 
 }
 
 /// The layer shape and layer count of a checkpoint from its config alone: a Hugging Face
-/// model's `config.json` (the weight files need not be there), or a GGUF header. For dry runs,
-/// which must not need the weights.
+/// model's `config.json` (the weight files need not be there), Meta's `params.json`, or a GGUF
+/// header. For dry runs, which must not need the weights.
 pub fn checkpoint_shape(path: &Path) -> Result<(BlockConfig, usize), LlmError> {
     let md = std::fs::metadata(path).map_err(|e| {
         bad(
@@ -889,11 +912,18 @@ pub fn checkpoint_shape(path: &Path) -> Result<(BlockConfig, usize), LlmError> {
         if path.file_name().is_some_and(|n| n == "config.json") {
             return hf_config(path);
         }
+        if path.file_name().is_some_and(|n| n == "params.json") {
+            return meta::meta_config(path);
+        }
     }
     let dir = if md.is_dir() {
         path
     } else {
         path.parent().unwrap_or(Path::new("."))
     };
-    hf_config(&dir.join("config.json"))
+    let (config_json, params_json) = (dir.join("config.json"), dir.join("params.json"));
+    if !config_json.exists() && params_json.exists() {
+        return meta::meta_config(&params_json);
+    }
+    hf_config(&config_json)
 }

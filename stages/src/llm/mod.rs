@@ -1,4 +1,5 @@
-//! LLM checkpoints: readers (`hf.rs`: HF safetensors, sharded or not; `gguf.rs`: GGUF),
+//! LLM checkpoints: readers (`hf.rs`: HF safetensors, sharded or not; `gguf.rs`: GGUF;
+//! `meta.rs`: Meta's original `params.json` + `consolidated.NN.pth`),
 //! block extraction into the canonical block file (`checkpoint.rs`, `block_format.rs`: the
 //! format and its one tensor-name table), and the `llm.block` stage.
 
@@ -7,6 +8,9 @@ pub mod checkpoint;
 mod gguf;
 mod gguf_check;
 mod hf;
+mod meta;
+#[cfg(test)]
+mod meta_tests;
 pub mod stage;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! Stage `llm.block`: cuts one layer (or `blocks = N` consecutive layers) out of a checkpoint
 //! into the cache as a canonical `block.safetensors`, so the trainer depends on it like on any
-//! artifact. The key hashes the files the layers are read from (for a sharded checkpoint only
-//! the shards holding them). With `blocks` left at 1, key, file and manifest are exactly what
-//! they were before stacks existed.
+//! artifact. The key hashes the files the layers are read from (for a sharded HF checkpoint
+//! only the shards holding them; for Meta's model-parallel ranks all of them, each holding a
+//! slice of every layer). With `blocks` left at 1, key, file and manifest are exactly what they
+//! were before stacks existed.
 
 use super::checkpoint::{
     default_first_layer, extract_block, extract_blocks, inspect, layers_files,
@@ -22,7 +23,8 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockParams {
-    /// A .gguf, a .safetensors (with config.json beside it), an index.json or a model directory.
+    /// A .gguf, a .safetensors (with config.json beside it), an index.json, a model directory,
+    /// or a Meta LLaMA directory (params.json + consolidated.NN.pth).
     pub checkpoint: PathBuf,
     /// Layer index (the first of the stack); default the last (PAPER.md §2), or with
     /// `blocks = N` the last N layers (as the reference's `first_layer`).

@@ -551,7 +551,7 @@ mod tests {
         let h = H5Clouds::open(&dir.path().join(DEMO_TRAIN_FILE)).unwrap();
         assert_eq!(h.points_per_cloud(), 2048);
         for (_, pts) in h.read_range(0, h.len()).unwrap() {
-            crate::pointcloud::geometry::tokenize(&pts, 1024, 64, 32).unwrap();
+            crate::pointcloud::geometry::tokenize(&pts, true, 1024, 64, 32).unwrap();
         }
         assert!(H5Clouds::open(&dir.path().join(DEMO_TEST_FILE))
             .unwrap()

@@ -347,11 +347,12 @@ pub enum CloudReject {
 
 /// Full per-cloud pipeline (PAPER.md §3): reject non-finite points, reject if fewer than
 /// num_points (and if num_groups > num_points or group_size > num_points), normalize to
-/// the unit sphere, FPS to num_points, FPS num_groups centers among those, group_size
+/// the unit sphere when asked, FPS to num_points, FPS num_groups centers among those, group_size
 /// nearest neighbours among the num_points sampled points for each center,
 /// neighbourhoods relative to their center.
 pub fn tokenize(
     points: &[Point],
+    normalize: bool,
     num_points: usize,
     num_groups: usize,
     group_size: usize,
@@ -393,17 +394,24 @@ pub fn tokenize(
     }
 
     let mut pts = points.to_vec();
-    normalize_unit_sphere(&mut pts);
+    if normalize {
+        normalize_unit_sphere(&mut pts);
+    }
     let sampled: Vec<Point> = farthest_point_sample(&pts, num_points)
         .into_iter()
         .map(|i| pts[i])
         .collect();
-    let centers: Vec<Point> = farthest_point_sample(&sampled, num_groups)
+    Ok(group(&sampled, num_groups, group_size))
+}
+
+/// PointBERT's grouping of an already sampled cloud (its `Group` module): `num_groups` FPS
+/// centers (from index 0), the `group_size` nearest points of each, relative to the center.
+pub fn group(sampled: &[Point], num_groups: usize, group_size: usize) -> PcTokens {
+    let centers: Vec<Point> = farthest_point_sample(sampled, num_groups)
         .into_iter()
         .map(|i| sampled[i])
         .collect();
-    let nn = knn(&sampled, &centers, group_size);
-
+    let nn = knn(sampled, &centers, group_size);
     let mut neighborhoods = Vec::with_capacity(num_groups * group_size * 3);
     for (c, row) in centers.iter().zip(nn.chunks_exact(group_size)) {
         for &i in row {
@@ -411,10 +419,27 @@ pub fn tokenize(
             neighborhoods.extend_from_slice(&[p[0] - c[0], p[1] - c[1], p[2] - c[2]]);
         }
     }
-    Ok(PcTokens {
+    PcTokens {
         centers: centers.iter().flatten().copied().collect(),
         neighborhoods,
-    })
+    }
+}
+
+/// `n` points of `points` for the per-step resampling's pool: the cloud as it is when it
+/// has exactly `n`, FPS to `n` when it has more, and cycled (point i mod len) when it has
+/// fewer, so that every kept cloud has the same shape. Duplicates cost FPS nothing: a point
+/// already chosen is at distance 0.
+pub fn keep_points(points: &[Point], n: usize) -> Vec<Point> {
+    use std::cmp::Ordering;
+    match points.len().cmp(&n) {
+        _ if points.is_empty() => Vec::new(),
+        Ordering::Equal => points.to_vec(),
+        Ordering::Greater => farthest_point_sample(points, n)
+            .into_iter()
+            .map(|i| points[i])
+            .collect(),
+        Ordering::Less => (0..n).map(|i| points[i % points.len()]).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -560,7 +585,7 @@ mod tests {
     #[test]
     fn tokenize_shapes_and_relative_neighbourhoods() {
         let pts = random_cloud(31, 2048);
-        let t = tokenize(&pts, 1024, 64, 32).unwrap();
+        let t = tokenize(&pts, true, 1024, 64, 32).unwrap();
         assert_eq!(t.centers.len(), 64 * 3);
         assert_eq!(t.neighborhoods.len(), 64 * 32 * 3);
         // Each center is its own nearest neighbour: the first offset of every group is 0.
@@ -569,7 +594,7 @@ mod tests {
             assert_eq!(off, &[0.0, 0.0, 0.0]);
         }
         // Deterministic.
-        assert_eq!(t, tokenize(&pts, 1024, 64, 32).unwrap());
+        assert_eq!(t, tokenize(&pts, true, 1024, 64, 32).unwrap());
     }
 
     #[test]
@@ -577,16 +602,16 @@ mod tests {
         let mut pts = random_cloud(41, 100);
         pts[17][1] = f32::NAN;
         assert_eq!(
-            tokenize(&pts, 50, 10, 5),
+            tokenize(&pts, true, 50, 10, 5),
             Err(CloudReject::NotFinite { index: 17 })
         );
         pts[17][1] = f32::INFINITY;
         assert!(matches!(
-            tokenize(&pts, 50, 10, 5),
+            tokenize(&pts, true, 50, 10, 5),
             Err(CloudReject::NotFinite { index: 17 })
         ));
         let pts = random_cloud(42, 100);
-        let e = tokenize(&pts, 1024, 64, 32).unwrap_err();
+        let e = tokenize(&pts, true, 1024, 64, 32).unwrap_err();
         assert_eq!(
             e,
             CloudReject::TooFewPoints {
@@ -596,19 +621,19 @@ mod tests {
         );
         assert!(e.to_string().contains("lower num_points"));
         assert!(matches!(
-            tokenize(&pts, 50, 64, 5),
+            tokenize(&pts, true, 50, 64, 5),
             Err(CloudReject::TooManyGroups { .. })
         ));
         assert!(matches!(
-            tokenize(&pts, 50, 10, 51),
+            tokenize(&pts, true, 50, 10, 51),
             Err(CloudReject::GroupTooLarge { .. })
         ));
         assert!(matches!(
-            tokenize(&pts, 50, 0, 5),
+            tokenize(&pts, true, 50, 0, 5),
             Err(CloudReject::ZeroParameter { name: "num_groups" })
         ));
         assert!(matches!(
-            tokenize(&[], 1, 1, 1),
+            tokenize(&[], true, 1, 1, 1),
             Err(CloudReject::TooFewPoints { have: 0, need: 1 })
         ));
     }

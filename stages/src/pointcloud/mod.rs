@@ -1,9 +1,11 @@
 //! Point clouds: readers (ScanObjectNN h5 and .bin, LAS/LAZ), sampling and grouping
-//! (PointBERT tokens), the synthetic demo dataset, and the `pc.tokens` stage.
+//! (PointBERT tokens), per-step resampled views, the synthetic demo dataset, and the
+//! `pc.tokens` stage.
 
 pub mod bin;
 pub mod demo;
 pub mod geometry;
 pub mod h5;
 pub mod las;
+pub mod resample;
 pub mod stage;

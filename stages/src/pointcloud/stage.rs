@@ -3,7 +3,7 @@
 //! neighbours per center expressed relative to it (PAPER.md §3). One unit = one shard.
 
 use super::bin::{read_bin_cloud, read_split_list};
-use super::geometry::{tokenize, Point};
+use super::geometry::{keep_points, normalize_unit_sphere, tokenize, Point};
 use super::h5::H5Clouds;
 use super::las::{read_labels_csv, read_las_cloud};
 use anyhow::{Context, Result};
@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 
 pub const KIND: &str = "pc.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
-pub const VERSION: u32 = 1;
+/// 2: `normalize` (h5 clouds as they are, as the reference) and the kept `points` field.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,9 +54,19 @@ pub struct PcParams {
     /// las: labels.csv (`file,label[,split]`, files relative to the csv).
     #[serde(skip_serializing)]
     pub labels: Option<PathBuf>,
+    /// Normalize every cloud to the unit sphere before sampling. Unset: off for h5 (the
+    /// reference feeds ScanObjectNN's coordinates as they are: re-centering PB_T50_RS would
+    /// undo its translation perturbation), on for bin and LAS (raw, georeferenced scans).
+    /// Resolved at config time, so the key says what was done.
+    pub normalize: Option<bool>,
     pub num_points: usize,
     pub num_groups: usize,
     pub group_size: usize,
+    /// Raw points kept per cloud (field `points` [keep_points, 3]) for the trainer's per-step
+    /// resampling and test-time voting (Point-BERT's recipe); 0 keeps none. ScanObjectNN
+    /// clouds have 2048 points and are kept as they are; larger clouds are FPS'd down,
+    /// smaller ones repeat their points.
+    pub keep_points: usize,
     pub shard_samples: usize,
     pub zstd_level: i32,
 }
@@ -69,9 +80,11 @@ impl Default for PcParams {
             root: None,
             split: None,
             labels: None,
+            normalize: None,
             num_points: 1024,
             num_groups: 64,
             group_size: 32,
+            keep_points: 2048,
             shard_samples: 256,
             zstd_level: 3,
         }
@@ -102,7 +115,8 @@ pub struct PcTokensStage {
 }
 
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
-    let params: PcParams = config.typed_params(sc)?;
+    let mut params: PcParams = config.typed_params(sc)?;
+    params.normalize = Some(params.normalize.unwrap_or(params.format != Format::H5));
     let err = |key: &str, msg: String| config.param_error(&sc.name, Some(key), msg);
     if params.num_points == 0 || params.num_groups == 0 || params.group_size == 0 {
         return Err(err(
@@ -125,6 +139,15 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             format!(
                 "group_size = {} exceeds num_points = {}",
                 params.group_size, params.num_points
+            ),
+        ));
+    }
+    if params.keep_points != 0 && params.keep_points < params.num_points {
+        return Err(err(
+            "keep_points",
+            format!(
+                "keep_points = {} is below num_points = {}; resampling draws num_points from the kept points (0 keeps none)",
+                params.keep_points, params.num_points
             ),
         ));
     }
@@ -338,14 +361,32 @@ impl PcTokensStage {
 
     fn tokenize_bytes(&self, points: &[Point], label: i64) -> std::result::Result<Vec<u8>, String> {
         let p = &self.params;
-        let t = tokenize(points, p.num_points, p.num_groups, p.group_size)
+        let normalize = p.normalize.unwrap_or(true);
+        let t = tokenize(points, normalize, p.num_points, p.num_groups, p.group_size)
             .map_err(|e| e.to_string())?;
         let centers = f32_bytes(&t.centers);
         let neighborhoods = f32_bytes(&t.neighborhoods);
         let label = label.to_le_bytes();
+        if p.keep_points == 0 {
+            return encode_sample(
+                &self.schema_fields(),
+                &[&centers, &neighborhoods, &label],
+                p.zstd_level,
+            )
+            .map_err(|e| e.to_string());
+        }
+        // The same coordinates the tokens were made from (tokenize checked them).
+        let mut pts = points.to_vec();
+        if normalize {
+            normalize_unit_sphere(&mut pts);
+        }
+        let kept: Vec<f32> = keep_points(&pts, p.keep_points)
+            .into_iter()
+            .flatten()
+            .collect();
         encode_sample(
             &self.schema_fields(),
-            &[&centers, &neighborhoods, &label],
+            &[&centers, &neighborhoods, &label, &f32_bytes(&kept)],
             p.zstd_level,
         )
         .map_err(|e| e.to_string())
@@ -362,6 +403,11 @@ impl PcTokensStage {
             ),
             Field::new("label", Dtype::Int64, &[]),
         ]
+        .into_iter()
+        .chain(
+            (p.keep_points > 0).then(|| Field::new("points", Dtype::Float32, &[p.keep_points, 3])),
+        )
+        .collect()
     }
 }
 
@@ -492,6 +538,7 @@ impl Stage for PcTokensStage {
         }
         let num_classes = counts.keys().next_back().map(|m| m + 1).unwrap_or(0);
         Ok(serde_json::json!({
+            "num_points": self.params.num_points,
             "num_classes": num_classes,
             "label_counts": counts,
             "classes": self.classes,

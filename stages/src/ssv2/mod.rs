@@ -7,7 +7,7 @@
 //!
 //! - [`annotations`]: the release's JSON files (labels.json, train/validation lists);
 //! - [`decode`]: libavformat/libavcodec decoding, swscale resize + center crop;
-//! - [`sampling`]: which frames (VideoMAE's segment rule, test and training views);
+//! - [`sampling`]: which frames (the reference loader's segment rule, test and training views);
 //! - [`tubelets`]: the token layout;
 //! - [`demo`]: synthetic SSv2-format clips written through libvpx;
 //! - [`stage`]: the `ssv2.tokens` stage.

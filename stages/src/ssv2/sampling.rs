@@ -1,59 +1,49 @@
-//! Which frames of a clip become the `num_frames` (T) frames of a sample: VideoMAE's
-//! segment-based rule for SSv2 (`SSVideoClsDataset._get_seq_frames`), reproduced to the
-//! index so that a model trained on lm4ve shards sees the frames the reference loader shows it.
+//! Which frames of a clip become the `num_frames` (T) frames of a sample: the rule of the
+//! loader the paper's video numbers came from, LM4VisualEncoding's
+//! `video_understanding/ssv2.py` (`SSVideoClsDataset.loadvideo_decord`), reproduced to the index
+//! so that a model trained on lm4ve shards sees the frames the reference loader shows it.
+//! (VideoMAE's later `_get_seq_frames` uses `(N - 1) / T` segments and lands about one index
+//! off; it is not the rule here.)
 //!
 //! Over the N decoded frames, in the decoder's output (= presentation) order; timestamps
 //! play no part, so variable frame rate clips need nothing special:
-//! - `seg = max(0, (N - 1) / T)` (f64), `start_i = round(seg · i)` with numpy's rounding
-//!   (half to even: `np.round(2.5) == 2`), `end_i = round(seg · (i + 1))`;
-//! - deterministic (test) view `v` of `V`: `min(start_i + floor(seg / (V + 1) · (v + 1)), N - 1)`
-//!   — with V = 1 the middle of each segment, with V = 2 the reference's two test views;
-//! - random (training) view: `min(randint(start_i, end_i), N - 1)`, both ends inclusive as
-//!   Python's `random.randint`; our generator is seeded from (seed, video id, view) only, so
-//!   the cached frames do not depend on thread count or unit boundaries.
+//! - deterministic (test) view `v` of `V`: `tick = N / T` (f64), frame i =
+//!   `int(tick · v / V + tick · i)` — with V = 2 the reference's two test views
+//!   `int(tick · i)` and `int(tick / 2 + tick · i)` (its `chunk_nb` 0 and 1: the sorted union
+//!   taken every other index), with V = 1 the first of them;
+//! - random (training) view: `avg = N // T`; frame i = `avg · i + randint(0, avg)` (high
+//!   exclusive, as `np.random.randint`) when `avg > 0`, else frame 0 for every i (the
+//!   reference's `np.zeros` for clips shorter than T). Our generator is seeded from
+//!   (seed, video id, view) only, so the cached frames do not depend on thread count or unit
+//!   boundaries.
 //!
-//! Clips shorter than T frames need no special case: `seg < 1` makes neighbouring segments
-//! share frames, which is exactly the reference's padding by repetition (N = 1 gives T
-//! copies of frame 0). N = 0 is not a clip (the caller rejects it).
+//! N = 0 is not a clip (the caller rejects it).
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// numpy's `np.round` for the non-negative values used here: nearest, ties to even.
-fn np_round(x: f64) -> usize {
-    x.round_ties_even() as usize
-}
-
-fn segment(n: usize, t: usize) -> f64 {
-    if n == 0 || t == 0 {
-        return 0.0;
-    }
-    ((n - 1) as f64 / t as f64).max(0.0)
-}
-
 /// The frame indices of deterministic view `view` (0-based) of `views`.
 pub fn test_view_indices(n: usize, t: usize, view: usize, views: usize) -> Vec<usize> {
-    let seg = segment(n, t);
+    if t == 0 {
+        return Vec::new();
+    }
+    let tick = n as f64 / t as f64;
     let max = n.saturating_sub(1);
-    // Evaluated as the reference does: duration first, then times (v + 1), then int().
-    let duration = seg / (views as f64 + 1.0);
-    let offset = (duration * (view as f64 + 1.0)).floor() as usize;
+    // Evaluated as the reference does for V = 2 (`tick / 2.0 + tick * x`): the view's offset
+    // first, then the segment's start, then int() (truncation: both are non-negative).
+    let offset = tick * view as f64 / views.max(1) as f64;
     (0..t)
-        .map(|i| (np_round(seg * i as f64) + offset).min(max))
+        .map(|i| ((offset + tick * i as f64) as usize).min(max))
         .collect()
 }
 
 /// The frame indices of one random (training) view, drawn from `rng`.
 pub fn random_view_indices(n: usize, t: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
-    let seg = segment(n, t);
-    let max = n.saturating_sub(1);
-    (0..t)
-        .map(|i| {
-            let start = np_round(seg * i as f64);
-            let end = np_round(seg * (i + 1) as f64);
-            rng.random_range(start..=end).min(max)
-        })
-        .collect()
+    let avg = n.checked_div(t).unwrap_or(0);
+    if avg == 0 {
+        return vec![0; t];
+    }
+    (0..t).map(|i| avg * i + rng.random_range(0..avg)).collect()
 }
 
 /// The generator of random view `view` of the clip `video_id`: a function of the three
@@ -92,77 +82,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounds_half_to_even_like_numpy() {
-        assert_eq!(np_round(0.5), 0);
-        assert_eq!(np_round(1.5), 2);
-        assert_eq!(np_round(2.5), 2);
-        assert_eq!(np_round(2.5000001), 3);
-        assert_eq!(np_round(3.49), 3);
-    }
-
-    #[test]
-    fn middle_of_each_segment_by_hand() {
-        // N = 33, T = 16: seg = 32/16 = 2, duration = 1, offset 1: start_i = 2i.
-        let want: Vec<usize> = (0..16).map(|i| 2 * i + 1).collect();
-        assert_eq!(test_view_indices(33, 16, 0, 1), want);
-        // N = 36, T = 16: seg = 35/16 = 2.1875; duration = 1.09375 → offset 1.
-        // seg·i = 0, 2.1875, 4.375, 6.5625, 8.75, 10.9375, 13.125, 15.3125, 17.5, 19.6875,
-        //         21.875, 24.0625, 26.25, 28.4375, 30.625, 32.8125
-        // round →  0, 2, 4, 7, 9, 11, 13, 15, 18(17.5 → even 18), 20, 22, 24, 26, 28, 31, 33
-        assert_eq!(
-            test_view_indices(36, 16, 0, 1),
-            vec![1, 3, 5, 8, 10, 12, 14, 16, 19, 21, 23, 25, 27, 29, 32, 34]
-        );
-        // N = 41, T = 16: seg = 2.5; seg·i = 2.5i: 0, 2.5→2, 5, 7.5→8, 10, 12.5→12, 15, 17.5→18,
-        // 20, 22.5→22, 25, 27.5→28, 30, 32.5→32, 35, 37.5→38; offset floor(1.25) = 1.
-        assert_eq!(
-            test_view_indices(41, 16, 0, 1),
-            vec![1, 3, 6, 9, 11, 13, 16, 19, 21, 23, 26, 29, 31, 33, 36, 39]
-        );
-    }
-
-    #[test]
-    fn two_test_views_by_hand() {
-        // N = 48, T = 8: seg = 47/8 = 5.875, duration = 5.875/3 = 1.958..;
-        // view 0 offset floor(1.958) = 1, view 1 offset floor(3.916) = 3.
-        // start: 0, 5.875→6, 11.75→12, 17.625→18, 23.5→24 (even), 29.375→29, 35.25→35, 41.125→41
+    fn test_views_by_hand() {
+        // N = 48, T = 8: tick = 6; view 0: 6i; view 1: int(3 + 6i).
         assert_eq!(
             test_view_indices(48, 8, 0, 2),
-            vec![1, 7, 13, 19, 25, 30, 36, 42]
+            vec![0, 6, 12, 18, 24, 30, 36, 42]
         );
         assert_eq!(
             test_view_indices(48, 8, 1, 2),
-            vec![3, 9, 15, 21, 27, 32, 38, 44]
+            vec![3, 9, 15, 21, 27, 33, 39, 45]
+        );
+        // N = 37, T = 8: tick = 4.625; 4.625i = 0, 4.625, 9.25, 13.875, 18.5, 23.125, 27.75,
+        // 32.375; + 2.3125 = 2.3125, 6.9375, 11.5625, 16.1875, 20.8125, 25.4375, 30.0625, 34.6875.
+        assert_eq!(
+            test_view_indices(37, 8, 0, 2),
+            vec![0, 4, 9, 13, 18, 23, 27, 32]
+        );
+        assert_eq!(
+            test_view_indices(37, 8, 1, 2),
+            vec![2, 6, 11, 16, 20, 25, 30, 34]
+        );
+        // One view is the first of the two.
+        assert_eq!(
+            test_view_indices(37, 8, 0, 1),
+            test_view_indices(37, 8, 0, 2)
         );
     }
 
+    /// The reference's test indices as it computes them: the sorted union of both views'
+    /// indices, then every other element from 0 (view 0) or 1 (view 1).
     #[test]
-    fn short_clips_repeat_frames_as_the_reference_pads() {
-        // N = 5, T = 16: seg = 0.25, offset floor(0.125) = 0; round(0.25 i):
-        // 0,0(0.25),0(0.5→0),1(0.75),1,1(1.25),2(1.5→2),2(1.75),2,2(2.25),2(2.5→2),3(2.75),3,3(3.25),4(3.5→4),4(3.75)
+    fn test_views_are_the_sorted_union_taken_every_other() {
+        for n in [1usize, 5, 16, 17, 37, 48, 61, 200] {
+            for t in [4usize, 8, 16] {
+                let tick = n as f64 / t as f64;
+                let mut all: Vec<usize> = (0..t)
+                    .map(|x| (tick / 2.0 + tick * x as f64) as usize)
+                    .chain((0..t).map(|x| (tick * x as f64) as usize))
+                    .collect();
+                all.sort();
+                for v in 0..2 {
+                    let want: Vec<usize> = all.iter().skip(v).step_by(2).copied().collect();
+                    assert_eq!(test_view_indices(n, t, v, 2), want, "n={n} t={t} v={v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_clips_take_frame_zero_in_training_and_spread_in_test() {
+        let mut rng = view_rng(0, 1, 0);
+        assert_eq!(random_view_indices(5, 16, &mut rng), vec![0; 16]);
+        assert_eq!(random_view_indices(1, 4, &mut rng), vec![0; 4]);
+        // N = 5, T = 16: tick = 0.3125: int(0.3125 i).
         assert_eq!(
             test_view_indices(5, 16, 0, 1),
-            vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4]
+            vec![0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
         );
         assert_eq!(test_view_indices(1, 16, 0, 1), vec![0; 16]);
-        assert_eq!(test_view_indices(1, 4, 1, 2), vec![0; 4]);
-        let mut rng = view_rng(0, 1, 0);
-        assert_eq!(random_view_indices(1, 4, &mut rng), vec![0; 4]);
     }
 
     #[test]
     fn random_views_stay_in_their_segment_and_depend_only_on_seed_id_view() {
-        for n in [1usize, 2, 7, 16, 17, 36, 48, 200] {
+        for n in [16usize, 17, 36, 48, 200] {
             for id in [1i64, 77, 220847] {
                 let a = clip_indices(n, 16, 1, 3, 5, id);
-                let b = clip_indices(n, 16, 1, 3, 5, id);
-                assert_eq!(a, b);
-                let seg = segment(n, 16);
+                assert_eq!(a, clip_indices(n, 16, 1, 3, 5, id));
+                let avg = n / 16;
                 for view in &a[1..] {
                     for (i, &f) in view.iter().enumerate() {
-                        let lo = np_round(seg * i as f64).min(n - 1);
-                        let hi = np_round(seg * (i + 1) as f64).min(n - 1);
-                        assert!(f >= lo && f <= hi, "n={n} i={i} f={f} [{lo},{hi}]");
+                        assert!(f >= avg * i && f < avg * (i + 1), "n={n} i={i} f={f}");
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! Stage `ssv2.tokens`: Something-Something-v2 clips → tubelet token shards (PAPER.md §4).
 //!
 //! Per annotation of the train / validation JSON: decode `<videos>/<id>.<ext>` (all frames,
-//! one decoder thread), pick `num_frames` frames per view with VideoMAE's segment rule
+//! one decoder thread), pick `num_frames` frames per view with the reference loader's segment rule
 //! (`sampling`), resize the short side to `short_side` and center-crop `crop`² (swscale,
 //! bilinear; `decode`), and store the views as tubelets (`tubelets`). Output per sample:
 //! `tubelets` u8 [views + random_views, (T/t)(crop/p)², t·p²·3], `label` i64 [1],
@@ -37,7 +37,9 @@ pub const LABELS_JSON: &str = "labels.json";
 
 pub const KIND: &str = "ssv2.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
-pub const VERSION: u32 = 1;
+/// 2: frame indices by LM4VisualEncoding's `ssv2.py` (`N / T` ticks, `N // T` segments), not
+/// VideoMAE's `(N - 1) / T` rule.
+pub const VERSION: u32 = 2;
 /// The two splits, named as in the release's file names.
 pub const SPLITS: [&str; 2] = ["train", "validation"];
 /// Decoded frames a clip may hold in memory before it is decoded a second time keeping only

@@ -231,8 +231,13 @@ fn setup(
                     actor_mask: mask(b, actors, actors * 3 / 4, device)?,
                     lanes: randn(&[b, lanes, lane_vectors, lf], device)?,
                     lane_mask: mask(b, lanes, lanes * 3 / 4, device)?,
+                    actor_ctrs: randn(&[b, actors, 2], device)?,
                 },
-                target: Target::Trajectory(randn(&[b, pred, 2], device)?),
+                target: Target::Trajectory {
+                    agent: randn(&[b, pred, 2], device)?,
+                    futures: randn(&[b, actors, pred, 2], device)?,
+                    future_mask: Tensor::ones((b, actors, pred), DType::F32, device)?,
+                },
                 sizes: serde_json::json!({
                     "actors": actors, "actor_vectors": actor_vectors,
                     "lanes": lanes, "lane_vectors": lane_vectors,

@@ -15,6 +15,8 @@
 //!   `train`/`eval` stages' params and Stage impls; `trainer.rs`: the epoch/step loop;
 //!   `checkpoint.rs`: work-unit checkpoints. These know the pipeline engine; `bench.rs`:
 //!   `lm4ve bench-train`.
+//! - `init.rs`: `init = "path"`, pretrained encoder weights (Point-BERT, VideoMAE) from
+//!   PyTorch checkpoints, key by key with a `load_state_dict`-style report.
 //!
 //! `block/`, `models/`, `ops/` and `optim.rs` import nothing from `lm4ve_pipeline`.
 
@@ -23,6 +25,9 @@ pub mod block;
 mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod init;
+#[cfg(test)]
+mod init_tests;
 pub mod models;
 pub mod ops;
 pub mod optim;

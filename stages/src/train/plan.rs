@@ -479,6 +479,13 @@ fn block_cost(
     (cost, block_fwd)
 }
 
+/// VectorNet's global graph: floats kept per polyline and channel (measured).
+const GLOBAL_PER_TOKEN: f64 = 22.0;
+/// A decoder head's residual MLP per actor and channel (measured).
+const HEAD_PER_ACTOR: f64 = 15.0;
+/// The prediction fusion and confidence head per actor, mode and channel (measured).
+const FUSION_PER_MODE: f64 = 33.0;
+
 /// The encoder and head of each model (without the block), per training step at batch B.
 fn encoder_cost(model: &ModelConfig, shape: DataShape, b: f64, classes: f64, exec: Exec) -> Cost {
     let mut cost = Cost::default();
@@ -545,15 +552,20 @@ fn encoder_cost(model: &ModelConfig, shape: DataShape, b: f64, classes: f64, exe
                 }
             }
             let t = (actors + lanes) as f64;
-            cost.trained += 2.0 * b * t * 3.0 * d * d + 4.0 * b * t * t * d;
-            // Polyline features, the one-head global graph (measured: 10 per token and
-            // channel, 3 per token pair).
-            cost.act_bytes += F32 * (b * t * 11.0 * d + 3.0 * b * t * t);
-            // K mode heads, the confidence head and the single-mode head on the agent.
+            // The global graph: q, k, v, the attention's output projection and the skip
+            // projection, one head over all polylines.
+            cost.trained += 2.0 * b * t * 5.0 * d * d + 4.0 * b * t * t * d;
+            cost.act_bytes += F32 * (b * t * GLOBAL_PER_TOKEN * d + 3.0 * b * t * t);
+            // The decoder on every actor slot: K mode heads and the single-mode head (residual
+            // MLP → 2P offsets), the prediction fusion and the confidence head per mode.
+            let na = b * actors as f64;
             let k = c.modes as f64;
             let p2 = 2.0 * pred_steps as f64;
-            cost.trained += 2.0 * b * ((k + 2.0) * 2.0 * d * d + d * (k * p2 + k + p2));
-            cost.act_bytes += F32 * b * (k + 2.0) * (18.0 * d + 10.0);
+            let head = 2.0 * d * d + d * p2;
+            cost.trained +=
+                2.0 * na * ((k + 1.0) * head + k * (2.0 * d + 3.0 * d * d) + k * (2.0 * d * d + d));
+            cost.act_bytes +=
+                F32 * na * ((k + 1.0) * (HEAD_PER_ACTOR * d + 2.0 * p2) + k * FUSION_PER_MODE * d);
         }
         _ => {}
     }
@@ -571,8 +583,20 @@ fn encoder_width(model: &ModelConfig) -> usize {
 /// The plan of the `train` stage `sc`. `cuda`: whether the run would use CUDA (the default
 /// precision of a frozen block depends on it).
 pub fn plan_train(config: &PipelineConfig, sc: &StageConfig, cuda: bool) -> Result<TrainPlan> {
-    let (p, task, model) = parse_train(config, sc)?;
+    let (p, task, model) = parse_train(config, sc, false)?;
     let mut notes = Vec::new();
+    if let Some(init) = &p.init {
+        // Pretrained encoder weights change no shape: the plan is the same either way.
+        notes.push(format!(
+            "init: {}{}",
+            init.display(),
+            if init.is_file() {
+                ""
+            } else {
+                " (not there yet: the run would stop until it is)"
+            }
+        ));
+    }
     let data_sc = config
         .stages
         .get(&p.data)
@@ -918,6 +942,35 @@ block = "llm_block"
         assert!((two_plan.flops.block_forward - 2.0 * want).abs() < 1.0);
     }
 
+    /// Meta's release gives the same shape from its params.json alone, and an `init`
+    /// checkpoint that is not there yet does not stop a plan (it changes no shape).
+    #[test]
+    fn meta_params_json_alone_and_missing_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = paper_config(dir.path(), "init = \"absent/Point-BERT.pth\"", "");
+        let hf = plan(&c, "train_pc");
+        assert!(hf
+            .notes
+            .iter()
+            .any(|n| n.contains("Point-BERT.pth") && n.contains("not there")));
+        let meta = dir.path().join("llama-7b-meta");
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(
+            meta.join("params.json"),
+            r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-06, "vocab_size": -1}"#,
+        )
+        .unwrap();
+        let mut c = paper_config(dir.path(), "", "");
+        c.stages
+            .get_mut("llm_block")
+            .unwrap()
+            .params
+            .insert("checkpoint".into(), meta.display().to_string().into());
+        let p = plan(&c, "train_pc");
+        assert_eq!(p.block.unwrap().config.intermediate_size, 11008);
+        assert_eq!(p.params, hf.params);
+    }
+
     /// The FLOPs formula against the paper's own numbers (PAPER.md §2): the LLaMA-7B block
     /// costs ~80 GFLOPs per 197-token image and ~675 GFLOPs per 1568-token clip.
     #[test]
@@ -1198,7 +1251,8 @@ block = "llm_block"
                                 .unwrap();
                         let am = Tensor::ones((b, actors), DType::F32, &dev).unwrap();
                         let lm = Tensor::ones((b, lanes), DType::F32, &dev).unwrap();
-                        let f = m.forward(&a, &am, &l, &lm).unwrap();
+                        let ctrs = Tensor::randn(0f32, 1.0, (b, actors, 2), &dev).unwrap();
+                        let f = m.forward(&a, &am, &l, &lm, &ctrs).unwrap();
                         // One node that depends on every output.
                         (f.modes.sum_all().unwrap()
                             + f.confidence.sum_all().unwrap()

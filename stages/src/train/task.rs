@@ -6,7 +6,7 @@
 
 use super::block::{BlockCore, BlockMode};
 use super::data::argoverse::AvSet;
-use super::data::pointcloud::PcSet;
+use super::data::pointcloud::{PcSet, PcViews};
 use super::data::video::VideoSet;
 use super::models::layers::smoothed_cross_entropy;
 use super::models::layers::Execution;
@@ -105,6 +105,8 @@ pub enum Input {
         actor_mask: Tensor,
         lanes: Tensor,
         lane_mask: Tensor,
+        /// [B, A, 2] each actor's current position.
+        actor_ctrs: Tensor,
     },
 }
 
@@ -112,8 +114,13 @@ pub enum Input {
 pub enum Target {
     /// u32 [B]
     Labels(Tensor),
-    /// The agent's future [B, P, 2] in its frame.
-    Trajectory(Tensor),
+    /// The AGENT's future [B, P, 2] in its frame (what the metrics score), and every actor's
+    /// future [B, A, P, 2] with its mask [B, A, P] (what the loss supervises).
+    Trajectory {
+        agent: Tensor,
+        futures: Tensor,
+        future_mask: Tensor,
+    },
 }
 
 /// What a model predicts.
@@ -130,8 +137,13 @@ fn av_input(s: &AvSet, idx: &[usize], device: &Device) -> Result<(Input, Target)
             actor_mask: b.actor_mask,
             lanes: b.lanes,
             lane_mask: b.lane_mask,
+            actor_ctrs: b.actor_ctrs,
         },
-        Target::Trajectory(b.target),
+        Target::Trajectory {
+            agent: b.target,
+            futures: b.futures,
+            future_mask: b.future_mask,
+        },
     ))
 }
 
@@ -172,7 +184,10 @@ impl Dataset {
     ) -> Result<(Input, Target)> {
         Ok(match self {
             Dataset::Pc(s) => {
-                let (centers, neighborhoods, l) = s.batch(idx, Some(aug), device)?;
+                let (centers, neighborhoods, l) = match s.views {
+                    PcViews::Cached => s.batch(idx, Some(aug), device)?,
+                    PcViews::Resampled => s.resampled_batch(idx, aug, device)?,
+                };
                 (
                     Input::Pc {
                         centers,
@@ -194,14 +209,18 @@ impl Dataset {
     pub fn eval_batch(&self, idx: &[usize], device: &Device) -> Result<(Input, Target, usize)> {
         Ok(match self {
             Dataset::Pc(s) => {
-                let (centers, neighborhoods, l) = s.batch(idx, None, device)?;
+                let ((centers, neighborhoods, l), views) = if s.votes > 1 {
+                    (s.vote_batch(idx, s.votes, s.vote_seed, device)?, s.votes)
+                } else {
+                    (s.batch(idx, None, device)?, 1)
+                };
                 (
                     Input::Pc {
                         centers,
                         neighborhoods,
                     },
                     Target::Labels(l),
-                    1,
+                    views,
                 )
             }
             Dataset::Video(s) => {
@@ -284,8 +303,9 @@ impl Model {
                     actor_mask,
                     lanes,
                     lane_mask,
+                    actor_ctrs,
                 },
-            ) => Output::Forecast(m.forward(actors, actor_mask, lanes, lane_mask)?),
+            ) => Output::Forecast(m.forward(actors, actor_mask, lanes, lane_mask, actor_ctrs)?),
             _ => anyhow::bail!("model and input kinds differ"),
         })
     }
@@ -302,10 +322,17 @@ pub fn train_loss(out: &Output, y: &Target, label_smoothing: f64) -> Result<(Ten
             let right = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
             (loss, right)
         }
-        (Output::Forecast(f), Target::Trajectory(t)) => {
-            let loss = forecast_loss(f, t)?;
+        (
+            Output::Forecast(f),
+            Target::Trajectory {
+                agent,
+                futures,
+                future_mask,
+            },
+        ) => {
+            let loss = forecast_loss(f, futures, future_mask)?;
             let mut totals = ForecastTotals::default();
-            totals.add(f, t)?;
+            totals.add(&f.agent()?, agent)?;
             (loss, totals.n - totals.k_all.2)
         }
         _ => anyhow::bail!("model output and target kinds differ"),
@@ -335,8 +362,15 @@ pub fn evaluate(
     for chunk in idx.chunks(batch.max(1)) {
         let (x, y, views) = set.eval_batch(chunk, device)?;
         match (model.forward(&x, None)?, y) {
-            (Output::Logits(logits), Target::Labels(l)) => cls.add(&logits, &l, views)?,
-            (Output::Forecast(f), Target::Trajectory(t)) => fc.add(&f, &t)?,
+            (Output::Logits(logits), Target::Labels(l)) => {
+                // Point-cloud votes average logits (the reference's `test_vote`); video
+                // views average probabilities.
+                let by_logits = matches!(set, Dataset::Pc(_));
+                cls.add(&logits, &l, views, by_logits)?
+            }
+            (Output::Forecast(f), Target::Trajectory { agent, .. }) => {
+                fc.add(&f.agent()?, &agent)?
+            }
             _ => anyhow::bail!("model output and target kinds differ"),
         }
     }
@@ -386,13 +420,22 @@ impl ClassTotals {
     }
 
     /// With several views per sample, the prediction is the mean of the views' softmax
-    /// probabilities.
-    fn add(&mut self, logits: &Tensor, labels: &Tensor, views: usize) -> Result<()> {
+    /// probabilities, or of their logits when `by_logits`.
+    fn add(
+        &mut self,
+        logits: &Tensor,
+        labels: &Tensor,
+        views: usize,
+        by_logits: bool,
+    ) -> Result<()> {
         let c = logits.dim(1)?;
         let b = labels.dim(0)?;
-        let probs = candle_nn::ops::softmax(logits, D::Minus1)?
-            .reshape((b, views, c))?
-            .mean(1)?;
+        let scores = if by_logits {
+            logits.clone()
+        } else {
+            candle_nn::ops::softmax(logits, D::Minus1)?
+        };
+        let probs = scores.reshape((b, views, c))?.mean(1)?;
         let probs: Vec<Vec<f32>> = probs.to_vec2()?;
         let labels: Vec<u32> = labels.to_vec1()?;
         for (p, t) in probs.iter().zip(labels) {

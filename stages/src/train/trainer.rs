@@ -5,6 +5,8 @@
 
 use super::block::{BlockCore, BlockMode, LlmBlock, MlpBlock, MlpConfig};
 use super::checkpoint;
+use super::data::pointcloud::PcViews;
+use super::data::prefetch::prefetched;
 use super::models::layers::{init_vars, step_rng, Execution};
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
@@ -12,13 +14,17 @@ use super::optim::{cosine_lr, AdamW};
 use super::stage::{TrainParams, TrainStage};
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig};
 use crate::llm::block_format::BlockConfig;
-use crate::plot::{curves_png, Series};
+use crate::plot::{curves_png, curves_png_axes, Series};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{StageCtx, UnitOutput, UnitPlan, Upstream};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// Batches made ahead of the one training (enough to hide a resampling or a shard read behind
+/// a step; each holds one batch of inputs in memory).
+const PREFETCH_BATCHES: usize = 2;
 
 /// The model and everything needed to train or run it.
 pub struct Built {
@@ -279,10 +285,20 @@ pub(super) struct EpochMetrics {
     pub(super) train_acc: f64,
     /// The held-out score of `task::Evaluation` (top-1, or 1 − miss rate).
     pub(super) test_acc: f64,
+    /// Forecasting: the held-out minADE / minFDE (m) and miss rate at K modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) forecast: Option<ForecastEpoch>,
     /// Wall-clock time: logged, never stored (artifacts are a pure function of their key;
     /// the run's time is in its run record).
     #[serde(skip)]
     pub(super) seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ForecastEpoch {
+    pub(super) min_ade: f64,
+    pub(super) min_fde: f64,
+    pub(super) miss_rate: f64,
 }
 
 impl TrainStage {
@@ -305,7 +321,17 @@ impl TrainStage {
         } else {
             0
         };
-        let train = Dataset::load(self.task, data, "train")?;
+        let mut train = Dataset::load(self.task, data, "train")?;
+        if let Dataset::Pc(pc) = &mut train {
+            if self.p.resample {
+                anyhow::ensure!(
+                    pc.kept > 0,
+                    "resample = true (Point-BERT's recipe, the default) needs the clouds' raw points, and `{}` kept none: set `keep_points = 2048` in its params, or resample = false in this stage to train on the cached tokens",
+                    self.p.data
+                );
+                pc.views = PcViews::Resampled;
+            }
+        }
         let test = Dataset::load(self.task, data, self.task.eval_split())?;
         anyhow::ensure!(
             !train.is_empty(),
@@ -322,6 +348,18 @@ impl TrainStage {
             self.p.seed,
             &device,
         )?;
+        // Pretrained encoder weights, once: later units restore everything from the previous
+        // unit's checkpoint.
+        let init = match (&self.p.init, k) {
+            (Some(path), 0) => {
+                let fam = super::init::family(self.task)
+                    .context("`init` is not supported for this task")?;
+                let report = super::init::load_into(path, fam, &sorted_vars(&built.varmap)?)?;
+                tracing::info!("{}: {}", self.name, report.summary());
+                Some(report)
+            }
+            _ => None,
+        };
         let sink = GradSink::default();
         built.model.configure(&Execution {
             attn: self.p.attention,
@@ -373,18 +411,26 @@ impl TrainStage {
             let order = train.epoch_order(&mut step_rng(self.p.seed, "shuffle", epoch as u64));
             let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);
             let mut lr = 0.0;
-            for b in 0..per_epoch {
-                let idx: Vec<usize> = order
+            let batch_idx = |b: usize| -> Vec<usize> {
+                order
                     .iter()
                     .skip(b * self.p.batch_size)
                     .take(self.p.batch_size)
                     .copied()
-                    .collect();
+                    .collect()
+            };
+            // Every step's generators come from its number, so batches can be made ahead.
+            let first_step = opt.step;
+            let make = |b: usize| {
+                let mut aug = step_rng(self.p.seed, "augment", first_step + b as u64);
+                train.train_batch(&batch_idx(b), &mut aug, &device)
+            };
+            prefetched(per_epoch, PREFETCH_BATCHES, make, |b, (x, l)| {
+                let n = batch_idx(b).len();
                 let step = opt.step;
+                debug_assert_eq!(step, first_step + b as u64);
                 lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
-                let mut aug = step_rng(self.p.seed, "augment", step);
                 let mut drop = step_rng(self.p.seed, "dropout", step);
-                let (x, l) = train.train_batch(&idx, &mut aug, &device)?;
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
                 backward_and_step(
@@ -397,33 +443,65 @@ impl TrainStage {
                 )?;
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
-                loss_sum += lv * idx.len() as f64;
+                loss_sum += lv * n as f64;
                 right += hits;
-                seen += idx.len() as u64;
-            }
-            let test_acc = if test.is_empty() {
-                0.0
+                seen += n as u64;
+                Ok(())
+            })?;
+            let held = if test.is_empty() {
+                None
             } else {
-                evaluate(&built.model, &test, classes, self.p.batch_size, &device)?.score
+                Some(evaluate(
+                    &built.model,
+                    &test,
+                    classes,
+                    self.p.batch_size,
+                    &device,
+                )?)
             };
+            let forecast = held
+                .as_ref()
+                .filter(|_| !self.task.is_classification())
+                .map(|h| {
+                    let f = |k: &str| h.metrics[k].as_f64().unwrap_or(f64::NAN);
+                    ForecastEpoch {
+                        min_ade: f("min_ade"),
+                        min_fde: f("min_fde"),
+                        miss_rate: f("miss_rate"),
+                    }
+                });
             let m = EpochMetrics {
                 epoch,
                 step: opt.step,
                 lr,
                 loss: loss_sum / seen.max(1) as f64,
                 train_acc: right as f64 / seen.max(1) as f64,
-                test_acc,
+                test_acc: held.as_ref().map_or(0.0, |h| h.score),
+                forecast,
                 seconds: t0.elapsed().as_secs_f64(),
             };
-            tracing::info!(
-                "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
-                self.name,
-                epoch + 1,
-                m.loss,
-                m.train_acc,
-                m.test_acc,
-                m.seconds
-            );
+            match &m.forecast {
+                Some(f) => tracing::info!(
+                    "{}: epoch {} loss {:.4} train hits {:.3} held-out minADE {:.3} m minFDE {:.3} m miss rate {:.3} ({:.1} s)",
+                    self.name,
+                    epoch + 1,
+                    m.loss,
+                    m.train_acc,
+                    f.min_ade,
+                    f.min_fde,
+                    f.miss_rate,
+                    m.seconds
+                ),
+                None => tracing::info!(
+                    "{}: epoch {} loss {:.4} train acc {:.3} test acc {:.3} ({:.1} s)",
+                    self.name,
+                    epoch + 1,
+                    m.loss,
+                    m.train_acc,
+                    m.test_acc,
+                    m.seconds
+                ),
+            }
             new_metrics.push(m);
         }
         let ck = checkpoint::save(
@@ -475,8 +553,43 @@ impl TrainStage {
                 ],
             )?;
             out.add_file("curves.png", &curves)?;
+            if !self.task.is_classification() {
+                let of = |f: fn(&ForecastEpoch) -> f64| {
+                    history
+                        .iter()
+                        .filter_map(|m| m.forecast.as_ref().map(|x| (m.epoch as f64 + 1.0, f(x))))
+                        .collect::<Vec<_>>()
+                };
+                let png = curves_png_axes(
+                    &format!("{}: held-out forecasts", self.name),
+                    "metres",
+                    &[
+                        Series {
+                            name: "minADE (K modes)",
+                            points: of(|f| f.min_ade),
+                            held_out: true,
+                        },
+                        Series {
+                            name: "minFDE (K modes)",
+                            points: of(|f| f.min_fde),
+                            held_out: true,
+                        },
+                    ],
+                    "miss rate (final error > 2 m)",
+                    &[Series {
+                        name: "miss rate",
+                        points: of(|f| f.miss_rate),
+                        held_out: true,
+                    }],
+                )?;
+                out.add_file("forecast.png", &png)?;
+            }
         }
-        out.set_meta(serde_json::json!({ "epochs": new_metrics }));
+        let mut meta = serde_json::json!({ "epochs": new_metrics });
+        if let Some(report) = init {
+            meta["init"] = serde_json::to_value(report)?;
+        }
+        out.set_meta(meta);
         Ok(())
     }
 }

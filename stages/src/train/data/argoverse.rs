@@ -18,17 +18,21 @@ pub struct AvSet {
     pub lane_vectors: usize,
     pub lane_features: usize,
     pub pred_steps: usize,
-    fields: [usize; 5],
+    fields: [usize; 8],
     shards: ShardSet,
 }
 
-/// One batch: polylines, masks (f32, 1 = real) and the agent's future [B, P, 2].
+/// One batch: polylines, masks (f32, 1 = real), the agent's future [B, P, 2], and every
+/// actor's position now [B, A, 2], future [B, A, P, 2] and future mask [B, A, P] (f32).
 pub struct AvBatch {
     pub actors: Tensor,
     pub actor_mask: Tensor,
     pub lanes: Tensor,
     pub lane_mask: Tensor,
     pub target: Tensor,
+    pub actor_ctrs: Tensor,
+    pub futures: Tensor,
+    pub future_mask: Tensor,
 }
 
 impl AvSet {
@@ -47,6 +51,9 @@ impl AvSet {
             shards.field("lanes", WHAT)?,
             shards.field("lane_mask", WHAT)?,
             shards.field("target", WHAT)?,
+            shards.field("actor_ctrs", WHAT)?,
+            shards.field("actor_futures", WHAT)?,
+            shards.field("actor_future_mask", WHAT)?,
         ];
         let schema = shards.schema();
         let dims3 = |i: usize, what: &str| -> Result<(usize, usize, usize)> {
@@ -106,6 +113,9 @@ impl AvSet {
             )?,
             lane_mask: Tensor::from_vec(mask(3), (b, self.max_lanes), device)?,
             target: Tensor::from_vec(f32s(4), (b, self.pred_steps, 2), device)?,
+            actor_ctrs: Tensor::from_vec(f32s(5), (b, self.max_actors, 2), device)?,
+            futures: Tensor::from_vec(f32s(6), (b, self.max_actors, self.pred_steps, 2), device)?,
+            future_mask: Tensor::from_vec(mask(7), (b, self.max_actors, self.pred_steps), device)?,
         })
     }
 }

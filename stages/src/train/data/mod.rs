@@ -5,6 +5,7 @@
 
 pub mod argoverse;
 pub mod pointcloud;
+pub mod prefetch;
 pub mod video;
 
 use anyhow::{Context, Result};

@@ -15,11 +15,12 @@ use crate::train::ops::recompute::{checkpointed, GradSink, Recompute};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// LayerNorm over the last dim (eps 1e-5 as PyTorch's default).
+/// LayerNorm over the last dim (eps 1e-5 as PyTorch's default, unless set).
 #[derive(Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    eps: f64,
 }
 
 impl LayerNorm {
@@ -27,7 +28,14 @@ impl LayerNorm {
         Ok(LayerNorm {
             weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,
+            eps: 1e-5,
         })
+    }
+
+    /// The same norm with another eps (VideoMAE's are 1e-6).
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
     }
 }
 
@@ -42,7 +50,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
@@ -412,6 +420,15 @@ impl VitTrunk {
 
     pub fn has_block(&self) -> bool {
         self.llm.is_some()
+    }
+
+    /// Sets the eps of every block's two LayerNorms (default 1e-5; VideoMAE's 1e-6).
+    pub fn with_norm_eps(mut self, eps: f64) -> Self {
+        for b in &mut self.blocks {
+            b.norm1 = b.norm1.clone().with_eps(eps);
+            b.norm2 = b.norm2.clone().with_eps(eps);
+        }
+        self
     }
 
     pub fn configure(&mut self, exec: &Execution) {

@@ -167,6 +167,23 @@ impl PointBert {
         neighborhoods: &Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
+        let feat = self.features(centers, neighborhoods, rng.as_deref_mut())?;
+        let h = self.head1.forward(&feat)?.relu()?;
+        let h = match rng {
+            Some(r) => dropout(&h, self.cfg.head_dropout, r)?,
+            None => h,
+        };
+        self.head2.forward(&h)
+    }
+
+    /// What the head reads: `concat(x[CLS], max over group tokens)` after the final norm,
+    /// [B, 2·trans_dim] (the reference's `concat_f`).
+    pub fn features(
+        &self,
+        centers: &Tensor,
+        neighborhoods: &Tensor,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
         let train = rng.is_some();
         let (b, _g, _) = centers.dims3()?;
         let tokens = self
@@ -180,22 +197,16 @@ impl PointBert {
         let cls_pos = self.cls_pos.broadcast_as((b, 1, c))?;
         let x = Tensor::cat(&[&cls, &tokens], 1)?;
         let pos = Tensor::cat(&[&cls_pos, &pos], 1)?;
-        let x = self.trunk.forward(&x, Some(&pos), rng.as_deref_mut())?;
+        let x = self.trunk.forward(&x, Some(&pos), rng)?;
         let x = self.norm.forward(&x)?;
         let t = x.dim(1)?;
-        let feat = Tensor::cat(
+        Tensor::cat(
             &[
                 &x.narrow(1, 0, 1)?.squeeze(1)?,
                 &x.narrow(1, 1, t - 1)?.max(1)?,
             ],
             D::Minus1,
-        )?;
-        let h = self.head1.forward(&feat)?.relu()?;
-        let h = match rng {
-            Some(r) => dropout(&h, self.cfg.head_dropout, r)?,
-            None => h,
-        };
-        self.head2.forward(&h)
+        )
     }
 }
 

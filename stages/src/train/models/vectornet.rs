@@ -1,10 +1,13 @@
-//! VectorNet with the LLM block (PAPER.md §5, following the first author's StreamingForecasting
-//! VectorNet): per-polyline subgraphs (separate weights for actors and lanes), one masked
-//! self-attention layer as the global interaction graph, then `Linear(256, D_llm)` → the LLM
-//! block with the padding mask → `Linear(D_llm, 256)`, and a multi-modal trajectory decoder on
-//! the agent's polyline (index 0): K mode heads, a confidence head, one single-mode head.
-//! Trajectories are positions in the agent frame of `av.tokens` (the agent is at the origin
-//! at the last observed step, so "offsets from the actor's last position" are positions).
+//! VectorNet with the LLM block (PAPER.md §5), built as the first author's VectorNet in
+//! StreamingForecasting (`forecaster/models`: `SubgraphMLP`, `GlobalAttentionGraph`,
+//! `RegressionDecoder`, `JointLoss`): per-polyline subgraphs (separate weights for actors and
+//! lanes), the global interaction graph (masked self-attention → LN → ReLU → Linear → LN, plus
+//! Linear → LN of the input as the residual path), then `Linear(256, D_llm)` → the LLM block
+//! with the padding mask → `Linear(D_llm, 256)`, and the decoder on EVERY actor: K mode heads
+//! and a single-mode head (residual MLP → offsets from the actor's current position), and
+//! the confidence of each mode from the reference's prediction fusion (the actor's feature
+//! with an embedding of the step from its position to the mode's endpoint). Positions are in
+//! the AGENT frame of `av.tokens`; the metrics score the AGENT (actor 0).
 
 use super::layers::{Execution, LayerNorm};
 use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
@@ -92,11 +95,18 @@ impl Subgraph {
     }
 }
 
-/// One single-head self-attention layer over all polylines; padded ones receive no attention.
+/// The global interaction graph (one layer, the reference's `global_graph_depth: 1`):
+/// `LN(Linear(x)) + LN(Linear(ReLU(LN(Attn(x)))))`, single-head attention over all polylines
+/// in which padded ones receive no attention.
 struct GlobalGraph {
     q: Linear,
     k: Linear,
     v: Linear,
+    attn_norm: LayerNorm,
+    attn_out: Linear,
+    attn_out_norm: LayerNorm,
+    skip: Linear,
+    skip_norm: LayerNorm,
 }
 
 impl GlobalGraph {
@@ -105,6 +115,11 @@ impl GlobalGraph {
             q: candle_nn::linear(d, d, vb.pp("q"))?,
             k: candle_nn::linear(d, d, vb.pp("k"))?,
             v: candle_nn::linear(d, d, vb.pp("v"))?,
+            attn_norm: LayerNorm::new(d, vb.pp("attn_norm"))?,
+            attn_out: candle_nn::linear(d, d, vb.pp("attn_out"))?,
+            attn_out_norm: LayerNorm::new(d, vb.pp("attn_out_norm"))?,
+            skip: candle_nn::linear(d, d, vb.pp("skip"))?,
+            skip_norm: LayerNorm::new(d, vb.pp("skip_norm"))?,
         })
     }
 
@@ -119,11 +134,15 @@ impl GlobalGraph {
         let bias = ((mask.detach().to_dtype(DType::F32)? - 1.0)? * 1e30)?
             .unsqueeze(1)?
             .unsqueeze(1)?;
-        attention(&q, &k, &v, Some(&bias), AttnImpl::Full)?.squeeze(1)
+        let a = attention(&q, &k, &v, Some(&bias), AttnImpl::Full)?.squeeze(1)?;
+        let a = self.attn_norm.forward(&a)?.relu()?;
+        let a = self.attn_out_norm.forward(&self.attn_out.forward(&a)?)?;
+        self.skip_norm.forward(&self.skip.forward(x)?)? + a
     }
 }
 
-/// relu(LN(Linear(relu(LN(Linear(x))))) + x): the decoder's residual MLP.
+/// relu(LN(Linear(relu(LN(Linear(x))))) + x) with bias-free linears: the reference's
+/// `LinearResidualBlock` (its GroupNorm(1, d) on [N, d] is a LayerNorm over d).
 struct ResMlp {
     l1: Linear,
     n1: LayerNorm,
@@ -134,9 +153,9 @@ struct ResMlp {
 impl ResMlp {
     fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         Ok(ResMlp {
-            l1: candle_nn::linear(d, d, vb.pp("l1"))?,
+            l1: candle_nn::linear_no_bias(d, d, vb.pp("l1"))?,
             n1: LayerNorm::new(d, vb.pp("n1"))?,
-            l2: candle_nn::linear(d, d, vb.pp("l2"))?,
+            l2: candle_nn::linear_no_bias(d, d, vb.pp("l2"))?,
             n2: LayerNorm::new(d, vb.pp("n2"))?,
         })
     }
@@ -147,14 +166,62 @@ impl ResMlp {
     }
 }
 
-/// What the decoder predicts for each scenario.
+/// The reference's `PredictionFusion`: each mode's confidence feature from the actor's
+/// feature and an embedding of (actor position − mode endpoint).
+struct PredictionFusion {
+    delta1: Linear,
+    delta2: Linear,
+    delta_norm: LayerNorm,
+    mapping: Linear,
+    mapping_norm: LayerNorm,
+}
+
+impl PredictionFusion {
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(PredictionFusion {
+            delta1: candle_nn::linear(2, d, vb.pp("delta1"))?,
+            delta2: candle_nn::linear_no_bias(d, d, vb.pp("delta2"))?,
+            delta_norm: LayerNorm::new(d, vb.pp("delta_norm"))?,
+            mapping: candle_nn::linear_no_bias(2 * d, d, vb.pp("mapping"))?,
+            mapping_norm: LayerNorm::new(d, vb.pp("mapping_norm"))?,
+        })
+    }
+
+    /// actor [N, d], ctrs [N, 2], endpoints [N, K, 2] (no gradient) → [N, K, d]
+    fn forward(&self, actor: &Tensor, ctrs: &Tensor, endpoints: &Tensor) -> Result<Tensor> {
+        let (n, k, _) = endpoints.dims3()?;
+        let d = actor.dim(1)?;
+        let delta = ctrs.unsqueeze(1)?.broadcast_sub(endpoints)?;
+        let e = self.delta1.forward(&delta)?.relu()?;
+        let e = self.delta_norm.forward(&self.delta2.forward(&e)?)?.relu()?;
+        let a = actor.unsqueeze(1)?.broadcast_as((n, k, d))?;
+        let x = Tensor::cat(&[&e, &a], D::Minus1)?;
+        self.mapping_norm
+            .forward(&self.mapping.forward(&x)?)?
+            .relu()
+    }
+}
+
+/// What the decoder predicts, for every actor slot (padded slots predict too; the loss and the
+/// metrics never read them).
 pub struct Forecast {
-    /// [B, K, P, 2] positions of each mode.
+    /// [B, A, K, P, 2] positions of each mode.
     pub modes: Tensor,
-    /// [B, K] mode confidence logits.
+    /// [B, A, K] mode confidence logits.
     pub confidence: Tensor,
-    /// [B, P, 2] the single-mode head.
+    /// [B, A, P, 2] the single-mode head.
     pub single: Tensor,
+}
+
+impl Forecast {
+    /// The AGENT's forecast (actor 0): modes [B, K, P, 2], confidence [B, K], single [B, P, 2].
+    pub fn agent(&self) -> Result<Forecast> {
+        Ok(Forecast {
+            modes: self.modes.narrow(1, 0, 1)?.squeeze(1)?,
+            confidence: self.confidence.narrow(1, 0, 1)?.squeeze(1)?,
+            single: self.single.narrow(1, 0, 1)?.squeeze(1)?,
+        })
+    }
 }
 
 pub struct VectorNet {
@@ -163,6 +230,7 @@ pub struct VectorNet {
     global: GlobalGraph,
     llm: Option<BlockAdapter>,
     mode_heads: Vec<(ResMlp, Linear)>,
+    fusion: PredictionFusion,
     conf_head: (ResMlp, Linear),
     single_head: (ResMlp, Linear),
     pred_steps: usize,
@@ -208,7 +276,8 @@ impl VectorNet {
             mode_heads: (0..cfg.modes)
                 .map(|k| head(format!("mode_heads.{k}"), pred_steps * 2))
                 .collect::<Result<_>>()?,
-            conf_head: head("confidence".into(), cfg.modes)?,
+            fusion: PredictionFusion::new(d, vb.pp("fusion"))?,
+            conf_head: head("confidence".into(), 1)?,
             single_head: head("single".into(), pred_steps * 2)?,
             pred_steps,
         })
@@ -223,13 +292,14 @@ impl VectorNet {
     }
 
     /// actors [B, A, V, Fa], actor_mask [B, A], lanes [B, L, V', Fl], lane_mask [B, L]
-    /// (masks f32, 1 = real) → the forecast of polyline 0 (the agent).
+    /// (masks f32, 1 = real), actor_ctrs [B, A, 2] → the forecast of every actor slot.
     pub fn forward(
         &self,
         actors: &Tensor,
         actor_mask: &Tensor,
         lanes: &Tensor,
         lane_mask: &Tensor,
+        actor_ctrs: &Tensor,
     ) -> Result<Forecast> {
         let a = self.actors.forward(actors)?;
         let l = self.lanes.forward(lanes)?;
@@ -239,58 +309,106 @@ impl VectorNet {
         if let Some(llm) = &self.llm {
             x = llm.forward(&x, Some(&mask))?;
         }
-        let agent = x.narrow(1, 0, 1)?.squeeze(1)?; // [B, d]
-        let b = agent.dim(0)?;
+        let (b, na) = actor_mask.dims2()?;
+        let d = x.dim(2)?;
+        let feat = x.narrow(1, 0, na)?.reshape((b * na, d))?; // [N, d]
+        let ctrs = actor_ctrs.reshape((b * na, 2))?;
         let p = self.pred_steps;
-        let run = |(mlp, out): &(ResMlp, Linear)| out.forward(&mlp.forward(&agent)?);
+        let k = self.mode_heads.len();
+        let run = |(mlp, out): &(ResMlp, Linear), x: &Tensor| out.forward(&mlp.forward(x)?);
+        // Offsets from the actor's position, as positions.
+        let at = |t: Tensor| {
+            t.reshape((b * na, p, 2))?
+                .broadcast_add(&ctrs.unsqueeze(1)?)
+        };
         let modes = self
             .mode_heads
             .iter()
-            .map(|h| run(h)?.reshape((b, 1, p, 2)))
+            .map(|h| at(run(h, &feat)?)?.unsqueeze(1))
             .collect::<Result<Vec<_>>>()?;
+        let modes = Tensor::cat(&modes, 1)?; // [N, K, P, 2]
+        let endpoints = modes.narrow(2, p - 1, 1)?.squeeze(2)?.detach();
+        let fused = self.fusion.forward(&feat, &ctrs, &endpoints)?; // [N, K, d]
+        let confidence = run(&self.conf_head, &fused)?.reshape((b, na, k))?;
+        let single = at(run(&self.single_head, &feat)?)?;
         Ok(Forecast {
-            modes: Tensor::cat(&modes, 1)?,
-            confidence: run(&self.conf_head)?,
-            single: run(&self.single_head)?.reshape((b, p, 2))?,
+            modes: modes.reshape((b, na, k, p, 2))?,
+            confidence,
+            single: single.reshape((b, na, p, 2))?,
         })
     }
 }
 
-/// SmoothL1 (Huber, beta 1) of `pred - target`, mean over all elements.
-pub fn smooth_l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+/// SmoothL1 (Huber, beta 1) of `pred - target`, elementwise.
+pub fn smooth_l1_each(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     let d = (pred - target)?;
     let a = d.abs()?;
     let small = a.lt(1.0)?.to_dtype(DType::F32)?; // constant: no gradient through the mask
     let quad = (d.sqr()? * 0.5)?;
     let lin = (a - 0.5)?;
-    let l = ((quad * &small)? + (lin * (1.0 - small)?)?)?;
-    l.mean_all()
+    (quad * &small)? + (lin * (1.0 - small)?)?
 }
 
-/// The training loss of PAPER.md §5: the winner is the mode with the smallest final-step
-/// error; cross-entropy of the confidences to the winner, SmoothL1 of the winner's trajectory
-/// and of the single-mode trajectory. `target` [B, P, 2].
-pub fn forecast_loss(f: &Forecast, target: &Tensor) -> Result<Tensor> {
-    let (b, k, p, _) = f.modes.dims4()?;
-    let final_err = f
-        .modes
-        .narrow(2, p - 1, 1)?
-        .squeeze(2)?
-        .broadcast_sub(&target.narrow(1, p - 1, 1)?)?
+/// SmoothL1, mean over all elements.
+pub fn smooth_l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    smooth_l1_each(pred, target)?.mean_all()
+}
+
+/// The reference's `JointLoss`, over every actor with a future (as there, "with a future" means
+/// an observed position after the first future step: `max(mask + 0.1·step/P) > 1`): the winner is the mode with
+/// the smallest error at the actor's last observed future step; cross-entropy of the
+/// confidences to the winner, plus SmoothL1 summed over the observed future positions of the
+/// winner's trajectory and of the single-mode one, each divided by the number of actors.
+/// `futures` [B, A, P, 2], `future_mask` [B, A, P] (f32, 1 = observed).
+pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Result<Tensor> {
+    let (b, na, k, p, _) = f.modes.dims5()?;
+    let n = b * na;
+    let dev = f.modes.device();
+    let modes = f.modes.reshape((n, k, p, 2))?;
+    let gt = futures.reshape((n, p, 2))?;
+    let fm = future_mask.reshape((n, p))?.to_dtype(DType::F32)?.detach();
+    // The last observed future step: argmax of mask + 0.1·step/P (the reference's trick).
+    let ramp = (Tensor::arange(0u32, p as u32, dev)?.to_dtype(DType::F32)? * (0.1 / p as f64))?;
+    let last = fm.broadcast_add(&ramp)?;
+    let has = last.max(1)?.gt(1.0)?.to_dtype(DType::F32)?; // [N]
+    let count = has.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let last_idx = last.argmax(1)?; // [N]
+    let at_last = |t: &Tensor, rows: usize| -> Result<Tensor> {
+        // t [N, rows, P, 2] → [N, rows, 2] at each actor's last step.
+        let idx = last_idx
+            .reshape((n, 1, 1, 1))?
+            .broadcast_as((n, rows, 1, 2))?
+            .contiguous()?;
+        t.gather(&idx, 2)?.squeeze(2)
+    };
+    let pred_final = at_last(&modes, k)?; // [N, K, 2]
+    let gt_final = at_last(&gt.unsqueeze(1)?, 1)?; // [N, 1, 2]
+    let dist = pred_final
+        .broadcast_sub(&gt_final)?
         .sqr()?
-        .sum(D::Minus1)?; // [B, K]
-    let winner = final_err.detach().argmin(1)?; // u32 [B]
+        .sum(D::Minus1)?
+        .detach();
+    let winner = dist.argmin(1)?; // [N]
+    let logp = candle_nn::ops::log_softmax(&f.confidence.reshape((n, k))?, D::Minus1)?;
+    let nll = logp.gather(&winner.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+    let cls = (nll * &has)?.sum_all()?;
     let idx = winner
-        .reshape((b, 1, 1))?
-        .broadcast_as((b, 1, p * 2))?
+        .reshape((n, 1, 1))?
+        .broadcast_as((n, 1, p * 2))?
         .contiguous()?;
-    let best = f
-        .modes
-        .reshape((b, k, p * 2))?
+    let best = modes
+        .reshape((n, k, p * 2))?
         .gather(&idx, 1)?
-        .reshape((b, p, 2))?;
-    let cls = candle_nn::loss::cross_entropy(&f.confidence, &winner)?;
-    (smooth_l1(&best, target)? + cls)? + smooth_l1(&f.single, target)?
+        .reshape((n, p, 2))?;
+    // Only the actors with a future count, in every term (the reference's `[mask]` rows).
+    let w = fm
+        .broadcast_mul(&has.unsqueeze(1)?)?
+        .unsqueeze(2)?
+        .broadcast_as((n, p, 2))?;
+    let reg = (smooth_l1_each(&best, &gt)? * &w)?.sum_all()?;
+    let single = f.single.reshape((n, p, 2))?;
+    let reg_single = (smooth_l1_each(&single, &gt)? * &w)?.sum_all()?;
+    ((cls + reg)? + reg_single)? / count
 }
 
 /// Displacement metrics as the Argoverse evaluation computes them, summed over a batch.
@@ -383,6 +501,49 @@ mod tests {
         assert!((fde1 - 3.0).abs() < 1e-6 && (ade1 - 1.5).abs() < 1e-6 && mr1 == 1.0);
     }
 
+    /// The reference's JointLoss by hand: winners at each actor's last observed future step,
+    /// sums over observed positions, divided by the actors with a future.
+    #[test]
+    fn loss_is_the_references_joint_loss() {
+        let dev = Device::Cpu;
+        // 1 scene, 3 actor slots, K = 2, P = 2.
+        #[rustfmt::skip]
+        let modes = Tensor::from_vec(
+            vec![
+                0f32, 0.0, 1.0, 0.0, /* mode 1 */ 0.0, 0.0, 0.0, 3.0,
+                9.0, 9.0, 5.0, 5.0, /* mode 1 */ 9.0, 9.0, 0.0, 0.0,
+                50.0, 50.0, 50.0, 50.0, /* mode 1 */ -50.0, 9.0, 9.0, 9.0,
+            ],
+            (1, 3, 2, 2, 2),
+            &dev,
+        )
+        .unwrap();
+        let f = Forecast {
+            modes,
+            confidence: Tensor::new(&[[[0f32, 0.0], [1.0, 0.0], [9.0, -9.0]]], &dev).unwrap(),
+            single: Tensor::zeros((1, 3, 2, 2), DType::F32, &dev).unwrap(),
+        };
+        let futures = Tensor::new(
+            &[[
+                [[0f32, 1.0], [0.0, 2.0]],
+                [[100.0, 100.0], [0.0, 0.5]],
+                [[7.0, 7.0], [7.0, 7.0]],
+            ]],
+            &dev,
+        )
+        .unwrap();
+        let fm = Tensor::new(&[[[1f32, 1.0], [0.0, 1.0], [0.0, 0.0]]], &dev).unwrap();
+        let got = forecast_loss(&f, &futures, &fm)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        // Actor 0: winner mode 1 (final error 1 vs 5): CE ln 2, winner SmoothL1 0.5 + 0.5,
+        // single (zeros) 0.5 + 1.5. Actor 1: only step 1 observed, winner mode 1: CE
+        // ln(1 + e), winner 0.125, single 0.125. Actor 2: no future, not counted.
+        let want = (2f64.ln() + 1.0 + 2.0 + (1.0 + 1f64.exp()).ln() + 0.125 + 0.125) / 2.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
     #[test]
     fn smooth_l1_is_quadratic_then_linear() {
         let dev = Device::Cpu;
@@ -407,9 +568,11 @@ mod tests {
         let lanes = Tensor::randn(0f32, 1.0, (2, 4, 9, 7), &dev).unwrap();
         let am = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
         let lm = Tensor::new(&[[1f32, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]], &dev).unwrap();
-        let f = net.forward(&actors, &am, &lanes, &lm).unwrap();
-        assert_eq!(f.modes.dims(), &[2, 3, 4, 2]);
-        assert_eq!(f.confidence.dims(), &[2, 3]);
+        let ctrs = Tensor::randn(0f32, 1.0, (2, 3, 2), &dev).unwrap();
+        let f = net.forward(&actors, &am, &lanes, &lm, &ctrs).unwrap();
+        assert_eq!(f.modes.dims(), &[2, 3, 3, 4, 2]);
+        assert_eq!(f.confidence.dims(), &[2, 3, 3]);
+        assert_eq!(f.single.dims(), &[2, 3, 4, 2]);
         // Changing a padded polyline changes nothing.
         let mut a2: Vec<f32> = actors.flatten_all().unwrap().to_vec1().unwrap();
         let pad_start = (3 * 5 * 6) + 5 * 6; // scenario 1, actor 1 (padded)
@@ -417,8 +580,32 @@ mod tests {
             *v += 7.0;
         }
         let actors2 = Tensor::from_vec(a2, (2, 3, 5, 6), &dev).unwrap();
-        let f2 = net.forward(&actors2, &am, &lanes, &lm).unwrap();
-        let d = (f.modes - f2.modes)
+        let f2 = net.forward(&actors2, &am, &lanes, &lm, &ctrs).unwrap();
+        // Real actors' forecasts (slots 0-1 of scenario 0, slot 0 of scenario 1).
+        let real = |f: &Forecast| {
+            Tensor::cat(
+                &[
+                    f.modes
+                        .narrow(0, 0, 1)
+                        .unwrap()
+                        .narrow(1, 0, 2)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap(),
+                    f.modes
+                        .narrow(0, 1, 1)
+                        .unwrap()
+                        .narrow(1, 0, 1)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap(),
+                    f.confidence.narrow(1, 0, 1).unwrap().flatten_all().unwrap(),
+                ],
+                0,
+            )
+            .unwrap()
+        };
+        let d = (real(&f) - real(&f2))
             .unwrap()
             .abs()
             .unwrap()
@@ -427,9 +614,18 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(d < 1e-5, "a padded polyline leaked into the output: {d}");
-        let f = net.forward(&actors, &am, &lanes, &lm).unwrap();
-        let target = Tensor::randn(0f32, 1.0, (2, 4, 2), &dev).unwrap();
-        let loss = forecast_loss(&f, &target).unwrap();
+        let f = net.forward(&actors, &am, &lanes, &lm, &ctrs).unwrap();
+        let futures = Tensor::randn(0f32, 1.0, (2, 3, 4, 2), &dev).unwrap();
+        // Actor (0, 1) has only its first two future steps; padded slots have none.
+        let fm = Tensor::new(
+            &[
+                [[1f32, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0], [0.0; 4]],
+                [[1.0, 1.0, 1.0, 1.0], [0.0; 4], [0.0; 4]],
+            ],
+            &dev,
+        )
+        .unwrap();
+        let loss = forecast_loss(&f, &futures, &fm).unwrap();
         assert!(loss.to_scalar::<f32>().unwrap().is_finite());
         let grads = loss.backward().unwrap();
         let data = varmap.data().lock().unwrap();
@@ -437,6 +633,10 @@ mod tests {
             "mode_heads.0.out.weight",
             "actor_subgraph.layers.0.l1.weight",
             "confidence.out.bias",
+            "fusion.delta1.weight",
+            "global_graph.skip.weight",
+            "global_graph.attn_out.weight",
+            "single.out.weight",
         ] {
             assert!(
                 grads.get(data[name].as_tensor()).is_some(),

@@ -1,7 +1,7 @@
 //! The video encoder of PAPER.md §4 (VideoMAE's ViT on Something-Something-v2): tubelet
 //! embedding, fixed sinusoidal positional embedding, pre-norm ViT blocks with q/v biases,
 //! then `Linear(d, D_llm)` → the LLM block → `Linear(D_llm, d)`, mean pooling over tokens,
-//! LayerNorm (VideoMAE's `fc_norm`) and a linear head.
+//! LayerNorm (VideoMAE's `fc_norm`) and a linear head. LayerNorm eps 1e-6 as VideoMAE's.
 //!
 //! The tubelet embedding is VideoMAE's `Conv3d(3, d, kernel = stride = (t, p, p))` written as
 //! a Linear over the flattened tubelet, because `ssv2.tokens` shards already hold each
@@ -34,6 +34,8 @@ pub struct VideoVitConfig {
     /// Where the LLM block sits: `end` (default), `middle` or `start` (PAPER.md §2).
     #[serde(default, skip_serializing_if = "BlockPosition::is_default")]
     pub llm_position: BlockPosition,
+    /// eps of every LayerNorm: VideoMAE's `partial(nn.LayerNorm, eps=1e-6)`.
+    pub norm_eps: f64,
 }
 
 impl Default for VideoVitConfig {
@@ -46,6 +48,7 @@ impl Default for VideoVitConfig {
             drop_path: 0.1,
             head_dropout: 0.0,
             llm_position: BlockPosition::End,
+            norm_eps: 1e-6,
         }
     }
 }
@@ -108,8 +111,9 @@ impl VideoVit {
                 cfg.llm_position,
                 block,
                 &vb,
-            )?,
-            fc_norm: LayerNorm::new(d, vb.pp("fc_norm"))?,
+            )?
+            .with_norm_eps(cfg.norm_eps),
+            fc_norm: LayerNorm::new(d, vb.pp("fc_norm"))?.with_eps(cfg.norm_eps),
             head: candle_nn::linear(d, num_classes, vb.pp("head"))?,
             cfg: cfg.clone(),
             prec: None,
@@ -123,15 +127,21 @@ impl VideoVit {
     /// Logits [B, classes] from normalized tubelets [B, tokens, token_dim] (f32).
     /// `rng` Some = training (drop path, dropout).
     pub fn forward(&self, tubelets: &Tensor, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let x = linear(&self.patch_embed, tubelets, self.prec)?;
-        let x = x.broadcast_add(&self.pos.to_dtype(DType::F32)?)?;
-        let x = self.trunk.forward(&x, None, rng.as_deref_mut())?;
-        let x = self.fc_norm.forward(&x.mean(1)?)?;
+        let x = self.features(tubelets, rng.as_deref_mut())?;
         let x = match rng {
             Some(r) => dropout(&x, self.cfg.head_dropout, r)?,
             None => x,
         };
         self.head.forward(&x)
+    }
+
+    /// What the head reads: `fc_norm` of the mean over tokens, [B, d] (VideoMAE's
+    /// `forward_features`).
+    pub fn features(&self, tubelets: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let x = linear(&self.patch_embed, tubelets, self.prec)?;
+        let x = x.broadcast_add(&self.pos.to_dtype(DType::F32)?)?;
+        let x = self.trunk.forward(&x, None, rng)?;
+        self.fc_norm.forward(&x.mean(1)?)
     }
 }
 
@@ -273,6 +283,8 @@ mod tests {
         // The default is not serialized: existing keys keep their value.
         let v = serde_json::to_value(VideoVitConfig::default()).unwrap();
         assert!(v.get("llm_position").is_none());
+        // VideoMAE's LayerNorm eps, always in the key (it changed from PyTorch's 1e-5).
+        assert_eq!(v["norm_eps"], 1e-6);
     }
 
     #[test]
