@@ -20,7 +20,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
     let mode: BlockMode = serde_json::from_value(serde_json::Value::String(a.mode.clone()))
         .map_err(|_| {
             UsageError(format!(
-                "--mode {}: use frozen, trainable, random or none",
+                "--mode {}: use frozen, random, random-trained, trainable, mlp or none",
                 a.mode
             ))
         })?;

@@ -268,6 +268,10 @@ pub struct RunArgs {
     /// missing units instead of computing them.
     #[arg(long, conflicts_with = "part")]
     pub assemble: bool,
+    /// Run nothing: print what each stage would do; for a train stage its parameter counts
+    /// (total, trainable, frozen), per-step memory estimate and FLOPs at the configured size.
+    #[arg(long, conflicts_with_all = ["part", "assemble", "push", "force"])]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,6 +53,9 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
+    if args.dry_run {
+        return crate::plan_cmd::dry_run(cli, args);
+    }
     let mut p = crate::open::open(cli)?;
     if args.push {
         p.set_push(true);

@@ -157,6 +157,7 @@ fn bench_step(
         head_dim: hidden / heads,
         intermediate_size: ffn,
         norm_eps: 1e-5,
+        post_norm: false,
     };
     let mut block = LlmBlock::random(&cfg, 0, &device)?;
     let naive = match mode {

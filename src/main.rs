@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod llm_cmd;
 mod open;
+mod plan_cmd;
 mod remote_cmd;
 mod report_cmd;
 

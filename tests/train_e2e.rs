@@ -1018,3 +1018,202 @@ fn init_from_a_point_bert_checkpoint_is_recorded_and_keyed() {
         r.stderr
     );
 }
+
+/// The saved model's tensor names of a config's train_pc.
+fn saved_names(cfg: &Path) -> Vec<String> {
+    let v = show(cfg, "train_pc");
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let f = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "model.safetensors")
+        .unwrap();
+    let w = candle_core::safetensors::load(
+        manifest.parent().unwrap().join(f["path"].as_str().unwrap()),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<String> = w.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// The ablations through the binary: the `mlp` control (with `mlp_hidden`) and a stack of the
+/// checkpoint's two layers (`blocks = 2`), frozen and trainable, train, save what trains and
+/// evaluate (eval rebuilds the same model from the manifest).
+#[test]
+fn mlp_and_stacked_blocks_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let (train, test) = (
+        so.join("training_objectdataset.h5"),
+        so.join("test_objectdataset.h5"),
+    );
+    let base = |mode: &str| {
+        train_config(
+            dir.path(),
+            &format!("{mode}.toml"),
+            &train,
+            &test,
+            &model,
+            mode,
+            1,
+            "cache",
+        )
+    };
+    let stacked = |mode: &str| {
+        let cfg = base(mode);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("checkpoint = \"", "blocks = 2\ncheckpoint = \"");
+        let p = cfg.with_file_name(format!("{mode}-stack.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let run = |cfg: &Path| {
+        lm4ve(
+            cfg,
+            &["--device", "cpu", "pipeline", "run", "--stage", "eval_pc"],
+        )
+        .ok();
+        let e = show(cfg, "eval_pc");
+        let oa = e["meta"]["overall_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&oa), "{}", cfg.display());
+        saved_names(cfg)
+    };
+    let mlp = with_train_params(&base("mlp"), "mlp-40.toml", "mlp_hidden = 40");
+    let names = run(&mlp);
+    for t in [
+        "norm.weight",
+        "gate_proj.weight",
+        "up_proj.weight",
+        "down_proj.weight",
+    ] {
+        assert!(names.contains(&format!("llm_mlp.{t}")), "{names:?}");
+    }
+    assert!(names.iter().all(|n| !n.starts_with("llm_block")));
+    assert!(names.iter().any(|n| n.starts_with("llm_adapter_up")));
+    assert_eq!(show(&mlp, "train_pc")["meta"]["mlp_hidden"], 40);
+    // mlp_hidden with another mode is a config error naming the key.
+    let bad = with_train_params(&base("frozen"), "bad.toml", "mlp_hidden = 40");
+    let r = lm4ve(&bad, &["pipeline", "run", "--stage", "train_pc"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("mlp_hidden"), "{}", r.stderr);
+
+    let trainable = stacked("trainable");
+    let names = run(&trainable);
+    for i in 0..2 {
+        assert!(
+            names.contains(&format!("llm_block.{i}.self_attn.q_proj.weight")),
+            "{names:?}"
+        );
+    }
+    let b = show(&trainable, "llm_block");
+    assert_eq!(
+        (b["meta"]["layer"].clone(), b["meta"]["blocks"].clone()),
+        (0.into(), 2.into())
+    );
+    let frozen = stacked("frozen");
+    let names = run(&frozen);
+    assert!(
+        names.iter().all(|n| !n.starts_with("llm_block")),
+        "{names:?}"
+    );
+    // The stack is a different model from the last layer alone.
+    let single = base("frozen");
+    lm4ve(
+        &single,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_pc"],
+    )
+    .ok();
+    assert_ne!(
+        file_hash(&frozen, "train_pc", "model.safetensors"),
+        file_hash(&single, "train_pc", "model.safetensors")
+    );
+}
+
+/// `pipeline run --stage S --dry-run` runs nothing and prints the train stage's counts,
+/// memory and FLOPs, also when the block's checkpoint directory holds only its config.json
+/// (the block stage itself then cannot run, and says so).
+#[test]
+fn dry_run_plans_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 2);
+    let model = tiny_llama(dir.path());
+    let cfg = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "frozen",
+        1,
+        "cache",
+    );
+    let r = lm4ve(
+        &cfg,
+        &["pipeline", "run", "--stage", "eval_pc", "--dry-run"],
+    );
+    r.ok();
+    for needle in [
+        "pc_tokens        pc.tokens: 2 units",
+        "llm_block        llm.block: 1 unit (block)",
+        "train_pc         train",
+        "parameters",
+        "trainable",
+        "frozen",
+        "memory/step",
+        "FLOPs/step",
+        "eval_pc          eval: 1 unit (eval)",
+        "dry run: nothing was run",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "`{needle}` missing:\n{}",
+            r.stdout
+        );
+    }
+    // The tiny LLaMA layer: 32 wide, 4 heads (2 kv), FFN 48: 2·32 + 32·32·2 + 16·32·2 + 3·32·48
+    // = 8256 weights, frozen.
+    assert!(r.stdout.contains("0.01M frozen"), "{}", r.stdout);
+    assert!(
+        !dir.path().join("cache").join("objects").exists()
+            || std::fs::read_dir(dir.path().join("cache").join("objects"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a dry run stores nothing"
+    );
+    let s = lm4ve(&cfg, &["pipeline", "status", "--json"]);
+    assert!(!s.stdout.contains("\"fresh\""), "{}", s.stdout);
+
+    // Only config.json: the block stage cannot run, the plan still knows the block.
+    let only_cfg = dir.path().join("config-only");
+    std::fs::create_dir_all(&only_cfg).unwrap();
+    std::fs::copy(model.join("config.json"), only_cfg.join("config.json")).unwrap();
+    let r = lm4ve(
+        &cfg,
+        &[
+            "-S",
+            &format!("stages.llm_block.params.checkpoint={}", only_cfg.display()),
+            "pipeline",
+            "run",
+            "--stage",
+            "train_pc",
+            "--dry-run",
+        ],
+    );
+    r.ok();
+    assert!(
+        r.stdout.contains("llm.block: cannot run")
+            && r.stdout.contains("hidden 32, heads 4 (kv 2), ffn 48"),
+        "{}",
+        r.stdout
+    );
+    // --dry-run with --force is refused by the argument parser.
+    let r = lm4ve(&cfg, &["pipeline", "run", "--dry-run", "--force"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

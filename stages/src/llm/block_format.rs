@@ -12,14 +12,24 @@
 //! `self_attn.o_proj.weight` [D, H·hd], `post_attention_layernorm.weight` [D],
 //! `mlp.gate_proj.weight` [F, D], `mlp.up_proj.weight` [F, D], `mlp.down_proj.weight` [D, F].
 //!
-//! OPT (pre-LayerNorm layers): `self_attn.{q,k,v,out}_proj.{weight,bias}` ([D, D], [D]),
+//! OPT: `self_attn.{q,k,v,out}_proj.{weight,bias}` ([D, D], [D]),
 //! `self_attn_layer_norm.{weight,bias}` [D], `fc1.{weight,bias}` ([F, D], [F]),
-//! `fc2.{weight,bias}` ([D, F], [D]), `final_layer_norm.{weight,bias}` [D].
+//! `fc2.{weight,bias}` ([D, F], [D]), `final_layer_norm.{weight,bias}` [D]. Pre-LayerNorm
+//! (`h = x + attn(LN1(x))`, `y = h + fc2(relu(fc1(LN2(h))))`: OPT-125m, 1.3b and up) or
+//! post-LayerNorm (`h = LN1(x + attn(x))`, `y = LN2(h + fc2(relu(fc1(h))))`: opt-350m, whose
+//! config.json says `do_layer_norm_before = false`); same tensors, different order.
 //!
 //! Metadata keys (strings): `format` = `lm4ve-block/1`, `architecture` (`llama` | `opt`),
 //! `hidden_size`, `num_heads`, `num_kv_heads`, `head_dim`, `intermediate_size`, `norm_eps`,
 //! `layer` (index in the source model), `num_layers` (of the source model), `source`
-//! (file name of the checkpoint), `activation` (`silu` | `relu`).
+//! (file name of the checkpoint), `activation` (`silu` | `relu`), and only for a
+//! post-LayerNorm OPT layer `do_layer_norm_before` = `false` (a file without the key is
+//! pre-norm, so files written before the key existed read as they always did).
+//!
+//! A stack of N > 1 consecutive layers (`blocks = N` of the `llm.block` stage) is one file with
+//! each layer's tensors under `layers.{i}.` (i = 0..N-1: source layers `layer`..`layer`+N-1),
+//! the first layer's metadata and `blocks` = N. A file without `blocks` holds one layer under
+//! the bare names above.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +62,15 @@ pub struct BlockConfig {
     pub intermediate_size: usize,
     /// RMSNorm eps (LLaMA) or LayerNorm eps (OPT) of the layer's own norms.
     pub norm_eps: f64,
+    /// OPT with `do_layer_norm_before = false` (opt-350m): each LayerNorm comes after its
+    /// residual add instead of before its sublayer. Always false for LLaMA. Left out of the
+    /// JSON when false, so pre-norm configs serialise as before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub post_norm: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// eps of the all-ones RMSNorm after the block (PAPER.md §2: 1e-6 in the official configs).

@@ -514,8 +514,14 @@ pub(super) fn check_shape(
 impl ExtractedBlock {
     /// The canonical file's bytes: equal blocks give equal bytes (see `write_safetensors_f32`).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, LlmError> {
+        write_safetensors_f32(&self.tensors, &self.metadata())
+            .map_err(|why| bad(Path::new(&self.source), why))
+    }
+
+    /// The block file's metadata (the keys of `block_format.rs`).
+    fn metadata(&self) -> BTreeMap<String, String> {
         let c = &self.config;
-        let meta: BTreeMap<String, String> = [
+        [
             ("format", BLOCK_FORMAT.to_string()),
             ("architecture", c.arch.to_string()),
             ("hidden_size", c.hidden_size.to_string()),
@@ -537,9 +543,13 @@ impl ExtractedBlock {
             ),
         ]
         .into_iter()
+        // Written only for post-norm layers: pre-norm files stay byte for byte what they were.
+        .chain(
+            c.post_norm
+                .then(|| ("do_layer_norm_before", "false".to_string())),
+        )
         .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        write_safetensors_f32(&self.tensors, &meta).map_err(|why| bad(Path::new(&self.source), why))
+        .collect()
     }
 }
 
@@ -610,22 +620,71 @@ pub fn save_block(block: &ExtractedBlock, out: &Path) -> Result<(), LlmError> {
 }
 
 type BlockTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+type BlockMeta = serde_json::Map<String, serde_json::Value>;
 
-/// Reads a canonical block file: its config (from the metadata), tensors and metadata.
-pub fn load_block_file(
+/// Reads a canonical block file of one layer: its config (from the metadata), tensors and
+/// metadata. A file holding a stack of layers (`blocks` > 1) is refused with a pointer to
+/// [`load_block_stack`], so that no consumer silently runs only its first layer.
+pub fn load_block_file(path: &Path) -> Result<(BlockConfig, BlockTensors, BlockMeta), LlmError> {
+    let (cfg, mut layers, meta) = load_block_stack(path)?;
+    if layers.len() != 1 {
+        return Err(bad(
+            path,
+            format!(
+                "holds a stack of {} layers (`blocks = {}` of an llm.block stage); this command runs one layer, the trainer runs stacks",
+                layers.len(),
+                layers.len()
+            ),
+        ));
+    }
+    let tensors = layers.pop().unwrap_or_default();
+    Ok((cfg, tensors, meta))
+}
+
+/// Reads a canonical block file of one layer or of a stack of `blocks` consecutive layers
+/// (tensors under `layers.{i}.`, see `block_format.rs`): the shared config, each layer's
+/// tensors in order, and the metadata.
+pub fn load_block_stack(
     path: &Path,
-) -> Result<
-    (
-        BlockConfig,
-        BlockTensors,
-        serde_json::Map<String, serde_json::Value>,
-    ),
-    LlmError,
-> {
+) -> Result<(BlockConfig, Vec<BlockTensors>, BlockMeta), LlmError> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, e.to_string()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
     let md = header.metadata().clone().unwrap_or_default();
+    let (cfg, blocks) = block_config_of(path, &md)?;
+    let arch = cfg.arch;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    let expected_count = blocks * cfg.tensor_shapes().len();
+    if st.len() != expected_count {
+        return Err(bad(
+            path,
+            format!(
+                "holds {} tensors, a {blocks}-layer {arch} block has {expected_count}",
+                st.len()
+            ),
+        ));
+    }
+    let mut layers = Vec::with_capacity(blocks);
+    for i in 0..blocks {
+        let prefix = if blocks == 1 {
+            String::new()
+        } else {
+            stack_prefix(i)
+        };
+        layers.push(read_block_tensors(path, &st, &cfg, &prefix)?);
+    }
+    let meta = md
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    Ok((cfg, layers, meta))
+}
+
+/// The config and layer count a block file's metadata describes.
+fn block_config_of(
+    path: &Path,
+    md: &std::collections::HashMap<String, String>,
+) -> Result<(BlockConfig, usize), LlmError> {
     if md.get("format").map(String::as_str) != Some(BLOCK_FORMAT) {
         return Err(bad(path, format!("not an lm4ve block file (metadata format != {BLOCK_FORMAT}); make one with `lm4ve llm extract`")));
     }
@@ -654,16 +713,74 @@ pub fn load_block_file(
         norm_eps: get("norm_eps")?
             .parse()
             .map_err(|_| bad(path, "norm_eps is not a number"))?,
+        // Absent (every file written before post-LN OPT was supported): pre-norm.
+        post_norm: match md.get("do_layer_norm_before").map(String::as_str) {
+            None | Some("true") => false,
+            Some("false") => true,
+            Some(o) => {
+                return Err(bad(
+                    path,
+                    format!("block metadata `do_layer_norm_before` is `{o}`, not true or false"),
+                ))
+            }
+        },
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    if cfg.post_norm && cfg.arch != Arch::Opt {
+        return Err(bad(
+            path,
+            format!("block metadata says post-LayerNorm for a {arch} block; only OPT has post-LayerNorm layers"),
+        ));
+    }
+    let blocks = match md.get("blocks") {
+        None => 1,
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            bad(
+                path,
+                format!("block metadata `blocks` is `{v}`, not a count"),
+            )
+        })?,
+    };
+    Ok((cfg, blocks))
+}
+
+/// The config, layer count and metadata of a block file from its header alone (no tensor
+/// data is read): what the `mlp` ablation needs of a 7B block, and what a dry run reads.
+pub fn block_file_config(path: &Path) -> Result<(BlockConfig, usize, BlockMeta), LlmError> {
+    let (_, header) = super::hf::read_safetensors_header(path)?;
+    let md: std::collections::HashMap<String, String> = header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (cfg, blocks) = block_config_of(path, &md)?;
+    let meta = md
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    Ok((cfg, blocks, meta))
+}
+
+/// The tensors of one layer of a block file, under `prefix` + their canonical names.
+fn read_block_tensors(
+    path: &Path,
+    st: &safetensors::SafeTensors,
+    cfg: &BlockConfig,
+    prefix: &str,
+) -> Result<BlockTensors, LlmError> {
+    let arch = cfg.arch;
     let mut tensors = BTreeMap::new();
     for (name, expected) in cfg.tensor_shapes() {
-        let view = st.tensor(name).map_err(|_| LlmError::MissingTensor {
+        let key = format!("{prefix}{name}");
+        let view = st.tensor(&key).map_err(|_| LlmError::MissingTensor {
             path: path.display().to_string(),
-            key: name.to_string(),
+            key: key.clone(),
             arch,
         })?;
-        check_shape(path, name, &expected, view.shape())?;
+        check_shape(path, &key, &expected, view.shape())?;
         if view.dtype() != safetensors::Dtype::F32 {
             return Err(bad(
                 path,
@@ -677,9 +794,136 @@ pub fn load_block_file(
             .collect();
         tensors.insert(name.to_string(), (expected, data));
     }
-    let meta = md
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
-    Ok((cfg, tensors, meta))
+    Ok(tensors)
+}
+
+/// Where layer `i` of a stacked block file keeps its tensors.
+pub fn stack_prefix(i: usize) -> String {
+    format!("layers.{i}.")
+}
+
+/// The first layer of a stack of `n` when the config names none: the last `n` layers, as the
+/// reference's `LLaMATransformer` takes layers `first_layer..n_layers`.
+pub fn default_first_layer(num_layers: usize, n: usize) -> usize {
+    num_layers.saturating_sub(n.max(1))
+}
+
+fn check_stack(path: &Path, first: usize, n: usize, num_layers: usize) -> Result<(), LlmError> {
+    if n == 0 {
+        return Err(bad(path, "a stack needs at least one layer (blocks >= 1)"));
+    }
+    if first + n > num_layers {
+        return Err(LlmError::Layer {
+            path: path.display().to_string(),
+            layer: first + n - 1,
+            num_layers,
+        });
+    }
+    Ok(())
+}
+
+/// The files layers `first..first + n` are read from, from headers only: for n = 1 exactly
+/// [`layer_files`]; for more, the union in first-appearance order with the config file
+/// (config.json, params.json) kept last.
+pub fn layers_files(path: &Path, first: usize, n: usize) -> Result<Vec<PathBuf>, LlmError> {
+    let plan = plan_layer(path, Some(first))?;
+    check_stack(path, first, n, plan.num_layers)?;
+    let mut out = plan.files();
+    if n == 1 {
+        return Ok(out);
+    }
+    let config = match plan.kind {
+        PlanKind::Hf { .. } | PlanKind::Meta(_) => out.pop(),
+        PlanKind::Gguf { .. } => None,
+    };
+    for layer in first + 1..first + n {
+        for f in plan_layer(path, Some(layer))?.files() {
+            if Some(&f) != config.as_ref() && !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out.extend(config);
+    Ok(out)
+}
+
+/// `n` consecutive layers (`first`, default the last `n`), each in canonical form.
+pub fn extract_blocks(
+    path: &Path,
+    first: Option<usize>,
+    n: usize,
+) -> Result<Vec<ExtractedBlock>, LlmError> {
+    let num_layers = plan_layer(path, None)?.num_layers;
+    let first = first.unwrap_or_else(|| default_first_layer(num_layers, n));
+    check_stack(path, first, n, num_layers)?;
+    (first..first + n)
+        .map(|layer| extract_block(path, Some(layer)))
+        .collect()
+}
+
+/// The block file of a stack: for one layer exactly [`ExtractedBlock::to_safetensors_bytes`];
+/// for more, every layer's tensors under `layers.{i}.`, the first layer's metadata (its
+/// `layer` is the first of the stack) and `blocks` = the count.
+pub fn stack_to_safetensors_bytes(blocks: &[ExtractedBlock]) -> Result<Vec<u8>, LlmError> {
+    let first = match blocks {
+        [] => return Err(bad(Path::new("block"), "an empty stack")),
+        [one] => return one.to_safetensors_bytes(),
+        [first, ..] => first,
+    };
+    let src = Path::new(&first.source);
+    let mut tensors = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        if b.config != first.config || b.layer != first.layer + i {
+            return Err(bad(
+                src,
+                "a stack must be consecutive layers of one model (same shapes)",
+            ));
+        }
+        tensors.extend(
+            b.tensors
+                .iter()
+                .map(|(n, s, d)| (format!("{}{n}", stack_prefix(i)), s.clone(), d.clone())),
+        );
+    }
+    let mut meta = first.metadata();
+    meta.insert("blocks".into(), blocks.len().to_string());
+    write_safetensors_f32(&tensors, &meta).map_err(|why| bad(src, why))
+}
+
+/// The layer shape and layer count of a checkpoint from its config alone: a Hugging Face
+/// model's `config.json` (the weight files need not be there), Meta's `params.json`, or a GGUF
+/// header. For dry runs, which must not need the weights.
+pub fn checkpoint_shape(path: &Path) -> Result<(BlockConfig, usize), LlmError> {
+    let md = std::fs::metadata(path).map_err(|e| {
+        bad(
+            path,
+            format!("{e}; a dry run needs at least the model's config.json (or the GGUF file)"),
+        )
+    })?;
+    if md.is_file() {
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|_| &magic == b"GGUF")
+            .unwrap_or(false);
+        if is_gguf {
+            return gguf_config(path, &gguf_content(path)?);
+        }
+        if path.file_name().is_some_and(|n| n == "config.json") {
+            return hf_config(path);
+        }
+        if path.file_name().is_some_and(|n| n == "params.json") {
+            return meta::meta_config(path);
+        }
+    }
+    let dir = if md.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let (config_json, params_json) = (dir.join("config.json"), dir.join("params.json"));
+    if !config_json.exists() && params_json.exists() {
+        return meta::meta_config(&params_json);
+    }
+    hf_config(&config_json)
 }

@@ -97,6 +97,7 @@ pub(super) fn gguf_config(
             head_dim,
             intermediate_size: u("feed_forward_length")?,
             norm_eps: eps,
+            post_norm: false,
         },
         u("block_count")?,
     ))

@@ -69,12 +69,21 @@ pub(super) fn hf_config(config_json: &Path) -> Result<(BlockConfig, usize), LlmE
                 intermediate_size: cfg_usize(&v, &["intermediate_size"], config_json)?,
                 // transformers' LlamaConfig default; real configs always state it.
                 norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+                post_norm: false,
             }
         }
         Arch::Opt => {
-            if v["do_layer_norm_before"].as_bool() == Some(false) {
-                return Err(bad(config_json, "post-LayerNorm OPT (do_layer_norm_before = false, e.g. opt-350m) is not supported; use another OPT size (125m, 1.3b and up are pre-LayerNorm)"));
-            }
+            // transformers' OPTConfig default is true (pre-LayerNorm); opt-350m says false.
+            let post_norm = match &v["do_layer_norm_before"] {
+                serde_json::Value::Null => false,
+                serde_json::Value::Bool(b) => !b,
+                other => {
+                    return Err(bad(
+                        config_json,
+                        format!("do_layer_norm_before = {other} is not a boolean"),
+                    ))
+                }
+            };
             if let Some(act) = v["activation_function"].as_str().filter(|a| *a != "relu") {
                 return Err(unsupported(&format!("activation_function = {act:?}")));
             }
@@ -99,6 +108,7 @@ pub(super) fn hf_config(config_json: &Path) -> Result<(BlockConfig, usize), LlmE
                 intermediate_size: cfg_usize(&v, &["ffn_dim", "intermediate_size"], config_json)?,
                 // OPT's LayerNorms use torch's default eps; its config has no key for it.
                 norm_eps: 1e-5,
+                post_norm,
             }
         }
     };

@@ -120,6 +120,7 @@ pub(super) fn meta_config(params_json: &Path) -> Result<(BlockConfig, usize), Ll
             intermediate_size: ffn,
             // Meta's ModelArgs default.
             norm_eps: v.get("norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-5),
+            post_norm: false,
         },
         layers,
     ))

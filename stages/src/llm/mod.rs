@@ -16,5 +16,7 @@ pub mod stage;
 mod tests;
 
 pub use checkpoint::{
-    extract_block, inspect, load_block_file, save_block, CheckpointInfo, ExtractedBlock, LlmError,
+    block_file_config, checkpoint_shape, extract_block, extract_blocks, inspect, load_block_file,
+    load_block_stack, save_block, stack_to_safetensors_bytes, CheckpointInfo, ExtractedBlock,
+    LlmError,
 };

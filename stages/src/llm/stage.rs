@@ -1,9 +1,14 @@
-//! Stage `llm.block`: cuts one layer out of a checkpoint into the cache as a canonical
-//! `block.safetensors`, so the trainer depends on it like on any artifact. The key hashes the
-//! files the layer is read from (for a sharded HF checkpoint only the shards holding it; for
-//! Meta's model-parallel ranks all of them, each holding a slice of every layer).
+//! Stage `llm.block`: cuts one layer (or `blocks = N` consecutive layers) out of a checkpoint
+//! into the cache as a canonical `block.safetensors`, so the trainer depends on it like on any
+//! artifact. The key hashes the files the layers are read from (for a sharded HF checkpoint
+//! only the shards holding them; for Meta's model-parallel ranks all of them, each holding a
+//! slice of every layer). With `blocks` left at 1, key, file and manifest are exactly what they
+//! were before stacks existed.
 
-use super::checkpoint::{extract_block, inspect, layer_files};
+use super::checkpoint::{
+    default_first_layer, extract_block, extract_blocks, inspect, layers_files,
+    stack_to_safetensors_bytes,
+};
 use anyhow::Result;
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
@@ -21,14 +26,26 @@ pub struct BlockParams {
     /// A .gguf, a .safetensors (with config.json beside it), an index.json, a model directory,
     /// or a Meta LLaMA directory (params.json + consolidated.NN.pth).
     pub checkpoint: PathBuf,
-    /// Layer index; default the last (PAPER.md §2).
+    /// Layer index (the first of the stack); default the last (PAPER.md §2), or with
+    /// `blocks = N` the last N layers (as the reference's `first_layer`).
     pub layer: Option<usize>,
+    /// How many consecutive layers to stack (`layer`..`layer`+N-1; the paper's "two LLaMA
+    /// blocks" ablation). Default 1.
+    pub blocks: Option<usize>,
 }
 
 pub struct LlmBlockStage {
     checkpoint: PathBuf,
     layer: usize,
+    blocks: usize,
     inputs: Vec<InputSpec>,
+}
+
+impl LlmBlockStage {
+    /// The first layer and the number of layers.
+    pub fn layers(&self) -> (usize, usize) {
+        (self.layer, self.blocks)
+    }
 }
 
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
@@ -41,19 +58,37 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             config.missing_input_error(&sc.name, Some("checkpoint"), &checkpoint, e.to_string())
         }
     })?;
-    let layer = p.layer.unwrap_or(info.num_layers.saturating_sub(1));
-    if layer >= info.num_layers {
+    let blocks = p.blocks.unwrap_or(1);
+    if blocks == 0 {
         return Err(config.param_error(
             &sc.name,
-            Some("layer"),
+            Some("blocks"),
+            "blocks must be at least 1".into(),
+        ));
+    }
+    let layer = p
+        .layer
+        .unwrap_or(default_first_layer(info.num_layers, blocks));
+    if layer + blocks > info.num_layers {
+        let last = info.num_layers.saturating_sub(1);
+        let what = if blocks == 1 {
+            format!("layer {layer} out of range")
+        } else {
             format!(
-                "layer {layer} out of range: the model has {} layers (0..={})",
-                info.num_layers,
-                info.num_layers.saturating_sub(1)
+                "layers {layer}..={} (layer {layer}, blocks {blocks}) out of range",
+                layer + blocks - 1
+            )
+        };
+        return Err(config.param_error(
+            &sc.name,
+            Some(if p.layer.is_some() { "layer" } else { "blocks" }),
+            format!(
+                "{what}: the model has {} layers (0..={last})",
+                info.num_layers
             ),
         ));
     }
-    let inputs = layer_files(&checkpoint, layer)
+    let inputs = layers_files(&checkpoint, layer, blocks)
         .map_err(|e| config.param_error(&sc.name, Some("checkpoint"), e.to_string()))?
         .into_iter()
         .map(|f| {
@@ -67,6 +102,7 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     Ok(Box::new(LlmBlockStage {
         checkpoint,
         layer,
+        blocks,
         inputs,
     }))
 }
@@ -79,7 +115,12 @@ impl Stage for LlmBlockStage {
         VERSION
     }
     fn key_params(&self) -> serde_json::Value {
-        serde_json::json!({ "layer": self.layer })
+        // `blocks` enters only when stacking, so single-layer keys are unchanged.
+        if self.blocks == 1 {
+            serde_json::json!({ "layer": self.layer })
+        } else {
+            serde_json::json!({ "layer": self.layer, "blocks": self.blocks })
+        }
     }
     fn inputs(&self) -> Vec<InputSpec> {
         self.inputs.clone()
@@ -91,6 +132,19 @@ impl Stage for LlmBlockStage {
         }])
     }
     fn run_unit(&self, _ctx: &StageCtx, _unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
+        if self.blocks > 1 {
+            let stack = extract_blocks(&self.checkpoint, Some(self.layer), self.blocks)?;
+            out.add_file("block.safetensors", &stack_to_safetensors_bytes(&stack)?)?;
+            let first = &stack[0];
+            out.set_meta(serde_json::json!({
+                "config": first.config,
+                "layer": first.layer,
+                "blocks": self.blocks,
+                "num_layers": first.num_layers,
+                "source": first.source,
+            }));
+            return Ok(());
+        }
         let block = extract_block(&self.checkpoint, Some(self.layer))?;
         out.add_file("block.safetensors", &block.to_safetensors_bytes()?)?;
         out.set_meta(serde_json::json!({

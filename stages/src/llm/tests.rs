@@ -258,6 +258,7 @@ fn opt_with_and_without_model_prefix() {
         head_dim: HD,
         intermediate_size: F,
         norm_eps: 1e-5,
+        post_norm: false,
     };
     let mut seed = 3;
     let layer0: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
@@ -706,10 +707,11 @@ fn unsupported_variants_are_refused_not_misread() {
     )
     .unwrap();
     assert!(err(extract_block(&m, None)).to_string().contains("qwen2"));
-    // OPT-350m is post-LayerNorm.
+    // OPT's norm placement must be a boolean (opt-350m's `false` is read: see
+    // `opt_post_layernorm_is_read_recorded_and_run`).
     std::fs::write(
         m.join("config.json"),
-        r#"{"model_type":"opt","hidden_size":16,"num_attention_heads":4,"num_hidden_layers":3,"ffn_dim":24,"do_layer_norm_before":false}"#,
+        r#"{"model_type":"opt","hidden_size":16,"num_attention_heads":4,"num_hidden_layers":3,"ffn_dim":24,"do_layer_norm_before":"no"}"#,
     )
     .unwrap();
     let s = err(inspect(&m)).to_string();
@@ -822,5 +824,217 @@ fn real_smollm2_gguf_when_present() {
         assert_eq!(s.iter().product::<usize>(), d.len(), "{n}");
         assert!(d.iter().all(|v| v.is_finite()), "{n}");
         assert!(d.iter().any(|v| *v != 0.0), "{n}");
+    }
+}
+
+/// Tiny OPT checkpoints written in-test with `do_layer_norm_before` true, absent (the
+/// transformers default: pre-norm) and false (opt-350m: post-norm). The flag is read from
+/// config.json, recorded in the block file only when post-norm (pre-norm files keep their
+/// bytes), read back, and the extracted block computes the layer as transformers'
+/// OPTDecoderLayer orders it (checked against the independent f64 reference of the block
+/// tests).
+#[test]
+fn opt_post_layernorm_is_read_recorded_and_run() {
+    use super::block_format::BlockConfig;
+    use crate::train::block::tests::{max_abs_diff, random_input, reference};
+    use crate::train::block::LlmBlock;
+    let dir = tempfile::tempdir().unwrap();
+    let shape_cfg = BlockConfig {
+        arch: Arch::Opt,
+        hidden_size: D,
+        num_heads: HEADS,
+        num_kv_heads: HEADS,
+        head_dim: HD,
+        intermediate_size: F,
+        norm_eps: 1e-5,
+        post_norm: false,
+    };
+    // Two layers with different weights, so reading the wrong one would show.
+    let mut seed = 11;
+    let mut tensors = Vec::new();
+    for l in 0..2 {
+        for (n, s) in shape_cfg.tensor_shapes() {
+            let k: usize = s.iter().product();
+            let mut d = rnd(&mut seed, k);
+            if s.len() == 1 && n.ends_with("layer_norm.weight") {
+                d.iter_mut().for_each(|v| *v += 1.0);
+            }
+            tensors.push((format!("model.decoder.layers.{l}.{n}"), s, d));
+        }
+    }
+    let x = random_input(2, 5, D, 3);
+    let xt = Tensor::from_slice(&x, (2, 5, D), &Device::Cpu).unwrap();
+    let mut outs = Vec::new();
+    let mut files = Vec::new();
+    for (i, (flag, post)) in [(Some(true), false), (None, false), (Some(false), true)]
+        .into_iter()
+        .enumerate()
+    {
+        // Same leaf name, so the `source` metadata is the same for all three.
+        let m = dir.path().join(format!("{i}")).join("opt");
+        std::fs::create_dir_all(&m).unwrap();
+        write_safetensors(&m.join("model.safetensors"), &tensors);
+        let flag = flag.map_or(String::new(), |f| format!(r#","do_layer_norm_before":{f}"#));
+        // opt-350m's word_embed_proj_dim (512 vs hidden 1024) concerns only the embeddings.
+        std::fs::write(
+            m.join("config.json"),
+            format!(r#"{{"model_type":"opt","hidden_size":{D},"num_attention_heads":{HEADS},"ffn_dim":{F},"num_hidden_layers":2,"word_embed_proj_dim":{}{flag}}}"#, D / 2),
+        )
+        .unwrap();
+        assert_eq!(inspect(&m).unwrap().config.post_norm, post);
+        let b = extract_block(&m, None).unwrap();
+        assert_eq!(b.layer, 1);
+        assert_eq!(b.config.post_norm, post);
+        let out = m.join("block.safetensors");
+        save_block(&b, &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let has_key = bytes
+            .windows(b"do_layer_norm_before".len())
+            .any(|w| w == b"do_layer_norm_before");
+        assert_eq!(
+            has_key, post,
+            "the metadata key is written only for post-norm"
+        );
+        let (cfg, t, meta) = load_block_file(&out).unwrap();
+        assert_eq!(cfg, b.config);
+        assert_eq!(
+            meta.get("do_layer_norm_before").and_then(|v| v.as_str()),
+            post.then_some("false")
+        );
+        let block = LlmBlock::from_tensors(&cfg, &t, &Device::Cpu).unwrap();
+        let got: Vec<f32> = block
+            .forward(&xt, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = reference(&cfg, &t, &x, 2, 5, None);
+        let e = max_abs_diff(&got, &want);
+        assert!(
+            e < 1e-4,
+            "post_norm={post}: max abs err {e} vs the reference"
+        );
+        outs.push(got);
+        files.push(bytes);
+    }
+    assert_eq!(
+        files[0], files[1],
+        "explicit true and absent give the same file"
+    );
+    assert_eq!(outs[0], outs[1]);
+    let d = max_diff(&outs[0], &outs[2]);
+    assert!(
+        d > 1e-2,
+        "post-norm must compute something else, differs by {d}"
+    );
+    // A hand-edited file with a value other than true/false is refused (same-length edit,
+    // so the header stays valid).
+    let mut bytes = files[2].clone();
+    let (from, to) = (
+        br#""do_layer_norm_before":"false""#,
+        br#""do_layer_norm_before":"maybe""#,
+    );
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let p = dir.path().join("bad.safetensors");
+    std::fs::write(&p, &bytes).unwrap();
+    let s = err(load_block_file(&p)).to_string();
+    assert!(s.contains("maybe"), "{s}");
+}
+
+/// `blocks = N`: N consecutive layers in one file (tensors under `layers.{i}.`), the last N
+/// by default; a single layer keeps today's bytes, key and inputs exactly.
+#[test]
+fn stacked_layers_extract_round_trip_and_key() {
+    use super::checkpoint::{layer_files, layers_files};
+    use super::{block_file_config, extract_blocks, load_block_stack, stack_to_safetensors_bytes};
+    use lm4ve_pipeline::PipelineConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let m = hf_llama_sharded(dir.path());
+    // Default: the last two layers, as the reference's first_layer = n_layers - 2.
+    let stack = extract_blocks(&m, None, 2).unwrap();
+    assert_eq!(
+        stack.iter().map(|b| b.layer).collect::<Vec<_>>(),
+        [LAYERS - 2, LAYERS - 1]
+    );
+    let bytes = stack_to_safetensors_bytes(&stack).unwrap();
+    let out = dir.path().join("stack.safetensors");
+    std::fs::write(&out, &bytes).unwrap();
+    let (cfg, layers, meta) = load_block_stack(&out).unwrap();
+    assert_eq!(cfg, stack[0].config);
+    assert_eq!(layers.len(), 2);
+    for (l, b) in layers.iter().zip(&stack) {
+        for (n, s, d) in &b.tensors {
+            assert_eq!(&l[n], &(s.clone(), d.clone()), "layer {} {n}", b.layer);
+        }
+    }
+    assert_eq!(meta["blocks"], "2");
+    assert_eq!(meta["layer"], (LAYERS - 2).to_string());
+    assert_ne!(layers[0], layers[1], "two different layers");
+    // The header alone gives the shape.
+    let (hc, hn, _) = block_file_config(&out).unwrap();
+    assert_eq!((hc, hn), (cfg.clone(), 2));
+    // One-layer readers refuse a stack instead of running its first layer only.
+    let s = err(load_block_file(&out)).to_string();
+    assert!(s.contains("stack of 2 layers"), "{s}");
+    // A stack of one is the single-layer file, byte for byte.
+    let one = extract_block(&m, Some(1)).unwrap();
+    assert_eq!(
+        stack_to_safetensors_bytes(std::slice::from_ref(&one)).unwrap(),
+        one.to_safetensors_bytes().unwrap()
+    );
+    assert_eq!(layers_files(&m, 1, 1).unwrap(), layer_files(&m, 1).unwrap());
+    // Out of range: layer 2 + 2 layers > 3.
+    assert!(matches!(
+        extract_blocks(&m, Some(2), 2).unwrap_err(),
+        LlmError::Layer { .. }
+    ));
+    // The stage: `blocks` enters the key only when > 1; inputs are the union of the layers'.
+    let parse = |params: &str| {
+        PipelineConfig::parse(
+            &dir.path().join("p.toml"),
+            &format!("[stages.blk]\nkind = \"llm.block\"\n[stages.blk.params]\ncheckpoint = \"sharded\"\n{params}\n"),
+        )
+        .unwrap()
+    };
+    let stage = |params: &str| {
+        let c = parse(params);
+        crate::build_stage(&c, &c.stages["blk"])
+    };
+    let key = |params: &str| stage(params).unwrap().key_params();
+    assert_eq!(key(""), serde_json::json!({"layer": 2}));
+    assert_eq!(key("blocks = 1"), serde_json::json!({"layer": 2}));
+    assert_eq!(
+        key("blocks = 2"),
+        serde_json::json!({"layer": 1, "blocks": 2})
+    );
+    assert_eq!(
+        key("layer = 0\nblocks = 3"),
+        serde_json::json!({"layer": 0, "blocks": 3})
+    );
+    let rels = |params: &str| -> Vec<String> {
+        stage(params)
+            .unwrap()
+            .inputs()
+            .iter()
+            .map(|i| i.rel.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        rels("layer = 0\nblocks = 3"),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "config.json"
+        ]
+    );
+    for (params, needle) in [
+        ("blocks = 4", "0..=2"),
+        ("blocks = 0", "blocks"),
+        ("layer = 2\nblocks = 2", "out of range"),
+    ] {
+        let e = stage(params).err().unwrap().to_string();
+        assert!(e.contains(needle), "{params}: {e}");
     }
 }

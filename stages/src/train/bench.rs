@@ -4,7 +4,7 @@
 //! AdamW. Inputs are random tensors already on the device, so data loading is not timed
 //! (the PyTorch side, `benches/gpu_step.py`, does the same).
 
-use super::block::{BlockMode, LlmBlock};
+use super::block::{BlockCore, BlockMode, LlmBlock, MlpBlock, MlpConfig};
 use super::models::layers::Execution;
 use super::models::layers::{init_vars, step_rng};
 use super::models::pointbert::{PointBert, PointBertConfig};
@@ -102,6 +102,7 @@ pub fn llama7b_block() -> BlockConfig {
         head_dim: 128,
         intermediate_size: 11008,
         norm_eps: 1e-6,
+        post_norm: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn tiny_block() -> BlockConfig {
         head_dim: 16,
         intermediate_size: 96,
         norm_eps: 1e-6,
+        post_norm: false,
     }
 }
 
@@ -144,7 +146,7 @@ fn mask(b: usize, n: usize, real: usize, device: &Device) -> Result<Tensor> {
 
 fn setup(
     spec: &BenchSpec,
-    block: Option<(LlmBlock, BlockMode)>,
+    block: Option<(BlockCore, BlockMode)>,
     vb: VarBuilder,
     device: &Device,
 ) -> Result<Setup> {
@@ -259,6 +261,11 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
     };
     let (block, block_vars) = match spec.mode {
         BlockMode::None => (None, Vec::new()),
+        BlockMode::Mlp => {
+            let mut mlp = MlpBlock::random(&MlpConfig::of_block(&block_cfg, None), 0, device)?;
+            let vars = mlp.make_trainable()?.into_iter().map(|(_, v)| v).collect();
+            (Some((BlockCore::Mlp(mlp), BlockMode::Mlp)), vars)
+        }
         mode => {
             let mut blk = LlmBlock::random(&block_cfg, 0, device)?;
             let vars = if mode.is_trainable() {
@@ -266,7 +273,7 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
             } else {
                 Vec::new()
             };
-            (Some((blk, mode)), vars)
+            (Some((BlockCore::from(blk), mode)), vars)
         }
     };
     let block_params = block.as_ref().map_or(0, |(b, _)| b.num_params());
@@ -450,6 +457,7 @@ mod tests {
                 BlockMode::None,
                 BlockMode::Trainable,
                 BlockMode::RandomTrained,
+                BlockMode::Mlp,
             ] {
                 let spec = BenchSpec {
                     model,
@@ -471,7 +479,7 @@ mod tests {
                     p["trainable"].as_u64().unwrap(),
                 );
                 match mode {
-                    BlockMode::Trainable | BlockMode::RandomTrained => {
+                    BlockMode::Trainable | BlockMode::RandomTrained | BlockMode::Mlp => {
                         assert_eq!(tr, enc + blk, "{model:?}")
                     }
                     BlockMode::None => assert_eq!(blk, 0),

@@ -42,3 +42,13 @@ pub fn device() -> Result<Device> {
         DevicePref::Auto => Ok(try_cuda().unwrap_or(Device::Cpu)),
     }
 }
+
+/// Whether a run would train on CUDA (for dry runs, which build no model on the device):
+/// `--device cuda` yes, `cpu` no, `auto` when this build has CUDA and a device answers.
+pub fn would_use_cuda() -> bool {
+    match PREF.get().copied().unwrap_or(DevicePref::Auto) {
+        DevicePref::Cpu => false,
+        DevicePref::Cuda => true,
+        DevicePref::Auto => cfg!(feature = "cuda") && try_cuda().is_ok(),
+    }
+}

@@ -9,6 +9,8 @@
 //!   activation checkpointing, mixed precision.
 //! - `data/`: shard-backed data sets, one per task, over `ShardSet`.
 //! - `optim.rs` (AdamW, schedule), `device.rs` (`--device`); curves are drawn by `crate::plot`.
+//! - `plan.rs`: the dry run of a train stage (parameter counts, memory, FLOPs), from configs
+//!   alone.
 //! - `task.rs`: what differs per task (model, batches, loss, metrics); `stage.rs`: the
 //!   `train`/`eval` stages' params and Stage impls; `trainer.rs`: the epoch/step loop;
 //!   `checkpoint.rs`: work-unit checkpoints. These know the pipeline engine; `bench.rs`:
@@ -29,6 +31,7 @@ mod init_tests;
 pub mod models;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod stage;
 pub mod task;
 mod trainer;

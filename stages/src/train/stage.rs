@@ -42,6 +42,7 @@ struct TrainToml {
     block: Option<String>,
     #[serde(default)]
     mode: BlockMode,
+    mlp_hidden: Option<usize>,
     #[serde(default)]
     model: serde_json::Value,
     epochs: Option<usize>,
@@ -148,8 +149,13 @@ pub struct TrainParams {
     pub data: String,
     /// The `llm.block` stage (needed unless mode = "none").
     pub block: Option<String>,
-    /// frozen (pretrained, default) | random (same shapes, seeded init, frozen) | trainable | none.
+    /// frozen (pretrained, default) | random (same shapes, seeded init, frozen) |
+    /// random-trained | trainable | mlp | none.
     pub mode: BlockMode,
+    /// `mode = "mlp"` only: the MLP's FFN hidden size (default: the block's
+    /// `intermediate_size`; see `train::block::mlp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_hidden: Option<usize>,
     /// Model sizes: a PointBERT, video ViT or VectorNet config, by the kind of `data`.
     pub model: serde_json::Value,
     pub epochs: usize,
@@ -201,6 +207,7 @@ impl TrainParams {
             data: t.data,
             block: t.block,
             mode: t.mode,
+            mlp_hidden: t.mlp_hidden,
             model: t.model,
             epochs: t.epochs.unwrap_or(d.epochs),
             warmup_epochs: t.warmup_epochs.unwrap_or(d.warmup_epochs),
@@ -273,15 +280,33 @@ pub fn build_train(
     config: &PipelineConfig,
     sc: &StageConfig,
 ) -> Result<Box<dyn Stage>, ConfigError> {
+    let (p, task, model) = parse_train(config, sc, true)?;
+    Ok(Box::new(TrainStage {
+        name: sc.name.clone(),
+        p,
+        task,
+        model,
+    }))
+}
+
+/// A `train` stage's params with every default filled in, its task and typed model config,
+/// checked as `build_train` checks them. `check_init`: also check the `init` checkpoint is
+/// there and readable (its headers); a dry run, which loads no weights, skips that and gets
+/// `init` resolved against the config's folder.
+pub(crate) fn parse_train(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+    check_init_file: bool,
+) -> Result<(TrainParams, Task, ModelConfig), ConfigError> {
     let raw: TrainToml = config.typed_params(sc)?;
     check_upstream_name(config, sc, "data", &raw.data)?;
     let task = task_of(config, sc, &raw.data)?;
     let mut p = TrainParams::resolve(raw, task);
-    p.init = p
-        .init
-        .as_ref()
-        .map(|init| check_init(config, sc, task, init))
-        .transpose()?;
+    p.init = match &p.init {
+        Some(init) if check_init_file => Some(check_init(config, sc, task, init)?),
+        Some(init) => Some(config.resolve(init)),
+        None => None,
+    };
     match (&p.block, p.mode) {
         (None, m) if m != BlockMode::None => {
             return Err(config.param_error(
@@ -292,6 +317,23 @@ pub fn build_train(
             ))
         }
         (Some(b), _) => check_upstream_name(config, sc, "block", b)?,
+        _ => {}
+    }
+    match (p.mlp_hidden, p.mode) {
+        (Some(_), m) if m != BlockMode::Mlp => {
+            return Err(config.param_error(
+                &sc.name,
+                Some("mlp_hidden"),
+                format!("mlp_hidden applies to mode = \"mlp\" only (mode is \"{m}\")"),
+            ))
+        }
+        (Some(0), _) => {
+            return Err(config.param_error(
+                &sc.name,
+                Some("mlp_hidden"),
+                "mlp_hidden must be positive".into(),
+            ))
+        }
         _ => {}
     }
     if p.epochs == 0 || p.batch_size == 0 || p.epochs_per_checkpoint == 0 {
@@ -311,12 +353,7 @@ pub fn build_train(
     let model = task
         .model_config(&p.model)
         .map_err(|e| config.param_error(&sc.name, Some("model"), e))?;
-    Ok(Box::new(TrainStage {
-        name: sc.name.clone(),
-        p,
-        task,
-        model,
-    }))
+    Ok((p, task, model))
 }
 
 /// The `init` checkpoint resolved against the config's folder: present (else a missing
@@ -443,6 +480,10 @@ impl Stage for TrainStage {
             "final": last,
             "best": best,
         });
+        // Only when set: the manifests of every other run stay what they were.
+        if let Some(h) = self.p.mlp_hidden {
+            meta["mlp_hidden"] = h.into();
+        }
         // What the first unit loaded from `init` (load_state_dict-style report).
         if let Some(init) = units.first().and_then(|u| u.meta.get("init")) {
             meta["init"] = init.clone();
@@ -565,7 +606,10 @@ impl Stage for EvalStage {
         }
         let mut set = Dataset::load(self.task, data, &self.split)?;
         anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.split);
-        let mut built = build_model(&cfg, &set, classes, mode, block_up, seed, &device)?;
+        let mlp_hidden = meta["mlp_hidden"].as_u64().map(|h| h as usize);
+        let mut built = build_model(
+            &cfg, &set, classes, mode, mlp_hidden, block_up, seed, &device,
+        )?;
         // Run the model as it was trained (attention and precision; no checkpointing needed
         // without a backward).
         built.model.configure(&Execution {

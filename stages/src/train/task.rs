@@ -4,7 +4,7 @@
 //! this module is the one place that knows the differences: the model and its config, the
 //! data set and its batches, the loss, the held-out metrics, and which split is held out.
 
-use super::block::{BlockMode, LlmBlock};
+use super::block::{BlockCore, BlockMode};
 use super::data::argoverse::AvSet;
 use super::data::pointcloud::{PcSet, PcViews};
 use super::data::video::VideoSet;
@@ -247,7 +247,7 @@ impl Model {
         cfg: &ModelConfig,
         data: &Dataset,
         num_classes: usize,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: VarBuilder,
     ) -> Result<Model> {
         Ok(match (cfg, data) {

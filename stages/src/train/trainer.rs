@@ -3,7 +3,7 @@
 //! backward, loss scaling, clipping, AdamW), evaluate each epoch, and write the checkpoint,
 //! and after the last unit the model, metrics and curves.
 
-use super::block::{BlockMode, LlmBlock};
+use super::block::{BlockCore, BlockMode, LlmBlock, MlpBlock, MlpConfig};
 use super::checkpoint;
 use super::data::pointcloud::PcViews;
 use super::data::prefetch::prefetched;
@@ -13,6 +13,7 @@ use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
 use super::stage::{TrainParams, TrainStage};
 use super::task::{evaluate, train_loss, Dataset, Model, ModelConfig};
+use crate::llm::block_format::BlockConfig;
 use crate::plot::{curves_png, curves_png_axes, Series};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Var};
@@ -29,16 +30,31 @@ const PREFETCH_BATCHES: usize = 2;
 pub struct Built {
     pub varmap: VarMap,
     pub model: Model,
-    /// The block's weights as Vars in trainable mode, named `llm_block.<tensor>`.
+    /// The block's (or the MLP's) weights as Vars when they train, named `llm_block.<tensor>`
+    /// (`llm_block.<i>.<tensor>` in a stack, `llm_mlp.<tensor>` for the MLP).
     pub block_vars: Vec<(String, Var)>,
 }
 
+/// Seed of layer `i` of a randomly initialised stack: layer 0 keeps the stage's seed (a
+/// single random block is what it always was), later layers get their own streams.
+fn layer_seed(seed: u64, i: usize) -> u64 {
+    if i == 0 {
+        seed
+    } else {
+        seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// The block of `mode` from the `llm.block` artifact: its layers (pretrained or seeded random,
+/// stacked with the final norm once after the last), or for `mlp` the MLP of its shape (only
+/// the file's header is read); `mlp_hidden` overrides the MLP's FFN size.
 fn load_block(
     up: Option<&Upstream>,
     mode: BlockMode,
+    mlp_hidden: Option<usize>,
     seed: u64,
     device: &Device,
-) -> Result<Option<(LlmBlock, BlockMode)>> {
+) -> Result<Option<(BlockCore, BlockMode)>> {
     if mode == BlockMode::None {
         return Ok(None);
     }
@@ -47,44 +63,118 @@ fn load_block(
         .manifest
         .file_path(&up.manifest_path, "block.safetensors")
         .context("the `block` stage has no block.safetensors; it must be an llm.block stage")?;
-    let (cfg, tensors, _meta) = crate::llm::load_block_file(&path)?;
-    let block = match mode {
-        m if m.is_random() => LlmBlock::random(&cfg, seed, device)?,
-        _ => LlmBlock::from_tensors(&cfg, &tensors, device)?,
-    };
-    Ok(Some((block, mode)))
+    let (cfg, n, _) = crate::llm::block_file_config(&path)?;
+    let core = core_of(
+        mode,
+        &cfg,
+        n,
+        || Ok(crate::llm::load_block_stack(&path)?.1),
+        mlp_hidden,
+        seed,
+        device,
+    )?;
+    Ok(Some((core, mode)))
 }
 
+/// The block core of `mode` for `n` layers of shape `cfg`: the pretrained layers
+/// (`pretrained` is read only for the modes that use the weights), seeded random ones, or for
+/// `mlp` the MLP of that shape. Not for `none`.
+pub(super) fn core_of(
+    mode: BlockMode,
+    cfg: &BlockConfig,
+    n: usize,
+    pretrained: impl FnOnce() -> Result<Vec<BlockTensors>>,
+    mlp_hidden: Option<usize>,
+    seed: u64,
+    device: &Device,
+) -> Result<BlockCore> {
+    Ok(match mode {
+        BlockMode::None => anyhow::bail!("mode none has no block"),
+        BlockMode::Mlp => BlockCore::Mlp(MlpBlock::random(
+            &MlpConfig::of_block(cfg, mlp_hidden),
+            seed,
+            device,
+        )?),
+        m if m.is_random() => BlockCore::stack(
+            (0..n)
+                .map(|i| LlmBlock::random(cfg, layer_seed(seed, i), device))
+                .collect::<Result<_>>()?,
+        )?,
+        _ => {
+            let layers = pretrained()?;
+            anyhow::ensure!(
+                layers.len() == n,
+                "the block file holds {} layers, its metadata says {n}",
+                layers.len()
+            );
+            BlockCore::stack(
+                layers
+                    .iter()
+                    .map(|t| LlmBlock::from_tensors(cfg, t, device))
+                    .collect::<Result<_>>()?,
+            )?
+        }
+    })
+}
+
+type BlockTensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Makes the weights of a trainable core Vars, named for checkpoints: `llm_block.<tensor>`
+/// for one layer (as before stacks existed), `llm_block.<i>.<tensor>` for layer i of a stack,
+/// `llm_mlp.<tensor>` for the MLP.
+fn trainable_vars(core: &mut BlockCore) -> Result<Vec<(String, Var)>> {
+    Ok(match core {
+        BlockCore::Llm(layers) => {
+            let n = layers.len();
+            let mut out = Vec::new();
+            for (i, b) in layers.iter_mut().enumerate() {
+                let names: Vec<String> = b
+                    .config()
+                    .tensor_shapes()
+                    .iter()
+                    .map(|(t, _)| t.to_string())
+                    .collect();
+                let prefix = if n == 1 {
+                    "llm_block.".to_string()
+                } else {
+                    format!("llm_block.{i}.")
+                };
+                let vars = b.make_trainable()?;
+                out.extend(
+                    names
+                        .into_iter()
+                        .zip(vars)
+                        .map(|(t, v)| (format!("{prefix}{t}"), v)),
+                );
+            }
+            out
+        }
+        BlockCore::Mlp(m) => m
+            .make_trainable()?
+            .into_iter()
+            .map(|(t, v)| (format!("llm_mlp.{t}"), v))
+            .collect(),
+    })
+}
+
+/// The model of a train stage: encoder + block core of `mode` from the block artifact.
+#[allow(clippy::too_many_arguments)] // the model, its data, and the block's source
 pub fn build_model(
     cfg: &ModelConfig,
     data: &Dataset,
     num_classes: usize,
     mode: BlockMode,
+    mlp_hidden: Option<usize>,
     block_up: Option<&Upstream>,
     seed: u64,
     device: &Device,
 ) -> Result<Built> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let block = load_block(block_up, mode, seed, device)?;
-    let mut block_vars = Vec::new();
-    let block = match block {
-        Some((mut b, mode)) if mode.is_trainable() => {
-            let names: Vec<String> = b
-                .config()
-                .tensor_shapes()
-                .iter()
-                .map(|(n, _)| n.to_string())
-                .collect();
-            let vars = b.make_trainable()?;
-            block_vars = names
-                .into_iter()
-                .zip(vars)
-                .map(|(n, v)| (format!("llm_block.{n}"), v))
-                .collect();
-            Some((b, mode))
-        }
-        other => other,
+    let mut block = load_block(block_up, mode, mlp_hidden, seed, device)?;
+    let block_vars = match block.as_mut() {
+        Some((core, mode)) if mode.is_trainable() => trainable_vars(core)?,
+        _ => Vec::new(),
     };
     let model = Model::build(cfg, data, num_classes, block, vb)?;
     init_vars(&varmap, seed)?;
@@ -253,6 +343,7 @@ impl TrainStage {
             &train,
             classes,
             self.p.mode,
+            self.p.mlp_hidden,
             block_up,
             self.p.seed,
             &device,
@@ -548,5 +639,143 @@ mod tests {
             None,
             "BN statistics are not trained"
         );
+    }
+
+    /// Every ablation on a tiny PointBERT, with one layer and with a stack of two: which
+    /// weights exist, which enter the optimizer (and in which group), which get gradients in
+    /// a step, and that frozen LLM weights get none.
+    #[test]
+    fn every_mode_trains_what_it_should() {
+        use crate::train::block::tests::{llama_cfg, random_tensors};
+        use crate::train::models::pointbert::{PointBert, PointBertConfig};
+        let dev = Device::Cpu;
+        let bcfg = llama_cfg();
+        let p = super::super::stage::tests::resolved_defaults(Task::PointCloud);
+        let pcfg = PointBertConfig {
+            trans_dim: 16,
+            depth: 1,
+            heads: 2,
+            pointnet_dims: [8, 16, 16],
+            encoder_dims: 16,
+            drop_path: 0.0,
+            head_dropout: 0.0,
+            ..Default::default()
+        };
+        let layer_params: usize = bcfg
+            .tensor_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        let mut encoder_count = None;
+        for n in [1usize, 2] {
+            for mode in [
+                BlockMode::Frozen,
+                BlockMode::Random,
+                BlockMode::RandomTrained,
+                BlockMode::Trainable,
+                BlockMode::Mlp,
+                BlockMode::None,
+            ] {
+                let what = format!("{mode}, {n} layer(s)");
+                let mut core = (mode != BlockMode::None).then(|| {
+                    core_of(
+                        mode,
+                        &bcfg,
+                        n,
+                        || {
+                            Ok((0..n)
+                                .map(|i| random_tensors(&bcfg, 80 + i as u64))
+                                .collect())
+                        },
+                        None,
+                        5,
+                        &dev,
+                    )
+                    .unwrap()
+                });
+                let block_vars = match core.as_mut() {
+                    Some(c) if mode.is_trainable() => trainable_vars(c).unwrap(),
+                    _ => Vec::new(),
+                };
+                // The frozen LLM weights, to check they get no gradient.
+                let frozen: Vec<candle_core::Tensor> = match &core {
+                    Some(BlockCore::Llm(ls)) if !mode.is_trainable() => ls
+                        .iter()
+                        .flat_map(|l| l.tensors().into_iter().map(|(_, t)| t))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let core_params = core.as_ref().map_or(0, |c| c.num_params());
+                let varmap = VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+                let model = PointBert::new(&pcfg, 4, core.map(|c| (c, mode)), vb).unwrap();
+                init_vars(&varmap, 0).unwrap();
+                let params = params_for(&p, &varmap, &block_vars).unwrap();
+                let names: Vec<&str> = params.iter().map(|(n, ..)| n.as_str()).collect();
+                let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+                assert_eq!(has("llm_adapter_up"), mode != BlockMode::None, "{what}");
+                assert_eq!(has("llm_adapter_down"), mode != BlockMode::None, "{what}");
+                let llm_trains = matches!(mode, BlockMode::Trainable | BlockMode::RandomTrained);
+                if n == 1 {
+                    assert_eq!(
+                        has("llm_block.self_attn.q_proj.weight"),
+                        llm_trains,
+                        "{what}"
+                    );
+                } else {
+                    for i in 0..n {
+                        assert_eq!(
+                            has(&format!("llm_block.{i}.mlp.up_proj.weight")),
+                            llm_trains,
+                            "{what}"
+                        );
+                    }
+                }
+                assert_eq!(has("llm_block"), llm_trains, "{what}");
+                assert_eq!(has("llm_mlp."), mode == BlockMode::Mlp, "{what}");
+                if mode == BlockMode::Mlp {
+                    // The MLP's matrices decay like a trainable block's, its norm does not.
+                    let g = |name: &str| params.iter().find(|q| q.0 == name).map(|q| (q.2, q.3));
+                    assert_eq!(g("llm_mlp.gate_proj.weight"), Some((1.0, p.weight_decay)));
+                    assert_eq!(g("llm_mlp.norm.weight"), Some((1.0, 0.0)));
+                }
+                // Counts: what enters the optimizer is the encoder (+ adapters) plus the
+                // block's weights exactly when they train.
+                let trainable: usize = params.iter().map(|(_, v, ..)| v.elem_count()).sum();
+                let adapters = if mode == BlockMode::None {
+                    0
+                } else {
+                    2 * 16 * bcfg.hidden_size
+                };
+                let encoder =
+                    trainable - adapters - if mode.is_trainable() { core_params } else { 0 };
+                assert_eq!(*encoder_count.get_or_insert(encoder), encoder, "{what}");
+                let want_core = match mode {
+                    BlockMode::None => 0,
+                    BlockMode::Mlp => MlpConfig::of_block(&bcfg, None).num_params(),
+                    _ => n * layer_params,
+                };
+                assert_eq!(core_params, want_core, "{what}");
+                // One step: every optimizer parameter that the forward reaches gets a
+                // gradient, the frozen block's weights none.
+                let c = candle_core::Tensor::randn(0f32, 0.5, (2, 8, 3), &dev).unwrap();
+                let nb = candle_core::Tensor::randn(0f32, 0.05, (2, 8, 4, 3), &dev).unwrap();
+                let mut rng = step_rng(0, "t", 0);
+                let logits = model.forward(&c, &nb, Some(&mut rng)).unwrap();
+                let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, var, ..) in &params {
+                    assert!(
+                        grads.get(var.as_tensor()).is_some(),
+                        "{what}: no grad for {name}"
+                    );
+                }
+                for t in &frozen {
+                    assert!(
+                        grads.get(t).is_none(),
+                        "{what}: a frozen LLM weight got a gradient"
+                    );
+                }
+            }
+        }
     }
 }

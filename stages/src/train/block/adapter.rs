@@ -1,16 +1,17 @@
 //! The width adapters around the LLM block (PAPER.md §1: `Linear(d, D_llm, bias=False)` →
-//! block → `Linear(D_llm, d, bias=False)`), and how the block runs inside a trained model.
+//! block → `Linear(D_llm, d, bias=False)`), and how the block (one layer, a stack, or the
+//! `mlp` control: [`BlockCore`]) runs inside a trained model.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::{BlockMode, LlmBlock};
+use super::{BlockCore, BlockMode};
 use crate::train::ops::attention::AttnImpl;
 use crate::train::ops::precision::{linear, Precision};
 
 /// The LLM block with its width adapters.
 pub struct BlockAdapter {
-    pub block: LlmBlock,
+    pub block: BlockCore,
     up: Linear,
     down: Linear,
     /// The adapters' matmul precision (None: f32).
@@ -24,14 +25,14 @@ impl BlockAdapter {
     /// ones, so autocast there would only lose precision).
     pub fn maybe_new(
         width: usize,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: &VarBuilder,
     ) -> Result<Option<Self>> {
         Ok(match block {
             Some((block, mode)) if mode != BlockMode::None => {
-                let d = block.config().hidden_size;
-                let block = if block.device().is_cuda() && !block.is_trainable() {
-                    block.with_precision(Precision::Bf16)
+                let d = block.width();
+                let block = if block.device().is_some_and(|d| d.is_cuda()) {
+                    block.configure(AttnImpl::default(), Some(Precision::Bf16))
                 } else {
                     block
                 };
@@ -49,13 +50,7 @@ impl BlockAdapter {
     /// Full or chunked attention inside the LLM block, and an explicit precision for the
     /// adapters and a frozen block (None keeps the default split).
     pub fn configure(&mut self, attn: AttnImpl, prec: Option<Precision>) {
-        let mut block = self.block.clone().with_attention(attn);
-        if let Some(p) = prec {
-            if !block.is_trainable() {
-                block = block.with_precision(p);
-            }
-        }
-        self.block = block;
+        self.block = self.block.clone().configure(attn, prec);
         self.prec = prec;
     }
 

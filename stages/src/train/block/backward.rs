@@ -44,31 +44,11 @@ fn norm_back(
     g.broadcast_mul(r)
 }
 
-/// dL/dx [B, T, D] from dL/dout, the saved intermediates and the (frozen) weights, in the
-/// same precision split as the forward.
-pub(crate) fn backward(
-    w: &Weights,
-    cfg: &BlockConfig,
-    s: &Saved,
-    dout: &Tensor,
-    prec: Prec,
-) -> Result<Tensor> {
-    let (b, t) = (s.b, s.t);
-    let n = b * t;
-    let d = cfg.hidden_size;
-    let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let g = h / kv;
-    let centred = cfg.arch == Arch::Opt;
-    let mmt = prec.mm_dtype();
-    let f32 = DType::F32;
-    let dout = dout.to_dtype(f32)?.reshape((n, d))?;
-
-    // Final RMSNorm (no weight).
-    let dy = norm_back(&dout, &s.out, &s.rf, None, false)?;
-
-    // MLP: y = hres + W_out·act(n2); the residual passes dy straight through.
+/// dL/d(MLP input) [N, D] f32 from dL/d(MLP output) `dy` [N, D] f32: back through
+/// `W_out·act(W_in·n (+ b))` (SwiGLU for LLaMA, ReLU for OPT), weights frozen.
+fn mlp_back(w: &Weights, cfg: &BlockConfig, s: &Saved, dy: &Tensor, mmt: DType) -> Result<Tensor> {
     let dm = dy.to_dtype(mmt)?.matmul(&w.mlp_out)?;
-    let dn2 = match (&s.mlp_u, cfg.arch) {
+    match (&s.mlp_u, cfg.arch) {
         (Some(u), Arch::Llama) => {
             // m = silu(a)·u; silu'(a) = σ(a)·(1 + a·(1 − σ(a))).
             let a = &s.mlp_a;
@@ -84,10 +64,15 @@ pub(crate) fn backward(
             (&dm * pass)?.matmul(&w.mlp_in)?
         }
     }
-    .to_dtype(f32)?;
-    let dh = (&dy + norm_back(&dn2, &s.xh2, &s.r2, Some(&w.norm2), centred)?)?;
+    .to_dtype(DType::F32)
+}
 
-    // Attention: hres = x + W_o·o.
+/// dL/d(attention input) [N, D] f32 from dL/d(attention output, after W_o) `dh` [N, D].
+fn attn_back(w: &Weights, cfg: &BlockConfig, s: &Saved, dh: &Tensor, mmt: DType) -> Result<Tensor> {
+    let (b, t) = (s.b, s.t);
+    let n = b * t;
+    let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let g = h / kv;
     let do_ = dh
         .to_dtype(mmt)?
         .matmul(&w.o)?
@@ -113,8 +98,44 @@ pub(crate) fn backward(
         .reshape((n, h * hd))?;
     let dk = dk.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
     let dv = dv.transpose(1, 2)?.contiguous()?.reshape((n, kv * hd))?;
-    let dn1 = ((dq.matmul(&w.q)? + dk.matmul(&w.k)?)? + dv.matmul(&w.v)?)?.to_dtype(f32)?;
-    let dx = (&dh + norm_back(&dn1, &s.xh1, &s.r1, Some(&w.norm1), centred)?)?;
+    ((dq.matmul(&w.q)? + dk.matmul(&w.k)?)? + dv.matmul(&w.v)?)?.to_dtype(DType::F32)
+}
+
+/// dL/dx [B, T, D] from dL/dout, the saved intermediates and the (frozen) weights, in the
+/// same precision split as the forward.
+pub(crate) fn backward(
+    w: &Weights,
+    cfg: &BlockConfig,
+    s: &Saved,
+    dout: &Tensor,
+    prec: Prec,
+) -> Result<Tensor> {
+    let (b, t) = (s.b, s.t);
+    let n = b * t;
+    let d = cfg.hidden_size;
+    let centred = cfg.arch == Arch::Opt;
+    let mmt = prec.mm_dtype();
+    let dout = dout.to_dtype(DType::F32)?.reshape((n, d))?;
+
+    // Final RMSNorm (no weight), when this block has it.
+    let dy = match &s.fin {
+        Some((out, rf)) => norm_back(&dout, out, rf, None, false)?,
+        None => dout,
+    };
+
+    let dx = if cfg.post_norm {
+        // y = norm2(s2), s2 = h + mlp(h); h = norm1(s1), s1 = x + attn(x).
+        let ds2 = norm_back(&dy, &s.xh2, &s.r2, Some(&w.norm2), centred)?;
+        let dh = (&ds2 + mlp_back(w, cfg, s, &ds2, mmt)?)?;
+        let ds1 = norm_back(&dh, &s.xh1, &s.r1, Some(&w.norm1), centred)?;
+        (&ds1 + attn_back(w, cfg, s, &ds1, mmt)?)?
+    } else {
+        // y = h + mlp(norm2(h)); h = x + attn(norm1(x)): the residuals pass the grad through.
+        let dn2 = mlp_back(w, cfg, s, &dy, mmt)?;
+        let dh = (&dy + norm_back(&dn2, &s.xh2, &s.r2, Some(&w.norm2), centred)?)?;
+        let dn1 = attn_back(w, cfg, s, &dh, mmt)?;
+        (&dh + norm_back(&dn1, &s.xh1, &s.r1, Some(&w.norm1), centred)?)?
+    };
     dx.reshape((b, t, d))
 }
 
@@ -160,12 +181,22 @@ pub(crate) fn forward_frozen(
     bias: Option<&Tensor>,
     prec: Prec,
     attn: AttnImpl,
+    final_norm: bool,
 ) -> Result<Tensor> {
     if !x.track_op() {
         // No gradient will be asked for: skip keeping intermediates.
-        return Ok(forward_impl(w, cfg, x, bias, prec, Mode::Fast, attn)?.0);
+        return Ok(forward_impl(w, cfg, x, bias, prec, Mode::Fast, attn, final_norm)?.0);
     }
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), bias, prec, Mode::Save, attn)?;
+    let (out, saved) = forward_impl(
+        w,
+        cfg,
+        &x.detach(),
+        bias,
+        prec,
+        Mode::Save,
+        attn,
+        final_norm,
+    )?;
     let Some(saved) = saved else {
         candle_core::bail!("frozen llm block: internal error, nothing saved");
     };
@@ -186,8 +217,18 @@ pub(crate) fn saved_bytes(
     x: &Tensor,
     prec: Prec,
     attn: AttnImpl,
+    final_norm: bool,
 ) -> Result<usize> {
-    let (out, saved) = forward_impl(w, cfg, &x.detach(), None, prec, Mode::Save, attn)?;
+    let (out, saved) = forward_impl(
+        w,
+        cfg,
+        &x.detach(),
+        None,
+        prec,
+        Mode::Save,
+        attn,
+        final_norm,
+    )?;
     let saved = saved.map_or(0, |s| s.bytes());
     // Plus the node's own output copy.
     Ok(saved + out.elem_count() * out.dtype().size_in_bytes())

@@ -51,7 +51,9 @@ pub(crate) enum Mode {
 }
 
 /// Intermediates of one forward, all detached. Norm inputs are kept normalised (x̂) with
-/// their inverse std r, which is all a norm's input-gradient needs. Tensors marked "mm" are
+/// their inverse std r, which is all a norm's input-gradient needs. `xh1`/`r1` belong to the
+/// first norm (before attention in a pre-norm layer, after its residual add in a post-norm
+/// one), `xh2`/`r2` to the second. Tensors marked "mm" are
 /// in the matmul dtype (bf16 under autocast, halving what is kept).
 pub(crate) struct Saved {
     pub(super) b: usize,
@@ -74,9 +76,9 @@ pub(crate) struct Saved {
     pub(super) mlp_a: Tensor,
     /// mm: LLaMA up projection [N, F]; OPT: None.
     pub(super) mlp_u: Option<Tensor>,
-    /// Final output [N, D] (= y·rf) and the final norm's inverse rms [N, 1].
-    pub(super) out: Tensor,
-    pub(super) rf: Tensor,
+    /// With the all-ones final RMSNorm: the output [N, D] (= y·rf) and the norm's inverse
+    /// rms [N, 1]; None for a block of a stack that is not the last (no final norm).
+    pub(super) fin: Option<(Tensor, Tensor)>,
 }
 
 impl Saved {
@@ -92,9 +94,11 @@ impl Saved {
             &self.xh2,
             &self.r2,
             &self.mlp_a,
-            &self.out,
-            &self.rf,
         ];
+        if let Some((out, rf)) = &self.fin {
+            ts.push(out);
+            ts.push(rf);
+        }
         if let Some(u) = &self.mlp_u {
             ts.push(u);
         }
@@ -139,8 +143,14 @@ pub(super) fn affine(xh: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tens
 }
 
 /// The block's forward on x [B, T, D] f32. `bias` is the key-mask score bias [B, 1, 1, T].
-/// `w` must hold its matrices and projection biases in `prec`'s matmul dtype.
+/// `w` must hold its matrices and projection biases in `prec`'s matmul dtype. `final_norm`:
+/// end with the all-ones RMSNorm (every block but the inner ones of a stack).
 /// Returns the output [B, T, D] f32 and, in Save mode, the intermediates.
+///
+/// Pre-norm (LLaMA, most OPT): `h = x + attn(norm1(x))`, `y = h + mlp(norm2(h))`.
+/// Post-norm (OPT with `do_layer_norm_before = false`): `h = norm1(x + attn(x))`,
+/// `y = norm2(h + mlp(h))`, as transformers' `OPTDecoderLayer` runs it.
+#[allow(clippy::too_many_arguments)] // the weights, the input and how to run
 pub(crate) fn forward_impl(
     w: &Weights,
     cfg: &BlockConfig,
@@ -149,6 +159,7 @@ pub(crate) fn forward_impl(
     prec: Prec,
     mode: Mode,
     attn: AttnImpl,
+    final_norm: bool,
 ) -> Result<(Tensor, Option<Saved>)> {
     let (b, t, d) = x.dims3()?;
     let (h, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -159,9 +170,24 @@ pub(crate) fn forward_impl(
     let f32 = DType::F32;
     let x2 = x.reshape((n, d))?;
 
+    let post = cfg.post_norm;
+    // (x̂, r, norm(v)) of a norm with weight `nw` and bias `nb`.
+    let norm = |v: &Tensor, nw: &Tensor, nb: Option<&Tensor>| -> Result<(Tensor, Tensor, Tensor)> {
+        let (xh, r) = norm_stats(v, centred, cfg.norm_eps)?;
+        let y = affine(&xh, nw, nb)?;
+        Ok((xh, r, y))
+    };
+
     // Attention. (Every to_dtype below is a no-op in f32.)
-    let (xh1, r1) = norm_stats(&x2, centred, cfg.norm_eps)?;
-    let n1 = affine(&xh1, &w.norm1, w.norm1_b.as_ref())?.to_dtype(mmt)?;
+    let mut stats1 = None;
+    let a_in = if post {
+        x2.clone()
+    } else {
+        let (xh, r, y) = norm(&x2, &w.norm1, w.norm1_b.as_ref())?;
+        stats1 = Some((xh, r));
+        y
+    };
+    let n1 = a_in.to_dtype(mmt)?;
     let scale = 1.0 / (hd as f64).sqrt();
     let q = (lin(&n1, &w.q, w.q_b.as_ref())? * scale)?;
     let k = lin(&n1, &w.k, w.k_b.as_ref())?;
@@ -186,11 +212,25 @@ pub(crate) fn forward_impl(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((n, h * hd))?;
-    let hres = (&x2 + lin(&o, &w.o, w.o_b.as_ref())?.to_dtype(f32)?)?;
+    let sum1 = (&x2 + lin(&o, &w.o, w.o_b.as_ref())?.to_dtype(f32)?)?;
+    let hres = if post {
+        let (xh, r, y) = norm(&sum1, &w.norm1, w.norm1_b.as_ref())?;
+        stats1 = Some((xh, r));
+        y
+    } else {
+        sum1
+    };
 
     // MLP.
-    let (xh2, r2) = norm_stats(&hres, centred, cfg.norm_eps)?;
-    let n2 = affine(&xh2, &w.norm2, w.norm2_b.as_ref())?.to_dtype(mmt)?;
+    let mut stats2 = None;
+    let m_in = if post {
+        hres.clone()
+    } else {
+        let (xh, r, y) = norm(&hres, &w.norm2, w.norm2_b.as_ref())?;
+        stats2 = Some((xh, r));
+        y
+    };
+    let n2 = m_in.to_dtype(mmt)?;
     let a = lin(&n2, &w.mlp_in, w.mlp_in_b.as_ref())?;
     let (m, u) = match cfg.arch {
         Arch::Llama => {
@@ -199,10 +239,25 @@ pub(crate) fn forward_impl(
         }
         Arch::Opt => (a.relu()?, None),
     };
-    let y = (&hres + lin(&m, &w.mlp_out, w.mlp_out_b.as_ref())?.to_dtype(f32)?)?;
+    let sum2 = (&hres + lin(&m, &w.mlp_out, w.mlp_out_b.as_ref())?.to_dtype(f32)?)?;
+    let y = if post {
+        let (xh, r, y) = norm(&sum2, &w.norm2, w.norm2_b.as_ref())?;
+        stats2 = Some((xh, r));
+        y
+    } else {
+        sum2
+    };
+    let (Some((xh1, r1)), Some((xh2, r2))) = (stats1, stats2) else {
+        candle_core::bail!("llm block: internal error, a norm was skipped");
+    };
 
-    // The all-ones final RMSNorm (PAPER.md §2).
-    let (out, rf) = norm_stats(&y, false, FINAL_NORM_EPS)?;
+    // The all-ones final RMSNorm (PAPER.md §2), once after the last block of a stack.
+    let (out, fin) = if final_norm {
+        let (out, rf) = norm_stats(&y, false, FINAL_NORM_EPS)?;
+        (out.clone(), Some((out, rf)))
+    } else {
+        (y, None)
+    };
     let out3 = out.reshape((b, t, d))?;
     let saved = match mode {
         Mode::Save => Some(Saved {
@@ -220,8 +275,7 @@ pub(crate) fn forward_impl(
             r2,
             mlp_a: a,
             mlp_u: u,
-            out,
-            rf,
+            fin,
         }),
         Mode::Tracked | Mode::Fast => None,
     };

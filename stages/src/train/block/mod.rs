@@ -13,17 +13,24 @@
 //! - trainable ([`LlmBlock::make_trainable`]): plain candle ops with the weights as Vars, so
 //!   autograd reaches them (also the "naive tracked block" baseline of the benchmarks).
 //!
-//! `adapter.rs` holds the width adapters around the block. Depends on `llm::block_format`
+//! OPT layers run pre- or post-LayerNorm as their config says (`BlockConfig::post_norm`).
+//! `stack.rs` holds [`BlockCore`], what the adapters wrap: one layer, a stack of layers with the
+//! final norm once after the last (`blocks = N`), or the trainable MLP of the `mlp` ablation
+//! (`mlp.rs`). `adapter.rs` holds the width adapters around it. Depends on `llm::block_format`
 //! (the one tensor-name table) and `train::ops`; nothing here imports the pipeline engine.
 
 mod adapter;
 mod backward;
 mod forward;
+mod mlp;
+mod stack;
 #[cfg(test)]
 pub(crate) mod tests;
 mod weights;
 
 pub use adapter::BlockAdapter;
+pub use mlp::{MlpBlock, MlpConfig};
+pub use stack::BlockCore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -43,7 +50,8 @@ pub(crate) use forward::Prec;
 use weights::Weights;
 
 /// Which block sits between the adapters (PAPER.md §2 ablations: `init = pretrained | random`
-/// × `train = frozen | trainable`, and `none` = no block and no adapters).
+/// × `train = frozen | trainable`, `mlp` = a trained MLP instead of the block, and `none` = no
+/// block and no adapters). With a stack of layers (`blocks = N`), every layer follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockMode {
@@ -58,14 +66,21 @@ pub enum BlockMode {
     RandomTrained,
     /// Pretrained weights, fine-tuned with the rest of the model.
     Trainable,
+    /// The control "an MLP of matched capacity instead of the block" (PAPER.md §2): the
+    /// adapters around a trainable, randomly initialised residual MLP at the block's width
+    /// and FFN size, no attention (see `block/mlp.rs`). The block stage gives only the shape.
+    Mlp,
     /// No block and no adapters.
     None,
 }
 
 impl BlockMode {
-    /// Whether the block's weights receive gradients and optimizer updates.
+    /// Whether the block's (or the MLP's) weights receive gradients and optimizer updates.
     pub fn is_trainable(self) -> bool {
-        matches!(self, BlockMode::Trainable | BlockMode::RandomTrained)
+        matches!(
+            self,
+            BlockMode::Trainable | BlockMode::RandomTrained | BlockMode::Mlp
+        )
     }
 
     /// Whether the block starts from a seeded random init instead of the checkpoint.
@@ -86,6 +101,7 @@ impl std::fmt::Display for BlockMode {
             BlockMode::Random => "random",
             BlockMode::RandomTrained => "random-trained",
             BlockMode::Trainable => "trainable",
+            BlockMode::Mlp => "mlp",
             BlockMode::None => "none",
         })
     }
@@ -107,6 +123,9 @@ pub struct LlmBlock {
     attn: AttnImpl,
     /// Matmul precision of the frozen path (f32 unless [`LlmBlock::with_precision`]).
     prec: Prec,
+    /// Whether the all-ones RMSNorm follows the layer: true, except for the blocks of a
+    /// stack before its last ([`LlmBlock::without_final_norm`]).
+    final_norm: bool,
 }
 
 impl std::fmt::Debug for LlmBlock {
@@ -145,6 +164,12 @@ fn validate_config(cfg: &BlockConfig) -> anyhow::Result<()> {
             c.num_heads
         );
     }
+    if c.post_norm && c.arch != Arch::Opt {
+        bail!(
+            "llm block: post-LayerNorm is an OPT variant, a {} block has none",
+            c.arch
+        );
+    }
     if !(c.norm_eps.is_finite() && c.norm_eps > 0.0) {
         bail!(
             "llm block: norm_eps must be a positive number, got {}",
@@ -169,6 +194,7 @@ impl LlmBlock {
             f16: OnceLock::new(),
             attn: AttnImpl::Full,
             prec: Prec::F32,
+            final_norm: true,
         })
     }
 
@@ -254,6 +280,18 @@ impl LlmBlock {
             Precision::F16 => Prec::F16,
         };
         self
+    }
+
+    /// Drops the all-ones RMSNorm after the layer: for every block of a stack but the last
+    /// (the reference's `LLaMATransformer` runs its layers, then its one final norm).
+    pub fn without_final_norm(mut self) -> Self {
+        self.final_norm = false;
+        self
+    }
+
+    /// Whether the all-ones RMSNorm follows the layer.
+    pub fn has_final_norm(&self) -> bool {
+        self.final_norm
     }
 
     /// Full or chunked attention (see `train::ops::attention`).
@@ -361,6 +399,7 @@ impl LlmBlock {
             Prec::F32,
             mode,
             self.attn,
+            self.final_norm,
         )?;
         Ok(y)
     }
@@ -383,14 +422,22 @@ impl LlmBlock {
             Prec::Bf16 => self.autocast_weights(&self.bf16, DType::BF16)?,
             Prec::F16 => self.autocast_weights(&self.f16, DType::F16)?,
         };
-        backward::forward_frozen(w, &self.cfg, x, bias.as_ref(), prec, self.attn)
+        backward::forward_frozen(
+            w,
+            &self.cfg,
+            x,
+            bias.as_ref(),
+            prec,
+            self.attn,
+            self.final_norm,
+        )
     }
 
     /// Bytes the frozen node keeps alive between forward and backward for input x (its
     /// saved intermediates and output), for memory reports and benchmarks.
     pub fn frozen_saved_bytes(&self, x: &Tensor) -> candle_core::Result<usize> {
         self.check_input(x)?;
-        backward::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn)
+        backward::saved_bytes(&self.w, &self.cfg, x, Prec::F32, self.attn, self.final_norm)
     }
 
     fn autocast_weights<'a>(

@@ -13,6 +13,7 @@ pub(crate) fn llama_cfg() -> BlockConfig {
         head_dim: 8,
         intermediate_size: 48,
         norm_eps: 1e-5,
+        post_norm: false,
     }
 }
 
@@ -25,6 +26,15 @@ pub(crate) fn opt_cfg() -> BlockConfig {
         head_dim: 8,
         intermediate_size: 48,
         norm_eps: 1e-5,
+        post_norm: false,
+    }
+}
+
+/// OPT with `do_layer_norm_before = false` (opt-350m's layout).
+pub(crate) fn opt_post_cfg() -> BlockConfig {
+    BlockConfig {
+        post_norm: true,
+        ..opt_cfg()
     }
 }
 
@@ -99,11 +109,13 @@ fn layer_norm(x: &[f64], wt: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
 }
 
 /// The whole module for one sequence x[t][d], written from PAPER.md §2 directly.
+/// `final_norm`: end with the all-ones RMSNorm (false for the inner blocks of a stack).
 pub(crate) fn reference_seq(
     cfg: &BlockConfig,
     ts: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     x: &[Vec<f64>],
     key_mask: Option<&[f32]>,
+    final_norm: bool,
 ) -> Vec<Vec<f64>> {
     let (d, h, kvh, hd, f) = (
         cfg.hidden_size,
@@ -151,7 +163,14 @@ pub(crate) fn reference_seq(
             layer_norm(v, w(ts, wn), w(ts, bn), cfg.norm_eps)
         }
     };
-    let n1: Vec<Vec<f64>> = x.iter().map(|r| norm(r, n1w, n1b)).collect();
+    // Post-norm OPT (transformers' OPTDecoderLayer with do_layer_norm_before = False):
+    // attention on x itself, then LN1(x + attn); MLP on that, then LN2(h + mlp).
+    let post = cfg.post_norm;
+    let n1: Vec<Vec<f64>> = if post {
+        x.to_vec()
+    } else {
+        x.iter().map(|r| norm(r, n1w, n1b)).collect()
+    };
     let q: Vec<Vec<f64>> = n1
         .iter()
         .map(|r| linear(r, w(ts, &format!("{qn}.weight")), bias(qn), h * hd))
@@ -196,12 +215,17 @@ pub(crate) fn reference_seq(
     let hres: Vec<Vec<f64>> = (0..t)
         .map(|i| {
             let a = linear(&o[i], w(ts, &format!("{on}.weight")), bias(on), d);
-            x[i].iter().zip(&a).map(|(p, q)| p + q).collect()
+            let s: Vec<f64> = x[i].iter().zip(&a).map(|(p, q)| p + q).collect();
+            if post {
+                norm(&s, n1w, n1b)
+            } else {
+                s
+            }
         })
         .collect();
     hres.iter()
         .map(|hr| {
-            let n2 = norm(hr, n2w, n2b);
+            let n2 = if post { hr.clone() } else { norm(hr, n2w, n2b) };
             let m: Vec<f64> = if llama {
                 let g = linear(&n2, w(ts, "mlp.gate_proj.weight"), None, f);
                 let u = linear(&n2, w(ts, "mlp.up_proj.weight"), None, f);
@@ -219,7 +243,12 @@ pub(crate) fn reference_seq(
                 linear(&m, w(ts, "fc2.weight"), Some(w(ts, "fc2.bias")), d)
             };
             let y: Vec<f64> = hr.iter().zip(&mlp).map(|(a, b)| a + b).collect();
-            rms_norm(&y, None, 1e-6)
+            let y = if post { norm(&y, n2w, n2b) } else { y };
+            if final_norm {
+                rms_norm(&y, None, 1e-6)
+            } else {
+                y
+            }
         })
         .collect()
 }
@@ -245,7 +274,7 @@ pub(crate) fn reference(
             })
             .collect();
         let m = key_mask.map(|m| &m[bi * t..(bi + 1) * t]);
-        for row in reference_seq(cfg, ts, &seq, m) {
+        for row in reference_seq(cfg, ts, &seq, m, true) {
             out.extend(row);
         }
     }
@@ -305,9 +334,45 @@ fn forward_matches_reference_opt() {
     check_forward(&opt_cfg());
 }
 
+/// Post-LayerNorm OPT against the reference (which follows transformers' OPTDecoderLayer
+/// with `do_layer_norm_before = False`), and it is a different function from pre-norm with
+/// the same weights: the flag is not silently ignored.
+#[test]
+fn forward_matches_reference_opt_post_ln() {
+    let post = opt_post_cfg();
+    check_forward(&post);
+    let ts = random_tensors(&post, 7);
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(random_input(2, 5, 32, 11), (2, 5, 32), &dev).unwrap();
+    let run = |cfg: &BlockConfig| -> Vec<f32> {
+        LlmBlock::from_tensors(cfg, &ts, &dev)
+            .unwrap()
+            .forward(&x, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, b) = (run(&post), run(&opt_cfg()));
+    let d: f32 = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(d > 1e-2, "post- and pre-norm outputs differ by only {d}");
+    // Only OPT has a post-norm variant.
+    let bad = BlockConfig {
+        post_norm: true,
+        ..llama_cfg()
+    };
+    let e = LlmBlock::random(&bad, 0, &dev).unwrap_err().to_string();
+    assert!(e.contains("post-LayerNorm"), "{e}");
+}
+
 #[test]
 fn masked_forward_matches_reference() {
-    for cfg in [llama_cfg(), opt_cfg()] {
+    for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
         let (b, t) = (2, 5);
         let ts = random_tensors(&cfg, 3);
         let dev = Device::Cpu;
@@ -441,6 +506,7 @@ fn block_mode_serde_is_lowercase() {
         (BlockMode::Trainable, "\"trainable\""),
         (BlockMode::None, "\"none\""),
         (BlockMode::RandomTrained, "\"random-trained\""),
+        (BlockMode::Mlp, "\"mlp\""),
     ] {
         assert_eq!(serde_json::to_string(&m).unwrap(), s);
         assert_eq!(serde_json::from_str::<BlockMode>(s).unwrap(), m);
@@ -453,6 +519,9 @@ fn block_mode_serde_is_lowercase() {
     assert!(BlockMode::RandomTrained.is_trainable() && BlockMode::RandomTrained.is_random());
     assert!(!BlockMode::Random.is_trainable() && BlockMode::Random.is_random());
     assert_eq!(BlockMode::default(), BlockMode::Frozen);
+    // The MLP trains, is not a (random) LLM block, and keeps the adapters.
+    assert!(BlockMode::Mlp.is_trainable() && !BlockMode::Mlp.is_random());
+    assert!(BlockMode::Mlp.has_block());
 }
 
 mod grad {
@@ -468,7 +537,7 @@ mod grad {
 
     #[test]
     fn frozen_forward_equals_forward() {
-        for cfg in [llama_cfg(), opt_cfg()] {
+        for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
             let (b, t) = (2, 5);
             let block =
                 LlmBlock::from_tensors(&cfg, &random_tensors(&cfg, 1), &Device::Cpu).unwrap();
@@ -656,6 +725,14 @@ mod grad {
         check_grad(&opt_cfg(), false);
     }
 
+    /// The hand-written backward of the post-LayerNorm order (opt-350m) against finite
+    /// differences of the independent reference and against candle's autograd.
+    #[test]
+    fn grad_check_opt_post_ln() {
+        check_grad(&opt_post_cfg(), false);
+        check_grad(&opt_post_cfg(), true);
+    }
+
     #[test]
     fn grad_check_masked() {
         check_grad(&llama_cfg(), true);
@@ -677,7 +754,7 @@ mod grad {
     /// point: values and grads close to f32.
     #[test]
     fn bf16_path_is_close_to_f32() {
-        for cfg in [llama_cfg(), opt_cfg()] {
+        for cfg in [llama_cfg(), opt_cfg(), opt_post_cfg()] {
             let (b, t) = (2, 5);
             let dev = Device::Cpu;
             let block = LlmBlock::from_tensors(&cfg, &random_tensors(&cfg, 31), &dev).unwrap();
@@ -953,6 +1030,7 @@ mod grad {
             head_dim: 64,
             intermediate_size: 1376,
             norm_eps: 1e-5,
+            post_norm: false,
         }
     }
 
@@ -965,6 +1043,7 @@ mod grad {
             head_dim: 128,
             intermediate_size: 11008,
             norm_eps: 1e-5,
+            post_norm: false,
         }
     }
 
@@ -1046,5 +1125,224 @@ mod grad {
         measure(&mid_cfg(), 2, 64, 10, &gpu);
         measure(&llama7b_cfg(), 2, 64, 10, &gpu);
         measure(&llama7b_cfg(), 32, 197, 5, &gpu);
+    }
+}
+
+// ---------- stacks (`blocks = N`) and the `mlp` control ----------
+
+/// Two layers of a stack against the reference chained by hand: layer 0 without the final
+/// norm, layer 1 with it (the reference's `for layer in layers: h = layer(h)`; `norm(h)`).
+#[test]
+fn stack_runs_its_layers_then_one_final_norm() {
+    for cfg in [llama_cfg(), opt_post_cfg()] {
+        let (b, t, d) = (2, 5, cfg.hidden_size);
+        let dev = Device::Cpu;
+        let (t0, t1) = (random_tensors(&cfg, 61), random_tensors(&cfg, 62));
+        let stack = BlockCore::stack(vec![
+            LlmBlock::from_tensors(&cfg, &t0, &dev).unwrap(),
+            LlmBlock::from_tensors(&cfg, &t1, &dev).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!((stack.layers(), stack.width()), (2, d));
+        assert_eq!(
+            stack.num_params(),
+            2 * cfg
+                .tensor_shapes()
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum::<usize>()
+        );
+        match &stack {
+            BlockCore::Llm(ls) => {
+                assert!(!ls[0].has_final_norm() && ls[1].has_final_norm());
+            }
+            BlockCore::Mlp(_) => unreachable!(),
+        }
+        let xv = random_input(b, t, d, 63);
+        let x = Tensor::from_slice(&xv, (b, t, d), &dev).unwrap();
+        let mut want = Vec::new();
+        for bi in 0..b {
+            let seq: Vec<Vec<f64>> = (0..t)
+                .map(|ti| {
+                    xv[(bi * t + ti) * d..(bi * t + ti + 1) * d]
+                        .iter()
+                        .map(|v| *v as f64)
+                        .collect()
+                })
+                .collect();
+            let h = reference_seq(&cfg, &t0, &seq, None, false);
+            want.extend(
+                reference_seq(&cfg, &t1, &h, None, true)
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        let got: Vec<f32> = stack
+            .forward(&x, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let e = max_abs_diff(&got, &want);
+        assert!(e < 1e-4, "{}: stack vs chained reference {e}", cfg.arch);
+        // The frozen stack's hand-written input gradient (two nodes, the first without the
+        // final norm) equals autograd through the plain ops.
+        let r = Tensor::from_vec(random_input(b, t, d, 64), (b, t, d), &dev).unwrap();
+        let grad = |f: &dyn Fn(&Tensor) -> Tensor| -> Vec<f32> {
+            let xv = Var::from_tensor(&x).unwrap();
+            let loss = (f(xv.as_tensor()) * &r).unwrap().sum_all().unwrap();
+            loss.backward()
+                .unwrap()
+                .get(xv.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let ours = grad(&|x| stack.forward(x, None).unwrap());
+        let auto = grad(&|x| match &stack {
+            BlockCore::Llm(ls) => {
+                let h = ls[0].forward_tracked(x, None).unwrap();
+                ls[1].forward_tracked(&h, None).unwrap()
+            }
+            BlockCore::Mlp(_) => unreachable!(),
+        });
+        let auto64: Vec<f64> = auto.iter().map(|v| *v as f64).collect();
+        let scale = auto64.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let e = max_abs_diff(&ours, &auto64) / scale;
+        assert!(
+            e < 1e-4,
+            "{}: stack input grad vs autograd rel err {e}",
+            cfg.arch
+        );
+    }
+    assert!(BlockCore::stack(vec![]).is_err());
+}
+
+/// The MLP control: `x + FFN(norm(x))` then the all-ones RMSNorm, in the block's flavour,
+/// against an f64 reference; every weight gets a gradient.
+#[test]
+fn mlp_forward_matches_reference_and_every_weight_trains() {
+    for bcfg in [llama_cfg(), opt_cfg()] {
+        let cfg = MlpConfig::of_block(&bcfg, Some(40));
+        let dev = Device::Cpu;
+        // Non-trivial weights (random() has ones/zeros in the norm and biases).
+        let mut rng = ChaCha8Rng::seed_from_u64(71);
+        let mut named = HashMap::new();
+        let mut host: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+        for (name, shape) in cfg.tensor_shapes() {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if shape.len() == 1 {
+                (0..n)
+                    .map(|_| 1.0 + 0.3 * (rng.random::<f32>() - 0.5))
+                    .collect()
+            } else {
+                normal_vec(&mut rng, n, 1.0 / (shape[1] as f64).sqrt())
+            };
+            named.insert(
+                name,
+                Tensor::from_slice(&data, shape.as_slice(), &dev).unwrap(),
+            );
+            host.insert(name, data);
+        }
+        let mut mlp = MlpBlock::from_named(&cfg, named, &dev).unwrap();
+        let (b, t, d) = (2, 3, 32);
+        let xv = random_input(b, t, d, 72);
+        let x = Tensor::from_slice(&xv, (b, t, d), &dev).unwrap();
+        let got: Vec<f32> = mlp
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let f = cfg.intermediate_size;
+        let want: Vec<f64> = xv
+            .chunks(d)
+            .flat_map(|row| {
+                let r: Vec<f64> = row.iter().map(|v| *v as f64).collect();
+                let m = match bcfg.arch {
+                    Arch::Llama => {
+                        let n = rms_norm(&r, Some(&host["norm.weight"]), cfg.norm_eps);
+                        let g = linear(&n, &host["gate_proj.weight"], None, f);
+                        let u = linear(&n, &host["up_proj.weight"], None, f);
+                        let a: Vec<f64> = g
+                            .iter()
+                            .zip(&u)
+                            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                            .collect();
+                        linear(&a, &host["down_proj.weight"], None, d)
+                    }
+                    Arch::Opt => {
+                        let n =
+                            layer_norm(&r, &host["norm.weight"], &host["norm.bias"], cfg.norm_eps);
+                        let a: Vec<f64> =
+                            linear(&n, &host["fc1.weight"], Some(&host["fc1.bias"]), f)
+                                .iter()
+                                .map(|v| v.max(0.0))
+                                .collect();
+                        linear(&a, &host["fc2.weight"], Some(&host["fc2.bias"]), d)
+                    }
+                };
+                let y: Vec<f64> = r.iter().zip(&m).map(|(a, b)| a + b).collect();
+                rms_norm(&y, None, 1e-6)
+            })
+            .collect();
+        let e = max_abs_diff(&got, &want);
+        assert!(e < 1e-4, "{}: mlp vs reference {e}", bcfg.arch);
+        let vars = mlp.make_trainable().unwrap();
+        assert_eq!(vars.len(), cfg.tensor_shapes().len());
+        assert!(mlp.is_trainable());
+        let r = Tensor::from_vec(random_input(b, t, d, 73), (b, t, d), &dev).unwrap();
+        let loss = (mlp.forward(&x).unwrap() * r).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, v) in &vars {
+            let g: Vec<f32> = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no grad for `{name}`"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(g.iter().any(|v| *v != 0.0), "{name}: zero grad");
+        }
+    }
+}
+
+/// Parameter counts of the MLP control next to the block's (the numbers in `block/mlp.rs`'s
+/// doc and the README): analytic from the shape tables, checked against built weights on a
+/// small size.
+#[test]
+fn mlp_param_counts_next_to_the_block() {
+    let l7 = crate::train::bench::llama7b_block();
+    let block: usize = l7
+        .tensor_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    assert_eq!(
+        block, 202_383_360,
+        "LLaMA-7B layer: 4·4096² + 3·4096·11008 + 2·4096"
+    );
+    assert_eq!(
+        MlpConfig::of_block(&l7, None).num_params(),
+        135_270_400,
+        "3·4096·11008 + 4096"
+    );
+    // `mlp_hidden = 16470` matches the block's count up to the MLP's one norm vector (H).
+    let matched = MlpConfig::of_block(&l7, Some(16470)).num_params();
+    assert_eq!(matched, 202_387_456);
+    assert!(block.abs_diff(matched) <= l7.hidden_size);
+    for bcfg in [llama_cfg(), opt_cfg()] {
+        let cfg = MlpConfig::of_block(&bcfg, None);
+        let m = MlpBlock::random(&cfg, 3, &Device::Cpu).unwrap();
+        let built: usize = m.tensors().iter().map(|(_, t)| t.elem_count()).sum();
+        assert_eq!(built, cfg.num_params(), "{}", bcfg.arch);
+        assert_eq!(m.num_params(), cfg.num_params());
+        let lb = LlmBlock::random(&bcfg, 3, &Device::Cpu).unwrap();
+        let built: usize = lb.tensors().iter().map(|(_, t)| t.elem_count()).sum();
+        assert_eq!(built, lb.num_params());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Linear, VarBuilder, VarMap};
 
-use crate::train::block::{BlockAdapter, BlockMode, LlmBlock};
+use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
 use crate::train::ops::attention::{attention, AttnImpl};
 use crate::train::ops::precision::{linear, to_autocast, Precision};
 use crate::train::ops::recompute::{checkpointed, GradSink, Recompute};
@@ -403,7 +403,7 @@ impl VitTrunk {
         qv_bias: bool,
         drop_path: f64,
         position: BlockPosition,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: &VarBuilder,
     ) -> Result<Self> {
         let llm = BlockAdapter::maybe_new(dim, block, vb)?;

@@ -5,7 +5,7 @@
 
 use super::layers::{dropout, max_over, LayerNorm};
 use super::layers::{BlockPosition, Execution, VitTrunk};
-use crate::train::block::{BlockMode, LlmBlock};
+use crate::train::block::{BlockCore, BlockMode};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -123,7 +123,7 @@ impl PointBert {
     pub fn new(
         cfg: &PointBertConfig,
         num_classes: usize,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: VarBuilder,
     ) -> Result<Self> {
         let c = cfg.trans_dim;

@@ -10,7 +10,7 @@
 //! the AGENT frame of `av.tokens`; the metrics score the AGENT (actor 0).
 
 use super::layers::{Execution, LayerNorm};
-use crate::train::block::{BlockAdapter, BlockMode, LlmBlock};
+use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
 use crate::train::ops::attention::{attention, AttnImpl};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -251,7 +251,7 @@ impl VectorNet {
         actor_features: usize,
         lane_features: usize,
         pred_steps: usize,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: VarBuilder,
     ) -> Result<Self> {
         if cfg.subgraph_widths.is_empty() || cfg.modes == 0 {

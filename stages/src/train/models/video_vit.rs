@@ -11,7 +11,7 @@
 
 use super::layers::{dropout, LayerNorm};
 use super::layers::{BlockPosition, Execution, VitTrunk};
-use crate::train::block::{BlockMode, LlmBlock};
+use crate::train::block::{BlockCore, BlockMode};
 use crate::train::ops::precision::{linear, Precision};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -91,7 +91,7 @@ impl VideoVit {
         tokens: usize,
         token_dim: usize,
         num_classes: usize,
-        block: Option<(LlmBlock, BlockMode)>,
+        block: Option<(BlockCore, BlockMode)>,
         vb: VarBuilder,
     ) -> Result<Self> {
         let d = cfg.embed_dim;
@@ -243,6 +243,7 @@ mod tests {
             head_dim: 8,
             intermediate_size: 24,
             norm_eps: 1e-5,
+            post_norm: false,
         };
         let x = Tensor::randn(0f32, 1.0, (2, 8, 12), &dev).unwrap();
         let run = |pos: BlockPosition| {
@@ -258,7 +259,7 @@ mod tests {
             };
             let block = LlmBlock::random(&bcfg, 3, &dev).unwrap();
             let model =
-                VideoVit::new(&cfg, 8, 12, 5, Some((block, BlockMode::Frozen)), vb).unwrap();
+                VideoVit::new(&cfg, 8, 12, 5, Some((block.into(), BlockMode::Frozen)), vb).unwrap();
             crate::train::models::layers::init_vars(&varmap, 0).unwrap();
             let n = varmap.all_vars().len();
             (model.forward(&x, None).unwrap(), n)
