@@ -64,6 +64,10 @@ struct TrainToml {
     checkpoint_blocks: bool,
     precision: Option<Precision>,
     resample: Option<bool>,
+    layer_decay: Option<f64>,
+    mixup: Option<f64>,
+    cutmix: Option<f64>,
+    mixup_switch_prob: Option<f64>,
     /// A pretrained encoder checkpoint (`.pth` or `.safetensors`; see `train::init`).
     init: Option<PathBuf>,
 }
@@ -82,6 +86,11 @@ pub struct TaskDefaults {
     pub adapter_lr_scale: f64,
     pub no_decay_lr_scale: f64,
     pub epochs_per_checkpoint: usize,
+    /// VideoMAE's layer-wise lr decay (None: off).
+    pub layer_decay: Option<f64>,
+    /// Mixup / CutMix Beta alphas (0: off).
+    pub mixup: f64,
+    pub cutmix: f64,
 }
 
 impl TaskDefaults {
@@ -103,6 +112,9 @@ impl TaskDefaults {
                 adapter_lr_scale: 0.5,
                 no_decay_lr_scale: 0.1,
                 epochs_per_checkpoint: 10,
+                layer_decay: None,
+                mixup: 0.0,
+                cutmix: 0.0,
             },
             // LM4VisualEncoding `video_understanding/scripts/ssv2_vits_llama.sh` on VideoMAE's
             // run_class_finetuning.py: 40 epochs (ViT-B: 30), 5 warm-up, lr 1e-3, min 1e-6,
@@ -120,6 +132,11 @@ impl TaskDefaults {
                 adapter_lr_scale: 1.0,
                 no_decay_lr_scale: 1.0,
                 epochs_per_checkpoint: 5,
+                // `--layer_decay 0.7` (ViT-S; VideoMAE's ViT-B scripts use 0.75).
+                layer_decay: Some(0.7),
+                // run_class_finetuning.py's defaults: `--mixup 0.8 --cutmix 1.0`.
+                mixup: 0.8,
+                cutmix: 1.0,
             },
             // VectorNet: 60 epochs (PAPER.md §5); the first author's StreamingForecasting
             // `configs/forecaster/optim/VectorNet.yaml`: AdamW lr 5e-4, wd 1e-4, grad-norm
@@ -136,6 +153,9 @@ impl TaskDefaults {
                 adapter_lr_scale: 1.0,
                 no_decay_lr_scale: 1.0,
                 epochs_per_checkpoint: 10,
+                layer_decay: None,
+                mixup: 0.0,
+                cutmix: 0.0,
             },
         }
     }
@@ -192,6 +212,21 @@ pub struct TrainParams {
     /// the cached tokens, scaled and shifted.
     #[serde(skip_serializing_if = "is_false")]
     pub resample: bool,
+    /// Video: VideoMAE's layer-wise lr decay — parameters of ViT block i train at
+    /// `layer_decay^(depth − i)`, the patch embedding at `layer_decay^(depth + 1)`, the rest
+    /// (norm, head, adapters) at 1 — with VideoMAE's weight-decay groups (see
+    /// `trainer::params_for`). Default 0.7 for video (the reference's ViT-S script); 1 = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+    /// Video: Mixup / CutMix of every training batch with soft targets (`train::ops::mixup`),
+    /// the Beta alphas; 0 turns one off. Defaults 0.8 / 1.0 for video, as VideoMAE.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mixup: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cutmix: f64,
+    /// The chance of CutMix when both are on (VideoMAE: 0.5).
+    #[serde(skip_serializing_if = "is_half")]
+    pub mixup_switch_prob: f64,
     /// Pretrained encoder weights loaded before the first step (Point-BERT or VideoMAE
     /// checkpoint, by the task; see `train::init`), resolved against the config's folder.
     /// Not a key param: the file enters the key as a hashed input (role `init`), so moving
@@ -225,6 +260,11 @@ impl TrainParams {
             checkpoint_blocks: t.checkpoint_blocks,
             precision: t.precision,
             resample: t.resample.unwrap_or(task == Task::PointCloud),
+            // 1 is "off", as the reference's `if args.layer_decay < 1.0`.
+            layer_decay: t.layer_decay.or(d.layer_decay).filter(|v| *v != 1.0),
+            mixup: t.mixup.unwrap_or(d.mixup),
+            cutmix: t.cutmix.unwrap_or(d.cutmix),
+            mixup_switch_prob: t.mixup_switch_prob.unwrap_or(0.5),
             init: t.init,
         }
     }
@@ -233,6 +273,15 @@ impl TrainParams {
 /// Lets a new boolean param default to false without changing existing artifact keys.
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Lets a new number param default to 0 (off) without changing existing artifact keys.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_half(v: &f64) -> bool {
+    *v == 0.5
 }
 
 pub struct TrainStage {
@@ -341,6 +390,25 @@ pub(crate) fn parse_train(
             &sc.name,
             Some("epochs"),
             "epochs, batch_size and epochs_per_checkpoint must be positive".into(),
+        ));
+    }
+    if let Some(v) = p.layer_decay {
+        if task != Task::Video || !(v > 0.0 && v < 1.0) {
+            return Err(config.param_error(
+                &sc.name,
+                Some("layer_decay"),
+                format!("layer_decay = {v}: VideoMAE's layer-wise lr decay is for video ViTs and must be in (0, 1] (1 = off)"),
+            ));
+        }
+    }
+    let mixing = p.mixup != 0.0 || p.cutmix != 0.0;
+    if !(p.mixup >= 0.0 && p.cutmix >= 0.0 && (0.0..=1.0).contains(&p.mixup_switch_prob))
+        || (mixing && task != Task::Video)
+    {
+        return Err(config.param_error(
+            &sc.name,
+            Some(if p.mixup != 0.0 { "mixup" } else { "cutmix" }),
+            "mixup and cutmix are Beta alphas ≥ 0 (0 = off) for video stages, mixup_switch_prob a probability".into(),
         ));
     }
     if p.resample && task != Task::PointCloud {

@@ -114,6 +114,9 @@ pub enum Input {
 pub enum Target {
     /// u32 [B]
     Labels(Tensor),
+    /// Mixed batches: the labels of the unmixed samples (u32 [B], for the training hits) and
+    /// the soft targets the loss uses (f32 [B, C], smoothing included).
+    Soft { labels: Tensor, soft: Tensor },
     /// The AGENT's future [B, P, 2] in its frame (what the metrics score), and every actor's
     /// future [B, A, P, 2] with its mask [B, A, P] (what the loss supervises).
     Trajectory {
@@ -197,8 +200,12 @@ impl Dataset {
                 )
             }
             Dataset::Video(s) => {
-                let (x, l) = s.train_batch(idx, aug, device)?;
-                (Input::Video(x), Target::Labels(l))
+                let (x, l, soft) = s.train_batch(idx, aug, device)?;
+                let target = match soft {
+                    Some(soft) => Target::Soft { labels: l, soft },
+                    None => Target::Labels(l),
+                };
+                (Input::Video(x), target)
             }
             Dataset::Av(s) => av_input(s, idx, device)?,
         })
@@ -315,6 +322,15 @@ impl Model {
 /// class; for forecasts, a best-of-K final error within 2 m: a hit, not a miss).
 pub fn train_loss(out: &Output, y: &Target, label_smoothing: f64) -> Result<(Tensor, u64)> {
     Ok(match (out, y) {
+        (Output::Logits(logits), Target::Soft { labels, soft }) => {
+            // timm's SoftTargetCrossEntropy: mean over the batch of −Σ soft · log_softmax.
+            let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+            let loss = (soft * logp)?.sum(D::Minus1)?.neg()?.mean_all()?;
+            let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+            let l: Vec<u32> = labels.to_vec1()?;
+            let right = pred.iter().zip(&l).filter(|(a, b)| a == b).count() as u64;
+            (loss, right)
+        }
         (Output::Logits(logits), Target::Labels(l)) => {
             let loss = smoothed_cross_entropy(logits, l, label_smoothing)?;
             let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;

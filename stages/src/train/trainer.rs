@@ -8,6 +8,7 @@ use super::checkpoint;
 use super::data::pointcloud::PcViews;
 use super::data::prefetch::prefetched;
 use super::models::layers::{init_vars, step_rng, Execution};
+use super::ops::mixup::MixSpec;
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
@@ -252,13 +253,31 @@ pub(super) fn params_for(
     p: &TrainParams,
     varmap: &VarMap,
     block_vars: &[(String, Var)],
+    vit_depth: Option<usize>,
 ) -> Result<Vec<(String, Var, f64, f64)>> {
     let mut params = Vec::new();
+    let layer_decay = p.layer_decay.zip(vit_depth);
     for (name, var) in sorted_vars(varmap)? {
         if is_running_stat(&name) {
             continue;
         }
-        let (lr_scale, wd) = if name.starts_with("llm_adapter") {
+        let (lr_scale, wd) = if let Some((decay, depth)) = layer_decay {
+            // VideoMAE's `get_parameter_groups`: no decay for 1-D tensors, biases and its
+            // skip list (`pos_embed`, `cls_token`); everything else, the adapters included,
+            // decays. The lr scale is the layer's.
+            let scale = decay.powi((depth + 1 - vit_layer_id(&name, depth)) as i32);
+            let no_decay = var.rank() <= 1
+                || name.ends_with(".bias")
+                || name == "pos_embed"
+                || name == "cls_token";
+            if no_decay {
+                (scale * p.no_decay_lr_scale, 0.0)
+            } else if name.starts_with("llm_adapter") {
+                (scale * p.adapter_lr_scale, p.weight_decay)
+            } else {
+                (scale, p.weight_decay)
+            }
+        } else if name.starts_with("llm_adapter") {
             (p.adapter_lr_scale, 0.0)
         } else if var.rank() <= 1 || name.ends_with(".bias") || name.contains("token") {
             (p.no_decay_lr_scale, 0.0)
@@ -272,6 +291,19 @@ pub(super) fn params_for(
         params.push((name.clone(), var.clone(), 1.0, wd));
     }
     Ok(params)
+}
+
+/// VideoMAE's `get_num_layer_for_vit` for a model of `depth` blocks: 0 for the embeddings
+/// (`patch_embed*`, `cls_token`, `mask_token`, `pos_embed`), i + 1 for `blocks.i.*`, and
+/// depth + 1 for everything else (norm, head, the adapters and the LLM block).
+pub(super) fn vit_layer_id(name: &str, depth: usize) -> usize {
+    if matches!(name, "cls_token" | "mask_token" | "pos_embed") || name.starts_with("patch_embed") {
+        return 0;
+    }
+    name.strip_prefix("blocks.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+        .map_or(depth + 1, |i| (i + 1).min(depth + 1))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +354,14 @@ impl TrainStage {
             0
         };
         let mut train = Dataset::load(self.task, data, "train")?;
+        if let Dataset::Video(v) = &mut train {
+            v.mix = Some(MixSpec {
+                mixup_alpha: self.p.mixup,
+                cutmix_alpha: self.p.cutmix,
+                switch_prob: self.p.mixup_switch_prob,
+                smoothing: self.p.label_smoothing,
+            });
+        }
         if let Dataset::Pc(pc) = &mut train {
             if self.p.resample {
                 anyhow::ensure!(
@@ -371,7 +411,16 @@ impl TrainStage {
             .precision
             .filter(|p| p.needs_loss_scaling())
             .map(|_| LossScaler::default());
-        let mut opt = AdamW::new(params_for(&self.p, &built.varmap, &built.block_vars)?)?;
+        let vit_depth = match &self.model {
+            ModelConfig::Video(c) => Some(c.depth),
+            _ => None,
+        };
+        let mut opt = AdamW::new(params_for(
+            &self.p,
+            &built.varmap,
+            &built.block_vars,
+            vit_depth,
+        )?)?;
         let all_vars = sorted_vars(&built.varmap)?;
         let mut history: Vec<EpochMetrics> = Vec::new();
         if k > 0 {
@@ -599,6 +648,60 @@ mod tests {
     use super::*;
     use crate::train::task::Task;
 
+    /// VideoMAE's layer decay (`optim_factory.py`: `LayerDecayValueAssigner` with values
+    /// `decay^(L + 1 − i)` for i in 0..L+2, `get_num_layer_for_vit`, `get_parameter_groups`).
+    #[test]
+    fn layer_decay_groups_follow_videomae() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        for (name, shape) in [
+            ("patch_embed.proj.weight", vec![8, 4]),
+            ("patch_embed.proj.bias", vec![8]),
+            ("blocks.0.attn.qkv.weight", vec![12, 4]),
+            ("blocks.0.norm1.weight", vec![4]),
+            ("blocks.11.mlp.fc1.weight", vec![16, 4]),
+            ("fc_norm.weight", vec![4]),
+            ("head.weight", vec![5, 4]),
+            ("llm_adapter_up.weight", vec![8, 4]),
+        ] {
+            vb.get_with_hints(shape, name, candle_nn::Init::Const(0.0))
+                .unwrap();
+        }
+        let mut p = super::super::stage::tests::resolved_defaults(Task::Video);
+        assert_eq!(p.layer_decay, Some(0.7), "the reference's ViT-S script");
+        p.weight_decay = 0.05;
+        let groups: Vec<(String, f64, f64)> = params_for(&p, &varmap, &[], Some(12))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, lr, wd)| (n, lr, wd))
+            .collect();
+        // lr scales to 1e-12 (powi may fold differently at compile time), decays exactly.
+        let of = |n: &str| {
+            groups
+                .iter()
+                .find(|g| g.0 == n)
+                .map(|g| ((g.1 * 1e12).round() / 1e12, g.2))
+                .unwrap()
+        };
+        let d = |k: i32| (0.7f64.powi(k) * 1e12).round() / 1e12;
+        assert_eq!(of("patch_embed.proj.weight"), (d(13), 0.05));
+        assert_eq!(of("patch_embed.proj.bias"), (d(13), 0.0));
+        assert_eq!(of("blocks.0.attn.qkv.weight"), (d(12), 0.05));
+        assert_eq!(of("blocks.0.norm1.weight"), (d(12), 0.0));
+        assert_eq!(of("blocks.11.mlp.fc1.weight"), (d(1), 0.05));
+        assert_eq!(of("fc_norm.weight"), (1.0, 0.0));
+        assert_eq!(of("head.weight"), (1.0, 0.05));
+        assert_eq!(
+            of("llm_adapter_up.weight"),
+            (1.0, 0.05),
+            "the video reference decays its llama_dim_mappers, in the last group"
+        );
+        assert_eq!(vit_layer_id("pos_embed", 12), 0);
+        assert_eq!(vit_layer_id("cls_token", 12), 0);
+        assert_eq!(vit_layer_id("llm_block.mlp.up_proj.weight", 12), 13);
+    }
+
     /// The reference's optimizer groups (LM4VisualEncoding tools/builder.py).
     #[test]
     fn optimizer_groups_follow_the_reference() {
@@ -618,7 +721,7 @@ mod tests {
                 .unwrap();
         }
         let p = super::super::stage::tests::resolved_defaults(Task::PointCloud);
-        let groups: Vec<(String, f64, f64)> = params_for(&p, &varmap, &[])
+        let groups: Vec<(String, f64, f64)> = params_for(&p, &varmap, &[], None)
             .unwrap()
             .into_iter()
             .map(|(n, _, lr, wd)| (n, lr, wd))
@@ -710,7 +813,7 @@ mod tests {
                 let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
                 let model = PointBert::new(&pcfg, 4, core.map(|c| (c, mode)), vb).unwrap();
                 init_vars(&varmap, 0).unwrap();
-                let params = params_for(&p, &varmap, &block_vars).unwrap();
+                let params = params_for(&p, &varmap, &block_vars, None).unwrap();
                 let names: Vec<&str> = params.iter().map(|(n, ..)| n.as_str()).collect();
                 let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
                 assert_eq!(has("llm_adapter_up"), mode != BlockMode::None, "{what}");

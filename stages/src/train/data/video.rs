@@ -6,6 +6,7 @@
 //! multi-view test). No flips: SSv2 labels depend on left and right (PAPER.md §4).
 
 use super::ShardSet;
+use crate::train::ops::mixup::{apply, draw, soft_targets, MixSpec, TubeletGeometry};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::Upstream;
@@ -20,6 +21,12 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const WHAT: &str = "an ssv2.tokens stage";
 
 pub struct VideoSet {
+    /// Classes of the data stage (`meta.num_classes`), for soft targets.
+    pub classes: usize,
+    /// The tubelet layout (from the data stage's meta), for CutMix boxes.
+    pub geometry: Option<TubeletGeometry>,
+    /// Mixup / CutMix of training batches (set by the trainer).
+    pub mix: Option<MixSpec>,
     /// Deterministic views per clip (evaluation averages over these).
     pub views: usize,
     /// All cached views (deterministic + random); training draws from these.
@@ -60,7 +67,29 @@ impl VideoSet {
             .unwrap_or(total_views)
             .clamp(1, total_views);
         // Reading a label decodes its sample once; the tubelets are dropped again.
+        let meta_usize = |k: &str| {
+            up.manifest
+                .meta
+                .get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+        };
+        let geometry = match (
+            meta_usize("tubelet_frames"),
+            meta_usize("patch"),
+            meta_usize("crop"),
+        ) {
+            (Some(t), Some(p), Some(c)) if p > 0 && c >= p => Some(TubeletGeometry {
+                tubelet_frames: t,
+                patch: p,
+                crop: c,
+            }),
+            _ => None,
+        };
         Ok(VideoSet {
+            classes: meta_usize("num_classes").unwrap_or(0),
+            geometry,
+            mix: None,
             views,
             total_views,
             tokens,
@@ -107,13 +136,15 @@ impl VideoSet {
         Ok((x, Tensor::from_vec(labels, n, device)?))
     }
 
-    /// Training batch: tubelets [B, tokens, token_dim], one random view per clip, and labels.
+    /// Training batch: tubelets [B, tokens, token_dim], one random view per clip, and labels;
+    /// then Mixup / CutMix when set (all drawn from the step's generator), with the soft
+    /// targets [B, C] of the mixed batch.
     pub fn train_batch(
         &self,
         idx: &[usize],
         rng: &mut ChaCha8Rng,
         device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         // Draw every view first so the choice does not depend on decode order.
         let views: Vec<usize> = idx
             .iter()
@@ -127,7 +158,28 @@ impl VideoSet {
                 Ok((self.normalized(&raw, v), label))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.stack(parts, idx.len(), device)
+        let Some(spec) = self.mix.filter(|m| m.enabled()) else {
+            let (x, l) = self.stack(parts, idx.len(), device)?;
+            return Ok((x, l, None));
+        };
+        let geo = self.geometry.context(
+            "mixup/cutmix need the data stage's tubelet layout (meta patch, crop, tubelet_frames)",
+        )?;
+        anyhow::ensure!(self.classes > 0, "the data stage does not say its classes");
+        let (mut values, labels): (Vec<Vec<f32>>, Vec<u32>) = parts.into_iter().unzip();
+        let mix = draw(&spec, geo.crop, geo.crop, rng);
+        if let Some(m) = &mix {
+            apply(&mut values, m, &geo, self.token_dim);
+        }
+        let lam = mix.map_or(1.0, |m| m.lam());
+        let soft = soft_targets(&labels, self.classes, lam, spec.smoothing);
+        let b = idx.len();
+        let (x, l) = self.stack(values.into_iter().zip(labels).collect(), b, device)?;
+        Ok((
+            x,
+            l,
+            Some(Tensor::from_vec(soft, (b, self.classes), device)?),
+        ))
     }
 
     /// Evaluation batch: tubelets [B · views, tokens, token_dim] (clip-major), and labels [B].

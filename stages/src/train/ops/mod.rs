@@ -1,8 +1,9 @@
 //! Numerical building blocks shared by the LLM block and the encoders: attention (full or
-//! chunked with recompute), activation checkpointing, mixed precision and loss scaling.
-//! Depends on candle only.
+//! chunked with recompute), activation checkpointing, mixed precision and loss scaling, and
+//! batch mixing (mixup / cutmix). Depends on candle and rand only.
 
 pub mod attention;
 pub(crate) mod handover;
+pub mod mixup;
 pub mod precision;
 pub mod recompute;
