@@ -68,6 +68,7 @@ struct TrainToml {
     mixup: Option<f64>,
     cutmix: Option<f64>,
     mixup_switch_prob: Option<f64>,
+    lr_per_256: Option<bool>,
     /// A pretrained encoder checkpoint (`.pth` or `.safetensors`; see `train::init`).
     init: Option<PathBuf>,
 }
@@ -227,6 +228,10 @@ pub struct TrainParams {
     /// The chance of CutMix when both are on (VideoMAE: 0.5).
     #[serde(skip_serializing_if = "is_half")]
     pub mixup_switch_prob: f64,
+    /// `lr` and `min_lr` are per 256 samples, scaled by the global batch as VideoMAE's
+    /// `run_class_finetuning.py` does (`lr × batch / 256`); default on for video.
+    #[serde(skip_serializing_if = "is_false")]
+    pub lr_per_256: bool,
     /// Pretrained encoder weights loaded before the first step (Point-BERT or VideoMAE
     /// checkpoint, by the task; see `train::init`), resolved against the config's folder.
     /// Not a key param: the file enters the key as a hashed input (role `init`), so moving
@@ -236,6 +241,17 @@ pub struct TrainParams {
 }
 
 impl TrainParams {
+    /// The (peak, final) learning rates the schedule uses: `lr`, `min_lr`, times
+    /// `batch_size / 256` when `lr_per_256`.
+    pub fn schedule_lrs(&self) -> (f64, f64) {
+        let k = if self.lr_per_256 {
+            self.batch_size as f64 / 256.0
+        } else {
+            1.0
+        };
+        (self.lr * k, self.min_lr * k)
+    }
+
     fn resolve(t: TrainToml, task: Task) -> Self {
         let d = TaskDefaults::of(task);
         TrainParams {
@@ -265,6 +281,7 @@ impl TrainParams {
             mixup: t.mixup.unwrap_or(d.mixup),
             cutmix: t.cutmix.unwrap_or(d.cutmix),
             mixup_switch_prob: t.mixup_switch_prob.unwrap_or(0.5),
+            lr_per_256: t.lr_per_256.unwrap_or(task == Task::Video),
             init: t.init,
         }
     }
@@ -764,6 +781,16 @@ pub(super) mod tests {
             (1.0, 1.0)
         );
         assert_eq!(resolved_defaults(Task::Forecast).epochs, 60);
+        // VideoMAE's lr is per 256 samples: its ViT-S script's 1e-3 at batch 6 × 4 GPUs.
+        let mut v = resolved_defaults(Task::Video);
+        assert!(v.lr_per_256 && !resolved_defaults(Task::PointCloud).lr_per_256);
+        v.batch_size = 24;
+        let (peak, floor) = v.schedule_lrs();
+        assert!((peak - 9.375e-5).abs() < 1e-12 && (floor - 1e-6 * 24.0 / 256.0).abs() < 1e-15);
+        assert_eq!(
+            (resolved_defaults(Task::Video).mixup, resolved_defaults(Task::Video).cutmix),
+            (0.8, 1.0)
+        );
         // What a config spells out wins.
         let raw: TrainToml =
             serde_json::from_value(serde_json::json!({"data": "d", "epochs": 7, "lr": 0.1}))

@@ -478,7 +478,8 @@ impl TrainStage {
                 let n = batch_idx(b).len();
                 let step = opt.step;
                 debug_assert_eq!(step, first_step + b as u64);
-                lr = cosine_lr(step, total_steps, warmup_steps, self.p.lr, self.p.min_lr);
+                let (peak, floor) = self.p.schedule_lrs();
+                lr = cosine_lr(step, total_steps, warmup_steps, peak, floor);
                 let mut drop = step_rng(self.p.seed, "dropout", step);
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
