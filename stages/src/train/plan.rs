@@ -823,7 +823,6 @@ mod tests {
     use crate::train::models::pointbert::PointBertConfig;
     use crate::train::models::vectornet::VectorNetConfig;
     use crate::train::models::video_vit::VideoVitConfig;
-    use candle_core::Storage;
     use std::path::Path;
 
     /// LLaMA-7B's config.json as Hugging Face ships it (the weights are not needed).
@@ -1058,37 +1057,7 @@ block = "llm_block"
         }
     }
 
-    fn storage_addr(t: &Tensor) -> usize {
-        let (guard, _) = t.storage_and_layout();
-        std::ptr::from_ref::<Storage>(&guard) as usize
-    }
-
-    /// Bytes of the distinct non-Var storages candle's autograd graph keeps for the backward.
-    fn graph_bytes(out: &Tensor) -> usize {
-        let nodes = out.sorted_nodes();
-        let vars: std::collections::HashSet<usize> = nodes
-            .iter()
-            .filter(|t| t.is_variable())
-            .map(|t| storage_addr(t))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        nodes
-            .iter()
-            .filter(|t| {
-                let a = storage_addr(t);
-                !vars.contains(&a) && seen.insert(a)
-            })
-            .map(|t| {
-                let (g, _) = t.storage_and_layout();
-                match &*g {
-                    Storage::Cpu(c) => c
-                        .as_slice::<f32>()
-                        .map_or(t.elem_count() * 4, |s| s.len() * 4),
-                    _ => t.elem_count() * t.dtype().size_in_bytes(),
-                }
-            })
-            .sum()
-    }
+    use crate::test_util::graph_bytes;
 
     /// The activation estimate against what candle's autograd graph keeps (plus what the
     /// frozen nodes keep inside themselves), at small sizes, for each model and mode.

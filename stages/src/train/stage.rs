@@ -788,7 +788,10 @@ pub(super) mod tests {
         let (peak, floor) = v.schedule_lrs();
         assert!((peak - 9.375e-5).abs() < 1e-12 && (floor - 1e-6 * 24.0 / 256.0).abs() < 1e-15);
         assert_eq!(
-            (resolved_defaults(Task::Video).mixup, resolved_defaults(Task::Video).cutmix),
+            (
+                resolved_defaults(Task::Video).mixup,
+                resolved_defaults(Task::Video).cutmix
+            ),
             (0.8, 1.0)
         );
         // What a config spells out wins.

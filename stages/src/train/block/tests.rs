@@ -526,7 +526,7 @@ fn block_mode_serde_is_lowercase() {
 
 mod grad {
     use super::*;
-    use candle_core::{Device, Storage, Var};
+    use candle_core::{Device, Var};
     use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
     use std::collections::BTreeMap;
     use std::time::Instant;
@@ -899,40 +899,7 @@ mod grad {
         }
     }
 
-    /// Address of a tensor's storage: views (reshape, transpose) share it with their source.
-    fn storage_addr(t: &Tensor) -> usize {
-        let (guard, _) = t.storage_and_layout();
-        std::ptr::from_ref::<Storage>(&guard) as usize
-    }
-
-    /// Bytes of the distinct non-Var storages the naive graph keeps alive (every tracked
-    /// intermediate; views of the weights are not counted).
-    fn graph_bytes(out: &Tensor) -> usize {
-        let nodes = out.sorted_nodes();
-        let vars: std::collections::HashSet<usize> = nodes
-            .iter()
-            .filter(|t| t.is_variable())
-            .map(|t| storage_addr(t))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        nodes
-            .iter()
-            .filter(|t| {
-                let a = storage_addr(t);
-                !vars.contains(&a) && seen.insert(a)
-            })
-            .map(|t| {
-                let (guard, _) = t.storage_and_layout();
-                // The whole allocation, not the view's element count.
-                match &*guard {
-                    Storage::Cpu(c) => c
-                        .as_slice::<f32>()
-                        .map_or(t.elem_count() * 4, |s| s.len() * 4),
-                    _ => t.elem_count() * t.dtype().size_in_bytes(),
-                }
-            })
-            .sum()
-    }
+    use crate::test_util::graph_bytes;
 
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(|a, b| a.total_cmp(b));
