@@ -1100,6 +1100,7 @@ block = "llm_block"
                 ModelConfig::VectorNet(VectorNetConfig {
                     subgraph_widths: vec![16, 32],
                     modes: 3,
+                    agent_only_loss: false,
                 }),
                 DataShape::Av {
                     actors: 8,

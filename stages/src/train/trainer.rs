@@ -354,6 +354,9 @@ impl TrainStage {
             0
         };
         let mut train = Dataset::load(self.task, data, "train")?;
+        if let (Dataset::Av(a), ModelConfig::VectorNet(c)) = (&mut train, &self.model) {
+            a.agent_only_loss = c.agent_only_loss;
+        }
         if let Dataset::Video(v) = &mut train {
             v.mix = Some(MixSpec {
                 mixup_alpha: self.p.mixup,

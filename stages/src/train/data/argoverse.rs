@@ -19,6 +19,9 @@ pub struct AvSet {
     pub lane_features: usize,
     pub pred_steps: usize,
     fields: [usize; 8],
+    /// Keep only the AGENT's future in `future_mask` (the `agent_only_loss` ablation; set by
+    /// the trainer).
+    pub agent_only_loss: bool,
     shards: ShardSet,
 }
 
@@ -78,6 +81,7 @@ impl AvSet {
             pred_steps,
             fields,
             shards,
+            agent_only_loss: false,
         })
     }
 
@@ -98,6 +102,15 @@ impl AvSet {
                 .flat_map(|s| s.fields[self.fields[k]].iter().map(|&m| f32::from(m != 0)))
                 .collect()
         };
+        let mut future_mask = mask(7);
+        if self.agent_only_loss {
+            // Row 0 of each sample's [A, P] mask is the AGENT's.
+            for (e, m) in future_mask.iter_mut().enumerate() {
+                if (e / self.pred_steps) % self.max_actors != 0 {
+                    *m = 0.0;
+                }
+            }
+        }
         let b = idx.len();
         Ok(AvBatch {
             actors: Tensor::from_vec(
@@ -115,7 +128,11 @@ impl AvSet {
             target: Tensor::from_vec(f32s(4), (b, self.pred_steps, 2), device)?,
             actor_ctrs: Tensor::from_vec(f32s(5), (b, self.max_actors, 2), device)?,
             futures: Tensor::from_vec(f32s(6), (b, self.max_actors, self.pred_steps, 2), device)?,
-            future_mask: Tensor::from_vec(mask(7), (b, self.max_actors, self.pred_steps), device)?,
+            future_mask: Tensor::from_vec(
+                future_mask,
+                (b, self.max_actors, self.pred_steps),
+                device,
+            )?,
         })
     }
 }

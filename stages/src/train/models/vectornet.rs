@@ -25,6 +25,10 @@ pub struct VectorNetConfig {
     pub subgraph_widths: Vec<usize>,
     /// Trajectory modes K.
     pub modes: usize,
+    /// Supervise only the AGENT's future (an ablation; the reference supervises every actor
+    /// with a future).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub agent_only_loss: bool,
 }
 
 impl Default for VectorNetConfig {
@@ -32,6 +36,7 @@ impl Default for VectorNetConfig {
         VectorNetConfig {
             subgraph_widths: vec![32, 64, 128],
             modes: 6,
+            agent_only_loss: false,
         }
     }
 }
@@ -585,6 +590,7 @@ mod tests {
         let cfg = VectorNetConfig {
             subgraph_widths: vec![8, 16],
             modes: 3,
+            agent_only_loss: false,
         };
         let net = VectorNet::new(&cfg, 6, 7, 4, None, vb).unwrap();
         crate::train::models::layers::init_vars(&varmap, 0).unwrap();
