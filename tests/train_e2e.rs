@@ -684,6 +684,34 @@ block = "llm_block"
     assert!(f("min_ade") > 0.0 && f("min_fde").is_finite());
     assert!((0.0..=1.0).contains(&f("miss_rate")));
     assert!(f("miss_rate") <= f("miss_rate_k1") + 1e-9);
+    // Every epoch records the held-out forecast metrics, and forecast.png is drawn.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t["manifest"].as_str().unwrap()).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"forecast.png"), "{names:?}");
+    let epochs = &t["meta"]["final"];
+    assert!(epochs["forecast"]["min_fde"].as_f64().is_some(), "{epochs}");
+    // The AGENT-only ablation trains another model (other actors' futures unused).
+    let r = lm4ve(
+        &cfg,
+        &[
+            "--device",
+            "cpu",
+            "-S",
+            "stages.train_av.params.model.agent_only_loss=true",
+            "pipeline",
+            "run",
+            "--stage",
+            "train_av",
+        ],
+    );
+    r.ok();
+    assert!(r.stderr.contains("train_av"), "{}", r.stderr);
 }
 
 /// A train config with extra `[stages.train_pc.params]` lines.
