@@ -106,7 +106,7 @@ impl AvSet {
         if self.agent_only_loss {
             // Row 0 of each sample's [A, P] mask is the AGENT's.
             for (e, m) in future_mask.iter_mut().enumerate() {
-                if (e / self.pred_steps) % self.max_actors != 0 {
+                if !(e / self.pred_steps).is_multiple_of(self.max_actors) {
                     *m = 0.0;
                 }
             }
