@@ -145,9 +145,12 @@ pub fn curves_png_axes(
                 .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                 .map_err(err)?
                 .label(s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c));
+            if s.held_out {
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(err)?;
+            }
         }
         for (i, s) in fractions.iter().enumerate() {
             let c = PALETTE[(i + left.len()) % PALETTE.len()];
@@ -155,9 +158,7 @@ pub fn curves_png_axes(
                 .draw_secondary_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                 .map_err(err)?
                 .label(s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c));
             if s.held_out {
                 // Held-out points get markers, so they read apart from training lines.
                 chart
@@ -176,6 +177,11 @@ pub fn curves_png_axes(
         root.present().map_err(err)?;
     }
     encode_png(&buf, w, h)
+}
+
+/// The legend entry of a line series: a short line in its colour.
+fn legend_line(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
 }
 
 /// Lines on one axis (e.g. each group's held-out score per epoch), y scaled to the data.
@@ -210,9 +216,7 @@ pub fn lines_png(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> 
                 .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                 .map_err(err)?
                 .label(s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c));
             chart
                 .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(err)?;

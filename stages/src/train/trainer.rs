@@ -614,23 +614,23 @@ impl TrainStage {
                         .collect::<Vec<_>>()
                 };
                 let png = curves_png_axes(
-                    &format!("{}: held-out forecasts", self.name),
+                    &format!("{}: held-out forecasts of the AGENT", self.name),
                     "metres",
                     &[
                         Series {
-                            name: "minADE (K modes)",
+                            name: "minADE, best of K modes (m)",
                             points: of(|f| f.min_ade),
                             held_out: true,
                         },
                         Series {
-                            name: "minFDE (K modes)",
+                            name: "minFDE, best of K modes (m)",
                             points: of(|f| f.min_fde),
                             held_out: true,
                         },
                     ],
                     "miss rate (final error > 2 m)",
                     &[Series {
-                        name: "miss rate",
+                        name: "miss rate (right axis)",
                         points: of(|f| f.miss_rate),
                         held_out: true,
                     }],
