@@ -50,6 +50,7 @@ where
             // An unset `Option<bool>` (resolved at config time).
             serde_json::Value::Null => serde_json::json!(true),
             serde_json::Value::String(s) if s == "h5" => serde_json::json!("las"),
+            serde_json::Value::String(s) if s == "tubelets" => serde_json::json!("frames"),
             serde_json::Value::String(s) => serde_json::json!(format!("{s}x")),
             other => panic!("no mutation for `{field}` = {other}"),
         };

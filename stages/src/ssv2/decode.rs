@@ -186,14 +186,19 @@ impl Drop for Capture {
     }
 }
 
+/// A function handed every decoded frame in order (its index and the frame).
+pub type Visit<'a> = &'a mut dyn FnMut(usize, &ff::frame::Video) -> Result<(), String>;
+
 /// Which decoded frames to keep (all are decoded: inter frames depend on earlier ones).
-#[derive(Debug, Clone, Copy)]
 pub enum Keep<'a> {
     /// Every frame, while their pixel buffers stay under this many bytes; past it none
     /// (the count is still exact), and the caller decodes again with `Only`.
     All { budget_bytes: usize },
     /// Only the frames with these indices.
     Only(&'a BTreeSet<usize>),
+    /// None: each frame is handed to the function as it is decoded (the first error stops
+    /// the decode and is returned).
+    Each(Visit<'a>),
 }
 
 /// The decoded frames of a clip's best video stream, in output (= presentation) order.
@@ -265,16 +270,16 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn push(&mut self, frame: ff::frame::Video) {
+    fn push(&mut self, frame: ff::frame::Video) -> Result<(), String> {
         let i = self.count;
         self.count += 1;
-        match self.keep {
+        match &mut self.keep {
             Keep::All { budget_bytes } => {
                 if !self.complete {
-                    return;
+                    return Ok(());
                 }
                 self.bytes = self.bytes.saturating_add(frame_bytes(&frame));
-                if self.bytes > budget_bytes {
+                if self.bytes > *budget_bytes {
                     self.complete = false;
                     self.frames.clear();
                 } else {
@@ -286,7 +291,9 @@ impl Sink<'_> {
                     self.frames.insert(i, frame);
                 }
             }
+            Keep::Each(visit) => visit(i, &frame)?,
         }
+        Ok(())
     }
 }
 
@@ -357,7 +364,7 @@ fn drain(decoder: &mut ff::decoder::Video, sink: &mut Sink) -> Result<(), String
     loop {
         let mut frame = ff::frame::Video::empty();
         match decoder.receive_frame(&mut frame) {
-            Ok(()) => sink.push(frame),
+            Ok(()) => sink.push(frame)?,
             Err(ff::Error::Eof) => return Ok(()),
             Err(ff::Error::Other { errno }) if errno == ffi::EAGAIN => return Ok(()),
             Err(e) => return Err(format!("decoding frame {} failed: {e}", sink.count)),
@@ -383,33 +390,34 @@ pub fn crop_origin(sw: u32, sh: u32, crop: u32) -> (u32, u32) {
     ((sw - crop) / 2, (sh - crop) / 2)
 }
 
-/// Resizes decoded frames to RGB24 (short side `short_side`) and hands out the center
-/// `crop`×`crop` window of the result. Keeps one swscale context per input geometry (a
-/// stream may change size mid-clip).
-pub struct Cropper {
+/// Converts decoded frames to RGB24, resized so that the short side is `short_side` (0: the
+/// frame's own size), with one swscale call as the CLI's `scale` filter does. Keeps one
+/// swscale context per input geometry (a stream may change size mid-clip).
+pub struct Resizer {
     short_side: u32,
-    crop: u32,
     scaler: Option<(Pixel, u32, u32, scaling::Context)>,
     out: ff::frame::Video,
 }
 
-impl Cropper {
-    pub fn new(short_side: u32, crop: u32) -> Self {
-        Cropper {
+impl Resizer {
+    pub fn new(short_side: u32) -> Self {
+        Resizer {
             short_side,
-            crop,
             scaler: None,
             out: ff::frame::Video::empty(),
         }
     }
 
-    /// Resizes `frame` (to RGB24); the center crop is the returned window.
-    pub fn scale(&mut self, frame: &ff::frame::Video) -> Result<Window<'_>, String> {
+    /// The RGB24 frame (its rows may be padded: read it through `stride(0)`).
+    pub fn scale(&mut self, frame: &ff::frame::Video) -> Result<&ff::frame::Video, String> {
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         if w == 0 || h == 0 || fmt == Pixel::None {
             return Err(format!("decoder returned an empty frame ({w}x{h})"));
         }
-        let (sw, sh) = scaled_size(w, h, self.short_side);
+        let (sw, sh) = match self.short_side {
+            0 => (w, h),
+            s => scaled_size(w, h, s),
+        };
         let stale =
             !matches!(&self.scaler, Some((f, w0, h0, _)) if *f == fmt && *w0 == w && *h0 == h);
         if stale {
@@ -427,14 +435,37 @@ impl Cropper {
         set_colorspace_like_vf_scale(ctx, frame);
         ctx.run(frame, &mut self.out)
             .map_err(|e| format!("swscale failed: {e}"))?;
-        let (x0, y0) = crop_origin(sw, sh, self.crop);
+        Ok(&self.out)
+    }
+}
+
+/// Resizes decoded frames to RGB24 (short side `short_side`) and hands out the center
+/// `crop`×`crop` window of the result.
+pub struct Cropper {
+    resizer: Resizer,
+    crop: u32,
+}
+
+impl Cropper {
+    pub fn new(short_side: u32, crop: u32) -> Self {
+        Cropper {
+            resizer: Resizer::new(short_side),
+            crop,
+        }
+    }
+
+    /// Resizes `frame` (to RGB24); the center crop is the returned window.
+    pub fn scale(&mut self, frame: &ff::frame::Video) -> Result<Window<'_>, String> {
+        let crop = self.crop;
+        let out = self.resizer.scale(frame)?;
+        let (x0, y0) = crop_origin(out.width(), out.height(), crop);
         let window = Window {
-            data: self.out.data(0),
-            stride: self.out.stride(0),
+            data: out.data(0),
+            stride: out.stride(0),
             x0: x0 as usize,
             y0: y0 as usize,
         };
-        if !window.fits(self.crop as usize) {
+        if !window.fits(crop as usize) {
             return Err("internal: crop outside the scaled frame".into());
         }
         Ok(window)

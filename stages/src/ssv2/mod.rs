@@ -15,6 +15,8 @@
 pub mod annotations;
 pub mod decode;
 pub mod demo;
+pub mod frames;
+pub mod jpeg;
 pub mod sampling;
 pub mod stage;
 pub mod tubelets;

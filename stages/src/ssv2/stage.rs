@@ -15,6 +15,7 @@
 
 use super::annotations::{read_annotations, read_labels, Annotation, Labels};
 use super::decode::{decode, init, Cropper, Keep};
+use super::frames::FramesLayout;
 use super::sampling::clip_indices;
 use super::tubelets::{pack_frame, view_shape};
 use anyhow::{Context, Result};
@@ -74,6 +75,28 @@ pub struct Ssv2Params {
     pub seed: u64,
     pub shard_samples: usize,
     pub zstd_level: i32,
+    /// What a sample stores: `tubelets` (center crops of `views + random_views` fixed
+    /// views, ready for the patch embedding) or `frames` (every frame, uncropped, as JPEG:
+    /// what the reference recipe's per-epoch temporal sampling and spatial augmentation
+    /// need; `frames.rs`).
+    pub layout: Layout,
+    /// `frames` layout: short side of the stored frames, 0 = as decoded (the reference
+    /// augments SSv2's 240-pixel-high frames as they are).
+    pub frame_short_side: usize,
+    /// `frames` layout: the JPEG quantizer (`ffmpeg -q:v`, 2 best … 31 smallest).
+    pub jpeg_quantizer: u32,
+    /// `frames` layout: frames kept per clip (longer clips are evenly subsampled).
+    pub max_frames: usize,
+    /// `frames` layout: room for one clip's JPEG files (a bigger clip is a reject).
+    pub max_clip_bytes: usize,
+}
+
+/// The two sample layouts of `ssv2.tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Tubelets,
+    Frames,
 }
 
 impl Default for Ssv2Params {
@@ -95,6 +118,11 @@ impl Default for Ssv2Params {
             seed: 0,
             shard_samples: 64,
             zstd_level: 3,
+            layout: Layout::Tubelets,
+            frame_short_side: 0,
+            jpeg_quantizer: 3,
+            max_frames: 128,
+            max_clip_bytes: 4 << 20,
         }
     }
 }
@@ -146,6 +174,27 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                 "crop = {} exceeds short_side = {}; the crop is taken from the resized frame",
                 p.crop, p.short_side
             ),
+        ));
+    }
+    if !(2..=31).contains(&p.jpeg_quantizer) {
+        return Err(err(
+            "jpeg_quantizer",
+            format!("jpeg_quantizer = {} must be in 2..=31", p.jpeg_quantizer),
+        ));
+    }
+    if p.max_frames == 0 || p.max_frames > 100_000 {
+        return Err(err("max_frames", "max_frames must be in 1..=100000".into()));
+    }
+    if p.max_clip_bytes == 0 || p.max_clip_bytes > 256 << 20 {
+        return Err(err(
+            "max_clip_bytes",
+            "max_clip_bytes must be in 1..=268435456 (256 MiB)".into(),
+        ));
+    }
+    if p.frame_short_side > 16384 {
+        return Err(err(
+            "frame_short_side",
+            "frame_short_side must be at most 16384".into(),
         ));
     }
     if p.short_side > 16384 {
@@ -288,7 +337,20 @@ impl Ssv2TokensStage {
         self.params.views + self.params.random_views
     }
 
+    fn frames_layout(&self) -> Option<FramesLayout> {
+        let p = &self.params;
+        (p.layout == Layout::Frames).then_some(FramesLayout {
+            short_side: p.frame_short_side,
+            quantizer: p.jpeg_quantizer,
+            max_frames: p.max_frames,
+            max_clip_bytes: p.max_clip_bytes,
+        })
+    }
+
     fn schema_fields(&self) -> Schema {
+        if let Some(frames) = self.frames_layout() {
+            return frames.schema();
+        }
         let p = &self.params;
         let (tokens, dim) = view_shape(p.num_frames, p.tubelet_frames, p.patch, p.crop);
         vec![
@@ -313,9 +375,31 @@ impl Ssv2TokensStage {
         Ok((si, &entries[start..end]))
     }
 
+    /// One clip as a sample of the layout: the encoded sample, the number of frames
+    /// decoded, and whether it was subsampled to `max_frames` (`frames` layout).
+    fn process(
+        &self,
+        path: &std::path::Path,
+        video_id: i64,
+        label: i64,
+    ) -> std::result::Result<(Vec<u8>, usize, bool), String> {
+        let Some(frames) = self.frames_layout() else {
+            return self
+                .process_tubelets(path, video_id, label)
+                .map(|(b, n)| (b, n, false));
+        };
+        let clip = frames.encode_clip(path)?;
+        let (label, id) = (label.to_le_bytes(), video_id.to_le_bytes());
+        let mut fields: Vec<&[u8]> = clip.fields.iter().map(Vec::as_slice).collect();
+        fields.extend([&label[..], &id[..]]);
+        let encoded = encode_sample(&self.schema_fields(), &fields, self.params.zstd_level)
+            .map_err(|e| e.to_string())?;
+        Ok((encoded, clip.decoded, clip.subsampled))
+    }
+
     /// Decodes, samples, crops and packs one clip: the encoded sample and the number of
     /// frames decoded.
-    fn process(
+    fn process_tubelets(
         &self,
         path: &std::path::Path,
         video_id: i64,
@@ -382,8 +466,8 @@ thread_local! {
     static TUBELETS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One clip's outcome: (label, encoded sample, frames decoded), or (file, reason).
-type ClipResult = std::result::Result<(i64, Vec<u8>, usize), (String, String)>;
+/// One clip's outcome: (label, encoded sample, frames decoded, subsampled), or (file, reason).
+type ClipResult = std::result::Result<(i64, Vec<u8>, usize, bool), (String, String)>;
 
 fn ffmpeg_versions() -> serde_json::Value {
     init();
@@ -446,18 +530,20 @@ impl Stage for Ssv2TokensStage {
                 Err(why) => Err(why.clone()),
                 Ok((video_id, label)) => self
                     .process(&e.path, *video_id, *label)
-                    .map(|(bytes, n)| (*label, bytes, n))
+                    .map(|(bytes, n, sub)| (*label, bytes, n, sub))
                     .map_err(|reason| (e.path.display().to_string(), reason)),
             })
             .collect();
         let mut writer = ShardWriter::new(self.schema_fields());
         let mut labels: BTreeMap<i64, u64> = BTreeMap::new();
         let mut frames_decoded = 0u64;
+        let mut subsampled = 0u64;
         for (e, r) in entries.iter().zip(results) {
             match r {
-                Ok((label, bytes, n)) => {
+                Ok((label, bytes, n, sub)) => {
                     *labels.entry(label).or_insert(0) += 1;
                     frames_decoded += n as u64;
+                    subsampled += sub as u64;
                     writer.push_encoded(bytes);
                 }
                 Err((file, reason)) => out.reject(&file, &format!("id {}", e.id), &reason),
@@ -467,13 +553,18 @@ impl Stage for Ssv2TokensStage {
         if n > 0 {
             out.add_shard(SPLITS[si], n, &writer.finish())?;
         }
-        out.set_meta(serde_json::json!({ "labels": labels, "frames_decoded": frames_decoded }));
+        out.set_meta(serde_json::json!({
+            "labels": labels,
+            "frames_decoded": frames_decoded,
+            "frames_subsampled": subsampled,
+        }));
         Ok(())
     }
 
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
         let mut counts: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
         let mut frames_decoded = 0u64;
+        let mut subsampled = 0u64;
         for u in units {
             let split = SPLITS
                 .iter()
@@ -488,11 +579,9 @@ impl Stage for Ssv2TokensStage {
                     }
                 }
             }
-            frames_decoded += u
-                .meta
-                .get("frames_decoded")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
+            let count = |k: &str| u.meta.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            frames_decoded += count("frames_decoded");
+            subsampled += count("frames_subsampled");
         }
         let p = &self.params;
         let (tokens, dim) = view_shape(p.num_frames, p.tubelet_frames, p.patch, p.crop);
@@ -512,6 +601,10 @@ impl Stage for Ssv2TokensStage {
             "grid": [p.num_frames / p.tubelet_frames, p.crop / p.patch, p.crop / p.patch],
             "label_counts": counts,
             "frames_decoded": frames_decoded,
+            "layout": p.layout,
+            "frame_short_side": p.frame_short_side,
+            "max_frames": p.max_frames,
+            "frames_subsampled": subsampled,
         }))
     }
 }
