@@ -1,9 +1,11 @@
 //! Numerical building blocks shared by the LLM block and the encoders: attention (full or
 //! chunked with recompute), activation checkpointing, mixed precision and loss scaling, and
-//! batch mixing (mixup / cutmix). Depends on candle and rand only.
+//! batch mixing (mixup / cutmix), and VideoMAE's per-clip video augmentations (`video_aug`).
+//! Depends on candle, rand, rayon and serde only.
 
 pub mod attention;
 pub(crate) mod handover;
 pub mod mixup;
 pub mod precision;
 pub mod recompute;
+pub mod video_aug;
