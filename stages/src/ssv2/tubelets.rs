@@ -90,6 +90,38 @@ pub fn pack(frames: &[&[u8]], tubelet_frames: usize, patch: usize, crop: usize, 
     }
 }
 
+/// The tubelet tokens of T frames of values (any element type; the loader packs normalized
+/// f32), `frames` laid out [T, crop, crop, 3]: [tokens, t·p·p·3] in the order of the module
+/// doc. Frames past the end of `frames` (a short buffer) read as the default value.
+pub fn pack_values<T: Copy + Default>(
+    frames: &[T],
+    num_frames: usize,
+    tubelet_frames: usize,
+    patch: usize,
+    crop: usize,
+) -> Vec<T> {
+    let (t, p, c) = (tubelet_frames, patch, crop);
+    let g = c / p.max(1);
+    let token = t * p * p * 3;
+    let mut out = vec![T::default(); (num_frames / t.max(1)) * g * g * token];
+    for k in 0..(num_frames / t.max(1)) * t {
+        let (ti, dt) = (k / t, k % t);
+        for r in 0..g {
+            for col in 0..g {
+                let base = ((ti * g + r) * g + col) * token + dt * p * p * 3;
+                for dy in 0..p {
+                    let s = ((k * c + r * p + dy) * c + col * p) * 3;
+                    let d = base + dy * p * 3;
+                    if let Some(src) = frames.get(s..s + p * 3) {
+                        out[d..d + p * 3].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The inverse of [`pack`] for one view: T frames of `crop`×`crop`×3 bytes.
 pub fn unpack(
     tokens: &[u8],
@@ -122,6 +154,22 @@ pub fn unpack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pack_values_matches_the_u8_packing() {
+        let (t_frames, t, p, c) = (4, 2, 4, 8);
+        let frames: Vec<Vec<u8>> = (0..t_frames)
+            .map(|k| (0..c * c * 3).map(|i| (i * 7 + k * 31) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let mut packed = Vec::new();
+        pack(&refs, t, p, c, &mut packed);
+        let flat: Vec<u8> = frames.concat();
+        assert_eq!(pack_values(&flat, t_frames, t, p, c), packed);
+        let f: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
+        let pf: Vec<f32> = packed.iter().map(|&v| v as f32).collect();
+        assert_eq!(pack_values(&f, t_frames, t, p, c), pf);
+    }
 
     #[test]
     fn matches_the_conv3d_patch_order_by_hand() {

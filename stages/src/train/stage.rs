@@ -11,6 +11,7 @@ use super::block::BlockMode;
 use super::models::layers::Execution;
 use super::ops::attention::AttnImpl;
 use super::ops::precision::Precision;
+use super::ops::video_aug::TrainAugment;
 use super::task::{evaluate, Dataset, ModelConfig, Task};
 use super::trainer::{build_model, num_classes, sorted_vars, EpochMetrics};
 use anyhow::{Context, Result};
@@ -71,6 +72,80 @@ struct TrainToml {
     lr_per_256: Option<bool>,
     /// A pretrained encoder checkpoint (`.pth` or `.safetensors`; see `train::init`).
     init: Option<PathBuf>,
+    /// A named reference recipe (`Preset`) for what the config leaves out.
+    preset: Option<String>,
+    augment: Option<AugmentToml>,
+    repeated_aug: Option<usize>,
+}
+
+/// `augment = false`, or a table of `TrainAugment` keys (the rest at the reference's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum AugmentToml {
+    Switch(bool),
+    Spec(TrainAugment),
+}
+
+/// Named reference recipes: each fills in what a config leaves out (explicit keys win).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// LM4VisualEncoding `video_understanding/scripts/ssv2_vits_llama.sh`: VideoMAE ViT-S on
+    /// SSv2, 4 GPUs × 6 clips, `--num_sample 2`, lr 1e-3 per 256, layer decay 0.7, 40 epochs.
+    VideoMaeSsv2VitS,
+    /// `ssv2_vitb_llama.sh`: ViT-B, 4 GPUs × 3 clips, lr 5e-4 per 256, layer decay 0.75
+    /// (run_class_finetuning.py's default; the script does not set it), 30 epochs.
+    VideoMaeSsv2VitB,
+}
+
+impl Preset {
+    pub const NAMES: [&'static str; 2] = ["videomae_ssv2_vit_s", "videomae_ssv2_vit_b"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "videomae_ssv2_vit_s" => Some(Preset::VideoMaeSsv2VitS),
+            "videomae_ssv2_vit_b" => Some(Preset::VideoMaeSsv2VitB),
+            _ => None,
+        }
+    }
+
+    pub fn task(self) -> Task {
+        Task::Video
+    }
+
+    /// The recipe's training settings.
+    pub fn defaults(self) -> TaskDefaults {
+        let video = TaskDefaults::of(Task::Video);
+        match self {
+            Preset::VideoMaeSsv2VitS => TaskDefaults {
+                batch_size: 24,
+                ..video
+            },
+            Preset::VideoMaeSsv2VitB => TaskDefaults {
+                epochs: 30,
+                batch_size: 12,
+                lr: 5e-4,
+                layer_decay: Some(0.75),
+                ..video
+            },
+        }
+    }
+
+    /// The encoder's sizes (VideoMAE `vit_small_patch16_224` / `vit_base_patch16_224`).
+    pub fn model(self) -> serde_json::Value {
+        match self {
+            Preset::VideoMaeSsv2VitS => {
+                serde_json::json!({ "embed_dim": 384, "depth": 12, "heads": 6 })
+            }
+            Preset::VideoMaeSsv2VitB => {
+                serde_json::json!({ "embed_dim": 768, "depth": 12, "heads": 12 })
+            }
+        }
+    }
+
+    /// `--num_sample`.
+    pub fn repeated_aug(self) -> usize {
+        2
+    }
 }
 
 /// The reference recipe of each task, for what a config leaves out.
@@ -238,6 +313,22 @@ pub struct TrainParams {
     /// it changes nothing and editing it retrains.
     #[serde(skip)]
     pub init: Option<PathBuf>,
+    /// The preset the defaults came from (recorded; its values are keyed through the fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Video, `frames` layout: the training augmentation (RandAugment, RandomResizedCrop,
+    /// random erasing; `train::ops::video_aug`), the reference's by default; `false` = off
+    /// (the centre crop of the resized frames instead). Ignored for the tubelets layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<TrainAugment>,
+    /// Video, `frames` layout: independently augmented copies of each clip per batch
+    /// (VideoMAE's `--num_sample`; a batch of B clips is B · repeated_aug rows).
+    #[serde(skip_serializing_if = "is_one")]
+    pub repeated_aug: usize,
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 impl TrainParams {
@@ -253,13 +344,27 @@ impl TrainParams {
     }
 
     fn resolve(t: TrainToml, task: Task) -> Self {
-        let d = TaskDefaults::of(task);
+        let preset = t.preset.as_deref().and_then(Preset::parse);
+        let d = preset.map_or_else(|| TaskDefaults::of(task), Preset::defaults);
+        let mut model = t.model;
+        if let (Some(p), Some(obj)) = (preset, model.as_object_mut()) {
+            for (k, v) in p.model().as_object().into_iter().flatten() {
+                obj.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        } else if let (Some(p), true) = (preset, model.is_null()) {
+            model = p.model();
+        }
+        let augment = match (task, t.augment) {
+            (Task::Video, None | Some(AugmentToml::Switch(true))) => Some(TrainAugment::default()),
+            (Task::Video, Some(AugmentToml::Spec(a))) => Some(a),
+            _ => None,
+        };
         TrainParams {
             data: t.data,
             block: t.block,
             mode: t.mode,
             mlp_hidden: t.mlp_hidden,
-            model: t.model,
+            model,
             epochs: t.epochs.unwrap_or(d.epochs),
             warmup_epochs: t.warmup_epochs.unwrap_or(d.warmup_epochs),
             batch_size: t.batch_size.unwrap_or(d.batch_size),
@@ -283,6 +388,11 @@ impl TrainParams {
             mixup_switch_prob: t.mixup_switch_prob.unwrap_or(0.5),
             lr_per_256: t.lr_per_256.unwrap_or(task == Task::Video),
             init: t.init,
+            preset: t.preset,
+            augment,
+            repeated_aug: t
+                .repeated_aug
+                .unwrap_or_else(|| preset.map_or(1, Preset::repeated_aug)),
         }
     }
 }
@@ -367,7 +477,48 @@ pub(crate) fn parse_train(
     let raw: TrainToml = config.typed_params(sc)?;
     check_upstream_name(config, sc, "data", &raw.data)?;
     let task = task_of(config, sc, &raw.data)?;
+    if let Some(name) = &raw.preset {
+        match Preset::parse(name) {
+            Some(pr) if pr.task() == task => {}
+            Some(_) => {
+                return Err(config.param_error(
+                    &sc.name,
+                    Some("preset"),
+                    format!("preset `{name}` is a video recipe; `data` is not an ssv2.tokens stage"),
+                ))
+            }
+            None => {
+                return Err(config.param_error(
+                    &sc.name,
+                    Some("preset"),
+                    format!(
+                        "unknown preset `{name}`; the presets are {}",
+                        Preset::NAMES.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    if task != Task::Video && (raw.augment.is_some() || raw.repeated_aug.is_some()) {
+        return Err(config.param_error(
+            &sc.name,
+            Some(if raw.augment.is_some() { "augment" } else { "repeated_aug" }),
+            "augment and repeated_aug are the video recipe's (ssv2.tokens, layout = \"frames\"); remove them for this task".into(),
+        ));
+    }
     let mut p = TrainParams::resolve(raw, task);
+    if let Some(a) = &p.augment {
+        a.validate().map_err(|e| {
+            config.param_error(&sc.name, Some("augment"), format!("augment: {e}"))
+        })?;
+    }
+    if !(1..=16).contains(&p.repeated_aug) {
+        return Err(config.param_error(
+            &sc.name,
+            Some("repeated_aug"),
+            format!("repeated_aug = {} must be in 1..=16", p.repeated_aug),
+        ));
+    }
     p.init = match &p.init {
         Some(init) if check_init_file => Some(check_init(config, sc, task, init)?),
         Some(init) => Some(config.resolve(init)),
@@ -596,6 +747,10 @@ pub struct EvalParams {
     /// `vote` views of each cloud (FPS pool, random subset, scale and shift). Reported as
     /// `vote_top1` etc. beside the single-view numbers. Needs the kept points.
     pub vote: Option<usize>,
+    /// Video, `frames` layout: temporal clips × spatial crops per test video, probabilities
+    /// averaged (the reference's `--test_num_segment 2 --test_num_crop 3`, the defaults).
+    pub test_clips: Option<usize>,
+    pub test_crops: Option<usize>,
 }
 
 pub struct EvalStage {
@@ -626,6 +781,25 @@ pub fn build_eval(
             "vote is the point-cloud test-time voting; remove it for this task".into(),
         ));
     }
+    for (key, v) in [("test_clips", p.test_clips), ("test_crops", p.test_crops)] {
+        match v {
+            Some(_) if task != Task::Video => {
+                return Err(config.param_error(
+                    &sc.name,
+                    Some(key),
+                    format!("{key} is the video multi-view test; remove it for this task"),
+                ))
+            }
+            Some(n) if !(1..=16).contains(&n) => {
+                return Err(config.param_error(
+                    &sc.name,
+                    Some(key),
+                    format!("{key} = {n} must be in 1..=16"),
+                ))
+            }
+            _ => {}
+        }
+    }
     Ok(Box::new(EvalStage { p, task, split }))
 }
 
@@ -634,6 +808,11 @@ impl EvalStage {
         self.p
             .batch_size
             .unwrap_or_else(|| TaskDefaults::of(self.task).batch_size)
+    }
+
+    /// (temporal clips, spatial crops) of the video multi-view test.
+    fn test_views(&self) -> (usize, usize) {
+        (self.p.test_clips.unwrap_or(2), self.p.test_crops.unwrap_or(3))
     }
 }
 
@@ -648,6 +827,10 @@ impl Stage for EvalStage {
         let mut k = serde_json::json!({"split": self.split, "batch_size": self.batch_size()});
         if let Some(v) = self.p.vote {
             k["vote"] = v.into();
+        }
+        if self.task == Task::Video {
+            // Only the frames layout uses them; keyed for every video eval (cheap to redo).
+            k["test_views"] = serde_json::json!(self.test_views());
         }
         k
     }
@@ -691,6 +874,10 @@ impl Stage for EvalStage {
         }
         let mut set = Dataset::load(self.task, data, &self.split)?;
         anyhow::ensure!(!set.is_empty(), "split `{}` has no samples", self.split);
+        if let Dataset::Video(v) = &mut set {
+            let (t, s) = self.test_views();
+            v.set_test_views(t, s);
+        }
         let mlp_hidden = meta["mlp_hidden"].as_u64().map(|h| h as usize);
         let mut built = build_model(
             &cfg, &set, classes, mode, mlp_hidden, block_up, seed, &device,
@@ -728,6 +915,11 @@ impl Stage for EvalStage {
                 }
             }
             metrics["votes"] = votes.into();
+        }
+        if let Dataset::Video(v) = &set {
+            if v.is_frames_layout() {
+                metrics["test_views"] = serde_json::json!(self.test_views());
+            }
         }
         metrics["split"] = self.split.clone().into();
         // The held-out score of the training run's best and last epochs (what the paper

@@ -9,6 +9,7 @@ use super::data::pointcloud::PcViews;
 use super::data::prefetch::prefetched;
 use super::models::layers::{init_vars, step_rng, Execution};
 use super::ops::mixup::MixSpec;
+use super::ops::video_aug::TrainAugment;
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
 use super::optim::{cosine_lr, AdamW};
@@ -358,6 +359,12 @@ impl TrainStage {
             a.agent_only_loss = c.agent_only_loss;
         }
         if let Dataset::Video(v) = &mut train {
+            if let Some(crop) = v.frames_crop() {
+                // The output side is the data stage's crop (the model's input), whatever
+                // the table says.
+                v.augment = self.p.augment.clone().map(|a| TrainAugment { crop, ..a });
+                v.repeats = self.p.repeated_aug;
+            }
             v.mix = Some(MixSpec {
                 mixup_alpha: self.p.mixup,
                 cutmix_alpha: self.p.cutmix,

@@ -7,6 +7,7 @@ pub mod argoverse;
 pub mod pointcloud;
 pub mod prefetch;
 pub mod video;
+pub mod video_frames;
 
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{Sample, Schema, ShardReader};

@@ -5,12 +5,14 @@
 //! uses every deterministic view and averages the class probabilities (the reference's
 //! multi-view test). No flips: SSv2 labels depend on left and right (PAPER.md §4).
 
+use super::video_frames::FramesSource;
 use super::ShardSet;
 use crate::train::ops::mixup::{apply, draw, soft_targets, MixSpec, TubeletGeometry};
+use crate::train::ops::video_aug::TrainAugment;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::Upstream;
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -27,14 +29,22 @@ pub struct VideoSet {
     pub geometry: Option<TubeletGeometry>,
     /// Mixup / CutMix of training batches (set by the trainer).
     pub mix: Option<MixSpec>,
-    /// Deterministic views per clip (evaluation averages over these).
+    /// Views per clip in evaluation (averaged): the cached deterministic views, or for
+    /// the `frames` layout `test_temporal × test_spatial`.
     pub views: usize,
     /// All cached views (deterministic + random); training draws from these.
     pub total_views: usize,
     pub tokens: usize,
     pub token_dim: usize,
+    /// `frames` layout: the training augmentation and the copies per clip (repeated
+    /// augmentation; a batch of B clips gives B · repeats rows).
+    /// `None`: no augmentation, the test path's centre crop.
+    pub augment: Option<TrainAugment>,
+    pub repeats: usize,
+    test_views: (usize, usize),
     field: usize,
     label_field: usize,
+    frames: Option<FramesSource>,
     shards: ShardSet,
 }
 
@@ -50,6 +60,9 @@ impl VideoSet {
     /// a label is read with its clip, when a batch asks for it.
     pub fn load(up: &Upstream, split: &str) -> Result<Self> {
         let shards = ShardSet::open(up, split, WHAT)?;
+        if shards.field("jpeg", WHAT).is_ok() {
+            return Self::load_frames(up, shards);
+        }
         let (ti, li) = (
             shards.field("tubelets", WHAT)?,
             shards.field("label", WHAT)?,
@@ -94,10 +107,69 @@ impl VideoSet {
             total_views,
             tokens,
             token_dim,
+            augment: None,
+            repeats: 1,
+            test_views: (views, 1),
             field: ti,
             label_field: li,
+            frames: None,
             shards,
         })
+    }
+
+    /// The `frames` layout (`video_frames`): one test view (the first temporal one, centre
+    /// crop) until [`VideoSet::set_test_views`] says more.
+    fn load_frames(up: &Upstream, shards: ShardSet) -> Result<Self> {
+        let meta = &up.manifest.meta;
+        let src = FramesSource::open(&shards, meta)?;
+        let (tokens, token_dim) = src.token_shape();
+        let label_field = shards.field("label", WHAT)?;
+        Ok(VideoSet {
+            classes: meta
+                .get("num_classes")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0) as usize,
+            geometry: Some(TubeletGeometry {
+                tubelet_frames: src.tubelet_frames,
+                patch: src.patch,
+                crop: src.crop,
+            }),
+            mix: None,
+            views: 1,
+            total_views: 1,
+            tokens,
+            token_dim,
+            augment: Some(TrainAugment {
+                crop: src.crop,
+                ..TrainAugment::default()
+            }),
+            repeats: 1,
+            test_views: (1, 1),
+            field: 0,
+            label_field,
+            frames: Some(src),
+            shards,
+        })
+    }
+
+    /// Whether clips come uncropped (`frames` layout) and are augmented here.
+    pub fn is_frames_layout(&self) -> bool {
+        self.frames.is_some()
+    }
+
+    /// `frames` layout: the model's input side.
+    pub fn frames_crop(&self) -> Option<usize> {
+        self.frames.as_ref().map(|f| f.crop)
+    }
+
+    /// `frames` layout: the test views per clip, `temporal` clips × `spatial` crops (the
+    /// reference's `--test_num_segment 2 --test_num_crop 3`). The tubelet layout keeps its
+    /// cached views.
+    pub fn set_test_views(&mut self, temporal: usize, spatial: usize) {
+        if self.frames.is_some() {
+            self.test_views = (temporal.max(1), spatial.max(1));
+            self.views = self.test_views.0 * self.test_views.1;
+        }
     }
 
     /// The u8 tubelets of clip `i`, all views ([total_views · tokens · token_dim]), and its
@@ -145,21 +217,46 @@ impl VideoSet {
         rng: &mut ChaCha8Rng,
         device: &Device,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        // Draw every view first so the choice does not depend on decode order.
-        let views: Vec<usize> = idx
-            .iter()
-            .map(|_| rng.random_range(0..self.total_views))
-            .collect();
-        let parts = idx
-            .par_iter()
-            .zip(views)
-            .map(|(&i, v)| {
-                let (raw, label) = self.read(i)?;
-                Ok((self.normalized(&raw, v), label))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parts = match &self.frames {
+            Some(src) => {
+                // One generator per clip, seeded from the step's in batch order, so the
+                // augmentation does not depend on which thread decodes which clip.
+                let seeds: Vec<u64> = idx.iter().map(|_| rng.random()).collect();
+                let per_clip = idx
+                    .par_iter()
+                    .zip(seeds)
+                    .map(|(&i, seed)| {
+                        let stored = src.read(&self.shards, i)?;
+                        let mut clip_rng = ChaCha8Rng::seed_from_u64(seed);
+                        let samples = src
+                            .train_samples(&stored, self.augment.as_ref(), self.repeats, &mut clip_rng)
+                            .with_context(|| format!("training clip {i}"))?;
+                        Ok(samples
+                            .into_iter()
+                            .map(|v| (v, stored.label))
+                            .collect::<Vec<_>>())
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                per_clip.into_iter().flatten().collect::<Vec<_>>()
+            }
+            None => {
+                // Draw every view first so the choice does not depend on decode order.
+                let views: Vec<usize> = idx
+                    .iter()
+                    .map(|_| rng.random_range(0..self.total_views))
+                    .collect();
+                idx.par_iter()
+                    .zip(views)
+                    .map(|(&i, v)| {
+                        let (raw, label) = self.read(i)?;
+                        Ok((self.normalized(&raw, v), label))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        let rows = parts.len();
         let Some(spec) = self.mix.filter(|m| m.enabled()) else {
-            let (x, l) = self.stack(parts, idx.len(), device)?;
+            let (x, l) = self.stack(parts, rows, device)?;
             return Ok((x, l, None));
         };
         let geo = self.geometry.context(
@@ -173,7 +270,7 @@ impl VideoSet {
         }
         let lam = mix.map_or(1.0, |m| m.lam());
         let soft = soft_targets(&labels, self.classes, lam, spec.smoothing);
-        let b = idx.len();
+        let b = rows;
         let (x, l) = self.stack(values.into_iter().zip(labels).collect(), b, device)?;
         Ok((
             x,
@@ -184,6 +281,20 @@ impl VideoSet {
 
     /// Evaluation batch: tubelets [B · views, tokens, token_dim] (clip-major), and labels [B].
     pub fn eval_batch(&self, idx: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        if let Some(src) = &self.frames {
+            let (temporal, spatial) = self.test_views;
+            let parts = idx
+                .par_iter()
+                .map(|&i| {
+                    let stored = src.read(&self.shards, i)?;
+                    let views = src
+                        .test_samples(&stored, temporal, spatial)
+                        .with_context(|| format!("test clip {i}"))?;
+                    Ok((views.concat(), stored.label))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return self.stack(parts, idx.len() * self.views, device);
+        }
         let parts = idx
             .par_iter()
             .map(|&i| {

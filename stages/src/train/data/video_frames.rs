@@ -1,0 +1,266 @@
+//! Clips of an `ssv2.tokens` artifact in the `frames` layout (`crate::ssv2::frames`): every
+//! frame, uncropped, as JPEG. The loader does per clip what the reference's SSv2 loader
+//! (LM4VisualEncoding `video_understanding/ssv2.py`) does from the video file:
+//!
+//! - training: a fresh random frame per segment on every visit (`N // T` segments, a random
+//!   offset in each; `crate::ssv2::sampling::random_view_indices`), only those T frames
+//!   decoded, then RandAugment → normalize → RandomResizedCrop → random erasing
+//!   (`train::ops::video_aug`), `repeats` independently augmented copies per clip (VideoMAE's
+//!   `--num_sample`, repeated augmentation);
+//! - test: `temporal` views of T frames (`int(tick · v / V + tick · i)`, the reference's
+//!   `chunk_nb` for V = 2) × `spatial` crops of the frames resized to `short_side`
+//!   (`test_crops`), all decoded from one read of the sample.
+//!
+//! Outputs are tubelet tokens [tokens, t·p·p·3] of normalized f32, the layout the patch
+//! embedding reads (`crate::ssv2::tubelets`).
+
+use super::ShardSet;
+use crate::ssv2::frames::{jpeg_ranges, DECODED_FRAMES, FRAMES, JPEG, JPEG_ENDS, SIZE};
+use crate::ssv2::jpeg::JpegDecoder;
+use crate::ssv2::sampling::{random_view_indices, test_view_indices};
+use crate::ssv2::tubelets::pack_values;
+use crate::train::ops::video_aug::{
+    augment_train_clip, clip::normalize, test_crops, Clip, TrainAugment, IMAGENET_MEAN,
+    IMAGENET_STD,
+};
+use anyhow::{Context, Result};
+use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+const WHAT: &str = "an ssv2.tokens stage with layout = \"frames\"";
+
+/// Where the fields of the layout are, and the clip geometry the model wants.
+pub struct FramesSource {
+    jpeg: usize,
+    ends: usize,
+    frames: usize,
+    size: usize,
+    label: usize,
+    /// T, frames per clip sample.
+    pub num_frames: usize,
+    pub tubelet_frames: usize,
+    pub patch: usize,
+    /// The model's input side (the training crop and the test crop).
+    pub crop: usize,
+    /// Test frames are resized to this short side before the spatial crops.
+    pub short_side: usize,
+}
+
+/// One stored clip, read from its shard: the JPEG files and its label.
+pub struct StoredClip {
+    bytes: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    /// (height, width) of the stored frames.
+    pub size: (usize, usize),
+    pub label: u32,
+}
+
+impl StoredClip {
+    /// Frames stored.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+thread_local! {
+    static DECODER: RefCell<Option<JpegDecoder>> = const { RefCell::new(None) };
+}
+
+/// Decodes one JPEG with this thread's decoder.
+fn decode_jpeg(bytes: &[u8]) -> Result<crate::ssv2::jpeg::Rgb, String> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(JpegDecoder::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decode(bytes),
+            None => Err("internal: no JPEG decoder".into()),
+        }
+    })
+}
+
+impl FramesSource {
+    /// The layout's fields in `shards`, and the geometry from the data stage's meta.
+    pub fn open(shards: &ShardSet, meta: &serde_json::Value) -> Result<Self> {
+        let get = |k: &str| {
+            meta.get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .with_context(|| format!("the data stage's meta lacks `{k}`; `data` must name {WHAT}"))
+        };
+        let src = FramesSource {
+            jpeg: shards.field(JPEG, WHAT)?,
+            ends: shards.field(JPEG_ENDS, WHAT)?,
+            frames: shards.field(FRAMES, WHAT)?,
+            size: shards.field(SIZE, WHAT)?,
+            label: shards.field("label", WHAT)?,
+            num_frames: get("num_frames")?,
+            tubelet_frames: get("tubelet_frames")?,
+            patch: get("patch")?,
+            crop: get("crop")?,
+            short_side: get("short_side")?,
+        };
+        // `decoded_frames` is informational; its presence confirms the layout.
+        shards.field(DECODED_FRAMES, WHAT)?;
+        anyhow::ensure!(
+            src.num_frames > 0
+                && src.tubelet_frames > 0
+                && src.num_frames % src.tubelet_frames == 0
+                && src.patch > 0
+                && src.crop % src.patch == 0
+                && src.crop > 0
+                && src.short_side >= src.crop,
+            "the data stage's meta has an impossible clip geometry (num_frames {}, tubelet_frames \
+             {}, patch {}, crop {}, short_side {})",
+            src.num_frames,
+            src.tubelet_frames,
+            src.patch,
+            src.crop,
+            src.short_side
+        );
+        Ok(src)
+    }
+
+    /// (tokens, values per token) of one clip sample.
+    pub fn token_shape(&self) -> (usize, usize) {
+        crate::ssv2::tubelets::view_shape(
+            self.num_frames,
+            self.tubelet_frames,
+            self.patch,
+            self.crop,
+        )
+    }
+
+    /// Clip `i` of the split, its JPEG files located and checked.
+    pub fn read(&self, shards: &ShardSet, i: usize) -> Result<StoredClip> {
+        let mut s = shards.read(i)?;
+        let label = s
+            .i64s(self.label)
+            .first()
+            .copied()
+            .context("a sample without a label")?;
+        let label = u32::try_from(label).context("negative or huge label")?;
+        let frames = s.i64s(self.frames).first().copied().unwrap_or(0);
+        let ends = s.i64s(self.ends);
+        let size = s.i64s(self.size);
+        let bytes = std::mem::take(&mut s.fields[self.jpeg]);
+        let ranges = jpeg_ranges(&ends, frames, bytes.len())
+            .map_err(|e| anyhow::anyhow!("sample {i}: {e}; the shard is damaged or foreign"))?;
+        let (h, w) = match size.as_slice() {
+            [h, w] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
+            s => anyhow::bail!("sample {i}: frame size {s:?}"),
+        };
+        Ok(StoredClip {
+            bytes,
+            ranges,
+            size: (h, w),
+            label,
+        })
+    }
+
+    /// The clip of frames `indices` (repeats decoded once), RGB u8 [T, H, W, 3].
+    pub fn clip(&self, stored: &StoredClip, indices: &[usize]) -> Result<Clip> {
+        let (h, w) = stored.size;
+        let mut decoded: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        for &k in indices {
+            if decoded.contains_key(&k) {
+                continue;
+            }
+            let range = stored
+                .ranges
+                .get(k)
+                .with_context(|| format!("frame {k} of {} requested", stored.len()))?;
+            let rgb = decode_jpeg(&stored.bytes[range.clone()])
+                .map_err(|e| anyhow::anyhow!("frame {k}: {e}"))?;
+            anyhow::ensure!(
+                (rgb.height, rgb.width) == (h, w),
+                "frame {k} is {}x{}, the sample says {w}x{h}",
+                rgb.width,
+                rgb.height
+            );
+            decoded.insert(k, rgb.data);
+        }
+        let mut data = Vec::with_capacity(indices.len() * h * w * 3);
+        for k in indices {
+            data.extend_from_slice(&decoded[k]);
+        }
+        Ok(Clip::new(indices.len(), h, w, data)?)
+    }
+
+    /// `repeats` training samples of one clip (tokens of normalized f32 each): one random
+    /// temporal draw per sample, each augmented on its own (`None`: the test path's centre
+    /// crop of the frames resized to `short_side`, the temporal draw still random).
+    pub fn train_samples(
+        &self,
+        stored: &StoredClip,
+        augment: Option<&TrainAugment>,
+        repeats: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Vec<f32>>> {
+        (0..repeats)
+            .map(|_| {
+                let idx = random_view_indices(stored.len(), self.num_frames, rng);
+                let clip = self.clip(stored, &idx)?;
+                let values = match augment {
+                    Some(a) => augment_train_clip(&clip, a, rng),
+                    None => {
+                        let centre_crop = test_crops(&clip, self.short_side, 1);
+                        let c = centre_crop
+                            .first()
+                            .context("no centre crop of the clip")?;
+                        normalize(&centre(c, self.crop), IMAGENET_MEAN, IMAGENET_STD)
+                    }
+                };
+                Ok(self.pack(&values))
+            })
+            .collect()
+    }
+
+    /// The test views of one clip, temporal-major: `temporal × spatial` token sets.
+    pub fn test_samples(
+        &self,
+        stored: &StoredClip,
+        temporal: usize,
+        spatial: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(temporal * spatial);
+        for v in 0..temporal {
+            let idx = test_view_indices(stored.len(), self.num_frames, v, temporal);
+            let clip = self.clip(stored, &idx)?;
+            let crops = test_crops(&clip, self.short_side, spatial);
+            for c in &crops {
+                // A crop of `short_side` rows/columns; the model wants `crop`² (equal in the
+                // reference, where crop = short_side = 224): the centre of it otherwise.
+                let c = centre(c, self.crop);
+                out.push(self.pack(&normalize(&c, IMAGENET_MEAN, IMAGENET_STD)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Normalized [T, crop, crop, 3] values → tubelet tokens.
+    fn pack(&self, values: &[f32]) -> Vec<f32> {
+        pack_values(
+            values,
+            self.num_frames,
+            self.tubelet_frames,
+            self.patch,
+            self.crop,
+        )
+    }
+}
+
+/// The centred `side`×`side` window of a clip (itself when it is that size).
+fn centre(clip: &Clip, side: usize) -> Clip {
+    if clip.height == side && clip.width == side {
+        return clip.clone();
+    }
+    let y = clip.height.saturating_sub(side) / 2;
+    let x = clip.width.saturating_sub(side) / 2;
+    crate::train::ops::video_aug::clip::crop(clip, y, x, side, side)
+}
