@@ -78,6 +78,36 @@ pub enum Command {
     /// subset, scale/shift, grouping) on the clouds of a ScanObjectNN-format h5 file (prints
     /// JSON; `scripts/bench/pc_resample_reference.py` is its numpy counterpart).
     BenchResample(BenchResampleArgs),
+    /// The `frames` layout of ssv2.tokens on real clips: cache bytes per clip and the JPEG's
+    /// PSNR (write side, vs `ffmpeg -q:v` into files), then the training loader's clips/s on
+    /// one core (T random frames decoded, VideoMAE's augmentation, tubelets) and the 2×3
+    /// test views (prints JSON).
+    BenchVideoFrames(BenchVideoFramesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchVideoFramesArgs {
+    /// Video files (any container/codec libavcodec reads).
+    #[arg(required = true)]
+    pub clips: Vec<std::path::PathBuf>,
+    /// Short side of the stored frames (0: as decoded).
+    #[arg(long, default_value_t = 0)]
+    pub frame_short_side: usize,
+    /// JPEG quantizer (`-q:v`).
+    #[arg(long, default_value_t = 3)]
+    pub quantizer: u32,
+    /// Frames per training sample (T).
+    #[arg(long, default_value_t = 16)]
+    pub num_frames: usize,
+    /// The model's input side.
+    #[arg(long, default_value_t = 224)]
+    pub crop: usize,
+    /// Timed training samples per clip.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Also time the ffmpeg CLI writing the same JPEG files (needs `ffmpeg` on PATH).
+    #[arg(long)]
+    pub ffmpeg: bool,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Llm(cmd) => crate::llm_cmd::run(cmd),
         Command::BenchTrain(args) => crate::bench_cmd::run(args),
         Command::BenchResample(args) => crate::bench_cmd::resample(args),
+        Command::BenchVideoFrames(args) => crate::bench_video::run(args),
     }
 }
 

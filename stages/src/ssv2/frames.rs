@@ -87,7 +87,7 @@ impl FramesLayout {
         let mut size: Option<(usize, usize)> = None;
         let mut visit = |i: usize, frame: &ffmpeg_next::frame::Video| -> Result<(), String> {
             let rgb = resizer.scale(frame).map_err(|e| format!("frame {i}: {e}"))?;
-            let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+            let (packed, w, h) = packed(rgb);
             match size {
                 None => size = Some((h, w)),
                 Some(s) if s != (h, w) => {
@@ -98,12 +98,6 @@ impl FramesLayout {
                     ))
                 }
                 Some(_) => {}
-            }
-            let stride = rgb.stride(0);
-            let data = rgb.data(0);
-            let mut packed = Vec::with_capacity(w * h * 3);
-            for y in 0..h {
-                packed.extend_from_slice(&data[y * stride..y * stride + w * 3]);
             }
             files.push(
                 encoder
@@ -145,6 +139,25 @@ impl FramesLayout {
             subsampled,
         })
     }
+}
+
+/// An RGB24 frame's pixels without row padding, and its width and height.
+fn packed(rgb: &ffmpeg_next::frame::Video) -> (Vec<u8>, usize, usize) {
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    (super::jpeg::packed_rgb(rgb), w, h)
+}
+
+/// Every frame of `path` as packed RGB24 at the stored size (`short_side`, 0 = as
+/// decoded): what the JPEG files are made from (benchmarks and tests measure their PSNR).
+pub fn rgb_frames(path: &Path, short_side: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut resizer = Resizer::new(short_side as u32);
+    let mut frames = Vec::new();
+    let mut visit = |_: usize, f: &ffmpeg_next::frame::Video| -> Result<(), String> {
+        frames.push(packed(resizer.scale(f)?).0);
+        Ok(())
+    };
+    decode(path, Keep::Each(&mut visit))?;
+    Ok(frames)
 }
 
 /// The frames a clip of `n` keeps under a cap of `max`: all, or `floor(k · n / max)`.

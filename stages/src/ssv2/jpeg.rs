@@ -85,7 +85,7 @@ fn zero_buffers(frame: &mut ff::frame::Video) {
 }
 
 /// The rows of a frame's RGB24 plane, tightly packed.
-fn packed_rgb(frame: &ff::frame::Video) -> Vec<u8> {
+pub(crate) fn packed_rgb(frame: &ff::frame::Video) -> Vec<u8> {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
     let stride = frame.stride(0);
     let data = frame.data(0);

@@ -57,6 +57,32 @@ pub struct StoredClip {
 }
 
 impl StoredClip {
+    /// A clip from the layout's field bytes (`jpeg`, `jpeg_ends`, `frames`, `decoded_frames`,
+    /// `size`, as `FramesLayout::encode_clip` returns them) and a label: what a shard read
+    /// gives, without the shard (benchmarks, tests).
+    pub fn from_fields(fields: &[Vec<u8>], label: u32) -> Result<Self> {
+        let i64s = |b: &[u8]| -> Vec<i64> {
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect()
+        };
+        let [jpeg, ends, frames, _decoded, size, ..] = fields else {
+            anyhow::bail!("the frames layout has 5 fields before the label");
+        };
+        let frames = i64s(frames).first().copied().unwrap_or(0);
+        let ranges = jpeg_ranges(&i64s(ends), frames, jpeg.len()).map_err(anyhow::Error::msg)?;
+        let (h, w) = match i64s(size).as_slice() {
+            [h, w] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
+            s => anyhow::bail!("frame size {s:?}"),
+        };
+        Ok(StoredClip {
+            bytes: jpeg.clone(),
+            ranges,
+            size: (h, w),
+            label,
+        })
+    }
+
     /// Frames stored.
     pub fn len(&self) -> usize {
         self.ranges.len()
@@ -85,6 +111,29 @@ fn decode_jpeg(bytes: &[u8]) -> Result<crate::ssv2::jpeg::Rgb, String> {
 }
 
 impl FramesSource {
+    /// A source for stored clips outside a shard set (benchmarks, tests): the clip geometry
+    /// only; [`FramesSource::read`] is not for it.
+    pub fn detached(
+        num_frames: usize,
+        tubelet_frames: usize,
+        patch: usize,
+        crop: usize,
+        short_side: usize,
+    ) -> Self {
+        FramesSource {
+            jpeg: 0,
+            ends: 1,
+            frames: 2,
+            size: 4,
+            label: 5,
+            num_frames,
+            tubelet_frames,
+            patch,
+            crop,
+            short_side,
+        }
+    }
+
     /// The layout's fields in `shards`, and the geometry from the data stage's meta.
     pub fn open(shards: &ShardSet, meta: &serde_json::Value) -> Result<Self> {
         let get = |k: &str| {
