@@ -370,23 +370,66 @@ fn test_crops_are_top_centre_bottom_for_portrait_after_resize() {
     assert!(crops.iter().all(|k| *k == sq));
 }
 
-/// `cargo test --release -p lm4ve-stages bench_train_clip -- --ignored --nocapture`
+/// `cargo test --release -p lm4ve-stages bench_train_clip -- --ignored --nocapture`: wall
+/// time and this thread's CPU time (Linux schedstat; what matters on a shared machine).
 #[test]
 #[ignore]
 fn bench_train_clip() {
-    let spec = TrainAugment::default();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
-    let ms = pool.install(|| bench_augment_train_clip(16, 240, 427, &spec, 200, 0));
-    eprintln!("augment_train_clip 16x240x427 -> 16x224x224, one thread: {ms:.2} ms/clip");
-    let no_ra = TrainAugment {
-        rand_augment: None,
-        ..TrainAugment::default()
-    };
-    let ms = pool.install(|| bench_augment_train_clip(16, 240, 427, &no_ra, 200, 0));
-    eprintln!("  without RandAugment: {ms:.2} ms/clip");
-    let ms = bench_augment_train_clip(16, 240, 427, &spec, 200, 0);
-    eprintln!("  all threads: {ms:.2} ms/clip");
+    let n = 300;
+    for (name, spec) in [
+        ("default", TrainAugment::default()),
+        (
+            "without RandAugment",
+            TrainAugment {
+                rand_augment: None,
+                ..TrainAugment::default()
+            },
+        ),
+    ] {
+        let (wall, cpu) = pool.install(|| {
+            let t = cpu_ns();
+            let wall = bench_augment_train_clip(16, 240, 427, &spec, n, 0);
+            (wall, (cpu_ns() - t) as f64 / 1e6 / n as f64)
+        });
+        eprintln!("augment_train_clip 16x240x427 -> 16x224x224 {name}, one thread: {wall:.2} ms/clip wall, {cpu:.2} ms/clip cpu");
+    }
+}
+
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore]
+fn scratch_per_op_cost() {
+    let clip = synthetic_clip(16, 240, 427, 0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for op in RAND_INCREASING_TRANSFORMS {
+        let mut r = rng(0);
+        let arg = level_to_arg(op, 7.0, &mut r);
+        let d = DrawnOp {
+            op,
+            magnitude: 7.0,
+            arg,
+        };
+        let ns = pool.install(|| {
+            let t = cpu_ns();
+            for _ in 0..5 {
+                let out = apply_ops(&clip, &[d], TrainInterpolation::Bicubic, &mut r);
+                std::hint::black_box(out);
+            }
+            cpu_ns() - t
+        });
+        eprintln!("{op:?}: {:.2} ms/clip cpu", ns as f64 / 5e6);
+    }
 }
