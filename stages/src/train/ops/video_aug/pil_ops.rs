@@ -211,23 +211,22 @@ pub fn smooth(f: &[u8], w: usize, h: usize) -> Vec<u8> {
     }
     let k: [f32; 9] = [1.0, 1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0].map(|v: f32| v / 13.0);
     let row = w * 3;
-    let k3 = |r: &[u8], i: usize, kk: &[f32]| {
-        r[i - 3] as f32 * kk[0] + r[i] as f32 * kk[1] + r[i + 3] as f32 * kk[2]
-    };
     for y in 1..h - 1 {
         let up = &f[(y - 1) * row..y * row];
         let mid = &f[y * row..(y + 1) * row];
         let down = &f[(y + 1) * row..(y + 2) * row];
-        for x in 1..w - 1 {
-            for c in 0..3 {
-                let i = x * 3 + c;
-                // Same order of sums as Filter.c: offset, the next row, this row, the last.
-                let mut ss = 0.5f32;
-                ss += k3(down, i, &k[0..3]);
-                ss += k3(mid, i, &k[3..6]);
-                ss += k3(up, i, &k[6..9]);
-                out[y * row + i] = ss.clamp(0.0, 255.0) as u8;
-            }
+        let out_row = &mut out[y * row..(y + 1) * row];
+        // Bytes 3..row−3 are the channels of the inner pixels; neighbours are ±3 bytes.
+        for i in 3..row - 3 {
+            let k3 = |r: &[u8], kk: &[f32]| {
+                r[i - 3] as f32 * kk[0] + r[i] as f32 * kk[1] + r[i + 3] as f32 * kk[2]
+            };
+            // Same order of sums as Filter.c: offset, the next row, this row, the last.
+            let mut ss = 0.5f32;
+            ss += k3(down, &k[0..3]);
+            ss += k3(mid, &k[3..6]);
+            ss += k3(up, &k[6..9]);
+            out_row[i] = ss.clamp(0.0, 255.0) as u8;
         }
     }
     out
@@ -236,7 +235,17 @@ pub fn smooth(f: &[u8], w: usize, h: usize) -> Vec<u8> {
 /// ImageEnhance.Sharpness: blend with the SMOOTH-filtered frame.
 pub fn sharpness(f: &mut [u8], w: usize, h: usize, factor: f64) {
     let d = smooth(f, w, h);
-    blend_with(f, factor as f32, |i, _| d[i]);
+    let alpha = factor as f32;
+    if alpha == 1.0 {
+        return;
+    }
+    for (v, &dv) in f.iter_mut().zip(&d) {
+        *v = if alpha == 0.0 {
+            dv
+        } else {
+            blend_value(dv, *v, alpha)
+        };
+    }
 }
 
 /// One bicubic step of Geometry.c (`BICUBIC`, Horner form of a cubic with a = −1 … as Pillow

@@ -406,9 +406,11 @@ fn cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Each op alone on a 16x240x427 clip (magnitude 7, bicubic), CPU ms per clip:
+/// `cargo test --release -p lm4ve-stages bench_per_op -- --ignored --nocapture`.
 #[test]
 #[ignore]
-fn scratch_per_op_cost() {
+fn bench_per_op() {
     let clip = synthetic_clip(16, 240, 427, 0);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
