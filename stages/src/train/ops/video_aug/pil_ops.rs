@@ -248,8 +248,10 @@ pub fn sharpness(f: &mut [u8], w: usize, h: usize, factor: f64) {
     }
 }
 
-/// One bicubic step of Geometry.c (`BICUBIC`, Horner form of a cubic with a = −1 … as Pillow
-/// writes it): the value at `d` ∈ [0, 1) between `v2` and `v3`.
+/// One bicubic step of Geometry.c's `BICUBIC` macro, with its coefficients and its Horner
+/// order so the f64 result is the same: the value at `d` ∈ [0, 1) between `v2` and `v3`.
+/// This is the a = −1 cubic convolution kernel (`p2 = v3 − v1`, not half that), which is what
+/// `Image.transform` and `Image.rotate` use; `Image.resize` uses a = −0.5 instead.
 #[inline]
 fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     if d == 0.0 {
