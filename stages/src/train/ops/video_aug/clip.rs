@@ -63,9 +63,10 @@ impl Clip {
     /// The expected byte count against the actual one.
     pub fn validate(&self) -> Result<(), ClipSizeError> {
         let expected = self
-            .frames
-            .checked_mul(self.frame_len())
-            .unwrap_or(usize::MAX);
+            .height
+            .saturating_mul(self.width)
+            .saturating_mul(3)
+            .saturating_mul(self.frames);
         if self.data.len() == expected {
             Ok(())
         } else {

@@ -211,23 +211,22 @@ pub fn smooth(f: &[u8], w: usize, h: usize) -> Vec<u8> {
     }
     let k: [f32; 9] = [1.0, 1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0].map(|v: f32| v / 13.0);
     let row = w * 3;
-    let k3 = |r: &[u8], i: usize, kk: &[f32]| {
-        r[i - 3] as f32 * kk[0] + r[i] as f32 * kk[1] + r[i + 3] as f32 * kk[2]
-    };
     for y in 1..h - 1 {
         let up = &f[(y - 1) * row..y * row];
         let mid = &f[y * row..(y + 1) * row];
         let down = &f[(y + 1) * row..(y + 2) * row];
-        for x in 1..w - 1 {
-            for c in 0..3 {
-                let i = x * 3 + c;
-                // Same order of sums as Filter.c: offset, the next row, this row, the last.
-                let mut ss = 0.5f32;
-                ss += k3(down, i, &k[0..3]);
-                ss += k3(mid, i, &k[3..6]);
-                ss += k3(up, i, &k[6..9]);
-                out[y * row + i] = ss.clamp(0.0, 255.0) as u8;
-            }
+        let out_row = &mut out[y * row..(y + 1) * row];
+        // Bytes 3..row−3 are the channels of the inner pixels; neighbours are ±3 bytes.
+        for i in 3..row - 3 {
+            let k3 = |r: &[u8], kk: &[f32]| {
+                r[i - 3] as f32 * kk[0] + r[i] as f32 * kk[1] + r[i + 3] as f32 * kk[2]
+            };
+            // Same order of sums as Filter.c: offset, the next row, this row, the last.
+            let mut ss = 0.5f32;
+            ss += k3(down, &k[0..3]);
+            ss += k3(mid, &k[3..6]);
+            ss += k3(up, &k[6..9]);
+            out_row[i] = ss.clamp(0.0, 255.0) as u8;
         }
     }
     out
@@ -236,11 +235,23 @@ pub fn smooth(f: &[u8], w: usize, h: usize) -> Vec<u8> {
 /// ImageEnhance.Sharpness: blend with the SMOOTH-filtered frame.
 pub fn sharpness(f: &mut [u8], w: usize, h: usize, factor: f64) {
     let d = smooth(f, w, h);
-    blend_with(f, factor as f32, |i, _| d[i]);
+    let alpha = factor as f32;
+    if alpha == 1.0 {
+        return;
+    }
+    for (v, &dv) in f.iter_mut().zip(&d) {
+        *v = if alpha == 0.0 {
+            dv
+        } else {
+            blend_value(dv, *v, alpha)
+        };
+    }
 }
 
-/// One bicubic step of Geometry.c (`BICUBIC`, Horner form of a cubic with a = −1 … as Pillow
-/// writes it): the value at `d` ∈ [0, 1) between `v2` and `v3`.
+/// One bicubic step of Geometry.c's `BICUBIC` macro, with its coefficients and its Horner
+/// order so the f64 result is the same: the value at `d` ∈ [0, 1) between `v2` and `v3`.
+/// This is the a = −1 cubic convolution kernel (`p2 = v3 − v1`, not half that), which is what
+/// `Image.transform` and `Image.rotate` use; `Image.resize` uses a = −0.5 instead.
 #[inline]
 fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     if d == 0.0 {
@@ -267,14 +278,86 @@ pub fn affine(
     fill: [u8; 3],
 ) -> Vec<u8> {
     let mut out = vec![0u8; src.len()];
-    if w == 0 || h == 0 {
-        return out;
+    affine_into(src, w, h, m, interp, fill, &mut out);
+    out
+}
+
+/// Geometry.c's `FLOOR` for the sample coordinates, which are ≥ −0.5 once inside the frame.
+#[inline(always)]
+fn floor_i(v: f64) -> i64 {
+    if v < 0.0 {
+        v.floor() as i64
+    } else {
+        v as i64
+    }
+}
+
+/// Geometry.c's bicubic result to u8: clipped, then truncated.
+#[inline(always)]
+fn cubic_to_u8(v: f64) -> u8 {
+    if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// The horizontal bicubic step of one source row (`w` RGB pixels) at column `ix + dx`,
+/// neighbours clamped to the row: exactly the pixel itself when `dx` is 0.
+#[inline(always)]
+fn hcubic(r: &[u8], w: usize, ix: i64, dx: f64) -> [f64; 3] {
+    if dx == 0.0 {
+        let i = ix.clamp(0, w as i64 - 1) as usize * 3;
+        return [r[i] as f64, r[i + 1] as f64, r[i + 2] as f64];
+    }
+    let p: [f64; 12] = if ix >= 1 && ix + 2 < w as i64 {
+        let s = (ix - 1) as usize * 3;
+        let win = &r[s..s + 12];
+        std::array::from_fn(|k| win[k] as f64)
+    } else {
+        let last = w as i64 - 1;
+        std::array::from_fn(|k| {
+            r[(ix - 1 + (k / 3) as i64).clamp(0, last) as usize * 3 + k % 3] as f64
+        })
+    };
+    [
+        cubic(p[0], p[3], p[6], p[9], dx),
+        cubic(p[1], p[4], p[7], p[10], dx),
+        cubic(p[2], p[5], p[8], p[11], dx),
+    ]
+}
+
+/// [`affine`] into `dst` (same length as `src`).
+pub fn affine_into(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    m: [f64; 6],
+    interp: Interp,
+    fill: [u8; 3],
+    dst: &mut [u8],
+) {
+    if w == 0 || h == 0 || src.len() < w * h * 3 || dst.len() < w * h * 3 {
+        return;
     }
     let row = w * 3;
     let (wf, hf) = (w as f64, h as f64);
-    let clip_x = |x: i64| x.clamp(0, w as i64 - 1) as usize;
-    let clip_y = |y: i64| y.clamp(0, h as i64 - 1) as usize;
-    for (y, orow) in out.chunks_exact_mut(row).enumerate() {
+    let (wmax, hmax) = (w as i64 - 1, h as i64 - 1);
+    let src_row = |y: i64| {
+        let y = y.clamp(0, hmax) as usize;
+        &src[y * row..(y + 1) * row]
+    };
+    if interp == Interp::Bicubic {
+        if m[3] == 0.0 && m[4] == 1.0 && m[5] == 0.0 {
+            return bicubic_rows_only(src, w, h, m, fill, dst);
+        }
+        if m[0] == 1.0 && m[1] == 0.0 && m[2] == 0.0 {
+            return bicubic_columns_only(src, w, h, m, fill, dst);
+        }
+    }
+    for (y, orow) in dst.chunks_exact_mut(row).take(h).enumerate() {
         let yc = y as f64 + 0.5;
         for (x, o) in orow.chunks_exact_mut(3).enumerate() {
             let xc = x as f64 + 0.5;
@@ -286,55 +369,109 @@ pub fn affine(
                 continue;
             }
             let (xs, ys) = (xin - 0.5, yin - 0.5);
-            let (fx, fy) = (xs.floor(), ys.floor());
-            let (dx, dy) = (xs - fx, ys - fy);
-            let (ix, iy) = (fx as i64, fy as i64);
+            let (ix, iy) = (floor_i(xs), floor_i(ys));
+            let (dx, dy) = (xs - ix as f64, ys - iy as f64);
             match interp {
                 Interp::Bilinear => {
-                    let (x0, x1) = (clip_x(ix) * 3, clip_x(ix + 1) * 3);
-                    let r0 = &src[clip_y(iy) * row..][..row];
-                    let r1 = &src[clip_y(iy + 1) * row..][..row];
+                    let (x0, x1) = (
+                        ix.clamp(0, wmax) as usize * 3,
+                        (ix + 1).clamp(0, wmax) as usize * 3,
+                    );
+                    let (r0, r1) = (src_row(iy), src_row(iy + 1));
                     for c in 0..3 {
-                        let lerp =
-                            |a: u8, b: u8, d: f64| a as f64 + (b as i32 - a as i32) as f64 * d;
-                        let v1 = lerp(r0[x0 + c], r0[x1 + c], dx);
-                        let v2 = lerp(r1[x0 + c], r1[x1 + c], dx);
+                        let lerp = |r: &[u8]| {
+                            let (a, b) = (r[x0 + c], r[x1 + c]);
+                            a as f64 + (b as i32 - a as i32) as f64 * dx
+                        };
+                        let (v1, v2) = (lerp(r0), lerp(r1));
                         o[c] = (v1 + (v2 - v1) * dy) as u8;
                     }
                 }
                 Interp::Bicubic => {
-                    let xi =
-                        [clip_x(ix - 1), clip_x(ix), clip_x(ix + 1), clip_x(ix + 2)].map(|v| v * 3);
-                    let rows = [iy - 1, iy, iy + 1, iy + 2].map(|r| &src[clip_y(r) * row..][..row]);
+                    let v = if dy == 0.0 {
+                        hcubic(src_row(iy), w, ix, dx)
+                    } else {
+                        let r = [iy - 1, iy, iy + 1, iy + 2].map(|k| hcubic(src_row(k), w, ix, dx));
+                        [0, 1, 2].map(|c| cubic(r[0][c], r[1][c], r[2][c], r[3][c], dy))
+                    };
                     for c in 0..3 {
-                        let hrow = |r: &[u8]| {
-                            let s = |k: usize| r[xi[k] + c] as f64;
-                            cubic(s(0), s(1), s(2), s(3), dx)
-                        };
-                        let v = if dy == 0.0 {
-                            hrow(rows[1])
-                        } else {
-                            cubic(
-                                hrow(rows[0]),
-                                hrow(rows[1]),
-                                hrow(rows[2]),
-                                hrow(rows[3]),
-                                dy,
-                            )
-                        };
-                        o[c] = if v <= 0.0 {
-                            0
-                        } else if v >= 255.0 {
-                            255
-                        } else {
-                            v as u8
-                        };
+                        o[c] = cubic_to_u8(v[c]);
                     }
                 }
             }
         }
     }
-    out
+}
+
+/// The bicubic affine when every output pixel samples its own row exactly (`yin = y + ½`:
+/// shear X, translate X): the vertical step is the identity (dy = 0), so only the row's
+/// horizontal step is computed. Same values as the general path.
+fn bicubic_rows_only(src: &[u8], w: usize, h: usize, m: [f64; 6], fill: [u8; 3], dst: &mut [u8]) {
+    let row = w * 3;
+    let wf = w as f64;
+    for (y, (orow, srow)) in dst
+        .chunks_exact_mut(row)
+        .zip(src.chunks_exact(row))
+        .take(h)
+        .enumerate()
+    {
+        let yc = y as f64 + 0.5;
+        let my = m[1] * yc;
+        for (x, o) in orow.chunks_exact_mut(3).enumerate() {
+            let xin = m[0] * (x as f64 + 0.5) + my + m[2];
+            if !(xin >= 0.0 && xin < wf) {
+                o.copy_from_slice(&fill);
+                continue;
+            }
+            let xs = xin - 0.5;
+            let ix = floor_i(xs);
+            let v = hcubic(srow, w, ix, xs - ix as f64);
+            for c in 0..3 {
+                o[c] = cubic_to_u8(v[c]);
+            }
+        }
+    }
+}
+
+/// The bicubic affine when every output pixel samples its own column exactly
+/// (`xin = x + ½`: shear Y, translate Y): the horizontal steps are the identity (dx = 0),
+/// so only the column's vertical step is computed. Same values as the general path.
+fn bicubic_columns_only(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    m: [f64; 6],
+    fill: [u8; 3],
+    dst: &mut [u8],
+) {
+    let row = w * 3;
+    let hf = h as f64;
+    let hmax = h as i64 - 1;
+    for (y, orow) in dst.chunks_exact_mut(row).take(h).enumerate() {
+        let yc = y as f64 + 0.5;
+        let my = m[4] * yc;
+        for (x, o) in orow.chunks_exact_mut(3).enumerate() {
+            let yin = m[3] * (x as f64 + 0.5) + my + m[5];
+            if !(yin >= 0.0 && yin < hf) {
+                o.copy_from_slice(&fill);
+                continue;
+            }
+            let ys = yin - 0.5;
+            let iy = floor_i(ys);
+            let dy = ys - iy as f64;
+            let col = x * 3;
+            if dy == 0.0 {
+                let s = iy.clamp(0, hmax) as usize * row + col;
+                o.copy_from_slice(&src[s..s + 3]);
+                continue;
+            }
+            let rows = [iy - 1, iy, iy + 1, iy + 2].map(|k| k.clamp(0, hmax) as usize * row + col);
+            for c in 0..3 {
+                let p = rows.map(|r| src[r + c] as f64);
+                o[c] = cubic_to_u8(cubic(p[0], p[1], p[2], p[3], dy));
+            }
+        }
+    }
 }
 
 /// Python's `round(v, 15)`, which Pillow applies to the rotation's cosine and sine (here
