@@ -102,9 +102,12 @@ pub struct BenchVideoFramesArgs {
     /// The model's input side.
     #[arg(long, default_value_t = 224)]
     pub crop: usize,
-    /// Timed training samples per clip.
+    /// Timed training draws per clip.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Augmented samples per draw (VideoMAE's `--num_sample`; the frames are decoded once).
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
     /// Also time the ffmpeg CLI writing the same JPEG files (needs `ffmpeg` on PATH).
     #[arg(long)]
     pub ffmpeg: bool,

@@ -242,8 +242,9 @@ impl FramesSource {
     }
 
     /// `repeats` training samples of one clip (tokens of normalized f32 each): one random
-    /// temporal draw per sample, each augmented on its own (`None`: the test path's centre
-    /// crop of the frames resized to `short_side`, the temporal draw still random).
+    /// temporal draw, decoded once, augmented `repeats` times on its own (ssv2.py loads the
+    /// video once and calls `_aug_frame` `num_sample` times). `None`: the test path's centre
+    /// crop of the frames resized to `short_side` (the temporal draw still random).
     pub fn train_samples(
         &self,
         stored: &StoredClip,
@@ -251,10 +252,10 @@ impl FramesSource {
         repeats: usize,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Vec<f32>>> {
+        let idx = random_view_indices(stored.len(), self.num_frames, rng);
+        let clip = self.clip(stored, &idx)?;
         (0..repeats)
             .map(|_| {
-                let idx = random_view_indices(stored.len(), self.num_frames, rng);
-                let clip = self.clip(stored, &idx)?;
                 let values = match augment {
                     Some(a) => augment_train_clip(&clip, a, rng),
                     None => {
@@ -312,4 +313,105 @@ fn centre(clip: &Clip, side: usize) -> Clip {
     let y = clip.height.saturating_sub(side) / 2;
     let x = clip.width.saturating_sub(side) / 2;
     crate::train::ops::video_aug::clip::crop(clip, y, x, side, side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ssv2::demo::{synth_clip, write_webm, Motion};
+    use crate::ssv2::frames::{rgb_frames, FramesLayout};
+    use crate::ssv2::jpeg::psnr;
+    use rand::SeedableRng;
+
+    /// A real VP9 clip (libvpx) stored in the frames layout: (fields, the exact RGB frames).
+    fn stored_clip(frames: usize, w: u32, h: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.webm");
+        let rgb = synth_clip(Motion::SpinClockwise, w, h, frames, 3);
+        write_webm(&path, w, h, 12, &rgb, None).unwrap();
+        let layout = FramesLayout {
+            short_side: 0,
+            quantizer: 3,
+            max_frames: 64,
+            max_clip_bytes: 1 << 20,
+        };
+        let clip = layout.encode_clip(&path).unwrap();
+        assert_eq!(clip.decoded, frames);
+        (clip.fields, rgb_frames(&path, 0).unwrap())
+    }
+
+    #[test]
+    fn stored_frames_decode_within_the_psnr_bound() {
+        let (fields, exact) = stored_clip(10, 96, 72);
+        let stored = StoredClip::from_fields(&fields, 4).unwrap();
+        assert_eq!((stored.len(), stored.size, stored.label), (10, (72, 96), 4));
+        let src = FramesSource::detached(4, 2, 16, 48, 64);
+        let all: Vec<usize> = (0..10).collect();
+        let clip = src.clip(&stored, &all).unwrap();
+        for (k, frame) in exact.iter().enumerate() {
+            let p = psnr(frame, clip.frame(k));
+            // Hard synthetic edges at 96×72 are JPEG's worst case (real 240p footage: ≥ 39 dB
+            // at this quantizer, BENCHMARKS.md).
+            assert!(p > 30.0, "frame {k}: PSNR {p:.1} dB");
+        }
+    }
+
+    #[test]
+    fn training_samples_are_repeats_of_one_draw_and_deterministic() {
+        let (fields, _) = stored_clip(12, 96, 72);
+        let stored = StoredClip::from_fields(&fields, 0).unwrap();
+        let src = FramesSource::detached(4, 2, 16, 48, 64);
+        let aug = TrainAugment {
+            crop: 48,
+            ..TrainAugment::default()
+        };
+        let (tokens, dim) = src.token_shape();
+        let run = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            src.train_samples(&stored, Some(&aug), 2, &mut rng).unwrap()
+        };
+        let a = run(1);
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|s| s.len() == tokens * dim));
+        assert_ne!(a[0], a[1], "each copy is augmented on its own");
+        assert_eq!(a, run(1), "same seed, same samples");
+        assert_ne!(a, run(2));
+        // Without augmentation: the centre crop, a function of the temporal draw only.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let plain = src.train_samples(&stored, None, 2, &mut rng).unwrap();
+        assert_eq!(plain[0], plain[1]);
+    }
+
+    #[test]
+    fn the_test_views_are_temporal_times_spatial() {
+        let (fields, _) = stored_clip(12, 96, 72);
+        let stored = StoredClip::from_fields(&fields, 0).unwrap();
+        let src = FramesSource::detached(4, 2, 16, 48, 48);
+        let views = src.test_samples(&stored, 2, 3).unwrap();
+        assert_eq!(views.len(), 6);
+        // Landscape frames: the three crops run left → right and differ; the two temporal
+        // views take different frames.
+        assert_ne!(views[0], views[2]);
+        assert_ne!(views[0], views[3]);
+        let (tokens, dim) = src.token_shape();
+        assert!(views.iter().all(|v| v.len() == tokens * dim));
+    }
+
+    #[test]
+    fn damaged_samples_are_errors_not_panics() {
+        let (mut fields, _) = stored_clip(6, 64, 48);
+        // An end offset past the field.
+        let mut bad = fields.clone();
+        bad[1][..8].copy_from_slice(&(i64::MAX).to_le_bytes());
+        assert!(StoredClip::from_fields(&bad, 0).is_err());
+        // The first frame's JPEG bytes overwritten (no markers left): decoding it fails with
+        // a message. (Shards are blake3-checked by the cache; this is the loader's own guard.)
+        let first_end = i64::from_le_bytes(fields[1][..8].try_into().unwrap()) as usize;
+        fields[0][..first_end].fill(0x55);
+        let stored = StoredClip::from_fields(&fields, 0).unwrap();
+        let src = FramesSource::detached(4, 2, 16, 48, 48);
+        let err = src.clip(&stored, &[0]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("frame 0")));
+        assert!(StoredClip::from_fields(&fields[..2], 0).is_err());
+    }
 }
