@@ -681,6 +681,8 @@ fn the_real_data_config_has_the_whole_dag_and_names_missing_inputs() {
         "train_pc_hardest@mode=frozen",
         "eval_pc_objonly@mode=none",
         "train_ssv2@mode=frozen",
+        "train_ssv2_b@mode=frozen",
+        "eval_ssv2_b@mode=none",
         "eval_av@mode=frozen",
     ] {
         assert!(
@@ -699,6 +701,7 @@ fn the_real_data_config_has_the_whole_dag_and_names_missing_inputs() {
         // The pretrained encoders (`init`) are inputs of the train stages.
         ("train_pc_hardest@mode=frozen ", "Point-BERT.pth"),
         ("train_ssv2@mode=none ", "videomae_ssv2_vits.pth"),
+        ("train_ssv2_b@mode=frozen ", "videomae_ssv2_vitb.pth"),
     ] {
         let line = st
             .stdout

@@ -549,6 +549,47 @@ fn video_demo(dir: &Path) -> PathBuf {
     out.join("ssv2")
 }
 
+/// The `frames` layout (every frame as JPEG) through the reference recipe: a preset with
+/// repeated augmentation, RandAugment / RandomResizedCrop / erasing / Mixup, and the
+/// 2 temporal × 3 spatial test.
+#[test]
+fn video_frames_layout_trains_with_the_recipe_and_tests_two_by_three_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssv2 = video_demo(dir.path());
+    let model = tiny_llama(dir.path());
+    let base = std::fs::read_to_string(video_config(dir.path(), &ssv2, &model, "frozen", 1))
+        .unwrap()
+        .replace(
+            "views = 2\nrandom_views = 1\n",
+            "layout = \"frames\"\nframe_short_side = 40\n",
+        )
+        .replace(
+            "mode = \"frozen\"\n",
+            "mode = \"frozen\"\npreset = \"videomae_ssv2_vit_s\"\n",
+        )
+        .replace("block = \"llm_block\"\n\"#", "block = \"llm_block\"\n");
+    let text = format!("{base}test_clips = 2\ntest_crops = 3\n");
+    assert!(text.contains("layout = \"frames\"") && text.contains("preset"));
+    let cfg = dir.path().join("frames.toml");
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "all"],
+    )
+    .ok();
+    let d = show(&cfg, "ssv2_tokens")["meta"].clone();
+    assert_eq!(d["layout"], "frames");
+    let t = show(&cfg, "train_ssv2")["meta"].clone();
+    assert_eq!(t["repeated_aug"], 2, "{t}");
+    assert_eq!(t["preset"], "videomae_ssv2_vit_s");
+    assert!(t["final"]["loss"].as_f64().unwrap().is_finite());
+    let e = show(&cfg, "eval_ssv2")["meta"].clone();
+    assert_eq!(e["test_views"], serde_json::json!([2, 3]));
+    assert_eq!(e["samples"].as_u64().unwrap(), d["num_classes"].as_u64().unwrap());
+    let top1 = e["top1_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+}
+
 #[test]
 fn video_training_through_the_frozen_block_reports_top1_and_top5() {
     let dir = tempfile::tempdir().unwrap();

@@ -659,7 +659,8 @@ pub fn plan_train(config: &PipelineConfig, sc: &StageConfig, cuda: bool) -> Resu
         }
     );
 
-    let b = p.batch_size as f64;
+    // Rows per step: each clip is augmented `repeated_aug` times (video; 1 elsewhere).
+    let b = (p.batch_size * p.repeated_aug) as f64;
     let exec = Exec {
         attn: p.attention,
         checkpoint: p.checkpoint_blocks,
@@ -714,7 +715,7 @@ pub fn plan_train(config: &PipelineConfig, sc: &StageConfig, cuda: bool) -> Resu
         stage: sc.name.clone(),
         task,
         mode: p.mode,
-        batch: p.batch_size,
+        batch: p.batch_size * p.repeated_aug,
         tokens: shape.tokens(),
         classes,
         block,
@@ -746,7 +747,7 @@ impl TrainPlan {
         line(
             "model",
             format!(
-                "{:?}, mode {}, batch {}, {} tokens per sample, {} ({} checkpoint units)",
+                "{:?}, mode {}, batch {} rows, {} tokens per sample, {} ({} checkpoint units)",
                 self.task, self.mode, self.batch, self.tokens, self.precision, self.units
             ),
         );

@@ -720,6 +720,12 @@ impl Stage for TrainStage {
         if let Some(h) = self.p.mlp_hidden {
             meta["mlp_hidden"] = h.into();
         }
+        if let Some(preset) = &self.p.preset {
+            meta["preset"] = preset.clone().into();
+        }
+        if self.p.repeated_aug > 1 {
+            meta["repeated_aug"] = self.p.repeated_aug.into();
+        }
         // What the first unit loaded from `init` (load_state_dict-style report).
         if let Some(init) = units.first().and_then(|u| u.meta.get("init")) {
             meta["init"] = init.clone();
@@ -951,6 +957,45 @@ pub(super) mod tests {
     pub(in crate::train) fn resolved_defaults(task: Task) -> TrainParams {
         let raw: TrainToml = serde_json::from_value(serde_json::json!({"data": "d"})).unwrap();
         TrainParams::resolve(raw, task)
+    }
+
+    fn resolved(json: serde_json::Value, task: Task) -> TrainParams {
+        TrainParams::resolve(serde_json::from_value(json).unwrap(), task)
+    }
+
+    #[test]
+    fn presets_fill_in_the_reference_scripts_and_explicit_keys_win() {
+        let s = resolved(
+            serde_json::json!({"data": "d", "preset": "videomae_ssv2_vit_s"}),
+            Task::Video,
+        );
+        assert_eq!((s.epochs, s.warmup_epochs, s.batch_size), (40, 5, 24));
+        assert_eq!((s.lr, s.layer_decay, s.repeated_aug), (1e-3, Some(0.7), 2));
+        assert_eq!((s.mixup, s.cutmix, s.label_smoothing), (0.8, 1.0, 0.1));
+        assert!(s.lr_per_256);
+        assert_eq!(s.schedule_lrs().0, 1e-3 * 24.0 / 256.0);
+        assert_eq!(s.model["embed_dim"], 384);
+        assert_eq!(s.augment, Some(TrainAugment::default()));
+        let b = resolved(
+            serde_json::json!({"data": "d", "preset": "videomae_ssv2_vit_b",
+                               "epochs": 3, "model": {"depth": 2}}),
+            Task::Video,
+        );
+        assert_eq!((b.epochs, b.batch_size, b.lr, b.layer_decay), (3, 12, 5e-4, Some(0.75)));
+        assert_eq!((&b.model["embed_dim"], &b.model["heads"], &b.model["depth"]), (&768.into(), &12.into(), &2.into()));
+        // augment = false turns the spatial augmentation off; a table overrides fields.
+        let off = resolved(serde_json::json!({"data": "d", "augment": false}), Task::Video);
+        assert_eq!(off.augment, None);
+        let t = resolved(
+            serde_json::json!({"data": "d", "augment": {"erase_prob": 0.0, "rand_augment": "rand-m9-n2-mstd0.5-inc1"}}),
+            Task::Video,
+        );
+        let a = t.augment.unwrap();
+        assert_eq!((a.erase_prob, a.scale), (0.0, [0.08, 1.0]));
+        assert_eq!(a.rand_augment.map(|r| r.to_string()).as_deref(), Some("rand-m9-n2-mstd0.5-inc1"));
+        // Only video has them.
+        assert_eq!(resolved_defaults(Task::PointCloud).augment, None);
+        assert_eq!(resolved_defaults(Task::Video).repeated_aug, 1);
     }
 
     #[test]
