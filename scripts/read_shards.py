@@ -122,6 +122,22 @@ def samples(manifest_path, split=None):
             yield from read_shard(_object(manifest_path, shard), shard["samples"])
 
 
+def jpeg_frames(sample):
+    """The JPEG files of an `ssv2.tokens` sample in the `frames` layout (SHARDS.md), as a
+    list of bytes objects, frame order; decode each with e.g. PIL.Image.open(io.BytesIO(b))."""
+    jpeg, ends, n = sample["jpeg"], sample["jpeg_ends"], int(sample["frames"][0])
+    if not 0 < n <= len(ends):
+        raise ValueError(f"a sample with {n} stored frames")
+    out, start = [], 0
+    for k in range(n):
+        end = int(ends[k])
+        if not start < end <= len(jpeg):
+            raise ValueError(f"frame {k}: JPEG end offset {end} out of order or range")
+        out.append(jpeg[start:end].tobytes())
+        start = end
+    return out
+
+
 def verify(manifest_path):
     """Checks that every object of the artifact hashes to its name (blake3). Returns the
     number of objects checked; raises ValueError on the first bad one."""

@@ -622,3 +622,91 @@ fn demo_data_writes_the_ssv2_layout_and_schema() {
     let n: usize = s["nb_read_frames"].as_str().unwrap().parse().unwrap();
     assert!((24..=48).contains(&n), "{n} frames: 2–4 s at 12 fps");
 }
+
+/// The `frames` layout: every frame of the clip, as JPEG, within a PSNR bound of the frames
+/// the ffmpeg CLI gives; the Python reader splits them; bytes do not depend on threads.
+#[test]
+fn frames_layout_keeps_every_frame_as_jpeg_close_to_the_cli_frames() {
+    use lm4ve_stages::ssv2::jpeg::{psnr, JpegDecoder};
+    let dir = tempfile::tempdir().unwrap();
+    let root = demo_root(dir.path(), 1, 1);
+    keep_first(&root, "train", 3);
+    keep_first(&root, "validation", 1);
+    write_clip(&root, "9001", 75, 50, 7, None); // odd size
+    add_annotations(&root, "train", &[("9001", "Spinning [something] clockwise")]);
+    let cfg = ssv2_config(
+        dir.path(),
+        &root,
+        "layout = \"frames\"\nnum_frames = 4\nshort_side = 48\ncrop = 48",
+    );
+    let mut manifests = Vec::new();
+    for j in ["1", "2"] {
+        let mut c = bin();
+        c.arg("-c")
+            .arg(&cfg)
+            .arg("--cache")
+            .arg(dir.path().join(format!("cache-j{j}")))
+            .args(["-j", j, "pipeline", "run"]);
+        let r = output(c.output().unwrap());
+        assert!(r.ok().stdout.contains("5 samples, 0 rejects"), "{}", r.stdout);
+        let mut c = bin();
+        c.arg("-c")
+            .arg(&cfg)
+            .arg("--cache")
+            .arg(dir.path().join(format!("cache-j{j}")))
+            .args(["pipeline", "show", "ssv2_tokens", "--json"]);
+        let show: serde_json::Value =
+            serde_json::from_str(&output(c.output().unwrap()).ok().stdout).unwrap();
+        manifests.push(PathBuf::from(show["manifest"].as_str().unwrap()));
+    }
+    assert_eq!(
+        blake3::hash(&std::fs::read(&manifests[0]).unwrap()),
+        blake3::hash(&std::fs::read(&manifests[1]).unwrap()),
+        "the JPEG bytes do not depend on the thread count"
+    );
+    let samples = read_samples(&manifests[0]);
+    let mut decoder = JpegDecoder::new().unwrap();
+    for (_, f) in &samples {
+        let id = i64_of(&f[6]);
+        let path = clip_path(&root, &id.to_string());
+        let n = i64_of(&f[2]) as usize;
+        let count = probe(&path, "stream=nb_read_frames", true)["nb_read_frames"]
+            .as_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap();
+        assert_eq!((n, i64_of(&f[3]) as usize), (count, count), "clip {id}");
+        let (h, w) = (i64_of(&f[4][..8]) as usize, i64_of(&f[4][8..]) as usize);
+        // The CLI's RGB frames at the decoded size.
+        let o = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-vsync", "0", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(o.stdout.len(), n * w * h * 3, "clip {id}");
+        let mut start = 0;
+        for k in 0..n {
+            let end = i64_of(&f[1][k * 8..k * 8 + 8]) as usize;
+            let rgb = decoder.decode(&f[0][start..end]).unwrap();
+            assert_eq!((rgb.width, rgb.height), (w, h));
+            let cli = &o.stdout[k * w * h * 3..(k + 1) * w * h * 3];
+            let p = psnr(cli, &rgb.data);
+            assert!(p > 30.0, "clip {id} frame {k}: {p:.1} dB");
+            start = end;
+        }
+    }
+    // SHARDS.md's reader splits the same files.
+    let code = format!(
+        "import sys; sys.path.insert(0, {scripts:?}); import read_shards\n\
+         for s in read_shards.samples({manifest:?}):\n\
+         \x20   fs = read_shards.jpeg_frames(s)\n\
+         \x20   assert len(fs) == int(s['frames'][0]) and all(f[:2] == b'\\xff\\xd8' and f[-2:] == b'\\xff\\xd9' for f in fs)\n\
+         print('ok')",
+        scripts = format!("{}/scripts", env!("CARGO_MANIFEST_DIR")),
+        manifest = manifests[0].display().to_string(),
+    );
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = Command::new(py).args(["-c", &code]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
