@@ -585,7 +585,10 @@ fn video_frames_layout_trains_with_the_recipe_and_tests_two_by_three_views() {
     assert!(t["final"]["loss"].as_f64().unwrap().is_finite());
     let e = show(&cfg, "eval_ssv2")["meta"].clone();
     assert_eq!(e["test_views"], serde_json::json!([2, 3]));
-    assert_eq!(e["samples"].as_u64().unwrap(), d["num_classes"].as_u64().unwrap());
+    assert_eq!(
+        e["samples"].as_u64().unwrap(),
+        d["num_classes"].as_u64().unwrap()
+    );
     let top1 = e["top1_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&top1));
 }

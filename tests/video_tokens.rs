@@ -633,7 +633,11 @@ fn frames_layout_keeps_every_frame_as_jpeg_close_to_the_cli_frames() {
     keep_first(&root, "train", 3);
     keep_first(&root, "validation", 1);
     write_clip(&root, "9001", 75, 50, 7, None); // odd size
-    add_annotations(&root, "train", &[("9001", "Spinning [something] clockwise")]);
+    add_annotations(
+        &root,
+        "train",
+        &[("9001", "Spinning [something] clockwise")],
+    );
     let cfg = ssv2_config(
         dir.path(),
         &root,
@@ -648,7 +652,11 @@ fn frames_layout_keeps_every_frame_as_jpeg_close_to_the_cli_frames() {
             .arg(dir.path().join(format!("cache-j{j}")))
             .args(["-j", j, "pipeline", "run"]);
         let r = output(c.output().unwrap());
-        assert!(r.ok().stdout.contains("5 samples, 0 rejects"), "{}", r.stdout);
+        assert!(
+            r.ok().stdout.contains("5 samples, 0 rejects"),
+            "{}",
+            r.stdout
+        );
         let mut c = bin();
         c.arg("-c")
             .arg(&cfg)

@@ -86,7 +86,9 @@ impl FramesLayout {
         let mut files: Vec<Vec<u8>> = Vec::new();
         let mut size: Option<(usize, usize)> = None;
         let mut visit = |i: usize, frame: &ffmpeg_next::frame::Video| -> Result<(), String> {
-            let rgb = resizer.scale(frame).map_err(|e| format!("frame {i}: {e}"))?;
+            let rgb = resizer
+                .scale(frame)
+                .map_err(|e| format!("frame {i}: {e}"))?;
             let (packed, w, h) = packed(rgb);
             match size {
                 None => size = Some((h, w)),
@@ -171,11 +173,20 @@ pub fn kept_frames(n: usize, max: usize) -> Vec<usize> {
 
 /// The byte ranges of the stored JPEG files, checked against the field's size (a damaged
 /// or foreign shard gives an error, not a panic).
-pub fn jpeg_ranges(ends: &[i64], frames: i64, capacity: usize) -> Result<Vec<Range<usize>>, String> {
+pub fn jpeg_ranges(
+    ends: &[i64],
+    frames: i64,
+    capacity: usize,
+) -> Result<Vec<Range<usize>>, String> {
     let n = usize::try_from(frames)
         .ok()
         .filter(|n| *n > 0 && *n <= ends.len())
-        .ok_or_else(|| format!("a clip with {frames} stored frames (at most {})", ends.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "a clip with {frames} stored frames (at most {})",
+                ends.len()
+            )
+        })?;
     let mut start = 0usize;
     let mut out = Vec::with_capacity(n);
     for (k, &end) in ends[..n].iter().enumerate() {

@@ -484,7 +484,9 @@ pub(crate) fn parse_train(
                 return Err(config.param_error(
                     &sc.name,
                     Some("preset"),
-                    format!("preset `{name}` is a video recipe; `data` is not an ssv2.tokens stage"),
+                    format!(
+                        "preset `{name}` is a video recipe; `data` is not an ssv2.tokens stage"
+                    ),
                 ))
             }
             None => {
@@ -508,9 +510,8 @@ pub(crate) fn parse_train(
     }
     let mut p = TrainParams::resolve(raw, task);
     if let Some(a) = &p.augment {
-        a.validate().map_err(|e| {
-            config.param_error(&sc.name, Some("augment"), format!("augment: {e}"))
-        })?;
+        a.validate()
+            .map_err(|e| config.param_error(&sc.name, Some("augment"), format!("augment: {e}")))?;
     }
     if !(1..=16).contains(&p.repeated_aug) {
         return Err(config.param_error(
@@ -818,7 +819,10 @@ impl EvalStage {
 
     /// (temporal clips, spatial crops) of the video multi-view test.
     fn test_views(&self) -> (usize, usize) {
-        (self.p.test_clips.unwrap_or(2), self.p.test_crops.unwrap_or(3))
+        (
+            self.p.test_clips.unwrap_or(2),
+            self.p.test_crops.unwrap_or(3),
+        )
     }
 }
 
@@ -981,10 +985,19 @@ pub(super) mod tests {
                                "epochs": 3, "model": {"depth": 2}}),
             Task::Video,
         );
-        assert_eq!((b.epochs, b.batch_size, b.lr, b.layer_decay), (3, 12, 5e-4, Some(0.75)));
-        assert_eq!((&b.model["embed_dim"], &b.model["heads"], &b.model["depth"]), (&768.into(), &12.into(), &2.into()));
+        assert_eq!(
+            (b.epochs, b.batch_size, b.lr, b.layer_decay),
+            (3, 12, 5e-4, Some(0.75))
+        );
+        assert_eq!(
+            (&b.model["embed_dim"], &b.model["heads"], &b.model["depth"]),
+            (&768.into(), &12.into(), &2.into())
+        );
         // augment = false turns the spatial augmentation off; a table overrides fields.
-        let off = resolved(serde_json::json!({"data": "d", "augment": false}), Task::Video);
+        let off = resolved(
+            serde_json::json!({"data": "d", "augment": false}),
+            Task::Video,
+        );
         assert_eq!(off.augment, None);
         let t = resolved(
             serde_json::json!({"data": "d", "augment": {"erase_prob": 0.0, "rand_augment": "rand-m9-n2-mstd0.5-inc1"}}),
@@ -992,7 +1005,10 @@ pub(super) mod tests {
         );
         let a = t.augment.unwrap();
         assert_eq!((a.erase_prob, a.scale), (0.0, [0.08, 1.0]));
-        assert_eq!(a.rand_augment.map(|r| r.to_string()).as_deref(), Some("rand-m9-n2-mstd0.5-inc1"));
+        assert_eq!(
+            a.rand_augment.map(|r| r.to_string()).as_deref(),
+            Some("rand-m9-n2-mstd0.5-inc1")
+        );
         // Only video has them.
         assert_eq!(resolved_defaults(Task::PointCloud).augment, None);
         assert_eq!(resolved_defaults(Task::Video).repeated_aug, 1);

@@ -44,7 +44,7 @@ pub struct VideoSet {
     test_views: (usize, usize),
     field: usize,
     label_field: usize,
-    frames: Option<FramesSource>,
+    frames: Option<Box<FramesSource>>,
     shards: ShardSet,
 }
 
@@ -147,7 +147,7 @@ impl VideoSet {
             test_views: (1, 1),
             field: 0,
             label_field,
-            frames: Some(src),
+            frames: Some(Box::new(src)),
             shards,
         })
     }
@@ -229,7 +229,12 @@ impl VideoSet {
                         let stored = src.read(&self.shards, i)?;
                         let mut clip_rng = ChaCha8Rng::seed_from_u64(seed);
                         let samples = src
-                            .train_samples(&stored, self.augment.as_ref(), self.repeats, &mut clip_rng)
+                            .train_samples(
+                                &stored,
+                                self.augment.as_ref(),
+                                self.repeats,
+                                &mut clip_rng,
+                            )
                             .with_context(|| format!("training clip {i}"))?;
                         Ok(samples
                             .into_iter()

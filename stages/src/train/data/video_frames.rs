@@ -140,7 +140,9 @@ impl FramesSource {
             meta.get(k)
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize)
-                .with_context(|| format!("the data stage's meta lacks `{k}`; `data` must name {WHAT}"))
+                .with_context(|| {
+                    format!("the data stage's meta lacks `{k}`; `data` must name {WHAT}")
+                })
         };
         let src = FramesSource {
             jpeg: shards.field(JPEG, WHAT)?,
@@ -159,9 +161,9 @@ impl FramesSource {
         anyhow::ensure!(
             src.num_frames > 0
                 && src.tubelet_frames > 0
-                && src.num_frames % src.tubelet_frames == 0
+                && src.num_frames.is_multiple_of(src.tubelet_frames)
                 && src.patch > 0
-                && src.crop % src.patch == 0
+                && src.crop.is_multiple_of(src.patch)
                 && src.crop > 0
                 && src.short_side >= src.crop,
             "the data stage's meta has an impossible clip geometry (num_frames {}, tubelet_frames \
@@ -260,9 +262,7 @@ impl FramesSource {
                     Some(a) => augment_train_clip(&clip, a, rng),
                     None => {
                         let centre_crop = test_crops(&clip, self.short_side, 1);
-                        let c = centre_crop
-                            .first()
-                            .context("no centre crop of the clip")?;
+                        let c = centre_crop.first().context("no centre crop of the clip")?;
                         normalize(&centre(c, self.crop), IMAGENET_MEAN, IMAGENET_STD)
                     }
                 };
