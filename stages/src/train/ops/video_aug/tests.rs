@@ -78,8 +78,10 @@ fn train_augment_reads_from_config_with_defaults() {
     .unwrap();
     assert_eq!(t.rand_augment.as_ref().map(|s| s.magnitude), Some(9));
     assert_eq!((t.interpolation, t.crop), (TrainInterpolation::Random, 112));
-    let off: TrainAugment = serde_json::from_str(r#"{"rand_augment": null}"#).unwrap();
+    let off: TrainAugment = serde_json::from_str(r#"{"rand_augment": "none"}"#).unwrap();
     assert_eq!(off.rand_augment, None);
+    let back: TrainAugment = serde_json::from_str(&serde_json::to_string(&off).unwrap()).unwrap();
+    assert_eq!(back, off);
     let e = serde_json::from_str::<TrainAugment>(r#"{"rand_augment": "rand-q1"}"#).unwrap_err();
     assert!(e.to_string().contains("unknown key"), "{e}");
     assert!(serde_json::from_str::<TrainAugment>(r#"{"scael": [0.1, 1.0]}"#).is_err());
