@@ -5,14 +5,15 @@ of the city per scenario), for the side-by-side benchmark in BENCHMARKS.md (## a
 
 Same conventions as lm4ve's stages/src/argoverse/vectorize.rs (SHARDS.md, av.tokens): frame
 at the AGENT's last observed step turned so its heading is +y; actors observed then within
-+-radius, AGENT first, then by distance (ties: TRACK_ID); lanes entirely within +-radius,
-nearest first (squared distances; ties: lane id); edge-pad / arc-length resample to lane_points.
++-radius, AGENT first, then by distance (ties: TRACK_ID); lanes entirely within +-radius along
+the world axes (the reference's box), in lane-id order, the nearest kept over max_lanes (squared
+distances; ties: lane id); edge-pad / arc-length resample to lane_points.
 
     python3 benches/av_reference.py --data train/data --map map_files --workers 2
     python3 benches/av_reference.py --data train/data --map map_files --check MANIFEST --split train
 
 --prefilter query (default) takes lane candidates as the VectorNet reference does (Argoverse
-API bbox overlap with +-2*radius), --prefilter tight only those an exact search could keep;
+API bbox overlap with +-2*radius), --prefilter tight only those inside the +-radius box;
 the output is the same.
 
 Prints one JSON line: scenarios, rejects, seconds, scenarios_per_s, cpu_seconds (the workers'
@@ -195,8 +196,8 @@ def vectorize(path, maps, a):
     # Lanes: brute force over every lane of the city (all bounding boxes at once, then each
     # candidate). "query": what the VectorNet reference does through the Argoverse API,
     # get_lane_ids_in_xy_bbox(x, y, city, 200): bounding boxes overlapping a +-200 m box (the
-    # radius plus the radius, so that any heading is covered). "tight": only boxes inside the
-    # axis-aligned box that holds the rotated +-radius square (what lm4ve's R-tree asks).
+    # radius plus the radius). "tight": only boxes inside the +-radius world-axis box (what
+    # lm4ve's R-tree asks).
     m = maps[city]
     bb = m["bboxes"]
     if a.prefilter == "query":
@@ -204,15 +205,18 @@ def vectorize(path, maps, a):
         inside = np.nonzero((bb[:, 2] >= origin[0] - q) & (bb[:, 3] >= origin[1] - q)
                             & (bb[:, 0] <= origin[0] + q) & (bb[:, 1] <= origin[1] + q))[0]
     else:
-        half = r * (abs(c) + abs(s)) * (1 + 1e-9) + 1e-6
-        inside = np.nonzero((bb[:, 0] >= origin[0] - half) & (bb[:, 1] >= origin[1] - half)
-                            & (bb[:, 2] <= origin[0] + half) & (bb[:, 3] <= origin[1] + half))[0]
+        inside = np.nonzero((bb[:, 0] >= origin[0] - r) & (bb[:, 1] >= origin[1] - r)
+                            & (bb[:, 2] <= origin[0] + r) & (bb[:, 3] <= origin[1] + r))[0]
+    # The reference's test (VecMapReader.get_lane_data): the centerline minus the origin, in
+    # WORLD axes, inside +-radius; kept in lane-id order. Over max_lanes: the nearest.
     near = []
     for i in inside:
-        q = local(m["lines"][i])
-        if np.abs(q).max() <= r:
-            near.append((sq_dist_to_polyline(q), m["ids"][i], i))
-    near.sort()
+        d = m["lines"][i] - origin
+        if np.abs(d).max() <= r:
+            near.append((sq_dist_to_polyline(d), m["ids"][i], i))
+    if len(near) > a.max_lanes:
+        near = sorted(near)[: a.max_lanes]
+    near.sort(key=lambda n: n[1])
     lv = a.lane_points - 1
     lanes = np.zeros((a.max_lanes, lv, 7), np.float32)
     lane_mask = np.zeros(a.max_lanes, np.uint8)

@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 pub const KIND: &str = "av.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
 /// 2: every actor's position now and future (`actor_ctrs`, `actor_futures`, `actor_future_mask`).
-pub const VERSION: u32 = 2;
+/// 3: lanes chosen as the reference does (world-axis box, lane-id order).
+pub const VERSION: u32 = 3;
 /// The split names, in unit order.
 pub const SPLITS: [&str; 2] = ["train", "val"];
 
@@ -64,7 +65,7 @@ impl Default for AvParams {
             pred_steps: 30,
             radius: 100.0,
             max_actors: 64,
-            max_lanes: 128,
+            max_lanes: 512,
             lane_points: 10,
             shard_samples: 256,
             // Level 1, not the 3 of `pc.tokens`: these samples are f32 coordinates and zero padding,
@@ -586,6 +587,21 @@ impl Stage for AvTokensStage {
                 .merge(&stats);
         }
         let p = &self.params;
+        for (split, st) in &per_split {
+            if st.lanes_dropped + st.actors_dropped > 0 {
+                tracing::warn!(
+                    "av_tokens {split}: {} lanes over max_lanes = {} dropped in {} of {} scenarios (at most {} in range), {} actors over max_actors = {} in {} (the farthest; stage meta)",
+                    st.lanes_dropped,
+                    p.max_lanes,
+                    st.lanes_truncated,
+                    st.scenarios,
+                    st.max_lanes_in_range,
+                    st.actors_dropped,
+                    p.max_actors,
+                    st.actors_truncated
+                );
+            }
+        }
         Ok(serde_json::json!({
             "obs_steps": p.obs_steps,
             "pred_steps": p.pred_steps,
@@ -614,6 +630,15 @@ struct SplitStats {
     /// Scenarios that had more actors / lanes in range than the maxima (the farthest dropped).
     actors_truncated: u64,
     lanes_truncated: u64,
+    /// Actors / lanes dropped over the maxima, summed over scenarios (never silent).
+    #[serde(default)]
+    actors_dropped: u64,
+    #[serde(default)]
+    lanes_dropped: u64,
+    /// Scenarios by lanes in range, in buckets of 32 (key = the bucket's lower bound): what
+    /// `max_lanes` must hold to keep every lane.
+    #[serde(default)]
+    lanes_in_range_hist: BTreeMap<u64, u64>,
     cities: BTreeMap<String, u64>,
 }
 
@@ -626,6 +651,12 @@ impl SplitStats {
         self.max_lanes_in_range = self.max_lanes_in_range.max(s.lanes_in_range as u64);
         self.actors_truncated += (s.actors_in_range > p.max_actors) as u64;
         self.lanes_truncated += (s.lanes_in_range > p.max_lanes) as u64;
+        self.actors_dropped += s.actors_in_range.saturating_sub(p.max_actors) as u64;
+        self.lanes_dropped += s.lanes_in_range.saturating_sub(p.max_lanes) as u64;
+        *self
+            .lanes_in_range_hist
+            .entry(s.lanes_in_range as u64 / 32 * 32)
+            .or_insert(0) += 1;
         *self.cities.entry(s.city.clone()).or_insert(0) += 1;
     }
     fn merge(&mut self, o: &SplitStats) {
@@ -636,6 +667,11 @@ impl SplitStats {
         self.max_lanes_in_range = self.max_lanes_in_range.max(o.max_lanes_in_range);
         self.actors_truncated += o.actors_truncated;
         self.lanes_truncated += o.lanes_truncated;
+        self.actors_dropped += o.actors_dropped;
+        self.lanes_dropped += o.lanes_dropped;
+        for (b, n) in &o.lanes_in_range_hist {
+            *self.lanes_in_range_hist.entry(*b).or_insert(0) += n;
+        }
         for (c, n) in &o.cities {
             *self.cities.entry(c.clone()).or_insert(0) += n;
         }

@@ -168,15 +168,16 @@ fn hand_built_scenario_matches_hand_computed_vectors() {
 
     #[rustfmt::skip]
     let lanes: Vec<f32> = vec![
-        // lane 30, distance 2: world y = 198 → local x = 2
-        2.0, -6.0, 0.0, 10.0, 0.0, 0.0, 0.0,
-        2.0, 4.0, 0.0, 10.0, 0.0, 0.0, 0.0,
-        // lane 40, distance 2.5: five points resampled by arc length to three
-        0.0, -10.5, 0.0, 4.0, 2.0, 0.0, 1.0,
-        0.0, -6.5, 0.0, 4.0, 2.0, 0.0, 1.0,
-        // lane 20, distance 3: two points, edge-padded (last vector has zero length)
+        // In lane-id order, as the reference. Lane 20: two points, edge-padded (the last
+        // vector has zero length)
         -3.0, 0.0, -10.0, 0.0, 1.0, 1.0, 1.0,
         -13.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0,
+        // lane 30: world y = 198 → local x = 2
+        2.0, -6.0, 0.0, 10.0, 0.0, 0.0, 0.0,
+        2.0, 4.0, 0.0, 10.0, 0.0, 0.0, 0.0,
+        // lane 40: five points resampled by arc length to three
+        0.0, -10.5, 0.0, 4.0, 2.0, 0.0, 1.0,
+        0.0, -6.5, 0.0, 4.0, 2.0, 0.0, 1.0,
         // padding (lane 50 leaves the box, lane 60 is far away)
         0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
         0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
@@ -201,8 +202,55 @@ fn maxima_keep_the_nearest_actors_and_lanes() {
     assert!(v.actors[18..36].chunks(6).all(|r| r[4] == 0.0));
     assert_eq!(v.lane_mask, vec![1, 1]);
     assert_eq!(v.lanes_in_range, 3);
+    // The nearest two (30 at 2 m, 40 at 2.5 m; 20 at 3 m dropped), in lane-id order.
     assert_close(&v.lanes[..2], &[2.0, -6.0], "first lane");
     assert_close(&v.lanes[14..16], &[0.0, -10.5], "second lane");
+}
+
+/// The reference (StreamingForecasting `VecMapReader.get_lane_data`) keeps a lane when its
+/// centerline minus the origin lies in ±radius along the WORLD axes, whatever the agent's
+/// heading: with the agent heading north-east, a lane at world offset (15, 15)..(18, 18) is
+/// kept (its local y reaches 25.5 m, outside a turned box) and one at (0, 24)..(1, 25) is not
+/// (local (-17, 17)..(-17, 18.4), inside a turned box).
+#[test]
+fn lanes_use_the_reference_world_axis_box() {
+    let agent: Vec<_> = (0..6).map(|k| (k, k as f64, k as f64)).collect();
+    let text = csv(&[("agent", "AGENT", agent)]);
+    let scn = parse_scenario(text.as_bytes(), 4, 6).unwrap();
+    let o = [3.0, 3.0];
+    let city = CityLanes::new(
+        "MIA",
+        vec![
+            lane(
+                9,
+                &[[o[0] + 15.0, o[1] + 15.0], [o[0] + 18.0, o[1] + 18.0]],
+                Turn::None,
+                false,
+                false,
+            ),
+            lane(
+                4,
+                &[[o[0], o[1] + 24.0], [o[0] + 1.0, o[1] + 25.0]],
+                Turn::None,
+                false,
+                false,
+            ),
+            lane(
+                2,
+                &[[o[0] - 5.0, o[1]], [o[0] - 5.0, o[1] + 5.0]],
+                Turn::None,
+                false,
+                false,
+            ),
+        ],
+    );
+    let v = vectorize(&scn, &city, &params(1, 3)).unwrap();
+    assert_eq!(v.lanes_in_range, 2);
+    assert_eq!(v.lane_mask, vec![1, 1, 0]);
+    // Lane 2 first (id order), then lane 9 at local x ≈ 0, y ≈ 21.2.
+    let r2 = (2f64).sqrt() as f32;
+    assert_close(&v.lanes[..2], &[-5.0 / r2, -5.0 / r2], "lane 2");
+    assert_close(&v.lanes[14..16], &[0.0, 15.0 * r2], "lane 9");
 }
 
 #[test]

@@ -14,10 +14,11 @@
 //!   at that step (compared as squared distances; ties: TRACK_ID string order); beyond `max_actors` the farthest are dropped.
 //!   Vector i (0 ≤ i < obs_steps-1) = `[x_i, y_i, dx, dy, valid, t]`: start point, step to
 //!   point i+1, valid = both observed (else x, y, dx, dy = 0), `t = i/(obs_steps-1)`.
-//! - **Lanes.** Every lane whose whole centerline is within ±radius (normalized box), nearest
-//!   first by the minimum distance from the AGENT to the centerline polyline (compared as
-//!   squared distances; ties: lane id);
-//!   beyond `max_lanes` the farthest are dropped. Centerlines with exactly `lane_points` points
+//! - **Lanes.** As the reference selects them (StreamingForecasting `VecMapReader`): every
+//!   lane whose whole centerline is within ±radius of the origin along the WORLD axes (the
+//!   box is not turned with the agent), in lane-id order. Beyond `max_lanes` the farthest
+//!   (minimum distance from the AGENT to the centerline polyline, compared as squared
+//!   distances; ties: lane id) are dropped; the stage meta counts them. Centerlines with exactly `lane_points` points
 //!   are kept, shorter ones are edge-padded (last point repeated, as the VectorNet reference),
 //!   longer ones resampled to `lane_points` points evenly spaced by arc length. Vector i =
 //!   `[x_i, y_i, dx, dy, turn, is_intersection, has_traffic_control]` (start point, step).
@@ -154,21 +155,38 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         }
     }
 
-    // Lanes: whole centerline inside the box, nearest first.
+    // Lanes: as the reference (StreamingForecasting `VecMapReader.get_lane_data`), every lane
+    // whose whole centerline lies in the WORLD-axis box of ±radius around the origin (not the
+    // agent-aligned one), in lane-id order. Shapes are fixed, so beyond `max_lanes` the
+    // farthest (minimum distance to the AGENT; ties: lane id) are dropped and counted.
+    let o = frame.origin;
     let mut near: Vec<(f64, i64, usize)> = city
-        .lanes_in_box_dist(&frame, p.radius)
+        .lanes_within_aabb(
+            [o[0] - p.radius, o[1] - p.radius],
+            [o[0] + p.radius, o[1] + p.radius],
+        )
         .into_iter()
-        .map(|(i, d)| (d, city.lanes[i as usize].id, i as usize))
+        .map(|i| (0.0, city.lanes[i as usize].id, i as usize))
         .collect();
     let lanes_in_range = near.len();
-    // (distance, lane id) is unique: an unstable sort is deterministic; only the nearest
-    // `max_lanes` need ordering.
-    let by = |a: &(f64, i64, usize), b: &(f64, i64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     if near.len() > p.max_lanes {
+        let mut local: Vec<[f64; 2]> = Vec::new();
+        for n in near.iter_mut() {
+            local.clear();
+            local.extend(
+                city.centerline(n.2)
+                    .iter()
+                    .map(|w| [w[0] - o[0], w[1] - o[1]]),
+            );
+            n.0 = sq_distance_local(&local);
+        }
+        let by =
+            |a: &(f64, i64, usize), b: &(f64, i64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         near.select_nth_unstable_by(p.max_lanes, by);
         near.truncate(p.max_lanes);
     }
-    near.sort_unstable_by(by);
+    // Lane ids are unique within a city.
+    near.sort_unstable_by_key(|n| n.1);
     let lv = p.lane_points - 1;
     let mut lanes = vec![0f32; p.max_lanes * lv * LANE_FEATURES];
     let mut lane_mask = vec![0u8; p.max_lanes];

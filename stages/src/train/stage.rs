@@ -30,7 +30,8 @@ pub const EVAL_KIND: &str = "eval";
 /// `softmax_last_dim` has no backward, so q and k had received none).
 /// 3: Point-BERT's per-step resampling; VectorNet as its reference (global graph residual,
 /// every actor decoded and supervised, prediction fusion, JointLoss normalization).
-pub const TRAIN_VERSION: u32 = 3;
+/// 4: VectorNet takes its reference's init (Xavier-uniform Linear weights, biases U(0, 1)).
+pub const TRAIN_VERSION: u32 = 4;
 pub const EVAL_VERSION: u32 = 1;
 
 /// `[stages.NAME.params]` of a `train` stage as written: every training hyper-parameter may

@@ -7,7 +7,7 @@ use super::block::{BlockCore, BlockMode, LlmBlock, MlpBlock, MlpConfig};
 use super::checkpoint;
 use super::data::pointcloud::PcViews;
 use super::data::prefetch::prefetched;
-use super::models::layers::{init_vars, step_rng, Execution};
+use super::models::layers::{init_vars, init_vars_xavier, step_rng, Execution};
 use super::ops::mixup::MixSpec;
 use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
@@ -179,7 +179,11 @@ pub fn build_model(
         _ => Vec::new(),
     };
     let model = Model::build(cfg, data, num_classes, block, vb)?;
-    init_vars(&varmap, seed)?;
+    match cfg {
+        // VectorNet's reference initialises its own way (xavier, biases U(0, 1)).
+        ModelConfig::VectorNet(_) => init_vars_xavier(&varmap, seed)?,
+        _ => init_vars(&varmap, seed)?,
+    }
     Ok(Built {
         varmap,
         model,

@@ -112,26 +112,64 @@ impl AvSet {
             }
         }
         let b = idx.len();
+        // Real actors and lanes come first in their slots (av.tokens), so the batch keeps only
+        // as many slots as its fullest sample fills, as the reference pads to the batch's
+        // maximum: a generous `max_lanes` costs storage, not compute. Padding never changes an
+        // output (the masks), so neither does the trim.
+        let filled = |k: usize, cap: usize| -> usize {
+            samples
+                .iter()
+                .map(|s| {
+                    s.fields[self.fields[k]]
+                        .iter()
+                        .take_while(|&&m| m != 0)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+                .clamp(1, cap)
+        };
+        let (na, nl) = (filled(1, self.max_actors), filled(3, self.max_lanes));
+        let full = |t: Tensor, slots: usize, keep: usize| -> candle_core::Result<Tensor> {
+            if keep == slots {
+                Ok(t)
+            } else {
+                t.narrow(1, 0, keep)?.contiguous()
+            }
+        };
+        let (ma, ml) = (self.max_actors, self.max_lanes);
         Ok(AvBatch {
-            actors: Tensor::from_vec(
-                f32s(0),
-                (b, self.max_actors, self.actor_vectors, self.actor_features),
-                device,
+            actors: full(
+                Tensor::from_vec(
+                    f32s(0),
+                    (b, ma, self.actor_vectors, self.actor_features),
+                    device,
+                )?,
+                ma,
+                na,
             )?,
-            actor_mask: Tensor::from_vec(mask(1), (b, self.max_actors), device)?,
-            lanes: Tensor::from_vec(
-                f32s(2),
-                (b, self.max_lanes, self.lane_vectors, self.lane_features),
-                device,
+            actor_mask: full(Tensor::from_vec(mask(1), (b, ma), device)?, ma, na)?,
+            lanes: full(
+                Tensor::from_vec(
+                    f32s(2),
+                    (b, ml, self.lane_vectors, self.lane_features),
+                    device,
+                )?,
+                ml,
+                nl,
             )?,
-            lane_mask: Tensor::from_vec(mask(3), (b, self.max_lanes), device)?,
+            lane_mask: full(Tensor::from_vec(mask(3), (b, ml), device)?, ml, nl)?,
             target: Tensor::from_vec(f32s(4), (b, self.pred_steps, 2), device)?,
-            actor_ctrs: Tensor::from_vec(f32s(5), (b, self.max_actors, 2), device)?,
-            futures: Tensor::from_vec(f32s(6), (b, self.max_actors, self.pred_steps, 2), device)?,
-            future_mask: Tensor::from_vec(
-                future_mask,
-                (b, self.max_actors, self.pred_steps),
-                device,
+            actor_ctrs: full(Tensor::from_vec(f32s(5), (b, ma, 2), device)?, ma, na)?,
+            futures: full(
+                Tensor::from_vec(f32s(6), (b, ma, self.pred_steps, 2), device)?,
+                ma,
+                na,
+            )?,
+            future_mask: full(
+                Tensor::from_vec(future_mask, (b, ma, self.pred_steps), device)?,
+                ma,
+                na,
             )?,
         })
     }

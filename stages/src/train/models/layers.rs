@@ -155,6 +155,49 @@ fn init_var(name: &str, var: &Var, seed: u64) -> Result<()> {
     var.set(&t)
 }
 
+/// Overwrites every variable with the VectorNet reference's init (StreamingForecasting,
+/// `tools/pretrain/train_forecaster_vectornet.py`: `model.apply(init_weights)`): every
+/// Linear weight Xavier-uniform (`U(±sqrt(6 / (fan_in + fan_out)))`), every Linear bias
+/// `U(0, 1)`; norms keep PyTorch's defaults (scale 1, shift 0). A Linear is a rank-2
+/// `weight`, its bias the rank-1 `bias` beside it. Seeded per (seed, name) as [`init_vars`].
+pub fn init_vars_xavier(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let shape = var.shape().clone();
+        let (stem, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+        let linear_bias = leaf == "bias"
+            && vars
+                .get(&format!("{stem}.weight"))
+                .is_some_and(|w| w.rank() == 2);
+        let uniform = |lo: f32, hi: f32| -> Vec<f32> {
+            let h = blake3::hash(format!("{seed}:{name}").as_bytes());
+            let mut rng = ChaCha8Rng::from_seed(*h.as_bytes());
+            (0..shape.elem_count())
+                .map(|_| lo + (hi - lo) * rng.random::<f32>())
+                .collect()
+        };
+        let values = match (leaf, shape.dims()) {
+            ("weight", &[out, inp]) => {
+                let a = (6.0 / (out + inp) as f64).sqrt() as f32;
+                uniform(-a, a)
+            }
+            _ if linear_bias => uniform(0.0, 1.0),
+            _ => {
+                init_var(name, var, seed)?;
+                continue;
+            }
+        };
+        var.set(&Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
 /// Standard normal truncated to [-2, 2] (timm's trunc_normal_ bounds at std 1), Box-Muller.
 fn trunc_normal(rng: &mut ChaCha8Rng) -> f32 {
     loop {

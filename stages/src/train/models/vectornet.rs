@@ -366,6 +366,28 @@ pub fn smooth_l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// winner's trajectory and of the single-mode one, each divided by the number of actors.
 /// `futures` [B, A, P, 2], `future_mask` [B, A, P] (f32, 1 = observed).
 pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Result<Tensor> {
+    let t = forecast_loss_terms(f, futures, future_mask)?;
+    ((t.cls + t.reg)? + t.single)? / t.count
+}
+
+/// The sums [`forecast_loss`] adds up, before the division by the number of actors with a
+/// future (`count`, at least 1).
+pub struct LossTerms {
+    /// Cross-entropy of the confidences to the winners, summed over actors.
+    pub cls: Tensor,
+    /// SmoothL1 of the winners' trajectories, summed over observed positions.
+    pub reg: Tensor,
+    /// SmoothL1 of the single-mode trajectories, summed over observed positions.
+    pub single: Tensor,
+    pub count: f64,
+}
+
+/// The terms of [`forecast_loss`].
+pub fn forecast_loss_terms(
+    f: &Forecast,
+    futures: &Tensor,
+    future_mask: &Tensor,
+) -> Result<LossTerms> {
     let (b, na, k, p, _) = f.modes.dims5()?;
     let n = b * na;
     let dev = f.modes.device();
@@ -413,7 +435,12 @@ pub fn forecast_loss(f: &Forecast, futures: &Tensor, future_mask: &Tensor) -> Re
     let reg = (smooth_l1_each(&best, &gt)? * &w)?.sum_all()?;
     let single = f.single.reshape((n, p, 2))?;
     let reg_single = (smooth_l1_each(&single, &gt)? * &w)?.sum_all()?;
-    ((cls + reg)? + reg_single)? / count
+    Ok(LossTerms {
+        cls,
+        reg,
+        single: reg_single,
+        count,
+    })
 }
 
 /// Displacement metrics as the Argoverse evaluation computes them, summed over a batch.
@@ -573,6 +600,53 @@ mod tests {
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 
+    /// The reference's `init_weights` on VectorNet: Linear weights Xavier-uniform, Linear
+    /// biases U(0, 1), LayerNorms (1, 0).
+    #[test]
+    fn vectornet_takes_the_references_init() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg = VectorNetConfig {
+            subgraph_widths: vec![8, 16],
+            modes: 2,
+            agent_only_loss: false,
+        };
+        let _net = VectorNet::new(&cfg, 6, 7, 4, None, vb).unwrap();
+        crate::train::models::layers::init_vars_xavier(&varmap, 0).unwrap();
+        let data = varmap.data().lock().unwrap();
+        let vals = |n: &str| -> Vec<f32> {
+            data[n]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        // Linear(6 → 8): bound sqrt(6 / 14).
+        let w = vals("actor_subgraph.layers.0.l1.weight");
+        let a = (6f32 / 14.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= a));
+        assert!(
+            w.iter().any(|v| v.abs() > 0.5 * a),
+            "not spread over the bound"
+        );
+        let b = vals("actor_subgraph.layers.0.l1.bias");
+        assert!(b.iter().all(|v| (0.0..1.0).contains(v)) && b.iter().any(|v| *v > 0.5));
+        assert!(vals("actor_subgraph.layers.0.n1.weight")
+            .iter()
+            .all(|v| *v == 1.0));
+        assert!(vals("actor_subgraph.layers.0.n1.bias")
+            .iter()
+            .all(|v| *v == 0.0));
+        assert!(vals("global_graph.skip_norm.bias")
+            .iter()
+            .all(|v| *v == 0.0));
+        assert!(vals("mode_heads.1.out.bias")
+            .iter()
+            .all(|v| (0.0..1.0).contains(v)));
+    }
+
     #[test]
     fn smooth_l1_is_quadratic_then_linear() {
         let dev = Device::Cpu;
@@ -593,7 +667,7 @@ mod tests {
             agent_only_loss: false,
         };
         let net = VectorNet::new(&cfg, 6, 7, 4, None, vb).unwrap();
-        crate::train::models::layers::init_vars(&varmap, 0).unwrap();
+        crate::train::models::layers::init_vars_xavier(&varmap, 0).unwrap();
         let actors = Tensor::randn(0f32, 1.0, (2, 3, 5, 6), &dev).unwrap();
         let lanes = Tensor::randn(0f32, 1.0, (2, 4, 9, 7), &dev).unwrap();
         let am = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
@@ -610,7 +684,13 @@ mod tests {
             *v += 7.0;
         }
         let actors2 = Tensor::from_vec(a2, (2, 3, 5, 6), &dev).unwrap();
-        let f2 = net.forward(&actors2, &am, &lanes, &lm, &ctrs).unwrap();
+        // And a padded lane (scenario 0, lane 3).
+        let mut l2: Vec<f32> = lanes.flatten_all().unwrap().to_vec1().unwrap();
+        for v in &mut l2[3 * 9 * 7..4 * 9 * 7] {
+            *v -= 5.0;
+        }
+        let lanes2 = Tensor::from_vec(l2, (2, 4, 9, 7), &dev).unwrap();
+        let f2 = net.forward(&actors2, &am, &lanes2, &lm, &ctrs).unwrap();
         // Real actors' forecasts (slots 0-1 of scenario 0, slot 0 of scenario 1).
         let real = |f: &Forecast| {
             Tensor::cat(
@@ -636,7 +716,10 @@ mod tests {
             .unwrap()
         };
         let d = crate::test_util::max_abs_diff(&real(&f), &real(&f2));
-        assert!(d < 1e-5, "a padded polyline leaked into the output: {d}");
+        assert!(
+            d < 1e-5,
+            "a padded actor or lane leaked into the output: {d}"
+        );
         let f = net.forward(&actors, &am, &lanes, &lm, &ctrs).unwrap();
         let futures = Tensor::randn(0f32, 1.0, (2, 3, 4, 2), &dev).unwrap();
         // Actor (0, 1) has only its first two future steps; padded slots have none.
