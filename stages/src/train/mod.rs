@@ -15,6 +15,7 @@
 //!   `train`/`eval` stages' params and Stage impls; `trainer.rs`: the epoch/step loop;
 //!   `checkpoint.rs`: work-unit checkpoints. These know the pipeline engine; `bench.rs`:
 //!   `lm4ve bench-train`.
+//! - `dist/`: data-parallel jobs (so far the launch environment: torchrun, Slurm).
 //! - `init.rs`: `init = "path"`, pretrained encoder weights (Point-BERT, VideoMAE) from
 //!   PyTorch checkpoints, key by key with a `load_state_dict`-style report.
 //!
@@ -25,6 +26,7 @@ pub mod block;
 mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod init;
 #[cfg(test)]
 mod init_tests;
