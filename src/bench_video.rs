@@ -38,7 +38,7 @@ pub fn run(a: &BenchVideoFramesArgs) -> Result<ExitCode> {
         max_frames: 1024,
         max_clip_bytes: 256 << 20,
     };
-    let source = FramesSource::detached(a.num_frames, 2, 16, a.crop, a.crop);
+    let source = FramesSource::new(a.num_frames, 2, 16, a.crop, a.crop);
     let augment = TrainAugment {
         crop: a.crop,
         ..TrainAugment::default()
@@ -53,28 +53,16 @@ pub fn run(a: &BenchVideoFramesArgs) -> Result<ExitCode> {
             .encode_clip(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         write_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        let stored = StoredClip::from_fields(&clip.fields, 0)?;
-        let jpeg_bytes: usize = clip.fields[1]
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .max()
-            .unwrap_or(0) as usize;
+        let stored = StoredClip::from_fields(clip.fields, 0)?;
+        let jpeg_bytes = stored.jpeg_len();
         // PSNR of every stored frame against the exact RGB frame it was made from.
         let rgb = rgb_frames(path, a.frame_short_side)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let ends: Vec<usize> = clip.fields[1]
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize)
-            .take(stored.len())
-            .collect();
-        let mut start = 0;
         let mut psnrs = Vec::new();
-        for (k, &end) in ends.iter().enumerate() {
-            let back = decoder
-                .decode(&clip.fields[0][start..end])
-                .map_err(anyhow::Error::msg)?;
-            psnrs.push(psnr(&rgb[k], &back.data));
-            start = end;
+        for (k, exact) in rgb.iter().enumerate().take(stored.len()) {
+            let jpeg = stored.jpeg(k).context("a stored frame is missing")?;
+            let back = decoder.decode(jpeg).map_err(anyhow::Error::msg)?;
+            psnrs.push(psnr(exact, &back.data));
         }
         // The loader: T random frames decoded + augmented + packed, one thread.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -29,14 +29,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 const WHAT: &str = "an ssv2.tokens stage with layout = \"frames\"";
+const LABEL: &str = "label";
+/// The label's position in the layout's schema.
+const LABEL_FIELD: usize = 5;
 
-/// Where the fields of the layout are, and the clip geometry the model wants.
+/// The clip geometry the model wants (the layout's fields are in `FramesLayout::schema`'s
+/// order, checked when a shard set is opened).
 pub struct FramesSource {
-    jpeg: usize,
-    ends: usize,
-    frames: usize,
-    size: usize,
-    label: usize,
     /// T, frames per clip sample.
     pub num_frames: usize,
     pub tubelet_frames: usize,
@@ -57,16 +56,16 @@ pub struct StoredClip {
 }
 
 impl StoredClip {
-    /// A clip from the layout's field bytes (`jpeg`, `jpeg_ends`, `frames`, `decoded_frames`,
-    /// `size`, as `FramesLayout::encode_clip` returns them) and a label: what a shard read
-    /// gives, without the shard (benchmarks, tests).
-    pub fn from_fields(fields: &[Vec<u8>], label: u32) -> Result<Self> {
+    /// A clip from the layout's field bytes in schema order (`jpeg`, `jpeg_ends`, `frames`,
+    /// `decoded_frames`, `size`, as `FramesLayout::encode_clip` returns them and a shard
+    /// read gives them) and its label. Takes the fields so the JPEG bytes are not copied.
+    pub fn from_fields(mut fields: Vec<Vec<u8>>, label: u32) -> Result<Self> {
         let i64s = |b: &[u8]| -> Vec<i64> {
             b.chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect()
         };
-        let [jpeg, ends, frames, _decoded, size, ..] = fields else {
+        let [jpeg, ends, frames, _decoded, size, ..] = fields.as_mut_slice() else {
             anyhow::bail!("the frames layout has 5 fields before the label");
         };
         let frames = i64s(frames).first().copied().unwrap_or(0);
@@ -76,11 +75,21 @@ impl StoredClip {
             s => anyhow::bail!("frame size {s:?}"),
         };
         Ok(StoredClip {
-            bytes: jpeg.clone(),
+            bytes: std::mem::take(jpeg),
             ranges,
             size: (h, w),
             label,
         })
+    }
+
+    /// The JPEG file of stored frame `k`.
+    pub fn jpeg(&self, k: usize) -> Option<&[u8]> {
+        self.ranges.get(k).map(|r| &self.bytes[r.clone()])
+    }
+
+    /// Bytes of all the clip's JPEG files (the field's padding left out).
+    pub fn jpeg_len(&self) -> usize {
+        self.ranges.last().map_or(0, |r| r.end)
     }
 
     /// Frames stored.
@@ -111,9 +120,8 @@ fn decode_jpeg(bytes: &[u8]) -> Result<crate::ssv2::jpeg::Rgb, String> {
 }
 
 impl FramesSource {
-    /// A source for stored clips outside a shard set (benchmarks, tests): the clip geometry
-    /// only; [`FramesSource::read`] is not for it.
-    pub fn detached(
+    /// A source of the given geometry (benchmarks, tests; `open` reads it from the meta).
+    pub fn new(
         num_frames: usize,
         tubelet_frames: usize,
         patch: usize,
@@ -121,11 +129,6 @@ impl FramesSource {
         short_side: usize,
     ) -> Self {
         FramesSource {
-            jpeg: 0,
-            ends: 1,
-            frames: 2,
-            size: 4,
-            label: 5,
             num_frames,
             tubelet_frames,
             patch,
@@ -144,20 +147,18 @@ impl FramesSource {
                     format!("the data stage's meta lacks `{k}`; `data` must name {WHAT}")
                 })
         };
+        let names: Vec<&str> = shards.schema().iter().map(|f| f.name.as_str()).collect();
+        anyhow::ensure!(
+            names.starts_with(&[JPEG, JPEG_ENDS, FRAMES, DECODED_FRAMES, SIZE, LABEL]),
+            "upstream shards have fields {names:?}; `data` must name {WHAT}"
+        );
         let src = FramesSource {
-            jpeg: shards.field(JPEG, WHAT)?,
-            ends: shards.field(JPEG_ENDS, WHAT)?,
-            frames: shards.field(FRAMES, WHAT)?,
-            size: shards.field(SIZE, WHAT)?,
-            label: shards.field("label", WHAT)?,
             num_frames: get("num_frames")?,
             tubelet_frames: get("tubelet_frames")?,
             patch: get("patch")?,
             crop: get("crop")?,
             short_side: get("short_side")?,
         };
-        // `decoded_frames` is informational; its presence confirms the layout.
-        shards.field(DECODED_FRAMES, WHAT)?;
         anyhow::ensure!(
             src.num_frames > 0
                 && src.tubelet_frames > 0
@@ -189,29 +190,15 @@ impl FramesSource {
 
     /// Clip `i` of the split, its JPEG files located and checked.
     pub fn read(&self, shards: &ShardSet, i: usize) -> Result<StoredClip> {
-        let mut s = shards.read(i)?;
+        let s = shards.read(i)?;
         let label = s
-            .i64s(self.label)
+            .i64s(LABEL_FIELD)
             .first()
             .copied()
             .context("a sample without a label")?;
         let label = u32::try_from(label).context("negative or huge label")?;
-        let frames = s.i64s(self.frames).first().copied().unwrap_or(0);
-        let ends = s.i64s(self.ends);
-        let size = s.i64s(self.size);
-        let bytes = std::mem::take(&mut s.fields[self.jpeg]);
-        let ranges = jpeg_ranges(&ends, frames, bytes.len())
-            .map_err(|e| anyhow::anyhow!("sample {i}: {e}; the shard is damaged or foreign"))?;
-        let (h, w) = match size.as_slice() {
-            [h, w] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
-            s => anyhow::bail!("sample {i}: frame size {s:?}"),
-        };
-        Ok(StoredClip {
-            bytes,
-            ranges,
-            size: (h, w),
-            label,
-        })
+        StoredClip::from_fields(s.fields, label)
+            .with_context(|| format!("sample {i}: the shard is damaged or foreign"))
     }
 
     /// The clip of frames `indices` (repeats decoded once), RGB u8 [T, H, W, 3].
@@ -222,12 +209,10 @@ impl FramesSource {
             if decoded.contains_key(&k) {
                 continue;
             }
-            let range = stored
-                .ranges
-                .get(k)
+            let jpeg = stored
+                .jpeg(k)
                 .with_context(|| format!("frame {k} of {} requested", stored.len()))?;
-            let rgb = decode_jpeg(&stored.bytes[range.clone()])
-                .map_err(|e| anyhow::anyhow!("frame {k}: {e}"))?;
+            let rgb = decode_jpeg(jpeg).map_err(|e| anyhow::anyhow!("frame {k}: {e}"))?;
             anyhow::ensure!(
                 (rgb.height, rgb.width) == (h, w),
                 "frame {k} is {}x{}, the sample says {w}x{h}",
@@ -343,9 +328,9 @@ mod tests {
     #[test]
     fn stored_frames_decode_within_the_psnr_bound() {
         let (fields, exact) = stored_clip(10, 96, 72);
-        let stored = StoredClip::from_fields(&fields, 4).unwrap();
+        let stored = StoredClip::from_fields(fields.clone(), 4).unwrap();
         assert_eq!((stored.len(), stored.size, stored.label), (10, (72, 96), 4));
-        let src = FramesSource::detached(4, 2, 16, 48, 64);
+        let src = FramesSource::new(4, 2, 16, 48, 64);
         let all: Vec<usize> = (0..10).collect();
         let clip = src.clip(&stored, &all).unwrap();
         for (k, frame) in exact.iter().enumerate() {
@@ -359,8 +344,8 @@ mod tests {
     #[test]
     fn training_samples_are_repeats_of_one_draw_and_deterministic() {
         let (fields, _) = stored_clip(12, 96, 72);
-        let stored = StoredClip::from_fields(&fields, 0).unwrap();
-        let src = FramesSource::detached(4, 2, 16, 48, 64);
+        let stored = StoredClip::from_fields(fields.clone(), 0).unwrap();
+        let src = FramesSource::new(4, 2, 16, 48, 64);
         let aug = TrainAugment {
             crop: 48,
             ..TrainAugment::default()
@@ -385,8 +370,8 @@ mod tests {
     #[test]
     fn the_test_views_are_temporal_times_spatial() {
         let (fields, _) = stored_clip(12, 96, 72);
-        let stored = StoredClip::from_fields(&fields, 0).unwrap();
-        let src = FramesSource::detached(4, 2, 16, 48, 48);
+        let stored = StoredClip::from_fields(fields.clone(), 0).unwrap();
+        let src = FramesSource::new(4, 2, 16, 48, 48);
         let views = src.test_samples(&stored, 2, 3).unwrap();
         assert_eq!(views.len(), 6);
         // Landscape frames: the three crops run left → right and differ; the two temporal
@@ -403,15 +388,15 @@ mod tests {
         // An end offset past the field.
         let mut bad = fields.clone();
         bad[1][..8].copy_from_slice(&(i64::MAX).to_le_bytes());
-        assert!(StoredClip::from_fields(&bad, 0).is_err());
+        assert!(StoredClip::from_fields(bad, 0).is_err());
         // The first frame's JPEG bytes overwritten (no markers left): decoding it fails with
         // a message. (Shards are blake3-checked by the cache; this is the loader's own guard.)
         let first_end = i64::from_le_bytes(fields[1][..8].try_into().unwrap()) as usize;
         fields[0][..first_end].fill(0x55);
-        let stored = StoredClip::from_fields(&fields, 0).unwrap();
-        let src = FramesSource::detached(4, 2, 16, 48, 48);
+        let stored = StoredClip::from_fields(fields.clone(), 0).unwrap();
+        let src = FramesSource::new(4, 2, 16, 48, 48);
         let err = src.clip(&stored, &[0]).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("frame 0")));
-        assert!(StoredClip::from_fields(&fields[..2], 0).is_err());
+        assert!(StoredClip::from_fields(fields[..2].to_vec(), 0).is_err());
     }
 }

@@ -121,6 +121,15 @@ pub fn drop_path(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
 /// variable's values come from its own RNG stream seeded by (seed, name), so the result
 /// does not depend on creation order.
 pub fn init_vars(varmap: &VarMap, seed: u64) -> Result<()> {
+    for_each_var_by_name(varmap, |_, name, var| init_var(name, var, seed))
+}
+
+/// Calls `f(all vars, name, var)` for every variable in name order (so an init does not
+/// depend on creation order).
+fn for_each_var_by_name(
+    varmap: &VarMap,
+    mut f: impl FnMut(&std::collections::HashMap<String, Var>, &str, &Var) -> Result<()>,
+) -> Result<()> {
     let vars = varmap
         .data()
         .lock()
@@ -128,8 +137,7 @@ pub fn init_vars(varmap: &VarMap, seed: u64) -> Result<()> {
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for name in names {
-        let var = &vars[name];
-        init_var(name, var, seed)?;
+        f(&vars, name, &vars[name])?;
     }
     Ok(())
 }
@@ -161,14 +169,7 @@ fn init_var(name: &str, var: &Var, seed: u64) -> Result<()> {
 /// `U(0, 1)`; norms keep PyTorch's defaults (scale 1, shift 0). A Linear is a rank-2
 /// `weight`, its bias the rank-1 `bias` beside it. Seeded per (seed, name) as [`init_vars`].
 pub fn init_vars_xavier(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &vars[name];
+    for_each_var_by_name(varmap, |vars, name, var| {
         let shape = var.shape().clone();
         let (stem, leaf) = name.rsplit_once('.').unwrap_or(("", name));
         let linear_bias = leaf == "bias"
@@ -188,14 +189,10 @@ pub fn init_vars_xavier(varmap: &VarMap, seed: u64) -> Result<()> {
                 uniform(-a, a)
             }
             _ if linear_bias => uniform(0.0, 1.0),
-            _ => {
-                init_var(name, var, seed)?;
-                continue;
-            }
+            _ => return init_var(name, var, seed),
         };
-        var.set(&Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?)?;
-    }
-    Ok(())
+        var.set(&Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?)
+    })
 }
 
 /// Standard normal truncated to [-2, 2] (timm's trunc_normal_ bounds at std 1), Box-Muller.
