@@ -5,9 +5,10 @@ use anyhow::{Context, Result};
 use lm4ve_pipeline::engine::State;
 use lm4ve_pipeline::key::short;
 use lm4ve_pipeline::{
-    maintenance, ConfigError, Manifest, Outcome, PipelineConfig, Progress, RunOptions, StageFailed,
-    UsageError,
+    maintenance, ConfigError, DataParallel, Manifest, Outcome, PipelineConfig, Progress,
+    RunOptions, StageFailed, UsageError,
 };
+use lm4ve_stages::train::dist::{self, launch::Launch};
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
@@ -57,6 +58,20 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return crate::plan_cmd::dry_run(cli, args);
     }
+    // Started by torchrun, srun or mpirun with more than one process: join the job (held
+    // until the run ends; its drop finalises MPI).
+    let launch = Launch::from_process_env()?;
+    let (_job, data_parallel) = if launch.is_distributed() {
+        lm4ve_stages::train::device::set_ordinal(launch.local_rank);
+        let job = dist::join(&launch, lm4ve_stages::train::device::would_use_cuda())?;
+        let dp = DataParallel {
+            rank: launch.rank,
+            world: launch.world_size,
+        };
+        (Some(job), Some(dp))
+    } else {
+        (None, None)
+    };
     let mut p = crate::open::open(cli)?;
     if args.push {
         p.set_push(true);
@@ -67,6 +82,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         rehash: args.rehash,
         part: args.part,
         assemble: args.assemble,
+        data_parallel,
     };
     let reports = p.run(&opts, &Progress::new(cli.quiet))?;
     let mut ran = 0;
@@ -112,6 +128,13 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
                     "{:<16} built   {k}  {samples} samples, {rejects} rejects, {units_run} units run, {units_reused} resumed{}, {seconds:.2} s",
                     r.stage,
                     pulled_units(*units_pulled, &remote_name)
+                );
+            }
+            Outcome::Replica { rank, units_run } => {
+                ran += 1;
+                println!(
+                    "{:<16} rank {rank}  {k}  {units_run} units run with rank 0 (rank 0 stores them)",
+                    r.stage
                 );
             }
             Outcome::PartDone {

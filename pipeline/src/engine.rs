@@ -87,6 +87,17 @@ pub struct RunOptions {
     /// Only assemble from finished units (local or remote); fail naming the missing ones
     /// instead of computing them.
     pub assemble: bool,
+    /// This process is one rank of a data-parallel job of more than one process.
+    pub data_parallel: Option<DataParallel>,
+}
+
+/// A process's place in a data-parallel job (world size > 1): every rank runs the target
+/// stage's units together (the stage talks to the other ranks); rank 0 alone writes the
+/// cache (lock, journal, manifest). Ranks share the cache directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataParallel {
+    pub rank: usize,
+    pub world: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +121,8 @@ pub enum Outcome {
         rejects: u64,
         seconds: f64,
     },
+    /// A data-parallel rank above 0 ran its share of these units; rank 0 stored them.
+    Replica { rank: usize, units_run: usize },
     /// `--part` finished its units; the artifact is not assembled yet.
     PartDone {
         units_run: usize,
@@ -364,6 +377,9 @@ impl Pipeline {
                 UsageError("--part splits one stage: name it with --stage NAME".into()).into(),
             );
         }
+        if let Some(dp) = opts.data_parallel {
+            check_data_parallel(opts, dp)?;
+        }
         let todo = match &opts.target {
             Some(t) => self.closure_of(t),
             None => self.dag.order().to_vec(),
@@ -412,7 +428,31 @@ impl Pipeline {
                 });
                 continue;
             }
-            if !forced {
+            if let (Some(dp), false) = (opts.data_parallel, is_target) {
+                // Ranks must agree on what they run: only the target runs, together.
+                return Err(UsageError(format!(
+                    "rank {} of a data-parallel job of {}: `{name}` (needed by `{}`) is not built; a data-parallel launch only trains: build it first with one process, `lm4ve pipeline run --stage {name}`",
+                    dp.rank,
+                    dp.world,
+                    opts.target.as_deref().unwrap_or_default()
+                ))
+                .into());
+            }
+            if let Some(dp) = opts.data_parallel.filter(|dp| dp.rank > 0) {
+                let units_run = self.run_replica(name, progress)?;
+                reports.push(StageReport {
+                    stage: name.clone(),
+                    key,
+                    outcome: Outcome::Replica {
+                        rank: dp.rank,
+                        units_run,
+                    },
+                    pushed: None,
+                });
+                continue;
+            }
+            // A data-parallel rank 0 computes what its replicas compute: no pulls.
+            if !forced && opts.data_parallel.is_none() {
                 if let Some(outcome) = self.try_pull(name, &key, progress) {
                     reports.push(StageReport {
                         stage: name.clone(),
@@ -432,7 +472,8 @@ impl Pipeline {
                 .into());
             }
             let assemble = opts.assemble && (is_target || opts.target.is_none());
-            let outcome = self.run_stage(name, opts.force, part, assemble, progress)?;
+            let pull_units = opts.data_parallel.is_none();
+            let outcome = self.run_stage(name, opts.force, part, assemble, pull_units, progress)?;
             let pushed = self.push_after_run(name, &key, &outcome, part.is_some(), progress);
             reports.push(StageReport {
                 stage: name.clone(),
@@ -451,7 +492,30 @@ impl Pipeline {
         }
         Ok(reports)
     }
+}
 
+/// What a data-parallel launch may ask: one named stage, computed here (no `--part`,
+/// `--assemble` or `--force`, which would make ranks disagree on the units).
+fn check_data_parallel(opts: &RunOptions, dp: DataParallel) -> Result<()> {
+    let why = match &opts.target {
+        None => Some("name the training stage with --stage NAME".to_string()),
+        Some(t) if is_glob(t) => Some(format!("--stage `{t}` is a pattern; name one stage")),
+        Some(_) if opts.part.is_some() => Some("--part splits preprocessing; a data-parallel job splits batches".into()),
+        Some(_) if opts.assemble => Some("--assemble computes nothing; run it with one process".into()),
+        Some(t) if opts.force => Some(format!("--force: clear the stage with one process first (`lm4ve pipeline run --stage {t} --force` stops after it starts; or change a param), then launch the job")),
+        Some(_) => None,
+    };
+    match why {
+        Some(w) => Err(UsageError(format!(
+            "rank {} of a data-parallel job of {}: {w}",
+            dp.rank, dp.world
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+impl Pipeline {
     /// Keeps `cache gc` away from this cache while the guard lives (gc takes the same lock
     /// exclusively, so it waits for runs and transfers, and they wait for it): what a run, a
     /// push and a pull hold.

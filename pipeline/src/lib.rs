@@ -24,7 +24,9 @@ pub mod trust;
 pub use artifact::{Manifest, Reject, UnitRecord};
 pub use cas::Cache;
 pub use config::{ConfigError, PipelineConfig, StageConfig};
-pub use engine::{Outcome, Part, Pipeline, RunOptions, StageFactory, StageFailed, UsageError};
+pub use engine::{
+    DataParallel, Outcome, Part, Pipeline, RunOptions, StageFactory, StageFailed, UsageError,
+};
 pub use fingerprint::InputSpec;
 pub use progress::Progress;
 pub use remote::{Remote, RemoteError};

@@ -49,7 +49,8 @@ impl StageCtx<'_> {
 
 /// What one unit produced; the engine commits it after `run_unit` returns.
 pub struct UnitOutput<'a> {
-    cache: &'a Cache,
+    /// None: a replica's output (rank > 0 of a data-parallel job), hashed and dropped.
+    cache: Option<&'a Cache>,
     pub(crate) shards: Vec<ShardOut>,
     pub(crate) files: Vec<FileOut>,
     pub(crate) rejects: Vec<Reject>,
@@ -58,6 +59,16 @@ pub struct UnitOutput<'a> {
 
 impl<'a> UnitOutput<'a> {
     pub(crate) fn new(cache: &'a Cache) -> Self {
+        Self::with(Some(cache))
+    }
+
+    /// An output that stores nothing: what a replica computes (rank 0 of its job stores the
+    /// same unit), so only one process writes the cache.
+    pub(crate) fn discarding() -> Self {
+        Self::with(None)
+    }
+
+    fn with(cache: Option<&'a Cache>) -> Self {
         UnitOutput {
             cache,
             shards: Vec::new(),
@@ -69,7 +80,7 @@ impl<'a> UnitOutput<'a> {
 
     /// Stores a finished shard (bytes from [`crate::shard::ShardWriter::finish`]).
     pub fn add_shard(&mut self, split: &str, samples: u64, bytes: &[u8]) -> Result<()> {
-        let obj = self.cache.put(bytes)?;
+        let obj = self.put(bytes)?;
         self.shards.push(ShardOut {
             split: split.to_string(),
             samples,
@@ -86,13 +97,23 @@ impl<'a> UnitOutput<'a> {
             crate::trust::KNOWN_FILES.contains(&name),
             "file name `{name}` is not in lm4ve_pipeline::trust::KNOWN_FILES (a bug in the stage)"
         );
-        let obj = self.cache.put(bytes)?;
+        let obj = self.put(bytes)?;
         self.files.push(FileOut {
             name: name.to_string(),
             blake3: obj.blake3,
             bytes: obj.bytes,
         });
         Ok(())
+    }
+
+    fn put(&self, bytes: &[u8]) -> Result<crate::cas::ObjectRef> {
+        match self.cache {
+            Some(c) => c.put(bytes),
+            None => Ok(crate::cas::ObjectRef {
+                blake3: blake3::hash(bytes).to_hex().to_string(),
+                bytes: bytes.len() as u64,
+            }),
+        }
     }
 
     pub fn reject(&mut self, file: &str, sample: &str, reason: &str) {

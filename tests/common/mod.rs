@@ -120,3 +120,66 @@ pub fn show_stage_json(config: &Path, stage: &str) -> serde_json::Value {
     r.ok();
     serde_json::from_str(&r.stdout).expect("show --json prints JSON")
 }
+
+/// A tiny random LLaMA checkpoint in Hugging Face layout (safetensors + config.json).
+pub fn tiny_llama(dir: &Path) -> PathBuf {
+    let (d, heads, kv, f, layers) = (32usize, 4usize, 2usize, 48usize, 2usize);
+    let hd = d / heads;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut seed = 1u32;
+    let mut rnd = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    };
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        for (name, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![heads * hd, d]),
+            ("self_attn.k_proj.weight", vec![kv * hd, d]),
+            ("self_attn.v_proj.weight", vec![kv * hd, d]),
+            ("self_attn.o_proj.weight", vec![d, heads * hd]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("mlp.gate_proj.weight", vec![f, d]),
+            ("mlp.up_proj.weight", vec![f, d]),
+            ("mlp.down_proj.weight", vec![d, f]),
+        ] {
+            let n = shape.iter().product();
+            let data = if shape.len() == 1 {
+                vec![1.0; n]
+            } else {
+                rnd(n)
+            };
+            tensors.push((format!("{p}{name}"), shape, data));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let model = dir.join("tiny-llama");
+    std::fs::create_dir_all(&model).unwrap();
+    safetensors::tensor::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": {d}, "num_attention_heads": {heads}, "num_key_value_heads": {kv}, "intermediate_size": {f}, "num_hidden_layers": {layers}, "rms_norm_eps": 1e-5}}"#
+        ),
+    )
+    .unwrap();
+    model
+}

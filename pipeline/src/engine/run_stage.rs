@@ -13,6 +13,7 @@ impl Pipeline {
         force: bool,
         part: Option<Part>,
         assemble: bool,
+        pull_units: bool,
         progress: &Progress,
     ) -> Result<Outcome> {
         let started = Instant::now();
@@ -33,7 +34,7 @@ impl Pipeline {
             upstream: &upstream,
         };
         let (units, mut done, reused, units_pulled) =
-            self.plan_and_gather(name, key, &ctx, part, force, progress)?;
+            self.plan_and_gather(name, key, &ctx, part, force || !pull_units, progress)?;
         let units_run = self.execute(
             name, key, &ctx, &units, &mut done, reused, part, assemble, progress,
         )?;
@@ -54,6 +55,48 @@ impl Pipeline {
             (units_run, reused, units_pulled),
             (started, started_unix),
         )
+    }
+
+    /// A data-parallel rank above 0: plans the stage's units as rank 0 does (same journal),
+    /// computes the unfinished ones alongside it and keeps nothing; rank 0 commits each.
+    /// Returns how many units it ran.
+    pub(super) fn run_replica(&self, name: &str, progress: &Progress) -> Result<usize> {
+        let key = self.keys[name].key.clone();
+        let upstream = self.upstream_of(name)?;
+        let ctx = StageCtx {
+            name,
+            key: &key,
+            cache: &self.cache,
+            upstream: &upstream,
+        };
+        let stage = self.stages[name].as_ref();
+        let failed = |e: anyhow::Error| StageFailed {
+            stage: name.into(),
+            message: format!("{e:#}"),
+        };
+        let units = stage.plan(&ctx).map_err(failed)?;
+        check_unit_ids(name, &units)?;
+        let journal = Journal::new(&self.cache, &key);
+        let pending: Vec<&UnitPlan> = units
+            .iter()
+            .filter(|u| journal.get(&u.id).is_none())
+            .collect();
+        let bar = progress.bar(
+            pending.iter().map(|u| u.work).sum(),
+            &format!("{name} {}", short(&key)),
+        );
+        for unit in &pending {
+            let mut out = UnitOutput::discarding();
+            stage
+                .run_unit(&ctx, unit, &mut out)
+                .map_err(|e| StageFailed {
+                    stage: name.into(),
+                    message: format!("unit {}: {e:#}", unit.id),
+                })?;
+            bar.inc(unit.work);
+        }
+        bar.finish_and_clear();
+        Ok(pending.len())
     }
 
     /// Takes the artifact's (or the part's) build lock and adopts what is already there:
@@ -89,7 +132,7 @@ impl Pipeline {
     }
 
     /// The stage's work units and those already finished: in the local journal, or (for
-    /// units this run would compute) on the remote, pulled and checked.
+    /// units this run would compute, unless `no_pulls`) on the remote, pulled and checked.
     #[allow(clippy::type_complexity)]
     fn plan_and_gather(
         &self,
@@ -97,7 +140,7 @@ impl Pipeline {
         key: &str,
         ctx: &StageCtx,
         part: Option<Part>,
-        force: bool,
+        no_pulls: bool,
         progress: &Progress,
     ) -> Result<(Vec<UnitPlan>, BTreeMap<String, UnitRecord>, usize, usize)> {
         let stage = self.stages[name].as_ref();
@@ -116,7 +159,7 @@ impl Pipeline {
         let reused = done.len();
         // Units other machines finished (e.g. other `--part`s) come from the remote.
         let mut units_pulled = 0;
-        if let (Some(remote), false) = (&self.remote, force) {
+        if let (Some(remote), false) = (&self.remote, no_pulls) {
             let wanted: std::collections::BTreeSet<String> = units
                 .iter()
                 .filter(|u| !done.contains_key(&u.id))

@@ -326,6 +326,7 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
             &mut opt,
             scaler.as_mut(),
             &sink,
+            &super::dist::collective::Single,
             spec.model.grad_clip(),
             1e-4,
         )?;

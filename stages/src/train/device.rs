@@ -14,23 +14,36 @@ pub enum DevicePref {
 }
 
 static PREF: OnceLock<DevicePref> = OnceLock::new();
+/// The GPU of this process: its local rank in a data-parallel job, else 0.
+static ORDINAL: OnceLock<usize> = OnceLock::new();
+/// The CUDA device, made once: every stage (and NCCL) must share its stream.
+static CUDA: OnceLock<Device> = OnceLock::new();
 
 /// Called once by the binary before any stage runs; later calls are ignored.
 pub fn set_preference(p: DevicePref) {
     let _ = PREF.set(p);
 }
 
+/// Which GPU this process trains on (a data-parallel job's local rank); before any stage runs.
+pub fn set_ordinal(ordinal: usize) {
+    let _ = ORDINAL.set(ordinal);
+}
+
 fn try_cuda() -> std::result::Result<Device, String> {
     if !cfg!(feature = "cuda") {
         return Err("this lm4ve was built without CUDA; rebuild with `cargo build --release --features cuda` (see README)".into());
     }
+    if let Some(d) = CUDA.get() {
+        return Ok(d.clone());
+    }
+    let ordinal = ORDINAL.get().copied().unwrap_or(0);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(|| Device::new_cuda(0));
+    let r = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
     std::panic::set_hook(hook);
     match r {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(format!("no usable CUDA device: {e}")),
+        Ok(Ok(d)) => Ok(CUDA.get_or_init(|| d).clone()),
+        Ok(Err(e)) => Err(format!("no usable CUDA device {ordinal}: {e}")),
         Err(_) => Err("no CUDA driver found (libcuda could not be loaded); install the NVIDIA driver or use --device cpu".into()),
     }
 }

@@ -914,12 +914,29 @@ impl Stage for EvalStage {
                 .with_context(|| format!("{}: lacks `{name}`", weights_path.display()))?;
             var.set(t)?;
         }
-        let mut metrics =
-            evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
+        // In a data-parallel launch the ranks share the test set (rank 0 stores the result).
+        let coll = super::dist::current();
+        let mut metrics = evaluate(
+            &built.model,
+            &set,
+            classes,
+            self.batch_size(),
+            &device,
+            &*coll,
+        )?
+        .metrics;
         if let (Some(votes), Dataset::Pc(pc)) = (self.p.vote.filter(|v| *v > 1), &mut set) {
             pc.votes = votes;
             pc.vote_seed = seed;
-            let voted = evaluate(&built.model, &set, classes, self.batch_size(), &device)?.metrics;
+            let voted = evaluate(
+                &built.model,
+                &set,
+                classes,
+                self.batch_size(),
+                &device,
+                &*coll,
+            )?
+            .metrics;
             if let Some(obj) = voted.as_object() {
                 for (k, v) in obj {
                     metrics[format!("vote_{k}")] = v.clone();

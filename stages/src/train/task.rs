@@ -8,6 +8,7 @@ use super::block::{BlockCore, BlockMode};
 use super::data::argoverse::AvSet;
 use super::data::pointcloud::{PcSet, PcViews};
 use super::data::video::VideoSet;
+use super::dist::collective::Collective;
 use super::models::layers::smoothed_cross_entropy;
 use super::models::layers::Execution;
 use super::models::pointbert::{PointBert, PointBertConfig};
@@ -178,18 +179,23 @@ impl Dataset {
         order
     }
 
-    /// Augmented inputs and targets for samples `idx`.
+    /// Augmented inputs and targets for the samples at positions `rows` of the batch `idx`
+    /// (all of it in a job of one; a rank's share in a data-parallel job). A sample's
+    /// augmentation depends on the step's generator and its place in the batch, not on
+    /// `rows`.
     pub fn train_batch(
         &self,
         idx: &[usize],
+        rows: std::ops::Range<usize>,
         aug: &mut ChaCha8Rng,
         device: &Device,
     ) -> Result<(Input, Target)> {
         Ok(match self {
             Dataset::Pc(s) => {
                 let (centers, neighborhoods, l) = match s.views {
-                    PcViews::Cached => s.batch(idx, Some(aug), device)?,
-                    PcViews::Resampled => s.resampled_batch(idx, aug, device)?,
+                    PcViews::Cached => s.batch_rows(idx, rows, Some(aug), device)?,
+                    // Each cloud's view is keyed by its index: any subset draws the same.
+                    PcViews::Resampled => s.resampled_batch(&idx[rows], aug, device)?,
                 };
                 (
                     Input::Pc {
@@ -200,14 +206,14 @@ impl Dataset {
                 )
             }
             Dataset::Video(s) => {
-                let (x, l, soft) = s.train_batch(idx, aug, device)?;
+                let (x, l, soft) = s.train_batch(idx, rows, aug, device)?;
                 let target = match soft {
                     Some(soft) => Target::Soft { labels: l, soft },
                     None => Target::Labels(l),
                 };
                 (Input::Video(x), target)
             }
-            Dataset::Av(s) => av_input(s, idx, device)?,
+            Dataset::Av(s) => av_input(s, &idx[rows], device)?,
         })
     }
 
@@ -365,17 +371,25 @@ pub struct Evaluation {
 }
 
 /// Evaluates `model` on every sample of `set`.
+///
+/// In a data-parallel job each rank scores every `world`-th batch and the totals are summed
+/// over the ranks, so every rank returns the whole set's metrics.
 pub fn evaluate(
     model: &Model,
     set: &Dataset,
     classes: usize,
     batch: usize,
     device: &Device,
+    coll: &dyn Collective,
 ) -> Result<Evaluation> {
     let mut cls = ClassTotals::new(classes);
     let mut fc = ForecastTotals::default();
     let idx: Vec<usize> = (0..set.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
+    let (rank, world) = (coll.rank(), coll.world_size());
+    for (c, chunk) in idx.chunks(batch.max(1)).enumerate() {
+        if c % world != rank {
+            continue;
+        }
         let (x, y, views) = set.eval_batch(chunk, device)?;
         match (model.forward(&x, None)?, y) {
             (Output::Logits(logits), Target::Labels(l)) => {
@@ -389,6 +403,14 @@ pub fn evaluate(
             }
             _ => anyhow::bail!("model output and target kinds differ"),
         }
+    }
+    if world > 1 {
+        let mut sums = cls.to_sums();
+        let n = sums.len();
+        sums.extend(fc.to_sums());
+        coll.all_reduce_sum_host(&mut sums)?;
+        cls = ClassTotals::from_sums(&sums[..n]);
+        fc = ForecastTotals::from_sums(&sums[n..]);
     }
     Ok(if let Dataset::Av(_) = set {
         let (ade, fde, mr) = ForecastTotals::mean(fc.k_all, fc.n);
@@ -474,6 +496,28 @@ impl ClassTotals {
             }
         }
         Ok(())
+    }
+
+    /// The counts as numbers to sum over ranks: (right, total) per class, then top-5 right.
+    fn to_sums(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .per_class
+            .iter()
+            .flat_map(|&(r, t)| [r as f64, t as f64])
+            .collect();
+        v.push(self.top5_right as f64);
+        v
+    }
+
+    fn from_sums(v: &[f64]) -> Self {
+        let (pairs, top5) = v.split_at(v.len() - 1);
+        ClassTotals {
+            per_class: pairs
+                .chunks(2)
+                .map(|p| (p[0] as u64, p[1] as u64))
+                .collect(),
+            top5_right: top5[0] as u64,
+        }
     }
 
     fn evaluation(&self) -> Evaluation {

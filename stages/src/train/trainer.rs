@@ -7,6 +7,8 @@ use super::block::{BlockCore, BlockMode, LlmBlock, MlpBlock, MlpConfig};
 use super::checkpoint;
 use super::data::pointcloud::PcViews;
 use super::data::prefetch::prefetched;
+use super::dist::collective::Collective;
+use super::dist::grads::{average_gradients, broadcast_vars};
 use super::models::layers::{init_vars, init_vars_xavier, step_rng, Execution};
 use super::ops::mixup::MixSpec;
 use super::ops::precision::LossScaler;
@@ -201,6 +203,24 @@ pub(super) fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     Ok(v)
 }
 
+/// The positions of a global batch of `n` samples that rank `rank` of `world` makes: a
+/// contiguous share, the first `n % world` ranks one sample more.
+pub(super) fn rank_rows(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (n / world, n % world);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
+/// A generator purpose of rank `rank`'s own stream (dropout, drop-path): rank 0 keeps the
+/// plain purpose, so a job of one draws what it always drew.
+fn rank_purpose(purpose: &str, rank: usize) -> String {
+    if rank == 0 {
+        purpose.to_string()
+    } else {
+        format!("{purpose}.rank{rank}")
+    }
+}
+
 fn is_running_stat(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
@@ -219,11 +239,17 @@ pub(super) fn num_classes(data: &Upstream) -> Result<usize> {
 /// The backward and the update of one step: loss scaling (f16), the weight gradients of
 /// checkpointed blocks, unscaling and the overflow check (a step whose gradients overflowed is
 /// skipped and halves the scale), clipping, AdamW.
+///
+/// In a data-parallel job the gradients are averaged over the ranks right after the backward
+/// (`dist::grads`), so every rank sees the same gradients, overflow check and clipping, and
+/// takes the same step.
+#[allow(clippy::too_many_arguments)] // the step's parts, each a different concern
 pub(crate) fn backward_and_step(
     loss: &candle_core::Tensor,
     opt: &mut AdamW,
     scaler: Option<&mut LossScaler>,
     sink: &GradSink,
+    coll: &dyn Collective,
     grad_clip: f64,
     lr: f64,
 ) -> Result<()> {
@@ -234,6 +260,10 @@ pub(crate) fn backward_and_step(
         (loss * scale)?.backward()?
     };
     sink.merge_into(&mut grads)?;
+    if coll.world_size() > 1 {
+        let vars: Vec<&Var> = opt.params.iter().map(|p| &p.var).collect();
+        average_gradients(coll, &vars, &mut grads)?;
+    }
     let mut finite = true;
     if let Some(sc) = scaler {
         opt.scale_grads(&mut grads, 1.0 / sc.scale)?;
@@ -352,6 +382,22 @@ impl TrainStage {
             .parse()
             .context("unit id")?;
         let device = super::device::device()?;
+        let coll = super::dist::current();
+        let (rank, world) = (coll.rank(), coll.world_size());
+        if world > 1 {
+            // Every rank reads the journal; rank 0 commits. Agreeing here also waits for rank
+            // 0 to have committed the unit before (it reaches this after committing).
+            let at = coll.broadcast_u64(k as u64)?;
+            anyhow::ensure!(
+                at == k as u64,
+                "rank {rank} of {world} is at unit {k}, rank 0 at unit {at}: the ranks read different caches; every rank must use the same cache directory (a shared filesystem)"
+            );
+            anyhow::ensure!(
+                self.p.batch_size.is_multiple_of(world),
+                "batch_size = {} (the global batch) does not split evenly over {world} ranks; use a multiple of {world}",
+                self.p.batch_size
+            );
+        }
         let data = &ctx.upstream[&self.p.data];
         let classes = if self.task.is_classification() {
             num_classes(data)?
@@ -459,6 +505,15 @@ impl TrainStage {
                 }
             }
         }
+        // Rank 0's parameters (and BatchNorm statistics) on every rank: they start equal by
+        // construction (same seed, same checkpoint); this makes it so whatever happened.
+        broadcast_vars(
+            &*coll,
+            all_vars
+                .iter()
+                .chain(built.block_vars.iter())
+                .map(|(_, v)| v),
+        )?;
         let per_epoch = if train.len() >= self.p.batch_size {
             train.len() / self.p.batch_size
         } else {
@@ -486,22 +541,34 @@ impl TrainStage {
             let first_step = opt.step;
             let make = |b: usize| {
                 let mut aug = step_rng(self.p.seed, "augment", first_step + b as u64);
-                train.train_batch(&batch_idx(b), &mut aug, &device)
+                let idx = batch_idx(b);
+                let rows = rank_rows(idx.len(), rank, world);
+                train.train_batch(&idx, rows, &mut aug, &device)
             };
             prefetched(per_epoch, PREFETCH_BATCHES, make, |b, (x, l)| {
-                let n = batch_idx(b).len();
+                let global = batch_idx(b).len();
+                let n = rank_rows(global, rank, world).len();
                 let step = opt.step;
                 debug_assert_eq!(step, first_step + b as u64);
                 let (peak, floor) = self.p.schedule_lrs();
                 lr = cosine_lr(step, total_steps, warmup_steps, peak, floor);
-                let mut drop = step_rng(self.p.seed, "dropout", step);
+                let mut drop = step_rng(self.p.seed, &rank_purpose("dropout", rank), step);
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
+                // Ranks' means weighted by their share, so the averaged gradient is the
+                // global batch's mean even when the batch does not split evenly.
+                let weight = (n * world) as f64 / global as f64;
+                let to_step = if weight == 1.0 {
+                    loss.clone()
+                } else {
+                    (&loss * weight)?
+                };
                 backward_and_step(
-                    &loss,
+                    &to_step,
                     &mut opt,
                     scaler.as_mut(),
                     &sink,
+                    &*coll,
                     self.p.grad_clip,
                     lr,
                 )?;
@@ -512,6 +579,20 @@ impl TrainStage {
                 seen += n as u64;
                 Ok(())
             })?;
+            if world > 1 {
+                let mut sums = [loss_sum, right as f64, seen as f64];
+                coll.all_reduce_sum_host(&mut sums)?;
+                (loss_sum, right, seen) = (sums[0], sums[1] as u64, sums[2] as u64);
+                // BatchNorm statistics are each rank's own (as in DDP); rank 0's are the
+                // model's, as DDP broadcasts its buffers.
+                broadcast_vars(
+                    &*coll,
+                    all_vars
+                        .iter()
+                        .filter(|(n, _)| is_running_stat(n))
+                        .map(|(_, v)| v),
+                )?;
+            }
             let held = if test.is_empty() {
                 None
             } else {
@@ -521,6 +602,7 @@ impl TrainStage {
                     classes,
                     self.p.batch_size,
                     &device,
+                    &*coll,
                 )?)
             };
             let forecast = held
@@ -662,6 +744,17 @@ impl TrainStage {
 mod tests {
     use super::*;
     use crate::train::task::Task;
+
+    #[test]
+    fn ranks_share_a_batch_in_order() {
+        assert_eq!(rank_rows(8, 0, 1), 0..8);
+        assert_eq!(rank_rows(8, 0, 2), 0..4);
+        assert_eq!(rank_rows(8, 1, 2), 4..8);
+        let parts: Vec<_> = (0..3).map(|r| rank_rows(7, r, 3)).collect();
+        assert_eq!(parts, vec![0..3, 3..5, 5..7]);
+        assert_eq!(rank_purpose("dropout", 0), "dropout");
+        assert_ne!(rank_purpose("dropout", 1), "dropout");
+    }
 
     /// VideoMAE's layer decay (`optim_factory.py`: `LayerDecayValueAssigner` with values
     /// `decay^(L + 1 − i)` for i in 0..L+2, `get_num_layer_for_vit`, `get_parameter_groups`).

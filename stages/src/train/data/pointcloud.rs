@@ -221,12 +221,25 @@ impl PcSet {
         aug: Option<&mut ChaCha8Rng>,
         device: &Device,
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        self.batch_rows(idx, 0..idx.len(), aug, device)
+    }
+
+    /// `batch` for the samples at positions `rows` of `idx` only (a data-parallel rank's
+    /// share); the augmentation of every sample of `idx` is drawn, so a sample's draw does
+    /// not depend on which rank makes it.
+    pub fn batch_rows(
+        &self,
+        idx: &[usize],
+        rows: std::ops::Range<usize>,
+        aug: Option<&mut ChaCha8Rng>,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (g, k) = (self.groups, self.group_size);
-        let mut c = Vec::with_capacity(idx.len() * g * 3);
-        let mut n = Vec::with_capacity(idx.len() * g * k * 3);
-        let mut l = Vec::with_capacity(idx.len());
+        let mut c = Vec::with_capacity(rows.len() * g * 3);
+        let mut n = Vec::with_capacity(rows.len() * g * k * 3);
+        let mut l = Vec::with_capacity(rows.len());
         let mut aug = aug;
-        for &i in idx {
+        for (row, &i) in idx.iter().enumerate() {
             let cs = &self.centers[i * g * 3..(i + 1) * g * 3];
             let ns = &self.neighborhoods[i * g * k * 3..(i + 1) * g * k * 3];
             let (scale, shift) = match aug.as_deref_mut() {
@@ -236,6 +249,9 @@ impl PcSet {
                 ),
                 None => ([1.0; 3], [0.0; 3]),
             };
+            if !rows.contains(&row) {
+                continue;
+            }
             c.extend(
                 cs.iter()
                     .enumerate()
@@ -244,7 +260,7 @@ impl PcSet {
             n.extend(ns.iter().enumerate().map(|(j, v)| v * scale[j % 3]));
             l.push(u32::try_from(self.labels[i]).context("negative or huge label")?);
         }
-        let b = idx.len();
+        let b = rows.len();
         Ok((
             Tensor::from_vec(c, (b, g, 3), device)?,
             Tensor::from_vec(n, (b, g, k, 3), device)?,
@@ -303,6 +319,33 @@ mod tests {
         for (i, (x, y)) in a.chunks(24).zip(b.chunks(24)).enumerate() {
             assert_ne!(x, y, "cloud {i} kept its groups from one step to the next");
         }
+    }
+
+    /// A data-parallel rank makes its rows of the global batch exactly as one process makes
+    /// them, for both cached (augmented) and resampled views.
+    #[test]
+    fn a_ranks_rows_are_the_global_batchs_rows() {
+        let mut s = set(6);
+        s.centers = (0..6 * 8 * 3).map(|i| i as f32 * 0.01).collect();
+        let idx = [4, 1, 5, 0, 2, 3];
+        let rng = || crate::train::models::layers::step_rng(0, "augment", 7);
+        let whole = centers(&s, &idx, 7);
+        let parts = [centers(&s, &idx[..3], 7), centers(&s, &idx[3..], 7)].concat();
+        assert_eq!(whole, parts, "resampled views");
+        s.views = PcViews::Cached;
+        let rows = |r: std::ops::Range<usize>| -> Vec<f32> {
+            let (c, _, l) = s
+                .batch_rows(&idx, r.clone(), Some(&mut rng()), &Device::Cpu)
+                .unwrap();
+            assert_eq!(l.dims(), &[r.len()]);
+            c.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(
+            rows(0..6),
+            [rows(0..3), rows(3..6)].concat(),
+            "cached views"
+        );
+        assert_ne!(rows(0..3), rows(3..6));
     }
 
     #[test]

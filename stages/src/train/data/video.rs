@@ -211,9 +211,15 @@ impl VideoSet {
     /// Training batch: tubelets [B, tokens, token_dim], one random view per clip, and labels;
     /// then Mixup / CutMix when set (all drawn from the step's generator), with the soft
     /// targets [B, C] of the mixed batch.
+    ///
+    /// Only the clips at positions `rows` of the batch `idx` are made (a data-parallel rank's
+    /// share): every clip's draws are made first, so a clip's augmentation does not depend on
+    /// which rank makes it; the batch-level Mixup / CutMix draw is the rank's own (as each
+    /// process of the reference mixes its own batch).
     pub fn train_batch(
         &self,
         idx: &[usize],
+        rows: std::ops::Range<usize>,
         rng: &mut ChaCha8Rng,
         device: &Device,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
@@ -222,9 +228,9 @@ impl VideoSet {
                 // One generator per clip, seeded from the step's in batch order, so the
                 // augmentation does not depend on which thread decodes which clip.
                 let seeds: Vec<u64> = idx.iter().map(|_| rng.random()).collect();
-                let per_clip = idx
+                let per_clip = idx[rows.clone()]
                     .par_iter()
-                    .zip(seeds)
+                    .zip(seeds[rows.clone()].to_vec())
                     .map(|(&i, seed)| {
                         let stored = src.read(&self.shards, i)?;
                         let mut clip_rng = ChaCha8Rng::seed_from_u64(seed);
@@ -250,8 +256,9 @@ impl VideoSet {
                     .iter()
                     .map(|_| rng.random_range(0..self.total_views))
                     .collect();
-                idx.par_iter()
-                    .zip(views)
+                idx[rows.clone()]
+                    .par_iter()
+                    .zip(views[rows.clone()].to_vec())
                     .map(|(&i, v)| {
                         let (raw, label) = self.read(i)?;
                         Ok((self.normalized(&raw, v), label))
@@ -259,6 +266,11 @@ impl VideoSet {
                     .collect::<Result<Vec<_>>>()?
             }
         };
+        if rows.start > 0 {
+            // A rank above 0 draws its Mixup / CutMix from its own stream (rank 0 keeps the
+            // step's, so a job of one is what it always was).
+            *rng = ChaCha8Rng::seed_from_u64(rng.random::<u64>() ^ rows.start as u64);
+        }
         let rows = parts.len();
         let Some(spec) = self.mix.filter(|m| m.enabled()) else {
             let (x, l) = self.stack(parts, rows, device)?;

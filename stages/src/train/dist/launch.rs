@@ -4,8 +4,12 @@
 //! rendezvous host = the first host of `SLURM_STEP_NODELIST` / `SLURM_JOB_NODELIST`). With
 //! neither, the process is a job of one.
 //!
-//! torchrun's variables win when both are set (torchrun started under `srun` sets its own per
-//! worker). `MASTER_PORT` defaults to torchrun's 29500 under Slurm.
+//! Open MPI's `mpirun` (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
+//! `OMPI_COMM_WORLD_LOCAL_RANK`) starts the CPU backend's jobs.
+//!
+//! torchrun's variables win when several are set (torchrun started under `srun` sets its own
+//! per worker), then mpirun's (an `mpirun` inside a Slurm allocation inherits the batch step's
+//! `SLURM_PROCID = 0`), then Slurm's. `MASTER_PORT` defaults to torchrun's 29500.
 
 use std::fmt;
 
@@ -19,6 +23,8 @@ pub enum Launcher {
     Single,
     Torchrun,
     Slurm,
+    /// Open MPI's mpirun.
+    Mpirun,
 }
 
 /// This process's place in the job and where rank 0 listens for the rendezvous.
@@ -104,6 +110,19 @@ impl Launch {
                         "torchrun: MASTER_ADDR is not set (the host of rank 0's rendezvous)".into(),
                     )
                 })?,
+                master_port: port(l)?,
+            }
+        } else if set("OMPI_COMM_WORLD_SIZE").is_some() {
+            let l = "mpirun";
+            Launch {
+                launcher: Launcher::Mpirun,
+                rank: number("OMPI_COMM_WORLD_RANK", l)?,
+                world_size: number("OMPI_COMM_WORLD_SIZE", l)?,
+                local_rank: set("OMPI_COMM_WORLD_LOCAL_RANK")
+                    .map(|_| number("OMPI_COMM_WORLD_LOCAL_RANK", l))
+                    .transpose()?
+                    .unwrap_or(0),
+                master_addr: set("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
                 master_port: port(l)?,
             }
         } else if set("SLURM_PROCID").is_some() {
@@ -252,6 +271,26 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(l.master_addr, "b3");
+    }
+
+    #[test]
+    fn mpirun_variables_win_over_the_allocation_they_run_in() {
+        let l = Launch::from_env(env(&[
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            // The batch step's, inherited by every rank mpirun starts.
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "1"),
+            ("SLURM_LOCALID", "0"),
+            ("SLURM_JOB_NODELIST", "n1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (l.launcher, l.rank, l.world_size, l.local_rank),
+            (Launcher::Mpirun, 1, 2, 1)
+        );
+        assert_eq!(l.master_addr, "127.0.0.1");
     }
 
     #[test]

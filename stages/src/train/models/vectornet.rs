@@ -456,6 +456,20 @@ pub struct ForecastTotals {
 pub const MISS_THRESHOLD_M: f64 = 2.0;
 
 impl ForecastTotals {
+    /// The totals as numbers to sum over ranks.
+    pub fn to_sums(&self) -> Vec<f64> {
+        let (a, b) = (self.k_all, self.k1);
+        vec![self.n as f64, a.0, a.1, a.2 as f64, b.0, b.1, b.2 as f64]
+    }
+
+    pub fn from_sums(v: &[f64]) -> Self {
+        ForecastTotals {
+            n: v[0] as u64,
+            k_all: (v[1], v[2], v[3] as u64),
+            k1: (v[4], v[5], v[6] as u64),
+        }
+    }
+
     /// Adds a batch: K = all modes picks the mode with the smallest final error (minFDE), and
     /// minADE is that same mode's average error; K = 1 takes the most confident mode.
     pub fn add(&mut self, f: &Forecast, target: &Tensor) -> Result<()> {

@@ -1,0 +1,287 @@
+//! Data-parallel training through the real binary on the CPU backend (MPI, started by Open
+//! MPI's `mpirun`; issue 15): 2 ranks × batch B train the same model as 1 rank × batch 2B,
+//! only rank 0 writes the cache, and a 2-rank job killed mid-run resumes to the model of an
+//! uninterrupted one.
+
+mod common;
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Small video data, a tiny LLaMA block, and a ViT trained on 4-clip global batches with no
+/// batch-level randomness (Mixup / CutMix off, no drop-path), so that splitting a batch over
+/// ranks changes only float summation order.
+fn config(dir: &Path, name: &str, ssv2: &Path, model: &Path, epochs: usize) -> PathBuf {
+    let text = format!(
+        r#"[cache]
+dir = "cache-{name}"
+
+[stages.ssv2_tokens]
+kind = "ssv2.tokens"
+[stages.ssv2_tokens.params]
+root = "{}"
+num_frames = 4
+tubelet_frames = 2
+patch = 16
+short_side = 32
+crop = 32
+views = 2
+random_views = 1
+shard_samples = 8
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{}"
+
+[stages.train_ssv2]
+kind = "train"
+[stages.train_ssv2.params]
+data = "ssv2_tokens"
+block = "llm_block"
+mode = "frozen"
+epochs = {epochs}
+warmup_epochs = 1
+batch_size = 4
+lr = 1e-3
+mixup = 0.0
+cutmix = 0.0
+epochs_per_checkpoint = 1
+[stages.train_ssv2.params.model]
+embed_dim = 32
+depth = 1
+heads = 2
+drop_path = 0.0
+"#,
+        ssv2.display(),
+        model.display()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `mpirun -np 2 lm4ve -c CFG --device cpu pipeline run --stage train_ssv2`, one thread per
+/// rank, in a process group of its own (so a test can kill the whole job).
+fn mpirun_train(cfg: &Path) -> Command {
+    let probe = Command::new("mpirun").arg("--version").output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "mpirun is missing: the data-parallel tests need Open MPI (`make test` installs it through scripts/install-deps.sh: openmpi-bin, libopenmpi-dev)"
+    );
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .args([
+        "-np",
+        "2",
+        "-x",
+        "RAYON_NUM_THREADS=1",
+        "-x",
+        "RUST_LOG=info",
+    ])
+    .arg(env!("CARGO_BIN_EXE_lm4ve"))
+    .arg("-c")
+    .arg(cfg)
+    .args([
+        "--device",
+        "cpu",
+        "pipeline",
+        "run",
+        "--stage",
+        "train_ssv2",
+    ])
+    // Open MPI's shared-memory transport cannot use ptrace-based copies in containers.
+    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    .env_remove("LM4VE_CONFIG")
+    .env_remove("LM4VE_CACHE")
+    .process_group(0);
+    c
+}
+
+fn model_file(cfg: &Path) -> PathBuf {
+    let v = show_stage_json(cfg, "train_ssv2");
+    let manifest = PathBuf::from(v["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let f = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "model.safetensors")
+        .unwrap()
+        .clone();
+    manifest.parent().unwrap().join(f["path"].as_str().unwrap())
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (n, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn train_key(cfg: &Path) -> String {
+    let r = lm4ve(cfg, &["pipeline", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.ok().stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "train_ssv2")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Units the journal of `cache` holds for the training stage.
+fn units_done(cache: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(cache.join("artifacts")) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_dir(e.path().join("units")).ok())
+        .map(|u| {
+            u.filter_map(|x| x.ok())
+                .filter(|x| x.file_name().to_string_lossy().starts_with("ckpt"))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
+        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"])
+        .args(["--av-train", "0", "--av-val", "0"]);
+    output(c.output().expect("spawn")).ok();
+    let ssv2 = out.join("ssv2");
+    let model = tiny_llama(dir.path());
+    let epochs = 3;
+
+    // One process, global batch 4.
+    let single = config(dir.path(), "single", &ssv2, &model, epochs);
+    lm4ve(
+        &single,
+        &[
+            "--device",
+            "cpu",
+            "pipeline",
+            "run",
+            "--stage",
+            "train_ssv2",
+        ],
+    )
+    .ok();
+
+    // Two ranks of 2: the same stage key (the world size is not part of it).
+    let dp = config(dir.path(), "dp", &ssv2, &model, epochs);
+    assert_eq!(train_key(&single), train_key(&dp));
+    // A data-parallel launch only trains: the data stages come first, from one process.
+    let r = output(mpirun_train(&dp).output().unwrap());
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("build it first with one process"),
+        "{}",
+        r.stderr
+    );
+    lm4ve(&dp, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    lm4ve(&dp, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+    let r = output(mpirun_train(&dp).output().unwrap());
+    r.ok();
+    assert!(
+        r.stderr.contains("data-parallel rank 1 of 2 over mpi"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("rank 1") && r.stdout.contains("units run with rank 0"),
+        "{}",
+        r.stdout
+    );
+    let (a, b) = (tensors(&model_file(&single)), tensors(&model_file(&dp)));
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0f32, String::new());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d > worst.0 {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    // Only summation order differs; AdamW's normalised steps (lr 1e-3) bound how far it moves.
+    eprintln!(
+        "2 ranks x 2 vs 1 rank x 4: largest difference {} ({})",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 < 1e-4,
+        "2 ranks x 2 vs 1 rank x 4: {} differs by {}",
+        worst.1,
+        worst.0
+    );
+
+    // Killed (the whole job, kill -9) after its first checkpoint, then run again: resumes
+    // to exactly the uninterrupted 2-rank model.
+    let resumed = config(dir.path(), "resumed", &ssv2, &model, epochs);
+    lm4ve(&resumed, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    lm4ve(&resumed, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+    let cache = dir.path().join("cache-resumed");
+    let mut child = mpirun_train(&resumed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while units_done(&cache) < 1 && start.elapsed() < Duration::from_secs(300) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+    let done = units_done(&cache);
+    assert!(
+        (1..epochs).contains(&done),
+        "the kill should land between checkpoints ({done} of {epochs} units done)"
+    );
+    let r = output(mpirun_train(&resumed).output().unwrap());
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!("{done} resumed")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        std::fs::read(model_file(&resumed)).unwrap(),
+        std::fs::read(model_file(&dp)).unwrap(),
+        "the resumed 2-rank job differs from the uninterrupted one"
+    );
+}
