@@ -61,9 +61,11 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     // Started by torchrun, srun or mpirun with more than one process: join the job (held
     // until the run ends; its drop finalises MPI).
     let launch = Launch::from_process_env()?;
-    let (_job, data_parallel) = if launch.is_distributed() {
+    let alone = std::env::var(dist::FORCE_ENV).is_ok_and(|v| v.trim() == "1");
+    let (_job, data_parallel) = if launch.is_distributed() || alone {
         lm4ve_stages::train::device::set_ordinal(launch.local_rank);
-        let job = dist::join(&launch, lm4ve_stages::train::device::would_use_cuda())?;
+        let cuda = lm4ve_stages::train::device::would_use_cuda();
+        let job = dist::join(&launch, cuda, alone)?;
         let dp = DataParallel {
             rank: launch.rank,
             world: launch.world_size,

@@ -1,7 +1,7 @@
 //! Data-parallel training through the real binary on the CPU backend (MPI, started by Open
 //! MPI's `mpirun`; issue 15): 2 ranks × batch B train the same model as 1 rank × batch 2B,
-//! only rank 0 writes the cache, and a 2-rank job killed mid-run resumes to the model of an
-//! uninterrupted one.
+//! a job of one joined through MPI trains the plain path's bytes, and a 2-rank job killed
+//! mid-run resumes to the model of an uninterrupted one.
 
 mod common;
 use common::*;
@@ -243,6 +243,33 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
         "2 ranks x 2 vs 1 rank x 4: {} differs by {}",
         worst.1,
         worst.0
+    );
+
+    // A job of one joined through the backend (LM4VE_DATA_PARALLEL=1, MPI's singleton: what
+    // a single GPU does to check NCCL) runs every collective and trains the very same bytes.
+    let alone = config(dir.path(), "alone", &ssv2, &model, epochs);
+    lm4ve(&alone, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    lm4ve(&alone, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+    let mut c = bin();
+    c.arg("-c")
+        .arg(&alone)
+        .args([
+            "--device",
+            "cpu",
+            "pipeline",
+            "run",
+            "--stage",
+            "train_ssv2",
+        ])
+        .env("LM4VE_DATA_PARALLEL", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    let r = output(c.output().unwrap());
+    r.ok();
+    assert!(r.stderr.contains("rank 0 of 1 over mpi"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(model_file(&alone)).unwrap(),
+        std::fs::read(model_file(&single)).unwrap(),
+        "a joined job of one differs from the plain path"
     );
 
     // Killed (the whole job, kill -9) after its first checkpoint, then run again: resumes

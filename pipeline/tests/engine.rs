@@ -256,3 +256,87 @@ fn rejects_within_the_limit_are_recorded_beyond_it_fail() {
         o => panic!("{o:?}"),
     }
 }
+
+/// Every file under `dir`, with its bytes.
+fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// A data-parallel rank above 0 runs the target's unfinished units and writes nothing (no
+/// lock file, journal entry, object or manifest); a launch that would build upstream stages,
+/// or asks for --part / --force / every stage, is refused on every rank.
+#[test]
+fn data_parallel_replicas_compute_without_writing() {
+    use lm4ve_pipeline::DataParallel;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path(), 2, 1, "");
+    let dp = |rank| RunOptions {
+        target: Some("sum".into()),
+        data_parallel: Some(DataParallel { rank, world: 2 }),
+        ..Default::default()
+    };
+    // Upstream `gen` is not built: refused, naming it and the fix.
+    let err = p.run(&dp(1), &Progress::new(true)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("`gen` (needed by `sum`) is not built"),
+        "{err:#}"
+    );
+    for bad in [
+        RunOptions {
+            target: None,
+            ..dp(0)
+        },
+        RunOptions {
+            force: true,
+            ..dp(0)
+        },
+        RunOptions {
+            target: Some("s*".into()),
+            ..dp(0)
+        },
+    ] {
+        assert!(p.run(&bad, &Progress::new(true)).is_err());
+    }
+    p.run(
+        &RunOptions {
+            target: Some("gen".into()),
+            ..Default::default()
+        },
+        &Progress::new(true),
+    )
+    .unwrap();
+    let before = tree(&dir.path().join("cache"));
+    let r = p.run(&dp(1), &Progress::new(true)).unwrap();
+    assert_eq!(r[0].outcome, Outcome::Fresh, "upstream");
+    assert_eq!(
+        r[1].outcome,
+        Outcome::Replica {
+            rank: 1,
+            units_run: 1
+        }
+    );
+    let after = tree(&dir.path().join("cache"));
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(changed.is_empty(), "a replica wrote {changed:?}");
+    // Rank 0 stores the artifact; a replica then finds it fresh.
+    let r = p.run(&dp(0), &Progress::new(true)).unwrap();
+    assert!(built(&r[1].outcome));
+    let r = p.run(&dp(1), &Progress::new(true)).unwrap();
+    assert_eq!(r[1].outcome, Outcome::Fresh);
+}

@@ -404,7 +404,7 @@ pub fn evaluate(
             _ => anyhow::bail!("model output and target kinds differ"),
         }
     }
-    if world > 1 {
+    if coll.is_joined() {
         let mut sums = cls.to_sums();
         let n = sums.len();
         sums.extend(fc.to_sums());

@@ -260,7 +260,7 @@ pub(crate) fn backward_and_step(
         (loss * scale)?.backward()?
     };
     sink.merge_into(&mut grads)?;
-    if coll.world_size() > 1 {
+    if coll.is_joined() {
         let vars: Vec<&Var> = opt.params.iter().map(|p| &p.var).collect();
         average_gradients(coll, &vars, &mut grads)?;
     }
@@ -384,7 +384,7 @@ impl TrainStage {
         let device = super::device::device()?;
         let coll = super::dist::current();
         let (rank, world) = (coll.rank(), coll.world_size());
-        if world > 1 {
+        if coll.is_joined() {
             // Every rank reads the journal; rank 0 commits. Agreeing here also waits for rank
             // 0 to have committed the unit before (it reaches this after committing).
             let at = coll.broadcast_u64(k as u64)?;
@@ -579,7 +579,7 @@ impl TrainStage {
                 seen += n as u64;
                 Ok(())
             })?;
-            if world > 1 {
+            if coll.is_joined() {
                 let mut sums = [loss_sum, right as f64, seen as f64];
                 coll.all_reduce_sum_host(&mut sums)?;
                 (loss_sum, right, seen) = (sums[0], sums[1] as u64, sums[2] as u64);

@@ -12,6 +12,11 @@ pub trait Collective: Send + Sync {
     fn world_size(&self) -> usize;
     /// What carries the collectives ("nccl", "mpi", "none"), for logs.
     fn backend(&self) -> &'static str;
+    /// Whether this process communicates at all: false only for the job of one nobody
+    /// joined (a joined job of one, `LM4VE_DATA_PARALLEL=1`, runs every collective).
+    fn is_joined(&self) -> bool {
+        true
+    }
     /// The element-wise sum over ranks of an f32 tensor, on the tensor's device.
     fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor>;
     /// Rank `root`'s values of `t`, on every rank.
@@ -35,6 +40,9 @@ impl Collective for Single {
     }
     fn backend(&self) -> &'static str {
         "none"
+    }
+    fn is_joined(&self) -> bool {
+        false
     }
     fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())

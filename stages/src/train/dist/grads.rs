@@ -39,7 +39,7 @@ pub fn average_gradients(
     vars: &[&Var],
     grads: &mut GradStore,
 ) -> Result<()> {
-    if coll.world_size() == 1 {
+    if !coll.is_joined() {
         return Ok(());
     }
     let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
@@ -75,7 +75,7 @@ pub fn broadcast_vars<'a>(
     coll: &dyn Collective,
     vars: impl IntoIterator<Item = &'a Var>,
 ) -> Result<()> {
-    if coll.world_size() == 1 {
+    if !coll.is_joined() {
         return Ok(());
     }
     for v in vars {

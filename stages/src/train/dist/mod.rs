@@ -22,6 +22,10 @@ use std::sync::{Arc, OnceLock};
 
 static JOB: OnceLock<Arc<dyn Collective>> = OnceLock::new();
 
+/// Set to 1, a process started without a launcher joins a job of one through the backend
+/// (NCCL on CUDA, MPI on the CPU) instead of skipping the collectives.
+pub const FORCE_ENV: &str = "LM4VE_DATA_PARALLEL";
+
 /// How long ranks wait for each other at the rendezvous (a big job's nodes start unevenly).
 pub const RENDEZVOUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 
@@ -47,9 +51,10 @@ impl Drop for JobGuard {
 }
 
 /// Joins the job `launch` describes: on CUDA through NCCL (rendezvous at MASTER_ADDR /
-/// MASTER_PORT), on the CPU through MPI. A job of one joins nothing.
-pub fn join(launch: &Launch, cuda: bool) -> Result<JobGuard> {
-    if !launch.is_distributed() {
+/// MASTER_PORT), on the CPU through MPI. A job of one joins nothing unless `even_alone`
+/// (then every collective runs, over one rank: how a single GPU checks the NCCL path).
+pub fn join(launch: &Launch, cuda: bool, even_alone: bool) -> Result<JobGuard> {
+    if !launch.is_distributed() && !even_alone {
         return Ok(JobGuard::default());
     }
     let (rank, world) = (launch.rank, launch.world_size);
