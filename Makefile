@@ -85,10 +85,13 @@ bench-block-mkl: build-mkl
 
 # The CUDA build (candle's kernels through cudarc), with NVIDIA's CUDA 13.0 compiler wheels from
 # PyPI when the machine has no toolkit: 7 min on 2 cores the first time here (2026-11-28). The binary lands in
-# target/cuda/release/lm4ve; `strip` it (~70 MB) to carry it to a GPU machine.
+# target/cuda/release/lm4ve; `strip` it (~70 MB) to carry it to a GPU machine. It includes NCCL
+# (data-parallel training, README "Training on many GPUs"): carry .cuda-toolchain/nvidia/nccl/lib/
+# libnccl.so.2 along if the GPU machine has no NCCL. CUDA_FEATURES=cuda builds without NCCL.
+CUDA_FEATURES ?= nccl
 .PHONY: build-cuda bench-gpu
 build-cuda: deps
-	eval "$$(bash scripts/install-cuda-toolchain.sh)" && $(CARGO) build --release --locked --features cuda --target-dir target/cuda
+	eval "$$(bash scripts/install-cuda-toolchain.sh)" && $(CARGO) build --release --locked --features $(CUDA_FEATURES) --target-dir target/cuda
 
 # On a machine with an NVIDIA GPU and PyTorch (+ timm): every model's training step at the
 # paper's sizes, lm4ve beside PyTorch running the reference code's own model definitions.

@@ -39,19 +39,23 @@ PKGS=(
   nvidia-cuda-nvrtc==13.0.88
   nvidia-curand==10.4.0.35
   nvidia-cublas==13.0.2.14
+  nvidia-nccl-cu13==2.27.7
 )
-STAMP_VERSION=2
+# v3: NCCL (for `--features nccl`, data-parallel training), in nvidia/nccl/.
+STAMP_VERSION=3
 
 log() { echo "install-cuda-toolchain: $*" >&2; }
 
 ROOT=$PREFIX/nvidia/cu13
+NCCL=$PREFIX/nvidia/nccl
 STAMP=$PREFIX/.installed
 want_stamp=$(printf '%s\n' "stamp-v$STAMP_VERSION" "${PKGS[@]}")
 
 installed_ok() {
   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] &&
     [ -x "$ROOT/bin/nvcc" ] && [ -x "$ROOT/nvvm/bin/cicc" ] &&
-    [ -f "$ROOT/lib/stubs/libcuda.so" ] && [ -e "$ROOT/lib/libcublas.so" ]
+    [ -f "$ROOT/lib/stubs/libcuda.so" ] && [ -e "$ROOT/lib/libcublas.so" ] &&
+    [ -e "$NCCL/lib/libnccl.so" ]
 }
 
 if ! installed_ok; then
@@ -82,6 +86,8 @@ if ! installed_ok; then
     case "$name" in *.alt) continue ;; esac
     [ -e "$sroot/lib/$name.so" ] || ln -s "$base" "$sroot/lib/$name.so"
   done
+  [ -e "$stage/nvidia/nccl/lib/libnccl.so.2" ] || { log "libnccl.so.2 missing from the NCCL wheel"; exit 1; }
+  ln -sf libnccl.so.2 "$stage/nvidia/nccl/lib/libnccl.so"
 
   # Stub of the driver API: every cu* function that cuda.h declares, under both the plain and
   # the _v2/_ptds/_ptsz names the macros map them to. Each returns CUDA_ERROR_STUB_LIBRARY (34),
@@ -131,11 +137,12 @@ export CUDA_HOME="$ROOT"
 export CUDA_PATH="$ROOT"
 export NVCC="$ROOT/bin/nvcc"
 export PATH="$ROOT/bin:\${PATH}"
-export LIBRARY_PATH="$ROOT/lib:$ROOT/lib/stubs\${LIBRARY_PATH:+:\${LIBRARY_PATH}}"
+export LIBRARY_PATH="$ROOT/lib:$NCCL/lib:$ROOT/lib/stubs\${LIBRARY_PATH:+:\${LIBRARY_PATH}}"
 export CUDARC_CUDA_VERSION=13000
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 # run a cuda build on this GPU-less machine (cuInit fails with CUDA_ERROR_STUB_LIBRARY):
 #   LD_LIBRARY_PATH="$ROOT/lib/stubs:$ROOT/lib" ./target/release/BIN
 # on the GPU machine, never use lib/stubs; if its CUDA 13 libs are missing, copy
 #   $ROOT/lib/{libcudart.so.13,libcublas.so.13,libcublasLt.so.13,libcurand.so.10} there
+#   (and $NCCL/lib/libnccl.so.2 for a --features nccl build)
 EOF
