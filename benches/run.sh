@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks of lm4ve's hot paths, each side by side with its anchor in the same run.
-# Usage: make bench   (or: bash benches/run.sh [pc|resample|noop|video|av|frames])   Results: benches/work/results-*.txt
+# Usage: make bench   (or: bash benches/run.sh [pc|resample|noop|video|av|frames|allreduce])   Results: benches/work/results-*.txt
 # Sizes can be lowered for a quick look: PC_PER_CLASS=20 NOOP_FILES=20000 VIDEO_CLIPS=54 bash benches/run.sh
 #   AV_SCENARIOS=500 AV_GRID=24 bash benches/run.sh av
 set -euo pipefail
@@ -196,5 +196,32 @@ if [ "$what" = all ] || [ "$what" = frames ]; then
   else
     say "(set LM4VE_REF to an LM4VisualEncoding checkout, with torch, torchvision, decord, opencv, pandas, Pillow installed, to time the reference loader)"
   fi
+fi
+
+if [ "$what" = all ] || [ "$what" = allreduce ]; then
+  # A data-parallel step's gradient averaging for each model's trainable parameters (frozen
+  # LLaMA-7B-shaped block, not sent), 2 ranks on this machine: lm4ve over MPI (mpirun) vs
+  # PyTorch's torch.distributed over gloo (torchrun), same 25 MB buckets.
+  say "== allreduce: 2 ranks, one thread each ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
+  export OMPI_MCA_btl_vader_single_copy_mechanism=none
+  mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 -x RAYON_NUM_THREADS=1 \
+    "$BIN" -q bench-allreduce --iters "${ALLREDUCE_ITERS:-10}" > "$W/allreduce.jsonl"
+  while read -r line; do
+    model=$(echo "$line" | $PY -c "import json,sys; print(json.load(sys.stdin)['model'])")
+    buckets=$(echo "$line" | $PY -c "import json,sys; print(','.join(str(b) for b in json.load(sys.stdin)['bucket_bytes']))")
+    say "lm4ve  : $line"
+    if $PY -c "import torch" 2>/dev/null; then
+      ref=$(OMP_NUM_THREADS=1 $PY -m torch.distributed.run --nproc-per-node 2 scripts/bench/allreduce_reference.py \
+        --buckets "$buckets" --model "$model" --iters "${ALLREDUCE_ITERS:-10}" 2>/dev/null)
+      say "pytorch: $ref"
+      $PY - "$line" "$ref" <<'PYEOF' | tee -a "$OUT"
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"{a['model']}: {a['trainable_params']/1e6:.2f}M params, {a['buckets']} buckets: lm4ve {a['ms_median']:.1f} ms, PyTorch {b['ms_median']:.1f} ms, ratio {b['ms_median']/a['ms_median']:.2f}x")
+PYEOF
+    else
+      say "(install torch to time PyTorch's all_reduce beside it)"
+    fi
+  done < "$W/allreduce.jsonl"
 fi
 echo "results in $OUT"

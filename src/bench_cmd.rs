@@ -1,7 +1,7 @@
 //! `lm4ve bench-train`: one model's training step at the paper's sizes, timed (JSON out).
 //! `lm4ve bench-resample`: Point-BERT's per-step resampling of a batch, timed (JSON out).
 
-use crate::cli::{BenchResampleArgs, BenchTrainArgs};
+use crate::cli::{BenchAllreduceArgs, BenchResampleArgs, BenchTrainArgs};
 use anyhow::Result;
 use lm4ve_pipeline::UsageError;
 use lm4ve_stages::train::bench::{self, BenchModel, BenchSpec};
@@ -51,6 +51,45 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
     };
     let r = bench::run(&spec, &device)?;
     println!("{r}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lm4ve bench-allreduce`: one JSON line per model from rank 0.
+pub fn allreduce(a: &BenchAllreduceArgs) -> Result<ExitCode> {
+    let models = if a.model == "all" {
+        vec![
+            BenchModel::PointBert,
+            BenchModel::VitS,
+            BenchModel::VitB,
+            BenchModel::VectorNet,
+        ]
+    } else {
+        vec![BenchModel::parse(&a.model).ok_or_else(|| {
+            UsageError(format!(
+                "--model {}: use pointbert, vit-s, vit-b, vectornet or all",
+                a.model
+            ))
+        })?]
+    };
+    let mode: BlockMode = serde_json::from_value(serde_json::Value::String(a.mode.clone()))
+        .map_err(|_| UsageError(format!("--mode {}: use frozen, trainable or none", a.mode)))?;
+    let (_job, dp) = crate::commands::join_job()?;
+    if dp.is_none() {
+        return Err(UsageError(
+            "bench-allreduce times the job's collectives: launch it with torchrun, srun or mpirun, or set LM4VE_DATA_PARALLEL=1 for a job of one".into(),
+        )
+        .into());
+    }
+    let coll = lm4ve_stages::train::dist::current();
+    let device = lm4ve_stages::train::device::device()?;
+    for m in models {
+        let r = lm4ve_stages::train::bench_allreduce::run(
+            m, mode, a.tiny, a.iters, a.warmup, &*coll, &device,
+        )?;
+        if coll.rank() == 0 {
+            println!("{r}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

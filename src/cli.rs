@@ -74,6 +74,11 @@ pub enum Command {
     /// Time training steps of a model at the paper's sizes with random weights (prints JSON;
     /// `benches/gpu_step.py` is its PyTorch counterpart, `make bench-gpu` runs both).
     BenchTrain(BenchTrainArgs),
+    /// Time a data-parallel step's gradient averaging (25 MB buckets through the job's NCCL or
+    /// MPI) for each model's trainable parameters, beside the analytic ring all-reduce at 4
+    /// and 8 GPUs over NVLink and 100 Gb/s (prints JSON lines; rank 0 prints). Launch it like
+    /// training (torchrun, srun, mpirun) or with LM4VE_DATA_PARALLEL=1 for a job of one.
+    BenchAllreduce(BenchAllreduceArgs),
     /// Time Point-BERT's per-step resampling of training batches (shuffle, FPS pool, random
     /// subset, scale/shift, grouping) on the clouds of a ScanObjectNN-format h5 file (prints
     /// JSON; `scripts/bench/pc_resample_reference.py` is its numpy counterpart).
@@ -133,6 +138,25 @@ pub struct BenchResampleArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAllreduceArgs {
+    /// pointbert | vit-s | vit-b | vectornet | all
+    #[arg(long, default_value = "all")]
+    pub model: String,
+    /// The LLM block: frozen (LLaMA-7B shapes; its weights are not sent), trainable, or none.
+    #[arg(long, default_value = "frozen")]
+    pub mode: String,
+    /// Timed averaging calls; the median is reported.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed calls first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Tiny models (a smoke test).
+    #[arg(long)]
+    pub tiny: bool,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::DemoData(args) => demo_data(args),
         Command::Llm(cmd) => crate::llm_cmd::run(cmd),
         Command::BenchTrain(args) => crate::bench_cmd::run(args),
+        Command::BenchAllreduce(args) => crate::bench_cmd::allreduce(args),
         Command::BenchResample(args) => crate::bench_cmd::resample(args),
         Command::BenchVideoFrames(args) => crate::bench_video::run(args),
     }
@@ -58,22 +59,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return crate::plan_cmd::dry_run(cli, args);
     }
-    // Started by torchrun, srun or mpirun with more than one process: join the job (held
-    // until the run ends; its drop finalises MPI).
-    let launch = Launch::from_process_env()?;
-    let alone = std::env::var(dist::FORCE_ENV).is_ok_and(|v| v.trim() == "1");
-    let (_job, data_parallel) = if launch.is_distributed() || alone {
-        lm4ve_stages::train::device::set_ordinal(launch.local_rank);
-        let cuda = lm4ve_stages::train::device::would_use_cuda();
-        let job = dist::join(&launch, cuda, alone)?;
-        let dp = DataParallel {
-            rank: launch.rank,
-            world: launch.world_size,
-        };
-        (Some(job), Some(dp))
-    } else {
-        (None, None)
-    };
+    let (_job, data_parallel) = join_job()?;
     let mut p = crate::open::open(cli)?;
     if args.push {
         p.set_push(true);
@@ -177,6 +163,25 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         println!("{ran} stages run{pulled}, {fresh} up to date");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Started by torchrun, srun or mpirun with more than one process (or with
+/// LM4VE_DATA_PARALLEL=1): joins the job. The guard is held until the command ends (its drop
+/// finalises MPI).
+pub fn join_job() -> Result<(Option<dist::JobGuard>, Option<DataParallel>)> {
+    let launch = Launch::from_process_env()?;
+    let alone = std::env::var(dist::FORCE_ENV).is_ok_and(|v| v.trim() == "1");
+    if !launch.is_distributed() && !alone {
+        return Ok((None, None));
+    }
+    lm4ve_stages::train::device::set_ordinal(launch.local_rank);
+    let cuda = lm4ve_stages::train::device::would_use_cuda();
+    let job = dist::join(&launch, cuda, alone)?;
+    let dp = DataParallel {
+        rank: launch.rank,
+        world: launch.world_size,
+    };
+    Ok((Some(job), Some(dp)))
 }
 
 fn pulled_units(n: usize, remote: &str) -> String {

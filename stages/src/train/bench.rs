@@ -248,12 +248,16 @@ fn setup(
     })
 }
 
-/// Runs the benchmark and returns one JSON object: sizes, parameter counts, median step time,
-/// samples/s and, on CUDA, the peak memory of the device's allocation pool.
-pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
-    if spec.batch == 0 || spec.iters == 0 {
-        bail!("batch and iters must be positive");
-    }
+/// A benchmark's model at its size, with random weights, and its inputs.
+struct Built {
+    setup: Setup,
+    varmap: VarMap,
+    /// The block's weights when they train.
+    block_vars: Vec<candle_core::Var>,
+    block_params: usize,
+}
+
+fn build(spec: &BenchSpec, device: &Device) -> Result<Built> {
     let block_cfg = if spec.tiny {
         tiny_block()
     } else {
@@ -279,8 +283,47 @@ pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
     let block_params = block.as_ref().map_or(0, |(b, _)| b.num_params());
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let mut s = setup(spec, block, vb, device)?;
+    let setup = setup(spec, block, vb, device)?;
     init_vars(&varmap, 0)?;
+    Ok(Built {
+        setup,
+        varmap,
+        block_vars,
+        block_params,
+    })
+}
+
+/// The trainable parameters of a benchmark's model (encoder, adapters, and the block's weights
+/// when they train), in the trainer's order: what a data-parallel step averages.
+pub fn trainable_vars(spec: &BenchSpec, device: &Device) -> Result<Vec<candle_core::Var>> {
+    let b = build(spec, device)?;
+    let data = b
+        .varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+    let mut named: Vec<_> = data
+        .iter()
+        .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let mut vars: Vec<candle_core::Var> = named.into_iter().map(|(_, v)| v.clone()).collect();
+    vars.extend(b.block_vars);
+    Ok(vars)
+}
+
+/// Runs the benchmark and returns one JSON object: sizes, parameter counts, median step time,
+/// samples/s and, on CUDA, the peak memory of the device's allocation pool.
+pub fn run(spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
+    if spec.batch == 0 || spec.iters == 0 {
+        bail!("batch and iters must be positive");
+    }
+    let Built {
+        setup: mut s,
+        varmap,
+        block_vars,
+        block_params,
+    } = build(spec, device)?;
     let sink = GradSink::default();
     s.model.configure(&Execution {
         attn: spec.attn,

@@ -22,6 +22,7 @@
 //! `block/`, `models/`, `ops/` and `optim.rs` import nothing from `lm4ve_pipeline`.
 
 pub mod bench;
+pub mod bench_allreduce;
 pub mod block;
 mod checkpoint;
 pub mod data;
