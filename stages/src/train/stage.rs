@@ -77,6 +77,25 @@ struct TrainToml {
     preset: Option<String>,
     augment: Option<AugmentToml>,
     repeated_aug: Option<usize>,
+    lr_steps: Option<LrSteps>,
+}
+
+/// A step-decay learning-rate schedule instead of the cosine: after the warm-up, `lr` until
+/// the first of `epochs`, then times `rate` at each (StreamingForecasting's VectorNet:
+/// `lr_decay_epoch = [16, 20]`, `lr_decay_rate = 0.25` over 24 epochs).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrSteps {
+    pub epochs: Vec<usize>,
+    pub rate: f64,
+}
+
+impl LrSteps {
+    /// The lr of `epoch` (0-based) after the warm-up: `lr · rate^(decay epochs ≤ epoch)`.
+    pub fn lr(&self, epoch: usize, lr: f64) -> f64 {
+        let n = self.epochs.iter().filter(|&&e| e <= epoch).count();
+        lr * self.rate.powi(n as i32)
+    }
 }
 
 /// `augment = false`, or a table of `TrainAugment` keys (the rest at the reference's).
@@ -326,6 +345,10 @@ pub struct TrainParams {
     /// (VideoMAE's `--num_sample`; a batch of B clips is B · repeated_aug rows).
     #[serde(skip_serializing_if = "is_one")]
     pub repeated_aug: usize,
+    /// A step decay instead of the cosine (`lr_steps = { epochs = [16, 20], rate = 0.25 }`);
+    /// the warm-up is the same. Unset: warm-up + cosine to `min_lr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_steps: Option<LrSteps>,
 }
 
 fn is_one(v: &usize) -> bool {
@@ -394,6 +417,7 @@ impl TrainParams {
             repeated_aug: t
                 .repeated_aug
                 .unwrap_or_else(|| preset.map_or(1, Preset::repeated_aug)),
+            lr_steps: t.lr_steps,
         }
     }
 }
@@ -974,6 +998,27 @@ impl Stage for EvalStage {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn step_decay_multiplies_at_each_listed_epoch_and_leaves_keys_alone_when_unset() {
+        let steps = LrSteps {
+            epochs: vec![16, 20],
+            rate: 0.25,
+        };
+        assert_eq!(steps.lr(0, 5e-4), 5e-4);
+        assert_eq!(steps.lr(15, 5e-4), 5e-4);
+        assert_eq!(steps.lr(16, 5e-4), 5e-4 * 0.25);
+        assert_eq!(steps.lr(23, 5e-4), 5e-4 * 0.0625);
+        let p = resolved_defaults(Task::Forecast);
+        let key = serde_json::to_value(&p).unwrap();
+        assert!(key.get("lr_steps").is_none(), "unset: not in the key");
+        let raw: TrainToml = serde_json::from_value(
+            serde_json::json!({"data": "d", "lr_steps": {"epochs": [16, 20], "rate": 0.25}}),
+        )
+        .unwrap();
+        let p = TrainParams::resolve(raw, Task::Forecast);
+        assert_eq!(p.lr_steps, Some(steps));
+    }
 
     /// The params a config with only `data` gets for a task.
     pub(in crate::train) fn resolved_defaults(task: Task) -> TrainParams {

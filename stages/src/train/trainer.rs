@@ -551,7 +551,10 @@ impl TrainStage {
                 let step = opt.step;
                 debug_assert_eq!(step, first_step + b as u64);
                 let (peak, floor) = self.p.schedule_lrs();
-                lr = cosine_lr(step, total_steps, warmup_steps, peak, floor);
+                lr = match &self.p.lr_steps {
+                    Some(steps) if step >= warmup_steps => steps.lr(epoch, peak),
+                    _ => cosine_lr(step, total_steps, warmup_steps, peak, floor),
+                };
                 let mut drop = step_rng(self.p.seed, &rank_purpose("dropout", rank), step);
                 let out = built.model.forward(&x, Some(&mut drop))?;
                 let (loss, hits) = train_loss(&out, &l, self.p.label_smoothing)?;
