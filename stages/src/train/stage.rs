@@ -77,7 +77,15 @@ struct TrainToml {
     preset: Option<String>,
     augment: Option<AugmentToml>,
     repeated_aug: Option<usize>,
-    lr_steps: Option<LrSteps>,
+    lr_steps: Option<LrStepsToml>,
+}
+
+/// `lr_steps = false` (the cosine), `true` (the task's reference steps), or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum LrStepsToml {
+    Switch(bool),
+    Spec(LrSteps),
 }
 
 /// A step-decay learning-rate schedule instead of the cosine: after the warm-up, `lr` until
@@ -91,6 +99,16 @@ pub struct LrSteps {
 }
 
 impl LrSteps {
+    /// StreamingForecasting's VectorNet schedule (×0.25 at epochs 16 and 20 of 24) scaled to
+    /// `epochs`: at 2/3 and 5/6 of the run.
+    pub fn vectornet_reference(epochs: usize) -> Self {
+        let at = |f: f64| (epochs as f64 * f).round() as usize;
+        LrSteps {
+            epochs: vec![at(2.0 / 3.0), at(5.0 / 6.0)],
+            rate: 0.25,
+        }
+    }
+
     /// The lr of `epoch` (0-based) after the warm-up: `lr · rate^(decay epochs ≤ epoch)`.
     pub fn lr(&self, epoch: usize, lr: f64) -> f64 {
         let n = self.epochs.iter().filter(|&&e| e <= epoch).count();
@@ -236,7 +254,8 @@ impl TaskDefaults {
             },
             // VectorNet: 60 epochs (PAPER.md §5); the first author's StreamingForecasting
             // `configs/forecaster/optim/VectorNet.yaml`: AdamW lr 5e-4, wd 1e-4, grad-norm
-            // clip 0.1 (its schedule is a step decay; lm4ve keeps warm-up + cosine).
+            // clip 0.1; its step decay (×0.25 at epochs 16 and 20 of 24) is `lr_steps`, which
+            // `resolve` scales to the run's epochs.
             Task::Forecast => TaskDefaults {
                 epochs: 60,
                 warmup_epochs: 1,
@@ -378,6 +397,7 @@ impl TrainParams {
         } else if let (Some(p), true) = (preset, model.is_null()) {
             model = p.model();
         }
+        let epochs = t.epochs.unwrap_or(d.epochs);
         let augment = match (task, t.augment) {
             (Task::Video, None | Some(AugmentToml::Switch(true))) => Some(TrainAugment::default()),
             (Task::Video, Some(AugmentToml::Spec(a))) => Some(a),
@@ -389,7 +409,7 @@ impl TrainParams {
             mode: t.mode,
             mlp_hidden: t.mlp_hidden,
             model,
-            epochs: t.epochs.unwrap_or(d.epochs),
+            epochs,
             warmup_epochs: t.warmup_epochs.unwrap_or(d.warmup_epochs),
             batch_size: t.batch_size.unwrap_or(d.batch_size),
             lr: t.lr.unwrap_or(d.lr),
@@ -417,7 +437,15 @@ impl TrainParams {
             repeated_aug: t
                 .repeated_aug
                 .unwrap_or_else(|| preset.map_or(1, Preset::repeated_aug)),
-            lr_steps: t.lr_steps,
+            lr_steps: match (t.lr_steps, task) {
+                (Some(LrStepsToml::Spec(s)), _) => Some(s),
+                (Some(LrStepsToml::Switch(false)), _) => None,
+                // Forecasting trains with its reference's step decay unless told otherwise.
+                (None | Some(LrStepsToml::Switch(true)), Task::Forecast) => {
+                    Some(LrSteps::vectornet_reference(epochs))
+                }
+                (Some(LrStepsToml::Switch(true)) | None, _) => None,
+            },
         }
     }
 }
@@ -533,7 +561,23 @@ pub(crate) fn parse_train(
             "augment and repeated_aug are the video recipe's (ssv2.tokens, layout = \"frames\"); remove them for this task".into(),
         ));
     }
+    if task != Task::Forecast && matches!(raw.lr_steps, Some(LrStepsToml::Switch(true))) {
+        return Err(config.param_error(
+            &sc.name,
+            Some("lr_steps"),
+            "lr_steps = true names the forecasting reference's schedule; for this task give the steps, e.g. lr_steps = { epochs = [16, 20], rate = 0.25 }".into(),
+        ));
+    }
     let mut p = TrainParams::resolve(raw, task);
+    if let Some(s) = &p.lr_steps {
+        if !(s.rate > 0.0 && s.rate.is_finite()) {
+            return Err(config.param_error(
+                &sc.name,
+                Some("lr_steps"),
+                format!("lr_steps.rate = {} must be a positive number", s.rate),
+            ));
+        }
+    }
     if let Some(a) = &p.augment {
         a.validate()
             .map_err(|e| config.param_error(&sc.name, Some("augment"), format!("augment: {e}")))?;
@@ -1009,15 +1053,34 @@ pub(super) mod tests {
         assert_eq!(steps.lr(15, 5e-4), 5e-4);
         assert_eq!(steps.lr(16, 5e-4), 5e-4 * 0.25);
         assert_eq!(steps.lr(23, 5e-4), 5e-4 * 0.0625);
-        let p = resolved_defaults(Task::Forecast);
-        let key = serde_json::to_value(&p).unwrap();
+        let key = serde_json::to_value(resolved_defaults(Task::Video)).unwrap();
         assert!(key.get("lr_steps").is_none(), "unset: not in the key");
-        let raw: TrainToml = serde_json::from_value(
-            serde_json::json!({"data": "d", "lr_steps": {"epochs": [16, 20], "rate": 0.25}}),
-        )
-        .unwrap();
-        let p = TrainParams::resolve(raw, Task::Forecast);
-        assert_eq!(p.lr_steps, Some(steps));
+        let resolve = |v: serde_json::Value, task| {
+            let raw: TrainToml = serde_json::from_value(v).unwrap();
+            TrainParams::resolve(raw, task).lr_steps
+        };
+        assert_eq!(
+            resolve(
+                serde_json::json!({"data": "d", "lr_steps": {"epochs": [16, 20], "rate": 0.25}}),
+                Task::Video
+            ),
+            Some(steps.clone())
+        );
+        // Forecasting: the reference's steps at 2/3 and 5/6 of the epochs by default.
+        assert_eq!(
+            resolve(serde_json::json!({"data": "d", "epochs": 24}), Task::Forecast),
+            Some(steps)
+        );
+        assert_eq!(
+            resolve(serde_json::json!({"data": "d", "epochs": 8}), Task::Forecast)
+                .unwrap()
+                .epochs,
+            vec![5, 7]
+        );
+        assert_eq!(
+            resolve(serde_json::json!({"data": "d", "lr_steps": false}), Task::Forecast),
+            None
+        );
     }
 
     /// The params a config with only `data` gets for a task.

@@ -6,7 +6,7 @@
 use super::collective::Collective;
 use anyhow::{Context, Result};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::DeviceRepr;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp};
 use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
@@ -91,7 +91,7 @@ struct NcclOp<'a> {
 }
 
 impl NcclOp<'_> {
-    fn call<T: NcclType + CudaDType + DeviceRepr>(
+    fn call<T: NcclType + CudaDType + DeviceRepr + ValidAsZeroBits>(
         &self,
         s: &CudaStorage,
         l: &Layout,
