@@ -1068,17 +1068,26 @@ pub(super) mod tests {
         );
         // Forecasting: the reference's steps at 2/3 and 5/6 of the epochs by default.
         assert_eq!(
-            resolve(serde_json::json!({"data": "d", "epochs": 24}), Task::Forecast),
+            resolve(
+                serde_json::json!({"data": "d", "epochs": 24}),
+                Task::Forecast
+            ),
             Some(steps)
         );
         assert_eq!(
-            resolve(serde_json::json!({"data": "d", "epochs": 8}), Task::Forecast)
-                .unwrap()
-                .epochs,
+            resolve(
+                serde_json::json!({"data": "d", "epochs": 8}),
+                Task::Forecast
+            )
+            .unwrap()
+            .epochs,
             vec![5, 7]
         );
         assert_eq!(
-            resolve(serde_json::json!({"data": "d", "lr_steps": false}), Task::Forecast),
+            resolve(
+                serde_json::json!({"data": "d", "lr_steps": false}),
+                Task::Forecast
+            ),
             None
         );
     }

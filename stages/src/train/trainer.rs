@@ -437,6 +437,11 @@ impl TrainStage {
             !train.is_empty(),
             "the data artifact has no `train` samples"
         );
+        anyhow::ensure!(
+            train.len() >= world,
+            "{} training samples cannot be shared by {world} ranks; use fewer ranks",
+            train.len()
+        );
         let block_up = self.p.block.as_ref().and_then(|b| ctx.upstream.get(b));
         let mut built = build_model(
             &self.model,
