@@ -18,24 +18,7 @@ fn config(dir: &Path, name: &str, ssv2: &Path, model: &Path, epochs: usize) -> P
         r#"[cache]
 dir = "cache-{name}"
 
-[stages.ssv2_tokens]
-kind = "ssv2.tokens"
-[stages.ssv2_tokens.params]
-root = "{}"
-num_frames = 4
-tubelet_frames = 2
-patch = 16
-short_side = 32
-crop = 32
-views = 2
-random_views = 1
-shard_samples = 8
-
-[stages.llm_block]
-kind = "llm.block"
-[stages.llm_block.params]
-checkpoint = "{}"
-
+{}
 [stages.train_ssv2]
 kind = "train"
 [stages.train_ssv2.params]
@@ -55,8 +38,7 @@ depth = 1
 heads = 2
 drop_path = 0.0
 "#,
-        ssv2.display(),
-        model.display()
+        video_stages_toml(ssv2, model)
     );
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
@@ -103,6 +85,25 @@ fn mpirun_train(cfg: &Path) -> Command {
     .env_remove("LM4VE_CACHE")
     .process_group(0);
     c
+}
+
+/// Builds what the training reads (a data-parallel launch refuses to).
+fn prepare(cfg: &Path) {
+    lm4ve(cfg, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    lm4ve(cfg, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+}
+
+/// `lm4ve -c CFG --device cpu pipeline run --stage train_ssv2` as one process, with `env`.
+fn train_one_process(cfg: &Path, env: &[(&str, &str)]) -> Run {
+    let mut c = bin();
+    c.arg("-c")
+        .arg(cfg)
+        .args(["--device", "cpu", "pipeline", "run", "--stage"])
+        .arg("train_ssv2")
+        .envs(env.iter().copied());
+    let r = output(c.output().unwrap());
+    r.ok();
+    r
 }
 
 fn model_file(cfg: &Path) -> PathBuf {
@@ -169,32 +170,13 @@ fn units_done(cache: &Path) -> usize {
 #[test]
 fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let mut c = bin();
-    c.args(["demo-data", "--out"])
-        .arg(&out)
-        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
-        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"])
-        .args(["--av-train", "0", "--av-val", "0"]);
-    output(c.output().expect("spawn")).ok();
-    let ssv2 = out.join("ssv2");
+    let ssv2 = video_demo(dir.path());
     let model = tiny_llama(dir.path());
     let epochs = 3;
 
     // One process, global batch 4.
     let single = config(dir.path(), "single", &ssv2, &model, epochs);
-    lm4ve(
-        &single,
-        &[
-            "--device",
-            "cpu",
-            "pipeline",
-            "run",
-            "--stage",
-            "train_ssv2",
-        ],
-    )
-    .ok();
+    train_one_process(&single, &[]);
 
     // Two ranks of 2: the same stage key (the world size is not part of it).
     let dp = config(dir.path(), "dp", &ssv2, &model, epochs);
@@ -207,8 +189,7 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
         "{}",
         r.stderr
     );
-    lm4ve(&dp, &["pipeline", "run", "--stage", "llm_block"]).ok();
-    lm4ve(&dp, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+    prepare(&dp);
     let r = output(mpirun_train(&dp).output().unwrap());
     r.ok();
     assert!(
@@ -248,23 +229,14 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
     // A job of one joined through the backend (LM4VE_DATA_PARALLEL=1, MPI's singleton: what
     // a single GPU does to check NCCL) runs every collective and trains the very same bytes.
     let alone = config(dir.path(), "alone", &ssv2, &model, epochs);
-    lm4ve(&alone, &["pipeline", "run", "--stage", "llm_block"]).ok();
-    lm4ve(&alone, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
-    let mut c = bin();
-    c.arg("-c")
-        .arg(&alone)
-        .args([
-            "--device",
-            "cpu",
-            "pipeline",
-            "run",
-            "--stage",
-            "train_ssv2",
-        ])
-        .env("LM4VE_DATA_PARALLEL", "1")
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-    let r = output(c.output().unwrap());
-    r.ok();
+    prepare(&alone);
+    let r = train_one_process(
+        &alone,
+        &[
+            ("LM4VE_DATA_PARALLEL", "1"),
+            ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
+        ],
+    );
     assert!(r.stderr.contains("rank 0 of 1 over mpi"), "{}", r.stderr);
     assert_eq!(
         std::fs::read(model_file(&alone)).unwrap(),
@@ -275,8 +247,7 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
     // Killed (the whole job, kill -9) after its first checkpoint, then run again: resumes
     // to exactly the uninterrupted 2-rank model.
     let resumed = config(dir.path(), "resumed", &ssv2, &model, epochs);
-    lm4ve(&resumed, &["pipeline", "run", "--stage", "llm_block"]).ok();
-    lm4ve(&resumed, &["pipeline", "run", "--stage", "ssv2_tokens"]).ok();
+    prepare(&resumed);
     let cache = dir.path().join("cache-resumed");
     let mut child = mpirun_train(&resumed)
         .stdout(Stdio::null())

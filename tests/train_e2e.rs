@@ -424,24 +424,7 @@ fn video_config(dir: &Path, ssv2: &Path, model: &Path, mode: &str, epochs: usize
         r#"[cache]
 dir = "cache"
 
-[stages.ssv2_tokens]
-kind = "ssv2.tokens"
-[stages.ssv2_tokens.params]
-root = "{}"
-num_frames = 4
-tubelet_frames = 2
-patch = 16
-short_side = 32
-crop = 32
-views = 2
-random_views = 1
-shard_samples = 8
-
-[stages.llm_block]
-kind = "llm.block"
-[stages.llm_block.params]
-checkpoint = "{}"
-
+{}
 [stages.train_ssv2]
 kind = "train"
 [stages.train_ssv2.params]
@@ -466,24 +449,11 @@ train = "train_ssv2"
 data = "ssv2_tokens"
 block = "llm_block"
 "#,
-        ssv2.display(),
-        model.display()
+        video_stages_toml(ssv2, model)
     );
     let p = dir.join(format!("video-{mode}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn video_demo(dir: &Path) -> PathBuf {
-    let out = dir.join("demo");
-    let mut c = bin();
-    c.args(["demo-data", "--out"])
-        .arg(&out)
-        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
-        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"])
-        .args(["--av-train", "0", "--av-val", "0"]);
-    output(c.output().expect("spawn")).ok();
-    out.join("ssv2")
 }
 
 /// The `frames` layout (every frame as JPEG) through the reference recipe: a preset with

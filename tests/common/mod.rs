@@ -183,3 +183,44 @@ pub fn tiny_llama(dir: &Path) -> PathBuf {
     .unwrap();
     model
 }
+
+/// Small demo video data (3 training and 1 validation clip per class) in `dir/demo`; returns
+/// its SSv2 folder.
+pub fn video_demo(dir: &Path) -> PathBuf {
+    let out = dir.join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
+        .args(["--video-train-per-class", "3", "--video-val-per-class", "1"])
+        .args(["--av-train", "0", "--av-val", "0"]);
+    output(c.output().expect("spawn")).ok();
+    out.join("ssv2")
+}
+
+/// The `ssv2_tokens` (4 frames, 32-pixel crops, 2 + 1 views) and `llm_block` stages of the
+/// small video configs.
+pub fn video_stages_toml(ssv2: &Path, model: &Path) -> String {
+    format!(
+        r#"[stages.ssv2_tokens]
+kind = "ssv2.tokens"
+[stages.ssv2_tokens.params]
+root = "{}"
+num_frames = 4
+tubelet_frames = 2
+patch = 16
+short_side = 32
+crop = 32
+views = 2
+random_views = 1
+shard_samples = 8
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{}"
+"#,
+        ssv2.display(),
+        model.display()
+    )
+}
