@@ -45,9 +45,14 @@ drop_path = 0.0
     p
 }
 
-/// `mpirun -np 2 lm4ve -c CFG --device cpu pipeline run --stage train_ssv2`, one thread per
-/// rank, in a process group of its own (so a test can kill the whole job).
+/// `mpirun -np 2 lm4ve -c CFG --device cpu pipeline run --stage train_ssv2`.
 fn mpirun_train(cfg: &Path) -> Command {
+    mpirun(cfg, "train_ssv2")
+}
+
+/// `mpirun -np 2 lm4ve -c CFG --device cpu pipeline run --stage STAGE`, one thread per rank,
+/// in a process group of its own (so a test can kill the whole job).
+fn mpirun(cfg: &Path, stage: &str) -> Command {
     let probe = Command::new("mpirun").arg("--version").output();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
@@ -71,14 +76,7 @@ fn mpirun_train(cfg: &Path) -> Command {
     .arg(env!("CARGO_BIN_EXE_lm4ve"))
     .arg("-c")
     .arg(cfg)
-    .args([
-        "--device",
-        "cpu",
-        "pipeline",
-        "run",
-        "--stage",
-        "train_ssv2",
-    ])
+    .args(["--device", "cpu", "pipeline", "run", "--stage", stage])
     // Open MPI's shared-memory transport cannot use ptrace-based copies in containers.
     .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
     .env_remove("LM4VE_CONFIG")
@@ -282,4 +280,92 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
         std::fs::read(model_file(&dp)).unwrap(),
         "the resumed 2-rank job differs from the uninterrupted one"
     );
+}
+
+/// VectorNet across two ranks (each makes its share of the scenes of every batch), then its
+/// evaluation split over the two ranks gives what one process computes on the whole set.
+#[test]
+fn vectornet_trains_on_two_ranks_and_a_sharded_evaluation_counts_every_scene() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
+        .args(["--video-train-per-class", "0", "--video-val-per-class", "0"])
+        .args(["--av-train", "32", "--av-val", "13"]);
+    output(c.output().expect("spawn")).ok();
+    let av = out.join("argoverse");
+    let model = tiny_llama(dir.path());
+    let text = format!(
+        r#"[cache]
+dir = "cache"
+
+[stages.av_tokens]
+kind = "av.tokens"
+[stages.av_tokens.params]
+train = "{av}/train/data"
+val = "{av}/val/data"
+map = "{av}/map_files"
+max_actors = 8
+max_lanes = 16
+shard_samples = 32
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{}"
+
+[stages.train_av]
+kind = "train"
+[stages.train_av.params]
+data = "av_tokens"
+block = "llm_block"
+epochs = 2
+warmup_epochs = 1
+batch_size = 8
+lr = 1e-3
+epochs_per_checkpoint = 1
+[stages.train_av.params.model]
+subgraph_widths = [8, 16]
+modes = 6
+
+[stages.eval_av]
+kind = "eval"
+[stages.eval_av.params]
+train = "train_av"
+data = "av_tokens"
+block = "llm_block"
+batch_size = 2
+"#,
+        model.display(),
+        av = av.display()
+    );
+    let cfg = dir.path().join("av.toml");
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "av_tokens"]).ok();
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "llm_block"]).ok();
+    output(mpirun(&cfg, "train_av").output().unwrap()).ok();
+    output(mpirun(&cfg, "eval_av").output().unwrap()).ok();
+    let sharded = show_stage_json(&cfg, "eval_av")["meta"].clone();
+    lm4ve(
+        &cfg,
+        &[
+            "--device", "cpu", "pipeline", "run", "--stage", "eval_av", "--force",
+        ],
+    )
+    .ok();
+    let whole = show_stage_json(&cfg, "eval_av")["meta"].clone();
+    assert_eq!(sharded["samples"], whole["samples"], "{sharded}");
+    assert!(whole["samples"].as_u64().unwrap() > 0);
+    for k in [
+        "min_ade",
+        "min_fde",
+        "miss_rate",
+        "min_ade_k1",
+        "min_fde_k1",
+    ] {
+        let (a, b) = (sharded[k].as_f64().unwrap(), whole[k].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{k}: {a} vs {b}");
+    }
 }
