@@ -287,62 +287,7 @@ fn two_ranks_train_the_model_of_one_with_the_global_batch_and_resume_after_a_kil
 #[test]
 fn vectornet_trains_on_two_ranks_and_a_sharded_evaluation_counts_every_scene() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let mut c = bin();
-    c.args(["demo-data", "--out"])
-        .arg(&out)
-        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
-        .args(["--video-train-per-class", "0", "--video-val-per-class", "0"])
-        .args(["--av-train", "32", "--av-val", "13"]);
-    output(c.output().expect("spawn")).ok();
-    let av = out.join("argoverse");
-    let model = tiny_llama(dir.path());
-    let text = format!(
-        r#"[cache]
-dir = "cache"
-
-[stages.av_tokens]
-kind = "av.tokens"
-[stages.av_tokens.params]
-train = "{av}/train/data"
-val = "{av}/val/data"
-map = "{av}/map_files"
-max_actors = 8
-max_lanes = 16
-shard_samples = 32
-
-[stages.llm_block]
-kind = "llm.block"
-[stages.llm_block.params]
-checkpoint = "{}"
-
-[stages.train_av]
-kind = "train"
-[stages.train_av.params]
-data = "av_tokens"
-block = "llm_block"
-epochs = 2
-warmup_epochs = 1
-batch_size = 8
-lr = 1e-3
-epochs_per_checkpoint = 1
-[stages.train_av.params.model]
-subgraph_widths = [8, 16]
-modes = 6
-
-[stages.eval_av]
-kind = "eval"
-[stages.eval_av.params]
-train = "train_av"
-data = "av_tokens"
-block = "llm_block"
-batch_size = 2
-"#,
-        model.display(),
-        av = av.display()
-    );
-    let cfg = dir.path().join("av.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = av_config(dir.path(), (32, 13), 2, 8, "batch_size = 2");
     lm4ve(&cfg, &["pipeline", "run", "--stage", "av_tokens"]).ok();
     lm4ve(&cfg, &["pipeline", "run", "--stage", "llm_block"]).ok();
     output(mpirun(&cfg, "train_av").output().unwrap()).ok();

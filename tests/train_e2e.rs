@@ -562,61 +562,7 @@ fn video_training_through_the_frozen_block_reports_top1_and_top5() {
 #[test]
 fn vectornet_training_through_the_frozen_block_reports_forecast_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let mut c = bin();
-    c.args(["demo-data", "--out"])
-        .arg(&out)
-        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
-        .args(["--video-train-per-class", "0", "--video-val-per-class", "0"])
-        .args(["--av-train", "48", "--av-val", "16"]);
-    output(c.output().expect("spawn")).ok();
-    let av = out.join("argoverse");
-    let model = tiny_llama(dir.path());
-    let text = format!(
-        r#"[cache]
-dir = "cache"
-
-[stages.av_tokens]
-kind = "av.tokens"
-[stages.av_tokens.params]
-train = "{av}/train/data"
-val = "{av}/val/data"
-map = "{av}/map_files"
-max_actors = 8
-max_lanes = 16
-shard_samples = 32
-
-[stages.llm_block]
-kind = "llm.block"
-[stages.llm_block.params]
-checkpoint = "{}"
-
-[stages.train_av]
-kind = "train"
-[stages.train_av.params]
-data = "av_tokens"
-block = "llm_block"
-epochs = 3
-warmup_epochs = 1
-batch_size = 16
-lr = 1e-3
-epochs_per_checkpoint = 1
-[stages.train_av.params.model]
-subgraph_widths = [8, 16]
-modes = 6
-
-[stages.eval_av]
-kind = "eval"
-[stages.eval_av.params]
-train = "train_av"
-data = "av_tokens"
-block = "llm_block"
-"#,
-        model.display(),
-        av = av.display()
-    );
-    let cfg = dir.path().join("av.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = av_config(dir.path(), (48, 16), 3, 16, "");
     lm4ve(
         &cfg,
         &["--device", "cpu", "pipeline", "run", "--stage", "all"],

@@ -224,3 +224,74 @@ checkpoint = "{}"
         model.display()
     )
 }
+
+/// Demo Argoverse scenes (`train` / `val` of them) and a VectorNet config on them in `dir`:
+/// `av_tokens` (8 actors, 16 lanes), the tiny LLaMA `llm_block`, `train_av` (`epochs`,
+/// `batch_size`, lr 1e-3, a checkpoint per epoch, subgraph widths 8/16, 6 modes) and
+/// `eval_av`, whose params get `eval_extra` lines.
+pub fn av_config(
+    dir: &Path,
+    scenes: (usize, usize),
+    epochs: usize,
+    batch_size: usize,
+    eval_extra: &str,
+) -> PathBuf {
+    let out = dir.join("demo");
+    let mut c = bin();
+    c.args(["demo-data", "--out"])
+        .arg(&out)
+        .args(["--pc-train-per-class", "1", "--pc-test-per-class", "1"])
+        .args(["--video-train-per-class", "0", "--video-val-per-class", "0"])
+        .args(["--av-train", &scenes.0.to_string()])
+        .args(["--av-val", &scenes.1.to_string()]);
+    output(c.output().expect("spawn")).ok();
+    let av = out.join("argoverse");
+    let model = tiny_llama(dir);
+    let text = format!(
+        r#"[cache]
+dir = "cache"
+
+[stages.av_tokens]
+kind = "av.tokens"
+[stages.av_tokens.params]
+train = "{av}/train/data"
+val = "{av}/val/data"
+map = "{av}/map_files"
+max_actors = 8
+max_lanes = 16
+shard_samples = 32
+
+[stages.llm_block]
+kind = "llm.block"
+[stages.llm_block.params]
+checkpoint = "{model}"
+
+[stages.train_av]
+kind = "train"
+[stages.train_av.params]
+data = "av_tokens"
+block = "llm_block"
+epochs = {epochs}
+warmup_epochs = 1
+batch_size = {batch_size}
+lr = 1e-3
+epochs_per_checkpoint = 1
+[stages.train_av.params.model]
+subgraph_widths = [8, 16]
+modes = 6
+
+[stages.eval_av]
+kind = "eval"
+[stages.eval_av.params]
+train = "train_av"
+data = "av_tokens"
+block = "llm_block"
+{eval_extra}
+"#,
+        model = model.display(),
+        av = av.display()
+    );
+    let cfg = dir.join("av.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
