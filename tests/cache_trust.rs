@@ -593,62 +593,6 @@ fn read_shards_py_checks_paths_sizes_and_hashes() {
 
 // ---- 9. artifacts are a pure function of their key ----------------------------------------
 
-/// A tiny random LLaMA checkpoint (safetensors + config.json), 2 layers of width 32.
-fn tiny_llama(dir: &Path) -> PathBuf {
-    let (d, heads, kv, f) = (32usize, 4usize, 2usize, 48usize);
-    let hd = d / heads;
-    let mut seed = 7u32;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for l in 0..2 {
-        for (name, shape) in [
-            ("input_layernorm.weight", vec![d]),
-            ("self_attn.q_proj.weight", vec![heads * hd, d]),
-            ("self_attn.k_proj.weight", vec![kv * hd, d]),
-            ("self_attn.v_proj.weight", vec![kv * hd, d]),
-            ("self_attn.o_proj.weight", vec![d, heads * hd]),
-            ("post_attention_layernorm.weight", vec![d]),
-            ("mlp.gate_proj.weight", vec![f, d]),
-            ("mlp.up_proj.weight", vec![f, d]),
-            ("mlp.down_proj.weight", vec![d, f]),
-        ] {
-            let n: usize = shape.iter().product();
-            let data: Vec<u8> = (0..n)
-                .flat_map(|_| {
-                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                    let v = if shape.len() == 1 {
-                        1.0f32
-                    } else {
-                        ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
-                    };
-                    v.to_le_bytes()
-                })
-                .collect();
-            tensors.push((format!("model.layers.{l}.{name}"), shape, data));
-        }
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let model = dir.join("tiny-llama");
-    std::fs::create_dir_all(&model).unwrap();
-    safetensors::tensor::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
-    std::fs::write(
-        model.join("config.json"),
-        format!(
-            r#"{{"model_type": "llama", "hidden_size": {d}, "num_attention_heads": {heads}, "num_key_value_heads": {kv}, "intermediate_size": {f}, "num_hidden_layers": 2, "rms_norm_eps": 1e-5}}"#
-        ),
-    )
-    .unwrap();
-    model
-}
-
 fn train_config(dir: &Path, name: &str, model: &Path) -> PathBuf {
     let (train, test) = demo();
     let text = format!(

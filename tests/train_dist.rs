@@ -14,31 +14,14 @@ use std::time::{Duration, Instant};
 /// batch-level randomness (Mixup / CutMix off, no drop-path), so that splitting a batch over
 /// ranks changes only float summation order.
 fn config(dir: &Path, name: &str, ssv2: &Path, model: &Path, epochs: usize) -> PathBuf {
-    let text = format!(
-        r#"[cache]
-dir = "cache-{name}"
-
-{}
-[stages.train_ssv2]
-kind = "train"
-[stages.train_ssv2.params]
-data = "ssv2_tokens"
-block = "llm_block"
-mode = "frozen"
-epochs = {epochs}
-warmup_epochs = 1
-batch_size = 4
-lr = 1e-3
-mixup = 0.0
-cutmix = 0.0
-epochs_per_checkpoint = 1
-[stages.train_ssv2.params.model]
-embed_dim = 32
-depth = 1
-heads = 2
-drop_path = 0.0
-"#,
-        video_stages_toml(ssv2, model)
+    let text = video_config_toml(
+        &format!("cache-{name}"),
+        ssv2,
+        model,
+        "frozen",
+        epochs,
+        4,
+        "mixup = 0.0\ncutmix = 0.0\n",
     );
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();

@@ -420,37 +420,7 @@ fn device_cuda_without_cuda_is_a_clear_error() {
 /// SSv2-format demo clips (VP9 webm) → `ssv2.tokens` → the video ViT with the frozen block,
 /// through the same trainer: top-1/top-5 on the validation split, views averaged.
 fn video_config(dir: &Path, ssv2: &Path, model: &Path, mode: &str, epochs: usize) -> PathBuf {
-    let text = format!(
-        r#"[cache]
-dir = "cache"
-
-{}
-[stages.train_ssv2]
-kind = "train"
-[stages.train_ssv2.params]
-data = "ssv2_tokens"
-block = "llm_block"
-mode = "{mode}"
-epochs = {epochs}
-warmup_epochs = 1
-batch_size = 8
-lr = 1e-3
-epochs_per_checkpoint = 1
-[stages.train_ssv2.params.model]
-embed_dim = 32
-depth = 1
-heads = 2
-drop_path = 0.0
-
-[stages.eval_ssv2]
-kind = "eval"
-[stages.eval_ssv2.params]
-train = "train_ssv2"
-data = "ssv2_tokens"
-block = "llm_block"
-"#,
-        video_stages_toml(ssv2, model)
-    );
+    let text = video_config_toml("cache", ssv2, model, mode, epochs, 8, "");
     let p = dir.join(format!("video-{mode}.toml"));
     std::fs::write(&p, text).unwrap();
     p

@@ -295,3 +295,48 @@ block = "llm_block"
     std::fs::write(&cfg, text).unwrap();
     cfg
 }
+
+/// A small video config: `video_stages_toml`, `train_ssv2` (a 32-wide, 1-block ViT with the
+/// block in `mode`, `epochs`, `batch_size`, lr 1e-3, a checkpoint per epoch, plus the
+/// `extra_train` lines) and `eval_ssv2`, with its cache in `dir/<cache>`.
+pub fn video_config_toml(
+    cache: &str,
+    ssv2: &Path,
+    model: &Path,
+    mode: &str,
+    epochs: usize,
+    batch_size: usize,
+    extra_train: &str,
+) -> String {
+    format!(
+        r#"[cache]
+dir = "{cache}"
+
+{}
+[stages.train_ssv2]
+kind = "train"
+[stages.train_ssv2.params]
+data = "ssv2_tokens"
+block = "llm_block"
+mode = "{mode}"
+epochs = {epochs}
+warmup_epochs = 1
+batch_size = {batch_size}
+lr = 1e-3
+{extra_train}epochs_per_checkpoint = 1
+[stages.train_ssv2.params.model]
+embed_dim = 32
+depth = 1
+heads = 2
+drop_path = 0.0
+
+[stages.eval_ssv2]
+kind = "eval"
+[stages.eval_ssv2.params]
+train = "train_ssv2"
+data = "ssv2_tokens"
+block = "llm_block"
+"#,
+        video_stages_toml(ssv2, model)
+    )
+}
