@@ -1112,3 +1112,95 @@ fn dry_run_plans_without_running() {
     let r = lm4ve(&cfg, &["pipeline", "run", "--dry-run", "--force"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// `init_stage`: a train stage fine-tunes from another train stage's model. The upstream is
+/// built first, its every tensor is loaded (the report names the stage, not the cache
+/// object), retraining it makes the fine-tuning stage stale, and a wrong `init_stage` fails
+/// at config time naming the key.
+#[test]
+fn init_stage_fine_tunes_from_another_train_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssv2 = video_demo(dir.path());
+    let model = tiny_llama(dir.path());
+    let base =
+        std::fs::read_to_string(video_config(dir.path(), &ssv2, &model, "frozen", 1)).unwrap();
+    let ft = |extra: &str| {
+        format!(
+            r#"{base}
+[stages.train_ft]
+kind = "train"
+[stages.train_ft.params]
+data = "ssv2_tokens"
+block = "llm_block"
+epochs = 1
+warmup_epochs = 1
+batch_size = 8
+lr = 1e-4
+{extra}
+[stages.train_ft.params.model]
+embed_dim = 32
+depth = 1
+heads = 2
+drop_path = 0.0
+"#
+        )
+    };
+    let cfg = dir.path().join("ft.toml");
+    std::fs::write(&cfg, ft("init_stage = \"train_ssv2\"")).unwrap();
+    let r = lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_ft"],
+    );
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("init from train_ssv2/model.safetensors (VideoMAE)"),
+        "{}",
+        r.stderr
+    );
+    let m = show_stage_json(&cfg, "train_ft");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m["manifest"].as_str().unwrap()).unwrap()).unwrap();
+    let init = &manifest["meta"]["init"];
+    assert_eq!(init["file"], "train_ssv2/model.safetensors", "{init}");
+    assert_eq!(init["missing"], serde_json::json!([]), "{init}");
+    assert_eq!(
+        init["loaded"]["blocks.0.attn.qkv.weight"], "blocks.0.attn.qkv.weight",
+        "{init}"
+    );
+    // The upstream retrains (another seed): the fine-tuned stage is stale.
+    let reseeded = dir.path().join("ft2.toml");
+    std::fs::write(
+        &reseeded,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("lr = 1e-3\n", "lr = 1e-3\nseed = 7\n"),
+    )
+    .unwrap();
+    let st = lm4ve(&reseeded, &["pipeline", "status"]);
+    st.ok();
+    let line = st
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("train_ft "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(!line.contains("fresh"), "{}", st.stdout);
+    // Wrong uses fail at config time, naming the key and the fix.
+    for (extra, says) in [
+        ("init_stage = \"ssv2_tokens\"", "must name a `train` stage"),
+        ("init_stage = \"train_ft\"", "names this stage itself"),
+        ("init_stage = \"nope\"", "names no stage"),
+        ("init_stage = \"train_ssv2\"\ninit = \"x.pth\"", "not both"),
+    ] {
+        std::fs::write(&cfg, ft(extra)).unwrap();
+        let r = lm4ve(&cfg, &["pipeline", "status"]);
+        r.no_panic();
+        assert_ne!(r.code, 0, "{extra}");
+        assert!(
+            r.stderr.contains("init_stage") && r.stderr.contains(says),
+            "{extra}: {}",
+            r.stderr
+        );
+    }
+}

@@ -73,6 +73,8 @@ struct TrainToml {
     lr_per_256: Option<bool>,
     /// A pretrained encoder checkpoint (`.pth` or `.safetensors`; see `train::init`).
     init: Option<PathBuf>,
+    /// Another train stage whose trained weights initialise this one (fine-tuning).
+    init_stage: Option<String>,
     /// A named reference recipe (`Preset`) for what the config leaves out.
     preset: Option<String>,
     augment: Option<AugmentToml>,
@@ -352,6 +354,11 @@ pub struct TrainParams {
     /// it changes nothing and editing it retrains.
     #[serde(skip)]
     pub init: Option<PathBuf>,
+    /// Another `train` stage of the same task whose `model.safetensors` initialises the
+    /// encoder, as `init` would from that file: an upstream, so this stage is stale whenever
+    /// that one retrains, and runs after it. Exclusive with `init`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_stage: Option<String>,
     /// The preset the defaults came from (recorded; its values are keyed through the fields).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
@@ -432,6 +439,7 @@ impl TrainParams {
             mixup_switch_prob: t.mixup_switch_prob.unwrap_or(0.5),
             lr_per_256: t.lr_per_256.unwrap_or(task == Task::Video),
             init: t.init,
+            init_stage: t.init_stage,
             preset: t.preset,
             augment,
             repeated_aug: t
@@ -589,6 +597,9 @@ pub(crate) fn parse_train(
             format!("repeated_aug = {} must be in 1..=16", p.repeated_aug),
         ));
     }
+    if let Some(name) = &p.init_stage {
+        check_init_stage(config, sc, task, name, p.init.is_some())?;
+    }
     p.init = match &p.init {
         Some(init) if check_init_file => Some(check_init(config, sc, task, init)?),
         Some(init) => Some(config.resolve(init)),
@@ -660,6 +671,47 @@ pub(crate) fn parse_train(
         .model_config(&p.model)
         .map_err(|e| config.param_error(&sc.name, Some("model"), e))?;
     Ok((p, task, model))
+}
+
+/// `init_stage`: names another train stage of the same task (not this one), and `init` is
+/// not set as well.
+fn check_init_stage(
+    config: &PipelineConfig,
+    sc: &StageConfig,
+    task: Task,
+    name: &str,
+    has_init: bool,
+) -> Result<(), ConfigError> {
+    let err = |msg: String| Err(config.param_error(&sc.name, Some("init_stage"), msg));
+    if has_init {
+        return err(
+            "set `init` (a checkpoint file) or `init_stage` (a train stage), not both".into(),
+        );
+    }
+    if name == sc.name {
+        return err(format!("`init_stage = \"{name}\"` names this stage itself"));
+    }
+    check_upstream_name(config, sc, "init_stage", name)?;
+    let Some(up) = config.stages.get(name).filter(|u| u.kind == TRAIN_KIND) else {
+        return err(format!(
+            "`init_stage = \"{name}\"` must name a `train` stage (its model.safetensors is loaded)"
+        ));
+    };
+    if super::init::family(task).is_none() {
+        return err(format!(
+            "`init_stage` loads PointBERT (pc.tokens) or video ViT (ssv2.tokens) encoders; the {task:?} model has no init"
+        ));
+    }
+    let up_task = config
+        .typed_params::<TrainToml>(up)
+        .ok()
+        .and_then(|t| task_of(config, up, &t.data).ok());
+    if up_task != Some(task) {
+        return err(format!(
+            "`init_stage = \"{name}\"` trains another task's model ({up_task:?}, this stage: {task:?})"
+        ));
+    }
+    Ok(())
 }
 
 /// The `init` checkpoint resolved against the config's folder: present (else a missing
@@ -737,6 +789,7 @@ impl Stage for TrainStage {
                 u.push(b.clone());
             }
         }
+        u.extend(self.p.init_stage.iter().cloned());
         u
     }
     fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitPlan>> {

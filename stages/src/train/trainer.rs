@@ -369,6 +369,40 @@ pub(super) struct ForecastEpoch {
 }
 
 impl TrainStage {
+    /// The `init` checkpoint or the `init_stage` artifact's `model.safetensors`, loaded into
+    /// the encoder (the first unit only; later ones resume from their checkpoint).
+    fn load_init(
+        &self,
+        ctx: &StageCtx,
+        varmap: &VarMap,
+    ) -> Result<Option<super::init::InitReport>> {
+        let (path, from_stage) = match (&self.p.init, &self.p.init_stage) {
+            (Some(path), _) => (path.clone(), None),
+            (None, Some(stage)) => {
+                let up = ctx
+                    .upstream
+                    .get(stage)
+                    .with_context(|| format!("init_stage `{stage}` is not built"))?;
+                let path = up
+                    .manifest
+                    .file_path(&up.manifest_path, "model.safetensors")
+                    .with_context(|| {
+                        format!("init_stage `{stage}`: its artifact has no model.safetensors")
+                    })?;
+                (path, Some(stage))
+            }
+            (None, None) => return Ok(None),
+        };
+        let fam =
+            super::init::family(self.task).context("`init` is not supported for this task")?;
+        let mut report = super::init::load_into(&path, fam, &sorted_vars(varmap)?)?;
+        if let Some(stage) = from_stage {
+            // The cache object's name says nothing; the stage does.
+            report.file = format!("{stage}/model.safetensors");
+        }
+        Ok(Some(report))
+    }
+
     /// One work unit: `epochs_per_checkpoint` epochs from the previous unit's checkpoint.
     pub(super) fn train_unit(
         &self,
@@ -455,16 +489,14 @@ impl TrainStage {
         )?;
         // Pretrained encoder weights, once: later units restore everything from the previous
         // unit's checkpoint.
-        let init = match (&self.p.init, k) {
-            (Some(path), 0) => {
-                let fam = super::init::family(self.task)
-                    .context("`init` is not supported for this task")?;
-                let report = super::init::load_into(path, fam, &sorted_vars(&built.varmap)?)?;
-                tracing::info!("{}: {}", self.name, report.summary());
-                Some(report)
-            }
-            _ => None,
+        let init = if k == 0 {
+            self.load_init(ctx, &built.varmap)?
+        } else {
+            None
         };
+        if let Some(report) = &init {
+            tracing::info!("{}: {}", self.name, report.summary());
+        }
         let sink = GradSink::default();
         built.model.configure(&Execution {
             attn: self.p.attention,
