@@ -1168,6 +1168,17 @@ drop_path = 0.0
         init["loaded"]["blocks.0.attn.qkv.weight"], "blocks.0.attn.qkv.weight",
         "{init}"
     );
+    let dry = lm4ve(
+        &cfg,
+        &["pipeline", "run", "--stage", "train_ft", "--dry-run"],
+    );
+    dry.ok();
+    assert!(
+        dry.stdout
+            .contains("init: the model.safetensors of train stage `train_ssv2`"),
+        "{}",
+        dry.stdout
+    );
     // The upstream retrains (another seed): the fine-tuned stage is stale.
     let reseeded = dir.path().join("ft2.toml");
     std::fs::write(

@@ -597,6 +597,11 @@ pub fn plan_train(config: &PipelineConfig, sc: &StageConfig, cuda: bool) -> Resu
             }
         ));
     }
+    if let Some(stage) = &p.init_stage {
+        notes.push(format!(
+            "init: the model.safetensors of train stage `{stage}` (built first)"
+        ));
+    }
     let data_sc = config
         .stages
         .get(&p.data)
