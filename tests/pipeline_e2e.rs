@@ -661,6 +661,34 @@ fn the_demo_study_config_expands() {
     }
 }
 
+/// The video study config parses and expands whether or not its data is there, and every
+/// fine-tuning stage hangs off `pretrain` (its `init_stage`).
+#[test]
+fn the_video_study_config_expands_with_fine_tuning_after_pretrain() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/study-video.toml");
+    let r = lm4ve(&cfg, &["pipeline", "dag"]);
+    r.ok();
+    for variant in ["tubelets", "frames", "rrc", "full", "rrc_mix", "reference"] {
+        for seed in 0..2 {
+            let name = format!("finetune_{variant}@seed={seed} [train] <- ");
+            let line = r
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(&name))
+                .unwrap_or_else(|| panic!("{name} missing:\n{}", r.stdout));
+            assert!(line.ends_with(", pretrain"), "{line}");
+            assert!(r
+                .stdout
+                .contains(&format!("eval_finetune_{variant}@seed={seed} [eval]")));
+        }
+    }
+    for variant in ["tubelets", "frames", "rrc"] {
+        assert!(r
+            .stdout
+            .contains(&format!("scratch_{variant}@seed=1 [train]")));
+    }
+}
+
 /// The real-data config: the whole DAG of the paper's three tasks parses, and without the
 /// datasets `status` names every missing path instead of failing.
 #[test]
