@@ -4,14 +4,15 @@
 use crate::cli::{BenchAllreduceArgs, BenchResampleArgs, BenchTrainArgs};
 use anyhow::Result;
 use lm4ve_pipeline::UsageError;
-use lm4ve_stages::train::bench::{self, BenchModel, BenchSpec};
+use lm4ve_stages::train::bench::BenchSpec;
 use lm4ve_stages::train::block::BlockMode;
 use lm4ve_stages::train::ops::attention::AttnImpl;
 use lm4ve_stages::train::ops::precision::Precision;
+use lm4ve_stages::train::registry;
 use std::process::ExitCode;
 
 pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
-    let model = BenchModel::parse(&a.model).ok_or_else(|| {
+    let model = registry::bench_model(&a.model).ok_or_else(|| {
         UsageError(format!(
             "--model {}: use pointbert, vit-s, vit-b or vectornet",
             a.model
@@ -49,7 +50,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
         checkpoint: a.checkpoint_blocks,
         precision,
     };
-    let r = bench::run(&spec, &device)?;
+    let r = registry::run_bench(&spec, &device)?;
     println!("{r}");
     Ok(ExitCode::SUCCESS)
 }
@@ -57,14 +58,9 @@ pub fn run(a: &BenchTrainArgs) -> Result<ExitCode> {
 /// `lm4ve bench-allreduce`: one JSON line per model from rank 0.
 pub fn allreduce(a: &BenchAllreduceArgs) -> Result<ExitCode> {
     let models = if a.model == "all" {
-        vec![
-            BenchModel::PointBert,
-            BenchModel::VitS,
-            BenchModel::VitB,
-            BenchModel::VectorNet,
-        ]
+        registry::bench_models()
     } else {
-        vec![BenchModel::parse(&a.model).ok_or_else(|| {
+        vec![registry::bench_model(&a.model).ok_or_else(|| {
             UsageError(format!(
                 "--model {}: use pointbert, vit-s, vit-b, vectornet or all",
                 a.model
@@ -73,7 +69,7 @@ pub fn allreduce(a: &BenchAllreduceArgs) -> Result<ExitCode> {
     };
     let mode: BlockMode = serde_json::from_value(serde_json::Value::String(a.mode.clone()))
         .map_err(|_| UsageError(format!("--mode {}: use frozen, trainable or none", a.mode)))?;
-    let (_job, dp) = crate::commands::join_job()?;
+    let (_job, dp) = crate::job::join_job()?;
     if dp.is_none() {
         return Err(UsageError(
             "bench-allreduce times the job's collectives: launch it with torchrun, srun or mpirun, or set LM4VE_DATA_PARALLEL=1 for a job of one".into(),

@@ -5,10 +5,9 @@ use anyhow::{Context, Result};
 use lm4ve_pipeline::engine::State;
 use lm4ve_pipeline::key::short;
 use lm4ve_pipeline::{
-    maintenance, ConfigError, DataParallel, Manifest, Outcome, PipelineConfig, Progress,
-    RunOptions, StageFailed, UsageError,
+    maintenance, ConfigError, Manifest, Outcome, PipelineConfig, Progress, RunOptions, StageFailed,
+    UsageError,
 };
-use lm4ve_stages::train::dist::{self, launch::Launch};
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
@@ -59,7 +58,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return crate::plan_cmd::dry_run(cli, args);
     }
-    let (_job, data_parallel) = join_job()?;
+    let (_job, data_parallel) = crate::job::join_job()?;
     let mut p = crate::open::open(cli)?;
     if args.push {
         p.set_push(true);
@@ -163,25 +162,6 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         println!("{ran} stages run{pulled}, {fresh} up to date");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Started by torchrun, srun or mpirun with more than one process (or with
-/// LM4VE_DATA_PARALLEL=1): joins the job. The guard is held until the command ends (its drop
-/// finalises MPI).
-pub fn join_job() -> Result<(Option<dist::JobGuard>, Option<DataParallel>)> {
-    let launch = Launch::from_process_env()?;
-    let alone = std::env::var(dist::FORCE_ENV).is_ok_and(|v| v.trim() == "1");
-    if !launch.is_distributed() && !alone {
-        return Ok((None, None));
-    }
-    lm4ve_stages::train::device::set_ordinal(launch.local_rank);
-    let cuda = lm4ve_stages::train::device::would_use_cuda();
-    let job = dist::join(&launch, cuda, alone)?;
-    let dp = DataParallel {
-        rank: launch.rank,
-        world: launch.world_size,
-    };
-    Ok((Some(job), Some(dp)))
 }
 
 fn pulled_units(n: usize, remote: &str) -> String {
@@ -316,37 +296,8 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
                     .unwrap_or_default()
             );
         }
-        if let Some(oa) = m.meta.get("overall_accuracy").and_then(|v| v.as_f64()) {
-            let macc = m
-                .meta
-                .get("mean_class_accuracy")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(0.0);
-            let top5 = m
-                .meta
-                .get("top5_accuracy")
-                .and_then(|v| v.as_f64())
-                .map(|t| format!(", top-5 {:.2}%", t * 100.0))
-                .unwrap_or_default();
-            println!(
-                "accuracy  overall (top-1) {:.2}%{top5}, mean class {:.2}% ({} samples)",
-                oa * 100.0,
-                macc * 100.0,
-                m.meta["samples"]
-            );
-        }
-        if let Some(fde) = m.meta.get("min_fde").and_then(|v| v.as_f64()) {
-            let g = |k: &str| m.meta.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-            println!(
-                "forecast  K={}: minADE {:.3} m, minFDE {fde:.3} m, miss rate {:.2}%; K=1: minADE {:.3} m, minFDE {:.3} m, miss rate {:.2}% ({} samples)",
-                m.meta["modes"],
-                g("min_ade"),
-                g("miss_rate") * 100.0,
-                g("min_ade_k1"),
-                g("min_fde_k1"),
-                g("miss_rate_k1") * 100.0,
-                m.meta["samples"]
-            );
+        for line in lm4ve_stages::train::registry::metrics_summary(&m.meta) {
+            println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)

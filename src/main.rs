@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_video;
 mod cli;
 mod commands;
+mod job;
 mod llm_cmd;
 mod open;
 mod plan_cmd;

@@ -62,7 +62,7 @@ pub fn dry_run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         let kind = stage.kind().to_string();
         if kind == lm4ve_stages::train::stage::TRAIN_KIND {
             println!("{name:<16} train");
-            match lm4ve_stages::train::plan::plan_train(&p.config, sc, cuda) {
+            match lm4ve_stages::train::dry_run::plan_train(&p.config, sc, cuda) {
                 Ok(plan) => print!("{}", plan.render()),
                 Err(e) => {
                     println!("  cannot plan: {e:#}");

@@ -7,6 +7,8 @@
 //! is read. Output: the canonical block of `block_format.rs`.
 
 use super::block_format::{self, Arch, BlockConfig, BLOCK_FORMAT};
+pub use super::error::LlmError;
+use super::error::{bad, check_shape};
 use super::gguf::{gguf_config, gguf_content, unpermute_rows};
 use super::hf::{hf_config, locate_hf_tensor, read_hf_tensor, read_safetensors_header, HfTensor};
 use super::meta::{self, MetaDir, MetaLayer};
@@ -14,40 +16,6 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LlmError {
-    #[error("{path}: {why}")]
-    Bad { path: String, why: String },
-    #[error(
-        "{path}: tensor `{key}` is missing; the checkpoint is incomplete (re-download it) or not a {arch} model (check config.json / the GGUF metadata)"
-    )]
-    MissingTensor {
-        path: String,
-        key: String,
-        arch: Arch,
-    },
-    #[error("{path}: tensor `{key}` has shape {got:?}, the config says {expected:?}; the config (config.json, params.json or GGUF metadata) does not belong to these weights")]
-    Shape {
-        path: String,
-        key: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
-    #[error("{path}: layer {layer} out of range: the model has {num_layers} layers (0..={max})", max = num_layers.saturating_sub(1))]
-    Layer {
-        path: String,
-        layer: usize,
-        num_layers: usize,
-    },
-}
-
-pub(super) fn bad(path: &Path, why: impl Into<String>) -> LlmError {
-    LlmError::Bad {
-        path: path.display().to_string(),
-        why: why.into(),
-    }
-}
 
 /// What `lm4ve llm inspect` prints.
 #[derive(Debug, Clone)]
@@ -492,23 +460,6 @@ pub fn extract_block(path: &Path, layer: Option<usize>) -> Result<ExtractedBlock
         tensors,
         source_files,
     })
-}
-
-pub(super) fn check_shape(
-    path: &Path,
-    key: &str,
-    expected: &[usize],
-    got: &[usize],
-) -> Result<(), LlmError> {
-    if expected != got {
-        return Err(LlmError::Shape {
-            path: path.display().to_string(),
-            key: key.to_string(),
-            expected: expected.to_vec(),
-            got: got.to_vec(),
-        });
-    }
-    Ok(())
 }
 
 impl ExtractedBlock {

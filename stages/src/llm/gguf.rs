@@ -2,7 +2,7 @@
 //! permutation undone so a GGUF block equals the Hugging Face one tensor for tensor.
 
 use super::block_format::{Arch, BlockConfig};
-use super::checkpoint::{bad, LlmError};
+use super::error::{bad, LlmError};
 use candle_core::quantized::gguf_file;
 use std::path::Path;
 

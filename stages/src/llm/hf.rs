@@ -2,7 +2,7 @@
 //! tensors (single file or sharded), read only where a layer's bytes are.
 
 use super::block_format::{Arch, BlockConfig};
-use super::checkpoint::{bad, check_shape, LlmError};
+use super::error::{bad, check_shape, LlmError};
 use std::path::{Path, PathBuf};
 
 pub(super) fn cfg_usize(

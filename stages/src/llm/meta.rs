@@ -22,7 +22,7 @@
 //! `attention.inner_attention.rope.freqs`) are not read.
 
 use super::block_format::{tensors_of, Arch, BlockConfig, Role};
-use super::checkpoint::{bad, check_shape, LlmError};
+use super::error::{bad, check_shape, LlmError};
 use super::gguf::unpermute_rows;
 use crate::pth::PthFile;
 use candle_core::Tensor;

@@ -5,6 +5,7 @@
 
 pub mod block_format;
 pub mod checkpoint;
+mod error;
 mod gguf;
 mod gguf_check;
 mod hf;

@@ -3,7 +3,7 @@
 //! job's collective, timed, beside the analytic time of a ring all-reduce of the same buckets
 //! at 4 and 8 GPUs over NVLink and over 100 Gb/s links.
 
-use super::bench::{trainable_vars, BenchModel, BenchSpec};
+use super::bench::{BenchModel, BenchSpec};
 use super::block::BlockMode;
 use super::dist::collective::Collective;
 use super::dist::grads::{average_gradients, buckets, BUCKET_BYTES};
@@ -74,7 +74,7 @@ pub fn run(
         checkpoint: false,
         precision: None,
     };
-    let vars = trainable_vars(&spec, device)?;
+    let vars = super::registry::bench_vars(&spec, device)?;
     let refs: Vec<&Var> = vars.iter().collect();
     // A GradStore holding a gradient for every parameter: d(Σ v)/dv = 1.
     let total = vars
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn the_job_of_one_times_a_tiny_model() {
         let r = run(
-            BenchModel::VectorNet,
+            crate::train::registry::bench_model("vectornet").unwrap(),
             BlockMode::Frozen,
             true,
             2,

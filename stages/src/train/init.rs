@@ -41,7 +41,6 @@
 //! likewise PointBERT's `trans_dim`, `depth`, `heads`, `encoder_dims` (Point-BERT's are
 //! lm4ve's defaults). The layer norms' eps is the reference's (PointBERT 1e-5, VideoMAE 1e-6).
 
-use super::task::Task;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, Var};
 use serde::Serialize;
@@ -155,16 +154,6 @@ fn abbreviate(names: &[String]) -> String {
         s.push_str(&format!(", … ({} more)", names.len() - SHOW));
     }
     s
-}
-
-/// The family whose checkpoints initialise the model of `task`; None: `init` is not
-/// supported for it.
-pub fn family(task: Task) -> Option<&'static Family> {
-    match task {
-        Task::PointCloud => Some(&POINT_BERT),
-        Task::Video => Some(&VIDEOMAE),
-        Task::Forecast => None,
-    }
 }
 
 /// Checks that `path` is a checkpoint lm4ve can read (its headers only): what a stage does

@@ -4,11 +4,11 @@
 //! input (eval mode). Here lm4ve loads the same checkpoints through `init` and must compute
 //! the same features; plus the report, and the errors a bad file gives.
 
+use super::assemble::sorted_vars;
 use super::init::{check_readable, load_into, InitReport, POINT_BERT, VIDEOMAE};
 use super::models::layers::init_vars;
 use super::models::pointbert::{PointBert, PointBertConfig};
 use super::models::video_vit::{VideoVit, VideoVitConfig};
-use super::trainer::sorted_vars;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashMap;

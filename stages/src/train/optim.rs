@@ -1,5 +1,5 @@
-//! AdamW with per-parameter lr scale and weight decay, a warmup + cosine schedule and
-//! global-norm gradient clipping. Own implementation (not candle-nn's AdamW) because a
+//! AdamW with per-parameter lr scale and weight decay and global-norm gradient clipping (the
+//! lr schedules are `schedule.rs`). Own implementation (not candle-nn's AdamW) because a
 //! checkpoint must carry the moment estimates, and candle-nn keeps them private.
 
 use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
@@ -144,28 +144,10 @@ impl AdamW {
     }
 }
 
-/// Linear warmup from `min_lr` to `lr` over `warmup` steps, then cosine down to `min_lr`.
-pub fn cosine_lr(step: u64, total: u64, warmup: u64, lr: f64, min_lr: f64) -> f64 {
-    if step < warmup {
-        return min_lr + (lr - min_lr) * (step as f64 + 1.0) / warmup as f64;
-    }
-    let span = (total.saturating_sub(warmup)).max(1) as f64;
-    let t = ((step - warmup) as f64 / span).min(1.0);
-    min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
-
-    #[test]
-    fn schedule_warms_up_then_decays() {
-        assert!(cosine_lr(0, 100, 10, 1.0, 0.0) < 0.2);
-        assert!((cosine_lr(9, 100, 10, 1.0, 0.0) - 1.0).abs() < 1e-9);
-        assert!(cosine_lr(55, 100, 10, 1.0, 0.0) < 0.6);
-        assert!(cosine_lr(100, 100, 10, 1.0, 0.0) < 1e-9);
-    }
 
     #[test]
     fn adamw_minimises_a_quadratic() {

@@ -16,13 +16,15 @@
 //! OPT layers run pre- or post-LayerNorm as their config says (`BlockConfig::post_norm`).
 //! `stack.rs` holds [`BlockCore`], what the adapters wrap: one layer, a stack of layers with the
 //! final norm once after the last (`blocks = N`), or the trainable MLP of the `mlp` ablation
-//! (`mlp.rs`). `adapter.rs` holds the width adapters around it. Depends on `llm::block_format`
+//! (`mlp.rs`). `adapter.rs` holds the width adapters around it; `shape_only.rs` builds either with
+//! weights of the real shapes and no memory (the dry run). Depends on `llm::block_format`
 //! (the one tensor-name table) and `train::ops`; nothing here imports the pipeline engine.
 
 mod adapter;
 mod backward;
 mod forward;
 mod mlp;
+mod shape_only;
 mod stack;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -30,6 +32,7 @@ mod weights;
 
 pub use adapter::BlockAdapter;
 pub use mlp::{MlpBlock, MlpConfig};
+pub use shape_only::ShapeOnly;
 pub use stack::BlockCore;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,83 @@
+//! What a task's reference recipe says: the training defaults a config may leave out
+//! ([`TaskDefaults`]), which recipe features the task has at all ([`Features`]), its named
+//! presets and its reference step-decay schedule. A task states these through
+//! [`TaskRecipe`]; `params.rs` resolves a stage's TOML against them, so no default tuned for
+//! one task is silently applied to another.
+
+use super::schedule::LrSteps;
+
+/// The reference recipe of each task, for what a config leaves out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskDefaults {
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub label_smoothing: f64,
+    pub adapter_lr_scale: f64,
+    pub no_decay_lr_scale: f64,
+    pub epochs_per_checkpoint: usize,
+    /// VideoMAE's layer-wise lr decay (None: off).
+    pub layer_decay: Option<f64>,
+    /// Mixup / CutMix Beta alphas (0: off).
+    pub mixup: f64,
+    pub cutmix: f64,
+}
+
+/// The recipe features a task's data and model support. A feature a task lacks is refused in
+/// its config (a named key, exit 2); one it has takes the default given here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// Point-BERT's fresh view of the kept raw points every step (`resample`): supported,
+    /// and then on by default.
+    pub resample: bool,
+    /// The frames layout's spatial augmentation and repeated augmentation (`augment`,
+    /// `repeated_aug`): supported, and then the reference's augmentation by default.
+    pub frames_augment: bool,
+    /// Mixup / CutMix with soft targets.
+    pub mixing: bool,
+    /// VideoMAE's layer-wise lr decay (`layer_decay`).
+    pub layer_decay: bool,
+    /// `lr` and `min_lr` per 256 samples by default (`lr_per_256`).
+    pub lr_per_256: bool,
+}
+
+/// A named reference recipe (`preset = "…"`): the defaults it fills in, the encoder sizes
+/// it sets unless the `[model]` table does, and its repeated augmentation.
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: &'static str,
+    pub defaults: TaskDefaults,
+    pub model: serde_json::Value,
+    pub repeated_aug: usize,
+}
+
+/// A task's recipe, as `params.rs` resolves a stage against it.
+pub trait TaskRecipe {
+    /// The defaults of the task's reference recipe.
+    fn defaults(&self) -> TaskDefaults;
+
+    /// The recipe features the task supports.
+    fn features(&self) -> Features {
+        Features::default()
+    }
+
+    /// The task's named presets (their names, in the order error messages list them).
+    fn preset_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The preset `name`, if the task has it.
+    fn preset(&self, _name: &str) -> Option<Preset> {
+        None
+    }
+
+    /// The reference's step decay for a run of `epochs` (what `lr_steps = true`, or leaving
+    /// it out, means); None: the task's reference schedule is the cosine.
+    fn reference_lr_steps(&self, _epochs: usize) -> Option<LrSteps> {
+        None
+    }
+}

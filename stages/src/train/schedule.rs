@@ -1,0 +1,138 @@
+//! Learning-rate schedules, behind one trait: a linear warm-up from `min_lr` to `lr`, then
+//! either the cosine down to `min_lr` ([`WarmupCosine`], every task's default) or a step
+//! decay by epoch ([`WarmupStepDecay`], `lr_steps`). The trainer asks a schedule for the lr
+//! of each step; nothing else knows which one it is.
+
+use serde::{Deserialize, Serialize};
+
+/// The lr of a training step.
+pub trait Schedule {
+    /// The lr of step `step` (0-based, global), which falls in epoch `epoch`.
+    fn lr(&self, step: u64, epoch: usize) -> f64;
+}
+
+/// Linear warm-up from `min_lr` to `lr` over `warmup` steps, then cosine down to `min_lr` at
+/// step `total`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupCosine {
+    pub total: u64,
+    pub warmup: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+}
+
+impl Schedule for WarmupCosine {
+    fn lr(&self, step: u64, _epoch: usize) -> f64 {
+        cosine_lr(step, self.total, self.warmup, self.lr, self.min_lr)
+    }
+}
+
+/// Linear warm-up from `min_lr` to `lr` over `warmup` steps, then the step decay `steps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmupStepDecay {
+    pub warmup: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub steps: LrSteps,
+}
+
+impl Schedule for WarmupStepDecay {
+    fn lr(&self, step: u64, epoch: usize) -> f64 {
+        if step < self.warmup {
+            warmup_lr(step, self.warmup, self.lr, self.min_lr)
+        } else {
+            self.steps.lr(epoch, self.lr)
+        }
+    }
+}
+
+/// The warm-up's lr at `step` (< `warmup`): from `min_lr` up to `lr`, reached at the last
+/// warm-up step.
+fn warmup_lr(step: u64, warmup: u64, lr: f64, min_lr: f64) -> f64 {
+    min_lr + (lr - min_lr) * (step as f64 + 1.0) / warmup as f64
+}
+
+/// Linear warmup from `min_lr` to `lr`, then cosine down to `min_lr`.
+pub fn cosine_lr(step: u64, total: u64, warmup: u64, lr: f64, min_lr: f64) -> f64 {
+    if step < warmup {
+        return warmup_lr(step, warmup, lr, min_lr);
+    }
+    let span = (total.saturating_sub(warmup)).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// A step-decay learning-rate schedule instead of the cosine: after the warm-up, `lr` until
+/// the first of `epochs`, then times `rate` at each (StreamingForecasting's VectorNet:
+/// `lr_decay_epoch = [16, 20]`, `lr_decay_rate = 0.25` over 24 epochs).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrSteps {
+    pub epochs: Vec<usize>,
+    pub rate: f64,
+}
+
+impl LrSteps {
+    /// The lr of `epoch` (0-based) after the warm-up: `lr · rate^(decay epochs ≤ epoch)`.
+    pub fn lr(&self, epoch: usize, lr: f64) -> f64 {
+        let n = self.epochs.iter().filter(|&&e| e <= epoch).count();
+        lr * self.rate.powi(n as i32)
+    }
+}
+
+/// The schedule a run uses: the step decay when `steps` is set, else the cosine; both warm
+/// up over `warmup` steps from `min_lr`.
+pub fn schedule_for(
+    steps: Option<&LrSteps>,
+    total: u64,
+    warmup: u64,
+    lr: f64,
+    min_lr: f64,
+) -> Box<dyn Schedule> {
+    match steps {
+        Some(s) => Box::new(WarmupStepDecay {
+            warmup,
+            lr,
+            min_lr,
+            steps: s.clone(),
+        }),
+        None => Box::new(WarmupCosine {
+            total,
+            warmup,
+            lr,
+            min_lr,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_warms_up_then_decays() {
+        assert!(cosine_lr(0, 100, 10, 1.0, 0.0) < 0.2);
+        assert!((cosine_lr(9, 100, 10, 1.0, 0.0) - 1.0).abs() < 1e-9);
+        assert!(cosine_lr(55, 100, 10, 1.0, 0.0) < 0.6);
+        assert!(cosine_lr(100, 100, 10, 1.0, 0.0) < 1e-9);
+    }
+
+    #[test]
+    fn step_decay_warms_up_as_the_cosine_then_multiplies_at_each_listed_epoch() {
+        let steps = LrSteps {
+            epochs: vec![16, 20],
+            rate: 0.25,
+        };
+        assert_eq!(steps.lr(0, 5e-4), 5e-4);
+        assert_eq!(steps.lr(15, 5e-4), 5e-4);
+        assert_eq!(steps.lr(16, 5e-4), 5e-4 * 0.25);
+        assert_eq!(steps.lr(23, 5e-4), 5e-4 * 0.0625);
+        let s = schedule_for(Some(&steps), 240, 10, 5e-4, 1e-6);
+        let c = schedule_for(None, 240, 10, 5e-4, 1e-6);
+        for step in 0..10 {
+            assert_eq!(s.lr(step, 0), c.lr(step, 0), "the same warm-up");
+        }
+        assert_eq!(s.lr(10, 0), 5e-4);
+        assert_eq!(s.lr(200, 20), 5e-4 * 0.0625);
+    }
+}

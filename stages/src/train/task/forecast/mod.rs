@@ -1,0 +1,494 @@
+//! Motion forecasting (PAPER.md §5): VectorNet with the frozen block on `av.tokens`, its
+//! reference's recipe (the first author's StreamingForecasting), its loss (`loss.rs`) and
+//! the Argoverse displacement metrics (`metrics.rs`).
+
+pub mod loss;
+pub mod metrics;
+
+use self::loss::forecast_loss;
+use self::metrics::{ForecastTotals, MISS_THRESHOLD_M};
+use super::{BenchSetup, BenchSize, EpochMetrics, Evaluation, Task, TaskInfo, Totals};
+use crate::plot::{curves_png_axes, Series};
+use crate::train::block::{BlockCore, BlockMode};
+use crate::train::data::argoverse::AvSet;
+use crate::train::models::layers::{init_vars_xavier, Execution};
+use crate::train::models::vectornet::{Forecast, VectorNet, VectorNetConfig};
+use crate::train::params::{EvalParams, ParamIssue, TrainParams};
+use crate::train::plan::cost::{Cost, Exec, F32};
+use crate::train::recipe::{TaskDefaults, TaskRecipe};
+use crate::train::schedule::LrSteps;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// The motion-forecasting task.
+pub struct Forecasting;
+
+/// The polylines of a scene and the steps to predict.
+#[derive(Debug, Clone, Copy)]
+pub struct AvShape {
+    pub actors: usize,
+    pub actor_vectors: usize,
+    pub actor_features: usize,
+    pub lanes: usize,
+    pub lane_vectors: usize,
+    pub lane_features: usize,
+    pub pred_steps: usize,
+}
+
+/// A batch of scenes.
+pub struct AvBatch {
+    pub actors: Tensor,
+    pub actor_mask: Tensor,
+    pub lanes: Tensor,
+    pub lane_mask: Tensor,
+    /// [B, A, 2] each actor's current position.
+    pub actor_ctrs: Tensor,
+    /// The AGENT's future [B, P, 2] in its frame (what the metrics score).
+    pub agent: Tensor,
+    /// Every actor's future [B, A, P, 2] with its mask [B, A, P] (what the loss supervises).
+    pub futures: Tensor,
+    pub future_mask: Tensor,
+}
+
+/// The held-out forecast of an epoch, kept in its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ForecastEpoch {
+    min_ade: f64,
+    min_fde: f64,
+    miss_rate: f64,
+}
+
+/// StreamingForecasting's VectorNet schedule (×0.25 at epochs 16 and 20 of 24) scaled to
+/// `epochs`: at 2/3 and 5/6 of the run.
+pub fn vectornet_reference_steps(epochs: usize) -> LrSteps {
+    let at = |f: f64| (epochs as f64 * f).round() as usize;
+    LrSteps {
+        epochs: vec![at(2.0 / 3.0), at(5.0 / 6.0)],
+        rate: 0.25,
+    }
+}
+
+impl TaskRecipe for Forecasting {
+    // VectorNet: 60 epochs (PAPER.md §5); the first author's StreamingForecasting
+    // `configs/forecaster/optim/VectorNet.yaml`: AdamW lr 5e-4, wd 1e-4, grad-norm clip 0.1;
+    // its step decay (×0.25 at epochs 16 and 20 of 24) is `lr_steps`, scaled to the run's
+    // epochs.
+    fn defaults(&self) -> TaskDefaults {
+        TaskDefaults {
+            epochs: 60,
+            warmup_epochs: 1,
+            batch_size: 32,
+            lr: 5e-4,
+            min_lr: 1e-6,
+            weight_decay: 1e-4,
+            grad_clip: 0.1,
+            label_smoothing: 0.0,
+            adapter_lr_scale: 1.0,
+            no_decay_lr_scale: 1.0,
+            epochs_per_checkpoint: 10,
+            layer_decay: None,
+            mixup: 0.0,
+            cutmix: 0.0,
+        }
+    }
+
+    fn reference_lr_steps(&self, epochs: usize) -> Option<LrSteps> {
+        Some(vectornet_reference_steps(epochs))
+    }
+}
+
+impl TaskInfo for Forecasting {
+    fn name(&self) -> &'static str {
+        "forecast"
+    }
+    fn title(&self) -> &'static str {
+        "Forecast"
+    }
+    fn data_kind(&self) -> &'static str {
+        crate::argoverse::stage::KIND
+    }
+    fn model_title(&self) -> &'static str {
+        "VectorNet (av.tokens)"
+    }
+    fn eval_split(&self) -> &'static str {
+        "val"
+    }
+    fn is_classification(&self) -> bool {
+        false
+    }
+    fn benchmark_classes(&self) -> (usize, &'static str) {
+        (0, "Argoverse")
+    }
+    fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
+        p.refuse_vote()?;
+        p.check_test_views(false)
+    }
+    fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
+        let fde = m.get("min_fde").and_then(|v| v.as_f64())?;
+        let g = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        Some(format!(
+            "forecast  K={}: minADE {:.3} m, minFDE {fde:.3} m, miss rate {:.2}%; K=1: minADE {:.3} m, minFDE {:.3} m, miss rate {:.2}% ({} samples)",
+            m["modes"],
+            g("min_ade"),
+            g("miss_rate") * 100.0,
+            g("min_ade_k1"),
+            g("min_fde_k1"),
+            g("miss_rate_k1") * 100.0,
+            m["samples"]
+        ))
+    }
+}
+
+impl Task for Forecasting {
+    type Config = VectorNetConfig;
+    type Shape = AvShape;
+    type Data = AvSet;
+    type Batch = AvBatch;
+    type Model = VectorNet;
+    type Output = Forecast;
+    type Totals = ForecastTotals;
+
+    fn load(&self, up: &Upstream, split: &str) -> Result<AvSet> {
+        AvSet::load(up, split)
+    }
+    fn len(&self, data: &AvSet) -> usize {
+        data.len()
+    }
+    fn shape_of(&self, s: &AvSet) -> AvShape {
+        AvShape {
+            actors: s.max_actors,
+            actor_vectors: s.actor_vectors,
+            actor_features: s.actor_features,
+            lanes: s.max_lanes,
+            lane_vectors: s.lane_vectors,
+            lane_features: s.lane_features,
+            pred_steps: s.pred_steps,
+        }
+    }
+    fn prepare_train(
+        &self,
+        data: &mut AvSet,
+        _p: &TrainParams,
+        cfg: &VectorNetConfig,
+    ) -> Result<()> {
+        data.agent_only_loss = cfg.agent_only_loss;
+        Ok(())
+    }
+    fn train_batch(
+        &self,
+        data: &AvSet,
+        idx: &[usize],
+        rows: std::ops::Range<usize>,
+        _aug: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<AvBatch> {
+        batch(data, &idx[rows], device)
+    }
+    fn eval_batch(&self, data: &AvSet, idx: &[usize], device: &Device) -> Result<(AvBatch, usize)> {
+        Ok((batch(data, idx, device)?, 1))
+    }
+
+    fn build_model(
+        &self,
+        cfg: &VectorNetConfig,
+        s: AvShape,
+        _classes: usize,
+        block: Option<(BlockCore, BlockMode)>,
+        vb: VarBuilder,
+    ) -> Result<VectorNet> {
+        Ok(VectorNet::new(
+            cfg,
+            s.actor_features,
+            s.lane_features,
+            s.pred_steps,
+            block,
+            vb,
+        )?)
+    }
+    /// VectorNet's reference initialises its own way (xavier, biases U(0, 1)).
+    fn init_weights(&self, varmap: &VarMap, seed: u64) -> Result<()> {
+        Ok(init_vars_xavier(varmap, seed)?)
+    }
+    fn configure(&self, model: &mut VectorNet, exec: &Execution) {
+        model.configure(exec)
+    }
+    fn forward(
+        &self,
+        m: &VectorNet,
+        b: &AvBatch,
+        _rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Forecast> {
+        Ok(m.forward(
+            &b.actors,
+            &b.actor_mask,
+            &b.lanes,
+            &b.lane_mask,
+            &b.actor_ctrs,
+        )?)
+    }
+
+    /// The joint loss, and how many AGENTs' best-of-K final error is within 2 m (a hit).
+    fn loss(&self, f: &Forecast, b: &AvBatch, _label_smoothing: f64) -> Result<(Tensor, u64)> {
+        let loss = forecast_loss(f, &b.futures, &b.future_mask)?;
+        let mut totals = ForecastTotals::default();
+        totals.add(&f.agent()?, &b.agent)?;
+        Ok((loss, totals.n - totals.k_all.2))
+    }
+    fn new_totals(&self, model: &VectorNet, _classes: usize) -> ForecastTotals {
+        ForecastTotals {
+            modes: model.modes(),
+            ..ForecastTotals::default()
+        }
+    }
+    fn score(
+        &self,
+        totals: &mut ForecastTotals,
+        f: Forecast,
+        b: AvBatch,
+        _views: usize,
+    ) -> Result<()> {
+        Ok(totals.add(&f.agent()?, &b.agent)?)
+    }
+
+    fn epoch_detail(&self, held: &Evaluation) -> Option<serde_json::Value> {
+        let f = |k: &str| held.metrics[k].as_f64().unwrap_or(f64::NAN);
+        serde_json::to_value(ForecastEpoch {
+            min_ade: f("min_ade"),
+            min_fde: f("min_fde"),
+            miss_rate: f("miss_rate"),
+        })
+        .ok()
+    }
+    fn epoch_log(&self, stage: &str, m: &EpochMetrics) -> String {
+        let f = |k: &str| {
+            m.detail
+                .as_ref()
+                .and_then(|d| d[k].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        format!(
+            "{stage}: epoch {} loss {:.4} train hits {:.3} held-out minADE {:.3} m minFDE {:.3} m miss rate {:.3} ({:.1} s)",
+            m.epoch + 1,
+            m.loss,
+            m.train_acc,
+            f("min_ade"),
+            f("min_fde"),
+            f("miss_rate"),
+            m.seconds
+        )
+    }
+    fn curve_names(&self) -> (&'static str, &'static str) {
+        ("train hits (final error < 2 m)", "held-out 1 − miss rate")
+    }
+    fn extra_files(&self) -> &'static [&'static str] {
+        &["forecast.png"]
+    }
+    fn extra_plots(
+        &self,
+        stage: &str,
+        history: &[EpochMetrics],
+    ) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let of = |k: &str| {
+            history
+                .iter()
+                .filter_map(|m| {
+                    let d = m.detail.as_ref()?;
+                    Some((m.epoch as f64 + 1.0, d[k].as_f64().unwrap_or(f64::NAN)))
+                })
+                .collect::<Vec<_>>()
+        };
+        let png = curves_png_axes(
+            &format!("{stage}: held-out forecasts of the AGENT"),
+            "metres",
+            &[
+                Series {
+                    name: "minADE, best of K modes (m)",
+                    points: of("min_ade"),
+                    held_out: true,
+                },
+                Series {
+                    name: "minFDE, best of K modes (m)",
+                    points: of("min_fde"),
+                    held_out: true,
+                },
+            ],
+            "miss rate (final error > 2 m)",
+            &[Series {
+                name: "miss rate (right axis)",
+                points: of("miss_rate"),
+                held_out: true,
+            }],
+        )?;
+        Ok(vec![("forecast.png", png)])
+    }
+
+    fn shape_of_params(&self, config: &PipelineConfig, sc: &StageConfig) -> Result<AvShape> {
+        let p: crate::argoverse::stage::AvParams = config.typed_params(sc)?;
+        Ok(AvShape {
+            actors: p.max_actors,
+            actor_vectors: p.obs_steps.saturating_sub(1),
+            actor_features: crate::argoverse::vectorize::ACTOR_FEATURES,
+            lanes: p.max_lanes,
+            lane_vectors: p.lane_points.saturating_sub(1),
+            lane_features: crate::argoverse::vectorize::LANE_FEATURES,
+            pred_steps: p.pred_steps,
+        })
+    }
+    fn tokens(&self, s: AvShape) -> usize {
+        s.actors + s.lanes
+    }
+    fn width(&self, cfg: &VectorNetConfig) -> usize {
+        cfg.width()
+    }
+    fn encoder_cost(
+        &self,
+        c: &VectorNetConfig,
+        s: AvShape,
+        b: f64,
+        _classes: f64,
+        _exec: Exec,
+    ) -> Cost {
+        let mut cost = Cost::default();
+        let d = c.width() as f64;
+        for (polys, vecs, feat) in [
+            (s.actors, s.actor_vectors, s.actor_features),
+            (s.lanes, s.lane_vectors, s.lane_features),
+        ] {
+            let v = b * (polys * vecs) as f64;
+            let mut inp = feat as f64;
+            for &w in &c.subgraph_widths {
+                let w = w as f64;
+                cost.trained += 2.0 * v * (inp * w + w * w);
+                // Linear, LayerNorm, ReLU twice, then [x, max]: 18.5 floats per vector and
+                // channel (measured).
+                cost.act_bytes += F32 * v * 18.5 * w;
+                inp = 2.0 * w;
+            }
+        }
+        let t = (s.actors + s.lanes) as f64;
+        // The global graph: q, k, v, the attention's output projection and the skip
+        // projection, one head over all polylines.
+        cost.trained += 2.0 * b * t * 5.0 * d * d + 4.0 * b * t * t * d;
+        cost.act_bytes += F32 * (b * t * GLOBAL_PER_TOKEN * d + 3.0 * b * t * t);
+        // The decoder on every actor slot: K mode heads and the single-mode head (residual
+        // MLP → 2P offsets), the prediction fusion and the confidence head per mode.
+        let na = b * s.actors as f64;
+        let k = c.modes as f64;
+        let p2 = 2.0 * s.pred_steps as f64;
+        let head = 2.0 * d * d + d * p2;
+        cost.trained +=
+            2.0 * na * ((k + 1.0) * head + k * (2.0 * d + 3.0 * d * d) + k * (2.0 * d * d + d));
+        cost.act_bytes +=
+            F32 * na * ((k + 1.0) * (HEAD_PER_ACTOR * d + 2.0 * p2) + k * FUSION_PER_MODE * d);
+        cost
+    }
+
+    fn bench_models(&self) -> &'static [BenchSize] {
+        // VectorNet on Argoverse: 64 actors × 19 vectors, 128 lanes × 9 vectors, 6 modes ×
+        // 30 steps; the bench does not clip.
+        &[BenchSize {
+            name: "vectornet",
+            default_batch: 32,
+            grad_clip: 0.0,
+        }]
+    }
+    fn bench_setup(
+        &self,
+        _name: &str,
+        tiny: bool,
+        b: usize,
+        device: &Device,
+    ) -> Result<BenchSetup<Self>> {
+        use crate::train::bench_inputs::{mask, randn};
+        let cfg = VectorNetConfig::default();
+        let (actors, lanes) = if tiny { (8, 12) } else { (64, 128) };
+        let (actor_vectors, lane_vectors, pred) = (19, 9, 30);
+        let (af, lf) = (
+            crate::argoverse::vectorize::ACTOR_FEATURES,
+            crate::argoverse::vectorize::LANE_FEATURES,
+        );
+        Ok(BenchSetup {
+            sizes: serde_json::json!({
+                "actors": actors, "actor_vectors": actor_vectors,
+                "lanes": lanes, "lane_vectors": lane_vectors,
+                "width": cfg.width(), "modes": cfg.modes, "pred_steps": pred,
+            }),
+            batch: AvBatch {
+                actors: randn(&[b, actors, actor_vectors, af], device)?,
+                // Real scenes are padded: about 3/4 of the slots hold an actor or a lane.
+                actor_mask: mask(b, actors, actors * 3 / 4, device)?,
+                lanes: randn(&[b, lanes, lane_vectors, lf], device)?,
+                lane_mask: mask(b, lanes, lanes * 3 / 4, device)?,
+                actor_ctrs: randn(&[b, actors, 2], device)?,
+                agent: randn(&[b, pred, 2], device)?,
+                futures: randn(&[b, actors, pred, 2], device)?,
+                future_mask: Tensor::ones((b, actors, pred), DType::F32, device)?,
+            },
+            shape: AvShape {
+                actors,
+                actor_vectors,
+                actor_features: af,
+                lanes,
+                lane_vectors,
+                lane_features: lf,
+                pred_steps: pred,
+            },
+            classes: 0,
+            config: cfg,
+        })
+    }
+}
+
+/// VectorNet's global graph: floats kept per polyline and channel (measured).
+const GLOBAL_PER_TOKEN: f64 = 22.0;
+/// A decoder head's residual MLP per actor and channel (measured).
+const HEAD_PER_ACTOR: f64 = 15.0;
+/// The prediction fusion and confidence head per actor, mode and channel (measured).
+const FUSION_PER_MODE: f64 = 33.0;
+
+fn batch(s: &AvSet, idx: &[usize], device: &Device) -> Result<AvBatch> {
+    let b = s.batch(idx, device)?;
+    Ok(AvBatch {
+        actors: b.actors,
+        actor_mask: b.actor_mask,
+        lanes: b.lanes,
+        lane_mask: b.lane_mask,
+        actor_ctrs: b.actor_ctrs,
+        agent: b.target,
+        futures: b.futures,
+        future_mask: b.future_mask,
+    })
+}
+
+impl Totals for ForecastTotals {
+    fn to_sums(&self) -> Vec<f64> {
+        ForecastTotals::to_sums(self)
+    }
+    fn set_from_sums(&mut self, sums: &[f64]) {
+        let modes = self.modes;
+        *self = ForecastTotals::from_sums(sums);
+        self.modes = modes;
+    }
+    fn evaluation(&self) -> Evaluation {
+        let (ade, fde, mr) = ForecastTotals::mean(self.k_all, self.n);
+        let (ade1, fde1, mr1) = ForecastTotals::mean(self.k1, self.n);
+        Evaluation {
+            score: 1.0 - mr,
+            metrics: serde_json::json!({
+                "samples": self.n,
+                "modes": self.modes,
+                "min_ade": ade,
+                "min_fde": fde,
+                "miss_rate": mr,
+                "min_ade_k1": ade1,
+                "min_fde_k1": fde1,
+                "miss_rate_k1": mr1,
+                "miss_threshold_m": MISS_THRESHOLD_M,
+            }),
+        }
+    }
+}
