@@ -146,6 +146,14 @@ pub struct TrainParams {
     /// `run_class_finetuning.py` does (`lr × batch / 256`); default on for video.
     #[serde(skip_serializing_if = "is_false")]
     pub lr_per_256: bool,
+    /// `lr` and `min_lr` per this many samples (the task's reference: DeiT's 512); set by the
+    /// task, not the config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_batch_base: Option<usize>,
+    /// The lr is set per epoch as DeiT's timm scheduler does (see `schedule::EpochCosine`);
+    /// set by the task.
+    #[serde(skip_serializing_if = "is_false")]
+    pub epoch_schedule: bool,
     /// Pretrained encoder weights loaded before the first step (Point-BERT or VideoMAE
     /// checkpoint, by the task; see `train::init`), resolved against the config's folder.
     /// Not a key param: the file enters the key as a hashed input (role `init`), so moving
@@ -191,8 +199,15 @@ impl TrainParams {
     }
 
     /// The (peak, final) learning rates the schedule uses: `lr`, `min_lr`, times
-    /// `batch_size / 256` when `lr_per_256`.
+    /// `batch_size / 256` when `lr_per_256`; with `lr_batch_base` (DeiT) only `lr` scales,
+    /// `lr × batch / base`, as DeiT's `linear_scaled_lr`.
     pub fn schedule_lrs(&self) -> (f64, f64) {
+        if let Some(base) = self.lr_batch_base {
+            return (
+                self.lr * self.batch_size as f64 / base.max(1) as f64,
+                self.min_lr,
+            );
+        }
         let k = if self.lr_per_256 {
             self.batch_size as f64 / 256.0
         } else {
@@ -219,7 +234,7 @@ impl TrainParams {
         }
         let epochs = t.epochs.unwrap_or(d.epochs);
         let augment = match (features.frames_augment, t.augment) {
-            (true, None | Some(AugmentToml::Switch(true))) => Some(TrainAugment::default()),
+            (true, None | Some(AugmentToml::Switch(true))) => Some(task.default_augment()),
             (true, Some(AugmentToml::Spec(a))) => Some(a),
             _ => None,
         };
@@ -251,6 +266,8 @@ impl TrainParams {
             cutmix: t.cutmix.unwrap_or(d.cutmix),
             mixup_switch_prob: t.mixup_switch_prob.unwrap_or(0.5),
             lr_per_256: t.lr_per_256.unwrap_or(features.lr_per_256),
+            lr_batch_base: features.lr_batch_base,
+            epoch_schedule: features.epoch_schedule,
             init: t.init,
             init_stage: t.init_stage,
             preset: t.preset,

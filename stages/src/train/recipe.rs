@@ -43,6 +43,12 @@ pub struct Features {
     pub layer_decay: bool,
     /// `lr` and `min_lr` per 256 samples by default (`lr_per_256`).
     pub lr_per_256: bool,
+    /// `lr` and `min_lr` per this many samples, always (DeiT: 512); overrides `lr_per_256`.
+    pub lr_batch_base: Option<usize>,
+    /// The lr is set once per epoch by timm's `CosineLRScheduler` as DeiT steps it (linear
+    /// warm-up from 1e-6 over `warmup_epochs`, then the cosine by epoch), instead of the
+    /// per-step warm-up + cosine.
+    pub epoch_schedule: bool,
 }
 
 /// A named reference recipe (`preset = "…"`): the defaults it fills in, the encoder sizes
@@ -73,6 +79,12 @@ pub trait TaskRecipe {
     /// The preset `name`, if the task has it.
     fn preset(&self, _name: &str) -> Option<Preset> {
         None
+    }
+
+    /// The training augmentation a frames-augmenting task gets when the config leaves
+    /// `augment` out.
+    fn default_augment(&self) -> super::ops::video_aug::TrainAugment {
+        super::ops::video_aug::TrainAugment::default()
     }
 
     /// The reference's step decay for a run of `epochs` (what `lr_steps = true`, or leaving

@@ -11,6 +11,7 @@ use super::eval::EvalJob;
 use super::params::{EvalParams, TrainParams};
 use super::plan::{self, TrainPlan};
 use super::task::forecast::Forecasting;
+use super::task::image::Image;
 use super::task::pointcloud::PointCloud;
 use super::task::video::Video;
 use super::task::{Task, TaskInfo};
@@ -147,7 +148,7 @@ impl<T: Task> DynTask for T {
 }
 
 /// The tasks of this build, in the order messages list them.
-static BUILTIN: [&dyn DynTask; 3] = [&PointCloud, &Video, &Forecasting];
+static BUILTIN: [&dyn DynTask; 4] = [&PointCloud, &Video, &Forecasting, &Image];
 
 /// Tasks added at run time ([`register`]).
 static REGISTERED: RwLock<Vec<&'static dyn DynTask>> = RwLock::new(Vec::new());
@@ -238,9 +239,15 @@ mod tests {
 
     #[test]
     fn every_data_kind_has_one_task_and_the_bench_models_keep_their_names() {
-        assert_eq!(data_kinds(), vec!["pc.tokens", "ssv2.tokens", "av.tokens"]);
+        assert_eq!(
+            data_kinds(),
+            vec!["pc.tokens", "ssv2.tokens", "av.tokens", "image.tokens"]
+        );
         let names: Vec<&str> = bench_models().iter().map(|m| m.name()).collect();
-        assert_eq!(names, vec!["pointbert", "vit-s", "vit-b", "vectornet"]);
+        assert_eq!(
+            names,
+            vec!["pointbert", "vit-s", "vit-b", "vectornet", "deit-s"]
+        );
         assert_eq!(
             preset_names(),
             vec!["videomae_ssv2_vit_s", "videomae_ssv2_vit_b"]
@@ -253,7 +260,7 @@ mod tests {
 
     #[test]
     fn every_model_steps_at_tiny_size() {
-        for name in ["pointbert", "vit-s", "vectornet"] {
+        for name in ["pointbert", "vit-s", "vectornet", "deit-s"] {
             let model = bench_model(name).unwrap();
             for mode in [
                 BlockMode::Frozen,

@@ -46,6 +46,47 @@ impl Schedule for WarmupStepDecay {
     }
 }
 
+/// timm's `CosineLRScheduler` as DeiT uses it: the lr is set once per epoch — linearly from
+/// `warmup_lr` over `warmup` epochs, then `min_lr + ½(lr − min_lr)(1 + cos(π·e/epochs))` —
+/// and DeiT's loop calls `step(epoch)` after training epoch `epoch`, so epoch `e ≥ 1` trains
+/// at the scheduler's value for `e − 1` and epoch 0 at `warmup_lr` (`main.py`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochCosine {
+    pub epochs: usize,
+    pub warmup: usize,
+    pub warmup_lr: f64,
+    pub lr: f64,
+    pub min_lr: f64,
+}
+
+/// DeiT's `--warmup-lr`.
+pub const DEIT_WARMUP_LR: f64 = 1e-6;
+
+impl EpochCosine {
+    /// timm's value for epoch `t`.
+    fn at(&self, t: usize) -> f64 {
+        if t < self.warmup {
+            self.warmup_lr + t as f64 * (self.lr - self.warmup_lr) / self.warmup as f64
+        } else if t >= self.epochs {
+            self.min_lr
+        } else {
+            let c = (std::f64::consts::PI * t as f64 / self.epochs.max(1) as f64).cos();
+            self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + c)
+        }
+    }
+}
+
+impl Schedule for EpochCosine {
+    fn lr(&self, _step: u64, epoch: usize) -> f64 {
+        match epoch.checked_sub(1) {
+            // Before the first `step`: the scheduler's initial value.
+            None if self.warmup > 0 => self.warmup_lr,
+            None => self.at(0),
+            Some(prev) => self.at(prev),
+        }
+    }
+}
+
 /// The warm-up's lr at `step` (< `warmup`): from `min_lr` up to `lr`, reached at the last
 /// warm-up step.
 fn warmup_lr(step: u64, warmup: u64, lr: f64, min_lr: f64) -> f64 {
@@ -108,6 +149,24 @@ pub fn schedule_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_cosine_is_timms_stepped_after_each_epoch() {
+        let s = EpochCosine {
+            epochs: 10,
+            warmup: 2,
+            warmup_lr: 1e-6,
+            lr: 1e-3,
+            min_lr: 1e-5,
+        };
+        // Epochs 0 and 1 train at the warm-up start; epoch 2 at timm's value for epoch 1.
+        assert_eq!(s.lr(0, 0), 1e-6);
+        assert_eq!(s.lr(99, 1), 1e-6);
+        assert!((s.lr(0, 2) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-15);
+        let c = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1.0 + (std::f64::consts::PI * 0.5).cos());
+        assert!((s.lr(0, 6) - c).abs() < 1e-15);
+        assert_eq!(s.lr(0, 11), 1e-5);
+    }
 
     #[test]
     fn cosine_warms_up_then_decays() {

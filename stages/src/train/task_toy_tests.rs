@@ -299,7 +299,7 @@ impl Task for ToyTask {
     fn shape_of_params(&self, _config: &PipelineConfig, _data: &StageConfig) -> Result<()> {
         Ok(())
     }
-    fn tokens(&self, _shape: ()) -> usize {
+    fn tokens(&self, _cfg: &ToyConfig, _shape: ()) -> usize {
         TOKENS
     }
     fn width(&self, cfg: &ToyConfig) -> usize {

@@ -15,7 +15,7 @@ use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
 use super::optim::AdamW;
 use super::params::TrainParams;
-use super::schedule::schedule_for;
+use super::schedule::{schedule_for, EpochCosine, Schedule, DEIT_WARMUP_LR};
 use super::step::backward_and_step;
 use super::task::{EpochMetrics, Task};
 use crate::plot::{curves_png, Series};
@@ -227,13 +227,23 @@ impl<T: Task> TrainJob<'_, T> {
         let first_epoch = k * self.p.epochs_per_checkpoint;
         let last_epoch = (first_epoch + self.p.epochs_per_checkpoint).min(self.p.epochs);
         let (peak, floor) = self.p.schedule_lrs();
-        let schedule = schedule_for(
-            self.p.lr_steps.as_ref(),
-            total_steps,
-            warmup_steps,
-            peak,
-            floor,
-        );
+        let schedule: Box<dyn Schedule> = if self.p.epoch_schedule {
+            Box::new(EpochCosine {
+                epochs: self.p.epochs,
+                warmup: self.p.warmup_epochs,
+                warmup_lr: DEIT_WARMUP_LR,
+                lr: peak,
+                min_lr: floor,
+            })
+        } else {
+            schedule_for(
+                self.p.lr_steps.as_ref(),
+                total_steps,
+                warmup_steps,
+                peak,
+                floor,
+            )
+        };
         let mut new_metrics = Vec::new();
         for epoch in first_epoch..last_epoch {
             let t0 = Instant::now();

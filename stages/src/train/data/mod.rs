@@ -4,6 +4,7 @@
 //! open, each sample is read and decompressed when a batch asks for it.
 
 pub mod argoverse;
+pub mod image;
 pub mod pointcloud;
 pub mod prefetch;
 pub mod video;

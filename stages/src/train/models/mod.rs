@@ -3,6 +3,7 @@
 //! share. May depend on `train::block` and `train::ops`, never on the pipeline engine or the
 //! data sets.
 
+pub mod image_vit;
 pub mod layers;
 pub mod pointbert;
 pub mod vectornet;

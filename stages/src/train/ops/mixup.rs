@@ -171,6 +171,32 @@ pub fn apply(samples: &mut [Vec<f32>], mix: &Mix, geo: &TubeletGeometry, dim: us
     }
 }
 
+/// Mixes a batch of images in place (each `h · w · 3` floats, channels last): the same rule
+/// as [`apply`], with the CutMix box in pixel coordinates.
+pub fn apply_images(samples: &mut [Vec<f32>], mix: &Mix, h: usize, w: usize) {
+    let b = samples.len();
+    let orig: Vec<Vec<f32>> = samples.to_vec();
+    for (i, s) in samples.iter_mut().enumerate() {
+        let partner = &orig[b - 1 - i];
+        match *mix {
+            Mix::Mixup { lam } => {
+                let (l, r) = (lam as f32, (1.0 - lam) as f32);
+                for (v, o) in s.iter_mut().zip(partner) {
+                    *v = l * *v + r * o;
+                }
+            }
+            Mix::Cutmix { y0, y1, x0, x1, .. } => {
+                for y in y0..y1.min(h) {
+                    let (a, z) = ((y * w + x0) * 3, (y * w + x1.min(w)) * 3);
+                    if z <= s.len() && z <= partner.len() && a < z {
+                        s[a..z].copy_from_slice(&partner[a..z]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,7 +301,7 @@ pub fn plan_train<T: Task>(
     if let Some(src) = &block {
         let (c, f) = block_cost(
             b,
-            task.tokens(shape) as f64,
+            task.tokens(model, shape) as f64,
             task.width(model) as f64,
             mode,
             &src.config,
@@ -349,7 +349,7 @@ pub fn plan_train<T: Task>(
         task_title: task.title(),
         mode: p.mode,
         batch: p.batch_size * p.repeated_aug,
-        tokens: task.tokens(shape),
+        tokens: task.tokens(model, shape),
         classes,
         block,
         precision,

@@ -323,7 +323,7 @@ fn check_activations<T: Task>(
                 attn,
                 checkpoint: false,
             };
-            let t = task.tokens(shape);
+            let t = task.tokens(cfg, shape);
             let (core, frozen_inside) = test_core(mode, attn, b, t);
             let varmap = VarMap::new();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

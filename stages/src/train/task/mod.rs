@@ -15,6 +15,7 @@
 
 pub mod classify;
 pub mod forecast;
+pub mod image;
 pub mod pointcloud;
 pub mod video;
 
@@ -213,7 +214,7 @@ pub trait Task: TaskInfo + Sized + 'static {
     /// The input sizes from the data stage's params (no shard is read).
     fn shape_of_params(&self, config: &PipelineConfig, data: &StageConfig) -> Result<Self::Shape>;
     /// Tokens per sample through the encoder trunk and the block.
-    fn tokens(&self, shape: Self::Shape) -> usize;
+    fn tokens(&self, cfg: &Self::Config, shape: Self::Shape) -> usize;
     /// The encoder's width (the adapters map it to the block's).
     fn width(&self, cfg: &Self::Config) -> usize;
     /// The encoder's and head's FLOPs and activations of a training step of `batch` rows.

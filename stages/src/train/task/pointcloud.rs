@@ -225,7 +225,7 @@ impl Task for PointCloud {
             group_size: p.group_size,
         })
     }
-    fn tokens(&self, shape: PcShape) -> usize {
+    fn tokens(&self, _cfg: &PointBertConfig, shape: PcShape) -> usize {
         shape.groups + 1
     }
     fn width(&self, cfg: &PointBertConfig) -> usize {

@@ -71,6 +71,7 @@ impl TaskRecipe for Video {
             mixing: true,
             layer_decay: true,
             lr_per_256: true,
+            ..Features::default()
         }
     }
 
@@ -304,7 +305,7 @@ impl Task for Video {
             token_dim: p.tubelet_frames * p.patch * p.patch * 3,
         })
     }
-    fn tokens(&self, shape: VideoShape) -> usize {
+    fn tokens(&self, _cfg: &VideoVitConfig, shape: VideoShape) -> usize {
         shape.tokens
     }
     fn width(&self, cfg: &VideoVitConfig) -> usize {

@@ -338,7 +338,7 @@ impl Task for Forecasting {
             pred_steps: p.pred_steps,
         })
     }
-    fn tokens(&self, s: AvShape) -> usize {
+    fn tokens(&self, _cfg: &VectorNetConfig, s: AvShape) -> usize {
         s.actors + s.lanes
     }
     fn width(&self, cfg: &VectorNetConfig) -> usize {

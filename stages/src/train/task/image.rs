@@ -1,0 +1,324 @@
+//! Image classification (PAPER.md §6, the paper's first task): the reference's ViT-LLaMA on
+//! `image.tokens` (ImageNet), with DeiT's recipe as LM4VisualEncoding `image_classification/`
+//! runs it (`main.py` defaults): AdamW lr 5e-4 × batch / 512, wd 0.05, timm's per-epoch
+//! cosine from a 1e-6 warm-up to 1e-5 over 300 epochs with 5 of warm-up, drop path 0.1,
+//! RandAugment `rand-m9-mstd0.5-inc1`, random erasing 0.25, Mixup 0.8 / CutMix 1.0 (switch
+//! 0.5) with label smoothing 0.1, the global batch 1024 (128 per GPU × 8). Not yet: the
+//! model EMA and the repeated-augmentation sampler (`RASampler`); a config asking for
+//! `repeated_aug` is refused rather than ignored.
+
+use super::classify::{self, ClassTotals, Target};
+use super::{BenchSetup, BenchSize, Task, TaskInfo};
+use crate::train::block::{BlockCore, BlockMode};
+use crate::train::data::image::ImageSet;
+use crate::train::models::image_vit::{ImageVit, ImageVitConfig};
+use crate::train::models::layers::{drop_path_rate, init_vars, Execution};
+use crate::train::ops::mixup::MixSpec;
+use crate::train::ops::video_aug::{RandAugmentSpec, TrainAugment};
+use crate::train::params::{EvalParams, ParamIssue, TrainParams};
+use crate::train::plan::cost::{vit_block, Cost, Exec, F32};
+use crate::train::recipe::{Features, TaskDefaults, TaskRecipe};
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// The data kind this task trains on.
+pub const KIND: &str = "image.tokens";
+
+/// The image classification task.
+pub struct Image;
+
+/// A batch: images [B, S, S, 3] and the targets (soft when mixed).
+pub struct ImageBatch {
+    pub images: Tensor,
+    pub target: Target,
+}
+
+impl TaskRecipe for Image {
+    fn defaults(&self) -> TaskDefaults {
+        TaskDefaults {
+            epochs: 300,
+            warmup_epochs: 5,
+            batch_size: 1024,
+            lr: 5e-4,
+            min_lr: 1e-5,
+            weight_decay: 0.05,
+            grad_clip: 0.0,
+            label_smoothing: 0.1,
+            adapter_lr_scale: 1.0,
+            no_decay_lr_scale: 1.0,
+            epochs_per_checkpoint: 10,
+            layer_decay: None,
+            mixup: 0.8,
+            cutmix: 1.0,
+        }
+    }
+
+    fn features(&self) -> Features {
+        Features {
+            frames_augment: true,
+            mixing: true,
+            lr_batch_base: Some(512),
+            epoch_schedule: true,
+            ..Features::default()
+        }
+    }
+
+    /// DeiT's `--aa rand-m9-mstd0.5-inc1` (two ops), bicubic, RandomResizedCrop scale
+    /// [0.08, 1] ratio [3/4, 4/3], `--reprob 0.25`.
+    fn default_augment(&self) -> TrainAugment {
+        TrainAugment {
+            rand_augment: RandAugmentSpec::parse("rand-m9-mstd0.5-inc1").ok(),
+            ratio: [0.75, 4.0 / 3.0],
+            ..TrainAugment::default()
+        }
+    }
+}
+
+impl TaskInfo for Image {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+    fn title(&self) -> &'static str {
+        "Image"
+    }
+    fn data_kind(&self) -> &'static str {
+        KIND
+    }
+    fn model_title(&self) -> &'static str {
+        "image ViT (image.tokens)"
+    }
+    fn eval_split(&self) -> &'static str {
+        "val"
+    }
+    fn is_classification(&self) -> bool {
+        true
+    }
+    fn benchmark_classes(&self) -> (usize, &'static str) {
+        (1000, "ImageNet-1k")
+    }
+    fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
+        p.refuse_vote()?;
+        p.check_test_views(false)
+    }
+    fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
+        classify::summary(m)
+    }
+}
+
+impl Task for Image {
+    type Config = ImageVitConfig;
+    /// The images' side S.
+    type Shape = usize;
+    type Data = ImageSet;
+    type Batch = ImageBatch;
+    type Model = ImageVit;
+    type Output = Tensor;
+    type Totals = ClassTotals;
+
+    fn load(&self, up: &Upstream, split: &str) -> Result<ImageSet> {
+        ImageSet::load(up, split)
+    }
+    fn len(&self, data: &ImageSet) -> usize {
+        data.len()
+    }
+    fn shape_of(&self, data: &ImageSet) -> usize {
+        data.side
+    }
+    fn prepare_train(
+        &self,
+        data: &mut ImageSet,
+        p: &TrainParams,
+        _cfg: &ImageVitConfig,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            p.repeated_aug == 1,
+            "repeated_aug = {}: DeiT's repeated augmentation (its RASampler) is not built yet for images; remove the key",
+            p.repeated_aug
+        );
+        data.augment = p.augment.clone();
+        data.mix = Some(MixSpec {
+            mixup_alpha: p.mixup,
+            cutmix_alpha: p.cutmix,
+            switch_prob: p.mixup_switch_prob,
+            smoothing: p.label_smoothing,
+        });
+        Ok(())
+    }
+    fn train_batch(
+        &self,
+        data: &ImageSet,
+        idx: &[usize],
+        rows: std::ops::Range<usize>,
+        aug: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<ImageBatch> {
+        let (images, l, soft) = data.train_batch(idx, rows, aug, device)?;
+        Ok(ImageBatch {
+            images,
+            target: match soft {
+                Some(soft) => Target::Soft { labels: l, soft },
+                None => Target::Labels(l),
+            },
+        })
+    }
+    fn eval_batch(
+        &self,
+        data: &ImageSet,
+        idx: &[usize],
+        device: &Device,
+    ) -> Result<(ImageBatch, usize)> {
+        let (images, l) = data.eval_batch(idx, device)?;
+        Ok((
+            ImageBatch {
+                images,
+                target: Target::Labels(l),
+            },
+            1,
+        ))
+    }
+
+    fn build_model(
+        &self,
+        cfg: &ImageVitConfig,
+        side: usize,
+        classes: usize,
+        block: Option<(BlockCore, BlockMode)>,
+        vb: VarBuilder,
+    ) -> Result<ImageVit> {
+        Ok(ImageVit::new(cfg, side, classes, block, vb)?)
+    }
+    /// timm's `init_weights`: Linear weights trunc-normal 0.02 with zero biases, the
+    /// position embedding trunc-normal 0.02, the class token normal 1e-6 (the adapters are
+    /// built before it runs, so they take it too).
+    fn init_weights(&self, varmap: &VarMap, seed: u64) -> Result<()> {
+        init_vars(varmap, seed)?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+        if let Some(cls) = data.get("cls_token") {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC15);
+            let n = cls.elem_count();
+            let v: Vec<f32> = (0..n)
+                .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng))
+                .map(|z: f32| z * 1e-6)
+                .collect();
+            cls.set(&Tensor::from_vec(v, cls.shape(), cls.device())?)?;
+        }
+        Ok(())
+    }
+    fn configure(&self, model: &mut ImageVit, exec: &Execution) {
+        model.configure(exec)
+    }
+    fn forward(
+        &self,
+        model: &ImageVit,
+        b: &ImageBatch,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        Ok(model.forward(&b.images, rng)?)
+    }
+
+    fn loss(&self, out: &Tensor, b: &ImageBatch, label_smoothing: f64) -> Result<(Tensor, u64)> {
+        classify::loss(out, &b.target, label_smoothing)
+    }
+    fn new_totals(&self, _model: &ImageVit, classes: usize) -> ClassTotals {
+        ClassTotals::new(classes)
+    }
+    fn score(
+        &self,
+        totals: &mut ClassTotals,
+        out: Tensor,
+        b: ImageBatch,
+        views: usize,
+    ) -> Result<()> {
+        totals.add(&out, b.target.labels(), views, false)
+    }
+
+    fn shape_of_params(&self, config: &PipelineConfig, sc: &StageConfig) -> Result<usize> {
+        // The data stage's `eval_size` (DeiT's `--input-size`, 224 when unset).
+        let side = sc
+            .params
+            .get("eval_size")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(224);
+        let _ = config;
+        usize::try_from(side).map_err(|_| anyhow::anyhow!("eval_size = {side} is not a size"))
+    }
+    fn tokens(&self, cfg: &ImageVitConfig, side: usize) -> usize {
+        (side / cfg.patch.max(1)).pow(2) + 1
+    }
+    fn width(&self, cfg: &ImageVitConfig) -> usize {
+        cfg.embed_dim
+    }
+    fn encoder_cost(
+        &self,
+        c: &ImageVitConfig,
+        side: usize,
+        b: f64,
+        classes: f64,
+        exec: Exec,
+    ) -> Cost {
+        let mut cost = Cost::default();
+        let p = c.patch.max(1);
+        let t = ((side / p).pow(2) + 1) as f64;
+        let d = c.embed_dim as f64;
+        cost.trained += 2.0 * b * (t - 1.0) * (p * p * 3) as f64 * d + 2.0 * b * d * classes;
+        cost.act_bytes += F32 * (3.0 * b * t * d + b * (2.0 * d + classes));
+        for i in 0..c.depth {
+            let drop = drop_path_rate(c.drop_path, i, c.depth) > 0.0;
+            cost.add(vit_block(b, t, d, c.heads as f64, c.mlp_ratio, drop, exec));
+        }
+        cost
+    }
+
+    fn bench_models(&self) -> &'static [BenchSize] {
+        // DeiT ViT-S/16 at 224: 197 tokens; DeiT does not clip.
+        &[BenchSize {
+            name: "deit-s",
+            default_batch: 64,
+            grad_clip: 0.0,
+        }]
+    }
+    fn bench_setup(
+        &self,
+        _name: &str,
+        tiny: bool,
+        b: usize,
+        device: &Device,
+    ) -> Result<BenchSetup<Self>> {
+        use crate::train::bench_inputs::{labels, randn};
+        let (cfg, side) = if tiny {
+            (
+                ImageVitConfig {
+                    patch: 8,
+                    embed_dim: 32,
+                    depth: 2,
+                    heads: 4,
+                    ..Default::default()
+                },
+                32,
+            )
+        } else {
+            (ImageVitConfig::default(), 224)
+        };
+        let classes = 1000;
+        Ok(BenchSetup {
+            sizes: serde_json::json!({
+                "image": side, "patch": cfg.patch, "embed_dim": cfg.embed_dim,
+                "depth": cfg.depth, "heads": cfg.heads, "classes": classes,
+            }),
+            batch: ImageBatch {
+                images: randn(&[b, side, side, 3], device)?,
+                target: Target::Labels(labels(b, classes, device)?),
+            },
+            shape: side,
+            classes,
+            config: cfg,
+        })
+    }
+}
