@@ -31,11 +31,14 @@ pub fn params_for(
         if is_running_stat(&name) {
             continue;
         }
-        let (lr_scale, wd) = if let Some((decay, depth)) = layer_decay {
-            // VideoMAE's `get_parameter_groups`: no decay for 1-D tensors, biases and its
-            // skip list (`pos_embed`, `cls_token`); everything else, the adapters included,
-            // decays. The lr scale is the layer's.
-            let scale = decay.powi((depth + 1 - vit_layer_id(&name, depth)) as i32);
+        let (lr_scale, wd) = if layer_decay.is_some() || p.timm_groups {
+            // VideoMAE's `get_parameter_groups` and timm's `add_weight_decay` (DeiT): no decay
+            // for 1-D tensors, biases and the skip list (`pos_embed`, `cls_token`);
+            // everything else, the adapters included, decays. The lr scale is the layer's
+            // under layer-wise decay, else 1.
+            let scale = layer_decay.map_or(1.0, |(decay, depth)| {
+                decay.powi((depth + 1 - vit_layer_id(&name, depth)) as i32)
+            });
             let no_decay = var.rank() <= 1
                 || name.ends_with(".bias")
                 || name == "pos_embed"

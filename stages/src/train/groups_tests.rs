@@ -233,3 +233,51 @@ fn every_mode_trains_what_it_should() {
         }
     }
 }
+
+/// DeiT's groups (timm `add_weight_decay` with `no_weight_decay() = {pos_embed, cls_token}`,
+/// every lr scale 1) and its lr, `lr × batch / 512` with `min_lr` as it is.
+#[test]
+fn image_groups_and_lr_follow_deit() {
+    use crate::train::task::image::Image;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    for (name, shape) in [
+        ("pos_embed", vec![1, 5, 4]),
+        ("cls_token", vec![1, 1, 4]),
+        ("patch_embed.proj.weight", vec![4, 12]),
+        ("blocks.0.attn.qkv.bias", vec![12]),
+        ("llm_adapter_up.weight", vec![8, 4]),
+        ("head.weight", vec![3, 4]),
+    ] {
+        vb.get_with_hints(shape, name, candle_nn::Init::Const(0.0))
+            .unwrap();
+    }
+    let p = crate::train::params::tests::resolved_defaults(&Image);
+    let groups = params_for(&p, &varmap, &[], None).unwrap();
+    let of = |n: &str| {
+        groups
+            .iter()
+            .find(|g| g.0 == n)
+            .map(|g| (g.2, g.3))
+            .unwrap()
+    };
+    assert_eq!(of("pos_embed"), (1.0, 0.0));
+    assert_eq!(of("cls_token"), (1.0, 0.0));
+    assert_eq!(of("blocks.0.attn.qkv.bias"), (1.0, 0.0));
+    assert_eq!(of("patch_embed.proj.weight"), (1.0, 0.05));
+    assert_eq!(
+        of("llm_adapter_up.weight"),
+        (1.0, 0.05),
+        "DeiT decays the mappers"
+    );
+    assert_eq!(of("head.weight"), (1.0, 0.05));
+    assert_eq!(p.batch_size, 1024);
+    assert_eq!(p.schedule_lrs(), (5e-4 * 2.0, 1e-5));
+    assert!(p.epoch_schedule && p.warmup_epochs == 20);
+    let aug = p.augment.unwrap();
+    assert_eq!(
+        aug.rand_augment.map(|r| r.to_string()).as_deref(),
+        Some("rand-m9-n2-mstd0.5-inc1")
+    );
+}

@@ -154,6 +154,9 @@ pub struct TrainParams {
     /// set by the task.
     #[serde(skip_serializing_if = "is_false")]
     pub epoch_schedule: bool,
+    /// timm's weight-decay groups (see `groups::params_for`); set by the task.
+    #[serde(skip_serializing_if = "is_false")]
+    pub timm_groups: bool,
     /// Pretrained encoder weights loaded before the first step (Point-BERT or VideoMAE
     /// checkpoint, by the task; see `train::init`), resolved against the config's folder.
     /// Not a key param: the file enters the key as a hashed input (role `init`), so moving
@@ -268,6 +271,7 @@ impl TrainParams {
             lr_per_256: t.lr_per_256.unwrap_or(features.lr_per_256),
             lr_batch_base: features.lr_batch_base,
             epoch_schedule: features.epoch_schedule,
+            timm_groups: features.timm_groups,
             init: t.init,
             init_stage: t.init_stage,
             preset: t.preset,

@@ -49,6 +49,10 @@ pub struct Features {
     /// warm-up from 1e-6 over `warmup_epochs`, then the cosine by epoch), instead of the
     /// per-step warm-up + cosine.
     pub epoch_schedule: bool,
+    /// timm's weight-decay groups (DeiT's `add_weight_decay`: no decay for 1-D tensors,
+    /// biases, `pos_embed`, `cls_token`; the adapters decay) instead of the point-cloud
+    /// reference's.
+    pub timm_groups: bool,
 }
 
 /// A named reference recipe (`preset = "…"`): the defaults it fills in, the encoder sizes
