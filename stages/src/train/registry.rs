@@ -249,8 +249,16 @@ mod tests {
             vec!["pointbert", "vit-s", "vit-b", "vectornet", "deit-s"]
         );
         assert_eq!(
-            preset_names(),
-            vec!["videomae_ssv2_vit_s", "videomae_ssv2_vit_b"]
+            &preset_names()[..3],
+            &[
+                "videomae_ssv2_vit_s",
+                "videomae_ssv2_vit_b",
+                "vit_llama_tiny_patch16_224"
+            ]
+        );
+        assert_eq!(
+            preset_owner("vit_llama_base_patch32_224").map(|t| t.name()),
+            Some("image")
         );
         assert_eq!(
             preset_owner("videomae_ssv2_vit_b").map(|t| t.name()),

@@ -18,7 +18,7 @@ use crate::train::ops::mixup::MixSpec;
 use crate::train::ops::video_aug::{RandAugmentSpec, TrainAugment};
 use crate::train::params::{EvalParams, ParamIssue, TrainParams};
 use crate::train::plan::cost::{vit_block, Cost, Exec, F32};
-use crate::train::recipe::{Features, TaskDefaults, TaskRecipe};
+use crate::train::recipe::{Features, Preset, TaskDefaults, TaskRecipe};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -28,6 +28,15 @@ use rand_chacha::ChaCha8Rng;
 
 /// The data kind this task trains on.
 pub const KIND: &str = "image.tokens";
+
+/// The reference's model names, as `preset` values.
+const PRESETS: &[&str] = &[
+    "vit_llama_tiny_patch16_224",
+    "vit_llama_tiny_patch32_224",
+    "vit_llama_small_patch16_224",
+    "vit_llama_base_patch16_224",
+    "vit_llama_base_patch32_224",
+];
 
 /// The image classification task.
 pub struct Image;
@@ -68,6 +77,22 @@ impl TaskRecipe for Image {
             timm_groups: true,
             ..Features::default()
         }
+    }
+
+    fn preset_names(&self) -> &'static [&'static str] {
+        PRESETS
+    }
+
+    /// The reference's registered models (`models/vit_llama.py`), each with DeiT's recipe.
+    fn preset(&self, name: &str) -> Option<Preset> {
+        let i = PRESETS.iter().position(|p| *p == name)?;
+        let model = ImageVitConfig::preset(["vit-t", "vit-t/32", "vit-s", "vit-b", "vit-b/32"][i])?;
+        Some(Preset {
+            name: PRESETS[i],
+            defaults: self.defaults(),
+            model,
+            repeated_aug: 1,
+        })
     }
 
     /// DeiT's `--aa rand-m9-mstd0.5-inc1` (two ops), bicubic, RandomResizedCrop scale
