@@ -85,7 +85,8 @@ fn task_of(
             &sc.name,
             Some("data"),
             format!(
-                "`data = \"{data}\"` is a `{kind}` stage; it must name a pc.tokens or ssv2.tokens stage"
+                "`data = \"{data}\"` is a `{kind}` stage; it must name a stage of a kind a train stage reads: {}",
+                registry::data_kinds().join(", ")
             ),
         )
     })
