@@ -197,6 +197,14 @@ impl StatCache {
         for (spec, md) in specs.iter().zip(stats) {
             let md = md?;
             let root = absolute(&spec.path);
+            if !md.is_file() && !md.is_dir() {
+                // A FIFO or a device would block or never end when hashed.
+                anyhow::bail!(
+                    "input `{}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
+                    spec.role,
+                    spec.path.display()
+                );
+            }
             if md.is_file() {
                 let rel = spec.rel.clone().unwrap_or_else(|| {
                     root.file_name()

@@ -112,6 +112,20 @@ pub fn is_name(s: &str) -> bool {
 /// A stage name: a [`is_name`] word, or a study variant `base@k1=v1,k2=v2` (see
 /// `matrix.rs`); `@`, `=` and `,` are as safe as the rest in a file name, a URL path segment
 /// and an object-store key.
+/// The longest stage name a config may give (matrix variants add their suffix to it).
+pub const MAX_CONFIG_STAGE_NAME: usize = 64;
+
+/// A stage name as a config writes it: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most
+/// [`MAX_CONFIG_STAGE_NAME`] bytes (no `/`, no spaces, no control characters, not `.`).
+pub fn is_config_stage_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_CONFIG_STAGE_NAME
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
 pub fn is_stage_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
