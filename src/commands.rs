@@ -401,13 +401,13 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
     for link in &report.links {
         println!(
             "LINK {}: a symbolic link inside the cache; lm4ve does not follow it (remove it)",
-            lm4ve_pipeline::trust::shown(&link.display().to_string())
+            lm4ve_pipeline::trust::escaped(&link.display().to_string(), 4096)
         );
     }
     for p in &report.stray {
         println!(
             "STRAY {}: not part of the cache layout; lm4ve does not read it (remove it)",
-            lm4ve_pipeline::trust::shown(&p.display().to_string())
+            lm4ve_pipeline::trust::escaped(&p.display().to_string(), 4096)
         );
     }
     println!(

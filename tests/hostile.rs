@@ -333,11 +333,17 @@ fn a_train_shard_replaced_by_the_test_shards_bytes_is_refused() {
     let ti = shards.iter().position(|s| s["split"] == "train").unwrap();
     let vi = shards.iter().position(|s| s["split"] == "test").unwrap();
     let (a, b) = (object(&mp, &m, None, ti), object(&mp, &m, None, vi));
+    let good = std::fs::read(&a).unwrap();
     std::fs::copy(&b, &a).unwrap();
+    // The size disagrees with the manifest: the run sees it before training (a stat), moves
+    // the impostor aside, rebuilds that shard, and trains on the real one.
+    let st = status_of(&cfg, "pc_tokens");
+    assert!(st.contains("stale") && st.contains("damaged"), "{st}");
     let r = cpu_run(&cfg, &["--stage", "train_pc"]);
-    assert_eq!(r.code, 1, "{}", all(&r));
+    r.ok();
     assert!(r.stderr.contains("damaged"), "{}", r.stderr);
-    cpu_run(&cfg, &["--stage", "train_pc"]).ok();
+    assert_eq!(std::fs::read(&a).unwrap(), good);
+    run(&cfg, &["cache", "verify"]).ok();
 }
 
 #[test]
@@ -504,8 +510,10 @@ fn a_closed_or_full_stdout_ends_quietly() {
         let code = o.status.code().unwrap_or(-1);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(code, 1, "{args:?}: {err}");
+        // clap's own --help ignores the write error (exit 0): quiet either way.
+        assert!(matches!(code, 0 | 1), "{args:?}: exit {code}: {err}");
         if args != ["--help"] {
+            assert_eq!(code, 1, "{args:?}: {err}");
             assert!(err.contains("cannot write to stdout"), "{args:?}: {err}");
         }
     }
@@ -515,9 +523,9 @@ fn a_closed_or_full_stdout_ends_quietly() {
 fn huge_labels_and_sizes_are_named_not_aborted() {
     let dir = scratch("huge");
     let (train, test) = (dir.join("train.h5"), dir.join("test.h5"));
-    let clouds: Vec<Vec<Point>> = (0..4).map(|i| sphere(200, i)).collect();
+    let clouds: Vec<Vec<Point>> = (0..4).map(|i| sphere(300, i)).collect();
     write_h5(&train, &clouds, &[0, 2147483647, 1, -1]);
-    write_h5(&test, &[sphere(200, 9)], &[0]);
+    write_h5(&test, &[sphere(300, 9)], &[0]);
     let cfg = pc_config(&dir, "pc.toml", &train, &test, "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "kind = \"pc.tokens\"\n",
@@ -535,11 +543,19 @@ fn huge_labels_and_sizes_are_named_not_aborted() {
         "{rejects}"
     );
     // Sizes from the config are bounded before anything is allocated.
-    for (extra, key) in [
-        ("keep_points = 100000000", "keep_points"),
-        ("num_points = 100000000", "num_points"),
+    for (from, to, key) in [
+        (
+            "group_size = 8",
+            "group_size = 8\nkeep_points = 100000000",
+            "keep_points",
+        ),
+        ("num_points = 256", "num_points = 100000000", "num_points"),
+        ("group_size = 8", "group_size = 100000", "group_size"),
     ] {
-        let cfg = pc_config(&dir, "big.toml", &train, &test, extra);
+        let cfg = pc_config(&dir, "big.toml", &train, &test, "");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(from, to);
+        std::fs::write(&cfg, text).unwrap();
+        let extra = to;
         let r = run(&cfg, &["pipeline", "status"]);
         assert_eq!(r.code, 2, "{extra}: {}", all(&r));
         assert!(r.stderr.contains(key), "{extra}: {}", r.stderr);
@@ -553,7 +569,16 @@ fn huge_argoverse_sizes_are_a_config_error() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     for (from, to, key) in [
         ("max_actors = 8", "max_actors = 100000000", "max_actors"),
-        ("max_lanes = 16", "max_lanes = 60000", "max_actors"),
+        (
+            "max_lanes = 16",
+            "max_lanes = 16\nlane_points = 100000",
+            "lane_points",
+        ),
+        (
+            "max_lanes = 16",
+            "max_lanes = 60000\nlane_points = 60000",
+            "max_actors",
+        ),
     ] {
         std::fs::write(&cfg, text.replace(from, to)).unwrap();
         let r = run(&cfg, &["pipeline", "status"]);
@@ -606,7 +631,7 @@ fn stage_names_that_are_not_plain_are_refused_naming_the_line() {
             let r = run(&cfg, args);
             assert_eq!(r.code, 2, "`{name}`: {}", all(&r));
             assert!(
-                r.stderr.contains("stage name") && r.stderr.contains("line 4"),
+                r.stderr.contains("stage name") && r.stderr.contains("names.toml:4:"),
                 "`{name}`: {}",
                 r.stderr
             );
@@ -639,11 +664,11 @@ fn threads_are_capped() {
 fn huge_coordinates_are_a_named_reject() {
     let dir = scratch("coords");
     let (train, test) = (dir.join("train.h5"), dir.join("test.h5"));
-    let mut far = sphere(200, 1);
+    let mut far = sphere(300, 1);
     far[5] = [3e38, 1.0, -3e38];
-    let clouds = vec![sphere(200, 0), far, sphere(200, 2), sphere(200, 3)];
+    let clouds = vec![sphere(300, 0), far, sphere(300, 2), sphere(300, 3)];
     write_h5(&train, &clouds, &[0, 1, 2, 0]);
-    write_h5(&test, &[sphere(200, 9)], &[0]);
+    write_h5(&test, &[sphere(300, 9)], &[0]);
     let cfg = pc_config(&dir, "pc.toml", &train, &test, "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "kind = \"pc.tokens\"\n",
