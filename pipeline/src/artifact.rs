@@ -332,7 +332,7 @@ impl<'a> Journal<'a> {
         let dir = &self.dir;
         self.cache.check_inside(dir)?;
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
     }

@@ -678,6 +678,8 @@ impl Pipeline {
         name: &str,
         upstream: &BTreeMap<String, Upstream>,
     ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut checked = (0usize, 0u64);
         for (u, up) in upstream {
             let named: Vec<(&String, String)> = up
                 .manifest
@@ -691,6 +693,9 @@ impl Pipeline {
                         .map(|f| (&f.blake3, f.name.clone())),
                 )
                 .collect();
+            checked.0 += named.len();
+            checked.1 += up.manifest.shards.iter().map(|s| s.bytes).sum::<u64>()
+                + up.manifest.files.iter().map(|f| f.bytes).sum::<u64>();
             let bad = named.par_iter().find_map_first(|(o, what)| {
                 crate::verified::check_object(&self.cache, o)
                     .err()
@@ -707,6 +712,12 @@ impl Pipeline {
                 .into());
             }
         }
+        tracing::debug!(
+            "{name}: verified {} upstream objects ({:.1} MB) in {:.3} s",
+            checked.0,
+            checked.1 as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
