@@ -845,6 +845,21 @@ fn remote_verify_exits_nonzero_on_a_refused_link_and_names_it() {
     let r = run(&cfg, &["--remote", &url, "cache", "verify", "--remote"]);
     assert_eq!(r.code, 1, "{}", all(&r));
     assert!(r.stdout.contains("REFUSED"), "{}", all(&r));
+    // A machine that pulls is told it is a link, not that objects are corrupt.
+    let r = run(
+        &cfg,
+        &[
+            "--cache",
+            dir.join("fresh").to_str().unwrap(),
+            "--remote",
+            &url,
+            "pipeline",
+            "run",
+        ],
+    );
+    r.ok();
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(!r.stderr.contains("is corrupt"), "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------
