@@ -1047,3 +1047,29 @@ fn outputs_never_overwrite_inputs_or_the_cache() {
     assert!(!into.exists());
     run(&cfg, &["cache", "verify"]).ok();
 }
+
+#[test]
+fn a_cache_folder_planted_as_a_link_is_refused_not_written_through() {
+    let dir = scratch("tmp-link");
+    let (train, test) = demo();
+    let cfg = pc_config(&dir, "pc.toml", train, test, "");
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::symlink(&outside, cache.join("tmp")).unwrap();
+    for args in [
+        &["pipeline", "run"][..],
+        &["cache", "gc"],
+        &["cache", "verify"],
+    ] {
+        let r = run(&cfg, args);
+        assert_eq!(r.code, 1, "{args:?}: {}", all(&r));
+        assert!(
+            r.stderr.contains("tmp") && r.stderr.contains("link"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}

@@ -32,6 +32,15 @@ pub struct ObjectRef {
 impl Cache {
     pub fn open(root: &Path) -> Result<Self> {
         for sub in ["objects", "artifacts", "runs", "locks", "tmp"] {
+            // A cache folder planted as a link would send writes (temp files, locks) or
+            // deletions (gc) outside the cache: refused, never followed.
+            let p = root.join(sub);
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+                anyhow::bail!(
+                    "{} is not a directory (a symbolic link?); lm4ve does not follow links inside a cache: remove it (it is recreated empty) or pass another --cache DIR",
+                    p.display()
+                );
+            }
             std::fs::create_dir_all(root.join(sub)).with_context(|| {
                 format!(
                     "cannot create the cache directory {}; pass a writable --cache DIR",

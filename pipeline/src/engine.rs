@@ -211,6 +211,24 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Every sample a stage plans must be readable back (readers cap a sample at
+        // `shard::MAX_SAMPLE_BYTES`): a schema over it is a config error now, not a huge
+        // allocation later.
+        for (name, stage) in &stages {
+            if let Some(schema) = stage.schema() {
+                if let Err(why) = crate::shard::check_schema(&schema) {
+                    return Err(ConfigError {
+                        file: config.path.display().to_string(),
+                        line: None,
+                        message: format!(
+                            "[stages.{name}]: its samples cannot be stored: {why}; lower its size params"
+                        ),
+                        missing_input: None,
+                    }
+                    .into());
+                }
+            }
+        }
         let edges = stages
             .iter()
             .map(|(n, s)| (n.clone(), s.upstream()))
