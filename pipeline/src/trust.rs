@@ -456,7 +456,11 @@ mod tests {
             }
             let text = serde_json::to_string(&serde_json::json!({ "v": v })).unwrap();
             let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(back["v"].as_f64().map(f64::to_bits), Some(v.to_bits()), "{text}");
+            assert_eq!(
+                back["v"].as_f64().map(f64::to_bits),
+                Some(v.to_bits()),
+                "{text}"
+            );
         }
     }
     use super::*;

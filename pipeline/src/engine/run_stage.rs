@@ -33,7 +33,9 @@ impl Pipeline {
             key,
             cache: &self.cache,
             upstream: &upstream,
-            forced: force,
+            // A forced `--part` run computes its units into the artifact's own journal
+            // (the assembling run needs them there; `lock_and_adopt` cleared it).
+            forced: force && part.is_none(),
         };
         let (units, mut done, reused, units_pulled) =
             self.plan_and_gather(name, key, &ctx, part, force || !pull_units, progress)?;
@@ -126,7 +128,12 @@ impl Pipeline {
         // until the new one replaces it at the end (`assemble_and_record`); a killed forced
         // run leaves the old artifact as it was, and the next forced run resumes its
         // staged units.
-        if !force && self.local_manifest_ok(name, key) {
+        if force && part.is_some() {
+            // A forced part of a cluster run: the parts and the assembling run meet in the
+            // journal, so it is cleared as before (no staging for a part).
+            let _ = std::fs::remove_file(self.cache.manifest_path(key));
+            Journal::new(&self.cache, key).clear()?;
+        } else if !force && self.local_manifest_ok(name, key) {
             return Ok(None);
         }
         Ok(Some(lock))
