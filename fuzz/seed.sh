@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 C=fuzz/corpus
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-for t in shard_header manifest unit_record run_record gguf safetensors av_csv av_map las pc_bin config; do
+for t in shard_header manifest unit_record run_record gguf safetensors av_csv av_map las pc_bin config stage_name; do
   mkdir -p "$C/$t"
 done
 
@@ -117,4 +117,8 @@ put safetensors "$W/tiny-llama/model.safetensors"
 find "$W/demo/argoverse" -name '*.csv' | head -8 | while read -r f; do put av_csv "$f"; done
 find "$W/demo/argoverse" -name '*.xml' | while read -r f; do put av_map "$f"; done
 for f in configs/*.toml "$W/seed.toml"; do put config "$f"; done
+# Stage names: the ones the shipped configs use, and the hostile ones of issue 27.
+for n in pc_tokens train_pc@mode=none llm_block_15 a/b . .. "a b" "$(printf 'a\nb')" "$(printf 'a\033[31mb')" ""; do
+  printf '%s' "$n" > "$C/stage_name/$(printf '%s' "$n" | sha1sum | cut -c1-16)"
+done
 for t in "$C"/*; do echo "$(basename "$t"): $(ls "$t" | wc -l) seeds"; done

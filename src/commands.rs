@@ -8,7 +8,6 @@ use lm4ve_pipeline::{
     maintenance, ConfigError, Manifest, Outcome, PipelineConfig, Progress, RunOptions, StageFailed,
     UsageError,
 };
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 /// 2 for bad usage or config, 1 for everything else (a stage failed, IO trouble).
@@ -331,13 +330,13 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
     let report = maintenance::verify(&cache)?;
     for (path, user) in &report.corrupt {
         println!(
-            "CORRUPT {} ({user}): contents do not match its hash; delete it and re-run the stage",
+            "CORRUPT {} ({user}): contents do not match its hash; delete it and run the stage again (`lm4ve pipeline run` rebuilds what is missing)",
             path.display()
         );
     }
     for (manifest, object) in &report.missing {
         println!(
-            "MISSING object {object} named by {}; re-run the stage with --force",
+            "MISSING object {object} named by {}; run the stage again (`lm4ve pipeline run`): it rebuilds the units that wrote it",
             manifest.display()
         );
     }
@@ -353,18 +352,25 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
     for link in &report.links {
         println!(
             "LINK {}: a symbolic link inside the cache; lm4ve does not follow it (remove it)",
-            link.display()
+            lm4ve_pipeline::trust::escaped(&link.display().to_string(), 4096)
+        );
+    }
+    for p in &report.stray {
+        println!(
+            "STRAY {}: not part of the cache layout; lm4ve does not read it (remove it)",
+            lm4ve_pipeline::trust::escaped(&p.display().to_string(), 4096)
         );
     }
     println!(
-        "checked {} objects ({:.1} MB): {} corrupt, {} missing, {} bad shards, {} bad records, {} links",
+        "checked {} objects ({:.1} MB): {} corrupt, {} missing, {} bad shards, {} bad records, {} links, {} stray",
         report.objects,
         report.bytes as f64 / 1e6,
         report.corrupt.len(),
         report.missing.len(),
         report.bad_shards.len(),
         report.bad_records.len(),
-        report.links.len()
+        report.links.len(),
+        report.stray.len()
     );
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -375,16 +381,21 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
 
 fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
     let mut p = crate::open::open(cli)?;
-    p.compute_keys(false)
-        .context("gc keeps the artifacts of the current config, so it needs their keys")?;
-    let keep: BTreeSet<String> = p
-        .dag()
-        .order()
-        .iter()
-        .filter_map(|s| p.key(s).map(|k| k.key.clone()))
-        .collect();
-    let opts = maintenance::GcOptions { dry_run, keep_days };
+    // A stage whose key cannot be computed (an input missing, e.g. an unmounted dataset)
+    // keeps all its artifacts: gc deletes only what it can decide about.
+    let (keep, undecided) = p.gc_keys();
+    let opts = maintenance::GcOptions {
+        dry_run,
+        keep_days,
+        undecided,
+    };
     let r = maintenance::gc_with(&p.cache, &keep, &opts)?;
+    if dry_run && !r.removed.is_empty() {
+        println!("would remove:");
+        for (key, stage) in &r.removed {
+            println!("  {}  {}", short(key), lm4ve_pipeline::trust::shown(stage));
+        }
+    }
     println!(
         "{}{} artifacts and {} objects ({:.1} MB) removed, {} objects kept",
         if dry_run { "dry run: " } else { "" },
@@ -393,6 +404,13 @@ fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
         r.bytes_freed as f64 / 1e6,
         r.objects_kept
     );
+    for (key, stage, why) in &r.undecided {
+        println!(
+            "KEPT {} (stage {}): {why}; gc cannot tell whether the config still uses it (restore the input, then gc again)",
+            short(key),
+            lm4ve_pipeline::trust::shown(stage)
+        );
+    }
     for why in &r.refused {
         println!("REFUSED {why}: not followed, not deleted (remove it by hand)");
     }

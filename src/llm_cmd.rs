@@ -58,6 +58,7 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
             }
         }
         LlmCmd::Extract { path, layer, out } => {
+            crate::guard::refuse_overlap("--out", out, &[("the checkpoint", path)])?;
             let block = llm::extract_block(path, *layer).map_err(usage)?;
             llm::save_block(&block, out)?;
             println!(
@@ -95,6 +96,11 @@ pub fn run(cmd: &LlmCmd) -> Result<ExitCode> {
             input,
             output,
         } => {
+            crate::guard::refuse_overlap(
+                "--output",
+                output,
+                &[("the block", block), ("the input", input)],
+            )?;
             let device = lm4ve_stages::train::device::device()?;
             let (cfg, tensors, _) = llm::load_block_file(block).map_err(usage)?;
             let module = LlmBlock::from_tensors(&cfg, &tensors, &device).map_err(usage)?;

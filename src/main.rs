@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_video;
 mod cli;
 mod commands;
+mod guard;
 mod job;
 mod llm_cmd;
 mod open;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
         std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
     }
+    quiet_on_closed_output();
     let matches = cli::Cli::command().get_matches();
     let mut cli = match cli::Cli::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -64,6 +66,14 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     if let Some(n) = cli.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cap = (4 * cores).max(16);
+        if n == 0 || n > cap {
+            eprintln!(
+                "error: -j {n} (--threads, LM4VE_THREADS): use 1 to {cap} ({cores} cores here; at most 4 threads a core, or 16); leave it out for one thread a core"
+            );
+            return ExitCode::from(2);
+        }
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -84,6 +94,37 @@ fn main() -> ExitCode {
             ExitCode::from(commands::exit_status(&e))
         }
     }
+}
+
+/// A closed or full stdout (`lm4ve … | head -1`, `> /dev/full`) ends the process quietly
+/// instead of with a panic (exit 101): `print!` panics with "failed printing to stdout" when
+/// the write fails. A reader that went away (EPIPE) gets what git's SIGPIPE death gives the
+/// shell, status 141 and no message; any other write error (ENOSPC) is one line on stderr
+/// and status 1. The cache stays consistent: every write in it is atomic, and a killed run
+/// resumes.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        for stream in ["stdout", "stderr"] {
+            if let Some(why) = msg.strip_prefix(&format!("failed printing to {stream}: ")) {
+                if why.contains("os error 32") || why.contains("Broken pipe") {
+                    std::process::exit(141);
+                }
+                if stream == "stdout" {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {why}");
+                }
+                std::process::exit(1);
+            }
+        }
+        default(info);
+    }));
 }
 
 fn remote_on_command_line(m: &clap::ArgMatches) -> bool {

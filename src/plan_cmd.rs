@@ -76,6 +76,7 @@ pub fn dry_run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             key: "",
             cache: &p.cache,
             upstream: &upstream,
+            forced: false,
         };
         match stage.plan(&ctx) {
             Ok(units) => {

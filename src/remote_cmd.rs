@@ -236,7 +236,8 @@ pub fn verify(cli: &Cli) -> Result<ExitCode> {
         report.missing.len(),
         report.bad_records.len()
     );
-    Ok(if report.ok() {
+    // A refused link is damage too: what it hides was not checked.
+    Ok(if report.ok() && remote.refused_links().is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -245,20 +246,36 @@ pub fn verify(cli: &Cli) -> Result<ExitCode> {
 
 pub fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
     let mut p = open_with_remote(cli)?;
-    p.compute_keys(false).map_err(|e| {
-        e.context("gc keeps the artifacts of the current config, so it needs their keys")
-    })?;
-    let keep: BTreeSet<String> = p
-        .dag()
-        .order()
-        .iter()
-        .filter_map(|s| p.key(s).map(|k| k.key.clone()))
-        .collect();
+    // The remote serves every machine: gc it only with every key of a complete config.
+    let (keep, undecided) = p.gc_keys();
+    if !undecided.is_empty() {
+        let list: Vec<String> = undecided
+            .iter()
+            .map(|(s, why)| format!("`{}`: {why}", lm4ve_pipeline::trust::shown(s)))
+            .collect();
+        return Err(lm4ve_pipeline::UsageError(format!(
+            "cache gc --remote needs the key of every stage of {}, and these cannot be computed now:\n  {}\nnothing was removed; restore the inputs (or gc from a machine that has them)",
+            cli.config.display(),
+            list.join("\n  ")
+        ))
+        .into());
+    }
     let remote = remote_of(&p)?;
     // Unreferenced remote objects younger than this are kept: machines share no lock, and
     // a push in flight uploads objects before the records that name them.
     let grace = lm4ve_pipeline::remote::gc_grace();
     let r = sync::gc(remote, &keep, keep_days, grace, dry_run)?;
+    if dry_run && !r.removed.is_empty() {
+        println!("would remove from {}:", remote.describe());
+        for (key, stage, age) in &r.removed {
+            println!(
+                "  {}  {:<24} {:.1} days old",
+                short(key),
+                lm4ve_pipeline::trust::shown(stage),
+                age.as_secs_f64() / 86_400.0
+            );
+        }
+    }
     for link in remote.refused_links() {
         println!(
             "REFUSED {link}: a symbolic link on {}; not followed, not deleted (remove it by hand)",

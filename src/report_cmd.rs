@@ -7,7 +7,7 @@ use crate::cli::{Cli, ReportFormat};
 use anyhow::{Context, Result};
 use lm4ve_pipeline::{Manifest, UsageError};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// One built eval artifact: its group, its numeric metrics, and the held-out score per epoch
@@ -358,7 +358,36 @@ pub fn export(cli: &Cli, stage: &str, out: &Path) -> Result<ExitCode> {
         "`{stage}` is not built for the current config; run `lm4ve -c {} pipeline run --stage {stage}`",
         cli.config.display()
     );
-    let m = Manifest::load(&path)?;
+    let mut inputs: Vec<(String, PathBuf)> = vec![
+        ("the cache".into(), p.cache.root().to_path_buf()),
+        ("the config".into(), cli.config.clone()),
+    ];
+    for s in &closure {
+        for spec in p.stage(s).map(|st| st.inputs()).unwrap_or_default() {
+            inputs.push((format!("an input of `{s}`"), spec.path.clone()));
+        }
+    }
+    let named: Vec<(&str, &Path)> = inputs
+        .iter()
+        .map(|(w, p)| (w.as_str(), p.as_path()))
+        .collect();
+    crate::guard::refuse_overlap("--out", out, &named)?;
+    let m = Manifest::load_checked(&path, &key)?;
+    // Exported bytes are checked against their names first (a damaged object is moved
+    // aside and the stage shows stale).
+    for o in m
+        .shards
+        .iter()
+        .map(|s| &s.blake3)
+        .chain(m.files.iter().map(|f| &f.blake3))
+    {
+        lm4ve_pipeline::verified::check_object(&p.cache, o).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; run `lm4ve -c {} pipeline run --stage {stage}` to rebuild it",
+                cli.config.display()
+            )
+        })?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dir = path.parent().context("manifest without a folder")?;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();

@@ -9,6 +9,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let path = lm4ve_fuzz::scratch().join("pipeline.toml");
     if let Ok(cfg) = PipelineConfig::parse(&path, text) {
+        // Issue 27: a config that loads has plain stage names only.
+        for name in cfg.stages.keys() {
+            assert!(
+                lm4ve_pipeline::trust::is_stage_name(name),
+                "accepted stage name {name:?}"
+            );
+        }
         for sc in cfg.stages.values() {
             if let Ok(stage) = lm4ve_stages::build_stage(&cfg, sc) {
                 let _ = stage.key_params();

@@ -219,19 +219,47 @@ pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>> {
 /// The journal of one artifact: which units are finished.
 pub struct Journal<'a> {
     cache: &'a Cache,
-    key: String,
+    dir: PathBuf,
 }
 
 impl<'a> Journal<'a> {
     pub fn new(cache: &'a Cache, key: &str) -> Self {
         Journal {
             cache,
-            key: key.to_string(),
+            dir: cache.units_dir(key),
         }
     }
 
+    /// The journal of a `--force` rebuild: `tmp/force-<key>/units/`, beside the old
+    /// artifact, which stays whole (and in use) until [`swap_in_staged`] replaces it.
+    pub fn staging(cache: &'a Cache, key: &str) -> Self {
+        Journal {
+            cache,
+            dir: staging_dir(cache, key).join("units"),
+        }
+    }
+
+    /// The staging journal for a forced run, else the artifact's own.
+    pub fn for_run(cache: &'a Cache, key: &str, forced: bool) -> Self {
+        if forced {
+            Self::staging(cache, key)
+        } else {
+            Self::new(cache, key)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn unit_path(&self, unit: &str) -> PathBuf {
-        self.cache.units_dir(&self.key).join(format!("{unit}.json"))
+        self.dir.join(format!("{unit}.json"))
+    }
+
+    /// Drops a unit's record (its objects were found damaged or missing): it is computed
+    /// again.
+    pub fn forget(&self, unit: &str) {
+        let _ = std::fs::remove_file(self.unit_path(unit));
     }
 
     /// A unit counts as done when its record exists, passes [`crate::trust::parse_unit`]
@@ -268,7 +296,7 @@ impl<'a> Journal<'a> {
     /// Every finished unit of the artifact (records whose objects are all present), with
     /// the record's bytes as stored, in unit-id order.
     pub fn records(&self) -> Vec<(UnitRecord, Vec<u8>)> {
-        let Ok(rd) = std::fs::read_dir(self.cache.units_dir(&self.key)) else {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         let mut out: Vec<(UnitRecord, Vec<u8>)> = rd
@@ -295,16 +323,96 @@ impl<'a> Journal<'a> {
     }
 
     pub fn count(&self) -> usize {
-        std::fs::read_dir(self.cache.units_dir(&self.key))
+        std::fs::read_dir(&self.dir)
             .map(|d| d.filter_map(|e| e.ok()).count())
             .unwrap_or(0)
     }
 
     pub fn clear(&self) -> Result<()> {
-        let dir = self.cache.units_dir(&self.key);
+        let dir = &self.dir;
+        self.cache.check_inside(dir)?;
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
     }
+}
+
+/// Where a `--force` rebuild of `key` stages its new artifact (units, rejects, manifest).
+pub fn staging_dir(cache: &Cache, key: &str) -> PathBuf {
+    cache.tmp_dir().join(format!("force-{key}"))
+}
+
+/// Replaces the artifact `key` by the one staged in [`staging_dir`] (complete: units,
+/// rejects and manifest), atomically where the file system can exchange two directories
+/// (`renameat2(RENAME_EXCHANGE)`: Linux ext4, xfs, btrfs, tmpfs), else by two renames (a
+/// crash between them leaves the old artifact in `tmp/force-<key>.old`, and the next run
+/// recomputes). The old artifact is removed afterwards.
+pub fn swap_in_staged(cache: &Cache, key: &str) -> Result<()> {
+    let staged = staging_dir(cache, key);
+    let live = cache.artifact_dir(key);
+    cache.check_inside(&staged)?;
+    cache.check_inside(&live)?;
+    if let Some(dir) = live.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(&live).is_err() {
+        std::fs::rename(&staged, &live)
+            .with_context(|| format!("renaming {} to {}", staged.display(), live.display()))?;
+        sync_dir(live.parent());
+        return Ok(());
+    }
+    if exchange(&staged, &live).is_ok() {
+        sync_dir(live.parent());
+        sync_dir(staged.parent());
+        // `staged` now holds the old artifact.
+        let _ = std::fs::remove_dir_all(&staged);
+        return Ok(());
+    }
+    let old = cache.tmp_dir().join(format!("force-{key}.old"));
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(&live, &old)
+        .with_context(|| format!("renaming {} to {}", live.display(), old.display()))?;
+    std::fs::rename(&staged, &live)
+        .with_context(|| format!("renaming {} to {}", staged.display(), live.display()))?;
+    sync_dir(live.parent());
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(d) = dir.and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Atomically exchanges two paths (Linux `renameat2` with `RENAME_EXCHANGE`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths; renameat2 reads them and nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }

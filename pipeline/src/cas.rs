@@ -32,6 +32,15 @@ pub struct ObjectRef {
 impl Cache {
     pub fn open(root: &Path) -> Result<Self> {
         for sub in ["objects", "artifacts", "runs", "locks", "tmp"] {
+            // A cache folder planted as a link would send writes (temp files, locks) or
+            // deletions (gc) outside the cache: refused, never followed.
+            let p = root.join(sub);
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+                anyhow::bail!(
+                    "{} is not a directory (a symbolic link?); lm4ve does not follow links inside a cache: remove it (it is recreated empty) or pass another --cache DIR",
+                    p.display()
+                );
+            }
             std::fs::create_dir_all(root.join(sub)).with_context(|| {
                 format!(
                     "cannot create the cache directory {}; pass a writable --cache DIR",
@@ -137,6 +146,10 @@ impl Cache {
             }
             write_atomic_in(&self.root.join("tmp"), &path, bytes)?;
         }
+        // These bytes hash to the name (just computed): no need to hash them again on read.
+        if !present {
+            crate::verified::remember(&path);
+        }
         Ok(ObjectRef {
             blake3,
             bytes: bytes.len() as u64,
@@ -171,10 +184,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn write_atomic_in(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile_in(tmp_dir)?;
-    tmp.1
-        .write_all(bytes)
-        .and_then(|_| tmp.1.sync_all())
-        .with_context(|| format!("writing {}", tmp.0.display()))?;
+    if let Err(e) = tmp.1.write_all(bytes).and_then(|_| tmp.1.sync_all()) {
+        // A full disk (ENOSPC) must not leave the partial temp file behind.
+        drop(tmp.1);
+        let _ = std::fs::remove_file(&tmp.0);
+        return Err(e).with_context(|| {
+            format!(
+                "writing {} ({} bytes) into {}",
+                path.display(),
+                bytes.len(),
+                tmp_dir.display()
+            )
+        });
+    }
     drop(tmp.1);
     std::fs::rename(&tmp.0, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp.0);

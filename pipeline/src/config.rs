@@ -136,6 +136,18 @@ impl PipelineConfig {
         let mut matrices: BTreeMap<String, (usize, toml::Table)> = BTreeMap::new();
         for (name, spanned) in raw.stages {
             let span_start = spanned.span().start;
+            if !crate::trust::is_config_stage_name(&name) {
+                return Err(ConfigError {
+                    file,
+                    line: Some(line_of(text, span_start)),
+                    message: format!(
+                        "stage name `{}` is not a plain name: use 1 to {} letters, digits, `_`, `-` or `.`, starting with a letter, digit or `_` (it names folders in the cache and appears in messages)",
+                        crate::trust::shown(&name),
+                        crate::trust::MAX_CONFIG_STAGE_NAME
+                    ),
+                    missing_input: None,
+                });
+            }
             let st = spanned.into_inner();
             if let Some(m) = st.matrix {
                 matrices.insert(name.clone(), (m.span().start, m.into_inner()));

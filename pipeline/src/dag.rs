@@ -19,7 +19,13 @@ pub struct Dag {
 }
 
 impl Dag {
-    pub fn new(edges: BTreeMap<String, Vec<String>>) -> Result<Self, DagError> {
+    pub fn new(mut edges: BTreeMap<String, Vec<String>>) -> Result<Self, DagError> {
+        // A stage naming one upstream twice (`data` and `block` both "pc_tokens") needs it
+        // once: counted twice it would look like a cycle.
+        for needs in edges.values_mut() {
+            let mut seen = BTreeSet::new();
+            needs.retain(|n| seen.insert(n.clone()));
+        }
         for (stage, needs) in &edges {
             for n in needs {
                 if !edges.contains_key(n) {

@@ -21,7 +21,8 @@ use crate::remote::sync::{self, PushReport};
 use crate::remote::Remote;
 use crate::stage::{Stage, StageCtx, UnitOutput, UnitPlan, Upstream};
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -210,6 +211,24 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Every sample a stage plans must be readable back (readers cap a sample at
+        // `shard::MAX_SAMPLE_BYTES`): a schema over it is a config error now, not a huge
+        // allocation later.
+        for (name, stage) in &stages {
+            if let Some(schema) = stage.schema() {
+                if let Err(why) = crate::shard::check_schema(&schema) {
+                    return Err(ConfigError {
+                        file: config.path.display().to_string(),
+                        line: None,
+                        message: format!(
+                            "[stages.{name}]: its samples cannot be stored: {why}; lower its size params"
+                        ),
+                        missing_input: None,
+                    }
+                    .into());
+                }
+            }
+        }
         let edges = stages
             .iter()
             .map(|(n, s)| (n.clone(), s.upstream()))
@@ -310,44 +329,8 @@ impl Pipeline {
         let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
         let mut keys = BTreeMap::new();
         for name in self.dag.order().iter().filter(|s| stages.contains(s)) {
-            let stage = &self.stages[name];
-            let inputs = stat_cache
-                .fingerprint(&stage.inputs(), rehash)
-                .map_err(|e| ConfigError {
-                    file: self.config.path.display().to_string(),
-                    line: None,
-                    message: format!("stage `{name}`: {e:#}"),
-                    missing_input: None,
-                })?;
-            let upstream = self
-                .dag
-                .needs(name)
-                .iter()
-                .map(|u| {
-                    (
-                        u.clone(),
-                        keys.get(u)
-                            .map(|k: &KeyInfo| k.key.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let parts = KeyParts {
-                scheme: KEY_SCHEME,
-                kind: stage.kind().to_string(),
-                version: stage.version(),
-                params: stage.key_params(),
-                upstream,
-                inputs: inputs_digest(&inputs),
-            };
-            keys.insert(
-                name.clone(),
-                KeyInfo {
-                    key: parts.key(),
-                    parts,
-                    inputs,
-                },
-            );
+            let info = self.key_of(name, &mut stat_cache, &keys, rehash)?;
+            keys.insert(name.clone(), info);
         }
         // Failing to save the stat cache only costs re-hashing next time.
         if let Err(e) = stat_cache.save() {
@@ -355,6 +338,93 @@ impl Pipeline {
         }
         self.keys = keys;
         Ok(())
+    }
+
+    /// The key of one stage, its upstream keys already in `keys`.
+    fn key_of(
+        &self,
+        name: &str,
+        stat_cache: &mut StatCache,
+        keys: &BTreeMap<String, KeyInfo>,
+        rehash: bool,
+    ) -> Result<KeyInfo> {
+        let stage = &self.stages[name];
+        let inputs = stat_cache
+            .fingerprint(&stage.inputs(), rehash)
+            .map_err(|e| ConfigError {
+                file: self.config.path.display().to_string(),
+                line: None,
+                message: format!("stage `{name}`: {e:#}"),
+                missing_input: None,
+            })?;
+        let upstream = self
+            .dag
+            .needs(name)
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    keys.get(u)
+                        .map(|k: &KeyInfo| k.key.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let parts = KeyParts {
+            scheme: KEY_SCHEME,
+            kind: stage.kind().to_string(),
+            version: stage.version(),
+            params: stage.key_params(),
+            upstream,
+            inputs: inputs_digest(&inputs),
+        };
+        Ok(KeyInfo {
+            key: parts.key(),
+            parts,
+            inputs,
+        })
+    }
+
+    /// What `cache gc` may decide with: the keys of every stage whose key can be computed
+    /// now, and the stages whose key cannot (an input missing or unreadable, or an upstream
+    /// stage's key unknown), each with why. gc keeps every artifact of an undecided stage:
+    /// an unmounted dataset must not cost the artifacts built from it.
+    pub fn gc_keys(&mut self) -> (BTreeSet<String>, BTreeMap<String, String>) {
+        let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
+        let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
+        let mut undecided: BTreeMap<String, String> = BTreeMap::new();
+        for name in self.dag.order().to_vec() {
+            if let Some((path, _)) = self.missing.get(&name) {
+                undecided.insert(name, format!("its input {path} is missing"));
+                continue;
+            }
+            if let Some(u) = self
+                .dag
+                .needs(&name)
+                .iter()
+                .find(|u| undecided.contains_key(*u))
+            {
+                undecided.insert(
+                    name,
+                    format!("the key of its upstream `{u}` cannot be computed"),
+                );
+                continue;
+            }
+            match self.key_of(&name, &mut stat_cache, &keys, false) {
+                Ok(info) => {
+                    keys.insert(name, info);
+                }
+                Err(e) => {
+                    undecided.insert(name, format!("its inputs cannot be read ({e:#})"));
+                }
+            }
+        }
+        if let Err(e) = stat_cache.save() {
+            tracing::warn!("could not save the stat cache: {e:#}");
+        }
+        let keep = keys.values().map(|k| k.key.clone()).collect();
+        self.keys = keys;
+        (keep, undecided)
     }
 
     pub fn key(&self, stage: &str) -> Option<&KeyInfo> {
@@ -559,6 +629,11 @@ impl Pipeline {
                 let stage = &self.stages[name];
                 if m.kind != stage.kind() || m.schema != stage.schema() {
                     "its kind or schema is not this stage's".to_string()
+                } else if let Some(why) = self.objects_gone(&m, true) {
+                    // The manifest is right; its units with the missing objects are
+                    // computed again (the journal skips them), the rest is kept.
+                    tracing::warn!("{name}: {} is incomplete: {why}; rebuilding it", short(key));
+                    return false;
                 } else {
                     return true;
                 }
@@ -574,6 +649,94 @@ impl Pipeline {
             tracing::warn!("{name}: cannot remove {}: {e}", path.display());
         }
         false
+    }
+
+    /// Why an artifact whose manifest is here cannot be used as it is: an object it names
+    /// is missing, was found damaged (moved aside by a verified read), or has not the size
+    /// recorded (then, with `repair`, it is moved aside now). `stat` only: a no-op run
+    /// reads no object.
+    pub(crate) fn objects_gone(&self, m: &Manifest, repair: bool) -> Option<String> {
+        let named = m
+            .shards
+            .iter()
+            .map(|s| (&s.blake3, s.bytes, format!("shard {}", s.path)))
+            .chain(
+                m.files
+                    .iter()
+                    .map(|f| (&f.blake3, f.bytes, format!("file {}", f.name))),
+            );
+        for (o, bytes, what) in named {
+            let p = self.cache.object_path(o);
+            match std::fs::symlink_metadata(&p) {
+                Ok(meta) if meta.is_file() && meta.len() == bytes => continue,
+                Ok(meta) if meta.is_file() => {
+                    if repair {
+                        // Wrong size: damaged for sure; the verified read moves it aside.
+                        let _ = crate::verified::check_object(&self.cache, o);
+                    }
+                    return Some(format!(
+                        "object {} ({what}) damaged: {} bytes, recorded {bytes}",
+                        short(o),
+                        meta.len()
+                    ));
+                }
+                _ if crate::verified::was_damaged(&self.cache, o) => {
+                    return Some(format!("object {} ({what}) damaged", short(o)))
+                }
+                _ => return Some(format!("object {} ({what}) missing", short(o))),
+            }
+        }
+        None
+    }
+
+    /// Every object of the upstream artifacts handed to stage `name`, checked against its
+    /// hash before the stage reads any of it (`crate::verified`).
+    pub(crate) fn verify_upstream(
+        &self,
+        name: &str,
+        upstream: &BTreeMap<String, Upstream>,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut checked = (0usize, 0u64);
+        for (u, up) in upstream {
+            let named: Vec<(&String, String)> = up
+                .manifest
+                .shards
+                .iter()
+                .map(|s| (&s.blake3, format!("shard {}", s.path)))
+                .chain(
+                    up.manifest
+                        .files
+                        .iter()
+                        .map(|f| (&f.blake3, f.name.clone())),
+                )
+                .collect();
+            checked.0 += named.len();
+            checked.1 += up.manifest.shards.iter().map(|s| s.bytes).sum::<u64>()
+                + up.manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+            let bad = named.par_iter().find_map_first(|(o, what)| {
+                crate::verified::check_object(&self.cache, o)
+                    .err()
+                    .map(|e| format!("{what}: {e}"))
+            });
+            if let Some(why) = bad {
+                return Err(StageFailed {
+                    stage: name.into(),
+                    message: format!(
+                        "the artifact of `{u}` ({}) it reads is damaged: {why}; nothing was computed from it. Run again: `{u}` is rebuilt first (its other units are kept)",
+                        short(&up.manifest.key)
+                    ),
+                }
+                .into());
+            }
+        }
+        tracing::debug!(
+            "{name}: verified {} upstream objects ({:.1} MB) in {:.3} s",
+            checked.0,
+            checked.1 as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// What this machine's copy of stage `name` says the artifact `key` must look like
@@ -592,6 +755,7 @@ impl Pipeline {
                 key,
                 cache: &self.cache,
                 upstream: up,
+                forced: false,
             };
             stage
                 .plan(&ctx)
@@ -610,6 +774,7 @@ impl Pipeline {
                         key,
                         cache,
                         upstream: up,
+                        forced: false,
                     };
                     stage.finish(&ctx, units)
                 }) as Box<dyn Fn(&[UnitRecord]) -> Result<serde_json::Value> + 'a>

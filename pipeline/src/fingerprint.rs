@@ -99,7 +99,22 @@ const RACY_WINDOW_NS: i128 = 2_000_000_000;
 impl StatCache {
     pub fn load(file: &Path) -> Self {
         let mut entries = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(file) {
+        // A stat cache planted as a link (to someone's table of hashes) is not read: it
+        // would decide the keys. Only a regular file of a bounded size is.
+        let regular =
+            std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file() && m.len() <= 1 << 30);
+        if std::fs::symlink_metadata(file).is_ok() && !regular {
+            tracing::warn!(
+                "{} is not a regular file (a link?); not read: inputs are re-hashed (remove it)",
+                file.display()
+            );
+        }
+        let text = if regular {
+            std::fs::read_to_string(file).ok()
+        } else {
+            None
+        };
+        if let Some(text) = text {
             for line in text.lines() {
                 let mut it = line.splitn(6, '\t');
                 let (Some(h), Some(s), Some(m), Some(c), Some(i), Some(p)) = (
@@ -197,6 +212,14 @@ impl StatCache {
         for (spec, md) in specs.iter().zip(stats) {
             let md = md?;
             let root = absolute(&spec.path);
+            if !md.is_file() && !md.is_dir() {
+                // A FIFO or a device would block or never end when hashed.
+                anyhow::bail!(
+                    "input `{}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
+                    spec.role,
+                    spec.path.display()
+                );
+            }
             if md.is_file() {
                 let rel = spec.rel.clone().unwrap_or_else(|| {
                     root.file_name()

@@ -20,6 +20,7 @@ pub mod remote;
 pub mod shard;
 pub mod stage;
 pub mod trust;
+pub mod verified;
 
 pub use artifact::{Manifest, Reject, UnitRecord};
 pub use cas::Cache;

@@ -17,12 +17,21 @@ pub const GC_LOCK: &str = "gc";
 fn open_lock(dir: &Path, name: &str) -> Result<(std::path::PathBuf, File)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{name}.lock"));
+    use std::os::unix::fs::OpenOptionsExt;
+    // A lock file planted as a symbolic link is refused (O_NOFOLLOW: ELOOP), never
+    // followed to create or truncate a file elsewhere.
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "opening lock {} (a symbolic link there is refused: remove it)",
+                path.display()
+            )
+        })?;
     Ok((path, file))
 }
 

@@ -31,6 +31,9 @@ pub struct VerifyReport {
     pub bad_records: Vec<String>,
     /// Symbolic links inside the cache: never followed, never deleted.
     pub links: Vec<PathBuf>,
+    /// Files and folders where the cache layout has none (`cache/README.md`): not read,
+    /// not deleted.
+    pub stray: Vec<PathBuf>,
 }
 
 impl VerifyReport {
@@ -40,7 +43,125 @@ impl VerifyReport {
             && self.bad_shards.is_empty()
             && self.bad_records.is_empty()
             && self.links.is_empty()
+            && self.stray.is_empty()
     }
+}
+
+/// Walks the whole cache without following a link: every symbolic link anywhere, and every
+/// entry the layout (`cas.rs`) has no place for. `tmp/` holds writes in progress of any
+/// name: only its links are reported.
+fn walk_layout(cache: &Cache, links: &mut Vec<PathBuf>, stray: &mut Vec<PathBuf>) {
+    use crate::trust::is_hash;
+    let root = cache.root();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter();
+    let mut it = walker;
+    while let Some(entry) = it.next() {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let rel: Vec<String> = path
+            .strip_prefix(root)
+            .map(|r| {
+                r.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            links.push(path.to_path_buf());
+            continue;
+        }
+        let (dir, file) = (ft.is_dir(), ft.is_file());
+        let r: Vec<&str> = rel.iter().map(String::as_str).collect();
+        let fits = match r.as_slice() {
+            ["objects" | "artifacts" | "runs" | "locks" | "tmp"] => dir,
+            ["stat-cache.tsv" | "README.md" | ".gitignore"] => file,
+            ["objects", fan] => dir && fan.len() == 2 && fan.bytes().all(|b| b.is_ascii_hexdigit()),
+            ["objects", fan, h] => file && is_hash(h) && h.starts_with(fan),
+            ["artifacts", key] => dir && is_hash(key),
+            ["artifacts", _, "manifest.json" | "rejects.jsonl"] => file,
+            ["artifacts", _, "units"] => dir,
+            ["artifacts", _, "units", u] => file && u.ends_with(".json"),
+            ["runs", stage] => dir && crate::trust::is_stage_name(stage),
+            ["runs", _, "latest"] => file,
+            ["runs", _, f] => file && f.strip_suffix(".json").is_some_and(is_hash),
+            ["locks", f] => file && f.ends_with(".lock"),
+            ["tmp", ..] => true,
+            _ => false,
+        };
+        if !fits {
+            stray.push(path.to_path_buf());
+            if dir {
+                it.skip_current_dir();
+            }
+        }
+    }
+}
+
+/// A manifest must be what its unit records assemble to: the same shards and files (a
+/// `model.safetensors` that names another file's object is caught here), sample and reject
+/// counts. `None` when they agree (or when there are no unit records to compare with).
+fn manifest_vs_units(m: &Manifest, units: &[UnitRecord]) -> Option<String> {
+    if units.is_empty() {
+        return None;
+    }
+    let mut from_units: Vec<(String, String, u64, u64)> = Vec::new();
+    let mut rejects = 0u64;
+    for u in units {
+        rejects += u.rejects.len() as u64;
+        for sh in &u.shards {
+            from_units.push((
+                format!("shard {}", sh.split),
+                sh.blake3.clone(),
+                sh.bytes,
+                sh.samples,
+            ));
+        }
+        for f in &u.files {
+            from_units.push((format!("file {}", f.name), f.blake3.clone(), f.bytes, 0));
+        }
+    }
+    let mut in_manifest: Vec<(String, String, u64, u64)> = m
+        .shards
+        .iter()
+        .map(|sh| {
+            (
+                format!("shard {}", sh.split),
+                sh.blake3.clone(),
+                sh.bytes,
+                sh.samples,
+            )
+        })
+        .chain(
+            m.files
+                .iter()
+                .map(|f| (format!("file {}", f.name), f.blake3.clone(), f.bytes, 0)),
+        )
+        .collect();
+    from_units.sort();
+    in_manifest.sort();
+    if let Some(extra) = in_manifest.iter().find(|x| !from_units.contains(x)) {
+        return Some(format!(
+            "its {} names object {} (or a size/count) that no unit record has",
+            extra.0,
+            crate::key::short(&extra.1)
+        ));
+    }
+    if let Some(gone) = from_units.iter().find(|x| !in_manifest.contains(x)) {
+        return Some(format!(
+            "unit records name {} object {} that the manifest lacks",
+            gone.0,
+            crate::key::short(&gone.1)
+        ));
+    }
+    if in_manifest.len() != from_units.len() || m.rejects != rejects {
+        return Some("its counts are not what its unit records add up to".into());
+    }
+    None
 }
 
 /// Object files, and symbolic links found where objects live.
@@ -161,6 +282,18 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
     let mut bad_records = Vec::new();
     let (objects, mut links) = list_objects(cache)?;
     let artifacts = list_artifacts(cache, &mut bad_records, &mut links)?;
+    let mut stray = Vec::new();
+    walk_layout(cache, &mut links, &mut stray);
+    links.sort();
+    links.dedup();
+    for (key, manifest, units) in &artifacts {
+        if let Some(why) = manifest.as_ref().and_then(|m| manifest_vs_units(m, units)) {
+            bad_records.push(format!(
+                "{}: {why}; run the stage again with --force",
+                cache.manifest_path(key).display()
+            ));
+        }
+    }
     let users = users(&artifacts);
     let checked: Vec<(PathBuf, u64, bool)> = objects
         .par_iter()
@@ -169,12 +302,8 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match std::fs::read(p) {
-                Ok(bytes) => (
-                    p.clone(),
-                    bytes.len() as u64,
-                    blake3::hash(&bytes).to_hex().as_str() == name,
-                ),
+            match crate::verified::hash_file(p) {
+                Ok((hash, bytes)) => (p.clone(), bytes, hash == name),
                 Err(_) => (p.clone(), 0, false),
             }
         })
@@ -183,6 +312,7 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport> {
         objects: checked.len(),
         bad_records,
         links,
+        stray,
         ..Default::default()
     };
     for (p, bytes, ok) in checked {
@@ -247,16 +377,45 @@ pub struct GcReport {
     pub objects_young: usize,
     /// Symbolic links and entries that are not content keys: not followed, not deleted.
     pub refused: Vec<String>,
+    /// Artifacts kept because their stage's key cannot be computed now (an input missing
+    /// or unreadable): (key, stage, why).
+    pub undecided: Vec<(String, String, String)>,
+    /// Artifacts removed (or, with `dry_run`, that would be): (key, stage or "?").
+    pub removed: Vec<(String, String)>,
 }
 
 /// How long a file counts as "possibly being written" when a run is active.
 const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GcOptions {
     pub dry_run: bool,
     /// Also keep the artifacts of runs younger than this many days (by run record).
     pub keep_days: f64,
+    /// Stages whose key cannot be computed now (stage → why): every artifact of theirs is
+    /// kept, and so is every artifact whose stage cannot be told (gc deletes only what it
+    /// can decide about).
+    pub undecided: BTreeMap<String, String>,
+}
+
+/// The stage of each artifact key that has a run record (`runs/<stage>/<key>.json`).
+fn stages_by_run_record(cache: &Cache) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(cache.root().join("runs"))
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy();
+        let Some(key) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if let Some(stage) = e.path().parent().and_then(|p| p.file_name()) {
+            out.insert(key.to_string(), stage.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
 
 /// Keys of the artifacts whose run record is younger than `keep_days` (any stage).
@@ -326,7 +485,7 @@ pub fn gc(cache: &Cache, keep: &BTreeSet<String>, dry_run: bool) -> Result<GcRep
         keep,
         &GcOptions {
             dry_run,
-            keep_days: 0.0,
+            ..Default::default()
         },
     )
 }
@@ -358,7 +517,48 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
         ..Default::default()
     };
     let mut live = BTreeSet::new();
+    let by_record = if opts.undecided.is_empty() {
+        BTreeMap::new()
+    } else {
+        stages_by_run_record(cache)
+    };
     for (key, manifest, units) in &artifacts {
+        let stage = manifest
+            .as_ref()
+            .map(|m| m.stage.clone())
+            .or_else(|| by_record.get(key).cloned());
+        // Not deletable when its stage's key cannot be computed now, or when some stage's
+        // cannot and this artifact's stage is unknown (it may be that stage's).
+        let undecided = if keep.contains(key) || opts.undecided.is_empty() {
+            None
+        } else {
+            match &stage {
+                Some(s) => opts.undecided.get(s).cloned(),
+                None => Some(format!(
+                    "its stage is unknown and the keys of {} cannot be computed",
+                    opts.undecided
+                        .keys()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        };
+        if let Some(why) = undecided {
+            report.undecided.push((
+                key.clone(),
+                stage.clone().unwrap_or_else(|| "?".into()),
+                why,
+            ));
+            for u in units {
+                live.extend(u.objects().map(str::to_string));
+            }
+            if let Some(m) = manifest {
+                live.extend(m.shards.iter().map(|s| s.blake3.clone()));
+                live.extend(m.files.iter().map(|f| f.blake3.clone()));
+            }
+            continue;
+        }
         let in_flight = runs_active
             && (held.contains(key)
                 || is_young(&cache.artifact_dir(key))
@@ -377,8 +577,34 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
             }
         } else {
             report.artifacts_removed += 1;
+            report
+                .removed
+                .push((key.clone(), stage.unwrap_or_else(|| "?".into())));
             if !dry_run {
                 remove_dir(cache, &cache.artifact_dir(key))?;
+            }
+        }
+    }
+    // The staged rebuilds of `--force` runs (`tmp/force-<key>/`): a running one's units
+    // are live; an abandoned one (its run gone) is removed.
+    if let Ok(rd) = std::fs::read_dir(cache.tmp_dir()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let fname = e.file_name().to_string_lossy().into_owned();
+            let Some(key) = fname.strip_prefix("force-") else {
+                continue;
+            };
+            let key = key.strip_suffix(".old").unwrap_or(key);
+            if !crate::trust::is_hash(key) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let running = runs_active && (held.contains(key) || is_young(&e.path()));
+            if running {
+                let staged = crate::artifact::Journal::staging(cache, key);
+                for (rec, _) in staged.records() {
+                    live.extend(rec.objects().map(str::to_string));
+                }
+            } else if !dry_run {
+                remove_dir(cache, &e.path())?;
             }
         }
     }
@@ -450,6 +676,42 @@ mod tests {
     }
 
     #[test]
+    fn gc_keeps_the_artifacts_of_stages_it_cannot_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        for key in [&a, &b] {
+            let o = c.put(key.as_bytes()).unwrap();
+            let rec = UnitRecord {
+                unit: "u".into(),
+                shards: Vec::new(),
+                files: vec![crate::artifact::FileOut {
+                    name: "metrics.json".into(),
+                    blake3: o.blake3.clone(),
+                    bytes: o.bytes,
+                }],
+                rejects: Vec::new(),
+                meta: serde_json::Value::Null,
+            };
+            crate::artifact::Journal::new(&c, key).commit(&rec).unwrap();
+        }
+        // `a` is stage s1's (its run record says so); `b`'s stage is unknown.
+        c.write_file(&c.runs_dir("s1").join(format!("{a}.json")), b"{}")
+            .unwrap();
+        let none = BTreeSet::new();
+        let mut opts = GcOptions::default();
+        opts.undecided
+            .insert("s1".into(), "its input /x is missing".into());
+        let r = gc_with(&c, &none, &opts).unwrap();
+        assert_eq!(r.artifacts_removed, 0, "{r:?}");
+        assert_eq!(r.undecided.len(), 2);
+        assert!(c.artifact_dir(&a).exists() && c.artifact_dir(&b).exists());
+        // Once every key is computable, the unused ones go.
+        let r = gc_with(&c, &none, &GcOptions::default()).unwrap();
+        assert_eq!(r.artifacts_removed, 2);
+    }
+
+    #[test]
     fn keep_days_keeps_artifacts_of_recent_runs() {
         let dir = tempfile::tempdir().unwrap();
         let c = Cache::open(dir.path()).unwrap();
@@ -473,8 +735,8 @@ mod tests {
             .unwrap();
         let none = BTreeSet::new();
         let opts = GcOptions {
-            dry_run: false,
             keep_days: 1.0,
+            ..Default::default()
         };
         let r = gc_with(&c, &none, &opts).unwrap();
         assert_eq!((r.artifacts_recent, r.artifacts_removed), (1, 0));

@@ -31,6 +31,8 @@ pub enum ShardError {
     },
     #[error("sample has {got} fields, schema has {expected}")]
     FieldCount { expected: usize, got: usize },
+    #[error("{0}; run the stage again (`lm4ve pipeline run`) to rebuild it")]
+    Damaged(#[from] crate::verified::ObjectError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -109,6 +111,11 @@ const MAX_FIELDS: usize = 1024;
 
 /// A schema's sizes are computable and bounded: every field's `prod(shape) × itemsize`
 /// and their sum fit in [`MAX_SAMPLE_BYTES`]; names are unique and non-empty.
+/// The largest sample a stage may plan (its params are checked against it when the config
+/// loads): samples are built in memory, one per worker thread, and a training batch holds
+/// many. Readers accept up to `MAX_SAMPLE_BYTES`.
+pub const MAX_STAGE_SAMPLE_BYTES: usize = 64 << 20;
+
 pub fn check_schema(schema: &Schema) -> Result<usize, String> {
     if schema.len() > MAX_FIELDS {
         return Err(format!("{} fields (at most {MAX_FIELDS})", schema.len()));
@@ -272,6 +279,8 @@ impl ShardReader {
             path: p.clone(),
             why: why.to_string(),
         };
+        // A shard of the cache is used only if its bytes hash to its name.
+        crate::verified::check_object_path(path)?;
         let mut file = std::fs::File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut fixed = [0u8; 16];

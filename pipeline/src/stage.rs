@@ -30,19 +30,31 @@ pub struct StageCtx<'a> {
     pub key: &'a str,
     pub cache: &'a Cache,
     pub upstream: &'a BTreeMap<String, Upstream>,
+    /// A `--force` run: its finished units live in the staging journal beside the old
+    /// artifact (which stays whole until the new one replaces it).
+    pub forced: bool,
 }
 
 impl StageCtx<'_> {
     /// The record of an already finished unit of this artifact (e.g. the previous checkpoint).
     pub fn unit_record(&self, unit: &str) -> Option<UnitRecord> {
-        Journal::new(self.cache, self.key).get(unit)
+        Journal::for_run(self.cache, self.key, self.forced).get(unit)
     }
 
     /// Where the file `name` that an already finished unit of this artifact wrote lies (e.g.
-    /// the previous checkpoint), so that stages never compute object paths themselves.
+    /// the previous checkpoint), so that stages never compute object paths themselves. The
+    /// file is checked against its hash first (`crate::verified`): a damaged one is moved
+    /// aside and its unit is no longer finished, so this says `None`.
     pub fn unit_file(&self, unit: &str, name: &str) -> Option<std::path::PathBuf> {
         let rec = self.unit_record(unit)?;
         let file = rec.files.iter().find(|f| f.name == name)?;
+        if let Err(e) = crate::verified::check_object(self.cache, &file.blake3) {
+            tracing::error!(
+                "{}: unit {unit}'s {name}: {e}; that unit is computed again on the next run",
+                self.name
+            );
+            return None;
+        }
         Some(self.cache.object_path(&file.blake3))
     }
 }

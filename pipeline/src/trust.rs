@@ -112,6 +112,20 @@ pub fn is_name(s: &str) -> bool {
 /// A stage name: a [`is_name`] word, or a study variant `base@k1=v1,k2=v2` (see
 /// `matrix.rs`); `@`, `=` and `,` are as safe as the rest in a file name, a URL path segment
 /// and an object-store key.
+/// The longest stage name a config may give (matrix variants add their suffix to it).
+pub const MAX_CONFIG_STAGE_NAME: usize = 64;
+
+/// A stage name as a config writes it: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most
+/// [`MAX_CONFIG_STAGE_NAME`] bytes (no `/`, no spaces, no control characters, not `.`).
+pub fn is_config_stage_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_CONFIG_STAGE_NAME
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
 pub fn is_stage_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -426,6 +440,29 @@ fn first_difference(a: &Manifest, b: &Manifest) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Issue 27: a record written and read back (pulled, resumed) keeps every float bit for
+    /// bit, so a re-derived manifest equals the one computed in memory.
+    #[test]
+    fn floats_in_records_round_trip_exactly() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits((x >> 2) | 0x3000_0000_0000_0000) * 1e-3;
+            if !v.is_finite() {
+                continue;
+            }
+            let text = serde_json::to_string(&serde_json::json!({ "v": v })).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                back["v"].as_f64().map(f64::to_bits),
+                Some(v.to_bits()),
+                "{text}"
+            );
+        }
+    }
     use super::*;
     use crate::artifact::{FileOut, ShardOut};
 

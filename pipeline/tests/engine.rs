@@ -340,3 +340,83 @@ fn data_parallel_replicas_compute_without_writing() {
     let r = p.run(&dp(1), &Progress::new(true)).unwrap();
     assert_eq!(r[1].outcome, Outcome::Fresh);
 }
+
+fn run_target(p: &mut Pipeline, target: &str, force: bool) -> anyhow::Result<Vec<Outcome>> {
+    Ok(p.run(
+        &RunOptions {
+            target: Some(target.into()),
+            force,
+            ..Default::default()
+        },
+        &Progress::new(true),
+    )?
+    .into_iter()
+    .map(|r| r.outcome)
+    .collect())
+}
+
+/// Issue 27 (3): `--force` builds the new artifact beside the old one; a run that dies
+/// half-way leaves the old artifact whole and in use.
+#[test]
+fn a_forced_run_that_dies_leaves_the_old_artifact_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&mut pipeline(dir.path(), 7, 1, ""));
+    let mut p = pipeline(dir.path(), 7, 1, "fail_at = 3");
+    let key = p.key("gen").map(|k| k.key.clone());
+    let before = tree(&dir.path().join("cache").join("artifacts"));
+    assert!(run_target(&mut p, "gen", true).is_err());
+    let key = key.unwrap_or_else(|| p.key("gen").unwrap().key.clone());
+    // The old manifest and every unit record are as they were.
+    assert_eq!(tree(&dir.path().join("cache").join("artifacts")), before);
+    let m = lm4ve_pipeline::Manifest::load(&p.cache.manifest_path(&key)).unwrap();
+    for s in m.shard_paths(&p.cache.manifest_path(&key), None) {
+        ShardReader::open(&s).unwrap();
+    }
+    let st = p.status(false).unwrap();
+    assert_eq!(st[0].state, lm4ve_pipeline::engine::State::Fresh, "{st:?}");
+    // A forced run that finishes swaps the new artifact in (same bytes here).
+    let mut p = pipeline(dir.path(), 7, 1, "");
+    let r = run_target(&mut p, "gen", true).unwrap();
+    assert!(built(&r[0]), "{r:?}");
+    assert_eq!(tree(&dir.path().join("cache").join("artifacts")), before);
+    assert!(!dir
+        .path()
+        .join("cache/tmp")
+        .join(format!("force-{key}"))
+        .exists());
+}
+
+/// Issue 27 (2): a damaged upstream object is caught before the downstream stage reads it;
+/// status says so; a plain re-run repairs it.
+#[test]
+fn a_damaged_upstream_shard_is_refused_then_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&mut pipeline(dir.path(), 7, 1, ""));
+    let mut p = pipeline(dir.path(), 7, 2, "");
+    let key = p.key("gen").map(|k| k.key.clone());
+    p.compute_keys(false).unwrap();
+    let key = key.unwrap_or_else(|| p.key("gen").unwrap().key.clone());
+    let m = lm4ve_pipeline::Manifest::load(&p.cache.manifest_path(&key)).unwrap();
+    let shard = p.cache.object_path(&m.shards[2].blake3);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    std::fs::write(&shard, &bytes).unwrap();
+    let err = run_target(&mut p, "sum", false).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("damaged") && msg.contains("`gen`"), "{msg}");
+    let st = p.status(false).unwrap();
+    assert_eq!(st[0].state, lm4ve_pipeline::engine::State::Stale, "{st:?}");
+    assert!(st[0].reason.contains("damaged"), "{st:?}");
+    let r = run_target(&mut p, "sum", false).unwrap();
+    assert!(built(&r[0]) && built(&r[1]), "{r:?}");
+    let want: u64 = (0..20u64).map(|i| 7 + i).sum::<u64>() * 2;
+    let key = p.key("sum").unwrap().key.clone();
+    let m = lm4ve_pipeline::Manifest::load(&p.cache.manifest_path(&key)).unwrap();
+    let got = std::fs::read_to_string(
+        m.file_path(&p.cache.manifest_path(&key), "metrics.json")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got, want.to_string());
+}

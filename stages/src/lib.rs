@@ -30,6 +30,7 @@ pub fn build_stage(
     config: &PipelineConfig,
     sc: &StageConfig,
 ) -> Result<Box<dyn Stage>, ConfigError> {
+    check_upstream_kinds(config, sc)?;
     match sc.kind.as_str() {
         pointcloud::stage::KIND => pointcloud::stage::build(config, sc),
         argoverse::stage::KIND => argoverse::stage::build(config, sc),
@@ -48,4 +49,40 @@ pub fn build_stage(
             missing_input: None,
         }),
     }
+}
+
+/// The kinds of stage a training or eval param may name (`block = "pc_tokens"` is a
+/// wrong kind, said as such, not a cycle or a missing file later).
+fn check_upstream_kinds(config: &PipelineConfig, sc: &StageConfig) -> Result<(), ConfigError> {
+    if sc.kind != train::stage::TRAIN_KIND && sc.kind != train::stage::EVAL_KIND {
+        return Ok(());
+    }
+    // The data kinds are the registered tasks' (a new task needs no edit here).
+    let data: Vec<&str> = train::registry::data_kinds();
+    let data_what = format!("a data stage ({})", data.join(", "));
+    let rules: [(&str, &[&str], &str); 4] = [
+        ("data", &data, &data_what),
+        ("block", &[llm::stage::KIND], "an llm.block stage"),
+        ("train", &[train::stage::TRAIN_KIND], "a train stage"),
+        ("init_stage", &[train::stage::TRAIN_KIND], "a train stage"),
+    ];
+    for (param, kinds, what) in rules {
+        let Some(name) = sc.params.get(param).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let Some(up) = config.stages.get(name) else {
+            continue;
+        };
+        if !kinds.contains(&up.kind.as_str()) {
+            return Err(config.param_error(
+                &sc.name,
+                Some(param),
+                format!(
+                    "{param} = \"{name}\" names a stage of kind {}; it must name {what}",
+                    up.kind
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -27,11 +27,15 @@ impl Pipeline {
             return Ok(Outcome::BuiltElsewhere);
         };
         let upstream = self.upstream_of(name)?;
+        self.verify_upstream(name, &upstream)?;
         let ctx = StageCtx {
             name,
             key,
             cache: &self.cache,
             upstream: &upstream,
+            // A forced `--part` run computes its units into the artifact's own journal
+            // (the assembling run needs them there; `lock_and_adopt` cleared it).
+            forced: force && part.is_none(),
         };
         let (units, mut done, reused, units_pulled) =
             self.plan_and_gather(name, key, &ctx, part, force || !pull_units, progress)?;
@@ -63,11 +67,13 @@ impl Pipeline {
     pub(super) fn run_replica(&self, name: &str, progress: &Progress) -> Result<usize> {
         let key = self.keys[name].key.clone();
         let upstream = self.upstream_of(name)?;
+        self.verify_upstream(name, &upstream)?;
         let ctx = StageCtx {
             name,
             key: &key,
             cache: &self.cache,
             upstream: &upstream,
+            forced: false,
         };
         let stage = self.stages[name].as_ref();
         let failed = |e: anyhow::Error| StageFailed {
@@ -118,14 +124,16 @@ impl Pipeline {
                 short(key)
             );
         })?;
-        let manifest_path = self.cache.manifest_path(key);
-        let journal = Journal::new(&self.cache, key);
-        if force {
-            // Recompute from scratch: drop the journal and manifest (objects are immutable
-            // and re-derived bytes are identical, so they stay).
-            let _ = std::fs::remove_file(&manifest_path);
-            journal.clear()?;
-        } else if self.local_manifest_ok(name, key) {
+        // `--force` recomputes beside the old artifact, which stays whole (and readable)
+        // until the new one replaces it at the end (`assemble_and_record`); a killed forced
+        // run leaves the old artifact as it was, and the next forced run resumes its
+        // staged units.
+        if force && part.is_some() {
+            // A forced part of a cluster run: the parts and the assembling run meet in the
+            // journal, so it is cleared as before (no staging for a part).
+            let _ = std::fs::remove_file(self.cache.manifest_path(key));
+            Journal::new(&self.cache, key).clear()?;
+        } else if !force && self.local_manifest_ok(name, key) {
             return Ok(None);
         }
         Ok(Some(lock))
@@ -144,7 +152,7 @@ impl Pipeline {
         progress: &Progress,
     ) -> Result<(Vec<UnitPlan>, BTreeMap<String, UnitRecord>, usize, usize)> {
         let stage = self.stages[name].as_ref();
-        let journal = Journal::new(&self.cache, key);
+        let journal = Journal::for_run(&self.cache, key, ctx.forced);
         let units = stage.plan(ctx).map_err(|e| StageFailed {
             stage: name.into(),
             message: format!("{e:#}"),
@@ -155,6 +163,21 @@ impl Pipeline {
             if let Some(rec) = journal.get(&u.id) {
                 done.insert(u.id.clone(), rec);
             }
+        }
+        // What this run resumes from (shards, checkpoints) is read: check it first. A
+        // damaged object is moved aside and its unit computed again.
+        let damaged: Vec<(String, String)> = done
+            .par_iter()
+            .filter_map(|(id, rec)| {
+                rec.objects()
+                    .find_map(|o| crate::verified::check_object(&self.cache, o).err())
+                    .map(|e| (id.clone(), e.to_string()))
+            })
+            .collect();
+        for (id, why) in damaged {
+            tracing::warn!("{name}: finished unit {id} cannot be used: {why}; computing it again");
+            journal.forget(&id);
+            done.remove(&id);
         }
         let reused = done.len();
         // Units other machines finished (e.g. other `--part`s) come from the remote.
@@ -215,7 +238,7 @@ impl Pipeline {
         progress: &Progress,
     ) -> Result<usize> {
         let stage = self.stages[name].as_ref();
-        let journal = Journal::new(&self.cache, key);
+        let journal = Journal::for_run(&self.cache, key, ctx.forced);
         let pending: Vec<&UnitPlan> = units
             .iter()
             .filter(|u| !done.contains_key(&u.id))
@@ -304,7 +327,13 @@ impl Pipeline {
         let (started, started_unix) = started;
         let info = &self.keys[name];
         let stage = self.stages[name].as_ref();
-        let manifest_path = self.cache.manifest_path(key);
+        // A forced run assembles the new artifact in its staging directory and swaps it in.
+        let dir = if ctx.forced {
+            crate::artifact::staging_dir(&self.cache, key)
+        } else {
+            self.cache.artifact_dir(key)
+        };
+        let manifest_path = dir.join("manifest.json");
         let ordered: Vec<UnitRecord> = units.iter().filter_map(|u| done.remove(&u.id)).collect();
         let rejects: Vec<&Reject> = ordered.iter().flat_map(|u| &u.rejects).collect();
         let mut rejects_jsonl = String::new();
@@ -312,7 +341,7 @@ impl Pipeline {
             rejects_jsonl.push_str(&serde_json::to_string(r)?);
             rejects_jsonl.push('\n');
         }
-        let rejects_path = self.cache.artifact_dir(key).join("rejects.jsonl");
+        let rejects_path = dir.join("rejects.jsonl");
         self.cache
             .write_file(&rejects_path, rejects_jsonl.as_bytes())?;
         let meta = stage.finish(ctx, &ordered).map_err(|e| StageFailed {
@@ -343,6 +372,9 @@ impl Pipeline {
         // The manifest goes last: only now is the artifact visible as complete.
         self.cache
             .write_file(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+        if ctx.forced {
+            crate::artifact::swap_in_staged(&self.cache, key)?;
+        }
         let record = RunRecord {
             stage: name.into(),
             key: key.into(),

@@ -25,6 +25,22 @@ impl Pipeline {
                 });
                 continue;
             }
+            let gone = if self.cache.manifest_path(&key).exists() {
+                crate::artifact::Manifest::load_checked(&self.cache.manifest_path(&key), &key)
+                    .ok()
+                    .and_then(|m| self.objects_gone(&m, false))
+            } else {
+                None
+            };
+            if let Some(why) = gone {
+                out.push(StageStatus {
+                    stage: name.clone(),
+                    state: State::Stale,
+                    reason: format!("{why}; the next run rebuilds what is gone"),
+                    key,
+                });
+                continue;
+            }
             if self.cache.manifest_path(&key).exists() {
                 out.push(StageStatus {
                     stage: name.clone(),

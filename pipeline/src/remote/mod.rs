@@ -65,7 +65,7 @@ use indicatif::ProgressBar;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as StorePath;
 use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,7 +164,7 @@ pub struct Remote {
     part_bytes: u64,
     inner: OnceLock<Result<Inner, String>>,
     /// Objects this process found corrupt or missing on the remote: pushes re-upload them.
-    bad: Mutex<BTreeSet<String>>,
+    bad: Mutex<BTreeMap<String, String>>,
     /// Set when a request failed after the client's retries: later calls fail at once
     /// instead of waiting through the same retries again (the run computes locally).
     down: OnceLock<String>,
@@ -214,7 +214,7 @@ impl Remote {
                 .unwrap_or(DEFAULT_PART_BYTES)
                 .max(1024),
             inner: OnceLock::new(),
-            bad: Mutex::new(BTreeSet::new()),
+            bad: Mutex::new(BTreeMap::new()),
             down: OnceLock::new(),
             links: Mutex::new(BTreeSet::new()),
         })

@@ -5,14 +5,16 @@
 use super::*;
 
 impl Remote {
-    pub(super) fn mark_bad(&self, blake3: &str) {
+    /// Remembers a refused object and why (said again when it is asked for again).
+    pub(super) fn mark_bad(&self, blake3: &str, why: &str) {
         if let Ok(mut b) = self.bad.lock() {
-            b.insert(blake3.to_string());
+            b.insert(blake3.to_string(), why.to_string());
         }
     }
 
-    pub(super) fn is_bad(&self, blake3: &str) -> bool {
-        self.bad.lock().map(|b| b.contains(blake3)).unwrap_or(false)
+    /// Why this process refused the object, if it did.
+    pub(super) fn bad_reason(&self, blake3: &str) -> Option<String> {
+        self.bad.lock().ok().and_then(|b| b.get(blake3).cloned())
     }
 
     pub(super) fn unmark_bad(&self, blake3: &str) {
@@ -25,7 +27,7 @@ impl Remote {
     pub fn refused_objects(&self) -> Vec<String> {
         self.bad
             .lock()
-            .map(|b| b.iter().cloned().collect())
+            .map(|b| b.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -64,12 +66,13 @@ impl Remote {
                     let r = if cache.has_object(h) {
                         bar.inc(*size);
                         Ok(false)
-                    } else if self.is_bad(h) {
-                        // Refused earlier in this process: do not fetch it again.
-                        Err(RemoteError::Corrupt {
-                            blake3: h.clone(),
+                    } else if let Some(why) = self.bad_reason(h) {
+                        // Refused earlier in this process: do not fetch it again, and say
+                        // why it was refused (a link is not corruption).
+                        Err(RemoteError::Refused {
+                            path: object_key(h),
                             kind: self.kind_name(),
-                            why: "refused earlier in this run".into(),
+                            why: format!("refused earlier in this run: {why}"),
                         })
                     } else {
                         self.fetch(inner, h, *size, Some(cache), bar)
@@ -115,7 +118,7 @@ impl Remote {
     ) -> Result<(), RemoteError> {
         let rel = object_key(blake3);
         let corrupt = |why: String| {
-            self.mark_bad(blake3);
+            self.mark_bad(blake3, &format!("corrupt ({why})"));
             RemoteError::Corrupt {
                 blake3: blake3.to_string(),
                 kind: self.kind_name(),
@@ -131,13 +134,13 @@ impl Remote {
             )));
         }
         if let Err(e) = self.check_link(&rel) {
-            self.mark_bad(blake3);
+            self.mark_bad(blake3, &e.to_string());
             return Err(e);
         }
         let got = match patient(self, "reading", &rel, inner.store.get(&self.path(&rel))).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => {
-                self.mark_bad(blake3);
+                self.mark_bad(blake3, "missing on the remote");
                 return Err(RemoteError::Missing {
                     blake3: blake3.to_string(),
                     kind: self.kind_name(),
@@ -281,7 +284,7 @@ impl Remote {
         let size = meta.len();
         let rel = object_key(blake3);
         self.check_link(&rel)?;
-        let redo = force || self.is_bad(blake3);
+        let redo = force || self.bad_reason(blake3).is_some();
         let present = if redo {
             None
         } else {

@@ -596,6 +596,9 @@ pub struct RemoteGcReport {
     pub objects_kept: usize,
     /// Unreferenced objects kept because they are younger than the grace period.
     pub objects_young: usize,
+    /// Artifacts removed (with `dry_run`: that would be): key, stage (or "?"), age of the
+    /// newest file.
+    pub removed: Vec<(String, String, Duration)>,
 }
 
 /// Keeps the artifacts named in `keep` (the current config's keys) and those with a run
@@ -650,6 +653,15 @@ pub fn gc(
             }
         } else {
             report.artifacts_removed += 1;
+            let newest = a.files.iter().map(|(_, t)| *t).max().unwrap_or(now);
+            report.removed.push((
+                key.clone(),
+                a.manifest
+                    .as_ref()
+                    .map(|m| m.stage.clone())
+                    .unwrap_or_else(|| "?".into()),
+                now.duration_since(newest).unwrap_or_default(),
+            ));
             for (f, _) in &a.files {
                 let rel = format!("artifacts/{key}/{f}");
                 if f == "manifest.json" {

@@ -93,6 +93,9 @@ pub struct AvTokensStage {
     cities: Mutex<BTreeMap<String, Arc<CityLanes>>>,
 }
 
+/// The largest count param (actors, lanes, points, steps, samples per shard).
+const MAX_SIZE_PARAM: usize = 1 << 16;
+
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
     let params: AvParams = config.typed_params(sc)?;
     let err = |key: &str, msg: String| config.param_error(&sc.name, Some(key), msg);
@@ -152,6 +155,41 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     }
     if !(1..=22).contains(&p.zstd_level) {
         return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    }
+    // Every size below is allocated per sample (and per thread): bounded before use.
+    for (key, v) in [
+        ("max_actors", p.max_actors),
+        ("max_lanes", p.max_lanes),
+        ("lane_points", p.lane_points),
+        ("obs_steps", p.obs_steps),
+        ("pred_steps", p.pred_steps),
+        ("shard_samples", p.shard_samples),
+    ] {
+        if v > MAX_SIZE_PARAM {
+            return Err(err(
+                key,
+                format!("{key} = {v} is over {MAX_SIZE_PARAM}; lower it"),
+            ));
+        }
+    }
+    let per_sample = |a: usize, b: usize, c: usize| a.checked_mul(b)?.checked_mul(c);
+    let floats = per_sample(p.max_actors, p.obs_steps, 16)
+        .zip(per_sample(p.max_lanes, p.lane_points, 16))
+        .zip(per_sample(p.max_actors, p.pred_steps, 4))
+        .and_then(|((a, b), c)| a.checked_add(b)?.checked_add(c));
+    if floats.is_none_or(|n| n > lm4ve_pipeline::shard::MAX_STAGE_SAMPLE_BYTES / 4) {
+        return Err(err(
+            "max_actors",
+            format!(
+                "max_actors = {}, max_lanes = {}, lane_points = {}, obs_steps = {}, pred_steps = {} make a sample over {} MiB; lower them",
+                p.max_actors,
+                p.max_lanes,
+                p.lane_points,
+                p.obs_steps,
+                p.pred_steps,
+                lm4ve_pipeline::shard::MAX_STAGE_SAMPLE_BYTES >> 20
+            ),
+        ));
     }
 
     let map_dir = config.resolve(&p.map);
@@ -272,6 +310,28 @@ struct Stats {
     city: String,
     actors_in_range: usize,
     lanes_in_range: usize,
+}
+
+/// A sample's features must be finite: a coordinate too large for f32 (an AGENT at 1e39 m)
+/// would reach the shard as inf/NaN.
+fn check_finite(v: &Vectorized) -> std::result::Result<(), String> {
+    let frame = v.frame.to_f32();
+    let parts: [(&str, &[f32]); 6] = [
+        ("actor", &v.actors),
+        ("lane", &v.lanes),
+        ("target", &v.target),
+        ("frame", &frame),
+        ("actor center", &v.actor_ctrs),
+        ("actor future", &v.actor_futures),
+    ];
+    for (what, xs) in parts {
+        if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "a {what} feature (value {i}) is not finite: a coordinate in the scenario is too large for f32 (over ~3e38 m) or not a number; fix the CSV"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One sample's frame: the same bytes as [`lm4ve_pipeline::shard::encode_sample`] with
@@ -530,6 +590,7 @@ impl Stage for AvTokensStage {
                     )
                 })?;
                 let v = vectorize(scn, city, &self.vec)?;
+                check_finite(&v)?;
                 let bytes = self.encode(*id, &v)?;
                 Ok((
                     bytes,

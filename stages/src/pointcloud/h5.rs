@@ -25,6 +25,12 @@ pub enum H5Error {
     )]
     NotFound { path: PathBuf },
     #[error(
+        "{}: is {what}, not an HDF5 file; point the stage's `train`/`test` at the .h5 file \
+         itself (e.g. main_split/training_objectdataset.h5)",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
         "{}: cannot be opened as HDF5 ({reason}); the file is truncated, still being \
          downloaded, or not an HDF5 file — re-download or re-export it",
         path.display()
@@ -124,8 +130,21 @@ impl H5Clouds {
     pub fn open(path: &Path) -> Result<Self, H5Error> {
         let p = path.to_path_buf();
         // libhdf5's "unable to open file" says nothing about why; check existence first.
-        if !path.is_file() {
-            return Err(H5Error::NotFound { path: p });
+        match std::fs::metadata(path) {
+            Err(_) => return Err(H5Error::NotFound { path: p }),
+            Ok(m) if m.is_dir() => {
+                return Err(H5Error::NotAFile {
+                    path: p,
+                    what: "a directory",
+                })
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(H5Error::NotAFile {
+                    path: p,
+                    what: "a FIFO, socket or device",
+                })
+            }
+            Ok(_) => {}
         }
         let file = hdf5::File::open(path).map_err(|e| H5Error::Open {
             path: p.clone(),

@@ -160,6 +160,37 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     if !(1..=22).contains(&params.zstd_level) {
         return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
     }
+    // Sizes are allocated per sample (and per thread): bounded before anything is.
+    for (key, v) in [
+        ("num_points", params.num_points),
+        ("keep_points", params.keep_points),
+        ("shard_samples", params.shard_samples),
+    ] {
+        if v > MAX_POINTS {
+            return Err(err(
+                key,
+                format!("{key} = {v} is over {MAX_POINTS}; point clouds of this size do not fit a sample"),
+            ));
+        }
+    }
+    let sample_bytes = params
+        .num_groups
+        .checked_mul(params.group_size)
+        .and_then(|n| n.checked_add(params.num_groups))
+        .and_then(|n| n.checked_add(params.keep_points))
+        .and_then(|n| n.checked_mul(12));
+    if sample_bytes.is_none_or(|b| b > lm4ve_pipeline::shard::MAX_STAGE_SAMPLE_BYTES) {
+        return Err(err(
+            "group_size",
+            format!(
+                "num_groups × group_size = {} × {} (and keep_points = {}) make a sample over {} MiB; lower them",
+                params.num_groups,
+                params.group_size,
+                params.keep_points,
+                lm4ve_pipeline::shard::MAX_STAGE_SAMPLE_BYTES >> 20
+            ),
+        ));
+    }
     let mut splits = Vec::new();
     let mut inputs = Vec::new();
     let mut classes = None;
@@ -176,6 +207,20 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                             &path,
                             format!(
                                 "{} does not exist; download ScanObjectNN's h5_files and point `{name}` at it (paths are relative to the config file)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    if !path.is_file() {
+                        let what = if path.is_dir() {
+                            "a directory"
+                        } else {
+                            "a FIFO, socket or device"
+                        };
+                        return Err(err(
+                            name,
+                            format!(
+                                "{} is {what}, not an h5 file; point `{name}` at the .h5 file itself (e.g. main_split/training_objectdataset.h5)",
                                 path.display()
                             ),
                         ));
@@ -364,6 +409,17 @@ impl PcTokensStage {
         let normalize = p.normalize.unwrap_or(true);
         let t = tokenize(points, normalize, p.num_points, p.num_groups, p.group_size)
             .map_err(|e| e.to_string())?;
+        if !t
+            .centers
+            .iter()
+            .chain(&t.neighborhoods)
+            .all(|v| v.is_finite())
+        {
+            return Err(
+                "the tokens are not finite (coordinates too large or too spread out); fix the cloud"
+                    .into(),
+            );
+        }
         let centers = f32_bytes(&t.centers);
         let neighborhoods = f32_bytes(&t.neighborhoods);
         let label = label.to_le_bytes();
@@ -408,6 +464,40 @@ impl PcTokensStage {
             (p.keep_points > 0).then(|| Field::new("points", Dtype::Float32, &[p.keep_points, 3])),
         )
         .collect()
+    }
+}
+
+/// The most points a cloud may be sampled to or keep, and the most samples in a shard.
+pub const MAX_POINTS: usize = 1 << 20;
+
+/// The largest class id a sample may carry: class tables are indexed by it downstream
+/// (ImageNet-21k has 21 841 classes; ScanObjectNN 15).
+pub const MAX_LABEL: i64 = 100_000;
+
+/// The largest coordinate magnitude accepted (before normalization): far beyond any scan in
+/// metres, yet small enough that squares and sums stay finite in f32.
+pub const MAX_COORD: f32 = 1e9;
+
+fn check_label(label: i64) -> std::result::Result<(), String> {
+    if (0..=MAX_LABEL).contains(&label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {label} is out of range: class ids are 0 to {MAX_LABEL}; fix the label in the source file"
+        ))
+    }
+}
+
+fn check_magnitude(points: &[Point]) -> std::result::Result<(), String> {
+    match points
+        .iter()
+        .position(|p| p.iter().any(|c| c.is_finite() && c.abs() > MAX_COORD))
+    {
+        Some(i) => Err(format!(
+            "point {i} has a coordinate of magnitude over {MAX_COORD:e} ({:?}); the tokens would overflow: fix or drop that point",
+            points[i]
+        )),
+        None => Ok(()),
     }
 }
 
@@ -502,7 +592,10 @@ impl Stage for PcTokensStage {
         let encoded: Vec<std::result::Result<(i64, Vec<u8>), String>> = loaded
             .par_iter()
             .map(|l| match &l.cloud {
-                Ok((label, points)) => self.tokenize_bytes(points, *label).map(|b| (*label, b)),
+                Ok((label, points)) => check_label(*label)
+                    .and_then(|()| check_magnitude(points))
+                    .and_then(|()| self.tokenize_bytes(points, *label))
+                    .map(|b| (*label, b)),
                 Err(e) => Err(e.clone()),
             })
             .collect();

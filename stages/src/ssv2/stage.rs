@@ -200,6 +200,17 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     if p.short_side > 16384 {
         return Err(err("short_side", "short_side must be at most 16384".into()));
     }
+    // Sizes multiply into every sample (allocated per worker thread): bounded first.
+    for (key, v) in [
+        ("num_frames", p.num_frames),
+        ("views", p.views),
+        ("random_views", p.random_views),
+        ("shard_samples", p.shard_samples),
+    ] {
+        if v > 4096 {
+            return Err(err(key, format!("{key} = {v} is over 4096; lower it")));
+        }
+    }
     if p.views + p.random_views == 0 {
         return Err(err(
             "views",
