@@ -156,19 +156,25 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, String> {
         png::DecodingError::IoError(_) => format!("truncated PNG ({e})"),
         e => format!("corrupt PNG: {e}"),
     };
-    let mut dec = png::Decoder::new_with_limits(
-        Cursor::new(bytes),
-        png::Limits {
-            bytes: usize::MAX,
-        },
-    );
+    // The size from IHDR first: PIL refuses a bomb at open, before reading any pixel.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        check_pixels(be(16) as usize, be(20) as usize, max_pixels)?;
+    }
+    let mut dec =
+        png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: usize::MAX });
     dec.set_transformations(png::Transformations::IDENTITY);
     let mut reader = dec.read_info().map_err(bad)?;
     let info = reader.info();
     let (w, h) = (info.width as usize, info.height as usize);
     check_pixels(w, h, max_pixels)?;
     let (color, depth) = (info.color_type, info.bit_depth);
-    let palette: Vec<u8> = info.palette.as_deref().map(<[u8]>::to_vec).unwrap_or_default();
+    let palette: Vec<u8> = info
+        .palette
+        .as_deref()
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     let size = reader
         .output_buffer_size()
         .ok_or("PNG too large for memory")?;
@@ -245,7 +251,11 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, String> {
         (ColorType::Indexed, _) => "P",
     };
     if rgb.len() != w * h * 3 {
-        return Err(format!("truncated PNG ({} of {} rows)", rgb.len() / (3 * w.max(1)), h));
+        return Err(format!(
+            "truncated PNG ({} of {} rows)",
+            rgb.len() / (3 * w.max(1)),
+            h
+        ));
     }
     Ok(Decoded {
         rgb: Rgb {

@@ -125,15 +125,20 @@ pub fn write_demo_imagenet(out: &Path, cfg: &DemoImagesConfig) -> Result<DemoIma
                     ("train", 0, 1) => {
                         let gray: Vec<u8> = rgb
                             .chunks_exact(3)
-                            .map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114) / 1000) as u8)
+                            .map(|p| {
+                                ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114) / 1000)
+                                    as u8
+                            })
                             .collect();
                         let j = enc.encode(&gray, w, h, 1, 90).map_err(anyhow::Error::msg)?;
                         std::fs::write(&path, j)?;
                     }
                     ("train", 1, 2) => {
                         // Adobe convention (what PIL assumes): stored bytes inverted.
-                        let cmyk: Vec<u8> =
-                            rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+                        let cmyk: Vec<u8> = rgb
+                            .chunks_exact(3)
+                            .flat_map(|p| [p[0], p[1], p[2], 255])
+                            .collect();
                         let j = enc.encode(&cmyk, w, h, 4, 90).map_err(anyhow::Error::msg)?;
                         std::fs::write(&path, j)?;
                     }
@@ -155,8 +160,13 @@ pub fn write_demo_imagenet(out: &Path, cfg: &DemoImagesConfig) -> Result<DemoIma
     }
     // One truncated file: the first half of a JPEG (a named reject).
     let rgb = synth_image(3, &mut rng, 96, 96);
-    let j = enc.encode_rgb(&rgb, 96, 96, 90).map_err(anyhow::Error::msg)?;
-    let bad = out.join("train").join(DEMO_WNIDS[3]).join(format!("{}_truncated.JPEG", DEMO_WNIDS[3]));
+    let j = enc
+        .encode_rgb(&rgb, 96, 96, 90)
+        .map_err(anyhow::Error::msg)?;
+    let bad = out
+        .join("train")
+        .join(DEMO_WNIDS[3])
+        .join(format!("{}_truncated.JPEG", DEMO_WNIDS[3]));
     std::fs::write(&bad, &j[..j.len() / 2])?;
     stats.train += 1;
     for e in walk(out) {

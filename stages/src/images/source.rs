@@ -231,7 +231,11 @@ pub fn list_parquet(files: &[PathBuf]) -> Result<Listing, String> {
                 "{}: expected columns `image` {{bytes, path}} and `label` (Hugging Face \
                  imagenet-1k), found {}",
                 path.display(),
-                fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                fields
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let proj = projection(schema, &["label", "image"], Some("path"))?;
@@ -338,7 +342,11 @@ fn projection(
 }
 
 fn hf_label_names(kv: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Option<Vec<String>> {
-    let v = kv?.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
+    let v = kv?
+        .iter()
+        .find(|k| k.key == "huggingface")?
+        .value
+        .as_ref()?;
     let j: serde_json::Value = serde_json::from_str(v).ok()?;
     let names = j.pointer("/info/features/label/names")?.as_array()?;
     names

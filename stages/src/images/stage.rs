@@ -161,7 +161,10 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         return Err(err("max_side", "max_side must be in 1..=16384".into()));
     }
     if !(1..=100).contains(&p.jpeg_quality) {
-        return Err(err("jpeg_quality", "jpeg_quality must be in 1..=100".into()));
+        return Err(err(
+            "jpeg_quality",
+            "jpeg_quality must be in 1..=100".into(),
+        ));
     }
     if p.max_image_bytes == 0 || p.max_image_bytes > 256 << 20 {
         return Err(err(
@@ -173,7 +176,10 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         return Err(err("max_pixels", "max_pixels must be positive".into()));
     }
     if p.shard_samples == 0 {
-        return Err(err("shard_samples", "shard_samples must be positive".into()));
+        return Err(err(
+            "shard_samples",
+            "shard_samples must be positive".into(),
+        ));
     }
     if !(1..=22).contains(&p.zstd_level) {
         return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
@@ -245,7 +251,10 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     // reference's indices when both splits have the same classes, as ImageNet's do);
     // parquet by label, named from the Hugging Face metadata when it has them.
     let classes: Vec<String> = if p.format == Format::Parquet {
-        let names = listings.iter().flatten().find_map(|l| l.label_names.clone());
+        let names = listings
+            .iter()
+            .flatten()
+            .find_map(|l| l.label_names.clone());
         let max = listings
             .iter()
             .flatten()
@@ -559,9 +568,7 @@ impl Stage for ImageTokensStage {
                 };
                 let label = e.item.label.clone().map_err(blame)?;
                 let bytes = match &e.item.loc {
-                    Loc::File(path) => {
-                        std::fs::read(path).map_err(|x| format!("cannot read: {x}"))
-                    }
+                    Loc::File(path) => std::fs::read(path).map_err(|x| format!("cannot read: {x}")),
                     Loc::Tar {
                         archive,
                         offset,
@@ -674,7 +681,11 @@ impl Stage for ImageTokensStage {
             original += count("original");
             jpeg_bytes += count("jpeg_bytes");
             psnr_n += count("psnr_n");
-            psnr_sum += u.meta.get("psnr_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
+            psnr_sum += u
+                .meta
+                .get("psnr_sum")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
         }
         let p = &self.params;
         let stored = reencoded + original;
