@@ -183,7 +183,6 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, String> {
     let line = out.line_size;
     let bits = depth as usize;
     let mut rgb = Vec::with_capacity(w * h * 3);
-    let mode;
     for row in buf.chunks(line).take(h) {
         // Sample j of this row (bit depths below 8 are packed MSB first).
         let sample = |j: usize| -> u16 {
@@ -240,7 +239,7 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, String> {
             }
         }
     }
-    mode = match (color, depth) {
+    let mode = match (color, depth) {
         (ColorType::Grayscale, BitDepth::One) => "1",
         (ColorType::Grayscale, BitDepth::Sixteen) => "I;16",
         (ColorType::Grayscale, _) => "L",

@@ -184,6 +184,17 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     if !(1..=22).contains(&p.zstd_level) {
         return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
     }
+    if let Some(root) = &p.root {
+        let root = config.resolve(root);
+        if !root.is_dir() {
+            return Err(config.missing_input_error(
+                &sc.name,
+                Some("root"),
+                &root,
+                format!("the dataset root {} does not exist", root.display()),
+            ));
+        }
+    }
     // Each split: the explicit key (must exist) or root's default (may be absent).
     let mut listings: Vec<Option<Listing>> = Vec::new();
     for (split, explicit) in SPLITS.iter().zip([&p.train, &p.val]) {
