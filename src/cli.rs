@@ -393,4 +393,10 @@ pub struct DemoDataArgs {
     /// Intersections per side of each demo city's street grid (Argoverse vector maps).
     #[arg(long, default_value_t = 8)]
     pub av_grid: usize,
+    /// ImageNet-layout images per class (5 classes) in imagenet/train.
+    #[arg(long, default_value_t = 40)]
+    pub image_train_per_class: usize,
+    /// ImageNet-layout images per class in imagenet/val.
+    #[arg(long, default_value_t = 10)]
+    pub image_val_per_class: usize,
 }

@@ -490,5 +490,24 @@ fn demo_data(args: &DemoDataArgs) -> Result<ExitCode> {
         maps.join(", "),
         t0.elapsed().as_secs_f64()
     );
+    let img_dir = args.out.join("imagenet");
+    let t0 = std::time::Instant::now();
+    let im = lm4ve_stages::images::demo::write_demo_imagenet(
+        &img_dir,
+        &lm4ve_stages::images::demo::DemoImagesConfig {
+            seed: args.seed,
+            train_per_class: args.image_train_per_class,
+            val_per_class: args.image_val_per_class,
+        },
+    )?;
+    println!(
+        "wrote {}: {} train and {} val images, {:.1} MB (ImageNet folder layout, JPEG + PNG, one \
+         truncated), {:.1} s",
+        img_dir.display(),
+        im.train,
+        im.val,
+        im.bytes as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,9 @@
-//! lm4ve-stages: the domain — one module per stage family (point clouds, video, Argoverse,
+//! lm4ve-stages: the domain — one module per stage family (images, point clouds, video, Argoverse,
 //! LLM blocks, training), and the registry mapping a config's `kind`
 //! to the stage that implements it.
 
 pub mod argoverse;
+pub mod images;
 pub mod keyed;
 pub mod llm;
 pub mod plot;
@@ -23,6 +24,7 @@ pub const KINDS: &[&str] = &[
     train::stage::EVAL_KIND,
     ssv2::stage::KIND,
     argoverse::stage::KIND,
+    images::stage::KIND,
 ];
 
 /// Builds the stage for one `[stages.NAME]` table (the engine's [`lm4ve_pipeline::StageFactory`]).
@@ -38,6 +40,7 @@ pub fn build_stage(
         train::stage::TRAIN_KIND => train::stage::build_train(config, sc),
         train::stage::EVAL_KIND => train::stage::build_eval(config, sc),
         ssv2::stage::KIND => ssv2::stage::build(config, sc),
+        images::stage::KIND => images::stage::build(config, sc),
         other => Err(ConfigError {
             file: config.path.display().to_string(),
             line: None,

@@ -1,0 +1,16 @@
+//! Images: ImageNet (ImageFolder tree, the reference's tar files, Hugging Face parquet) →
+//! shards of evaluation views and training JPEGs (PAPER.md §6, issue 24).
+//!
+//! - [`turbo`]: libjpeg-turbo (TurboJPEG API) decode and encode;
+//! - [`decode`]: a file → RGB exactly as `PIL.Image.open(f).convert('RGB')`;
+//! - [`resize`]: Pillow's bicubic resampling, torchvision's Resize / CenterCrop arithmetic;
+//! - [`source`]: the three layouts, listed in ImageFolder order;
+//! - [`demo`]: a small synthetic ImageNet-layout folder;
+//! - [`stage`]: the `image.tokens` stage.
+
+pub mod decode;
+pub mod demo;
+pub mod resize;
+pub mod source;
+pub mod stage;
+pub mod turbo;
