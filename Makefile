@@ -31,6 +31,9 @@ demo: build
 	@$(BIN) -c configs/demo.toml pipeline show eval_ssv2 | grep accuracy
 	@echo "== motion forecasting (Argoverse format): VectorNet + frozen block, demo val split:"
 	@$(BIN) -c configs/demo.toml pipeline show eval_av | grep forecast
+	@echo "== images (ImageNet folder layout): tiny ViT, frozen SmolLM2 block vs no block (PAPER.md §6), demo val split:"
+	@printf 'frozen  '; $(BIN) -c configs/demo.toml pipeline show 'eval_image@mode=frozen' | grep accuracy
+	@printf 'none    '; $(BIN) -c configs/demo.toml pipeline show 'eval_image@mode=none' | grep accuracy
 
 # The point-cloud claim as a study: frozen / random / none x 3 seeds on the demo data (about
 # 15 minutes on 2 cores; shares the demo's cache), then the table pooled over seeds and plots.

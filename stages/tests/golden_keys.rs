@@ -91,6 +91,11 @@ fn write_demo_data(out: &Path) {
     write_demo_scanobjectnn(&pc, &DemoPcConfig::default()).unwrap();
     write_demo_ssv2(&out.join("ssv2"), &DemoSsv2Config::default()).unwrap();
     write_demo_argoverse(&out.join("argoverse"), &DemoAvConfig::default()).unwrap();
+    lm4ve_stages::images::demo::write_demo_imagenet(
+        &out.join("imagenet"),
+        &lm4ve_stages::images::demo::DemoImagesConfig::default(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -107,6 +112,7 @@ fn keys_of_every_committed_config_are_pinned() {
         "demo.toml",
         "demo-study.toml",
         "pipeline.toml",
+        "study-image.toml",
         "study-video.toml",
     ] {
         let path = root.join("configs").join(name);

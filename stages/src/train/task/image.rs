@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The data kind this task trains on.
-pub const KIND: &str = "image.tokens";
+pub const KIND: &str = crate::images::stage::KIND;
 
 /// The reference's model names, as `preset` values.
 const PRESETS: &[&str] = &[
