@@ -62,15 +62,15 @@ fn check_upstream_kinds(config: &PipelineConfig, sc: &StageConfig) -> Result<(),
         ssv2::stage::KIND,
         argoverse::stage::KIND,
     ];
-    let rules: [(&str, &[&str], &str); 4] = [
+    // (`init_stage` is checked by the train stage itself.)
+    let rules: [(&str, &[&str], &str); 3] = [
         (
             "data",
             data,
-            "a data stage (pc.tokens, ssv2.tokens, av.tokens)",
+            "a data stage (`pc.tokens`, `ssv2.tokens`, `av.tokens`)",
         ),
-        ("block", &[llm::stage::KIND], "an llm.block stage"),
-        ("train", &[train::stage::TRAIN_KIND], "a train stage"),
-        ("init_stage", &[train::stage::TRAIN_KIND], "a train stage"),
+        ("block", &[llm::stage::KIND], "an `llm.block` stage"),
+        ("train", &[train::stage::TRAIN_KIND], "a `train` stage"),
     ];
     for (param, kinds, what) in rules {
         let Some(name) = sc.params.get(param).and_then(|v| v.as_str()) else {
