@@ -1073,3 +1073,13 @@ fn a_cache_folder_planted_as_a_link_is_refused_not_written_through() {
     }
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
+
+#[test]
+fn a_config_that_is_a_device_directory_or_fifo_is_a_usage_error() {
+    let dir = scratch("config-kinds");
+    for cfg in [PathBuf::from("/dev/zero"), dir.clone()] {
+        let r = run(&cfg, &["pipeline", "status"]);
+        assert_eq!(r.code, 2, "{}: {}", cfg.display(), all(&r));
+        assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    }
+}

@@ -84,6 +84,9 @@ pub struct PipelineConfig {
     text: String,
 }
 
+/// The largest config file read (a pipeline of thousands of stages is well under it).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 impl PipelineConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with(path, &[])
@@ -92,11 +95,31 @@ impl PipelineConfig {
     /// [`Self::load`] with `-S stages.NAME.params.KEY=VALUE` overrides applied first.
     pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: file.clone(),
             line: None,
-            message: format!("cannot read the config: {e}; pass an existing file with -c/--config"),
+            message,
             missing_input: None,
+        };
+        // A config is a small regular file: `-c /dev/zero` or a FIFO would never end.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(fail(
+                    "the config is not a regular file (a directory, FIFO or device); pass a .toml file with -c/--config".into(),
+                ))
+            }
+            Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+                return Err(fail(format!(
+                    "the config is {} bytes, over {MAX_CONFIG_BYTES}; pass the pipeline's .toml file",
+                    m.len()
+                )))
+            }
+            _ => {}
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!(
+                "cannot read the config: {e}; pass an existing file with -c/--config"
+            ))
         })?;
         Self::parse_with(path, &text, overrides)
     }
@@ -395,6 +418,46 @@ mod tests {
     #[allow(dead_code)]
     struct P {
         n: u32,
+    }
+
+    /// Issue 27: a stage name is a plain, printable, bounded identifier, checked at load
+    /// (the fuzz target `stage_name` searches for a counterexample).
+    #[test]
+    fn stage_names_are_plain_identifiers() {
+        let long = "x".repeat(65);
+        for bad in [
+            "a/b",
+            "",
+            ".",
+            "..",
+            "a b",
+            "a\\nb",
+            "a\\u001bb",
+            "-a",
+            ".a",
+            "a@b",
+            "a=b",
+            &long,
+            "é",
+        ] {
+            let text = format!("[cache]\n\n[stages.\"{bad}\"]\nkind = \"k\"\n");
+            let e = PipelineConfig::parse(Path::new("c.toml"), &text).unwrap_err();
+            assert_eq!(e.line, Some(3), "{bad:?}: {e}");
+            assert!(e.to_string().contains("stage name"), "{e}");
+            assert!(!e.to_string().contains('\u{1b}'), "{e}");
+        }
+        for good in [
+            "pc_tokens",
+            "train_pc-2",
+            "llm.block_15",
+            "_x",
+            &"y".repeat(64),
+        ] {
+            let text = format!("[stages.\"{good}\"]\nkind = \"k\"\n");
+            let c = PipelineConfig::parse(Path::new("c.toml"), &text).unwrap();
+            assert!(c.stages.contains_key(good));
+            assert!(crate::trust::is_stage_name(good));
+        }
     }
 
     #[test]

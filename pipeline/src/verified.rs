@@ -5,8 +5,9 @@
 //! artifact it hands the stage (shards, `block.safetensors`, `model.safetensors`), and every
 //! object of the units it resumes from (checkpoints); [`crate::shard::ShardReader::open`]
 //! checks a shard opened from `objects/`; [`crate::StageCtx::unit_file`] checks the file it
-//! returns. An object is hashed once per process (the memo is keyed by path, size, mtime and
-//! inode, so a file rewritten in place is hashed again).
+//! returns. An object is hashed once per process (the memo is keyed by device and inode,
+//! with size, mtime and ctime: the same file reached by another path, `artifacts/<key>/../../
+//! objects/…`, is not hashed twice, and a file rewritten in place is hashed again).
 //!
 //! A mismatch is [`ObjectError::Damaged`]: the object is moved out of `objects/` to
 //! `tmp/damaged-<hash>` (kept for inspection, removed by `cache gc` after an hour), so the
@@ -16,7 +17,7 @@
 use crate::cas::Cache;
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,28 +39,34 @@ pub enum ObjectError {
     },
 }
 
-/// (size, mtime in ns, inode) of a file hashed and found good.
-type Stamp = (u64, i128, u64);
+/// (device, inode) of a file hashed and found good.
+type FileId = (u64, u64);
+/// (size, mtime in ns, ctime in ns) it had then.
+type Stamp = (u64, i128, i128);
 
-fn memo() -> &'static Mutex<HashMap<PathBuf, Stamp>> {
-    static MEMO: std::sync::OnceLock<Mutex<HashMap<PathBuf, Stamp>>> = std::sync::OnceLock::new();
+fn memo() -> &'static Mutex<HashMap<FileId, Stamp>> {
+    static MEMO: std::sync::OnceLock<Mutex<HashMap<FileId, Stamp>>> = std::sync::OnceLock::new();
     MEMO.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn stamp(meta: &std::fs::Metadata) -> Stamp {
+fn stamp(meta: &std::fs::Metadata) -> (FileId, Stamp) {
     use std::os::unix::fs::MetadataExt;
     (
-        meta.len(),
-        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        meta.ino(),
+        (meta.dev(), meta.ino()),
+        (
+            meta.len(),
+            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        ),
     )
 }
 
 /// Records that `path` holds good bytes (this process just wrote or hashed them).
 pub fn remember(path: &Path) {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let (id, st) = stamp(&meta);
         if let Ok(mut m) = memo().lock() {
-            m.insert(path.to_path_buf(), stamp(&meta));
+            m.insert(id, st);
         }
     }
 }
@@ -134,10 +141,10 @@ fn check_at(path: &Path, blake3: &str, tmp: &Path) -> Result<(), ObjectError> {
             })
         }
     };
-    let st = stamp(&meta);
+    let (id, st) = stamp(&meta);
     if memo()
         .lock()
-        .map(|m| m.get(path) == Some(&st))
+        .map(|m| m.get(&id) == Some(&st))
         .unwrap_or(false)
     {
         return Ok(());
@@ -149,7 +156,7 @@ fn check_at(path: &Path, blake3: &str, tmp: &Path) -> Result<(), ObjectError> {
     })?;
     if hash == blake3 {
         if let Ok(mut m) = memo().lock() {
-            m.insert(path.to_path_buf(), st);
+            m.insert(id, st);
         }
         return Ok(());
     }

@@ -62,12 +62,18 @@ fn check_upstream_kinds(config: &PipelineConfig, sc: &StageConfig) -> Result<(),
     }
     // The data kinds are the registered tasks' (a new task needs no edit here).
     let data: Vec<&str> = train::registry::data_kinds();
-    let data_what = format!("a data stage ({})", data.join(", "));
-    let rules: [(&str, &[&str], &str); 4] = [
+    let data_what = format!(
+        "a data stage ({})",
+        data.iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // (`init_stage` is checked by the train stage itself.)
+    let rules: [(&str, &[&str], &str); 3] = [
         ("data", &data, &data_what),
-        ("block", &[llm::stage::KIND], "an llm.block stage"),
-        ("train", &[train::stage::TRAIN_KIND], "a train stage"),
-        ("init_stage", &[train::stage::TRAIN_KIND], "a train stage"),
+        ("block", &[llm::stage::KIND], "an `llm.block` stage"),
+        ("train", &[train::stage::TRAIN_KIND], "a `train` stage"),
     ];
     for (param, kinds, what) in rules {
         let Some(name) = sc.params.get(param).and_then(|v| v.as_str()) else {
