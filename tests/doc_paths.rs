@@ -4,8 +4,16 @@
 use std::path::Path;
 
 const ROOTS: &[&str] = &[
-    "stages/", "pipeline/", "src/", "scripts/", "tests/", "benches/", "configs/", "docs/",
-    "fuzz/", "cache/",
+    "stages/",
+    "pipeline/",
+    "src/",
+    "scripts/",
+    "tests/",
+    "benches/",
+    "configs/",
+    "docs/",
+    "fuzz/",
+    "cache/",
 ];
 
 /// The backticked spans of `text` that start with a repository folder.
@@ -50,6 +58,13 @@ fn every_path_the_readme_and_shards_cite_exists() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} paths found: the scan is broken");
-    assert!(missing.is_empty(), "cited but not there:\n{}", missing.join("\n"));
+    assert!(
+        checked > 20,
+        "only {checked} paths found: the scan is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "cited but not there:\n{}",
+        missing.join("\n")
+    );
 }

@@ -2,9 +2,7 @@
 //! the real release binary on files it writes in real formats, and asserts: no exit 101
 //! (panic) or 134 (abort), no damaged result used, no file outside the cache touched, and a
 //! message that names the thing. Tiny configs: the whole file runs in well under a minute.
-//!
-//! Cases marked `#[ignore]` need a change in `stages/src/train/` (param validation) and are
-//! enabled with it.
+//! The train params' values are checked in `stages/src/train/params.rs` and `stage.rs`.
 
 mod common;
 use common::*;
@@ -588,7 +586,6 @@ fn huge_argoverse_sizes_are_a_config_error() {
 }
 
 #[test]
-#[ignore = "needs epochs bounded in stages/src/train/ (params validation)"]
 fn huge_epochs_is_a_config_error() {
     let dir = scratch("epochs");
     let cfg = train_config(&dir, "");
@@ -912,7 +909,6 @@ fn a_block_param_naming_a_data_stage_says_the_kind_is_wrong() {
 }
 
 #[test]
-#[ignore = "needs the message fixed in stages/src/train/ (model params validation)"]
 fn trans_dim_zero_names_the_param() {
     let dir = scratch("trans-dim");
     let cfg = train_config(&dir, "");
@@ -944,13 +940,11 @@ fn train_param_is_refused(from: &str, to: &str, key: &str) {
 }
 
 #[test]
-#[ignore = "needs lr validation in stages/src/train/"]
 fn negative_lr_is_refused() {
     train_param_is_refused("lr = 2e-3", "lr = -1.0", "lr");
 }
 
 #[test]
-#[ignore = "needs label_smoothing validation in stages/src/train/"]
 fn label_smoothing_out_of_range_is_refused() {
     train_param_is_refused(
         "lr = 2e-3",
@@ -965,25 +959,21 @@ fn label_smoothing_out_of_range_is_refused() {
 }
 
 #[test]
-#[ignore = "needs drop_path validation in stages/src/train/"]
 fn drop_path_over_one_is_refused() {
     train_param_is_refused("drop_path = 0.0", "drop_path = 1.5", "drop_path");
 }
 
 #[test]
-#[ignore = "needs grad_clip validation in stages/src/train/"]
 fn nan_grad_clip_is_refused() {
     train_param_is_refused("lr = 2e-3", "lr = 2e-3\ngrad_clip = nan", "grad_clip");
 }
 
 #[test]
-#[ignore = "needs warm-up validation in stages/src/train/"]
 fn warmup_longer_than_the_run_is_refused() {
     train_param_is_refused("warmup_epochs = 1", "warmup_epochs = 5", "warmup_epochs");
 }
 
 #[test]
-#[ignore = "needs lr_steps validation in stages/src/train/"]
 fn unsorted_lr_steps_are_refused() {
     train_param_is_refused("lr = 2e-3", "lr = 2e-3\nlr_steps = [2, 1]", "lr_steps");
 }

@@ -596,7 +596,13 @@ fn demo_data_writes_imagenet_layout_that_the_demo_stage_reads() {
     let demo =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo.toml"))
             .unwrap();
-    let table = &demo[demo.find("[stages.image_tokens]").unwrap()..];
+    // The `[stages.image_tokens]` table and its params, up to the next stage's comment.
+    let from = demo.find("[stages.image_tokens]").unwrap();
+    let rest = &demo[from..];
+    let table = &rest[..rest
+        .find("\n#")
+        .or_else(|| rest.find("\n[stages.train"))
+        .unwrap_or(rest.len())];
     let table = table.replace("../demo-data/imagenet", &root.display().to_string());
     let cfg = dir.path().join("d.toml");
     std::fs::write(&cfg, format!("[cache]\ndir = \"cache\"\n\n{table}")).unwrap();

@@ -67,11 +67,22 @@ block = "llm_block"
         ),
     )
     .unwrap();
-    let plan = lm4ve(&config, &["pipeline", "run", "--stage", "train_image", "--dry-run"]);
+    let plan = lm4ve(
+        &config,
+        &["pipeline", "run", "--stage", "train_image", "--dry-run"],
+    );
     plan.ok();
-    assert!(plan.stdout.contains("Image, mode frozen"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("Image, mode frozen"),
+        "{}",
+        plan.stdout
+    );
     // 4 × 4 patches + the class token.
-    assert!(plan.stdout.contains("17 tokens per sample"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("17 tokens per sample"),
+        "{}",
+        plan.stdout
+    );
 
     lm4ve(&config, &["pipeline", "run", "--stage", "eval_image"]).ok();
     let show = lm4ve(&config, &["pipeline", "show", "eval_image", "--json"]);

@@ -235,5 +235,10 @@ pub fn num_classes(data: &Upstream) -> Result<usize> {
         .and_then(|v| v.as_u64())
         .context("the data artifact does not say its number of classes (meta.num_classes)")?;
     anyhow::ensure!(n > 0, "the data artifact has no labelled samples");
+    // A head of more classes than any benchmark has comes from a damaged or hostile record.
+    anyhow::ensure!(
+        n <= 1_000_000,
+        "the data artifact claims {n} classes (meta.num_classes); at most 1000000: rebuild it"
+    );
     Ok(n as usize)
 }

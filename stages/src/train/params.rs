@@ -328,6 +328,10 @@ pub struct EvalParams {
 
 // ---------------------------------------------------------------- checks
 
+/// Bounds on sizes from the config, checked before anything is allocated from them.
+const MAX_EPOCHS: usize = 100_000;
+const MAX_BATCH: usize = 1 << 20;
+
 /// A param whose value the task cannot take: the key and what is wrong (the config layer
 /// turns it into an error naming the file and the line).
 #[derive(Debug, Clone, PartialEq)]
@@ -344,6 +348,19 @@ fn issue(key: &'static str, message: impl Into<String>) -> Result<(), ParamIssue
 }
 
 impl TrainToml {
+    /// A warm-up the config sets longer than the run it sets (a default warm-up longer than
+    /// a short run is the task's recipe, kept as it is).
+    pub fn check_warmup(&self, task: &dyn TaskRecipe) -> Result<(), ParamIssue> {
+        let epochs = self.epochs.unwrap_or(task.defaults().epochs);
+        match self.warmup_epochs {
+            Some(w) if w > epochs => issue(
+                "warmup_epochs",
+                format!("warmup_epochs = {w} is longer than the run (epochs = {epochs})"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Keys set for a recipe feature the task does not have (before defaults are filled in).
     pub fn check_features(&self, task: &dyn TaskRecipe) -> Result<(), ParamIssue> {
         let f = task.features();
@@ -407,6 +424,58 @@ impl TrainParams {
                 "epochs",
                 "epochs, batch_size and epochs_per_checkpoint must be positive",
             );
+        }
+        for (key, v, max) in [
+            ("epochs", self.epochs, MAX_EPOCHS),
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("warmup_epochs", self.warmup_epochs, MAX_EPOCHS),
+        ] {
+            if v > max {
+                return issue(key, format!("{key} = {v} is over the limit of {max}"));
+            }
+        }
+        for (key, v) in [("lr", self.lr), ("min_lr", self.min_lr)] {
+            if !v.is_finite() || v < 0.0 || (key == "lr" && v == 0.0) {
+                return issue(key, format!("{key} = {v} must be a finite number above 0"));
+            }
+        }
+        for (key, v) in [
+            ("weight_decay", self.weight_decay),
+            ("adapter_lr_scale", self.adapter_lr_scale),
+            ("no_decay_lr_scale", self.no_decay_lr_scale),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return issue(key, format!("{key} = {v} must be a finite number ≥ 0"));
+            }
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return issue(
+                "grad_clip",
+                format!(
+                    "grad_clip = {} must be a finite norm ≥ 0 (0 = no clipping)",
+                    self.grad_clip
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return issue(
+                "label_smoothing",
+                format!(
+                    "label_smoothing = {} must be in [0, 1)",
+                    self.label_smoothing
+                ),
+            );
+        }
+        if let Some(s) = &self.lr_steps {
+            if !s.epochs.windows(2).all(|w| w[0] <= w[1]) {
+                return issue(
+                    "lr_steps",
+                    format!(
+                        "lr_steps.epochs = {:?} must be in increasing order",
+                        s.epochs
+                    ),
+                );
+            }
         }
         if let Some(v) = self.layer_decay {
             if !(f.layer_decay && v > 0.0 && v < 1.0) {

@@ -134,6 +134,7 @@ pub(crate) fn parse_train(
         }
     }
     raw.check_features(task)
+        .and_then(|_| raw.check_warmup(task))
         .map_err(|e| issue_error(config, sc, e))?;
     let mut p = TrainParams::resolve(raw, task);
     p.check_schedule().map_err(|e| issue_error(config, sc, e))?;
@@ -162,7 +163,48 @@ pub(crate) fn parse_train(
     let model = task
         .model_config(&p.model)
         .map_err(|e| config.param_error(&sc.name, Some("model"), e))?;
+    check_model_values(&model).map_err(|e| issue_error(config, sc, e))?;
     Ok((p, task, model))
+}
+
+/// The `[model]` values every model shares the meaning of: sizes (`*_dim`, `*_dims`,
+/// `heads`, `patch`, `modes`, `subgraph_widths`) positive and bounded, and the drop rates
+/// (`drop_path`, `head_dropout`) in [0, 1).
+fn check_model_values(model: &serde_json::Value) -> Result<(), ParamIssue> {
+    let Some(obj) = model.as_object() else {
+        return Ok(());
+    };
+    for (key, v) in obj {
+        let sizes: Vec<u64> = match v {
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).collect(),
+            other => other.as_u64().into_iter().collect(),
+        };
+        let is_size = key.ends_with("_dim")
+            || key.ends_with("_dims")
+            || matches!(
+                key.as_str(),
+                "heads" | "patch" | "modes" | "subgraph_widths"
+            );
+        if is_size && sizes.iter().any(|&s| s == 0 || s > 1 << 20) {
+            return Err(ParamIssue {
+                key: "model",
+                message: format!(
+                    "[model] {key} = {v} must be positive and at most {}",
+                    1 << 20
+                ),
+            });
+        }
+        if matches!(key.as_str(), "drop_path" | "head_dropout") {
+            let r = v.as_f64().unwrap_or(f64::NAN);
+            if !(0.0..1.0).contains(&r) {
+                return Err(ParamIssue {
+                    key: "model",
+                    message: format!("[model] {key} = {v} must be a rate in [0, 1)"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `init_stage`: names another train stage of the same task (not this one), and `init` is

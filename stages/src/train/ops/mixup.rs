@@ -147,6 +147,14 @@ impl TubeletGeometry {
     }
 }
 
+/// `s ← lam · s + (1 − lam) · partner`.
+fn blend(s: &mut [f32], partner: &[f32], lam: f64) {
+    let (l, r) = (lam as f32, (1.0 - lam) as f32);
+    for (v, o) in s.iter_mut().zip(partner) {
+        *v = l * *v + r * o;
+    }
+}
+
 /// Mixes a batch of samples in place (each `tokens · dim` floats, sample-major).
 pub fn apply(samples: &mut [Vec<f32>], mix: &Mix, geo: &TubeletGeometry, dim: usize) {
     let b = samples.len();
@@ -154,12 +162,7 @@ pub fn apply(samples: &mut [Vec<f32>], mix: &Mix, geo: &TubeletGeometry, dim: us
     for (i, s) in samples.iter_mut().enumerate() {
         let partner = &orig[b - 1 - i];
         match *mix {
-            Mix::Mixup { lam } => {
-                let (l, r) = (lam as f32, (1.0 - lam) as f32);
-                for (v, o) in s.iter_mut().zip(partner) {
-                    *v = l * *v + r * o;
-                }
-            }
+            Mix::Mixup { lam } => blend(s, partner, lam),
             Mix::Cutmix { y0, y1, x0, x1, .. } => {
                 for (e, (v, o)) in s.iter_mut().zip(partner).enumerate() {
                     if geo.inside(e / dim, e % dim, (y0, y1, x0, x1)) {
@@ -179,12 +182,7 @@ pub fn apply_images(samples: &mut [Vec<f32>], mix: &Mix, h: usize, w: usize) {
     for (i, s) in samples.iter_mut().enumerate() {
         let partner = &orig[b - 1 - i];
         match *mix {
-            Mix::Mixup { lam } => {
-                let (l, r) = (lam as f32, (1.0 - lam) as f32);
-                for (v, o) in s.iter_mut().zip(partner) {
-                    *v = l * *v + r * o;
-                }
-            }
+            Mix::Mixup { lam } => blend(s, partner, lam),
             Mix::Cutmix { y0, y1, x0, x1, .. } => {
                 for y in y0..y1.min(h) {
                     let (a, z) = ((y * w + x0) * 3, (y * w + x1.min(w)) * 3);
