@@ -764,6 +764,7 @@ impl Pipeline {
         });
         let cache = &self.cache;
         crate::trust::Expected {
+            files: Some(stage.files()),
             kind: stage.kind().to_string(),
             schema: stage.schema(),
             units,

@@ -67,6 +67,8 @@ pub struct UnitOutput<'a> {
     pub(crate) files: Vec<FileOut>,
     pub(crate) rejects: Vec<Reject>,
     pub(crate) meta: serde_json::Value,
+    /// The file names the stage declares ([`Stage::files`]); `add_file` refuses others.
+    pub(crate) allowed_files: Vec<String>,
 }
 
 impl<'a> UnitOutput<'a> {
@@ -87,7 +89,17 @@ impl<'a> UnitOutput<'a> {
             files: Vec::new(),
             rejects: Vec::new(),
             meta: serde_json::Value::Null,
+            allowed_files: crate::trust::KNOWN_FILES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
+    }
+
+    /// The file names this output may hold: the stage's declared files.
+    pub(crate) fn allowing(mut self, files: Vec<String>) -> Self {
+        self.allowed_files = files;
+        self
     }
 
     /// Stores a finished shard (bytes from [`crate::shard::ShardWriter::finish`]).
@@ -104,10 +116,10 @@ impl<'a> UnitOutput<'a> {
 
     /// Stores a named file (a checkpoint, a metrics JSON, a plot).
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        // Readers refuse records naming other files (crate::trust): list a new one there.
+        // Readers refuse records naming files the stage does not declare (crate::trust).
         anyhow::ensure!(
-            crate::trust::KNOWN_FILES.contains(&name),
-            "file name `{name}` is not in lm4ve_pipeline::trust::KNOWN_FILES (a bug in the stage)"
+            self.allowed_files.iter().any(|f| f == name),
+            "file name `{name}` is not one the stage declares in `Stage::files` (a bug in the stage)"
         );
         let obj = self.put(bytes)?;
         self.files.push(FileOut {
@@ -166,6 +178,15 @@ pub trait Stage: Send + Sync {
     /// Does one unit. Sample-level problems go to `out.reject`; an `Err` fails the stage
     /// (finished units stay committed).
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()>;
+    /// The names of the files this stage stores in an artifact (beside its shards):
+    /// `add_file` refuses others, and so does a reader of its records. Default: the common
+    /// ones ([`crate::trust::KNOWN_FILES`]).
+    fn files(&self) -> Vec<String> {
+        crate::trust::KNOWN_FILES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
     /// Extra facts for the manifest once all units are done (class names, metrics).
     fn finish(&self, _ctx: &StageCtx, _units: &[UnitRecord]) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)

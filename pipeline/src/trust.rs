@@ -34,9 +34,11 @@ pub const MAX_SHARD_BYTES: u64 = 16 << 30;
 /// moments is ~84 GB in f32).
 pub const MAX_FILE_BYTES: u64 = 128 << 30;
 
-/// The names of every file a stage stores in an artifact. A record naming another file is
-/// refused; [`crate::stage::UnitOutput::add_file`] refuses to write one, so a new stage
-/// output fails loudly in its first test until it is listed here.
+/// The files a stage stores unless it declares its own ([`crate::Stage::files`]). A record
+/// naming a file that is not a plain name is refused here; one naming a plain file its stage
+/// does not declare is refused where the stage is known ([`rederive`]), and
+/// [`crate::stage::UnitOutput::add_file`] refuses to write one, so a new stage output fails
+/// loudly in its first test until its stage declares it. No engine edit is needed for it.
 pub const KNOWN_FILES: &[&str] = &[
     "block.safetensors",
     "checkpoint.safetensors",
@@ -44,7 +46,6 @@ pub const KNOWN_FILES: &[&str] = &[
     "metrics.jsonl",
     "metrics.json",
     "curves.png",
-    "forecast.png",
 ];
 
 /// Why a record was refused. Every variant names what was wrong; values taken from the
@@ -168,8 +169,10 @@ fn check_size(what: impl FnOnce() -> String, size: u64, cap: u64) -> Result<(), 
     Ok(())
 }
 
+/// A file name a record may carry: a plain name (no path, no `..`); which names a stage
+/// writes is checked against the stage ([`Expected::files`]).
 fn check_file_name(name: &str) -> Result<(), TrustError> {
-    if KNOWN_FILES.contains(&name) {
+    if is_name(name) {
         Ok(())
     } else {
         Err(TrustError::UnknownFile(shown(name)))
@@ -330,6 +333,9 @@ pub struct Expected<'a> {
     /// The unit ids of the stage's plan, in plan order, when they can be derived here (the
     /// plan may need upstream artifacts this machine does not have yet).
     pub units: Option<Vec<String>>,
+    /// The files the stage declares ([`crate::Stage::files`]); a record naming another is
+    /// refused. None: not checked here.
+    pub files: Option<Vec<String>>,
     /// Recomputes the manifest's `meta` from the unit records (the stage's `finish`).
     #[allow(clippy::type_complexity)]
     pub meta: Option<Box<dyn Fn(&[UnitRecord]) -> anyhow::Result<serde_json::Value> + 'a>>,
@@ -355,6 +361,18 @@ pub fn rederive(
         return Err(TrustError::Inconsistent(
             "its schema is not the one the stage writes".into(),
         ));
+    }
+    if let Some(files) = &expect.files {
+        let named = m
+            .files
+            .iter()
+            .map(|f| &f.name)
+            .chain(units.iter().flat_map(|u| u.files.iter().map(|f| &f.name)));
+        for name in named {
+            if !files.contains(name) {
+                return Err(TrustError::UnknownFile(shown(name)));
+            }
+        }
     }
     let mut by_id: BTreeMap<String, UnitRecord> =
         units.into_iter().map(|u| (u.unit.clone(), u)).collect();
@@ -483,6 +501,7 @@ mod tests {
 
     fn expected(plan: Option<Vec<String>>) -> Expected<'static> {
         Expected {
+            files: None,
             kind: "k".into(),
             schema: None,
             units: plan,
@@ -532,6 +551,33 @@ mod tests {
         let mut rev = units.clone();
         rev.reverse();
         assert!(rederive(&parsed, rev, &expected(None)).is_ok());
+    }
+
+    /// The stage decides which files its records may name: a plain name it declares
+    /// passes, one it does not is refused, and no stage's list lives in the engine.
+    #[test]
+    fn files_are_checked_against_what_the_stage_declares() {
+        let mut u = unit("u0", "train", 'a', 1);
+        u.files.push(FileOut {
+            name: "confusion.png".into(),
+            blake3: "c".repeat(64),
+            bytes: 3,
+        });
+        assert!(
+            check_unit(&u, "u0").is_ok(),
+            "a plain name is a valid record"
+        );
+        let units = vec![u];
+        let m = manifest(&units);
+        let declared = |files: &[&str]| Expected {
+            files: Some(files.iter().map(|f| f.to_string()).collect()),
+            ..expected(None)
+        };
+        assert!(rederive(&m, units.clone(), &declared(&["confusion.png"])).is_ok());
+        assert!(matches!(
+            rederive(&m, units, &declared(&["curves.png"])),
+            Err(TrustError::UnknownFile(_))
+        ));
     }
 
     #[test]

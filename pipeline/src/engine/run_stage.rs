@@ -92,7 +92,7 @@ impl Pipeline {
             &format!("{name} {}", short(&key)),
         );
         for unit in &pending {
-            let mut out = UnitOutput::discarding();
+            let mut out = UnitOutput::discarding().allowing(stage.files());
             stage
                 .run_unit(&ctx, unit, &mut out)
                 .map_err(|e| StageFailed {
@@ -287,7 +287,7 @@ impl Pipeline {
         );
         let mut units_run = 0;
         for unit in pending {
-            let mut out = UnitOutput::new(&self.cache);
+            let mut out = UnitOutput::new(&self.cache).allowing(stage.files());
             stage
                 .run_unit(ctx, unit, &mut out)
                 .map_err(|e| StageFailed {

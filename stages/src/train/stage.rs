@@ -338,6 +338,15 @@ impl Stage for TrainStage {
             .train_unit(&self.name, &self.p, &self.model, ctx, unit, out)
     }
 
+    /// The common training files and the task's plots (`Task::extra_files`).
+    fn files(&self) -> Vec<String> {
+        TRAIN_FILES
+            .iter()
+            .chain(self.task.extra_files())
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
         let epochs: Vec<EpochMetrics> = units
             .iter()
@@ -383,15 +392,6 @@ impl Stage for TrainStage {
             meta["init"] = init.clone();
         }
         Ok(meta)
-    }
-}
-
-impl TrainStage {
-    /// The files this stage may write: the common ones and its task's plots.
-    pub fn files(&self) -> Vec<&'static str> {
-        let mut f = TRAIN_FILES.to_vec();
-        f.extend(self.task.extra_files());
-        f
     }
 }
 
