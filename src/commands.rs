@@ -178,7 +178,7 @@ fn status(cli: &Cli, json: bool, rehash: bool) -> Result<ExitCode> {
         let v: Vec<serde_json::Value> = statuses
             .iter()
             .map(|s| {
-                serde_json::json!({"stage": s.stage, "state": s.state, "reason": s.reason, "key": s.key})
+                serde_json::json!({"stage": s.stage, "state": s.state, "reason": s.reason, "reasons": s.reasons, "key": s.key})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -56,6 +56,15 @@ fn param_edit_makes_the_stage_stale_and_status_names_it() {
     assert_eq!(v[0]["state"], "stale");
     let reason = v[0]["reason"].as_str().unwrap();
     assert!(reason.contains("group_size: 8 → 4"), "{reason}");
+    // The same reason typed, for tools (issue 23): a tag and its fields.
+    let typed = v[0]["reasons"].as_array().unwrap();
+    assert!(
+        typed.iter().any(|r| r["reason"] == "param_changed"
+            && r["param"] == "group_size"
+            && r["from"] == 8
+            && r["to"] == 4),
+        "{typed:?}"
+    );
     let r = lm4ve(&cfg, &["pipeline", "run"]);
     assert!(r.ok().stdout.contains("1 stages run"), "{}", r.stdout);
     let show = show_json(&cfg);

@@ -26,8 +26,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
+pub mod reason;
 mod run_stage;
 mod status;
+
+use reason::{Damage, ObjectGone, StaleReason};
 
 /// Bad command-line usage (exit status 2), as opposed to a failed stage (1).
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +165,10 @@ pub enum State {
 pub struct StageStatus {
     pub stage: String,
     pub state: State,
+    /// The reasons as one line ([`reason::joined`]), as people read them.
     pub reason: String,
+    /// Why the stage is not fresh, typed (empty when fresh).
+    pub reasons: Vec<reason::StaleReason>,
     pub key: String,
 }
 
@@ -598,21 +604,37 @@ impl Pipeline {
     /// Why `stage` cannot run: its own missing input, or an upstream stage's; `detail` adds
     /// the build error (config file, line, what to fix).
     fn blocked_by(&self, stage: &str, detail: bool) -> Option<String> {
-        let say = |prefix: String, (path, error): &(String, String)| {
-            if detail {
-                format!("{prefix}: {path} ({error})")
-            } else {
-                format!("{prefix}: {path}")
-            }
-        };
-        if let Some(m) = self.missing.get(stage) {
-            return Some(say("missing input".into(), m));
-        }
-        self.dag.closure(stage).iter().find_map(|s| {
-            self.missing
-                .get(s)
-                .map(|m| say(format!("missing input of `{s}`"), m))
+        let (why, error) = self.blocked_with_error(stage)?;
+        Some(if detail {
+            format!("{why} ({error})")
+        } else {
+            why.to_string()
         })
+    }
+
+    /// [`Self::blocked_by`] as a typed reason.
+    fn blocked(&self, stage: &str) -> Option<StaleReason> {
+        self.blocked_with_error(stage).map(|(why, _)| why)
+    }
+
+    fn blocked_with_error(&self, stage: &str) -> Option<(StaleReason, &str)> {
+        fn reason<'m>(
+            upstream: Option<&String>,
+            (path, error): &'m (String, String),
+        ) -> (StaleReason, &'m str) {
+            let why = StaleReason::MissingInput {
+                upstream: upstream.cloned(),
+                path: path.clone(),
+            };
+            (why, error.as_str())
+        }
+        if let Some(m) = self.missing.get(stage) {
+            return Some(reason(None, m));
+        }
+        self.dag
+            .closure(stage)
+            .iter()
+            .find_map(|s| self.missing.get(s).map(|m| reason(Some(s), m)))
     }
 
     /// Whether the local cache has a valid manifest for `key`: present, well-formed for
@@ -655,7 +677,7 @@ impl Pipeline {
     /// is missing, was found damaged (moved aside by a verified read), or has not the size
     /// recorded (then, with `repair`, it is moved aside now). `stat` only: a no-op run
     /// reads no object.
-    pub(crate) fn objects_gone(&self, m: &Manifest, repair: bool) -> Option<String> {
+    pub(crate) fn objects_gone(&self, m: &Manifest, repair: bool) -> Option<ObjectGone> {
         let named = m
             .shards
             .iter()
@@ -674,16 +696,16 @@ impl Pipeline {
                         // Wrong size: damaged for sure; the verified read moves it aside.
                         let _ = crate::verified::check_object(&self.cache, o);
                     }
-                    return Some(format!(
-                        "object {} ({what}) damaged: {} bytes, recorded {bytes}",
-                        short(o),
-                        meta.len()
-                    ));
+                    let damage = Damage::WrongSize {
+                        bytes: meta.len(),
+                        recorded: bytes,
+                    };
+                    return Some(ObjectGone::of(o, what, damage));
                 }
                 _ if crate::verified::was_damaged(&self.cache, o) => {
-                    return Some(format!("object {} ({what}) damaged", short(o)))
+                    return Some(ObjectGone::of(o, what, Damage::Damaged))
                 }
-                _ => return Some(format!("object {} ({what}) missing", short(o))),
+                _ => return Some(ObjectGone::of(o, what, Damage::Missing)),
             }
         }
         None
@@ -967,8 +989,9 @@ mod tests {
             &serde_json::json!({"num_points": 512, "x": {"y": 1}, "z": true}),
             &mut out,
         );
+        let text: Vec<String> = out.iter().map(|r| r.to_string()).collect();
         assert_eq!(
-            out,
+            text,
             vec!["param num_points: 1024 → 512", "param z added: true"]
         );
     }

@@ -1,12 +1,25 @@
 //! `pipeline status`: per stage fresh, stale (and why, by comparing the key's parts with the
 //! last run record's) or missing.
 
+use super::reason::{joined, StaleReason};
 use super::{KeyInfo, Pipeline, StageStatus, State};
 use crate::artifact::Journal;
 use crate::record::RunRecord;
 use crate::remote::sync;
 use anyhow::Result;
 use std::collections::BTreeMap;
+
+impl StageStatus {
+    fn new(name: &str, state: State, reasons: Vec<StaleReason>, key: String) -> Self {
+        StageStatus {
+            stage: name.to_string(),
+            state,
+            reason: joined(&reasons),
+            reasons,
+            key,
+        }
+    }
+}
 
 impl Pipeline {
     /// Per stage: fresh, stale (and why) or missing.
@@ -16,13 +29,8 @@ impl Pipeline {
         for name in self.dag.order() {
             let info = &self.keys[name];
             let key = info.key.clone();
-            if let Some(why) = self.blocked_by(name, false) {
-                out.push(StageStatus {
-                    stage: name.clone(),
-                    state: State::Missing,
-                    reason: why,
-                    key,
-                });
+            if let Some(why) = self.blocked(name) {
+                out.push(StageStatus::new(name, State::Missing, vec![why], key));
                 continue;
             }
             let gone = if self.cache.manifest_path(&key).exists() {
@@ -33,42 +41,33 @@ impl Pipeline {
                 None
             };
             if let Some(why) = gone {
-                out.push(StageStatus {
-                    stage: name.clone(),
-                    state: State::Stale,
-                    reason: format!("{why}; the next run rebuilds what is gone"),
-                    key,
-                });
+                let reasons = vec![StaleReason::ObjectGone(why)];
+                out.push(StageStatus::new(name, State::Stale, reasons, key));
                 continue;
             }
             if self.cache.manifest_path(&key).exists() {
-                out.push(StageStatus {
-                    stage: name.clone(),
-                    state: State::Fresh,
-                    reason: String::new(),
-                    key,
-                });
+                out.push(StageStatus::new(name, State::Fresh, Vec::new(), key));
                 continue;
             }
             let mut reasons = Vec::new();
             let partial = Journal::new(&self.cache, &key).count();
             if partial > 0 {
-                reasons.push(format!(
-                    "interrupted: {partial} units done, run again to resume"
-                ));
+                reasons.push(StaleReason::Interrupted {
+                    units_done: partial,
+                });
             }
             let latest = RunRecord::latest(&self.cache, name);
             if let Some(rec) = &latest {
                 reasons.extend(explain(rec, info, &out));
                 if reasons.is_empty() {
-                    reasons.push("artifact is no longer in the cache (removed by gc?)".into());
+                    reasons.push(StaleReason::RemovedFromCache);
                 }
             }
             if let Some(remote) = &self.remote {
                 match sync::has_artifact(remote, &key) {
-                    Ok(true) => {
-                        reasons.push(format!("on {} (the next run pulls it)", remote.describe()))
-                    }
+                    Ok(true) => reasons.push(StaleReason::OnRemote {
+                        remote: remote.describe(),
+                    }),
                     Ok(false) => {}
                     Err(e) => tracing::warn!("{name}: cannot ask {}: {e}", remote.describe()),
                 }
@@ -77,30 +76,31 @@ impl Pipeline {
                 State::Stale
             } else {
                 if reasons.is_empty() {
-                    reasons.push("never built".into());
+                    reasons.push(StaleReason::NeverBuilt);
                 }
                 State::Missing
             };
-            out.push(StageStatus {
-                stage: name.clone(),
-                state,
-                reason: reasons.join("; "),
-                key,
-            });
+            out.push(StageStatus::new(name, state, reasons, key));
         }
         Ok(out)
     }
 }
 
 /// Why the current key differs from the last run's: params, code version, inputs, upstream.
-pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -> Vec<String> {
+pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -> Vec<StaleReason> {
     let mut reasons = Vec::new();
     let (old, new) = (&rec.key_parts, &now.parts);
     if old.kind != new.kind {
-        reasons.push(format!("kind {} → {}", old.kind, new.kind));
+        reasons.push(StaleReason::KindChanged {
+            from: old.kind.clone(),
+            to: new.kind.clone(),
+        });
     }
     if old.version != new.version {
-        reasons.push(format!("code version {} → {}", old.version, new.version));
+        reasons.push(StaleReason::CodeVersionChanged {
+            from: old.version,
+            to: new.version,
+        });
     }
     diff_json("", &old.params, &new.params, &mut reasons);
     let before: BTreeMap<(&str, &str), &str> = rec
@@ -114,34 +114,44 @@ pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -
         .map(|f| ((f.role.as_str(), f.rel.as_str()), f.blake3.as_str()))
         .collect();
     let mut changes = Vec::new();
+    let role = |k: &(&str, &str)| k.0.to_string();
+    let path = |k: &(&str, &str)| k.1.to_string();
     for (k, h) in &after {
         match before.get(k) {
-            None => changes.push(format!("input {} added: {}", k.0, k.1)),
-            Some(o) if o != h => changes.push(format!("input {} changed: {}", k.0, k.1)),
+            None => changes.push(StaleReason::InputAdded {
+                role: role(k),
+                path: path(k),
+            }),
+            Some(o) if o != h => changes.push(StaleReason::InputChanged {
+                role: role(k),
+                path: path(k),
+            }),
             _ => {}
         }
     }
     for k in before.keys() {
         if !after.contains_key(k) {
-            changes.push(format!("input {} removed: {}", k.0, k.1));
+            changes.push(StaleReason::InputRemoved {
+                role: role(k),
+                path: path(k),
+            });
         }
     }
     let n = changes.len();
     reasons.extend(changes.into_iter().take(5));
     if n > 5 {
-        reasons.push(format!("and {} more input changes", n - 5));
+        reasons.push(StaleReason::MoreInputChanges { count: n - 5 });
     }
     for (up, key) in &new.upstream {
         if old.upstream.get(up) != Some(key) {
-            let state = earlier
+            let built = earlier
                 .iter()
                 .find(|s| &s.stage == up)
-                .map(|s| match s.state {
-                    State::Fresh => "changed",
-                    _ => "changed and is not built",
-                })
-                .unwrap_or("changed");
-            reasons.push(format!("upstream {up} {state}"));
+                .is_none_or(|s| s.state == State::Fresh);
+            reasons.push(StaleReason::UpstreamChanged {
+                upstream: up.clone(),
+                built,
+            });
         }
     }
     reasons
@@ -151,7 +161,7 @@ pub(super) fn diff_json(
     path: &str,
     old: &serde_json::Value,
     new: &serde_json::Value,
-    out: &mut Vec<String>,
+    out: &mut Vec<StaleReason>,
 ) {
     use serde_json::Value;
     match (old, new) {
@@ -164,7 +174,10 @@ pub(super) fn diff_json(
                 };
                 match a.get(k) {
                     Some(o) => diff_json(&p, o, v, out),
-                    None => out.push(format!("param {p} added: {v}")),
+                    None => out.push(StaleReason::ParamAdded {
+                        param: p,
+                        value: v.clone(),
+                    }),
                 }
             }
             for k in a.keys() {
@@ -174,14 +187,15 @@ pub(super) fn diff_json(
                     } else {
                         format!("{path}.{k}")
                     };
-                    out.push(format!("param {p} removed"));
+                    out.push(StaleReason::ParamRemoved { param: p });
                 }
             }
         }
-        (a, b) if a != b => out.push(format!(
-            "param {}: {a} → {b}",
-            if path.is_empty() { "params" } else { path }
-        )),
+        (a, b) if a != b => out.push(StaleReason::ParamChanged {
+            param: if path.is_empty() { "params" } else { path }.to_string(),
+            from: a.clone(),
+            to: b.clone(),
+        }),
         _ => {}
     }
 }
