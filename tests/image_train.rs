@@ -95,6 +95,8 @@ block = "llm_block"
     let train = lm4ve(&config, &["pipeline", "show", "train_image", "--json"]);
     let t: serde_json::Value = serde_json::from_str(&train.stdout).unwrap();
     assert_eq!(t["meta"]["task"], "image");
+    // DeiT's repeated-augmentation sampler is on by default: 3 copies of each image.
+    assert_eq!(t["meta"]["repeated_aug"], 3, "{}", t["meta"]);
     assert_eq!(t["meta"]["final"]["epoch"], 1);
     // DeiT's per-epoch schedule: both epochs train at the 1e-6 warm-up start.
     let loss = t["meta"]["final"]["loss"].as_f64().unwrap();

@@ -59,6 +59,7 @@ pub mod params;
 pub mod plan;
 pub mod recipe;
 pub mod registry;
+pub mod sampler;
 pub mod schedule;
 pub mod stage;
 pub mod step;

@@ -180,6 +180,10 @@ pub struct TrainParams {
     /// (VideoMAE's `--num_sample`; a batch of B clips is B · repeated_aug rows).
     #[serde(skip_serializing_if = "is_one")]
     pub repeated_aug: usize,
+    /// Images: the `repeated_aug` copies come from DeiT's sampler (`train::sampler`), not
+    /// from the batch; set by the task, keyed only when on (existing keys stay).
+    #[serde(skip_serializing_if = "is_false")]
+    pub ra_sampler: bool,
     /// A step decay instead of the cosine (`lr_steps = { epochs = [16, 20], rate = 0.25 }`);
     /// the warm-up is the same. Unset: warm-up + cosine to `min_lr`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,6 +240,11 @@ impl TrainParams {
             model = p.model.clone();
         }
         let epochs = t.epochs.unwrap_or(d.epochs);
+        let repeated_aug = t.repeated_aug.unwrap_or_else(|| match &preset {
+            Some(p) => p.repeated_aug,
+            None if features.ra_sampler => crate::train::recipe::RA_REPEATS,
+            None => 1,
+        });
         let augment = match (features.frames_augment, t.augment) {
             (true, None | Some(AugmentToml::Switch(true))) => Some(task.default_augment()),
             (true, Some(AugmentToml::Spec(a))) => Some(a),
@@ -276,9 +285,8 @@ impl TrainParams {
             init_stage: t.init_stage,
             preset: t.preset,
             augment,
-            repeated_aug: t
-                .repeated_aug
-                .unwrap_or_else(|| preset.as_ref().map_or(1, |p| p.repeated_aug)),
+            repeated_aug,
+            ra_sampler: features.ra_sampler && repeated_aug > 1,
             lr_steps: match t.lr_steps {
                 Some(LrStepsToml::Spec(s)) => Some(s),
                 Some(LrStepsToml::Switch(false)) => None,

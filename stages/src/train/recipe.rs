@@ -53,7 +53,15 @@ pub struct Features {
     /// biases, `pos_embed`, `cls_token`; the adapters decay) instead of the point-cloud
     /// reference's.
     pub timm_groups: bool,
+    /// `repeated_aug` is DeiT's repeated-augmentation sampler (`train::sampler`): a
+    /// sample's copies are consecutive positions of the epoch's order, a batch is
+    /// `batch_size` rows; on by default, 3 copies. Otherwise `repeated_aug` is VideoMAE's
+    /// copies within a batch (B · repeated_aug rows), off by default.
+    pub ra_sampler: bool,
 }
+
+/// DeiT's copies per sample when `ra_sampler` (its `RASampler` hard-codes 3).
+pub const RA_REPEATS: usize = 3;
 
 /// A named reference recipe (`preset = "…"`): the defaults it fills in, the encoder sizes
 /// it sets unless the `[model]` table does, and its repeated augmentation.

@@ -15,6 +15,7 @@ use super::ops::precision::LossScaler;
 use super::ops::recompute::GradSink;
 use super::optim::AdamW;
 use super::params::TrainParams;
+use super::sampler;
 use super::schedule::{schedule_for, EpochCosine, Schedule, DEIT_WARMUP_LR};
 use super::step::backward_and_step;
 use super::task::{EpochMetrics, Task};
@@ -23,8 +24,6 @@ use anyhow::{Context, Result};
 use candle_core::DType;
 use candle_nn::VarMap;
 use lm4ve_pipeline::{StageCtx, UnitOutput, UnitPlan};
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
 /// Batches made ahead of the one training (enough to hide a resampling or a shard read behind
@@ -55,13 +54,6 @@ fn rank_purpose(purpose: &str, rank: usize) -> String {
     } else {
         format!("{purpose}.rank{rank}")
     }
-}
-
-/// The sample order of one epoch: a permutation of `n` drawn from `rng` only.
-fn epoch_order(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(rng);
-    order
 }
 
 impl<T: Task> TrainJob<'_, T> {
@@ -217,8 +209,9 @@ impl<T: Task> TrainJob<'_, T> {
                 .chain(built.block_vars.iter())
                 .map(|(_, v)| v),
         )?;
-        let per_epoch = if train_len >= self.p.batch_size {
-            train_len / self.p.batch_size
+        let epoch_len = sampler::epoch_len(train_len, self.p);
+        let per_epoch = if epoch_len >= self.p.batch_size {
+            epoch_len / self.p.batch_size
         } else {
             1
         };
@@ -247,8 +240,9 @@ impl<T: Task> TrainJob<'_, T> {
         let mut new_metrics = Vec::new();
         for epoch in first_epoch..last_epoch {
             let t0 = Instant::now();
-            let order = epoch_order(
+            let order = sampler::epoch_order(
                 train_len,
+                self.p,
                 &mut step_rng(self.p.seed, "shuffle", epoch as u64),
             );
             let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);

@@ -290,8 +290,7 @@ pub fn plan_train<T: Task>(
         }
     );
 
-    // Rows per step: each clip is augmented `repeated_aug` times (video; 1 elsewhere).
-    let b = (p.batch_size * p.repeated_aug) as f64;
+    let b = rows_per_step(p) as f64;
     let exec = Exec {
         attn: p.attention,
         checkpoint: p.checkpoint_blocks,
@@ -348,7 +347,7 @@ pub fn plan_train<T: Task>(
         task: task.name(),
         task_title: task.title(),
         mode: p.mode,
-        batch: p.batch_size * p.repeated_aug,
+        batch: rows_per_step(p),
         tokens: task.tokens(model, shape),
         classes,
         block,
@@ -451,3 +450,13 @@ impl TrainPlan {
 
 #[cfg(test)]
 mod tests;
+
+/// Rows per step: a video batch holds each clip `repeated_aug` times; DeiT's sampler puts its
+/// copies in the epoch's order instead, so an image batch is `batch_size` rows.
+fn rows_per_step(p: &TrainParams) -> usize {
+    if p.ra_sampler {
+        p.batch_size
+    } else {
+        p.batch_size * p.repeated_aug
+    }
+}
