@@ -301,6 +301,10 @@ impl Stage for TrainStage {
         // model config with its defaults filled in, so spelling out a default changes nothing).
         let mut v = serde_json::to_value(&self.p).unwrap_or_default();
         v["model"] = self.model.clone();
+        let task_version = self.task.code_version();
+        if task_version > 0 {
+            v["task_version"] = task_version.into();
+        }
         v
     }
     fn inputs(&self) -> Vec<InputSpec> {

@@ -1,15 +1,15 @@
 //! ImageNet-style images from `image.tokens` shards: the evaluation view as stored (`image`,
 //! u8 [S, S, 3], DeiT's Resize + CenterCrop), and for training the stored JPEG (`jpeg`,
-//! `jpeg_bytes`) decoded every step and augmented (random resized crop, flip, RandAugment,
-//! random erasing; `train::ops::video_aug` on a one-frame clip), then Mixup / CutMix with soft
-//! targets. Values are normalized with the ImageNet mean and std (timm's defaults).
+//! `jpeg_bytes`) decoded every step as PIL decodes it (libjpeg-turbo, `images::decode`) and
+//! augmented in timm's order (bicubic random resized crop, flip, RandAugment, normalize,
+//! random erasing; `train::ops::image_aug`), then Mixup / CutMix with soft targets. Values are
+//! normalized with the ImageNet mean and std (timm's defaults).
 
 use super::ShardSet;
-use crate::ssv2::jpeg::JpegDecoder;
+use crate::images::decode::decode;
+use crate::train::ops::image_aug::{deit_train_view, hflip_u8};
 use crate::train::ops::mixup::{apply_images, draw, soft_targets, MixSpec};
-use crate::train::ops::video_aug::{
-    augment_train_clip, Clip, TrainAugment, IMAGENET_MEAN, IMAGENET_STD,
-};
+use crate::train::ops::video_aug::{TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use lm4ve_pipeline::Upstream;
@@ -18,6 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 const WHAT: &str = "an image.tokens stage";
+
+/// The largest stored training JPEG decoded (pixels): the data stage bounds the side by its
+/// `max_side`, so this only stops a damaged header from asking for a huge buffer.
+const MAX_TRAIN_PIXELS: u64 = 1 << 28;
 
 pub struct ImageSet {
     shards: ShardSet,
@@ -97,35 +101,29 @@ impl ImageSet {
         let s = self.shards.read(i)?;
         let label = self.label_of(&s, i)?;
         let side = self.side;
-        let mut out = match (&self.augment, self.jpeg) {
+        let out = match (&self.augment, self.jpeg) {
             (Some(spec), Some((jpeg, len))) => {
                 let n = s.i64s(len).first().copied().unwrap_or(0).max(0) as usize;
                 let bytes = s.fields[jpeg]
                     .get(..n)
                     .with_context(|| format!("image {i}: jpeg_bytes {n} past its field"))?;
-                let rgb = JpegDecoder::new()
-                    .and_then(|mut d| d.decode(bytes))
+                let img = decode(bytes, MAX_TRAIN_PIXELS)
                     .map_err(|e| anyhow::anyhow!("training image {i}: {e}"))?;
-                let clip = Clip::new(1, rgb.height, rgb.width, rgb.data)?;
-                augment_train_clip(
-                    &clip,
-                    &TrainAugment {
-                        crop: side,
-                        ..spec.clone()
-                    },
-                    rng,
-                )
+                let spec = TrainAugment {
+                    crop: side,
+                    ..spec.clone()
+                };
+                deit_train_view(&img.rgb, &spec, self.hflip, rng)
             }
-            _ => self.normalized(&s.fields[self.image]),
-        };
-        if rng.random::<f64>() < self.hflip {
-            for row in out.chunks_mut(side * 3) {
-                let px: Vec<[f32; 3]> = row.chunks(3).rev().map(|p| [p[0], p[1], p[2]]).collect();
-                for (dst, p) in row.chunks_mut(3).zip(px) {
-                    dst.copy_from_slice(&p);
+            // No augmentation: the stored evaluation view, flipped at random.
+            _ => {
+                let mut view = s.fields[self.image].to_vec();
+                if rng.random::<f64>() < self.hflip {
+                    hflip_u8(&mut view, side);
                 }
+                self.normalized(&view)
             }
-        }
+        };
         Ok((out, label))
     }
 

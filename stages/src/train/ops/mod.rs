@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub(crate) mod handover;
+pub mod image_aug;
 pub mod mixup;
 pub mod precision;
 pub mod recompute;

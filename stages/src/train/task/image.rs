@@ -126,6 +126,10 @@ impl TaskInfo for Image {
     fn is_classification(&self) -> bool {
         true
     }
+    /// 1: the training view in timm's order, decoded as PIL decodes (`ops::image_aug`).
+    fn code_version(&self) -> u32 {
+        1
+    }
     fn benchmark_classes(&self) -> (usize, &'static str) {
         (1000, "ImageNet-1k")
     }

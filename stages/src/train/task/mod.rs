@@ -50,6 +50,12 @@ pub trait TaskInfo: TaskRecipe + Send + Sync {
     /// The class count of the benchmark its data comes from, and its name (a dry run reads
     /// no labels).
     fn benchmark_classes(&self) -> (usize, &'static str);
+    /// This task's own code version, bumped when its data path or model changes what a
+    /// training run computes: a `train` key holds it as `task_version` when it is not 0, so
+    /// one task's change retrains that task only (`TRAIN_VERSION` is every task's).
+    fn code_version(&self) -> u32 {
+        0
+    }
     /// The family of pretrained checkpoints `init` reads for this model; None: no `init`.
     fn init_family(&self) -> Option<&'static Family> {
         None
