@@ -34,6 +34,17 @@
 //! `fc_norm`), the pretraining decoder (`decoder.*`, `encoder_to_decoder`, `mask_token`),
 //! `llama.*`.
 //!
+//! **DeiT / timm ViT → image ViT** (state dict under `model`, as DeiT's `main.py` saves it and
+//! its released `deit_*.pth` hold it, else `state_dict`, else the file): a leading `module.`
+//! is removed; the `Conv2d` patch embedding `[d, 3, p, p]` becomes our Linear `[d, p·p·3]`
+//! (patches are flattened as (dy, dx, rgb)); `cls_token`, `pos_embed`, the blocks, `norm` and
+//! `head` by timm's names, which lm4ve's image ViT shares; a LM4VisualEncoding ViT-LLaMA
+//! checkpoint's `llama_dim_mapper{1,2}` → `llm_adapter_{up,down}`. Ignored: DeiT's
+//! distillation token and head (`dist_token`, `head_dist.*`: lm4ve trains without a teacher),
+//! `fc_norm` (timm's average-pooling variant; lm4ve pools the class token after `norm`),
+//! `llama.*`. A checkpoint of another resolution has another `pos_embed` length: an error
+//! naming both shapes (DeiT's `--finetune` interpolates it; lm4ve does not yet).
+//!
 //! What the models do not share: lm4ve's video ViT always mean-pools (VideoMAE's
 //! `use_mean_pooling = False` variant, `norm` then token 0, is not built), has no learned
 //! positional table, and needs the checkpoint's `embed_dim`, `depth`, `mlp_ratio` and heads
@@ -81,6 +92,8 @@ enum Layout {
     Conv1d,
     /// `Conv3d` tubelet weight `[d, c, t, p, q]` → Linear `[d, t·p·q·c]`.
     Conv3d,
+    /// `Conv2d` patch weight `[d, c, p, q]` → Linear `[d, p·q·c]`.
+    Conv2d,
 }
 
 struct Routed {
@@ -274,6 +287,10 @@ fn convert(t: &Tensor, conv: Layout) -> candle_core::Result<Tensor> {
             .permute((0, 2, 3, 4, 1))?
             .contiguous()?
             .reshape((d, kt * p * q * c)),
+        (Layout::Conv2d, &[d, c, p, q]) => t
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((d, p * q * c)),
         // Already a Linear (lm4ve's own files), or a shape the check then reports.
         _ => Ok(t.clone()),
     }
@@ -341,6 +358,44 @@ fn pointbert_route(key: &str, pretrain: bool) -> Route {
     }
     to(k)
 }
+
+// ---------------------------------------------------------------- DeiT / timm ViT
+
+pub static DEIT: Family = Family {
+    name: "DeiT/timm ViT",
+    keys: &["model", "state_dict"],
+    route: deit_route,
+    pretrain: |_| false,
+    fold: |_| Ok(Vec::new()),
+    interface: &["head.", "llm_adapter_"],
+};
+
+fn deit_route(key: &str, _pretrain: bool) -> Route {
+    let k = key.strip_prefix("module.").unwrap_or(key);
+    let to = |n: &str| Route::To(n.to_string(), Layout::Linear);
+    match k {
+        "patch_embed.proj.weight" => return Route::To(k.to_string(), Layout::Conv2d),
+        "llama_dim_mapper1.weight" => return to("llm_adapter_up.weight"),
+        "llama_dim_mapper2.weight" => return to("llm_adapter_down.weight"),
+        "dist_token" => return Route::Skip(DEIT_DISTILLATION),
+        _ => {}
+    }
+    if k.starts_with("head_dist.") {
+        return Route::Skip(DEIT_DISTILLATION);
+    }
+    if k.starts_with("fc_norm.") {
+        return Route::Skip(
+            "`fc_norm`: timm's average-pooling ViT; lm4ve's pools the class token after `norm`",
+        );
+    }
+    if k.starts_with("llama.") {
+        return Route::Skip(LLM_LAYER);
+    }
+    to(k)
+}
+
+const DEIT_DISTILLATION: &str =
+    "DeiT's distillation token and head (lm4ve trains without a teacher)";
 
 // ---------------------------------------------------------------- VideoMAE
 

@@ -126,6 +126,10 @@ impl TaskInfo for Image {
     fn is_classification(&self) -> bool {
         true
     }
+    /// DeiT's and timm's ViT checkpoints, and the reference's ViT-LLaMA ones.
+    fn init_family(&self) -> Option<&'static crate::train::init::Family> {
+        Some(&crate::train::init::DEIT)
+    }
     /// 1: the training view in timm's order, decoded as PIL decodes (`ops::image_aug`).
     fn code_version(&self) -> u32 {
         1
