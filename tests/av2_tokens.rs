@@ -226,4 +226,19 @@ block = "llm_block"
         );
         assert!(f("min_ade") > 0.0 && f("min_fde").is_finite());
     }
+    // The test split has no futures: evaluating it is refused, naming the key.
+    let r = lm4ve(
+        &cfg,
+        &[
+            "-S",
+            "stages.eval_frozen.params.split=test",
+            "pipeline",
+            "run",
+            "--stage",
+            "eval_frozen",
+        ],
+    );
+    r.no_panic();
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no futures"), "{}", r.stderr);
 }

@@ -158,6 +158,9 @@ pub fn write(split_dir: &Path, s: &SynthScenario) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// One row: its track, timestep, x, y.
+type Row<'a> = (&'a SynthTrack, i64, f64, f64);
+
 /// The scenario's rows as av2 serializes them (one row per track state, tracks in order).
 pub fn write_parquet(path: &Path, s: &SynthScenario) -> Result<(), String> {
     use parquet::basic::Compression;
@@ -186,14 +189,14 @@ pub fn write_parquet(path: &Path, s: &SynthScenario) -> Result<(), String> {
     );
     let file = std::fs::File::create(path).map_err(|err| format!("{}: {err}", path.display()))?;
     let mut w = SerializedFileWriter::new(file, schema, props).map_err(e)?;
-    let rows: Vec<(&SynthTrack, i64, f64, f64)> = s
+    let rows: Vec<Row> = s
         .tracks
         .iter()
         .flat_map(|t| t.states.iter().map(move |&(k, x, y)| (t, k, x, y)))
         .collect();
     let n = rows.len();
     let defs = vec![1i16; n];
-    let strs = |f: &dyn Fn(&(&SynthTrack, i64, f64, f64)) -> String| -> Vec<ByteArray> {
+    let strs = |f: &dyn Fn(&Row) -> String| -> Vec<ByteArray> {
         rows.iter()
             .map(|r| ByteArray::from(f(r).as_str()))
             .collect()

@@ -157,6 +157,14 @@ impl TaskInfo for Forecasting {
     }
     fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
         p.refuse_vote()?;
+        // AV2's test split has no futures (its samples carry zeros): scores on it would be
+        // numbers against nothing; it is scored only through a submission.
+        if self.data == Release::Av2 && p.split.as_deref() == Some("test") {
+            return Err(ParamIssue {
+                key: "split",
+                message: "the AV2 test split has no futures to score: evaluate `val` (the test split is scored through a submission to the AV2 server)".into(),
+            });
+        }
         p.check_test_views(false)
     }
     fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
