@@ -393,6 +393,13 @@ pub struct DemoDataArgs {
     /// Intersections per side of each demo city's street grid (Argoverse vector maps).
     #[arg(long, default_value_t = 8)]
     pub av_grid: usize,
+    /// Argoverse 2 scenarios (the released layout: parquet + each scenario's map JSON) in
+    /// argoverse2/train (none by default: the demo trains on Argoverse 1.1).
+    #[arg(long, default_value_t = 0)]
+    pub av2_train: usize,
+    /// Argoverse 2 scenarios in argoverse2/val.
+    #[arg(long, default_value_t = 0)]
+    pub av2_val: usize,
     /// ImageNet-layout images per class (5 classes) in imagenet/train.
     #[arg(long, default_value_t = 40)]
     pub image_train_per_class: usize,

@@ -490,6 +490,28 @@ fn demo_data(args: &DemoDataArgs) -> Result<ExitCode> {
         maps.join(", "),
         t0.elapsed().as_secs_f64()
     );
+    if args.av2_train + args.av2_val > 0 {
+        let dir = args.out.join("argoverse2");
+        let t0 = std::time::Instant::now();
+        use lm4ve_stages::argoverse::av2::synth;
+        for (split, n, base) in [
+            ("train", args.av2_train, 0u64),
+            ("val", args.av2_val, 1 << 32),
+        ] {
+            for i in 0..n as u64 {
+                // Scenes of a busy AV2 scenario: ~40 tracks, ~80 lane segments (a released one: 40–60 tracks, ~70 lanes).
+                let s = synth::scene(args.seed.wrapping_add(base + i), 40, 80, true);
+                synth::write(&dir.join(split), &s).map_err(anyhow::Error::msg)?;
+            }
+        }
+        println!(
+            "wrote {}: {} train and {} val scenarios (Argoverse 2 parquet + map JSON), {:.1} s",
+            dir.display(),
+            args.av2_train,
+            args.av2_val,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let img_dir = args.out.join("imagenet");
     let t0 = std::time::Instant::now();
     let im = lm4ve_stages::images::demo::write_demo_imagenet(

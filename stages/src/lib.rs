@@ -24,6 +24,7 @@ pub const KINDS: &[&str] = &[
     train::stage::EVAL_KIND,
     ssv2::stage::KIND,
     argoverse::stage::KIND,
+    argoverse::av2::stage::KIND,
     images::stage::KIND,
 ];
 
@@ -36,6 +37,7 @@ pub fn build_stage(
     match sc.kind.as_str() {
         pointcloud::stage::KIND => pointcloud::stage::build(config, sc),
         argoverse::stage::KIND => argoverse::stage::build(config, sc),
+        argoverse::av2::stage::KIND => argoverse::av2::stage::build(config, sc),
         llm::stage::KIND => llm::stage::build(config, sc),
         train::stage::TRAIN_KIND => train::stage::build_train(config, sc),
         train::stage::EVAL_KIND => train::stage::build_eval(config, sc),

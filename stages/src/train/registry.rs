@@ -10,7 +10,7 @@ use super::bench::{self, BenchModel, BenchSpec};
 use super::eval::EvalJob;
 use super::params::{EvalParams, TrainParams};
 use super::plan::{self, TrainPlan};
-use super::task::forecast::Forecasting;
+use super::task::forecast;
 use super::task::image::Image;
 use super::task::pointcloud::PointCloud;
 use super::task::video::Video;
@@ -148,7 +148,7 @@ impl<T: Task> DynTask for T {
 }
 
 /// The tasks of this build, in the order messages list them.
-static BUILTIN: [&dyn DynTask; 4] = [&PointCloud, &Video, &Forecasting, &Image];
+static BUILTIN: [&dyn DynTask; 5] = [&PointCloud, &Video, &forecast::AV1, &Image, &forecast::AV2];
 
 /// Tasks added at run time ([`register`]).
 static REGISTERED: RwLock<Vec<&'static dyn DynTask>> = RwLock::new(Vec::new());
@@ -241,7 +241,13 @@ mod tests {
     fn every_data_kind_has_one_task_and_the_bench_models_keep_their_names() {
         assert_eq!(
             data_kinds(),
-            vec!["pc.tokens", "ssv2.tokens", "av.tokens", "image.tokens"]
+            vec![
+                "pc.tokens",
+                "ssv2.tokens",
+                "av.tokens",
+                "image.tokens",
+                "av2.tokens"
+            ]
         );
         let names: Vec<&str> = bench_models().iter().map(|m| m.name()).collect();
         assert_eq!(

@@ -1,6 +1,8 @@
-//! Motion forecasting (PAPER.md §5): VectorNet with the frozen block on `av.tokens`, its
-//! reference's recipe (the first author's StreamingForecasting), its loss (`loss.rs`) and
-//! the Argoverse displacement metrics (`metrics.rs`).
+//! Motion forecasting (PAPER.md §5): VectorNet with the frozen block on `av.tokens`
+//! (Argoverse 1.1, 30 future steps) or `av2.tokens` (Argoverse 2, 60), its reference's recipe
+//! (the first author's StreamingForecasting), its loss (`loss.rs`) and the official Argoverse
+//! displacement metrics (`metrics.rs`). One task per data kind ([`AV1`], [`AV2`]), the same
+//! code: the shapes (steps, feature counts) come from the shards.
 
 pub mod loss;
 pub mod metrics;
@@ -24,8 +26,29 @@ use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// The motion-forecasting task.
-pub struct Forecasting;
+/// The motion-forecasting task on one Argoverse release.
+pub struct Forecasting {
+    pub data: Release,
+}
+
+/// Which Argoverse the task trains on (its data kind and its metrics' reference code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Argoverse 1.1, `av.tokens`.
+    Av1,
+    /// Argoverse 2, `av2.tokens`.
+    Av2,
+}
+
+/// Forecasting on Argoverse 1.1 (`av.tokens`).
+pub const AV1: Forecasting = Forecasting { data: Release::Av1 };
+/// Forecasting on Argoverse 2 (`av2.tokens`).
+pub const AV2: Forecasting = Forecasting { data: Release::Av2 };
+/// The AV1 task under the name it had before AV2 existed (a braced struct's name is only a
+/// type, so the value `Forecasting` can be this constant): callers and tests that say
+/// `&Forecasting` keep meaning AV1.
+#[allow(non_upper_case_globals)]
+pub const Forecasting: Forecasting = AV1;
 
 /// The polylines of a scene and the steps to predict.
 #[derive(Debug, Clone, Copy)]
@@ -103,16 +126,25 @@ impl TaskRecipe for Forecasting {
 
 impl TaskInfo for Forecasting {
     fn name(&self) -> &'static str {
-        "forecast"
+        match self.data {
+            Release::Av1 => "forecast",
+            Release::Av2 => "forecast_av2",
+        }
     }
     fn title(&self) -> &'static str {
         "Forecast"
     }
     fn data_kind(&self) -> &'static str {
-        crate::argoverse::stage::KIND
+        match self.data {
+            Release::Av1 => crate::argoverse::stage::KIND,
+            Release::Av2 => crate::argoverse::av2::stage::KIND,
+        }
     }
     fn model_title(&self) -> &'static str {
-        "VectorNet (av.tokens)"
+        match self.data {
+            Release::Av1 => "VectorNet (av.tokens)",
+            Release::Av2 => "VectorNet (av2.tokens)",
+        }
     }
     fn eval_split(&self) -> &'static str {
         "val"
@@ -125,16 +157,25 @@ impl TaskInfo for Forecasting {
     }
     fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
         p.refuse_vote()?;
+        // AV2's test split has no futures (its samples carry zeros): scores on it would be
+        // numbers against nothing; it is scored only through a submission.
+        if self.data == Release::Av2 && p.split.as_deref() == Some("test") {
+            return Err(ParamIssue {
+                key: "split",
+                message: "the AV2 test split has no futures to score: evaluate `val` (the test split is scored through a submission to the AV2 server)".into(),
+            });
+        }
         p.check_test_views(false)
     }
     fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
         let fde = m.get("min_fde").and_then(|v| v.as_f64())?;
         let g = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         Some(format!(
-            "forecast  K={}: minADE {:.3} m, minFDE {fde:.3} m, miss rate {:.2}%; K=1: minADE {:.3} m, minFDE {:.3} m, miss rate {:.2}% ({} samples)",
+            "forecast  K={}: minADE {:.3} m, minFDE {fde:.3} m, miss rate {:.2}%, brier-minFDE {:.3}; K=1: minADE {:.3} m, minFDE {:.3} m, miss rate {:.2}% ({} samples)",
             m["modes"],
             g("min_ade"),
             g("miss_rate") * 100.0,
+            g("brier_min_fde"),
             g("min_ade_k1"),
             g("min_fde_k1"),
             g("miss_rate_k1") * 100.0,
@@ -236,7 +277,7 @@ impl Task for Forecasting {
         let loss = forecast_loss(f, &b.futures, &b.future_mask)?;
         let mut totals = ForecastTotals::default();
         totals.add(&f.agent()?, &b.agent)?;
-        Ok((loss, totals.n - totals.k_all.2))
+        Ok((loss, totals.hits()))
     }
     fn new_totals(&self, model: &VectorNet, _classes: usize) -> ForecastTotals {
         ForecastTotals {
@@ -327,6 +368,19 @@ impl Task for Forecasting {
     }
 
     fn shape_of_params(&self, config: &PipelineConfig, sc: &StageConfig) -> Result<AvShape> {
+        if self.data == Release::Av2 {
+            use crate::argoverse::av2::{stage::Av2Params, vectorize as v2};
+            let p: Av2Params = config.typed_params(sc)?;
+            return Ok(AvShape {
+                actors: p.max_actors,
+                actor_vectors: p.obs_steps.saturating_sub(1),
+                actor_features: v2::ACTOR_FEATURES,
+                lanes: p.max_lanes,
+                lane_vectors: p.lane_points.saturating_sub(1),
+                lane_features: v2::LANE_FEATURES,
+                pred_steps: p.pred_steps,
+            });
+        }
         let p: crate::argoverse::stage::AvParams = config.typed_params(sc)?;
         Ok(AvShape {
             actors: p.max_actors,
@@ -388,6 +442,10 @@ impl Task for Forecasting {
     }
 
     fn bench_models(&self) -> &'static [BenchSize] {
+        // One VectorNet bench model (its name is unique): AV1's sizes.
+        if self.data == Release::Av2 {
+            return &[];
+        }
         // VectorNet on Argoverse: 64 actors × 19 vectors, 128 lanes × 9 vectors, 6 modes ×
         // 30 steps; the bench does not clip.
         &[BenchSize {
@@ -474,8 +532,8 @@ impl Totals for ForecastTotals {
         self.modes = modes;
     }
     fn evaluation(&self) -> Evaluation {
-        let (ade, fde, mr) = ForecastTotals::mean(self.k_all, self.n);
-        let (ade1, fde1, mr1) = ForecastTotals::mean(self.k1, self.n);
+        let (ade, fde, mr, brier) = self.k_all.mean(self.n);
+        let (ade1, fde1, mr1, brier1) = self.k1.mean(self.n);
         Evaluation {
             score: 1.0 - mr,
             metrics: serde_json::json!({
@@ -484,9 +542,12 @@ impl Totals for ForecastTotals {
                 "min_ade": ade,
                 "min_fde": fde,
                 "miss_rate": mr,
+                "brier_min_fde": brier,
                 "min_ade_k1": ade1,
                 "min_fde_k1": fde1,
                 "miss_rate_k1": mr1,
+                "brier_min_fde_k1": brier1,
+                "metric_rules": "argoverse-api get_displacement_errors_and_miss_rate = av2 compute_ade/fde/is_missed_prediction/brier_fde on the min-FDE mode (metrics.rs)",
                 "miss_threshold_m": MISS_THRESHOLD_M,
             }),
         }
