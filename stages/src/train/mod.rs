@@ -49,6 +49,8 @@ pub mod evaluate;
 pub mod groups;
 pub mod init;
 #[cfg(test)]
+mod init_rules_tests;
+#[cfg(test)]
 mod init_tests;
 #[cfg(test)]
 mod layout_tests;
