@@ -199,6 +199,12 @@ pub enum ReportFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointArg {
+    Best,
+    Last,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DeviceArg {
     Auto,
@@ -290,6 +296,11 @@ pub enum PipelineCmd {
         /// Only eval stages whose names match this glob.
         #[arg(long)]
         stage: Option<String>,
+        /// Which trained weights to report: by default each task's paper protocol (point
+        /// clouds and images: the best epoch; video and forecasting: the last), as the eval's
+        /// metrics.json says under `reported`; `best` or `last` for that one everywhere.
+        #[arg(long, value_enum)]
+        checkpoint: Option<CheckpointArg>,
         /// Also write a bar chart with error bars per metric (PNG and SVG) and the groups'
         /// held-out curves (curves.png) into this folder.
         #[arg(long, value_name = "DIR")]

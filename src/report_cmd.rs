@@ -3,7 +3,7 @@
 //! and n over the runs of a group. `pipeline export STAGE --out DIR`: an artifact's files under
 //! readable names.
 
-use crate::cli::{Cli, ReportFormat};
+use crate::cli::{CheckpointArg, Cli, ReportFormat};
 use anyhow::{Context, Result};
 use lm4ve_pipeline::{Manifest, UsageError};
 use std::collections::BTreeMap;
@@ -61,10 +61,11 @@ fn numeric_leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String
         }
         serde_json::Value::Object(o) => {
             for (k, x) in o {
-                // Counts and epoch numbers are bookkeeping, not results.
+                // Counts and epoch numbers are bookkeeping, not results; `checkpoints`
+                // holds every kept weights' metrics, of which the top level is one.
                 if matches!(
                     k.as_str(),
-                    "samples" | "views" | "classes" | "per_class" | "epoch"
+                    "samples" | "views" | "classes" | "per_class" | "epoch" | "checkpoints"
                 ) {
                     continue;
                 }
@@ -77,6 +78,22 @@ fn numeric_leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String
             }
         }
         _ => {}
+    }
+}
+
+/// The metrics of one eval artifact to report: the top level (the task's paper protocol,
+/// `reported`), or with `--checkpoint` that checkpoint's metrics (`checkpoints.best|last`;
+/// an eval from before both were kept has only the last, its top level).
+fn report_root(meta: &serde_json::Value, checkpoint: Option<CheckpointArg>) -> &serde_json::Value {
+    let name = match checkpoint {
+        None => return meta,
+        Some(CheckpointArg::Best) => "best",
+        Some(CheckpointArg::Last) => "last",
+    };
+    match meta.get("checkpoints") {
+        Some(c) => c.get(name).unwrap_or(&serde_json::Value::Null),
+        None if name == "last" => meta,
+        None => &serde_json::Value::Null,
     }
 }
 
@@ -100,6 +117,7 @@ pub fn report(
     format: ReportFormat,
     across: &[String],
     filter: Option<&str>,
+    checkpoint: Option<CheckpointArg>,
     plot: Option<&Path>,
 ) -> Result<ExitCode> {
     let mut p = crate::open::open(cli)?;
@@ -138,7 +156,7 @@ pub fn report(
             format!("{base}@{}", kept.join(","))
         };
         let mut metrics = BTreeMap::new();
-        numeric_leaves("", &m.meta, &mut metrics);
+        numeric_leaves("", report_root(&m.meta, checkpoint), &mut metrics);
         let train_stage = p
             .config
             .stages

@@ -448,3 +448,59 @@ fn av_tokens_bytes_do_not_depend_on_threads() {
     r.ok();
     assert!(r.stdout.contains("fresh"), "{}", r.stdout);
 }
+
+/// The real config's caps (`configs/pipeline.toml`'s `av_tokens`: `max_actors`, `max_lanes`)
+/// keep every actor and lane of the demo scenarios (`actors_dropped` and `lanes_dropped` are
+/// 0 in both splits), where the demo's own small caps drop some.
+#[test]
+fn the_real_configs_caps_drop_nothing_on_the_demo() {
+    let real = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/pipeline.toml"),
+    )
+    .unwrap();
+    let section = real
+        .split("[stages.av_tokens.params]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    let cap = |key: &str| -> usize {
+        section
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.trim().strip_prefix('='))
+            .unwrap_or_else(|| panic!("configs/pipeline.toml's av_tokens sets no {key}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (actors, lanes) = (cap("max_actors"), cap("max_lanes"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("av");
+    write_demo_argoverse(
+        &root,
+        &DemoAvConfig {
+            train: 60,
+            val: 20,
+            ..DemoAvConfig::default()
+        },
+    )
+    .unwrap();
+    let cfg = dir.path().join("real-caps.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cache]\ndir = \"cache\"\n[stages.av_tokens]\nkind = \"av.tokens\"\n[stages.av_tokens.params]\ntrain = \"{r}/train/data\"\nval = \"{r}/val/data\"\nmap = \"{r}/map_files\"\nmax_actors = {actors}\nmax_lanes = {lanes}\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    lm4ve(&cfg, &["pipeline", "run", "--stage", "av_tokens"]).ok();
+    let m = show_stage_json(&cfg, "av_tokens")["meta"].clone();
+    for split in ["train", "val"] {
+        let s = &m["splits"][split];
+        assert_eq!(s["actors_dropped"], 0, "{split}: {s}");
+        assert_eq!(s["lanes_dropped"], 0, "{split}: {s}");
+        assert!(s["max_lanes_in_range"].as_u64().unwrap() > 48, "{s}");
+    }
+}

@@ -715,12 +715,12 @@ fn the_real_data_config_has_the_whole_dag_and_names_missing_inputs() {
         "pc_objonly",
         "ssv2_tokens",
         "av_tokens",
-        "train_pc_hardest@mode=frozen",
-        "eval_pc_objonly@mode=none",
-        "train_ssv2@mode=frozen",
-        "train_ssv2_b@mode=frozen",
-        "eval_ssv2_b@mode=none",
-        "eval_av@mode=frozen",
+        "train_pc_hardest@mode=frozen,seed=0",
+        "eval_pc_objonly@mode=none,seed=2",
+        "train_ssv2@mode=frozen,seed=1",
+        "train_ssv2_b@mode=frozen,seed=0",
+        "eval_ssv2_b@mode=none,seed=0",
+        "eval_av@mode=frozen,seed=2",
     ] {
         assert!(
             dag.stdout.contains(stage),
@@ -736,9 +736,9 @@ fn the_real_data_config_has_the_whole_dag_and_names_missing_inputs() {
         ("ssv2_tokens ", "labels.json"),
         ("av_tokens ", "map_files"),
         // The pretrained encoders (`init`) are inputs of the train stages.
-        ("train_pc_hardest@mode=frozen ", "Point-BERT.pth"),
-        ("train_ssv2@mode=none ", "videomae_ssv2_vits.pth"),
-        ("train_ssv2_b@mode=frozen ", "videomae_ssv2_vitb.pth"),
+        ("train_pc_hardest@mode=frozen,seed=0 ", "Point-BERT.pth"),
+        ("train_ssv2@mode=none,seed=1 ", "videomae_ssv2_vits.pth"),
+        ("train_ssv2_b@mode=frozen,seed=2 ", "videomae_ssv2_vitb.pth"),
     ] {
         let line = st
             .stdout

@@ -1215,3 +1215,162 @@ drop_path = 0.0
         );
     }
 }
+
+/// The train artifact keeps the best epoch's weights (by held-out accuracy, the first of equal
+/// epochs) beside the last; `eval` scores both, its top level is the point-cloud protocol's
+/// (`ckpt-best`), voting runs `vote_runs` times and keeps the best run, and `report` shows the
+/// protocol's number by default and either checkpoint on request.
+#[test]
+fn best_and_last_weights_are_kept_and_both_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = demo_data(dir.path(), 6);
+    let model = tiny_llama(dir.path());
+    let base = train_config(
+        dir.path(),
+        "c.toml",
+        &so.join("training_objectdataset.h5"),
+        &so.join("test_objectdataset.h5"),
+        &model,
+        "frozen",
+        6,
+        "cache",
+    );
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("vote = 3\n", "vote = 3\nvote_runs = 2\n");
+    let cfg = dir.path().join("best.toml");
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(&cfg, &["--device", "cpu", "pipeline", "run"]).ok();
+    let m = metrics(&cfg);
+    assert_eq!(m.len(), 6);
+    let acc: Vec<f64> = m.iter().map(|e| e["test_acc"].as_f64().unwrap()).collect();
+    let best = (0..acc.len()).fold(0, |b, i| if acc[i] > acc[b] { i } else { b });
+    let t = show(&cfg, "train_pc");
+    assert_eq!(t["meta"]["best"]["epoch"], best as u64);
+    let (best_file, last_file) = (
+        file_hash(&cfg, "train_pc", "model-best.safetensors"),
+        file_hash(&cfg, "train_pc", "model.safetensors"),
+    );
+    assert_eq!(best_file == last_file, best == 5, "best epoch {best}");
+    let e = show(&cfg, "eval_pc")["meta"].clone();
+    assert_eq!(e["reported"]["checkpoint"], "best", "{e}");
+    let ck = &e["checkpoints"];
+    assert_eq!(ck["best"]["epoch"], best as u64);
+    assert_eq!(ck["last"]["epoch"], 5);
+    // The eval's single view of each set of weights is the trainer's held-out score of its
+    // epoch (the same test clouds; batch sizes differ, so allow one cloud of rounding).
+    let n = e["samples"].as_f64().unwrap();
+    for (name, epoch) in [("best", best), ("last", 5)] {
+        let got = ck[name]["overall_accuracy"].as_f64().unwrap();
+        assert!(
+            (got - acc[epoch]).abs() <= 1.0 / n + 1e-12,
+            "{name}: {got} vs {}",
+            acc[epoch]
+        );
+    }
+    assert_eq!(e["overall_accuracy"], ck["best"]["overall_accuracy"]);
+    // Best of two voting runs.
+    let runs: Vec<f64> = ck["last"]["vote_run_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let top = runs.iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(ck["last"]["vote_overall_accuracy"].as_f64().unwrap(), top);
+    assert_eq!(e["vote_runs"], 2);
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["pipeline", "report", "--format", "json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&lm4ve(&cfg, &args).ok().stdout).unwrap()
+    };
+    let mean = |v: &serde_json::Value| v["eval_pc"]["overall_accuracy"]["mean"].as_f64().unwrap();
+    assert_eq!(
+        mean(&report(&[])),
+        ck["best"]["overall_accuracy"].as_f64().unwrap()
+    );
+    assert_eq!(
+        mean(&report(&["--checkpoint", "last"])),
+        ck["last"]["overall_accuracy"].as_f64().unwrap()
+    );
+    assert!(report(&[])["eval_pc"]
+        .get("checkpoints.last.overall_accuracy")
+        .is_none());
+}
+
+/// `expect = "llama-v1-7b"` on a checkpoint whose config says another model: every command
+/// that loads the config warns (naming what differs) and nothing is refused; the block's
+/// meta records the identity.
+#[test]
+fn llm_block_warns_when_the_checkpoint_is_not_llama_v1_7b() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path());
+    let cfg = dir.path().join("llm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cache]\ndir = \"cache\"\n\n[stages.llm_block]\nkind = \"llm.block\"\n[stages.llm_block.params]\ncheckpoint = \"{}\"\nexpect = \"llama-v1-7b\"\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let s = lm4ve(&cfg, &["pipeline", "status"]);
+    s.ok();
+    assert!(s.stderr.contains("is not LLaMA-v1 7B"), "{}", s.stderr);
+    assert!(
+        s.stderr.contains("hidden 32, 2 layers") && s.stderr.contains("1e-5"),
+        "{}",
+        s.stderr
+    );
+    lm4ve(&cfg, &["pipeline", "run"]).ok();
+    let b = show(&cfg, "llm_block");
+    assert_eq!(b["meta"]["identity"]["hidden_size"], 32);
+    assert_eq!(b["meta"]["identity"]["norm_eps"], 1e-5);
+    assert_eq!(b["meta"]["identity"]["from"], "config.json");
+}
+
+/// `schedule = "streaming-forecasting"` trains with StreamingForecasting's iteration warm-up:
+/// step `i` at `lr·1e-3 + (lr − lr·1e-3)·i / 1000` (each epoch's record holds its last step's
+/// lr), and the schedule is recorded in the train meta.
+#[test]
+fn streaming_forecasting_schedule_warms_up_by_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = av_config(dir.path(), (32, 8), 2, 16, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "warmup_epochs = 1\n",
+        "schedule = \"streaming-forecasting\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "train_av"],
+    )
+    .ok();
+    let t = show(&cfg, "train_av");
+    assert_eq!(t["meta"]["schedule"], "streaming-forecasting");
+    let manifest = PathBuf::from(t["manifest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let f = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "metrics.jsonl")
+        .unwrap();
+    let text =
+        std::fs::read_to_string(manifest.parent().unwrap().join(f["path"].as_str().unwrap()))
+            .unwrap();
+    let (lr, start) = (1e-3, 1e-3 * 1e-3);
+    for (e, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        // `step` counts the steps done: the epoch's last step is the one before.
+        let step = v["step"].as_u64().unwrap() - 1;
+        assert!(step < 1000, "still in the warm-up");
+        let want = start + (lr - start) * step as f64 / 1000.0;
+        let got = v["lr"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-15,
+            "epoch {e}: lr {got}, want {want}"
+        );
+    }
+}

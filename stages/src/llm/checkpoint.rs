@@ -11,6 +11,7 @@ pub use super::error::LlmError;
 use super::error::{bad, check_shape};
 use super::gguf::{gguf_config, gguf_content, unpermute_rows};
 use super::hf::{hf_config, locate_hf_tensor, read_hf_tensor, read_safetensors_header, HfTensor};
+use super::identity::{self, LlmIdentity};
 use super::meta::{self, MetaDir, MetaLayer};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
@@ -151,6 +152,37 @@ fn locate(path: &Path) -> Result<Source, LlmError> {
         route: None,
         config_json,
     })
+}
+
+/// What the checkpoint's own config says it is (`super::identity`), from its config file or
+/// header only (no tensor is read).
+pub fn identity(path: &Path) -> Result<LlmIdentity, LlmError> {
+    match locate(path)? {
+        Source::Gguf(p) => {
+            let c = gguf_content(&p)?;
+            let (cfg, layers) = gguf_config(&p, &c)?;
+            Ok(identity::from_gguf(
+                &c,
+                cfg.hidden_size,
+                layers,
+                cfg.norm_eps,
+            ))
+        }
+        Source::Meta(m) => {
+            let (cfg, layers) = meta::meta_config(&m.params_json)?;
+            identity::from_params_json(&m.params_json, cfg.hidden_size, layers, cfg.norm_eps)
+        }
+        Source::Hf { config_json, .. } => {
+            let (cfg, layers) = hf_config(&config_json)?;
+            identity::from_config_json(
+                &config_json,
+                cfg.arch,
+                cfg.hidden_size,
+                layers,
+                cfg.norm_eps,
+            )
+        }
+    }
 }
 
 pub fn inspect(path: &Path) -> Result<CheckpointInfo, LlmError> {

@@ -6,9 +6,10 @@
 //! were before stacks existed.
 
 use super::checkpoint::{
-    default_first_layer, extract_block, extract_blocks, inspect, layers_files,
+    default_first_layer, extract_block, extract_blocks, identity, inspect, layers_files,
     stack_to_safetensors_bytes,
 };
+use super::identity::{Expected, LlmIdentity};
 use anyhow::Result;
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
@@ -32,6 +33,11 @@ pub struct BlockParams {
     /// How many consecutive layers to stack (`layer`..`layer`+N-1; the paper's "two LLaMA
     /// blocks" ablation). Default 1.
     pub blocks: Option<usize>,
+    /// The LLM this stage should read (`"llama-v1-7b"`, the paper's): a checkpoint whose
+    /// config says otherwise (LLaMA 2's context 4096 and eps 1e-5, another size) is used, with
+    /// a warning on every command that loads the config (`status`, `run`). A check, not an
+    /// output: not in the key.
+    pub expect: Option<Expected>,
 }
 
 pub struct LlmBlockStage {
@@ -39,6 +45,8 @@ pub struct LlmBlockStage {
     layer: usize,
     blocks: usize,
     inputs: Vec<InputSpec>,
+    /// What the checkpoint's config says it is (None: unreadable; the extraction says why).
+    identity: Option<LlmIdentity>,
 }
 
 impl LlmBlockStage {
@@ -99,11 +107,25 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             InputSpec::file_as("checkpoint", f, rel)
         })
         .collect();
+    let identity = identity(&checkpoint).ok();
+    if let (Some(expect), Some(id)) = (p.expect, &identity) {
+        let diffs = expect.differences(id);
+        if !diffs.is_empty() {
+            tracing::warn!(
+                "{}: `{}` is not {} (expect = \"llama-v1-7b\"), the LLM the paper used: {}; its block is used anyway, but results are not the paper's setting",
+                sc.name,
+                checkpoint.display(),
+                expect.name(),
+                diffs.join("; ")
+            );
+        }
+    }
     Ok(Box::new(LlmBlockStage {
         checkpoint,
         layer,
         blocks,
         inputs,
+        identity,
     }))
 }
 
@@ -142,6 +164,7 @@ impl Stage for LlmBlockStage {
                 "blocks": self.blocks,
                 "num_layers": first.num_layers,
                 "source": first.source,
+                "identity": self.identity,
             }));
             return Ok(());
         }
@@ -152,6 +175,7 @@ impl Stage for LlmBlockStage {
             "layer": block.layer,
             "num_layers": block.num_layers,
             "source": block.source,
+            "identity": self.identity,
         }));
         Ok(())
     }

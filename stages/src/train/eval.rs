@@ -1,15 +1,31 @@
 //! An `eval` stage's run, generic over the task: the trained model rebuilt as it was trained
-//! (the train artifact's meta), its weights loaded, scored on the held-out split (and with
-//! test-time voting where the task has it), written to `metrics.json`.
+//! (the train artifact's meta), and each of its kept weights — the last epoch's and the best
+//! epoch's — loaded and scored on the held-out split (and with test-time voting where the
+//! task has it), written to `metrics.json`: the top level is the checkpoint the task's paper
+//! protocol reports ([`super::task::Reported`]), both are under `checkpoints`.
 
 use super::assemble::{build_model, load_weights, num_classes};
 use super::block::BlockMode;
 use super::evaluate::evaluate;
 use super::models::layers::Execution;
 use super::params::EvalParams;
-use super::task::Task;
+use super::task::{Checkpoint, Evaluation, Task};
+use super::trainer::BEST_MODEL_FILE;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::{StageCtx, UnitOutput};
+
+/// The voting seed of run `r` of `vote_runs`: run 0 draws what a single voting run always
+/// drew.
+fn vote_seed(seed: u64, r: usize) -> u64 {
+    if r == 0 {
+        seed
+    } else {
+        let h = blake3::hash(format!("{seed}:vote-run:{r}").as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(b)
+    }
+}
 
 /// One `eval` stage's run: its task, params, the split and batch size it scores with.
 pub struct EvalJob<'a, T: Task> {
@@ -75,11 +91,23 @@ impl<T: Task> EvalJob<'_, T> {
                 precision: serde_json::from_value(meta["precision"].clone()).unwrap_or(None),
             },
         );
-        let weights_path = train
+        let last_path = train
             .manifest
             .file_path(&train.manifest_path, "model.safetensors")
             .context("train artifact has no model.safetensors")?;
-        load_weights(&built, &weights_path, &device)?;
+        let epoch_of = |v: &serde_json::Value| v.get("epoch").and_then(|e| e.as_u64());
+        let (best_epoch, last_epoch) = (epoch_of(&meta["best"]), epoch_of(&meta["final"]));
+        // The best epoch's weights, when the run kept them (an artifact from before they
+        // were kept has only the last) and they are not the last epoch's own.
+        let best_path = train
+            .manifest
+            .file_path(&train.manifest_path, BEST_MODEL_FILE)
+            .filter(|_| best_epoch.is_some());
+        let same = best_epoch == last_epoch;
+        let mut weights = vec![(Checkpoint::Last, last_path.clone(), last_epoch)];
+        if let (Some(path), false) = (&best_path, same) {
+            weights.push((Checkpoint::Best, path.clone(), best_epoch));
+        }
         // In a data-parallel launch the ranks share the test set (rank 0 stores the result).
         let coll = super::dist::current();
         let score = |set: &T::Data| {
@@ -93,21 +121,83 @@ impl<T: Task> EvalJob<'_, T> {
                 &*coll,
             )
         };
-        let mut metrics = score(&set)?.metrics;
-        if let Some(votes) = task.begin_vote(&mut set, self.p, seed) {
-            let voted = score(&set)?.metrics;
-            if let Some(obj) = voted.as_object() {
-                for (k, v) in obj {
-                    metrics[format!("vote_{k}")] = v.clone();
+        let mut per: Vec<(Checkpoint, serde_json::Value, Option<u64>)> = Vec::new();
+        for (which, path, epoch) in &weights {
+            load_weights(&built, path, &device)?;
+            per.push((*which, score(&set)?.metrics, *epoch));
+        }
+        // Test-time voting, for each set of weights: `vote_runs` runs of `vote` views, the
+        // best run's numbers kept (the reference's test prints the best of 9).
+        let runs = self.p.vote_runs.unwrap_or(1).max(1);
+        if task.begin_vote(&mut set, self.p, seed).is_some() {
+            for ((_, path, _), (_, metrics, _)) in weights.iter().zip(per.iter_mut()) {
+                load_weights(&built, path, &device)?;
+                let mut best_run: Option<Evaluation> = None;
+                let mut scores = Vec::with_capacity(runs);
+                for r in 0..runs {
+                    let votes = task.begin_vote(&mut set, self.p, vote_seed(seed, r));
+                    let voted = score(&set)?;
+                    scores.push(voted.score);
+                    if best_run.as_ref().is_none_or(|b| voted.score > b.score) {
+                        best_run = Some(voted);
+                    }
+                    metrics["votes"] = votes.unwrap_or(0).into();
+                }
+                if let Some(voted) = best_run {
+                    if let Some(obj) = voted.metrics.as_object() {
+                        for (k, v) in obj {
+                            metrics[format!("vote_{k}")] = v.clone();
+                        }
+                    }
+                }
+                if runs > 1 {
+                    metrics["vote_runs"] = runs.into();
+                    metrics["vote_run_scores"] = scores.into();
                 }
             }
-            metrics["votes"] = votes.into();
         }
-        task.annotate_eval(&set, self.p, &mut metrics);
+        for (_, m, epoch) in per.iter_mut() {
+            task.annotate_eval(&set, self.p, m);
+            m["epoch"] = (*epoch).into();
+        }
+        let find = |c: Checkpoint| {
+            per.iter()
+                .find(|(w, _, _)| *w == c)
+                .map(|(_, m, _)| m.clone())
+        };
+        let last = find(Checkpoint::Last).unwrap_or_default();
+        // The best epoch is the last one: the same weights, scored once.
+        let best =
+            find(Checkpoint::Best).or_else(|| (same && best_path.is_some()).then(|| last.clone()));
+        let reported = task.reported();
+        let (chosen, note) = match (reported.checkpoint, &best) {
+            (Checkpoint::Best, Some(b)) => (b.clone(), reported.why.to_string()),
+            (Checkpoint::Best, None) => (
+                last.clone(),
+                format!("{} — the train artifact keeps no best-epoch weights (trained before they were kept, or no held-out split), so this is the last epoch", reported.why),
+            ),
+            (Checkpoint::Last, _) => (last.clone(), reported.why.to_string()),
+        };
+        let chosen_name = if best.is_none() {
+            Checkpoint::Last
+        } else {
+            reported.checkpoint
+        };
+        // The top level is the paper's protocol (what `pipeline report` shows); both sets of
+        // weights are under `checkpoints`.
+        let mut metrics = chosen;
+        metrics["reported"] = serde_json::json!({
+            "checkpoint": chosen_name.name(),
+            "protocol": note,
+        });
+        let mut both = serde_json::json!({ "last": last });
+        if let Some(b) = best {
+            both["best"] = b;
+        }
+        metrics["checkpoints"] = both;
         metrics["split"] = self.split.into();
-        // The held-out score of the training run's best and last epochs (what the paper
-        // reports is the best epoch's test accuracy, `ckpt-best`), next to this evaluation of
-        // the last model.
+        // The held-out score of the training run's best and last epochs, as the trainer
+        // measured them each epoch.
         metrics["train_best_epoch"] = meta["best"].clone();
         metrics["train_last_epoch"] = meta["final"]
             .get("epoch")

@@ -51,6 +51,8 @@ pub mod init;
 #[cfg(test)]
 mod init_deit_tests;
 #[cfg(test)]
+mod init_rules_tests;
+#[cfg(test)]
 mod init_tests;
 #[cfg(test)]
 mod layout_tests;

@@ -7,7 +7,7 @@ use super::block::BlockMode;
 use super::ops::attention::AttnImpl;
 use super::ops::precision::Precision;
 use super::ops::video_aug::TrainAugment;
-use super::recipe::TaskRecipe;
+use super::recipe::{TaskRecipe, WarmupSteps};
 use super::schedule::LrSteps;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -58,6 +58,9 @@ pub struct TrainToml {
     pub augment: Option<AugmentToml>,
     pub repeated_aug: Option<usize>,
     pub lr_steps: Option<LrStepsToml>,
+    /// A named lr schedule of the task (`recipe::SchedulePreset`; forecasting: `paper`,
+    /// `streaming-forecasting`).
+    pub schedule: Option<String>,
 }
 
 /// `lr_steps = false` (the cosine), `true` (the task's reference steps), or a table.
@@ -188,6 +191,15 @@ pub struct TrainParams {
     /// the warm-up is the same. Unset: warm-up + cosine to `min_lr`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr_steps: Option<LrSteps>,
+    /// The named schedule the epochs, warm-up and decay came from (forecasting). Not in the
+    /// key: its values are, through `epochs`, `warmup_epochs`, `lr_steps` and
+    /// `warmup_steps`, so spelling a schedule out by hand keys the same.
+    #[serde(skip)]
+    pub schedule: Option<String>,
+    /// A warm-up by iterations from `lr · start_ratio` (the schedule's; replaces the
+    /// epochs' warm-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<WarmupSteps>,
 }
 
 fn is_one(v: &usize) -> bool {
@@ -239,7 +251,15 @@ impl TrainParams {
         } else if let (Some(p), true) = (&preset, model.is_null()) {
             model = p.model.clone();
         }
-        let epochs = t.epochs.unwrap_or(d.epochs);
+        let schedule_name = t
+            .schedule
+            .clone()
+            .or_else(|| task.default_schedule().map(String::from));
+        let schedule = schedule_name.as_deref().and_then(|n| task.schedule(n));
+        let epochs = t
+            .epochs
+            .or(schedule.as_ref().map(|s| s.epochs))
+            .unwrap_or(d.epochs);
         let repeated_aug = t.repeated_aug.unwrap_or_else(|| match &preset {
             Some(p) => p.repeated_aug,
             None if features.ra_sampler => crate::train::recipe::RA_REPEATS,
@@ -257,7 +277,10 @@ impl TrainParams {
             mlp_hidden: t.mlp_hidden,
             model,
             epochs,
-            warmup_epochs: t.warmup_epochs.unwrap_or(d.warmup_epochs),
+            warmup_epochs: t
+                .warmup_epochs
+                .or(schedule.as_ref().map(|s| s.warmup_epochs))
+                .unwrap_or(d.warmup_epochs),
             batch_size: t.batch_size.unwrap_or(d.batch_size),
             lr: t.lr.unwrap_or(d.lr),
             min_lr: t.min_lr.unwrap_or(d.min_lr),
@@ -290,9 +313,16 @@ impl TrainParams {
             lr_steps: match t.lr_steps {
                 Some(LrStepsToml::Spec(s)) => Some(s),
                 Some(LrStepsToml::Switch(false)) => None,
-                // A task whose reference decays in steps trains so unless told otherwise.
-                None | Some(LrStepsToml::Switch(true)) => task.reference_lr_steps(epochs),
+                Some(LrStepsToml::Switch(true)) => task.reference_lr_steps(epochs),
+                // The named schedule's decay (forecasting's default `paper`: the cosine).
+                None => schedule.as_ref().and_then(|s| s.lr_steps.clone()),
             },
+            // An explicit epoch warm-up replaces the schedule's iteration warm-up.
+            warmup_steps: schedule
+                .as_ref()
+                .and_then(|s| s.warmup_steps)
+                .filter(|_| t.warmup_epochs.is_none()),
+            schedule: schedule.map(|s| s.name.to_string()),
         }
     }
 }
@@ -328,6 +358,10 @@ pub struct EvalParams {
     /// `vote` views of each cloud (FPS pool, random subset, scale and shift). Reported as
     /// `vote_top1` etc. beside the single-view numbers. Needs the kept points.
     pub vote: Option<usize>,
+    /// Point clouds, with `vote`: run the voting this many times (each with its own draws)
+    /// and keep the best run's numbers, as the reference's `test` prints the best of 9
+    /// `test_vote` runs. That is a selection on the test set; default 1 (one run).
+    pub vote_runs: Option<usize>,
     /// Video, `frames` layout: temporal clips × spatial crops per test video, probabilities
     /// averaged (the reference's `--test_num_segment 2 --test_num_crop 3`, the defaults).
     pub test_clips: Option<usize>,
@@ -377,6 +411,24 @@ impl TrainToml {
                 if self.augment.is_some() { "augment" } else { "repeated_aug" },
                 "augment and repeated_aug are the video recipe's (ssv2.tokens, layout = \"frames\"); remove them for this task",
             );
+        }
+        if let Some(name) = &self.schedule {
+            if task.schedule(name).is_none() {
+                let names = task.schedule_names();
+                return issue(
+                    "schedule",
+                    if names.is_empty() {
+                        format!(
+                            "schedule = \"{name}\": this task has no named schedules; remove it"
+                        )
+                    } else {
+                        format!(
+                            "unknown schedule \"{name}\"; this task's are {}",
+                            names.join(", ")
+                        )
+                    },
+                );
+            }
         }
         if matches!(self.lr_steps, Some(LrStepsToml::Switch(true)))
             && task.reference_lr_steps(1).is_none()
@@ -517,13 +569,29 @@ impl TrainParams {
 impl EvalParams {
     /// `vote` is set where the task has no test-time voting.
     pub fn refuse_vote(&self) -> Result<(), ParamIssue> {
-        if self.vote.is_some() {
+        if self.vote.is_some() || self.vote_runs.is_some() {
             return issue(
-                "vote",
-                "vote is the point-cloud test-time voting; remove it for this task",
+                if self.vote.is_some() { "vote" } else { "vote_runs" },
+                "vote and vote_runs are the point-cloud test-time voting; remove them for this task",
             );
         }
         Ok(())
+    }
+
+    /// `vote_runs`: in 1..=100, and only with `vote`.
+    pub fn check_vote_runs(&self) -> Result<(), ParamIssue> {
+        match (self.vote_runs, self.vote) {
+            (None, _) => Ok(()),
+            (Some(r), _) if !(1..=100).contains(&r) => issue(
+                "vote_runs",
+                format!("vote_runs = {r} must be in 1..=100 (the reference runs 9)"),
+            ),
+            (Some(_), None) => issue(
+                "vote_runs",
+                "vote_runs repeats the test-time voting; set vote = N (the reference: 10) too",
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// `test_clips` / `test_crops`: in 1..=16 where the task has the multi-view test
@@ -586,16 +654,27 @@ pub(crate) mod tests {
             ),
             Some(steps.clone())
         );
-        // Forecasting: the reference's steps at 2/3 and 5/6 of the epochs by default.
+        // Forecasting: `lr_steps = true` is the reference's steps at 2/3 and 5/6 of the
+        // epochs; by default the `paper` schedule's cosine.
         assert_eq!(
-            resolve(serde_json::json!({"data": "d", "epochs": 24}), &Forecasting),
-            Some(steps)
+            resolve(
+                serde_json::json!({"data": "d", "epochs": 24, "lr_steps": true}),
+                &Forecasting
+            ),
+            Some(steps.clone())
         );
         assert_eq!(
-            resolve(serde_json::json!({"data": "d", "epochs": 8}), &Forecasting)
-                .unwrap()
-                .epochs,
+            resolve(
+                serde_json::json!({"data": "d", "epochs": 8, "lr_steps": true}),
+                &Forecasting
+            )
+            .unwrap()
+            .epochs,
             vec![5, 7]
+        );
+        assert_eq!(
+            resolve(serde_json::json!({"data": "d", "epochs": 24}), &Forecasting),
+            None
         );
         assert_eq!(
             resolve(
@@ -604,6 +683,51 @@ pub(crate) mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn vectornet_schedules_are_named_presets_and_explicit_keys_win() {
+        let paper = resolved_defaults(&Forecasting);
+        assert_eq!(paper.schedule.as_deref(), Some("paper"));
+        assert_eq!((paper.epochs, paper.warmup_epochs), (60, 1));
+        assert_eq!((paper.lr_steps.clone(), paper.warmup_steps), (None, None));
+        let sf = resolved(
+            serde_json::json!({"data": "d", "schedule": "streaming-forecasting"}),
+            &Forecasting,
+        );
+        assert_eq!((sf.epochs, sf.warmup_epochs), (24, 0));
+        assert_eq!(
+            sf.warmup_steps,
+            Some(WarmupSteps {
+                steps: 1000,
+                start_ratio: 1e-3
+            })
+        );
+        assert_eq!(
+            sf.lr_steps,
+            Some(LrSteps {
+                epochs: vec![16, 20],
+                rate: 0.25
+            })
+        );
+        assert_eq!((sf.lr, sf.weight_decay, sf.grad_clip), (5e-4, 1e-4, 0.1));
+        // Explicit keys win; an explicit epoch warm-up replaces the iteration warm-up.
+        let mine = resolved(
+            serde_json::json!({"data": "d", "schedule": "streaming-forecasting",
+                               "epochs": 3, "warmup_epochs": 1, "lr_steps": false}),
+            &Forecasting,
+        );
+        assert_eq!((mine.epochs, mine.warmup_epochs), (3, 1));
+        assert_eq!((mine.lr_steps, mine.warmup_steps), (None, None));
+        // Other tasks have no named schedules and none is recorded.
+        assert_eq!(resolved_defaults(&PointCloud).schedule, None);
+        let raw: TrainToml =
+            serde_json::from_value(serde_json::json!({"data": "d", "schedule": "paper"})).unwrap();
+        assert_eq!(raw.check_features(&PointCloud).unwrap_err().key, "schedule");
+        let raw: TrainToml =
+            serde_json::from_value(serde_json::json!({"data": "d", "schedule": "fast"})).unwrap();
+        let e = raw.check_features(&Forecasting).unwrap_err();
+        assert!(e.message.contains("streaming-forecasting"), "{e:?}");
     }
 
     /// The params a config with only `data` gets for a task.

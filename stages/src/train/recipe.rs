@@ -73,6 +73,27 @@ pub struct Preset {
     pub repeated_aug: usize,
 }
 
+/// A warm-up counted in iterations, as StreamingForecasting's `warmup()`: the lr of step
+/// `i < steps` is `lr·start_ratio + (lr − lr·start_ratio)·i / steps`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WarmupSteps {
+    pub steps: u64,
+    pub start_ratio: f64,
+}
+
+/// A named lr schedule of a task (`schedule = "…"`): what it fills in for the keys a config
+/// leaves out (explicit `epochs`, `warmup_epochs`, `lr_steps` win).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulePreset {
+    pub name: &'static str,
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    /// A warm-up by iterations instead of epochs.
+    pub warmup_steps: Option<WarmupSteps>,
+    /// The step decay after the warm-up (None: the cosine to `min_lr`).
+    pub lr_steps: Option<LrSteps>,
+}
+
 /// A task's recipe, as `params.rs` resolves a stage against it.
 pub trait TaskRecipe {
     /// The defaults of the task's reference recipe.
@@ -97,6 +118,21 @@ pub trait TaskRecipe {
     /// `augment` out.
     fn default_augment(&self) -> super::ops::video_aug::TrainAugment {
         super::ops::video_aug::TrainAugment::default()
+    }
+
+    /// The task's named lr schedules (`schedule = "…"`), in the order messages list them.
+    fn schedule_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The schedule `name`, if the task has it.
+    fn schedule(&self, _name: &str) -> Option<SchedulePreset> {
+        None
+    }
+
+    /// The schedule a config that names none gets (None: the task has no named schedules).
+    fn default_schedule(&self) -> Option<&'static str> {
+        None
     }
 
     /// The reference's step decay for a run of `epochs` (what `lr_steps = true`, or leaving

@@ -46,6 +46,28 @@ impl Schedule for WarmupStepDecay {
     }
 }
 
+/// StreamingForecasting's warm-up (`tools/pretrain/train_forecaster_vectornet.py`,
+/// `warmup()`): step `i < warmup` trains at `start + (lr − start)·i / warmup` (from
+/// `start = lr · warmup_ratio`, reaching `lr` only after the warm-up); from then on `then`
+/// (the step decay). The reference runs these iterations as an extra pass before epoch 0;
+/// lm4ve counts them as the first steps of epoch 0 (README, "VectorNet schedules").
+pub struct IterWarmup {
+    pub warmup: u64,
+    pub start: f64,
+    pub lr: f64,
+    pub then: Box<dyn Schedule>,
+}
+
+impl Schedule for IterWarmup {
+    fn lr(&self, step: u64, epoch: usize) -> f64 {
+        if step < self.warmup {
+            self.start + (self.lr - self.start) * step as f64 / self.warmup as f64
+        } else {
+            self.then.lr(step, epoch)
+        }
+    }
+}
+
 /// timm's `CosineLRScheduler` as DeiT uses it: the lr is set once per epoch — linearly from
 /// `warmup_lr` over `warmup` epochs, then `min_lr + ½(lr − min_lr)(1 + cos(π·e/epochs))` —
 /// and DeiT's loop calls `step(epoch)` after training epoch `epoch`, so epoch `e ≥ 1` trains
@@ -149,6 +171,56 @@ pub fn schedule_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// StreamingForecasting's VectorNet schedule, as its training script computes it: the
+    /// warm-up loop's `g['lr'] = lr_min + (lr_max - lr_min) * i / warmup_iter` with
+    /// `lr_min = lr * warmup_ratio`, then per epoch `if epoch in lr_decay_epoch: lr *= rate`
+    /// (multiplying the current lr). Returns the lr of each epoch after the warm-up.
+    fn reference_epoch_lrs(lr: f64, decay: &[usize], rate: f64, epochs: usize) -> Vec<f64> {
+        let mut cur = lr; // the warm-up's last iteration sets lr_max
+        (0..epochs)
+            .map(|e| {
+                if decay.contains(&e) {
+                    cur *= rate;
+                }
+                cur
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streaming_forecasting_schedule_is_the_references_arithmetic() {
+        let (lr, ratio, warm) = (5e-4, 1e-3, 1000u64);
+        let steps = LrSteps {
+            epochs: vec![16, 20],
+            rate: 0.25,
+        };
+        let s = IterWarmup {
+            warmup: warm,
+            start: lr * ratio,
+            lr,
+            then: schedule_for(Some(&steps), 24 * 500, 0, lr, 1e-6),
+        };
+        let lr_min = lr * ratio;
+        for i in [0u64, 1, 10, 500, 999] {
+            let want = lr_min + (lr - lr_min) * i as f64 / warm as f64;
+            assert!((s.lr(i, 0) - want).abs() < 1e-18, "warm-up step {i}");
+        }
+        assert_eq!(s.lr(0, 0), 5e-7);
+        let per_epoch = 500u64;
+        let want = reference_epoch_lrs(lr, &[16, 20], 0.25, 24);
+        for (e, w) in want.iter().enumerate() {
+            let step = (e as u64 * per_epoch).max(warm);
+            assert!(
+                (s.lr(step, e) - w).abs() < 1e-18,
+                "epoch {e}: {} vs {w}",
+                s.lr(step, e)
+            );
+        }
+        assert_eq!(want[15], 5e-4);
+        assert_eq!(want[16], 1.25e-4);
+        assert_eq!(want[23], 3.125e-5);
+    }
 
     #[test]
     fn epoch_cosine_is_timms_stepped_after_each_epoch() {

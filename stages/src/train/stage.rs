@@ -13,7 +13,8 @@
 use super::block::BlockMode;
 use super::params::{EvalParams, ParamIssue, TrainParams, TrainToml};
 use super::registry::{self, DynTask};
-use super::task::EpochMetrics;
+use super::task::{best_epoch, EpochMetrics};
+use super::trainer::{BEST_MODEL_FILE, BEST_UNIT_FILE};
 use anyhow::Result;
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
@@ -29,13 +30,21 @@ pub const EVAL_KIND: &str = "eval";
 /// 3: Point-BERT's per-step resampling; VectorNet as its reference (global graph residual,
 /// every actor decoded and supervised, prediction fusion, JointLoss normalization).
 /// 4: VectorNet takes its reference's init (Xavier-uniform Linear weights, biases U(0, 1)).
-pub const TRAIN_VERSION: u32 = 4;
-pub const EVAL_VERSION: u32 = 1;
+/// 5: each encoder starts as its reference's `__init__` leaves it (`models::init_rules`:
+/// PyTorch's defaults for Point-BERT, VideoMAE's init with `init_scale`, timm's for the image
+/// ViT, the untruncated trunc-normal 0.02); the best epoch's weights are kept
+/// (`model-best.safetensors`).
+pub const TRAIN_VERSION: u32 = 5;
+/// 2: the best epoch's weights scored beside the last; the top level of metrics.json is the
+/// task's reported checkpoint (`train::task::Reported`).
+pub const EVAL_VERSION: u32 = 2;
 
 /// The files a `train` artifact holds whatever its task.
 const TRAIN_FILES: &[&str] = &[
     "checkpoint.safetensors",
     "model.safetensors",
+    BEST_UNIT_FILE,
+    BEST_MODEL_FILE,
     "metrics.jsonl",
     "curves.png",
 ];
@@ -362,12 +371,7 @@ impl Stage for TrainStage {
         let last = epochs.last().cloned();
         // The reference keeps `ckpt-best` by the held-out score of each epoch and reports it:
         // the best epoch (the first one on ties) beside the last.
-        let best = epochs
-            .iter()
-            .fold(None::<&EpochMetrics>, |b, m| match b {
-                Some(b) if b.test_acc >= m.test_acc => Some(b),
-                _ => Some(m),
-            })
+        let best = best_epoch(epochs.iter())
             .map(|m| serde_json::json!({ "epoch": m.epoch, "score": m.test_acc }));
         let mut meta = serde_json::json!({
             "task": self.task.name(),
@@ -384,6 +388,9 @@ impl Stage for TrainStage {
         // Only when set: the manifests of every other run stay what they were.
         if let Some(h) = self.p.mlp_hidden {
             meta["mlp_hidden"] = h.into();
+        }
+        if let Some(schedule) = &self.p.schedule {
+            meta["schedule"] = schedule.clone().into();
         }
         if let Some(preset) = &self.p.preset {
             meta["preset"] = preset.clone().into();

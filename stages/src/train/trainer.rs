@@ -16,15 +16,22 @@ use super::ops::recompute::GradSink;
 use super::optim::AdamW;
 use super::params::TrainParams;
 use super::sampler;
-use super::schedule::{schedule_for, EpochCosine, Schedule, DEIT_WARMUP_LR};
+use super::schedule::{schedule_for, EpochCosine, IterWarmup, Schedule, DEIT_WARMUP_LR};
 use super::step::backward_and_step;
-use super::task::{EpochMetrics, Task};
+use super::task::{best_epoch, EpochMetrics, Task};
 use crate::plot::{curves_png, Series};
 use anyhow::{Context, Result};
 use candle_core::DType;
 use candle_nn::VarMap;
 use lm4ve_pipeline::{StageCtx, UnitOutput, UnitPlan};
 use std::time::Instant;
+
+/// The unit file holding the weights of the best epoch so far, written by a unit in which
+/// a new best epoch happened (the final unit copies the overall best to
+/// [`BEST_MODEL_FILE`]).
+pub const BEST_UNIT_FILE: &str = "best-weights.safetensors";
+/// The artifact's best-epoch weights (`model.safetensors` is the last epoch's).
+pub const BEST_MODEL_FILE: &str = "model-best.safetensors";
 
 /// Batches made ahead of the one training (enough to hide a resampling or a shard read behind
 /// a step; each holds one batch of inputs in memory).
@@ -91,6 +98,28 @@ impl<T: Task> TrainJob<'_, T> {
             report.file = format!("{stage}/model.safetensors");
         }
         Ok(Some(report))
+    }
+
+    /// The weights of the run's best epoch `epoch`: this unit's snapshot (unit `k`), or the
+    /// snapshot of the earlier unit that epoch belongs to.
+    fn best_weights(
+        &self,
+        ctx: &StageCtx,
+        epoch: usize,
+        k: usize,
+        here: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let unit = epoch / self.p.epochs_per_checkpoint.max(1);
+        if unit == k {
+            return here
+                .map(<[u8]>::to_vec)
+                .context("the best epoch is in this unit but its weights were not kept");
+        }
+        let id = TrainParams::unit_id(unit);
+        let path = ctx.unit_file(&id, BEST_UNIT_FILE).with_context(|| {
+            format!("unit {id} holds the best epoch ({epoch}) but its {BEST_UNIT_FILE} is missing from the journal")
+        })?;
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// One work unit: `epochs_per_checkpoint` epochs from the previous unit's checkpoint.
@@ -228,6 +257,14 @@ impl<T: Task> TrainJob<'_, T> {
                 lr: peak,
                 min_lr: floor,
             })
+        } else if let Some(w) = self.p.warmup_steps {
+            // StreamingForecasting's iteration warm-up, then the decay (or the cosine).
+            Box::new(IterWarmup {
+                warmup: w.steps,
+                start: peak * w.start_ratio,
+                lr: peak,
+                then: schedule_for(self.p.lr_steps.as_ref(), total_steps, w.steps, peak, floor),
+            })
         } else {
             schedule_for(
                 self.p.lr_steps.as_ref(),
@@ -238,6 +275,9 @@ impl<T: Task> TrainJob<'_, T> {
             )
         };
         let mut new_metrics = Vec::new();
+        // The weights of this unit's newest best epoch (by the held-out score, the first of
+        // equal epochs: the reference's `ckpt-best` rule), serialized when it happened.
+        let mut best_bytes: Option<Vec<u8>> = None;
         for epoch in first_epoch..last_epoch {
             let t0 = Instant::now();
             let order = sampler::epoch_order(
@@ -335,6 +375,17 @@ impl<T: Task> TrainJob<'_, T> {
             };
             tracing::info!("{}", task.epoch_log(self.name, &m));
             new_metrics.push(m);
+            let is_best = held.is_some()
+                && best_epoch(history.iter().chain(new_metrics.iter()))
+                    .is_some_and(|b| b.epoch == epoch);
+            if is_best {
+                let ck = checkpoint::save(
+                    all_vars.iter().chain(built.block_vars.iter()),
+                    &opt,
+                    scaler.as_ref(),
+                )?;
+                best_bytes = Some(checkpoint::to_bytes(&checkpoint::model_weights(&ck))?);
+            }
         }
         let ck = checkpoint::save(
             all_vars.iter().chain(built.block_vars.iter()),
@@ -343,9 +394,17 @@ impl<T: Task> TrainJob<'_, T> {
         )?;
         out.add_file("checkpoint.safetensors", &checkpoint::to_bytes(&ck)?)?;
         history.extend(new_metrics.iter().cloned());
+        if let Some(bytes) = &best_bytes {
+            out.add_file(BEST_UNIT_FILE, bytes)?;
+        }
         if k + 1 == self.p.units() {
             let weights = checkpoint::model_weights(&ck);
             out.add_file("model.safetensors", &checkpoint::to_bytes(&weights)?)?;
+            // No held-out split, no best: the scores are placeholders.
+            if let Some(best) = best_epoch(history.iter()).filter(|_| test_len > 0) {
+                let bytes = self.best_weights(ctx, best.epoch, k, best_bytes.as_deref())?;
+                out.add_file(BEST_MODEL_FILE, &bytes)?;
+            }
             let mut jsonl = String::new();
             for m in &history {
                 jsonl.push_str(&serde_json::to_string(m)?);

@@ -9,11 +9,12 @@
 //! model EMA (DeiT keeps it beside the model but reports the model's accuracy).
 
 use super::classify::{self, ClassTotals, Target};
-use super::{BenchSetup, BenchSize, Task, TaskInfo};
+use super::{BenchSetup, BenchSize, Checkpoint, Reported, Task, TaskInfo};
 use crate::train::block::{BlockCore, BlockMode};
 use crate::train::data::image::ImageSet;
 use crate::train::models::image_vit::{ImageVit, ImageVitConfig};
-use crate::train::models::layers::{drop_path_rate, init_vars, Execution};
+use crate::train::models::init_rules::{init_by, timm_vit};
+use crate::train::models::layers::{drop_path_rate, Execution};
 use crate::train::ops::mixup::MixSpec;
 use crate::train::ops::video_aug::{RandAugmentSpec, TrainAugment};
 use crate::train::params::{EvalParams, ParamIssue, TrainParams};
@@ -23,7 +24,6 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The data kind this task trains on.
@@ -119,6 +119,15 @@ impl TaskInfo for Image {
     }
     fn model_title(&self) -> &'static str {
         "image ViT (image.tokens)"
+    }
+    /// The reference's DeiT `main.py` saves `best_model.pth` whenever val top-1 beats
+    /// `max_accuracy` and prints `Max accuracy`, the number DeiT-style tables report; its
+    /// `checkpoint.pth` is the last epoch. The paper's rows are the best epoch's.
+    fn reported(&self) -> Reported {
+        Reported {
+            checkpoint: Checkpoint::Best,
+            why: "DeiT main.py's best_model.pth / `Max accuracy`: the epoch of best val top-1",
+        }
     }
     fn eval_split(&self) -> &'static str {
         "val"
@@ -223,25 +232,12 @@ impl Task for Image {
     ) -> Result<ImageVit> {
         Ok(ImageVit::new(cfg, side, classes, block, vb)?)
     }
-    /// timm's `init_weights`: Linear weights trunc-normal 0.02 with zero biases, the
-    /// position embedding trunc-normal 0.02, the class token normal 1e-6 (the adapters are
-    /// built before it runs, so they take it too).
+    /// timm's `init_weights` as the reference's `ViTLLaMA` runs it
+    /// (`models::init_rules::timm_vit`): Linear weights trunc-normal 0.02 (the adapters too,
+    /// built before it runs) with zero biases, the position embedding trunc-normal 0.02, the
+    /// class token normal 1e-6, the Conv2d patch embedding PyTorch's default.
     fn init_weights(&self, varmap: &VarMap, seed: u64) -> Result<()> {
-        init_vars(varmap, seed)?;
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
-        if let Some(cls) = data.get("cls_token") {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC15);
-            let n = cls.elem_count();
-            let v: Vec<f32> = (0..n)
-                .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng))
-                .map(|z: f32| z * 1e-6)
-                .collect();
-            cls.set(&Tensor::from_vec(v, cls.shape(), cls.device())?)?;
-        }
-        Ok(())
+        Ok(init_by(varmap, seed, timm_vit)?)
     }
     fn configure(&self, model: &mut ImageVit, exec: &Execution) {
         model.configure(exec)

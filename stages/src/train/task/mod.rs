@@ -65,11 +65,45 @@ pub trait TaskInfo: TaskRecipe + Send + Sync {
     fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue>;
     /// What the eval params add to the eval stage's key beyond the split and batch size.
     fn eval_key_params(&self, _p: &EvalParams, _key: &mut serde_json::Value) {}
+    /// Which of the training run's weights the paper's number comes from (the reference's
+    /// protocol): the `eval` stage scores both, and its top-level metrics are this one's.
+    fn reported(&self) -> Reported {
+        Reported {
+            checkpoint: Checkpoint::Last,
+            why: "the weights at the end of training",
+        }
+    }
     /// One line for `pipeline show` of an eval artifact's metrics, when they are this task's
     /// kind of metrics.
     fn metrics_summary(&self, _metrics: &serde_json::Value) -> Option<String> {
         None
     }
+}
+
+/// The weights a `train` artifact keeps: the last epoch's (`model.safetensors`) and the
+/// best epoch's by the held-out score the trainer records each epoch
+/// (`model-best.safetensors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpoint {
+    Best,
+    Last,
+}
+
+impl Checkpoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            Checkpoint::Best => "best",
+            Checkpoint::Last => "last",
+        }
+    }
+}
+
+/// The checkpoint a task's paper number comes from, and where the reference says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub checkpoint: Checkpoint,
+    pub why: &'static str,
 }
 
 /// A task with its types: the generic trainer, eval, dry run and benches run through this.
@@ -289,6 +323,17 @@ pub trait Totals {
 pub struct Evaluation {
     pub score: f64,
     pub metrics: serde_json::Value,
+}
+
+/// The best epoch by the held-out score, the first of equal ones (the reference's
+/// `better_than`: strictly greater replaces). A NaN score is never the best.
+pub fn best_epoch<'a>(epochs: impl Iterator<Item = &'a EpochMetrics>) -> Option<&'a EpochMetrics> {
+    epochs
+        .filter(|m| !m.test_acc.is_nan())
+        .fold(None, |b: Option<&EpochMetrics>, m| match b {
+            Some(b) if b.test_acc >= m.test_acc => Some(b),
+            _ => Some(m),
+        })
 }
 
 /// What one epoch measured: a line of `metrics.jsonl` and of the unit records.

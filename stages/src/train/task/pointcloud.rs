@@ -2,10 +2,11 @@
 //! recipe (LM4VisualEncoding `pointcloud_classification`), test-time voting.
 
 use super::classify::{self, ClassTotals, Target};
-use super::{BenchSetup, BenchSize, Task, TaskInfo};
+use super::{BenchSetup, BenchSize, Checkpoint, Reported, Task, TaskInfo};
 use crate::train::block::{BlockCore, BlockMode};
 use crate::train::data::pointcloud::{PcSet, PcViews};
 use crate::train::init::{Family, POINT_BERT};
+use crate::train::models::init_rules::{init_by, point_bert};
 use crate::train::models::layers::{drop_path_rate, Execution};
 use crate::train::models::pointbert::{PointBert, PointBertConfig};
 use crate::train::params::{EvalParams, ParamIssue, TrainParams};
@@ -13,7 +14,7 @@ use crate::train::plan::cost::{vit_block, Cost, Exec, F32};
 use crate::train::recipe::{Features, TaskDefaults, TaskRecipe};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
 use rand_chacha::ChaCha8Rng;
 
@@ -79,6 +80,15 @@ impl TaskInfo for PointCloud {
     fn model_title(&self) -> &'static str {
         "PointBERT (pc.tokens)"
     }
+    /// The reference keeps `ckpt-best`, the epoch of best single-view test accuracy
+    /// (`tools/runner_BERT_finetune.py`: `metrics.better_than(best_metrics)`, strictly
+    /// better, so the first of equal epochs), and its ScanObjectNN numbers are that one.
+    fn reported(&self) -> Reported {
+        Reported {
+            checkpoint: Checkpoint::Best,
+            why: "Point-BERT's ckpt-best: the epoch of best single-view test accuracy (runner_BERT_finetune.py)",
+        }
+    }
     fn eval_split(&self) -> &'static str {
         "test"
     }
@@ -92,7 +102,8 @@ impl TaskInfo for PointCloud {
         Some(&POINT_BERT)
     }
     fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
-        p.check_test_views(false)
+        p.check_test_views(false)?;
+        p.check_vote_runs()
     }
     fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
         classify::summary(m)
@@ -100,6 +111,10 @@ impl TaskInfo for PointCloud {
     fn eval_key_params(&self, p: &EvalParams, key: &mut serde_json::Value) {
         if let Some(v) = p.vote {
             key["vote"] = v.into();
+        }
+        // Only when set: eval keys without it stay what they were.
+        if let Some(r) = p.vote_runs {
+            key["vote_runs"] = r.into();
         }
     }
 }
@@ -177,6 +192,12 @@ impl Task for PointCloud {
             },
             views,
         ))
+    }
+
+    /// LM4VisualEncoding's `PointTransformer` runs no init: PyTorch's defaults, a zero class
+    /// token, a standard-normal class position (`models::init_rules::point_bert`).
+    fn init_weights(&self, varmap: &VarMap, seed: u64) -> Result<()> {
+        Ok(init_by(varmap, seed, point_bert)?)
     }
 
     fn build_model(

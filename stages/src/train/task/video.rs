@@ -3,10 +3,11 @@
 //! frames layout's augmentation, Mixup/CutMix, layer-wise lr decay, the multi-view test.
 
 use super::classify::{self, ClassTotals, Target};
-use super::{BenchSetup, BenchSize, Task, TaskInfo};
+use super::{BenchSetup, BenchSize, Checkpoint, Reported, Task, TaskInfo};
 use crate::train::block::{BlockCore, BlockMode};
 use crate::train::data::video::VideoSet;
 use crate::train::init::{Family, VIDEOMAE};
+use crate::train::models::init_rules::{init_by, videomae};
 use crate::train::models::layers::{drop_path_rate, Execution};
 use crate::train::models::video_vit::{VideoVit, VideoVitConfig};
 use crate::train::ops::mixup::MixSpec;
@@ -16,7 +17,7 @@ use crate::train::plan::cost::{vit_block, Cost, Exec, F32};
 use crate::train::recipe::{Features, Preset, TaskDefaults, TaskRecipe};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
 use rand_chacha::ChaCha8Rng;
 
@@ -122,6 +123,10 @@ impl TaskRecipe for Video {
     }
 }
 
+/// VideoMAE's `--init_scale` (`run_class_finetuning.py` default; the SSv2 scripts keep it):
+/// the head starts at trunc-normal 0.02 times this.
+pub const VIDEOMAE_INIT_SCALE: f32 = 0.001;
+
 impl TaskInfo for Video {
     fn name(&self) -> &'static str {
         "video"
@@ -134,6 +139,15 @@ impl TaskInfo for Video {
     }
     fn model_title(&self) -> &'static str {
         "video ViT (ssv2.tokens)"
+    }
+    /// VideoMAE's `run_class_finetuning.py` runs `final_test` (2 clips x 3 crops) on the
+    /// model as training left it, after the last epoch; its `checkpoint-best` is only the
+    /// one-view validation's.
+    fn reported(&self) -> Reported {
+        Reported {
+            checkpoint: Checkpoint::Last,
+            why: "VideoMAE's final_test on the last epoch's model (2 clips x 3 crops)",
+        }
     }
     fn eval_split(&self) -> &'static str {
         "validation"
@@ -237,6 +251,11 @@ impl Task for Video {
             },
             data.views,
         ))
+    }
+
+    /// VideoMAE's `_init_weights` and `init_scale` (`models::init_rules::videomae`).
+    fn init_weights(&self, varmap: &VarMap, seed: u64) -> Result<()> {
+        Ok(init_by(varmap, seed, videomae(VIDEOMAE_INIT_SCALE))?)
     }
 
     fn build_model(

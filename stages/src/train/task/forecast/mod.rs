@@ -9,7 +9,9 @@ pub mod metrics;
 
 use self::loss::forecast_loss;
 use self::metrics::{ForecastTotals, MISS_THRESHOLD_M};
-use super::{BenchSetup, BenchSize, EpochMetrics, Evaluation, Task, TaskInfo, Totals};
+use super::{
+    BenchSetup, BenchSize, Checkpoint, EpochMetrics, Evaluation, Reported, Task, TaskInfo, Totals,
+};
 use crate::plot::{curves_png_axes, Series};
 use crate::train::block::{BlockCore, BlockMode};
 use crate::train::data::argoverse::AvSet;
@@ -17,7 +19,7 @@ use crate::train::models::layers::{init_vars_xavier, Execution};
 use crate::train::models::vectornet::{Forecast, VectorNet, VectorNetConfig};
 use crate::train::params::{EvalParams, ParamIssue, TrainParams};
 use crate::train::plan::cost::{Cost, Exec, F32};
-use crate::train::recipe::{TaskDefaults, TaskRecipe};
+use crate::train::recipe::{SchedulePreset, TaskDefaults, TaskRecipe, WarmupSteps};
 use crate::train::schedule::LrSteps;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -122,7 +124,51 @@ impl TaskRecipe for Forecasting {
     fn reference_lr_steps(&self, epochs: usize) -> Option<LrSteps> {
         Some(vectornet_reference_steps(epochs))
     }
+
+    fn schedule_names(&self) -> &'static [&'static str] {
+        &[SCHEDULE_PAPER, SCHEDULE_STREAMING]
+    }
+
+    /// `paper`: the paper's 60 epochs (PAPER.md §5), one warm-up epoch, then the cosine to
+    /// `min_lr` (the paper states no decay). `streaming-forecasting`: the first author's
+    /// VectorNet recipe as `configs/forecaster/optim/VectorNet.yaml` and
+    /// `tools/pretrain/train_forecaster_vectornet.py` run it: 24 epochs, a 1000-iteration
+    /// warm-up from `lr × 1e-3` (`warmup_iters`, `warmup_ratio`), ×0.25 at epochs 16 and 20.
+    fn schedule(&self, name: &str) -> Option<SchedulePreset> {
+        match name {
+            SCHEDULE_PAPER => Some(SchedulePreset {
+                name: SCHEDULE_PAPER,
+                epochs: 60,
+                warmup_epochs: 1,
+                warmup_steps: None,
+                lr_steps: None,
+            }),
+            SCHEDULE_STREAMING => Some(SchedulePreset {
+                name: SCHEDULE_STREAMING,
+                epochs: 24,
+                warmup_epochs: 0,
+                warmup_steps: Some(WarmupSteps {
+                    steps: 1000,
+                    start_ratio: 1e-3,
+                }),
+                lr_steps: Some(LrSteps {
+                    epochs: vec![16, 20],
+                    rate: 0.25,
+                }),
+            }),
+            _ => None,
+        }
+    }
+
+    fn default_schedule(&self) -> Option<&'static str> {
+        Some(SCHEDULE_PAPER)
+    }
 }
+
+/// The paper's VectorNet schedule (60 epochs, cosine).
+pub const SCHEDULE_PAPER: &str = "paper";
+/// StreamingForecasting's VectorNet schedule (24 epochs, iteration warm-up, step decay).
+pub const SCHEDULE_STREAMING: &str = "streaming-forecasting";
 
 impl TaskInfo for Forecasting {
     fn name(&self) -> &'static str {
@@ -144,6 +190,14 @@ impl TaskInfo for Forecasting {
         match self.data {
             Release::Av1 => "VectorNet (av.tokens)",
             Release::Av2 => "VectorNet (av2.tokens)",
+        }
+    }
+    /// StreamingForecasting saves every epoch (`{epoch}.ckpt`) and evaluates the one it is
+    /// given: the last of the schedule; nothing selects on validation.
+    fn reported(&self) -> Reported {
+        Reported {
+            checkpoint: Checkpoint::Last,
+            why: "StreamingForecasting evaluates the last epoch's checkpoint",
         }
     }
     fn eval_split(&self) -> &'static str {
