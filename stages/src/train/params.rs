@@ -260,7 +260,7 @@ impl TrainParams {
             .epochs
             .or(schedule.as_ref().map(|s| s.epochs))
             .unwrap_or(d.epochs);
-        let repeated_aug = t.repeated_aug.unwrap_or_else(|| match &preset {
+        let repeated_aug = t.repeated_aug.unwrap_or(match &preset {
             Some(p) => p.repeated_aug,
             None if features.ra_sampler => crate::train::recipe::RA_REPEATS,
             None => 1,
