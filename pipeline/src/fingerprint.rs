@@ -83,12 +83,12 @@ impl Stat {
     }
 }
 
-/// path → (stat, blake3), persisted as a small TSV in the cache directory. Keyed by the
-/// path's bytes: hashing an `OsString` is a byte hash, hashing a `PathBuf` walks components
-/// (measurable on 200k-file inputs).
+/// path → (stat, blake3), persisted in the cache directory as `stat-cache.bin`
+/// ([`crate::stat_file`]). Keyed by the path's bytes: hashing an `OsString` is a byte hash,
+/// hashing a `PathBuf` walks components (measurable on 200k-file inputs).
 pub struct StatCache {
     file: PathBuf,
-    entries: HashMap<OsString, (Stat, String)>,
+    entries: HashMap<OsString, (Stat, [u8; 32])>,
     dirty: bool,
 }
 
@@ -96,60 +96,80 @@ pub struct StatCache {
 /// mtime tick and look unchanged ("racy git"); such entries are not trusted next time.
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
+/// The stat cache's older form (a TSV of full paths, until issue 28): not read any more
+/// (hashing once rebuilds it), removed when the new file is saved.
+const LEGACY_TSV: &str = "stat-cache.tsv";
+
+/// Bigger than any real stat cache (80 bytes an entry: 13 million files); a bigger file is
+/// not read.
+const MAX_BYTES: u64 = 1 << 30;
+
 impl StatCache {
+    /// Reads the stat cache at `file`. A missing file is an empty cache; one that cannot be
+    /// used (a link, too big, damaged, truncated, another format) is a warning and an empty
+    /// cache: it only costs hashing the inputs again, and the next save replaces it.
     pub fn load(file: &Path) -> Self {
         let mut entries = HashMap::new();
+        let mut dirty = false;
         // A stat cache planted as a link (to someone's table of hashes) is not read: it
         // would decide the keys. Only a regular file of a bounded size is.
-        let regular =
-            std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file() && m.len() <= 1 << 30);
-        if std::fs::symlink_metadata(file).is_ok() && !regular {
-            tracing::warn!(
-                "{} is not a regular file (a link?); not read: inputs are re-hashed (remove it)",
-                file.display()
-            );
-        }
-        let text = if regular {
-            std::fs::read_to_string(file).ok()
-        } else {
-            None
-        };
-        if let Some(text) = text {
-            for line in text.lines() {
-                let mut it = line.splitn(6, '\t');
-                let (Some(h), Some(s), Some(m), Some(c), Some(i), Some(p)) = (
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                ) else {
-                    continue; // a damaged line only costs a re-hash
-                };
-                let (Ok(size), Ok(mtime_ns), Ok(ctime_ns), Ok(ino)) =
-                    (s.parse(), m.parse(), c.parse(), i.parse())
-                else {
-                    continue;
-                };
-                entries.insert(
-                    OsString::from(p),
-                    (
-                        Stat {
-                            size,
-                            mtime_ns,
-                            ctime_ns,
-                            ino,
-                        },
-                        h.to_string(),
-                    ),
+        let bytes = match std::fs::symlink_metadata(file) {
+            Err(_) => None,
+            Ok(m) if !m.is_file() => {
+                tracing::warn!(
+                    "{} is not a regular file (a link?); not read: inputs are re-hashed (remove it)",
+                    file.display()
                 );
+                None
+            }
+            Ok(m) if m.len() > MAX_BYTES => {
+                tracing::warn!(
+                    "{} is {} bytes, over the {MAX_BYTES}-byte limit; not read: inputs are re-hashed and it is rewritten",
+                    file.display(),
+                    m.len()
+                );
+                dirty = true;
+                None
+            }
+            Ok(_) => match std::fs::read(file) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read {}: {e}; inputs are re-hashed and it is rewritten",
+                        file.display()
+                    );
+                    dirty = true;
+                    None
+                }
+            },
+        };
+        if let Some(bytes) = bytes {
+            match crate::stat_file::decode(&bytes) {
+                Ok(rows) => {
+                    entries.reserve(rows.len());
+                    for (p, r) in rows {
+                        let st = Stat {
+                            size: r.size,
+                            mtime_ns: r.mtime_ns as i128,
+                            ctime_ns: r.ctime_ns as i128,
+                            ino: r.ino,
+                        };
+                        entries.insert(p, (st, r.blake3));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: {e}; ignored: inputs are re-hashed and it is rewritten",
+                        file.display()
+                    );
+                    dirty = true;
+                }
             }
         }
         StatCache {
             file: file.to_path_buf(),
             entries,
-            dirty: false,
+            dirty,
         }
     }
 
@@ -158,22 +178,38 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let mut rows: Vec<_> = self.entries.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        let rows = rows.into_iter().map(|(p, v)| (Path::new(p), v));
-        let mut out = String::with_capacity(rows.len() * 120);
-        for (p, (st, h)) in rows {
-            let Some(p) = p.to_str() else { continue };
-            if p.contains('\n') || p.contains('\t') {
-                continue;
-            }
-            out.push_str(&format!(
-                "{h}\t{}\t{}\t{}\t{}\t{p}\n",
-                st.size, st.mtime_ns, st.ctime_ns, st.ino
-            ));
-        }
-        crate::cas::write_atomic(&self.file, out.as_bytes())?;
+        let rows: Vec<(&OsString, crate::stat_file::Row)> = self
+            .entries
+            .iter()
+            .filter_map(|(p, (st, h))| {
+                // Times outside i64 nanoseconds (before 1678, after 2262) are not kept: such
+                // a file is hashed again each time.
+                Some((
+                    p,
+                    crate::stat_file::Row {
+                        size: st.size,
+                        mtime_ns: i64::try_from(st.mtime_ns).ok()?,
+                        ctime_ns: i64::try_from(st.ctime_ns).ok()?,
+                        ino: st.ino,
+                        blake3: *h,
+                    },
+                ))
+            })
+            .collect();
+        let bytes = crate::stat_file::encode(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
+        crate::cas::write_atomic(&self.file, &bytes)?;
         self.dirty = false;
+        if let Some(old) = self.file.parent().map(|d| d.join(LEGACY_TSV)) {
+            if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_file())
+                && std::fs::remove_file(&old).is_ok()
+            {
+                tracing::info!(
+                    "removed {} (the stat cache is now {})",
+                    old.display(),
+                    self.file.display()
+                );
+            }
+        }
         Ok(())
     }
 
@@ -234,28 +270,37 @@ impl StatCache {
                 });
                 continue;
             }
+            // The walk lists the files; their stats (the slow part on a big tree, and on
+            // NFS) are taken in parallel afterwards.
+            let mut found = Vec::new();
             for entry in walkdir::WalkDir::new(&root)
                 .follow_links(true)
                 .sort_by_file_name()
             {
                 let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
-                if !entry.file_type().is_file() {
-                    continue;
+                if entry.file_type().is_file() {
+                    found.push(entry.into_path());
                 }
-                let md = entry
-                    .metadata()
-                    .with_context(|| format!("stat {}", entry.path().display()))?;
-                let rel = entry
-                    .path()
+            }
+            let stats: Vec<Result<Stat>> = found
+                .par_iter()
+                .map(|p| {
+                    std::fs::metadata(p)
+                        .map(|md| Stat::of(&md))
+                        .with_context(|| format!("stat {}", p.display()))
+                })
+                .collect();
+            for (abs, stat) in found.into_iter().zip(stats) {
+                let rel = abs
                     .strip_prefix(&root)
-                    .unwrap_or(entry.path())
+                    .unwrap_or(&abs)
                     .to_string_lossy()
                     .into_owned();
                 todo.push(Todo {
                     role: spec.role.clone(),
                     rel,
-                    abs: entry.into_path(),
-                    stat: Stat::of(&md),
+                    abs,
+                    stat: stat?,
                 });
             }
         }
@@ -264,25 +309,25 @@ impl StatCache {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         let cached: Vec<Option<String>> = todo
-            .iter()
+            .par_iter()
             .map(|t| {
                 if rehash {
                     return None;
                 }
                 match self.entries.get(t.abs.as_os_str()) {
                     Some((st, h)) if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS => {
-                        Some(h.clone())
+                        Some(blake3::Hash::from_bytes(*h).to_hex().to_string())
                     }
                     _ => None,
                 }
             })
             .collect();
-        let hashed: Vec<Result<Option<String>>> = todo
+        let hashed: Vec<Result<Option<blake3::Hash>>> = todo
             .par_iter()
             .zip(cached.par_iter())
             .map(|(t, c)| match c {
                 Some(_) => Ok(None),
-                None => hash_file(&t.abs).map(Some),
+                None => hash_file_raw(&t.abs).map(Some),
             })
             .collect();
         let mut files = Vec::with_capacity(todo.len());
@@ -291,9 +336,9 @@ impl StatCache {
                 (Some(c), _) => c,
                 (None, Some(h)) => {
                     self.entries
-                        .insert(t.abs.as_os_str().to_owned(), (t.stat, h.clone()));
+                        .insert(t.abs.as_os_str().to_owned(), (t.stat, *h.as_bytes()));
                     self.dirty = true;
-                    h
+                    h.to_hex().to_string()
                 }
                 (None, None) => unreachable!("a file is either cached or hashed"),
             };
@@ -309,8 +354,12 @@ impl StatCache {
     }
 }
 
-/// blake3 of a file; memory-mapped and multi-threaded for large files.
+/// blake3 of a file (hex); memory-mapped and multi-threaded for large files.
 pub fn hash_file(path: &Path) -> Result<String> {
+    hash_file_raw(path).map(|h| h.to_hex().to_string())
+}
+
+fn hash_file_raw(path: &Path) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     let len = std::fs::metadata(path)
         .with_context(|| format!("stat {}", path.display()))?
@@ -322,7 +371,7 @@ pub fn hash_file(path: &Path) -> Result<String> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         h.update(&bytes);
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok(h.finalize())
 }
 
 #[cfg(test)]
@@ -337,7 +386,7 @@ mod tests {
         std::fs::write(data.join("a"), b"1").unwrap();
         std::fs::write(data.join("sub/b"), b"2").unwrap();
         let specs = [InputSpec::new("d", data.clone())];
-        let sc = dir.path().join("sc.tsv");
+        let sc = dir.path().join("stat-cache.bin");
         let mut c = StatCache::load(&sc);
         let f1 = c.fingerprint(&specs, false).unwrap();
         assert_eq!(f1.len(), 2);
@@ -349,6 +398,91 @@ mod tests {
         let f2 = c.fingerprint(&specs, false).unwrap();
         assert_ne!(f1[0].blake3, f2[0].blake3);
         assert_eq!(f1[1].blake3, f2[1].blake3);
+    }
+
+    fn two_files(dir: &Path) -> (Vec<InputSpec>, PathBuf) {
+        let data = dir.join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("a"), b"1").unwrap();
+        std::fs::write(data.join("sub/b"), b"2").unwrap();
+        // Old enough to be trusted at once (see RACY_WINDOW_NS).
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        for f in ["a", "sub/b"] {
+            std::fs::File::options()
+                .append(true)
+                .open(data.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        (vec![InputSpec::new("d", data)], dir.join("stat-cache.bin"))
+    }
+
+    #[test]
+    fn the_saved_file_round_trips_every_entry_and_is_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let mut c = StatCache::load(&sc);
+        let f1 = c.fingerprint(&specs, false).unwrap();
+        c.save().unwrap();
+        let first = std::fs::read(&sc).unwrap();
+        let back = StatCache::load(&sc);
+        assert_eq!(back.entries, c.entries);
+        assert!(!back.dirty);
+        // Every file is now answered from the cache (dirty stays false) with the same hashes.
+        let mut back = back;
+        assert_eq!(back.fingerprint(&specs, false).unwrap(), f1);
+        assert!(!back.dirty);
+        // Saving the same entries again writes the same bytes.
+        back.dirty = true;
+        back.save().unwrap();
+        assert_eq!(std::fs::read(&sc).unwrap(), first);
+    }
+
+    #[test]
+    fn a_damaged_or_truncated_stat_cache_is_ignored_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let mut c = StatCache::load(&sc);
+        let want = c.fingerprint(&specs, false).unwrap();
+        c.save().unwrap();
+        let good = std::fs::read(&sc).unwrap();
+        let mut flipped = good.clone();
+        flipped[20] ^= 1;
+        for bad in [
+            &good[..good.len() / 2],
+            &good[..3],
+            &flipped[..],
+            b"" as &[u8],
+        ] {
+            std::fs::write(&sc, bad).unwrap();
+            let mut c = StatCache::load(&sc);
+            assert!(c.entries.is_empty());
+            // Hashing again gives the same answer, and the file is whole after the save.
+            assert_eq!(c.fingerprint(&specs, false).unwrap(), want);
+            c.save().unwrap();
+            assert_eq!(std::fs::read(&sc).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn an_old_tsv_stat_cache_is_ignored_and_removed_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let tsv = dir.path().join(LEGACY_TSV);
+        let a = dir.path().join("data/a");
+        // The old format's row for `a`, with a wrong hash: it must not be believed.
+        std::fs::write(
+            &tsv,
+            format!("{}\t1\t0\t0\t0\t{}\n", "0".repeat(64), a.display()),
+        )
+        .unwrap();
+        let mut c = StatCache::load(&sc);
+        assert!(c.entries.is_empty());
+        let f = c.fingerprint(&specs, false).unwrap();
+        assert_eq!(f[0].blake3, blake3::hash(b"1").to_hex().to_string());
+        c.save().unwrap();
+        assert!(!tsv.exists() && sc.exists());
     }
 
     #[test]

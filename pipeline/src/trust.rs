@@ -24,7 +24,7 @@
 
 use crate::artifact::{object_path_from_manifest, Manifest, UnitRecord, MANIFEST_FORMAT};
 use crate::shard::Schema;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Largest record (manifest, unit record, run record, rejects list) read from anywhere.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
@@ -226,7 +226,7 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
         });
     }
     let mut per_split: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut objects = BTreeSet::new();
+    let mut objects: BTreeMap<&str, &str> = BTreeMap::new();
     for s in &m.shards {
         check_hash("shard object", &s.blake3)?;
         check_name("split", &s.split)?;
@@ -234,13 +234,20 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
             return Err(TrustError::BadPath(shown(&s.path)));
         }
         check_size(|| format!("shard {}", s.blake3), s.bytes, MAX_SHARD_BYTES)?;
-        if !objects.insert(s.blake3.as_str()) {
-            // A stage never writes the same shard twice; a record that does is pointing
-            // one split at another's data.
-            return Err(TrustError::Inconsistent(format!(
-                "shard {} is listed twice",
-                s.blake3
-            )));
+        // Within a split the same shard may repeat: samples that repeat (a dataset with
+        // periodic or duplicated objects) make byte-identical shards, stored once (issue
+        // 28: the no-op bench's own manifest was refused for it on every run). A shard
+        // listed in two splits is a record pointing one split at another's data.
+        match objects.insert(s.blake3.as_str(), s.split.as_str()) {
+            Some(split) if split != s.split => {
+                return Err(TrustError::Inconsistent(format!(
+                    "shard {} is listed in splits `{}` and `{}`",
+                    s.blake3,
+                    shown(split),
+                    shown(&s.split)
+                )));
+            }
+            _ => {}
         }
         let e = per_split.entry(s.split.as_str()).or_insert(0);
         *e = sum("split samples", *e, s.samples)?;
@@ -388,20 +395,23 @@ pub fn rederive(
         }
         // No plan here: the order in which the manifest lists the units' objects.
         None => {
-            let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+            // Every position of each object: an object listed twice (identical shards of
+            // one split) is claimed once per unit, units taken in id order, so two units
+            // with the same shard keep their places instead of tying at the first one.
+            let mut places: BTreeMap<&str, std::collections::VecDeque<usize>> = BTreeMap::new();
             let listed = m.shards.iter().map(|s| s.blake3.as_str());
             for (i, h) in listed
                 .chain(m.files.iter().map(|f| f.blake3.as_str()))
                 .enumerate()
             {
-                first.entry(h).or_insert(i);
+                places.entry(h).or_default().push_back(i);
             }
             let mut ids: Vec<(usize, String)> = by_id
                 .values()
                 .map(|u| {
                     let at = u
                         .objects()
-                        .filter_map(|h| first.get(h).copied())
+                        .filter_map(|h| places.get_mut(h).and_then(|q| q.pop_front()))
                         .min()
                         .unwrap_or(usize::MAX);
                     (at, u.unit.clone())
@@ -533,6 +543,34 @@ mod tests {
         assert!(!is_name("a/b"));
         assert_eq!(shown("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(shown(&"é".repeat(100)).chars().count(), 81);
+    }
+
+    /// Issue 28: samples that repeat make byte-identical shards; one split may list the
+    /// same object twice (the no-op bench's data did, and its manifest was refused on
+    /// every run), with or without a plan. Two splits sharing an object stay refused.
+    #[test]
+    fn a_shard_repeated_within_a_split_passes_across_splits_is_refused() {
+        let units = vec![
+            unit("train-0", "train", 'a', 3),
+            unit("train-1", "train", 'c', 3),
+            unit("train-2", "train", 'a', 3),
+        ];
+        let m = manifest(&units);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let parsed = parse_manifest(&bytes, &"0".repeat(64)).unwrap();
+        let plan: Vec<String> = units.iter().map(|u| u.unit.clone()).collect();
+        for plan in [Some(plan), None] {
+            let (rebuilt, _) = rederive(&parsed, units.clone(), &expected(plan)).unwrap();
+            assert_eq!(rebuilt, m);
+        }
+        let crossed = manifest(&[
+            unit("train-0", "train", 'a', 3),
+            unit("test-0", "test", 'a', 3),
+        ]);
+        let e = parse_manifest(&serde_json::to_vec(&crossed).unwrap(), &"0".repeat(64))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed in splits"), "{e}");
     }
 
     #[test]
