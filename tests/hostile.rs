@@ -755,12 +755,12 @@ fn verify_reports_links_and_strays_anywhere_and_never_follows_them() {
     for l in &links {
         std::os::unix::fs::symlink(&outside, l).unwrap();
     }
-    std::fs::rename(cache.join("stat-cache.tsv"), dir.join("stat.tsv")).unwrap();
-    std::os::unix::fs::symlink(dir.join("stat.tsv"), cache.join("stat-cache.tsv")).unwrap();
+    std::fs::rename(cache.join("stat-cache.bin"), dir.join("stat.bin")).unwrap();
+    std::os::unix::fs::symlink(dir.join("stat.bin"), cache.join("stat-cache.bin")).unwrap();
     std::fs::write(cache.join("artifacts").join("notes.txt"), "stray").unwrap();
     let r = run(&cfg, &["cache", "verify"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    for l in links.iter().chain([&cache.join("stat-cache.tsv")]) {
+    for l in links.iter().chain([&cache.join("stat-cache.bin")]) {
         assert!(
             r.stdout.contains(&format!("LINK {}", l.display())),
             "{} not reported:\n{}",

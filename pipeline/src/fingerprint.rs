@@ -83,6 +83,14 @@ impl Stat {
     }
 }
 
+/// One input file to hash, as [`StatCache::fingerprint`] finds it.
+struct Todo<'a> {
+    role: &'a str,
+    rel: String,
+    abs: PathBuf,
+    stat: Stat,
+}
+
 /// path → (stat, blake3), persisted in the cache directory as `stat-cache.bin`
 /// ([`crate::stat_file`]). Keyed by the path's bytes: hashing an `OsString` is a byte hash,
 /// hashing a `PathBuf` walks components (measurable on 200k-file inputs).
@@ -144,20 +152,24 @@ impl StatCache {
             },
         };
         if let Some(bytes) = bytes {
-            match crate::stat_file::decode(&bytes) {
-                Ok(rows) => {
-                    entries.reserve(rows.len());
-                    for (p, r) in rows {
-                        let st = Stat {
-                            size: r.size,
-                            mtime_ns: r.mtime_ns as i128,
-                            ctime_ns: r.ctime_ns as i128,
-                            ino: r.ino,
-                        };
-                        entries.insert(p, (st, r.blake3));
-                    }
+            // Straight into the map (no list of rows beside it: memory at 200k files).
+            let decoded = crate::stat_file::decode_each(&bytes, |n, p, r| {
+                if entries.is_empty() {
+                    entries.reserve(n);
                 }
+                let st = Stat {
+                    size: r.size,
+                    mtime_ns: r.mtime_ns as i128,
+                    ctime_ns: r.ctime_ns as i128,
+                    ino: r.ino,
+                };
+                entries.insert(p, (st, r.blake3));
+            });
+            match decoded {
+                Ok(()) => {}
                 Err(e) => {
+                    // Rows before the damage are not trusted either.
+                    entries.clear();
                     tracing::warn!(
                         "{}: {e}; ignored: inputs are re-hashed and it is rewritten",
                         file.display()
@@ -216,11 +228,13 @@ impl StatCache {
     /// Hashes every file of `specs` (re-using cached hashes whose stat is unchanged unless
     /// `rehash`). Files come back sorted by (role, rel). A missing input is an error.
     pub fn fingerprint(&mut self, specs: &[InputSpec], rehash: bool) -> Result<Vec<InputFile>> {
-        struct Todo {
-            role: String,
-            rel: String,
-            abs: PathBuf,
-            stat: Stat,
+        // Per file only what is needed (a 200,000-file input is held several times over
+        // here: measured with heaptrack, `Metadata` and per-file role strings were most of a
+        // no-op run's memory).
+        enum Kind {
+            File(Stat),
+            Dir,
+            Other,
         }
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let absolute = |p: &Path| {
@@ -232,125 +246,127 @@ impl StatCache {
         };
         // One stat per input, in parallel: on a 200k-file dataset the stats are the whole
         // cost of a no-op run, and they overlap well (metadata latency, not CPU).
-        let stats: Vec<Result<std::fs::Metadata>> = specs
+        let stats: Vec<Result<Kind>> = specs
             .par_iter()
             .map(|spec| {
-                std::fs::metadata(&spec.path).map_err(|e| {
+                let md = std::fs::metadata(&spec.path).map_err(|e| {
                     anyhow::anyhow!(
                         "input `{}` at {}: {e}; fix the path in the config (paths are relative to the config file)",
                         spec.role,
                         spec.path.display()
                     )
+                })?;
+                Ok(if md.is_file() {
+                    Kind::File(Stat::of(&md))
+                } else if md.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::Other
                 })
             })
             .collect();
-        let mut todo = Vec::new();
-        for (spec, md) in specs.iter().zip(stats) {
-            let md = md?;
+        let mut todo = Vec::with_capacity(specs.len());
+        for (spec, kind) in specs.iter().zip(stats) {
             let root = absolute(&spec.path);
-            if !md.is_file() && !md.is_dir() {
+            let stat = match kind? {
+                Kind::File(stat) => stat,
+                Kind::Dir => {
+                    self.walk(spec, &root, &mut todo)?;
+                    continue;
+                }
                 // A FIFO or a device would block or never end when hashed.
-                anyhow::bail!(
+                Kind::Other => anyhow::bail!(
                     "input `{}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
                     spec.role,
                     spec.path.display()
-                );
-            }
-            if md.is_file() {
-                let rel = spec.rel.clone().unwrap_or_else(|| {
-                    root.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                });
-                todo.push(Todo {
-                    role: spec.role.clone(),
-                    rel,
-                    abs: root,
-                    stat: Stat::of(&md),
-                });
-                continue;
-            }
-            // The walk lists the files; their stats (the slow part on a big tree, and on
-            // NFS) are taken in parallel afterwards.
-            let mut found = Vec::new();
-            for entry in walkdir::WalkDir::new(&root)
-                .follow_links(true)
-                .sort_by_file_name()
-            {
-                let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
-                if entry.file_type().is_file() {
-                    found.push(entry.into_path());
-                }
-            }
-            let stats: Vec<Result<Stat>> = found
-                .par_iter()
-                .map(|p| {
-                    std::fs::metadata(p)
-                        .map(|md| Stat::of(&md))
-                        .with_context(|| format!("stat {}", p.display()))
-                })
-                .collect();
-            for (abs, stat) in found.into_iter().zip(stats) {
-                let rel = abs
-                    .strip_prefix(&root)
-                    .unwrap_or(&abs)
-                    .to_string_lossy()
-                    .into_owned();
-                todo.push(Todo {
-                    role: spec.role.clone(),
-                    rel,
-                    abs,
-                    stat: stat?,
-                });
-            }
+                ),
+            };
+            let rel = spec.rel.clone().unwrap_or_else(|| {
+                root.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            todo.push(Todo {
+                role: &spec.role,
+                rel,
+                abs: root,
+                stat,
+            });
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        let cached: Vec<Option<String>> = todo
+        // The hash of each file: from the stat cache when its stat is unchanged (and not
+        // racy), else read and hashed (then `true`: a new entry). One pass, in parallel.
+        let entries = &self.entries;
+        let hashes: Vec<Result<([u8; 32], bool)>> = todo
             .par_iter()
             .map(|t| {
-                if rehash {
-                    return None;
-                }
-                match self.entries.get(t.abs.as_os_str()) {
-                    Some((st, h)) if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS => {
-                        Some(blake3::Hash::from_bytes(*h).to_hex().to_string())
+                if !rehash {
+                    if let Some((st, h)) = entries.get(t.abs.as_os_str()) {
+                        if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS {
+                            return Ok((*h, false));
+                        }
                     }
-                    _ => None,
                 }
-            })
-            .collect();
-        let hashed: Vec<Result<Option<blake3::Hash>>> = todo
-            .par_iter()
-            .zip(cached.par_iter())
-            .map(|(t, c)| match c {
-                Some(_) => Ok(None),
-                None => hash_file_raw(&t.abs).map(Some),
+                hash_file_raw(&t.abs).map(|h| (*h.as_bytes(), true))
             })
             .collect();
         let mut files = Vec::with_capacity(todo.len());
-        for ((t, c), h) in todo.into_iter().zip(cached).zip(hashed) {
-            let hash = match (c, h?) {
-                (Some(c), _) => c,
-                (None, Some(h)) => {
-                    self.entries
-                        .insert(t.abs.as_os_str().to_owned(), (t.stat, *h.as_bytes()));
-                    self.dirty = true;
-                    h.to_hex().to_string()
-                }
-                (None, None) => unreachable!("a file is either cached or hashed"),
-            };
+        for (t, h) in todo.into_iter().zip(hashes) {
+            let (hash, new) = h?;
+            if new {
+                self.entries.insert(t.abs.into_os_string(), (t.stat, hash));
+                self.dirty = true;
+            }
             files.push(InputFile {
-                role: t.role,
+                role: t.role.to_string(),
                 rel: t.rel,
                 size: t.stat.size,
-                blake3: hash,
+                blake3: blake3::Hash::from_bytes(hash).to_hex().to_string(),
             });
         }
         files.sort_by(|a, b| (&a.role, &a.rel).cmp(&(&b.role, &b.rel)));
         Ok(files)
+    }
+
+    /// Every file below the directory input `spec` (at `root`, absolute), sorted by name.
+    /// The walk lists them; their stats (the slow part on a big tree, and on NFS) are taken
+    /// in parallel afterwards.
+    fn walk<'a>(&self, spec: &'a InputSpec, root: &Path, todo: &mut Vec<Todo<'a>>) -> Result<()> {
+        let mut found = Vec::new();
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
+            if entry.file_type().is_file() {
+                found.push(entry.into_path());
+            }
+        }
+        let stats: Vec<Result<Stat>> = found
+            .par_iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .map(|md| Stat::of(&md))
+                    .with_context(|| format!("stat {}", p.display()))
+            })
+            .collect();
+        for (abs, stat) in found.into_iter().zip(stats) {
+            let rel = abs
+                .strip_prefix(root)
+                .unwrap_or(&abs)
+                .to_string_lossy()
+                .into_owned();
+            todo.push(Todo {
+                role: &spec.role,
+                rel,
+                abs,
+                stat: stat?,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -99,6 +99,22 @@ pub enum DecodeError {
 
 /// The rows of a file written by [`encode`], in file order.
 pub fn decode(bytes: &[u8]) -> Result<Vec<(OsString, Row)>, DecodeError> {
+    let mut rows = Vec::new();
+    decode_each(bytes, |n, p, r| {
+        rows.reserve(n.saturating_sub(rows.len()));
+        rows.push((p, r))
+    })?;
+    Ok(rows)
+}
+
+/// [`decode`] handing each row to `row` as it is read, with the number of rows in the file
+/// (to reserve room once). The checksum is checked first, so on a damaged file no row is
+/// handed over; a file whose checksum holds but whose structure lies fails part-way (drop
+/// the rows then).
+pub fn decode_each(
+    bytes: &[u8],
+    mut row: impl FnMut(usize, OsString, Row),
+) -> Result<(), DecodeError> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return Err(DecodeError::Magic);
     }
@@ -128,7 +144,6 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(OsString, Row)>, DecodeError> {
     if n > (r.left() / ENTRY_FIXED) as u64 {
         return Err(DecodeError::Malformed("entry count"));
     }
-    let mut rows = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let d = r.u32("entry")? as usize;
         let dir = *dirs
@@ -140,7 +155,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(OsString, Row)>, DecodeError> {
         path.extend_from_slice(dir);
         path.push(b'/');
         path.extend_from_slice(name);
-        let row = Row {
+        let rec = Row {
             size: r.u64("entry")?,
             mtime_ns: r.u64("entry")? as i64,
             ctime_ns: r.u64("entry")? as i64,
@@ -150,12 +165,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(OsString, Row)>, DecodeError> {
                 .try_into()
                 .map_err(|_| DecodeError::Malformed("entry"))?,
         };
-        rows.push((OsString::from_vec(path), row));
+        row(n as usize, OsString::from_vec(path), rec);
     }
     if r.left() != 0 {
         return Err(DecodeError::Malformed("end"));
     }
-    Ok(rows)
+    Ok(())
 }
 
 struct Reader<'a> {
