@@ -81,12 +81,21 @@ num_groups = 8
 group_size = 4
 shard_samples = 2048
 TOML
-  say "== no-op over $NF small input files"
+  say "== no-op over $NF small input files ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
   t0=$(now); "$BIN" -q -c "$W/noop/bench.toml" pipeline run >/dev/null; t1=$(now)
   say "lm4ve first run (hash + compute): $(secs "$t0" "$t1") s"
+  say "stat cache: $(stat -c %s "$W/noop/cache/stat-cache.bin" 2>/dev/null || stat -c %s "$W/noop/cache/stat-cache.tsv") bytes"
   for i in 1 2 3; do
-    t0=$(now); "$BIN" -q -c "$W/noop/bench.toml" pipeline run >/dev/null; t1=$(now)
-    say "lm4ve no-op run $i: $(secs "$t0" "$t1") s"
+    # A no-op must run nothing: "0 stages run" and no warning, or the bench fails.
+    /usr/bin/time -f '%e %U %S %M' -o "$W/noop/time" \
+      "$BIN" -q -c "$W/noop/bench.toml" pipeline run >"$W/noop/out" 2>"$W/noop/err"
+    read -r wall usr sys rss <"$W/noop/time"
+    say "lm4ve no-op run $i: $wall s wall, $(awk -v u="$usr" -v s="$sys" 'BEGIN{print u+s}') CPU-s, $((rss / 1024)) MiB max RSS"
+    if ! grep -q "0 stages run" "$W/noop/out" || [ -s "$W/noop/err" ]; then
+      cat "$W/noop/out" "$W/noop/err"
+      echo "bench: the no-op run $i ran something or warned" >&2
+      exit 1
+    fi
   done
   ( cd "$W/noop" && dvc init --no-scm -q && dvc config core.autostage false -q || true
     t0=$(now); dvc add -q object_dataset; t1=$(now)

@@ -755,12 +755,12 @@ fn verify_reports_links_and_strays_anywhere_and_never_follows_them() {
     for l in &links {
         std::os::unix::fs::symlink(&outside, l).unwrap();
     }
-    std::fs::rename(cache.join("stat-cache.tsv"), dir.join("stat.tsv")).unwrap();
-    std::os::unix::fs::symlink(dir.join("stat.tsv"), cache.join("stat-cache.tsv")).unwrap();
+    std::fs::rename(cache.join("stat-cache.bin"), dir.join("stat.bin")).unwrap();
+    std::os::unix::fs::symlink(dir.join("stat.bin"), cache.join("stat-cache.bin")).unwrap();
     std::fs::write(cache.join("artifacts").join("notes.txt"), "stray").unwrap();
     let r = run(&cfg, &["cache", "verify"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    for l in links.iter().chain([&cache.join("stat-cache.tsv")]) {
+    for l in links.iter().chain([&cache.join("stat-cache.bin")]) {
         assert!(
             r.stdout.contains(&format!("LINK {}", l.display())),
             "{} not reported:\n{}",
@@ -1072,4 +1072,95 @@ fn a_config_that_is_a_device_directory_or_fifo_is_a_usage_error() {
         assert_eq!(r.code, 2, "{}: {}", cfg.display(), all(&r));
         assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
     }
+}
+
+/// Issue 28: the warning about a refused manifest was cut at 80 characters, which the
+/// manifest's path alone used up: the user saw the path and `…`, never why.
+#[test]
+fn a_refused_manifest_warning_shows_its_reason_whole() {
+    let dir = scratch("long-reason")
+        .join("a-directory-with-a-long-name-so-that-the-manifest-path-alone-is-over-80-characters");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, test) = demo();
+    let cfg = pc_config(&dir, "pc.toml", train, test, "");
+    run(&cfg, &["pipeline", "run"]).ok();
+    let (mp, mut m) = manifest_of(&cfg, "pc_tokens");
+    let n = m["samples"].as_u64().unwrap();
+    m["samples"] = serde_json::json!(n + 1);
+    std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let r = run(&cfg, &["pipeline", "run"]);
+    r.ok();
+    let want = format!("samples = {} but the splits add up to {n}", n + 1);
+    assert!(r.stderr.contains(&want), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. A full disk.
+
+/// A tmpfs mounted for one test and unmounted when dropped (also when the test fails).
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    /// `None` where mounting is not allowed (not root, no CAP_SYS_ADMIN): the case is then
+    /// skipped, and the temp-file cleanup stays covered by the unit test in `cas.rs`.
+    fn mount(at: &Path, size: &str) -> Option<TinyDisk> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| TinyDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn temp_files_below(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_disk_fails_the_run_naming_it_and_leaves_no_temp_files() {
+    let dir = scratch("enospc");
+    let (train, test) = demo();
+    let cfg = pc_config(&dir, "pc.toml", train, test, "");
+    // The cache on a 64 KiB disk: the stat cache and the locks fit, the shards do not.
+    let Some(disk) = TinyDisk::mount(&dir.join("cache"), "64k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let r = run(&cfg, &["pipeline", "run"]);
+    assert_eq!(r.code, 1, "{}", all(&r));
+    assert!(r.stderr.contains("No space left"), "{}", r.stderr);
+    let left = temp_files_below(&disk.0);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Room again (the user freed space): a plain rerun finishes and nothing is half-used.
+    drop(disk);
+    run(&cfg, &["pipeline", "run"]).ok();
+    assert!(status_of(&cfg, "pc_tokens").contains("fresh"));
 }

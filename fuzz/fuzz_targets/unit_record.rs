@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             kind: "k".into(),
             schema: None,
             units: None,
+            files: None,
             meta: None,
         };
         let _ = rederive(&m, vec![u], &expect);

@@ -10,7 +10,7 @@
 //!   runs/<stage>/latest           the key of the stage's last completed run
 //!   locks/                        per-key lock files
 //!   tmp/                          writes in progress (renamed into place when complete)
-//!   stat-cache.tsv                path/size/mtime → blake3 of raw inputs
+//!   stat-cache.bin                path/size/mtime → blake3 of raw inputs (stat_file.rs)
 //! ```
 
 use anyhow::{Context, Result};
@@ -96,7 +96,7 @@ impl Cache {
         self.root.join("locks")
     }
     pub fn stat_cache_path(&self) -> PathBuf {
-        self.root.join("stat-cache.tsv")
+        self.root.join("stat-cache.bin")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -183,16 +183,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_atomic_in(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(tmp_dir, path, bytes.len(), |f| f.write_all(bytes))
+}
+
+/// [`write_atomic_in`] with the write itself as a closure, so a test can make it fail the
+/// way a full disk does (ENOSPC after part of the bytes) and see that nothing is left over.
+fn write_atomic_with(
+    tmp_dir: &Path,
+    path: &Path,
+    len: usize,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let mut tmp = tempfile_in(tmp_dir)?;
-    if let Err(e) = tmp.1.write_all(bytes).and_then(|_| tmp.1.sync_all()) {
+    if let Err(e) = write(&mut tmp.1).and_then(|_| tmp.1.sync_all()) {
         // A full disk (ENOSPC) must not leave the partial temp file behind.
         drop(tmp.1);
         let _ = std::fs::remove_file(&tmp.0);
         return Err(e).with_context(|| {
             format!(
-                "writing {} ({} bytes) into {}",
+                "writing {} ({len} bytes) into {}",
                 path.display(),
-                bytes.len(),
                 tmp_dir.display()
             )
         });
@@ -256,6 +266,33 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    /// Issue 27: a full disk used to leave the partial `.tmp-*` file in `tmp/` (the old
+    /// code returned on the write error before removing it). The write here fails as ENOSPC
+    /// does: after part of the bytes reached the file.
+    #[test]
+    fn a_write_failing_with_enospc_leaves_no_temp_file_and_no_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path()).unwrap();
+        let target = c.root().join("runs/s/key.json");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let e = write_atomic_with(&c.tmp_dir(), &target, 4096, |f| {
+            f.write_all(&[7u8; 1000])?;
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC on Linux
+        })
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("No space left") && msg.contains("key.json"),
+            "{msg}"
+        );
+        let left: Vec<_> = std::fs::read_dir(c.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind in tmp/: {left:?}");
+        assert!(!target.exists());
     }
 
     #[test]

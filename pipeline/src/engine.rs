@@ -665,7 +665,9 @@ impl Pipeline {
         tracing::warn!(
             "{name}: the local manifest of {} is not valid ({}); computing the artifact again",
             short(key),
-            crate::trust::shown(&why)
+            // Whole (control characters escaped): the values from the record in it are
+            // already cut by the checks; cutting here cut the reason off after the path.
+            crate::trust::escaped(&why, usize::MAX)
         );
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!("{name}: cannot remove {}: {e}", path.display());

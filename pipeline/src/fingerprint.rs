@@ -83,12 +83,20 @@ impl Stat {
     }
 }
 
-/// path → (stat, blake3), persisted as a small TSV in the cache directory. Keyed by the
-/// path's bytes: hashing an `OsString` is a byte hash, hashing a `PathBuf` walks components
-/// (measurable on 200k-file inputs).
+/// One input file to hash, as [`StatCache::fingerprint`] finds it.
+struct Todo<'a> {
+    role: &'a str,
+    rel: String,
+    abs: PathBuf,
+    stat: Stat,
+}
+
+/// path → (stat, blake3), persisted in the cache directory as `stat-cache.bin`
+/// ([`crate::stat_file`]). Keyed by the path's bytes: hashing an `OsString` is a byte hash,
+/// hashing a `PathBuf` walks components (measurable on 200k-file inputs).
 pub struct StatCache {
     file: PathBuf,
-    entries: HashMap<OsString, (Stat, String)>,
+    entries: HashMap<OsString, (Stat, [u8; 32])>,
     dirty: bool,
 }
 
@@ -96,60 +104,84 @@ pub struct StatCache {
 /// mtime tick and look unchanged ("racy git"); such entries are not trusted next time.
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
+/// The stat cache's older form (a TSV of full paths, until issue 28): not read any more
+/// (hashing once rebuilds it), removed when the new file is saved.
+const LEGACY_TSV: &str = "stat-cache.tsv";
+
+/// Bigger than any real stat cache (80 bytes an entry: 13 million files); a bigger file is
+/// not read.
+const MAX_BYTES: u64 = 1 << 30;
+
 impl StatCache {
+    /// Reads the stat cache at `file`. A missing file is an empty cache; one that cannot be
+    /// used (a link, too big, damaged, truncated, another format) is a warning and an empty
+    /// cache: it only costs hashing the inputs again, and the next save replaces it.
     pub fn load(file: &Path) -> Self {
         let mut entries = HashMap::new();
+        let mut dirty = false;
         // A stat cache planted as a link (to someone's table of hashes) is not read: it
         // would decide the keys. Only a regular file of a bounded size is.
-        let regular =
-            std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file() && m.len() <= 1 << 30);
-        if std::fs::symlink_metadata(file).is_ok() && !regular {
-            tracing::warn!(
-                "{} is not a regular file (a link?); not read: inputs are re-hashed (remove it)",
-                file.display()
-            );
-        }
-        let text = if regular {
-            std::fs::read_to_string(file).ok()
-        } else {
-            None
-        };
-        if let Some(text) = text {
-            for line in text.lines() {
-                let mut it = line.splitn(6, '\t');
-                let (Some(h), Some(s), Some(m), Some(c), Some(i), Some(p)) = (
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                    it.next(),
-                ) else {
-                    continue; // a damaged line only costs a re-hash
-                };
-                let (Ok(size), Ok(mtime_ns), Ok(ctime_ns), Ok(ino)) =
-                    (s.parse(), m.parse(), c.parse(), i.parse())
-                else {
-                    continue;
-                };
-                entries.insert(
-                    OsString::from(p),
-                    (
-                        Stat {
-                            size,
-                            mtime_ns,
-                            ctime_ns,
-                            ino,
-                        },
-                        h.to_string(),
-                    ),
+        let bytes = match std::fs::symlink_metadata(file) {
+            Err(_) => None,
+            Ok(m) if !m.is_file() => {
+                tracing::warn!(
+                    "{} is not a regular file (a link?); not read: inputs are re-hashed (remove it)",
+                    file.display()
                 );
+                None
+            }
+            Ok(m) if m.len() > MAX_BYTES => {
+                tracing::warn!(
+                    "{} is {} bytes, over the {MAX_BYTES}-byte limit; not read: inputs are re-hashed and it is rewritten",
+                    file.display(),
+                    m.len()
+                );
+                dirty = true;
+                None
+            }
+            Ok(_) => match std::fs::read(file) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read {}: {e}; inputs are re-hashed and it is rewritten",
+                        file.display()
+                    );
+                    dirty = true;
+                    None
+                }
+            },
+        };
+        if let Some(bytes) = bytes {
+            // Straight into the map (no list of rows beside it: memory at 200k files).
+            let decoded = crate::stat_file::decode_each(&bytes, |n, p, r| {
+                if entries.is_empty() {
+                    entries.reserve(n);
+                }
+                let st = Stat {
+                    size: r.size,
+                    mtime_ns: r.mtime_ns as i128,
+                    ctime_ns: r.ctime_ns as i128,
+                    ino: r.ino,
+                };
+                entries.insert(p, (st, r.blake3));
+            });
+            match decoded {
+                Ok(()) => {}
+                Err(e) => {
+                    // Rows before the damage are not trusted either.
+                    entries.clear();
+                    tracing::warn!(
+                        "{}: {e}; ignored: inputs are re-hashed and it is rewritten",
+                        file.display()
+                    );
+                    dirty = true;
+                }
             }
         }
         StatCache {
             file: file.to_path_buf(),
             entries,
-            dirty: false,
+            dirty,
         }
     }
 
@@ -158,33 +190,51 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let mut rows: Vec<_> = self.entries.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        let rows = rows.into_iter().map(|(p, v)| (Path::new(p), v));
-        let mut out = String::with_capacity(rows.len() * 120);
-        for (p, (st, h)) in rows {
-            let Some(p) = p.to_str() else { continue };
-            if p.contains('\n') || p.contains('\t') {
-                continue;
-            }
-            out.push_str(&format!(
-                "{h}\t{}\t{}\t{}\t{}\t{p}\n",
-                st.size, st.mtime_ns, st.ctime_ns, st.ino
-            ));
-        }
-        crate::cas::write_atomic(&self.file, out.as_bytes())?;
+        let rows: Vec<(&OsString, crate::stat_file::Row)> = self
+            .entries
+            .iter()
+            .filter_map(|(p, (st, h))| {
+                // Times outside i64 nanoseconds (before 1678, after 2262) are not kept: such
+                // a file is hashed again each time.
+                Some((
+                    p,
+                    crate::stat_file::Row {
+                        size: st.size,
+                        mtime_ns: i64::try_from(st.mtime_ns).ok()?,
+                        ctime_ns: i64::try_from(st.ctime_ns).ok()?,
+                        ino: st.ino,
+                        blake3: *h,
+                    },
+                ))
+            })
+            .collect();
+        let bytes = crate::stat_file::encode(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
+        crate::cas::write_atomic(&self.file, &bytes)?;
         self.dirty = false;
+        if let Some(old) = self.file.parent().map(|d| d.join(LEGACY_TSV)) {
+            if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_file())
+                && std::fs::remove_file(&old).is_ok()
+            {
+                tracing::info!(
+                    "removed {} (the stat cache is now {})",
+                    old.display(),
+                    self.file.display()
+                );
+            }
+        }
         Ok(())
     }
 
     /// Hashes every file of `specs` (re-using cached hashes whose stat is unchanged unless
     /// `rehash`). Files come back sorted by (role, rel). A missing input is an error.
     pub fn fingerprint(&mut self, specs: &[InputSpec], rehash: bool) -> Result<Vec<InputFile>> {
-        struct Todo {
-            role: String,
-            rel: String,
-            abs: PathBuf,
-            stat: Stat,
+        // Per file only what is needed (a 200,000-file input is held several times over
+        // here: measured with heaptrack, `Metadata` and per-file role strings were most of a
+        // no-op run's memory).
+        enum Kind {
+            File(Stat),
+            Dir,
+            Other,
         }
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let absolute = |p: &Path| {
@@ -196,121 +246,136 @@ impl StatCache {
         };
         // One stat per input, in parallel: on a 200k-file dataset the stats are the whole
         // cost of a no-op run, and they overlap well (metadata latency, not CPU).
-        let stats: Vec<Result<std::fs::Metadata>> = specs
+        let stats: Vec<Result<Kind>> = specs
             .par_iter()
             .map(|spec| {
-                std::fs::metadata(&spec.path).map_err(|e| {
+                let md = std::fs::metadata(&spec.path).map_err(|e| {
                     anyhow::anyhow!(
                         "input `{}` at {}: {e}; fix the path in the config (paths are relative to the config file)",
                         spec.role,
                         spec.path.display()
                     )
+                })?;
+                Ok(if md.is_file() {
+                    Kind::File(Stat::of(&md))
+                } else if md.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::Other
                 })
             })
             .collect();
-        let mut todo = Vec::new();
-        for (spec, md) in specs.iter().zip(stats) {
-            let md = md?;
+        let mut todo = Vec::with_capacity(specs.len());
+        for (spec, kind) in specs.iter().zip(stats) {
             let root = absolute(&spec.path);
-            if !md.is_file() && !md.is_dir() {
+            let stat = match kind? {
+                Kind::File(stat) => stat,
+                Kind::Dir => {
+                    self.walk(spec, &root, &mut todo)?;
+                    continue;
+                }
                 // A FIFO or a device would block or never end when hashed.
-                anyhow::bail!(
+                Kind::Other => anyhow::bail!(
                     "input `{}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
                     spec.role,
                     spec.path.display()
-                );
-            }
-            if md.is_file() {
-                let rel = spec.rel.clone().unwrap_or_else(|| {
-                    root.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                });
-                todo.push(Todo {
-                    role: spec.role.clone(),
-                    rel,
-                    abs: root,
-                    stat: Stat::of(&md),
-                });
-                continue;
-            }
-            for entry in walkdir::WalkDir::new(&root)
-                .follow_links(true)
-                .sort_by_file_name()
-            {
-                let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                let md = entry
-                    .metadata()
-                    .with_context(|| format!("stat {}", entry.path().display()))?;
-                let rel = entry
-                    .path()
-                    .strip_prefix(&root)
-                    .unwrap_or(entry.path())
-                    .to_string_lossy()
-                    .into_owned();
-                todo.push(Todo {
-                    role: spec.role.clone(),
-                    rel,
-                    abs: entry.into_path(),
-                    stat: Stat::of(&md),
-                });
-            }
+                ),
+            };
+            let rel = spec.rel.clone().unwrap_or_else(|| {
+                root.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            todo.push(Todo {
+                role: &spec.role,
+                rel,
+                abs: root,
+                stat,
+            });
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        let cached: Vec<Option<String>> = todo
-            .iter()
-            .map(|t| {
-                if rehash {
-                    return None;
-                }
-                match self.entries.get(t.abs.as_os_str()) {
-                    Some((st, h)) if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS => {
-                        Some(h.clone())
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-        let hashed: Vec<Result<Option<String>>> = todo
+        // The hash of each file: from the stat cache when its stat is unchanged (and not
+        // racy), else read and hashed (then `true`: a new entry). One pass, in parallel.
+        let entries = &self.entries;
+        let hashes: Vec<Result<([u8; 32], bool)>> = todo
             .par_iter()
-            .zip(cached.par_iter())
-            .map(|(t, c)| match c {
-                Some(_) => Ok(None),
-                None => hash_file(&t.abs).map(Some),
+            .map(|t| {
+                if !rehash {
+                    if let Some((st, h)) = entries.get(t.abs.as_os_str()) {
+                        if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS {
+                            return Ok((*h, false));
+                        }
+                    }
+                }
+                hash_file_raw(&t.abs).map(|h| (*h.as_bytes(), true))
             })
             .collect();
         let mut files = Vec::with_capacity(todo.len());
-        for ((t, c), h) in todo.into_iter().zip(cached).zip(hashed) {
-            let hash = match (c, h?) {
-                (Some(c), _) => c,
-                (None, Some(h)) => {
-                    self.entries
-                        .insert(t.abs.as_os_str().to_owned(), (t.stat, h.clone()));
-                    self.dirty = true;
-                    h
-                }
-                (None, None) => unreachable!("a file is either cached or hashed"),
-            };
+        for (t, h) in todo.into_iter().zip(hashes) {
+            let (hash, new) = h?;
+            if new {
+                self.entries.insert(t.abs.into_os_string(), (t.stat, hash));
+                self.dirty = true;
+            }
             files.push(InputFile {
-                role: t.role,
+                role: t.role.to_string(),
                 rel: t.rel,
                 size: t.stat.size,
-                blake3: hash,
+                blake3: blake3::Hash::from_bytes(hash).to_hex().to_string(),
             });
         }
         files.sort_by(|a, b| (&a.role, &a.rel).cmp(&(&b.role, &b.rel)));
         Ok(files)
     }
+
+    /// Every file below the directory input `spec` (at `root`, absolute), sorted by name.
+    /// The walk lists them; their stats (the slow part on a big tree, and on NFS) are taken
+    /// in parallel afterwards.
+    fn walk<'a>(&self, spec: &'a InputSpec, root: &Path, todo: &mut Vec<Todo<'a>>) -> Result<()> {
+        let mut found = Vec::new();
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
+            if entry.file_type().is_file() {
+                found.push(entry.into_path());
+            }
+        }
+        let stats: Vec<Result<Stat>> = found
+            .par_iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .map(|md| Stat::of(&md))
+                    .with_context(|| format!("stat {}", p.display()))
+            })
+            .collect();
+        for (abs, stat) in found.into_iter().zip(stats) {
+            let rel = abs
+                .strip_prefix(root)
+                .unwrap_or(&abs)
+                .to_string_lossy()
+                .into_owned();
+            todo.push(Todo {
+                role: &spec.role,
+                rel,
+                abs,
+                stat: stat?,
+            });
+        }
+        Ok(())
+    }
 }
 
-/// blake3 of a file; memory-mapped and multi-threaded for large files.
+/// blake3 of a file (hex); memory-mapped and multi-threaded for large files.
 pub fn hash_file(path: &Path) -> Result<String> {
+    hash_file_raw(path).map(|h| h.to_hex().to_string())
+}
+
+fn hash_file_raw(path: &Path) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     let len = std::fs::metadata(path)
         .with_context(|| format!("stat {}", path.display()))?
@@ -322,7 +387,7 @@ pub fn hash_file(path: &Path) -> Result<String> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         h.update(&bytes);
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok(h.finalize())
 }
 
 #[cfg(test)]
@@ -337,7 +402,7 @@ mod tests {
         std::fs::write(data.join("a"), b"1").unwrap();
         std::fs::write(data.join("sub/b"), b"2").unwrap();
         let specs = [InputSpec::new("d", data.clone())];
-        let sc = dir.path().join("sc.tsv");
+        let sc = dir.path().join("stat-cache.bin");
         let mut c = StatCache::load(&sc);
         let f1 = c.fingerprint(&specs, false).unwrap();
         assert_eq!(f1.len(), 2);
@@ -349,6 +414,91 @@ mod tests {
         let f2 = c.fingerprint(&specs, false).unwrap();
         assert_ne!(f1[0].blake3, f2[0].blake3);
         assert_eq!(f1[1].blake3, f2[1].blake3);
+    }
+
+    fn two_files(dir: &Path) -> (Vec<InputSpec>, PathBuf) {
+        let data = dir.join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("a"), b"1").unwrap();
+        std::fs::write(data.join("sub/b"), b"2").unwrap();
+        // Old enough to be trusted at once (see RACY_WINDOW_NS).
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        for f in ["a", "sub/b"] {
+            std::fs::File::options()
+                .append(true)
+                .open(data.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        (vec![InputSpec::new("d", data)], dir.join("stat-cache.bin"))
+    }
+
+    #[test]
+    fn the_saved_file_round_trips_every_entry_and_is_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let mut c = StatCache::load(&sc);
+        let f1 = c.fingerprint(&specs, false).unwrap();
+        c.save().unwrap();
+        let first = std::fs::read(&sc).unwrap();
+        let back = StatCache::load(&sc);
+        assert_eq!(back.entries, c.entries);
+        assert!(!back.dirty);
+        // Every file is now answered from the cache (dirty stays false) with the same hashes.
+        let mut back = back;
+        assert_eq!(back.fingerprint(&specs, false).unwrap(), f1);
+        assert!(!back.dirty);
+        // Saving the same entries again writes the same bytes.
+        back.dirty = true;
+        back.save().unwrap();
+        assert_eq!(std::fs::read(&sc).unwrap(), first);
+    }
+
+    #[test]
+    fn a_damaged_or_truncated_stat_cache_is_ignored_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let mut c = StatCache::load(&sc);
+        let want = c.fingerprint(&specs, false).unwrap();
+        c.save().unwrap();
+        let good = std::fs::read(&sc).unwrap();
+        let mut flipped = good.clone();
+        flipped[20] ^= 1;
+        for bad in [
+            &good[..good.len() / 2],
+            &good[..3],
+            &flipped[..],
+            b"" as &[u8],
+        ] {
+            std::fs::write(&sc, bad).unwrap();
+            let mut c = StatCache::load(&sc);
+            assert!(c.entries.is_empty());
+            // Hashing again gives the same answer, and the file is whole after the save.
+            assert_eq!(c.fingerprint(&specs, false).unwrap(), want);
+            c.save().unwrap();
+            assert_eq!(std::fs::read(&sc).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn an_old_tsv_stat_cache_is_ignored_and_removed_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let tsv = dir.path().join(LEGACY_TSV);
+        let a = dir.path().join("data/a");
+        // The old format's row for `a`, with a wrong hash: it must not be believed.
+        std::fs::write(
+            &tsv,
+            format!("{}\t1\t0\t0\t0\t{}\n", "0".repeat(64), a.display()),
+        )
+        .unwrap();
+        let mut c = StatCache::load(&sc);
+        assert!(c.entries.is_empty());
+        let f = c.fingerprint(&specs, false).unwrap();
+        assert_eq!(f[0].blake3, blake3::hash(b"1").to_hex().to_string());
+        c.save().unwrap();
+        assert!(!tsv.exists() && sc.exists());
     }
 
     #[test]

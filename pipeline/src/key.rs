@@ -30,7 +30,7 @@
 //! A study variant (`NAME@k=v`, `matrix.rs`) is an ordinary stage: its key is that of the
 //! same stage written out by hand. `-S` overrides enter through the params they set.
 //!
-//! **When an input is re-hashed** (the stat cache, `cache/stat-cache.tsv`, like git's index):
+//! **When an input is re-hashed** (the stat cache, `cache/stat-cache.bin`, like git's index):
 //! a file's blake3 is reused only if its size, mtime (ns), ctime (ns) and inode all equal the
 //! cached ones **and** its mtime is more than 2 s in the past (the racy window: a file
 //! written within the same mtime tick as a look at it could change again without its stat

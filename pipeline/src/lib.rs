@@ -19,6 +19,7 @@ pub mod record;
 pub mod remote;
 pub mod shard;
 pub mod stage;
+pub mod stat_file;
 pub mod trust;
 pub mod verified;
 

@@ -79,7 +79,8 @@ fn walk_layout(cache: &Cache, links: &mut Vec<PathBuf>, stray: &mut Vec<PathBuf>
         let r: Vec<&str> = rel.iter().map(String::as_str).collect();
         let fits = match r.as_slice() {
             ["objects" | "artifacts" | "runs" | "locks" | "tmp"] => dir,
-            ["stat-cache.tsv" | "README.md" | ".gitignore"] => file,
+            // stat-cache.tsv: the older form, until a run replaces it.
+            ["stat-cache.bin" | "stat-cache.tsv" | "README.md" | ".gitignore"] => file,
             ["objects", fan] => dir && fan.len() == 2 && fan.bytes().all(|b| b.is_ascii_hexdigit()),
             ["objects", fan, h] => file && is_hash(h) && h.starts_with(fan),
             ["artifacts", key] => dir && is_hash(key),
@@ -223,7 +224,8 @@ fn list_artifacts(
             match Manifest::load_checked(&mpath, &key) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    bad.push(crate::trust::shown(&format!("{e:#}")));
+                    // The reason whole: only the record's own values in it are cut.
+                    bad.push(crate::trust::escaped(&format!("{e:#}"), usize::MAX));
                     None
                 }
             }
@@ -247,7 +249,7 @@ fn list_artifacts(
                     Err(why) => bad.push(format!(
                         "{}: {}",
                         e.path().display(),
-                        crate::trust::shown(&why)
+                        crate::trust::escaped(&why, usize::MAX)
                     )),
                 }
             }

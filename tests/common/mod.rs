@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: the one cargo built, or `LM4VE_TEST_BIN` when set (to run a
+/// suite against another build, e.g. the code before a fix, and see which cases fail).
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lm4ve"));
+    let exe = std::env::var_os("LM4VE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lm4ve")));
+    let mut c = Command::new(exe);
     c.env_remove("LM4VE_CONFIG")
         .env_remove("LM4VE_CACHE")
         .env_remove("LM4VE_THREADS")

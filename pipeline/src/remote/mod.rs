@@ -295,12 +295,20 @@ impl Remote {
                     p.clone()
                 }
             };
+            // The path (the remote's, untrusted) is cut, the reason after it never is.
+            let cut = match &e {
+                crate::links::LinkError::Link(p) => {
+                    crate::links::LinkError::Link(crate::trust::shown(p))
+                }
+                crate::links::LinkError::Outside(p) => {
+                    crate::links::LinkError::Outside(crate::trust::shown(p))
+                }
+            };
             if let Ok(mut l) = self.links.lock() {
                 if l.insert(path.clone()) {
                     tracing::warn!(
-                        "{}: {}; not listed, read, written or deleted",
-                        self.describe(),
-                        crate::trust::shown(&e.to_string())
+                        "{}: {cut}; not listed, read, written or deleted",
+                        self.describe()
                     );
                 }
             }

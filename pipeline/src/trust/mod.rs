@@ -128,6 +128,34 @@ mod tests {
         assert_eq!(shown(&"é".repeat(100)).chars().count(), 81);
     }
 
+    /// Issue 28: samples that repeat make byte-identical shards; one split may list the
+    /// same object twice (the no-op bench's data did, and its manifest was refused on
+    /// every run), with or without a plan. Two splits sharing an object stay refused.
+    #[test]
+    fn a_shard_repeated_within_a_split_passes_across_splits_is_refused() {
+        let units = vec![
+            unit("train-0", "train", 'a', 3),
+            unit("train-1", "train", 'c', 3),
+            unit("train-2", "train", 'a', 3),
+        ];
+        let m = manifest(&units);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let parsed = parse_manifest(&bytes, &"0".repeat(64)).unwrap();
+        let plan: Vec<String> = units.iter().map(|u| u.unit.clone()).collect();
+        for plan in [Some(plan), None] {
+            let (rebuilt, _) = rederive(&parsed, units.clone(), &expected(plan)).unwrap();
+            assert_eq!(rebuilt, m);
+        }
+        let crossed = manifest(&[
+            unit("train-0", "train", 'a', 3),
+            unit("test-0", "test", 'a', 3),
+        ]);
+        let e = parse_manifest(&serde_json::to_vec(&crossed).unwrap(), &"0".repeat(64))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed in splits"), "{e}");
+    }
+
     #[test]
     fn a_good_manifest_passes_and_rederives() {
         let units = vec![

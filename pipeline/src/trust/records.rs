@@ -9,7 +9,7 @@ use super::vocab::{
 };
 use crate::artifact::{object_path_from_manifest, Manifest, UnitRecord, MANIFEST_FORMAT};
 use crate::shard::Schema;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TrustError> {
     if bytes.len() as u64 > MAX_RECORD_BYTES {
@@ -58,7 +58,7 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
         });
     }
     let mut per_split: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut objects = BTreeSet::new();
+    let mut objects: BTreeMap<&str, &str> = BTreeMap::new();
     for s in &m.shards {
         check_hash("shard object", &s.blake3)?;
         check_name("split", &s.split)?;
@@ -66,13 +66,20 @@ pub fn check_manifest(m: &Manifest, key: &str) -> Result<(), TrustError> {
             return Err(TrustError::BadPath(shown(&s.path)));
         }
         check_size(|| format!("shard {}", s.blake3), s.bytes, MAX_SHARD_BYTES)?;
-        if !objects.insert(s.blake3.as_str()) {
-            // A stage never writes the same shard twice; a record that does is pointing
-            // one split at another's data.
-            return Err(TrustError::Inconsistent(format!(
-                "shard {} is listed twice",
-                s.blake3
-            )));
+        // Within a split the same shard may repeat: samples that repeat (a dataset with
+        // periodic or duplicated objects) make byte-identical shards, stored once (issue
+        // 28: the no-op bench's own manifest was refused for it on every run). A shard
+        // listed in two splits is a record pointing one split at another's data.
+        match objects.insert(s.blake3.as_str(), s.split.as_str()) {
+            Some(split) if split != s.split => {
+                return Err(TrustError::Inconsistent(format!(
+                    "shard {} is listed in splits `{}` and `{}`",
+                    s.blake3,
+                    shown(split),
+                    shown(&s.split)
+                )));
+            }
+            _ => {}
         }
         let e = per_split.entry(s.split.as_str()).or_insert(0);
         *e = sum("split samples", *e, s.samples)?;
@@ -220,20 +227,23 @@ pub fn rederive(
         }
         // No plan here: the order in which the manifest lists the units' objects.
         None => {
-            let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+            // Every position of each object: an object listed twice (identical shards of
+            // one split) is claimed once per unit, units taken in id order, so two units
+            // with the same shard keep their places instead of tying at the first one.
+            let mut places: BTreeMap<&str, std::collections::VecDeque<usize>> = BTreeMap::new();
             let listed = m.shards.iter().map(|s| s.blake3.as_str());
             for (i, h) in listed
                 .chain(m.files.iter().map(|f| f.blake3.as_str()))
                 .enumerate()
             {
-                first.entry(h).or_insert(i);
+                places.entry(h).or_default().push_back(i);
             }
             let mut ids: Vec<(usize, String)> = by_id
                 .values()
                 .map(|u| {
                     let at = u
                         .objects()
-                        .filter_map(|h| first.get(h).copied())
+                        .filter_map(|h| places.get_mut(h).and_then(|q| q.pop_front()))
                         .min()
                         .unwrap_or(usize::MAX);
                     (at, u.unit.clone())
