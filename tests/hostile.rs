@@ -975,7 +975,11 @@ fn warmup_longer_than_the_run_is_refused() {
 
 #[test]
 fn unsorted_lr_steps_are_refused() {
-    train_param_is_refused("lr = 2e-3", "lr = 2e-3\nlr_steps = [2, 1]", "lr_steps");
+    train_param_is_refused(
+        "lr = 2e-3",
+        "lr = 2e-3\nlr_steps = { epochs = [2, 1], rate = 0.25 }",
+        "lr_steps",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
