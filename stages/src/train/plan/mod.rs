@@ -226,7 +226,7 @@ pub fn plan_train<T: Task>(
     let (classes, bench) = task.benchmark_classes();
     if task.is_classification() {
         notes.push(format!(
-            "classes: {classes} assumed ({bench}); a dry run reads no labels (the head has 257·classes weights)"
+            "classes: {classes} assumed ({bench}); a dry run reads no labels (the head grows with the class count)"
         ));
     }
     let block = match (p.mode, &p.block) {
