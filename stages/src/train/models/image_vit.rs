@@ -97,9 +97,7 @@ impl ImageVit {
         vb: VarBuilder,
     ) -> Result<Self> {
         let d = cfg.embed_dim;
-        if cfg.heads == 0 || !d.is_multiple_of(cfg.heads) {
-            candle_core::bail!("embed_dim {d} must be a multiple of heads {}", cfg.heads);
-        }
+        super::layers::check_heads("embed_dim", d, cfg.heads)?;
         if cfg.patch == 0 || !image.is_multiple_of(cfg.patch) {
             candle_core::bail!(
                 "the images' side {image} must be a multiple of the patch {}",

@@ -388,6 +388,15 @@ fn configure_trunk(blocks: &mut [VitBlock], llm: Option<&mut BlockAdapter>, exec
 }
 
 /// Linearly increasing drop-path rate over the blocks, as timm, PointBERT and VideoMAE.
+/// The attention heads must split the width evenly (`what` names the width's config key):
+/// checked before any weight is made, so a bad `[model]` table is a message, not a shape panic.
+pub fn check_heads(what: &str, dim: usize, heads: usize) -> Result<()> {
+    if heads == 0 || !dim.is_multiple_of(heads) {
+        candle_core::bail!("{what} {dim} must be a multiple of heads {heads}");
+    }
+    Ok(())
+}
+
 pub fn drop_path_rate(max: f64, block: usize, depth: usize) -> f64 {
     max * block as f64 / (depth.max(1) - 1).max(1) as f64
 }

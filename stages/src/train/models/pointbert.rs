@@ -127,9 +127,7 @@ impl PointBert {
         vb: VarBuilder,
     ) -> Result<Self> {
         let c = cfg.trans_dim;
-        if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
-            candle_core::bail!("trans_dim {c} must be a multiple of heads {}", cfg.heads);
-        }
+        super::layers::check_heads("trans_dim", c, cfg.heads)?;
         let trunk = VitTrunk::new(
             c,
             cfg.depth,

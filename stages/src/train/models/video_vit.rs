@@ -95,9 +95,7 @@ impl VideoVit {
         vb: VarBuilder,
     ) -> Result<Self> {
         let d = cfg.embed_dim;
-        if cfg.heads == 0 || !d.is_multiple_of(cfg.heads) {
-            candle_core::bail!("embed_dim {d} must be a multiple of heads {}", cfg.heads);
-        }
+        super::layers::check_heads("embed_dim", d, cfg.heads)?;
         Ok(VideoVit {
             patch_embed: candle_nn::linear(token_dim, d, vb.pp("patch_embed.proj"))?,
             pos: sinusoid_table(tokens, d, vb.device())?.unsqueeze(0)?,
