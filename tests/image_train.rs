@@ -97,6 +97,14 @@ block = "llm_block"
     assert_eq!(t["meta"]["task"], "image");
     // DeiT's repeated-augmentation sampler is on by default: 3 copies of each image.
     assert_eq!(t["meta"]["repeated_aug"], 3, "{}", t["meta"]);
+    // DeiT's model EMA is on by default: its weights beside the model's.
+    assert_eq!(t["meta"]["model_ema"], 0.99996, "{}", t["meta"]);
+    let text = lm4ve(&config, &["pipeline", "show", "train_image"]);
+    assert!(
+        text.stdout.contains("model-ema.safetensors"),
+        "{}",
+        text.stdout
+    );
     assert_eq!(t["meta"]["final"]["epoch"], 1);
     // DeiT's per-epoch schedule: both epochs train at the 1e-6 warm-up start.
     let loss = t["meta"]["final"]["loss"].as_f64().unwrap();

@@ -1330,11 +1330,12 @@ fn llm_block_warns_when_the_checkpoint_is_not_llama_v1_7b() {
     assert_eq!(b["meta"]["identity"]["from"], "config.json");
 }
 
-/// `schedule = "streaming-forecasting"` trains with StreamingForecasting's iteration warm-up:
-/// step `i` at `lr·1e-3 + (lr − lr·1e-3)·i / 1000` (each epoch's record holds its last step's
-/// lr), and the schedule is recorded in the train meta.
+/// `schedule = "streaming-forecasting"` trains with StreamingForecasting's warm-up pass before
+/// epoch 0: iteration `i` at `lr·1e-3 + (lr − lr·1e-3)·i / 1000`, cut at the end of one pass
+/// over the data (the demo-sized set is far shorter than 1001 batches), and the epochs then at
+/// the lr the pass left; the pass is recorded in the train meta.
 #[test]
-fn streaming_forecasting_schedule_warms_up_by_iterations() {
+fn streaming_forecasting_schedule_warms_up_in_a_pass_before_epoch_0() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = av_config(dir.path(), (32, 8), 2, 16, "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
@@ -1361,16 +1362,23 @@ fn streaming_forecasting_schedule_warms_up_by_iterations() {
         std::fs::read_to_string(manifest.parent().unwrap().join(f["path"].as_str().unwrap()))
             .unwrap();
     let (lr, start) = (1e-3, 1e-3 * 1e-3);
+    let pass = &t["meta"]["warmup_pass"];
+    let steps = pass["steps"].as_u64().unwrap();
+    assert!(steps > 0 && steps < 1001, "{pass}");
+    let last = start + (lr - start) * (steps - 1) as f64 / 1000.0;
+    assert!(
+        (pass["last_lr"].as_f64().unwrap() - last).abs() < 1e-15,
+        "{pass}"
+    );
     for (e, line) in text.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        // `step` counts the steps done: the epoch's last step is the one before.
-        let step = v["step"].as_u64().unwrap() - 1;
-        assert!(step < 1000, "still in the warm-up");
-        let want = start + (lr - start) * step as f64 / 1000.0;
+        // The pass is one epoch's worth of batches; `step` counts it too.
+        let done = v["step"].as_u64().unwrap();
+        assert_eq!(done, steps * (e as u64 + 2), "epoch {e}");
         let got = v["lr"].as_f64().unwrap();
         assert!(
-            (got - want).abs() < 1e-15,
-            "epoch {e}: lr {got}, want {want}"
+            (got - last).abs() < 1e-15,
+            "epoch {e}: lr {got}, want the pass's last {last}"
         );
     }
 }

@@ -42,8 +42,10 @@
 //! checkpoint's `llama_dim_mapper{1,2}` → `llm_adapter_{up,down}`. Ignored: DeiT's
 //! distillation token and head (`dist_token`, `head_dist.*`: lm4ve trains without a teacher),
 //! `fc_norm` (timm's average-pooling variant; lm4ve pools the class token after `norm`),
-//! `llama.*`. A checkpoint of another resolution has another `pos_embed` length: an error
-//! naming both shapes (DeiT's `--finetune` interpolates it; lm4ve does not yet).
+//! `llama.*`. A checkpoint of another resolution (or a distilled one, whose table has the
+//! distillation token's entry) has another `pos_embed` length: it is resized as DeiT's
+//! `--finetune` does (`train::pos_embed`, bicubic over the patch grid), said in the report's
+//! notes; a table that is no square grid is an error naming both shapes.
 //!
 //! What the models do not share: lm4ve's video ViT always mean-pools (VideoMAE's
 //! `use_mean_pooling = False` variant, `norm` then token 0, is not built), has no learned
@@ -72,6 +74,9 @@ pub struct Family {
     fold: fn(&mut Vec<Routed>) -> Result<Vec<String>>,
     /// Our parameters whose shape may legitimately differ (head, adapters): skipped then.
     interface: &'static [&'static str],
+    /// Our position tables a checkpoint of another resolution may hold: resized to ours
+    /// (`train::pos_embed`, DeiT's `--finetune`) instead of refused.
+    resizable: &'static [&'static str],
 }
 
 /// Where one checkpoint tensor goes.
@@ -231,8 +236,25 @@ pub fn load_into(path: &Path, fam: &Family, vars: &[(String, Var)]) -> Result<In
             );
             continue;
         };
-        let t = convert(&r.tensor, conv)
+        let mut t = convert(&r.tensor, conv)
             .with_context(|| format!("{}: converting `{}`", path.display(), r.key))?;
+        if t.dims() != var.dims() && fam.resizable.contains(&name.as_str()) {
+            let (resized, what) =
+                super::pos_embed::resize(&t, var.dims().get(1).copied().unwrap_or(0))
+                    .with_context(|| {
+                        format!(
+                            "{}: resizing `{}` {:?} to the model's {:?}",
+                            path.display(),
+                            r.key,
+                            t.dims(),
+                            var.dims()
+                        )
+                    })?;
+            if resized.dims() == var.dims() {
+                report.notes.push(what.note());
+                t = resized;
+            }
+        }
         if t.dims() != var.dims() {
             if fam.interface.iter().any(|p| name.starts_with(p)) {
                 skip(
@@ -308,6 +330,7 @@ pub static POINT_BERT: Family = Family {
     pretrain: |k| k.starts_with("transformer_q."),
     fold: |_| Ok(Vec::new()),
     interface: &["cls_head.", "llm_adapter_"],
+    resizable: &[],
 };
 
 fn pointbert_route(key: &str, pretrain: bool) -> Route {
@@ -368,6 +391,7 @@ pub static DEIT: Family = Family {
     pretrain: |_| false,
     fold: |_| Ok(Vec::new()),
     interface: &["head.", "llm_adapter_"],
+    resizable: &["pos_embed"],
 };
 
 fn deit_route(key: &str, _pretrain: bool) -> Route {
@@ -406,6 +430,7 @@ pub static VIDEOMAE: Family = Family {
     pretrain: |_| false,
     fold: fold_layer_scale,
     interface: &["head.", "llm_adapter_"],
+    resizable: &[],
 };
 
 fn videomae_route(key: &str, _pretrain: bool) -> Route {

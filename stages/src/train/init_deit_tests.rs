@@ -134,22 +134,58 @@ fn a_timm_vit_checkpoint_loads_into_the_image_vit() {
     assert!(crate::test_util::max_abs_diff(&conv, &linear) < 1e-5);
 }
 
-/// A checkpoint at another resolution (another `pos_embed` length) is an error naming the key
-/// and both shapes, not a silent partial load.
+/// A checkpoint at another resolution (another `pos_embed` grid) loads with its table resized
+/// as DeiT's `--finetune` does, said in the report; the resized values are
+/// `pos_embed::resize`'s (checked against PyTorch there).
 #[test]
-fn another_resolution_names_pos_embed_and_both_shapes() {
+fn another_resolution_is_resized_as_deit_finetune_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src_vars, _) = model(1);
+    let mut sd = timm_state_dict(&src_vars);
+    let table = Tensor::randn(0f32, 0.02, (1, 1 + 7 * 7, DIM), &Device::Cpu).unwrap();
+    sd.insert("pos_embed".into(), table.clone());
+    let path = dir.path().join("deit_other_res.safetensors");
+    candle_core::safetensors::save(&sd, &path).unwrap();
+    let (dst_vars, _) = model(2);
+    let vars = sorted_vars(&dst_vars).unwrap();
+    let report = load_into(&path, &DEIT, &vars).unwrap();
+    assert!(report.loaded.contains_key("pos_embed"), "{report:?}");
+    let g = SIDE / PATCH;
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(&format!("7×7 to a {g}×{g}"))),
+        "{:?}",
+        report.notes
+    );
+    let (want, _) = crate::train::pos_embed::resize(&table, 1 + g * g).unwrap();
+    let got = vars
+        .iter()
+        .find(|(n, _)| n == "pos_embed")
+        .unwrap()
+        .1
+        .as_tensor();
+    assert!(crate::test_util::max_abs_diff(got, &want) == 0.0);
+}
+
+/// A table that is no class token before a square grid is an error naming the key and both
+/// shapes, not a silent partial load.
+#[test]
+fn a_table_that_is_no_grid_names_pos_embed_and_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let (src_vars, _) = model(1);
     let mut sd = timm_state_dict(&src_vars);
     sd.insert(
         "pos_embed".into(),
-        Tensor::zeros((1, 17, DIM), DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros((1, 19, DIM), DType::F32, &Device::Cpu).unwrap(),
     );
-    let path = dir.path().join("deit_384.safetensors");
+    let path = dir.path().join("deit_bad.safetensors");
     candle_core::safetensors::save(&sd, &path).unwrap();
     let (dst_vars, _) = model(2);
-    let err = load_into(&path, &DEIT, &sorted_vars(&dst_vars).unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("pos_embed") && err.contains("17"), "{err}");
+    let err = format!(
+        "{:#}",
+        load_into(&path, &DEIT, &sorted_vars(&dst_vars).unwrap()).unwrap_err()
+    );
+    assert!(err.contains("pos_embed") && err.contains("19"), "{err}");
 }

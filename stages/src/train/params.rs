@@ -61,6 +61,16 @@ pub struct TrainToml {
     /// A named lr schedule of the task (`recipe::SchedulePreset`; forecasting: `paper`,
     /// `streaming-forecasting`).
     pub schedule: Option<String>,
+    /// DeiT's model EMA: `true` (decay 0.99996), `false`, or the decay.
+    pub model_ema: Option<EmaToml>,
+}
+
+/// `model_ema = true | false` or the decay (`model_ema = 0.9998`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum EmaToml {
+    Switch(bool),
+    Decay(f64),
 }
 
 /// `lr_steps = false` (the cosine), `true` (the task's reference steps), or a table.
@@ -200,6 +210,11 @@ pub struct TrainParams {
     /// epochs' warm-up).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<WarmupSteps>,
+    /// The decay of the model's moving average kept beside it (`train::ema`; DeiT's
+    /// `--model-ema`, on by default for images at 0.99996), written as `model-ema.safetensors`
+    /// and scored by `eval`; keyed only when on (existing keys stay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_ema: Option<f64>,
 }
 
 fn is_one(v: &usize) -> bool {
@@ -323,6 +338,14 @@ impl TrainParams {
                 .and_then(|s| s.warmup_steps)
                 .filter(|_| t.warmup_epochs.is_none()),
             schedule: schedule.map(|s| s.name.to_string()),
+            model_ema: match t.model_ema {
+                Some(EmaToml::Decay(d)) => Some(d),
+                Some(EmaToml::Switch(true)) => Some(crate::train::ema::DEIT_EMA_DECAY),
+                Some(EmaToml::Switch(false)) => None,
+                None => features
+                    .model_ema
+                    .then_some(crate::train::ema::DEIT_EMA_DECAY),
+            },
         }
     }
 }
@@ -445,6 +468,14 @@ impl TrainToml {
 impl TrainParams {
     /// The schedule's and the augmentation's values.
     pub fn check_schedule(&self) -> Result<(), ParamIssue> {
+        if let Some(d) = self.model_ema {
+            if !(d > 0.0 && d < 1.0) {
+                return issue(
+                    "model_ema",
+                    format!("model_ema = {d}: the decay must be in (0, 1), e.g. 0.99996 (DeiT), or true / false"),
+                );
+            }
+        }
         if let Some(s) = &self.lr_steps {
             if !(s.rate > 0.0 && s.rate.is_finite()) {
                 return issue(
@@ -700,7 +731,8 @@ pub(crate) mod tests {
             sf.warmup_steps,
             Some(WarmupSteps {
                 steps: 1000,
-                start_ratio: 1e-3
+                start_ratio: 1e-3,
+                pass: true,
             })
         );
         assert_eq!(

@@ -58,6 +58,8 @@ pub struct Features {
     /// `batch_size` rows; on by default, 3 copies. Otherwise `repeated_aug` is VideoMAE's
     /// copies within a batch (B · repeated_aug rows), off by default.
     pub ra_sampler: bool,
+    /// DeiT's model EMA (`model_ema`) on by default (decay 0.99996); any task may turn it on.
+    pub model_ema: bool,
 }
 
 /// DeiT's copies per sample when `ra_sampler` (its `RASampler` hard-codes 3).
@@ -79,6 +81,11 @@ pub struct Preset {
 pub struct WarmupSteps {
     pub steps: u64,
     pub start_ratio: f64,
+    /// A pass of its own before epoch 0, as the reference runs it (`schedule::WarmupPass`).
+    /// The only form since 2026-12-07 (before, the iterations were epoch 0's first steps);
+    /// keyed so that artifacts trained the old way are not taken for the new.
+    #[serde(default)]
+    pub pass: bool,
 }
 
 /// A named lr schedule of a task (`schedule = "…"`): what it fills in for the keys a config

@@ -47,24 +47,51 @@ impl Schedule for WarmupStepDecay {
 }
 
 /// StreamingForecasting's warm-up (`tools/pretrain/train_forecaster_vectornet.py`,
-/// `warmup()`): step `i < warmup` trains at `start + (lr − start)·i / warmup` (from
-/// `start = lr · warmup_ratio`, reaching `lr` only after the warm-up); from then on `then`
-/// (the step decay). The reference runs these iterations as an extra pass before epoch 0;
-/// lm4ve counts them as the first steps of epoch 0 (README, "VectorNet schedules").
-pub struct IterWarmup {
+/// `warmup()`), a pass of its own before epoch 0: iteration `i` trains at
+/// `start + (lr − start)·i / warmup` (`start = lr · warmup_ratio`), and the loop stops after
+/// iteration `i = warmup` — `warmup + 1` steps, the last at `lr` — or at the end of one pass
+/// over the loader, whichever comes first. The epochs then run at the lr the pass left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupPass {
+    /// The steps the pass takes: `min(warmup + 1, batches per epoch)`.
+    pub steps: u64,
+    /// `warmup_iters`, the ramp's denominator.
     pub warmup: u64,
     pub start: f64,
     pub lr: f64,
+}
+
+impl WarmupPass {
+    /// The pass of `w` at peak lr `lr` over a loader of `per_epoch` batches.
+    pub fn new(w: crate::train::recipe::WarmupSteps, lr: f64, per_epoch: usize) -> Self {
+        WarmupPass {
+            steps: (w.steps + 1).min(per_epoch.max(1) as u64),
+            warmup: w.steps.max(1),
+            start: lr * w.start_ratio,
+            lr,
+        }
+    }
+
+    /// The lr of the pass's step `i` (the run's first steps: step `i` is iteration `i`).
+    pub fn lr(&self, i: u64) -> f64 {
+        self.start + (self.lr - self.start) * i as f64 / self.warmup as f64
+    }
+
+    /// The lr the pass leaves in the optimizer (its last step's), where the epochs start.
+    pub fn final_lr(&self) -> f64 {
+        self.lr(self.steps.saturating_sub(1))
+    }
+}
+
+/// `then`, for the steps after the first `steps` (a warm-up pass's), counted from 0.
+pub struct AfterSteps {
+    pub steps: u64,
     pub then: Box<dyn Schedule>,
 }
 
-impl Schedule for IterWarmup {
+impl Schedule for AfterSteps {
     fn lr(&self, step: u64, epoch: usize) -> f64 {
-        if step < self.warmup {
-            self.start + (self.lr - self.start) * step as f64 / self.warmup as f64
-        } else {
-            self.then.lr(step, epoch)
-        }
+        self.then.lr(step.saturating_sub(self.steps), epoch)
     }
 }
 
@@ -195,28 +222,53 @@ mod tests {
             epochs: vec![16, 20],
             rate: 0.25,
         };
-        let s = IterWarmup {
-            warmup: warm,
-            start: lr * ratio,
+        let pass = WarmupPass::new(
+            crate::train::recipe::WarmupSteps {
+                steps: warm,
+                start_ratio: ratio,
+                pass: true,
+            },
             lr,
-            then: schedule_for(Some(&steps), 24 * 500, 0, lr, 1e-6),
-        };
-        let lr_min = lr * ratio;
-        for i in [0u64, 1, 10, 500, 999] {
-            let want = lr_min + (lr - lr_min) * i as f64 / warm as f64;
-            assert!((s.lr(i, 0) - want).abs() < 1e-18, "warm-up step {i}");
-        }
-        assert_eq!(s.lr(0, 0), 5e-7);
+            500,
+        );
+        // The loop `for i, data in enumerate(loader)` breaks after `i >= warmup_iter`.
         let per_epoch = 500u64;
-        let want = reference_epoch_lrs(lr, &[16, 20], 0.25, 24);
+        assert_eq!(pass.steps, per_epoch.min(warm + 1));
+        let lr_min = lr * ratio;
+        for i in [0u64, 1, 10, 250, 499] {
+            let want = lr_min + (lr - lr_min) * i as f64 / warm as f64;
+            assert!((pass.lr(i) - want).abs() < 1e-18, "warm-up step {i}");
+        }
+        assert_eq!(pass.lr(0), 5e-7);
+        // 500 batches < 1001 iterations: the pass ends at the end of the loader, below `lr`,
+        // and the epochs start from there (the reference never sets the lr back up).
+        let base = lr_min + (lr - lr_min) * 499.0 / warm as f64;
+        assert_eq!(pass.final_lr(), base);
+        let s = AfterSteps {
+            steps: pass.steps,
+            then: schedule_for(Some(&steps), 24 * per_epoch, 0, pass.final_lr(), 1e-6),
+        };
+        let want = reference_epoch_lrs(base, &[16, 20], 0.25, 24);
         for (e, w) in want.iter().enumerate() {
-            let step = (e as u64 * per_epoch).max(warm);
+            let step = pass.steps + e as u64 * per_epoch;
             assert!(
                 (s.lr(step, e) - w).abs() < 1e-18,
                 "epoch {e}: {} vs {w}",
                 s.lr(step, e)
             );
         }
+        // A loader of at least 1001 batches: 1001 steps, the last at `lr` exactly.
+        let long = WarmupPass::new(
+            crate::train::recipe::WarmupSteps {
+                steps: warm,
+                start_ratio: ratio,
+                pass: true,
+            },
+            lr,
+            5000,
+        );
+        assert_eq!((long.steps, long.final_lr()), (1001, lr));
+        let want = reference_epoch_lrs(lr, &[16, 20], 0.25, 24);
         assert_eq!(want[15], 5e-4);
         assert_eq!(want[16], 1.25e-4);
         assert_eq!(want[23], 3.125e-5);

@@ -11,6 +11,7 @@
 //! the same weights as an uninterrupted one.
 
 use super::block::BlockMode;
+use super::ema::EMA_MODEL_FILE;
 use super::params::{EvalParams, ParamIssue, TrainParams, TrainToml};
 use super::registry::{self, DynTask};
 use super::task::{best_epoch, EpochMetrics};
@@ -356,6 +357,7 @@ impl Stage for TrainStage {
         TRAIN_FILES
             .iter()
             .chain(self.task.extra_files())
+            .chain(self.p.model_ema.map(|_| EMA_MODEL_FILE).iter())
             .map(|s| s.to_string())
             .collect()
     }
@@ -397,6 +399,13 @@ impl Stage for TrainStage {
         }
         if self.p.repeated_aug > 1 {
             meta["repeated_aug"] = self.p.repeated_aug.into();
+        }
+        if let Some(decay) = self.p.model_ema {
+            meta["model_ema"] = decay.into();
+        }
+        // StreamingForecasting's warm-up pass (the first unit ran it).
+        if let Some(w) = units.first().and_then(|u| u.meta.get("warmup_pass")) {
+            meta["warmup_pass"] = w.clone();
         }
         // What the first unit loaded from `init` (load_state_dict-style report).
         if let Some(init) = units.first().and_then(|u| u.meta.get("init")) {

@@ -8,6 +8,7 @@ use super::assemble::{build_model, num_classes, sorted_vars};
 use super::checkpoint;
 use super::data::prefetch::prefetched;
 use super::dist::grads::broadcast_vars;
+use super::ema::{ModelEma, EMA_MODEL_FILE};
 use super::evaluate::evaluate;
 use super::groups::{is_running_stat, params_for};
 use super::models::layers::{step_rng, Execution};
@@ -16,7 +17,9 @@ use super::ops::recompute::GradSink;
 use super::optim::AdamW;
 use super::params::TrainParams;
 use super::sampler;
-use super::schedule::{schedule_for, EpochCosine, IterWarmup, Schedule, DEIT_WARMUP_LR};
+use super::schedule::{
+    schedule_for, AfterSteps, EpochCosine, Schedule, WarmupPass, DEIT_WARMUP_LR,
+};
 use super::step::backward_and_step;
 use super::task::{best_epoch, EpochMetrics, Task};
 use crate::plot::{curves_png, Series};
@@ -238,6 +241,27 @@ impl<T: Task> TrainJob<'_, T> {
                 .chain(built.block_vars.iter())
                 .map(|(_, v)| v),
         )?;
+        // The model's moving average (DeiT's model EMA), when on: a copy of the model as
+        // training starts, or the average the previous unit left.
+        let mut ema = match (self.p.model_ema, k) {
+            (None, _) => None,
+            (Some(decay), 0) => Some(ModelEma::start(
+                decay,
+                all_vars.iter().chain(built.block_vars.iter()),
+            )?),
+            (Some(decay), _) => {
+                let prev = TrainParams::unit_id(k - 1);
+                let path = ctx
+                    .unit_file(&prev, "checkpoint.safetensors")
+                    .with_context(|| format!("checkpoint {prev} is missing from the journal"))?;
+                Some(ModelEma::restore(
+                    decay,
+                    &path,
+                    &device,
+                    all_vars.iter().chain(built.block_vars.iter()),
+                )?)
+            }
+        };
         let epoch_len = sampler::epoch_len(train_len, self.p);
         let per_epoch = if epoch_len >= self.p.batch_size {
             epoch_len / self.p.batch_size
@@ -249,6 +273,16 @@ impl<T: Task> TrainJob<'_, T> {
         let first_epoch = k * self.p.epochs_per_checkpoint;
         let last_epoch = (first_epoch + self.p.epochs_per_checkpoint).min(self.p.epochs);
         let (peak, floor) = self.p.schedule_lrs();
+        // StreamingForecasting's warm-up pass, when the schedule has one: before epoch 0,
+        // iterations `i = 0..=steps` of epoch 0's order (its loader is not re-seeded before
+        // the pass, so the pass reads what epoch 0 then reads again), at
+        // `start + (lr − start)·i/steps`, cut short by the end of one pass over the data; the
+        // epochs then continue from the pass's last lr (`lr` itself unless the data ran out).
+        let pass = self
+            .p
+            .warmup_steps
+            .map(|w| WarmupPass::new(w, peak, per_epoch));
+        let pass_steps = pass.as_ref().map_or(0, |w| w.steps);
         let schedule: Box<dyn Schedule> = if self.p.epoch_schedule {
             Box::new(EpochCosine {
                 epochs: self.p.epochs,
@@ -257,13 +291,17 @@ impl<T: Task> TrainJob<'_, T> {
                 lr: peak,
                 min_lr: floor,
             })
-        } else if let Some(w) = self.p.warmup_steps {
-            // StreamingForecasting's iteration warm-up, then the decay (or the cosine).
-            Box::new(IterWarmup {
-                warmup: w.steps,
-                start: peak * w.start_ratio,
-                lr: peak,
-                then: schedule_for(self.p.lr_steps.as_ref(), total_steps, w.steps, peak, floor),
+        } else if let Some(w) = &pass {
+            // The decay (or the cosine) from the pass's last lr, its steps after the pass's.
+            Box::new(AfterSteps {
+                steps: w.steps,
+                then: schedule_for(
+                    self.p.lr_steps.as_ref(),
+                    total_steps,
+                    0,
+                    w.final_lr(),
+                    floor,
+                ),
             })
         } else {
             schedule_for(
@@ -274,17 +312,16 @@ impl<T: Task> TrainJob<'_, T> {
                 floor,
             )
         };
-        let mut new_metrics = Vec::new();
-        // The weights of this unit's newest best epoch (by the held-out score, the first of
-        // equal epochs: the reference's `ckpt-best` rule), serialized when it happened.
-        let mut best_bytes: Option<Vec<u8>> = None;
-        for epoch in first_epoch..last_epoch {
-            let t0 = Instant::now();
-            let order = sampler::epoch_order(
-                train_len,
-                self.p,
-                &mut step_rng(self.p.seed, "shuffle", epoch as u64),
-            );
+        // One pass of `steps` batches of `order` (an epoch, or the warm-up pass) at the lr
+        // `lr_at(step)`: forward, loss, backward, step, average. Returns the summed loss,
+        // hits and samples over the ranks, and the last lr.
+        let run_pass = |order: &[usize],
+                        steps: usize,
+                        lr_at: &dyn Fn(u64) -> f64,
+                        opt: &mut AdamW,
+                        scaler: &mut Option<LossScaler>,
+                        ema: &mut Option<ModelEma>|
+         -> Result<(f64, u64, u64, f64)> {
             let (mut loss_sum, mut right, mut seen) = (0f64, 0u64, 0u64);
             let mut lr = 0.0;
             let batch_idx = |b: usize| -> Vec<usize> {
@@ -303,12 +340,12 @@ impl<T: Task> TrainJob<'_, T> {
                 let rows = rank_rows(idx.len(), rank, world);
                 task.train_batch(&train, &idx, rows, &mut aug, &device)
             };
-            prefetched(per_epoch, PREFETCH_BATCHES, make, |b, batch| {
+            prefetched(steps, PREFETCH_BATCHES, make, |b, batch| {
                 let global = batch_idx(b).len();
                 let n = rank_rows(global, rank, world).len();
                 let step = opt.step;
                 debug_assert_eq!(step, first_step + b as u64);
-                lr = schedule.lr(step, epoch);
+                lr = lr_at(step);
                 let mut drop = step_rng(self.p.seed, &rank_purpose("dropout", rank), step);
                 let out = task.forward(&built.model, &batch, Some(&mut drop))?;
                 let (loss, hits) = task.loss(&out, &batch, self.p.label_smoothing)?;
@@ -322,13 +359,16 @@ impl<T: Task> TrainJob<'_, T> {
                 };
                 backward_and_step(
                     &to_step,
-                    &mut opt,
+                    opt,
                     scaler.as_mut(),
                     &sink,
                     &*coll,
                     self.p.grad_clip,
                     lr,
                 )?;
+                if let Some(ema) = ema.as_mut() {
+                    ema.update(all_vars.iter().chain(built.block_vars.iter()))?;
+                }
                 let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower lr (OPT blocks below 1.3B need ~5x lower, PAPER.md §2)");
                 loss_sum += lv * n as f64;
@@ -350,6 +390,53 @@ impl<T: Task> TrainJob<'_, T> {
                         .map(|(_, v)| v),
                 )?;
             }
+            Ok((loss_sum, right, seen, lr))
+        };
+        let epoch_order = |epoch: usize| {
+            sampler::epoch_order(
+                train_len,
+                self.p,
+                &mut step_rng(self.p.seed, "shuffle", epoch as u64),
+            )
+        };
+        let mut warmup_record = None;
+        if let (Some(w), 0) = (&pass, k) {
+            let t0 = Instant::now();
+            let (loss_sum, _, seen, lr) = run_pass(
+                &epoch_order(0),
+                w.steps as usize,
+                &|step| w.lr(step),
+                &mut opt,
+                &mut scaler,
+                &mut ema,
+            )?;
+            let loss = loss_sum / seen.max(1) as f64;
+            tracing::info!(
+                "{}: warm-up pass, {} steps, lr {:.3e} → {lr:.3e}, loss {loss:.4}",
+                self.name,
+                w.steps,
+                w.lr(0)
+            );
+            warmup_record = Some(serde_json::json!({
+                "steps": w.steps, "loss": loss, "last_lr": lr,
+                "seconds": t0.elapsed().as_secs_f64(),
+            }));
+        }
+        debug_assert!(k == 0 || opt.step >= pass_steps);
+        let mut new_metrics = Vec::new();
+        // The weights of this unit's newest best epoch (by the held-out score, the first of
+        // equal epochs: the reference's `ckpt-best` rule), serialized when it happened.
+        let mut best_bytes: Option<Vec<u8>> = None;
+        for epoch in first_epoch..last_epoch {
+            let t0 = Instant::now();
+            let (loss_sum, right, seen, lr) = run_pass(
+                &epoch_order(epoch),
+                per_epoch,
+                &|step| schedule.lr(step, epoch),
+                &mut opt,
+                &mut scaler,
+                &mut ema,
+            )?;
             let held = if test_len == 0 {
                 None
             } else {
@@ -387,19 +474,28 @@ impl<T: Task> TrainJob<'_, T> {
                 best_bytes = Some(checkpoint::to_bytes(&checkpoint::model_weights(&ck))?);
             }
         }
-        let ck = checkpoint::save(
+        let mut ck = checkpoint::save(
             all_vars.iter().chain(built.block_vars.iter()),
             &opt,
             scaler.as_ref(),
         )?;
+        let weights = checkpoint::model_weights(&ck);
+        if let Some(ema) = &ema {
+            ema.save_into(&mut ck)?;
+        }
         out.add_file("checkpoint.safetensors", &checkpoint::to_bytes(&ck)?)?;
         history.extend(new_metrics.iter().cloned());
         if let Some(bytes) = &best_bytes {
             out.add_file(BEST_UNIT_FILE, bytes)?;
         }
         if k + 1 == self.p.units() {
-            let weights = checkpoint::model_weights(&ck);
             out.add_file("model.safetensors", &checkpoint::to_bytes(&weights)?)?;
+            if let Some(ema) = &ema {
+                out.add_file(
+                    EMA_MODEL_FILE,
+                    &checkpoint::to_bytes(&ema.weights(&weights)?)?,
+                )?;
+            }
             // No held-out split, no best: the scores are placeholders.
             if let Some(best) = best_epoch(history.iter()).filter(|_| test_len > 0) {
                 let bytes = self.best_weights(ctx, best.epoch, k, best_bytes.as_deref())?;
@@ -445,6 +541,9 @@ impl<T: Task> TrainJob<'_, T> {
             }
         }
         let mut meta = serde_json::json!({ "epochs": new_metrics });
+        if let Some(w) = warmup_record {
+            meta["warmup_pass"] = w;
+        }
         if let Some(report) = init {
             meta["init"] = serde_json::to_value(report)?;
         }

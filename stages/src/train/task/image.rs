@@ -76,6 +76,7 @@ impl TaskRecipe for Image {
             epoch_schedule: true,
             timm_groups: true,
             ra_sampler: true,
+            model_ema: true,
             ..Features::default()
         }
     }

@@ -150,6 +150,7 @@ impl TaskRecipe for Forecasting {
                 warmup_steps: Some(WarmupSteps {
                     steps: 1000,
                     start_ratio: 1e-3,
+                    pass: true,
                 }),
                 lr_steps: Some(LrSteps {
                     epochs: vec![16, 20],
