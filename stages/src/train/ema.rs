@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn update_is_timm_model_ema_arithmetic() {
         // timm's ModelEma: ema_v.copy_(ema_v * decay + (1. - decay) * model_v), each step.
-        let vars = vec![var("a", &[1.0, -2.0]), var("b", &[0.5])];
+        let vars = [var("a", &[1.0, -2.0]), var("b", &[0.5])];
         let mut ema = ModelEma::start(0.9, vars.iter()).unwrap();
         vars[0]
             .1
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn start_copies_so_the_model_moving_does_not_move_the_average() {
-        let vars = vec![var("a", &[1.0])];
+        let vars = [var("a", &[1.0])];
         let ema = ModelEma::start(0.99996, vars.iter()).unwrap();
         vars[0]
             .1
@@ -152,7 +152,7 @@ mod tests {
     fn a_checkpoint_round_trip_continues_the_average_exactly() {
         let dir = std::env::temp_dir().join(format!("lm4ve-ema-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let vars = vec![var("w", &[0.25, 4.0, -1.0])];
+        let vars = [var("w", &[0.25, 4.0, -1.0])];
         let mut ema = ModelEma::start(0.99, vars.iter()).unwrap();
         vars[0]
             .1
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn weights_replace_only_the_averaged_tensors() {
-        let vars = vec![var("a", &[1.0])];
+        let vars = [var("a", &[1.0])];
         let ema = ModelEma::start(0.5, vars.iter()).unwrap();
         let frozen = Tensor::new(&[7.0f32], &Device::Cpu).unwrap();
         let model: HashMap<String, Tensor> = [
