@@ -51,7 +51,10 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     (Some(file), _) => crate::submit_cmd::Source::File(file),
                     (None, Some(stage)) => crate::submit_cmd::Source::Stage(stage),
                     (None, None) => {
-                        return Err(UsageError("submit: name an eval stage or --predictions FILE".into()).into())
+                        return Err(UsageError(
+                            "submit: name an eval stage or --predictions FILE".into(),
+                        )
+                        .into())
                     }
                 };
                 crate::submit_cmd::submit(cli, source, out, *checkpoint)

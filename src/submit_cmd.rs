@@ -46,7 +46,11 @@ pub fn submit(
         return Err(e.context(format!("{what}: no submission written")));
     }
     std::fs::rename(&tmp, out).with_context(|| format!("moving {} into place", out.display()))?;
-    let modes = forecasts.iter().map(|f| f.trajectories.len()).max().unwrap_or(0);
+    let modes = forecasts
+        .iter()
+        .map(|f| f.trajectories.len())
+        .max()
+        .unwrap_or(0);
     println!(
         "{what}: wrote {} scenarios (up to {modes} modes, {} steps, world coordinates) to {} — the {} challenge's format",
         forecasts.len(),
@@ -89,7 +93,12 @@ fn stage_predictions(
         .into());
     }
     let data = sc.params.get("data").and_then(|d| d.as_str()).unwrap_or("");
-    let data_kind = p.config.stages.get(data).map(|d| d.kind.as_str()).unwrap_or("");
+    let data_kind = p
+        .config
+        .stages
+        .get(data)
+        .map(|d| d.kind.as_str())
+        .unwrap_or("");
     let Some(release) = Challenge::of_data_kind(data_kind) else {
         return Err(UsageError(format!(
             "`{stage}` evaluates `{data}` ({data_kind}); submissions are for forecasting on av.tokens (Argoverse 1.1) or av2.tokens (Argoverse 2)"
@@ -102,7 +111,11 @@ fn stage_predictions(
             release.name(),
             out.display(),
             want.name(),
-            if release == Challenge::Av1 { "h5" } else { "parquet" }
+            if release == Challenge::Av1 {
+                "h5"
+            } else {
+                "parquet"
+            }
         ))
         .into());
     }

@@ -231,14 +231,21 @@ block = "llm_block"
     // The test split has no futures: the eval runs, scores nothing, says so and counts the
     // samples; its forecasts are what `pipeline submit` turns into the challenge's file.
     let test = ["-S", "stages.eval_frozen.params.split=test"];
-    let with = |args: &[&str]| -> Vec<String> {
-        test.iter().chain(args).map(|a| a.to_string()).collect()
-    };
+    let with =
+        |args: &[&str]| -> Vec<String> { test.iter().chain(args).map(|a| a.to_string()).collect() };
     let run = |args: &[&str]| {
         let a = with(args);
         lm4ve(&cfg, &a.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    run(&["--device", "cpu", "pipeline", "run", "--stage", "eval_frozen"]).ok();
+    run(&[
+        "--device",
+        "cpu",
+        "pipeline",
+        "run",
+        "--stage",
+        "eval_frozen",
+    ])
+    .ok();
     let r = run(&["pipeline", "show", "eval_frozen", "--json"]);
     r.ok();
     let e: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -248,7 +255,13 @@ block = "llm_block"
     assert_eq!(m["samples"], 4, "{m}");
     assert!(m.get("min_fde").is_none(), "nothing scored: {m}");
     let out = dir.path().join("submission.parquet");
-    let r = run(&["pipeline", "submit", "eval_frozen", "--out", out.to_str().unwrap()]);
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "eval_frozen",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     r.no_panic();
     if r.code == 0 {
         // With the eval's predictions file (issue 26's predictions writer): one scenario id
@@ -265,15 +278,31 @@ block = "llm_block"
     } else {
         // Until the eval writes predictions-last.parquet, submit names the missing file.
         assert_eq!(r.code, 1, "{}", r.stderr);
-        assert!(r.stderr.contains("predictions-last.parquet"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("predictions-last.parquet"),
+            "{}",
+            r.stderr
+        );
         assert!(!out.exists());
     }
     // The wrong format for the release, a stage that is not an eval: bad usage, named.
     let h5 = dir.path().join("submission.h5");
-    let r = run(&["pipeline", "submit", "eval_frozen", "--out", h5.to_str().unwrap()]);
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "eval_frozen",
+        "--out",
+        h5.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("forecasts Argoverse 2"), "{}", r.stderr);
-    let r = run(&["pipeline", "submit", "train_frozen", "--out", out.to_str().unwrap()]);
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "train_frozen",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("is a train stage"), "{}", r.stderr);
 }

@@ -67,8 +67,14 @@ fn read_av2(path: &Path) -> Read {
                 })
                 .collect()
         };
-        let t = list(c[3]).into_iter().zip(list(c[4])).map(|(x, y)| [x, y]).collect();
-        let e = out.entry(sid.clone()).or_insert((track.clone(), vec![], vec![]));
+        let t = list(c[3])
+            .into_iter()
+            .zip(list(c[4]))
+            .map(|(x, y)| [x, y])
+            .collect();
+        let e = out
+            .entry(sid.clone())
+            .or_insert((track.clone(), vec![], vec![]));
         e.1.push(*p);
         e.2.push(t);
     }
@@ -85,7 +91,11 @@ fn read_av2(path: &Path) -> Read {
 /// probability of each mode's first row.
 fn read_av1(path: &Path) -> Read {
     let f = hdf5::File::open(path).unwrap();
-    let a = f.dataset("argoverse_forecasting").unwrap().read_2d::<f64>().unwrap();
+    let a = f
+        .dataset("argoverse_forecasting")
+        .unwrap()
+        .read_2d::<f64>()
+        .unwrap();
     let mut out: Read = BTreeMap::new();
     for (i, row) in a.outer_iter().enumerate() {
         let e = out
@@ -156,11 +166,17 @@ fn submissions_read_back_as_the_official_loaders_read_them() {
         assert_matches_official(&got, &want[name], name);
     }
     let layout = &want["av1"]["layout"];
-    assert_eq!(layout["datasets"], serde_json::json!(["argoverse_forecasting"]));
+    assert_eq!(
+        layout["datasets"],
+        serde_json::json!(["argoverse_forecasting"])
+    );
     assert_eq!(layout["dtype"], "float64");
     // generate_forecasting_h5's gzip level 9 (the script also holds the array equal to the
     // one that function writes).
-    assert_eq!((&layout["compression"], &layout["compression_opts"]), (&"gzip".into(), &9.into()));
+    assert_eq!(
+        (&layout["compression"], &layout["compression_opts"]),
+        (&"gzip".into(), &9.into())
+    );
     assert_eq!(layout["shape"], serde_json::json!([(6 + 6 + 3) * 30, 4]));
     let dtypes = &want["av2"]["pandas_dtypes"];
     assert_eq!(dtypes["probability"], "float64");
@@ -184,7 +200,11 @@ fn submit_refuses_bad_forecasts_and_wrong_formats() {
         r.stderr
     );
     assert!(!out.exists(), "no file when a rule fails");
-    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "no temp file left");
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        1,
+        "no temp file left"
+    );
     // The other release's format: named.
     write_predictions(&pred, &forecasts(Challenge::Av1)).unwrap();
     let r = submit(dir, &pred, &out);
@@ -193,7 +213,11 @@ fn submit_refuses_bad_forecasts_and_wrong_formats() {
     // An extension that names no challenge: bad usage.
     let r = submit(dir, &pred, &dir.join("sub.csv"));
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains(".h5") && r.stderr.contains(".parquet"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(".h5") && r.stderr.contains(".parquet"),
+        "{}",
+        r.stderr
+    );
     // Not a predictions file.
     std::fs::write(&pred, b"x").unwrap();
     let r = submit(dir, &pred, &dir.join("sub.h5"));

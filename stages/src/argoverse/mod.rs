@@ -5,13 +5,13 @@
 //! the challenges' submission files of both (`submit`).
 
 pub mod av2;
-pub mod submit;
 pub mod csv;
 pub mod demo;
 pub mod frame;
 pub mod index;
 pub mod map;
 pub mod stage;
+pub mod submit;
 pub mod vectorize;
 
 #[cfg(test)]

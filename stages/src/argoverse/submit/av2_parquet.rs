@@ -79,14 +79,20 @@ pub fn write(path: &Path, f: &[ScenarioForecast]) -> Result<()> {
         rows.iter().map(|(s, _)| ByteArray::from(g(s))).collect()
     };
     for values in [strings(&|s| &s.scenario_id), strings(&|s| &s.track_id)] {
-        let mut c = rg.next_column().with_context(ctx)?.context("internal: column")?;
+        let mut c = rg
+            .next_column()
+            .with_context(ctx)?
+            .context("internal: column")?;
         c.typed::<ByteArrayType>()
             .write_batch(&values, Some(&flat), None)
             .with_context(ctx)?;
         c.close().with_context(ctx)?;
     }
     let probs: Vec<f64> = rows.iter().map(|(s, k)| s.probabilities[*k]).collect();
-    let mut c = rg.next_column().with_context(ctx)?.context("internal: column")?;
+    let mut c = rg
+        .next_column()
+        .with_context(ctx)?
+        .context("internal: column")?;
     c.typed::<DoubleType>()
         .write_batch(&probs, Some(&flat), None)
         .with_context(ctx)?;
@@ -102,7 +108,10 @@ pub fn write(path: &Path, f: &[ScenarioForecast]) -> Result<()> {
             .iter()
             .flat_map(|(s, k)| s.trajectories[*k].iter().map(move |p| p[axis]))
             .collect();
-        let mut c = rg.next_column().with_context(ctx)?.context("internal: column")?;
+        let mut c = rg
+            .next_column()
+            .with_context(ctx)?
+            .context("internal: column")?;
         c.typed::<DoubleType>()
             .write_batch(&values, Some(&defs), Some(&reps))
             .with_context(ctx)?;

@@ -40,26 +40,50 @@ pub fn write_predictions(path: &Path, f: &[ScenarioForecast]) -> Result<()> {
         .collect();
     let n = rows.len();
     let flat = vec![1i16; n];
-    let mut w = SerializedFileWriter::new(std::fs::File::create(path).with_context(ctx)?, schema, props)
-        .with_context(ctx)?;
+    let mut w = SerializedFileWriter::new(
+        std::fs::File::create(path).with_context(ctx)?,
+        schema,
+        props,
+    )
+    .with_context(ctx)?;
     let mut rg = w.next_row_group().with_context(ctx)?;
     macro_rules! column {
         ($ty:ty, $values:expr, $defs:expr, $reps:expr) => {{
-            let mut c = rg.next_column().with_context(ctx)?.context("internal: column")?;
+            let mut c = rg
+                .next_column()
+                .with_context(ctx)?
+                .context("internal: column")?;
             c.typed::<$ty>()
                 .write_batch(&$values, Some(&$defs), $reps)
                 .with_context(ctx)?;
             c.close().with_context(ctx)?;
         }};
     }
-    column!(Int64Type, rows.iter().map(|(s, _)| s.sample).collect::<Vec<_>>(), flat, None);
+    column!(
+        Int64Type,
+        rows.iter().map(|(s, _)| s.sample).collect::<Vec<_>>(),
+        flat,
+        None
+    );
     let strings = |g: &dyn Fn(&ScenarioForecast) -> &str| -> Vec<ByteArray> {
         rows.iter().map(|(s, _)| ByteArray::from(g(s))).collect()
     };
     column!(ByteArrayType, strings(&|s| &s.scenario_id), flat, None);
     column!(ByteArrayType, strings(&|s| &s.track_id), flat, None);
-    column!(Int32Type, rows.iter().map(|(_, k)| *k as i32).collect::<Vec<_>>(), flat, None);
-    column!(DoubleType, rows.iter().map(|(s, k)| s.probabilities[*k]).collect::<Vec<_>>(), flat, None);
+    column!(
+        Int32Type,
+        rows.iter().map(|(_, k)| *k as i32).collect::<Vec<_>>(),
+        flat,
+        None
+    );
+    column!(
+        DoubleType,
+        rows.iter()
+            .map(|(s, k)| s.probabilities[*k])
+            .collect::<Vec<_>>(),
+        flat,
+        None
+    );
     for axis in 0..2 {
         let mut values = Vec::new();
         let (mut defs, mut reps) = (Vec::new(), Vec::new());
@@ -74,7 +98,12 @@ pub fn write_predictions(path: &Path, f: &[ScenarioForecast]) -> Result<()> {
     }
     // truth_x, truth_y: null lists (definition level 0).
     for _ in 0..2 {
-        column!(DoubleType, Vec::<f64>::new(), vec![0i16; n], Some(&vec![0i16; n][..]));
+        column!(
+            DoubleType,
+            Vec::<f64>::new(),
+            vec![0i16; n],
+            Some(&vec![0i16; n][..])
+        );
     }
     rg.close().with_context(ctx)?;
     w.close().with_context(ctx)?;

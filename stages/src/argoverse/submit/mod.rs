@@ -101,8 +101,14 @@ pub fn check_common(f: &[ScenarioForecast], steps: usize, what: &str) -> anyhow:
                 "{name}: mode {k} has {} points; {what} expects {steps} future steps (was the model trained on the other release?)",
                 t.len()
             );
-            if let Some(i) = t.iter().position(|p| !(p[0].is_finite() && p[1].is_finite())) {
-                anyhow::bail!("{name}: mode {k} step {i} is not a finite number ({:?})", t[i]);
+            if let Some(i) = t
+                .iter()
+                .position(|p| !(p[0].is_finite() && p[1].is_finite()))
+            {
+                anyhow::bail!(
+                    "{name}: mode {k} step {i} is not a finite number ({:?})",
+                    t[i]
+                );
             }
         }
         if let Some(k) = s

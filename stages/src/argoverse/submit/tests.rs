@@ -31,7 +31,10 @@ fn predictions_files_round_trip() {
     let bad = dir.path().join("bad.parquet");
     std::fs::write(&bad, b"not parquet").unwrap();
     let e = read_predictions(&bad).unwrap_err().to_string();
-    assert!(e.contains("bad.parquet") && e.contains("not a parquet"), "{e}");
+    assert!(
+        e.contains("bad.parquet") && e.contains("not a parquet"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -154,7 +157,10 @@ fn rules_name_the_scenario() {
     f[0].trajectories.push(extra);
     f[0].probabilities = vec![1.0 / 7.0; 7];
     let e = err(Challenge::Av2, &f);
-    assert!(e.contains("7 modes") && e.contains(&f[0].scenario_id), "{e}");
+    assert!(
+        e.contains("7 modes") && e.contains(&f[0].scenario_id),
+        "{e}"
+    );
     let mut f = good.clone();
     f[1].track_id.clear();
     assert!(err(Challenge::Av2, &f).contains("no track id"));
@@ -167,8 +173,5 @@ fn rules_name_the_scenario() {
         Challenge::of_file(std::path::Path::new("x/sub.h5")),
         Some(Challenge::Av1)
     );
-    assert_eq!(
-        Challenge::of_data_kind("av2.tokens"),
-        Some(Challenge::Av2)
-    );
+    assert_eq!(Challenge::of_data_kind("av2.tokens"), Some(Challenge::Av2));
 }

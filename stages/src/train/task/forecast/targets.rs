@@ -31,9 +31,7 @@ pub fn score(
     let Some(has) = has else {
         return Ok(totals.add(agent, target)?);
     };
-    let keep: Vec<u32> = (0..has.len() as u32)
-        .filter(|&i| has[i as usize])
-        .collect();
+    let keep: Vec<u32> = (0..has.len() as u32).filter(|&i| has[i as usize]).collect();
     totals.no_target += (has.len() - keep.len()) as u64;
     if keep.len() == has.len() {
         return Ok(totals.add(agent, target)?);
