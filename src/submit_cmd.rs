@@ -35,7 +35,10 @@ pub fn submit(
 ) -> Result<ExitCode> {
     let want = challenge_of_out(out)?;
     let (pred_path, what) = match source {
-        Source::File(path) => (path.to_path_buf(), path.display().to_string()),
+        Source::File(path) => {
+            crate::guard::refuse_overlap("--out", out, &[("the predictions file", path)])?;
+            (path.to_path_buf(), path.display().to_string())
+        }
         Source::Stage(stage) => stage_predictions(cli, stage, want, checkpoint, out)?,
     };
     let forecasts = read_predictions(&pred_path)?;

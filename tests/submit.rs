@@ -218,6 +218,10 @@ fn submit_refuses_bad_forecasts_and_wrong_formats() {
         "{}",
         r.stderr
     );
+    // The output over the input: refused before anything is read or written.
+    let r = submit(dir, &pred, &pred);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(std::fs::metadata(&pred).unwrap().len() > 0);
     // Not a predictions file.
     std::fs::write(&pred, b"x").unwrap();
     let r = submit(dir, &pred, &dir.join("sub.h5"));
