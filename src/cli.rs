@@ -312,6 +312,23 @@ pub enum PipelineCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A forecasting eval's predictions as the challenge's submission file: `--out x.h5`
+    /// (Argoverse 1.1, argoverse-api's h5) or `--out x.parquet` (Argoverse 2,
+    /// ChallengeSubmission), world coordinates; evaluate the test split first.
+    Submit {
+        /// The eval stage (its data an av.tokens or av2.tokens stage).
+        #[arg(required_unless_present = "predictions")]
+        stage: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Which trained weights' forecasts: by default the one the eval reports
+        /// (forecasting: last).
+        #[arg(long, value_enum)]
+        checkpoint: Option<CheckpointArg>,
+        /// Convert this predictions parquet instead of an eval stage's.
+        #[arg(long, conflicts_with_all = ["stage", "checkpoint"])]
+        predictions: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

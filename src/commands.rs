@@ -41,6 +41,24 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 plot.as_deref(),
             ),
             PipelineCmd::Export { stage, out } => crate::report_cmd::export(cli, stage, out),
+            PipelineCmd::Submit {
+                stage,
+                out,
+                checkpoint,
+                predictions,
+            } => {
+                let source = match (predictions, stage) {
+                    (Some(file), _) => crate::submit_cmd::Source::File(file),
+                    (None, Some(stage)) => crate::submit_cmd::Source::Stage(stage),
+                    (None, None) => {
+                        return Err(UsageError(
+                            "submit: name an eval stage or --predictions FILE".into(),
+                        )
+                        .into())
+                    }
+                };
+                crate::submit_cmd::submit(cli, source, out, *checkpoint)
+            }
         },
         Command::Cache(CacheCmd::Verify) if cli.remote_flag => crate::remote_cmd::verify(cli),
         Command::Cache(CacheCmd::Verify) => verify(cli),

@@ -12,6 +12,7 @@ mod open;
 mod plan_cmd;
 mod remote_cmd;
 mod report_cmd;
+mod submit_cmd;
 
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;

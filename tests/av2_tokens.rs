@@ -4,7 +4,8 @@
 //! completes, the test split without targets, identical bytes for -j1 and -j2 — and
 //! VectorNet trained on it in every block mode (frozen, none, trainable, random,
 //! random-trained, mlp), evaluated with the official
-//! metrics (K = 6 and 1, brier-minFDE).
+//! metrics (K = 6 and 1, brier-minFDE), and on the test split (nothing scored) for a
+//! submission (`pipeline submit`).
 
 mod common;
 use common::*;
@@ -125,6 +126,7 @@ fn av2_tokens_schema_meta_rejects_and_bytes_independent_of_threads() {
     assert_eq!(shape("target"), vec![60, 2]);
     assert_eq!(shape("actor_category"), vec![16]);
     assert_eq!(shape("scenario_id"), vec![16]);
+    assert_eq!(shape("focal_track_id"), vec![64]);
     let meta = &v["meta"];
     assert_eq!(meta["obs_steps"], 50);
     assert_eq!(meta["pred_steps"], 60);
@@ -226,19 +228,81 @@ block = "llm_block"
         );
         assert!(f("min_ade") > 0.0 && f("min_fde").is_finite());
     }
-    // The test split has no futures: evaluating it is refused, naming the key.
-    let r = lm4ve(
-        &cfg,
-        &[
-            "-S",
-            "stages.eval_frozen.params.split=test",
-            "pipeline",
-            "run",
-            "--stage",
-            "eval_frozen",
-        ],
-    );
+    // The test split has no futures: the eval runs, scores nothing, says so and counts the
+    // samples; its forecasts are what `pipeline submit` turns into the challenge's file.
+    let test = ["-S", "stages.eval_frozen.params.split=test"];
+    let with =
+        |args: &[&str]| -> Vec<String> { test.iter().chain(args).map(|a| a.to_string()).collect() };
+    let run = |args: &[&str]| {
+        let a = with(args);
+        lm4ve(&cfg, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(&[
+        "--device",
+        "cpu",
+        "pipeline",
+        "run",
+        "--stage",
+        "eval_frozen",
+    ])
+    .ok();
+    let r = run(&["pipeline", "show", "eval_frozen", "--json"]);
+    r.ok();
+    let e: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let m = &e["meta"];
+    assert_eq!(m["split"], "test");
+    assert_eq!(m["targets"], false, "{m}");
+    assert_eq!(m["samples"], 4, "{m}");
+    assert!(m.get("min_fde").is_none(), "nothing scored: {m}");
+    let out = dir.path().join("submission.parquet");
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "eval_frozen",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     r.no_panic();
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("no futures"), "{}", r.stderr);
+    if r.code == 0 {
+        // With the eval's predictions file (issue 26's predictions writer): one scenario id
+        // per test folder, the focal track named, 6 modes.
+        let sub = std::fs::read(&out).unwrap();
+        assert!(!sub.is_empty());
+        for d in std::fs::read_dir(root.join("test")).unwrap() {
+            let id = d.unwrap().file_name().into_string().unwrap();
+            assert!(
+                sub.windows(id.len()).any(|w| w == id.as_bytes()),
+                "{id} in the submission"
+            );
+        }
+    } else {
+        // Until the eval writes predictions-last.parquet, submit names the missing file.
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("predictions-last.parquet"),
+            "{}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    }
+    // The wrong format for the release, a stage that is not an eval: bad usage, named.
+    let h5 = dir.path().join("submission.h5");
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "eval_frozen",
+        "--out",
+        h5.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("forecasts Argoverse 2"), "{}", r.stderr);
+    let r = run(&[
+        "pipeline",
+        "submit",
+        "train_frozen",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is a train stage"), "{}", r.stderr);
 }

@@ -26,7 +26,12 @@ use std::path::{Path, PathBuf};
 
 pub const KIND: &str = "av2.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
-pub const VERSION: u32 = 1;
+/// 2: the `focal_track_id` field (a submission names the focal track); scenario ids must be
+/// lowercase, so the stored bytes give back the exact id string.
+pub const VERSION: u32 = 2;
+/// Bytes of the `focal_track_id` field (NUL-padded UTF-8; AV2's ids are short decimal
+/// strings or `AV`).
+pub const TRACK_ID_BYTES: usize = 64;
 /// The split names, in unit order; `test` has no futures.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
@@ -243,10 +248,15 @@ pub fn list_scenarios(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// A scenario id as AV2 names them (a UUID) → its 16 bytes.
+/// A scenario id as AV2 names them (a lowercase UUID) → its 16 bytes. Uppercase hex is
+/// refused: [`uuid_string`] gives back the lowercase form, and a submission must carry the
+/// exact id string the challenge knows.
 pub fn uuid_bytes(id: &str) -> Option<[u8; 16]> {
     let b = id.as_bytes();
     if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    if b.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
     let hex: Vec<u8> = b.iter().copied().filter(|c| *c != b'-').collect();
@@ -256,6 +266,38 @@ pub fn uuid_bytes(id: &str) -> Option<[u8; 16]> {
         out[i] = u8::from_str_radix(s, 16).ok()?;
     }
     Some(out)
+}
+
+/// The `scenario_id` field's 16 bytes → the scenario id string (`8-4-4-4-12` lowercase hex),
+/// the inverse of [`uuid_bytes`].
+pub fn uuid_string(b: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// A track id → the `focal_track_id` field's bytes (UTF-8, NUL-padded). None when it does not
+/// fit or holds a NUL (the padding could not be told from the id).
+pub fn track_id_bytes(id: &str) -> Option<[u8; TRACK_ID_BYTES]> {
+    let b = id.as_bytes();
+    if b.is_empty() || b.len() > TRACK_ID_BYTES || b.contains(&0) {
+        return None;
+    }
+    let mut out = [0u8; TRACK_ID_BYTES];
+    out[..b.len()].copy_from_slice(b);
+    Some(out)
+}
+
+/// The `focal_track_id` field's bytes → the track id (up to the first NUL). None when the
+/// bytes are not UTF-8.
+pub fn track_id_string(b: &[u8]) -> Option<String> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    std::str::from_utf8(&b[..end]).ok().map(str::to_string)
 }
 
 /// The sample layout (SHARDS.md, `av2.tokens`).
@@ -282,6 +324,7 @@ pub fn schema_for(p: &VecParams) -> Schema {
         Field::new("actor_future_mask", Dtype::Uint8, &[a, ps]),
         Field::new("actor_type", Dtype::Uint8, &[a]),
         Field::new("actor_category", Dtype::Uint8, &[a]),
+        Field::new("focal_track_id", Dtype::Uint8, &[TRACK_ID_BYTES]),
     ]
 }
 
@@ -294,6 +337,7 @@ pub fn encode(
     schema: &Schema,
     level: i32,
     id: [u8; 16],
+    focal: [u8; TRACK_ID_BYTES],
     v: &Vectorized,
 ) -> Result<Vec<u8>, String> {
     let frame = v.frame.to_f32();
@@ -312,7 +356,7 @@ pub fn encode(
             ));
         }
     }
-    let fields: [Vec<u8>; 12] = [
+    let fields: [Vec<u8>; 13] = [
         f32_bytes(&v.actors),
         v.actor_mask.clone(),
         f32_bytes(&v.lanes),
@@ -325,6 +369,7 @@ pub fn encode(
         v.actor_future_mask.clone(),
         v.actor_type.clone(),
         v.actor_category.clone(),
+        focal.to_vec(),
     ];
     let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
     encode_sample(schema, &refs, level).map_err(|e| format!("internal: {e}"))
@@ -341,7 +386,7 @@ pub fn process(
     let id = file_name(dir);
     let uuid = uuid_bytes(&id).ok_or_else(|| {
         format!(
-            "folder name `{id}` is not a scenario id (a UUID, as AV2 names its scenario folders)"
+            "folder name `{id}` is not a scenario id (a lowercase UUID, as AV2 names its scenario folders)"
         )
     })?;
     let scn_path = scenario_file(dir);
@@ -353,8 +398,18 @@ pub fn process(
         .map_err(|e| format!("missing map {} ({e})", file_name(&map_path)))?;
     let map = parse_map(&map_bytes)?;
     let scn = read_scenario(&scn_path, p.obs_steps + p.pred_steps)?;
+    let focal_id = scn
+        .tracks
+        .get(scn.focal)
+        .map(|t| t.id.as_str())
+        .unwrap_or_default();
+    let focal = track_id_bytes(focal_id).ok_or_else(|| {
+        format!(
+            "focal_track_id `{focal_id}` does not fit the shard's {TRACK_ID_BYTES}-byte field (empty, longer, or holding a NUL)"
+        )
+    })?;
     let v = vectorize(&scn, &map, p, with_future)?;
-    let bytes = encode(schema, level, uuid, &v)?;
+    let bytes = encode(schema, level, uuid, focal, &v)?;
     Ok((
         bytes,
         Stats {

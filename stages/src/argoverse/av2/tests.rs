@@ -195,6 +195,16 @@ fn uuids_round_trip_and_bytes_are_deterministic() {
     assert_eq!(b[0], 0x0a);
     assert_eq!(b[15], 0x51);
     assert!(uuid_bytes("0a1e6f0a-1817-4a98-b02e-db8c9327d15g").is_none());
+    // The bytes give back the exact id (a submission names the scenario by it); uppercase
+    // would not come back, so it is not an AV2 id.
+    assert_eq!(super::stage::uuid_string(&b), id);
+    assert!(uuid_bytes("0A1E6F0A-1817-4A98-B02E-DB8C9327D151").is_none());
+    for track in ["AV", "100000", "7"] {
+        let f = super::stage::track_id_bytes(track).unwrap();
+        assert_eq!(super::stage::track_id_string(&f).as_deref(), Some(track));
+    }
+    assert!(super::stage::track_id_bytes(&"9".repeat(65)).is_none());
+    assert!(super::stage::track_id_bytes("").is_none());
     let tmp = tempfile::tempdir().unwrap();
     let s = scene(11, 20, 40, true);
     let a = run(tmp.path(), &s, true).unwrap();
@@ -266,5 +276,28 @@ fn reads_files_written_by_the_av2_package() {
         assert_eq!(v.actor_category[0], 3);
         assert_eq!(v.target.iter().any(|x| *x != 0.0), split != "test");
         assert_eq!(v.lanes_in_range, 8 + 4, "8 lanes and 2 crossings × 2 edges");
+        // The sample names its scenario and focal track by the exact strings of the release.
+        let schema = schema_for(&p);
+        let frame = process(&dir, &p, &schema, 1, split != "test").unwrap().0;
+        let raw = zstd::decode_all(frame.as_slice()).unwrap();
+        let mut at = 0;
+        let mut field = |name: &str| -> Vec<u8> {
+            for f in &schema {
+                let len = f.byte_len();
+                if f.name == name {
+                    let out = raw[at..at + len].to_vec();
+                    at = 0;
+                    return out;
+                }
+                at += len;
+            }
+            panic!("no field {name}")
+        };
+        let id: [u8; 16] = field("scenario_id").try_into().unwrap();
+        assert_eq!(super::stage::uuid_string(&id), *sid);
+        assert_eq!(
+            super::stage::track_id_string(&field("focal_track_id")).unwrap(),
+            want["focal_track_id"].as_str().unwrap()
+        );
     }
 }

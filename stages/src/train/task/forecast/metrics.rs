@@ -134,6 +134,8 @@ pub struct ForecastTotals {
     /// K = all modes and K = 1.
     pub k_all: Acc,
     pub k1: Acc,
+    /// Samples without a future to score (a split without targets), counted, not scored.
+    pub no_target: u64,
 }
 
 impl ForecastTotals {
@@ -142,6 +144,7 @@ impl ForecastTotals {
         let mut v = vec![self.n as f64];
         v.extend(self.k_all.sums());
         v.extend(self.k1.sums());
+        v.push(self.no_target as f64);
         v
     }
 
@@ -153,6 +156,7 @@ impl ForecastTotals {
             n: at(0) as u64,
             k_all: Acc::from_sums([at(1), at(2), at(3), at(4)]),
             k1: Acc::from_sums([at(5), at(6), at(7), at(8)]),
+            no_target: at(9) as u64,
         }
     }
 
@@ -226,8 +230,12 @@ mod tests {
         let (ade1, fde1, mr1, brier1) = t.k1.mean(t.n);
         assert!((fde1 - 3.0).abs() < 1e-6 && (ade1 - 1.5).abs() < 1e-6 && mr1 == 1.0);
         assert_eq!(brier1, fde1, "at K = 1 the kept mode's probability is 1");
+        t.no_target = 3;
         let back = ForecastTotals::from_sums(&t.to_sums());
-        assert_eq!((back.n, back.k_all, back.k1), (t.n, t.k_all, t.k1));
+        assert_eq!(
+            (back.n, back.k_all, back.k1, back.no_target),
+            (t.n, t.k_all, t.k1, 3)
+        );
     }
 
     /// The numbers of argoverse-api's `get_displacement_errors_and_miss_rate` and av2's

@@ -6,6 +6,7 @@
 
 pub mod loss;
 pub mod metrics;
+mod targets;
 
 use self::loss::forecast_loss;
 use self::metrics::{ForecastTotals, MISS_THRESHOLD_M};
@@ -77,6 +78,9 @@ pub struct AvBatch {
     /// Every actor's future [B, A, P, 2] with its mask [B, A, P] (what the loss supervises).
     pub futures: Tensor,
     pub future_mask: Tensor,
+    /// Eval batches: per sample, whether its AGENT has a future to score (AV2's `test`
+    /// carries none: zeros with mask 0). None in training batches (every sample has one).
+    pub has_target: Option<Vec<bool>>,
 }
 
 /// The held-out forecast of an epoch, kept in its record.
@@ -212,17 +216,17 @@ impl TaskInfo for Forecasting {
     }
     fn check_eval(&self, p: &EvalParams) -> Result<(), ParamIssue> {
         p.refuse_vote()?;
-        // AV2's test split has no futures (its samples carry zeros): scores on it would be
-        // numbers against nothing; it is scored only through a submission.
-        if self.data == Release::Av2 && p.split.as_deref() == Some("test") {
-            return Err(ParamIssue {
-                key: "split",
-                message: "the AV2 test split has no futures to score: evaluate `val` (the test split is scored through a submission to the AV2 server)".into(),
-            });
-        }
+        // A split without futures (AV2's `test`) is evaluated too: nothing is scored (the
+        // metrics say so), its forecasts go to a submission (`lm4ve pipeline submit`).
         p.check_test_views(false)
     }
     fn metrics_summary(&self, m: &serde_json::Value) -> Option<String> {
+        if m.get("targets").and_then(|t| t.as_bool()) == Some(false) {
+            return Some(format!(
+                "forecast  K={}: {} samples without targets (nothing scored: `lm4ve pipeline submit` writes their forecasts for the challenge server)",
+                m["modes"], m["samples"]
+            ));
+        }
         let fde = m.get("min_fde").and_then(|v| v.as_f64())?;
         let g = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         Some(format!(
@@ -285,7 +289,9 @@ impl Task for Forecasting {
         batch(data, &idx[rows], device)
     }
     fn eval_batch(&self, data: &AvSet, idx: &[usize], device: &Device) -> Result<(AvBatch, usize)> {
-        Ok((batch(data, idx, device)?, 1))
+        let mut b = batch(data, idx, device)?;
+        b.has_target = Some(targets::agent_has_target(&b.future_mask)?);
+        Ok((b, 1))
     }
 
     fn build_model(
@@ -347,7 +353,7 @@ impl Task for Forecasting {
         b: AvBatch,
         _views: usize,
     ) -> Result<()> {
-        Ok(totals.add(&f.agent()?, &b.agent)?)
+        targets::score(totals, &f.agent()?, &b.agent, b.has_target.as_deref())
     }
 
     fn epoch_detail(&self, held: &Evaluation) -> Option<serde_json::Value> {
@@ -540,6 +546,7 @@ impl Task for Forecasting {
                 agent: randn(&[b, pred, 2], device)?,
                 futures: randn(&[b, actors, pred, 2], device)?,
                 future_mask: Tensor::ones((b, actors, pred), DType::F32, device)?,
+                has_target: None,
             },
             shape: AvShape {
                 actors,
@@ -574,6 +581,7 @@ fn batch(s: &AvSet, idx: &[usize], device: &Device) -> Result<AvBatch> {
         agent: b.target,
         futures: b.futures,
         future_mask: b.future_mask,
+        has_target: None,
     })
 }
 
@@ -587,9 +595,12 @@ impl Totals for ForecastTotals {
         self.modes = modes;
     }
     fn evaluation(&self) -> Evaluation {
+        if let Some(e) = targets::without_targets(self) {
+            return e;
+        }
         let (ade, fde, mr, brier) = self.k_all.mean(self.n);
         let (ade1, fde1, mr1, brier1) = self.k1.mean(self.n);
-        Evaluation {
+        let mut e = Evaluation {
             score: 1.0 - mr,
             metrics: serde_json::json!({
                 "samples": self.n,
@@ -605,6 +616,10 @@ impl Totals for ForecastTotals {
                 "metric_rules": "argoverse-api get_displacement_errors_and_miss_rate = av2 compute_ade/fde/is_missed_prediction/brier_fde on the min-FDE mode (metrics.rs)",
                 "miss_threshold_m": MISS_THRESHOLD_M,
             }),
+        };
+        if self.no_target > 0 {
+            e.metrics["samples_without_targets"] = self.no_target.into();
         }
+        e
     }
 }
