@@ -29,8 +29,9 @@ pub const KIND: &str = "av.tokens";
 /// 2: every actor's position now and future (`actor_ctrs`, `actor_futures`, `actor_future_mask`).
 /// 3: lanes chosen as the reference does (world-axis box, lane-id order).
 pub const VERSION: u32 = 3;
-/// The split names, in unit order.
-pub const SPLITS: [&str; 2] = ["train", "val"];
+/// The split names, in unit order; `test` has no futures (Argoverse 1.1's test CSVs hold the
+/// 20 observed steps only).
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 /// `[stages.NAME.params]` of an `av.tokens` stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +43,10 @@ pub struct AvParams {
     /// Folder of validation scenarios (Argoverse `val/data`).
     #[serde(skip_serializing)]
     pub val: Option<PathBuf>,
+    /// Folder of test scenarios (Argoverse `test_obs/data`: `obs_steps` steps, no future):
+    /// samples without a target, scored only through `lm4ve pipeline submit`.
+    #[serde(skip_serializing)]
+    pub test: Option<PathBuf>,
     /// Folder with `pruned_argoverse_<CITY>_<ID>_vector_map.xml`, one per city (required).
     #[serde(skip_serializing)]
     pub map: PathBuf,
@@ -60,6 +65,7 @@ impl Default for AvParams {
         AvParams {
             train: None,
             val: None,
+            test: None,
             map: PathBuf::new(),
             obs_steps: 20,
             pred_steps: 30,
@@ -219,7 +225,7 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         .collect();
 
     let mut splits = Vec::new();
-    for (name, folder) in SPLITS.into_iter().zip([&p.train, &p.val]) {
+    for (name, folder) in SPLITS.into_iter().zip([&p.train, &p.val, &p.test]) {
         let Some(folder) = folder else { continue };
         let dir = config.resolve(folder);
         let files = list_csvs(&dir).map_err(|e| missing(name, &dir, e))?;
@@ -231,7 +237,7 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     if splits.is_empty() {
         return Err(err(
             "train",
-            "no scenarios: set `train` and/or `val` (folders of Argoverse <seq_id>.csv files)"
+            "no scenarios: set `train`, `val` and/or `test` (folders of Argoverse <seq_id>.csv files)"
                 .into(),
         ));
     }
@@ -557,7 +563,12 @@ impl Stage for AvTokensStage {
         let (si, range) = self.unit_range(&unit.id)?;
         let split = &self.splits[si];
         let files = &split.files[range];
-        let total = self.vec.obs_steps + self.vec.pred_steps;
+        // The test split's files end at the last observed step.
+        let total = if split.name == "test" {
+            self.vec.obs_steps
+        } else {
+            self.vec.obs_steps + self.vec.pred_steps
+        };
         let t0 = std::time::Instant::now();
         let parsed: Vec<std::result::Result<(i64, super::csv::Scenario), String>> = files
             .par_iter()
@@ -663,7 +674,7 @@ impl Stage for AvTokensStage {
                 );
             }
         }
-        Ok(serde_json::json!({
+        let mut meta = serde_json::json!({
             "obs_steps": p.obs_steps,
             "pred_steps": p.pred_steps,
             "max_actors": p.max_actors,
@@ -675,7 +686,17 @@ impl Stage for AvTokensStage {
             "frame": "world = R(theta)·p + origin, R(theta) = [[cos, -sin], [sin, cos]]; the AGENT's heading points along +y",
             "maps": self.maps.iter().map(|(c, p)| (c.clone(), file_name(p))).collect::<BTreeMap<_, _>>(),
             "splits": per_split,
-        }))
+        });
+        // Only with a test split, so the manifests of the others stay what they were.
+        if per_split.contains_key("test") {
+            meta["targets"] = per_split
+                .keys()
+                .filter(|s| *s != "test")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+        }
+        Ok(meta)
     }
 }
 
@@ -745,6 +766,6 @@ mod key_tests {
     /// paths do not (their files do, by content).
     #[test]
     fn every_param_changes_the_key() {
-        crate::keyed::assert_every_field_keys::<super::AvParams>(&["train", "val", "map"]);
+        crate::keyed::assert_every_field_keys::<super::AvParams>(&["train", "val", "test", "map"]);
     }
 }

@@ -191,6 +191,30 @@ fn hand_built_scenario_matches_hand_computed_vectors() {
     assert_eq!(f, [106.0, 200.0, -std::f32::consts::FRAC_PI_2]);
 }
 
+/// A test-split scenario (the observed steps only, as Argoverse 1.1's `test_obs` CSVs) gives
+/// the same history, lanes and frame as the full scenario, and no target: zeros with every
+/// future masked, which the eval counts and never scores.
+#[test]
+fn a_scenario_without_futures_vectorizes_with_no_target() {
+    let (text, city) = hand_scenario();
+    let full = vectorize(
+        &parse_scenario(text.as_bytes(), 4, 6).unwrap(),
+        &city,
+        &params(5, 4),
+    )
+    .unwrap();
+    let obs = parse_scenario(text.as_bytes(), 4, 4).unwrap();
+    let v = vectorize(&obs, &city, &params(5, 4)).unwrap();
+    assert_eq!(v.actors, full.actors);
+    assert_eq!(v.lanes, full.lanes);
+    assert_eq!(v.actor_ctrs, full.actor_ctrs);
+    assert_eq!(v.frame.to_f32(), full.frame.to_f32());
+    assert_eq!(v.target, vec![0.0; full.target.len()]);
+    assert!(v.actor_future_mask.iter().all(|m| *m == 0));
+    assert!(v.actor_futures.iter().all(|x| *x == 0.0));
+    assert!(full.actor_future_mask.iter().any(|m| *m == 1));
+}
+
 #[test]
 fn maxima_keep_the_nearest_actors_and_lanes() {
     let (text, city) = hand_scenario();

@@ -26,6 +26,8 @@
 //!   at the `pred_steps` future steps (`actor_futures`, with `actor_future_mask` = observed):
 //!   the reference (StreamingForecasting's VectorNet, after LaneGCN) predicts and supervises
 //!   every actor that has a future, not only the AGENT. `target` is the AGENT's (row 0).
+//! - **No future** (a test scenario, which ends at step `obs_steps-1`): `target` and every
+//!   future are zeros with `actor_future_mask` 0; the eval counts such samples and scores none.
 //! - Padding rows are all zeros with mask 0. Maths in f64, stored as f32.
 
 use super::csv::Scenario;
@@ -86,7 +88,9 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
         .tracks
         .get(scn.agent)
         .ok_or_else(|| "no AGENT track".to_string())?;
-    if agent.points.len() < obs + p.pred_steps {
+    // A test scenario ends at the last observed step: no target, no futures (zeros, mask 0).
+    let has_future = agent.points.len() != obs;
+    if has_future && agent.points.len() < obs + p.pred_steps {
         return Err(format!(
             "needs {} steps for the AGENT, found {}",
             obs + p.pred_steps,
@@ -215,7 +219,14 @@ pub fn vectorize(scn: &Scenario, city: &CityLanes, p: &VecParams) -> Result<Vect
     }
 
     let mut target = Vec::with_capacity(p.pred_steps * 2);
-    for w in &agent.points[obs..obs + p.pred_steps] {
+    if !has_future {
+        target.resize(p.pred_steps * 2, 0.0);
+    }
+    for w in agent
+        .points
+        .get(obs..obs + p.pred_steps)
+        .unwrap_or_default()
+    {
         let w = w.ok_or_else(|| "AGENT not observed at a future step".to_string())?;
         let q = frame.to_local(w);
         target.extend([q[0] as f32, q[1] as f32]);
