@@ -29,7 +29,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   : "${AV_SCENARIOS:=200}" "${AV_GRID:=12}" "${AV2_SCENARIOS:=100}" "${IMAGES:=100}"
   : "${REMOTE_GB:=0.2}" "${REMOTE_OBJECTS:=16}" "${NOOP_RUNS:=5}" "${REPEAT:=1}"
   : "${RESAMPLE_ITERS:=5}" "${ITERS:=1}" "${HIDDEN:=1024}" "${HEADS:=8}" "${FFN:=2816}"
-  : "${ALLREDUCE_ITERS:=2}" "${PC_CHECK:=20}" "${AV_CHECK:=50}"
+  : "${ALLREDUCE_ITERS:=2}" "${ALLREDUCE_MODEL:=pointbert}" "${PC_CHECK:=20}" "${AV_CHECK:=50}"
   export AV2_SCENARIOS IMAGES REMOTE_GB REMOTE_OBJECTS NOOP_RUNS REPEAT ITERS HIDDEN HEADS FFN
 fi
 now() { date +%s.%N; }
@@ -321,7 +321,7 @@ bench_allreduce() {
   say "== allreduce: 2 ranks, one thread each ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
   export OMPI_MCA_btl_vader_single_copy_mechanism=none
   mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 -x RAYON_NUM_THREADS=1 \
-    "$BIN" -q bench-allreduce --iters "${ALLREDUCE_ITERS:-10}" > "$W/allreduce.jsonl"
+    "$BIN" -q bench-allreduce --iters "${ALLREDUCE_ITERS:-10}" --model "${ALLREDUCE_MODEL:-all}" > "$W/allreduce.jsonl"
   while read -r line; do
     model=$(echo "$line" | $PY -c "import json,sys; print(json.load(sys.stdin)['model'])")
     buckets=$(echo "$line" | $PY -c "import json,sys; print(','.join(str(b) for b in json.load(sys.stdin)['bucket_bytes']))")
