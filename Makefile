@@ -70,9 +70,12 @@ lint: deps
 fuzz: build
 	bash fuzz/run.sh
 
-# Benchmarks against their anchors, side by side; results go to BENCHMARKS.md by hand.
+# Every benchmark that needs no GPU, each side by side with its anchor, ending with one table
+# of ratios (also benches/work/summary.md); `QUICK=1 make bench` for small sizes (minutes).
+# A failed "same numbers?" check fails the target; results go to BENCHMARKS.md by hand.
 bench: build
-	@bash scripts/install-py.sh numpy h5py dvc
+	@bash scripts/install-py.sh numpy h5py zstandard
+	@bash scripts/install-py.sh dvc || echo "dvc not installed: the no-op row has no anchor"
 	bash benches/run.sh
 
 # ssv2_tokens vs the ffmpeg CLI, PyAV and decord on the same clips (installs av, decord).

@@ -194,6 +194,19 @@ def main():
     if a.check:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
         import read_shards
+        # The sizes the stage ran with, from its manifest's schema (actors [A, obs-1, 7],
+        # lanes [L, P-1, 9], actor_futures [A, pred, 2]), so the check follows the stage's defaults rather than this
+        # script's (as av_reference.py does since issue 28).
+        with open(a.check) as f:
+            schema = json.load(f).get("schema") or {}
+        fields = schema.get("fields", []) if isinstance(schema, dict) else schema
+        shapes = {fld["name"]: fld["shape"] for fld in fields}
+        if "actors" in shapes:
+            a.max_actors, a.obs = shapes["actors"][0], shapes["actors"][1] + 1
+        if "lanes" in shapes:
+            a.max_lanes, a.lane_points = shapes["lanes"][0], shapes["lanes"][1] + 1
+        if "actor_futures" in shapes:
+            a.pred = shapes["actor_futures"][1]
         n, worst = 0, 0.0
         for got, folder in zip(read_shards.samples(a.check, split=a.split), folders):
             sid = bytes(got["scenario_id"]).hex()

@@ -67,3 +67,9 @@ M=$("$BIN" -c "$W/bench.toml" pipeline show av2_tokens --json | "$PY" -c "import
 # An assignment, so a mismatch or a traceback fails the bench (set -e) instead of printing.
 same=$("$PY" benches/av2_reference.py --data "$D" --check "$M" --limit 200)
 say "  same numbers? $same"
+if [ -n "${BENCH_ROWS:-}" ]; then # a row of `make bench`'s table
+  printf '%s\t%s\t%s\t%s\t%s\n' av2_tokens "${all% *} scenarios/s -j$P (${all#* } per CPU-s)" \
+    "av2 reader + numpy x$P: $pyw scenarios/s ($pyc per CPU-s)" \
+    "$(awk -v a="${all% *}" -v b="$pyw" 'BEGIN{printf "%.1fx", a/b}') wall, $(awk -v a="${all#* }" -v b="$pyc" 'BEGIN{printf "%.1fx", a/b}') CPU" \
+    "yes, $same" >> "$BENCH_ROWS"
+fi

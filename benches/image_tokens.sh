@@ -50,3 +50,8 @@ print(f"  cache: {total / n / 1e3:.1f} KB an image ({n} images, shards incl. the
       f" {m['images_original']} stored as is, {m['images_reencoded']} re-encoded,"
       f" PSNR of re-encoding {m['reencoded_psnr_db_mean']:.1f} dB mean")
 PY
+if [ -n "${BENCH_ROWS:-}" ]; then # a row of `make bench`'s table
+  printf '%s\t%s\t%s\t%s\t%s\n' image_tokens "$one images/s, 1 thread ($all with $(nproc))" \
+    "PIL + torchvision eval transform, 1 process: $pil images/s" \
+    "$(awk -v a="$one" -v b="$pil" 'BEGIN{printf "%.2fx", a/b}')" "no check (resizers differ; timing only)" >> "$BENCH_ROWS"
+fi

@@ -105,7 +105,10 @@ CPS=$(timed 'rm -rf "$W/cp-dst"' sh -c "cp -r '$DIRR/objects' '$W/cp-dst' && syn
 say "directory  pull  cp -r objects/ && sync     $CPS s  $(mbps "$GBR" "$CPS") MB/s"
 rm -rf "$W/cp-dst"
 say "directory  ratio lm4ve / cp -r = $(awk -v a="$LM_DIR" -v b="$CP" 'BEGIN{printf "%.2f", a/b}'),  lm4ve / (cp -r && sync) = $(awk -v a="$LM_DIR" -v b="$CPS" 'BEGIN{printf "%.2f", a/b}')"
-cmp <(cd "$W/cache-a" && find objects -type f | sort | xargs -n 16 sha1sum) <(cd "$W/cache-b" && find objects -type f | sort | xargs -n 16 sha1sum) >/dev/null && say "directory  B's objects are byte-identical to A's"
+# `cmp` as a plain command (not `cmp && say`, which set -e lets pass): a difference fails.
+same_objects() { cmp <(cd "$W/cache-a" && find objects -type f | sort | xargs -n 16 sha1sum) <(cd "$W/$1" && find objects -type f | sort | xargs -n 16 sha1sum); }
+same_objects cache-b
+say "directory  B's objects are byte-identical to A's"
 rm -rf "$W/cache-b"
 
 # -- S3 remote (moto on loopback) ---------------------------------------------------------------
@@ -127,7 +130,8 @@ AWSS=$(timed 'rm -rf "$W/aws-dst"' $AWS s3 cp --recursive --only-show-errors "$S
 say "s3 (moto)  pull  aws s3 cp --recursive       $AWSS s  $(mbps "$GBR" "$AWSS") MB/s"
 rm -rf "$W/aws-dst"
 say "s3 (moto)  ratio lm4ve / aws s3 cp = $(awk -v a="$LM_S3" -v b="$AWSS" 'BEGIN{printf "%.2f", a/b}')"
-cmp <(cd "$W/cache-a" && find objects -type f | sort | xargs -n 16 sha1sum) <(cd "$W/cache-c" && find objects -type f | sort | xargs -n 16 sha1sum) >/dev/null && say "s3 (moto)  C's objects are byte-identical to A's"
+same_objects cache-c
+say "s3 (moto)  C's objects are byte-identical to A's"
 
 # -- no-op run overhead (everything local) ------------------------------------------------------
 noop() { # noop CONFIG [ARGS...]: mean ms of NOOP_RUNS runs
@@ -145,4 +149,10 @@ N2=$(noop "$W/c.toml")
 say "no remote            $N0 ms"
 say "directory remote     $N1 ms  (+$(awk -v a="$N1" -v b="$N0" 'BEGIN{printf "%.1f", a-b}') ms)"
 say "s3 remote (moto)     $N2 ms  (+$(awk -v a="$N2" -v b="$N0" 'BEGIN{printf "%.1f", a-b}') ms)"
+if [ -n "${BENCH_ROWS:-}" ]; then # a row of `make bench`'s table
+  printf '%s\t%s\t%s\t%s\t%s\n' "remote pull (${GBR} GB)" "dir $LM_DIR s, s3 $LM_S3 s" \
+    "cp -r $CP s, aws s3 cp $AWSS s" \
+    "$(awk -v a="$LM_DIR" -v b="$CP" 'BEGIN{printf "%.2f", a/b}') / $(awk -v a="$LM_S3" -v b="$AWSS" 'BEGIN{printf "%.2f", a/b}') (time, lower is better)" \
+    "yes, objects byte-identical (dir + s3)" >> "$BENCH_ROWS"
+fi
 echo "results in $OUT"

@@ -22,6 +22,14 @@ Usage:
   python3 scripts/bench/pc_reference.py FILE.h5 --num-points 1024 --num-groups 64 \
       --group-size 32 [--normalize] [--limit N] [--out out.npz]
 
+  python3 scripts/bench/pc_reference.py FILE.h5 --check MANIFEST [--limit N] [--normalize]
+
+With --check (the bench's "same numbers?"), the first N clouds of FILE.h5 are tokenized
+with the sizes the stage ran with (from the manifest: its schema and meta.num_points) and
+compared bit for bit with the artifact's `train` samples (centers, neighborhoods, label,
+and the kept `points` when the stage kept them). Any difference, a reject, or an
+exception exits non-zero; a match prints {"checked": N, "identical": true}.
+
 Prints one JSON line: {"clouds": N, "seconds": S, "clouds_per_s": R, "skipped": K}, where
 S covers reading the file and processing every cloud. --out saves `centers` [N,G,3],
 `neighborhoods` [N,G,K,3] and `labels` [N] of the processed clouds (float32 / int64).
@@ -95,7 +103,10 @@ def main(argv=None):
     ap.add_argument("--normalize", action="store_true", help="unit-sphere normalization first")
     ap.add_argument("--limit", type=int, default=None, help="process only the first N clouds")
     ap.add_argument("--out", default=None, help="save centers/neighborhoods/labels to this .npz")
+    ap.add_argument("--check", default=None, help="a pc.tokens manifest.json to compare with")
     args = ap.parse_args(argv)
+    if args.check:
+        return check(args)
     if not 0 < args.num_groups <= args.num_points or not 0 < args.group_size <= args.num_points:
         ap.error("need 0 < num_groups <= num_points and 0 < group_size <= num_points")
 
@@ -130,6 +141,49 @@ def main(argv=None):
             neighborhoods=np.stack(neighborhoods) if n else np.zeros((0, g, k, 3), np.float32),
             labels=np.asarray(kept, dtype=np.int64),
         )
+    return 0
+
+
+def check(args):
+    """Exit status 0 only when the artifact's first clouds are the reference's, bit for bit."""
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import read_shards
+
+    with open(args.check) as f:
+        manifest = json.load(f)
+    schema = manifest.get("schema") or {}
+    fields = schema.get("fields", []) if isinstance(schema, dict) else schema
+    shapes = {fl["name"]: fl["shape"] for fl in fields}
+    num_points = (manifest.get("meta") or {}).get("num_points")
+    if "neighborhoods" not in shapes or not isinstance(num_points, int):
+        sys.exit(f"{args.check}: not a pc.tokens manifest (no neighborhoods field or meta.num_points)")
+    num_groups, group_size = shapes["neighborhoods"][0], shapes["neighborhoods"][1]
+    limit = args.limit or 100
+    with h5py.File(args.file, "r") as f:
+        data = np.asarray(f["data"][:limit], dtype=np.float32)
+        labels = np.asarray(f["label"][:limit]).reshape(len(data), -1)[:, 0].astype(np.int64)
+    n = 0
+    for i, got in enumerate(read_shards.samples(args.check, split="train")):
+        if i >= len(data):
+            break
+        t = tokenize(data[i], num_points, num_groups, group_size, args.normalize)
+        if t is None:
+            sys.exit(f"cloud {i}: the reference skips it, the stage kept it")
+        want = {"centers": t[0], "neighborhoods": t[1], "label": labels[i]}
+        if "points" in shapes:
+            if shapes["points"][0] != data.shape[1]:
+                sys.exit(f"keep_points = {shapes['points'][0]} differs from the file's "
+                         f"{data.shape[1]} points: this check compares kept clouds as they are")
+            want["points"] = normalize_unit_sphere(data[i]) if args.normalize else data[i]
+        for k, v in want.items():
+            if not np.array_equal(np.asarray(v), got[k]):
+                diff = float(np.abs(np.asarray(v, np.float64) - got[k]).max())
+                sys.exit(f"cloud {i}: field {k} differs (max abs diff {diff})")
+        n += 1
+    if n < min(limit, len(data)):
+        sys.exit(f"the artifact has {n} train samples, fewer than the {min(limit, len(data))} checked")
+    print(json.dumps({"checked": n, "identical": True}))
     return 0
 
 

@@ -14,7 +14,7 @@ pub type Point = [f32; 3];
 
 /// Initial "distance to the chosen set" in FPS. The pointnet2 CUDA kernel uses 1e10 rather
 /// than infinity; we keep the same constant so that the two agree even on huge coordinates.
-const FPS_INIT: f32 = 1e10;
+pub(super) const FPS_INIT: f32 = 1e10;
 
 /// Lanes of the FPS inner loop. Independent (max, argmax) accumulators let LLVM keep the
 /// loop in SIMD registers; the lanes are merged with a first-index tie-break after. Two
@@ -73,16 +73,25 @@ pub fn normalize_unit_sphere(points: &mut [Point]) {
 ///
 /// If `n > points.len()` anyway, the extra picks repeat already chosen points (every
 /// distance is then 0 and the first index wins), as the CUDA kernel does; it never panics.
+///
+/// Clouds of `fps::MIN_POINTS` or more go through the bucketed FPS (`fps.rs`, the same
+/// picks with most distance updates skipped); smaller ones, and any with a non-finite
+/// coordinate, through the full scan below.
 pub fn farthest_point_sample(points: &[Point], n: usize) -> Vec<usize> {
-    fps_impl(points, n, true)
+    fps_impl(points, n, true, true)
 }
 
-/// `farthest_point_sample` with the AVX2 dispatch switchable, so tests can check that both
-/// code paths pick the same points.
-fn fps_impl(points: &[Point], n: usize, allow_avx2: bool) -> Vec<usize> {
+/// `farthest_point_sample` with the AVX2 dispatch and the bucketed FPS switchable, so
+/// tests can check that every code path picks the same points.
+fn fps_impl(points: &[Point], n: usize, allow_avx2: bool, allow_buckets: bool) -> Vec<usize> {
     let len = points.len();
     if n == 0 || len == 0 {
         return Vec::new();
+    }
+    if allow_buckets {
+        if let Some(picks) = super::fps::farthest_point_sample(points, n, allow_avx2) {
+            return picks;
+        }
     }
     if len > u32::MAX as usize {
         // The fast path keeps lane indices in u32 (half the register pressure of usize).
@@ -521,7 +530,64 @@ mod tests {
             let picks = n.min(300);
             let fast = farthest_point_sample(&pts, picks);
             assert_eq!(fast, fps_scalar(&pts, picks));
-            assert_eq!(fast, fps_impl(&pts, picks, false));
+            assert_eq!(fast, fps_impl(&pts, picks, false, true));
+            assert_eq!(fast, fps_impl(&pts, picks, true, false));
+            assert_eq!(fast, fps_impl(&pts, picks, false, false));
+        }
+    }
+
+    /// The bucketed FPS (fps.rs) against the full scan on clouds chosen to break it: ties
+    /// (grids, duplicates), a flat cloud (zero extent), far clusters, tiny spacing
+    /// (subnormal distances), huge coordinates, a size that pads the last bucket, and more
+    /// picks than points.
+    #[test]
+    fn bucketed_fps_matches_scan_on_hard_clouds() {
+        let mut clouds: Vec<(Vec<Point>, usize)> = Vec::new();
+        for seed in 0..6 {
+            clouds.push((random_cloud(100 + seed, 2048), 1024));
+        }
+        let mut grid = Vec::new();
+        for x in 0..8 {
+            for y in 0..8 {
+                for z in 0..8 {
+                    grid.push([x as f32, y as f32, z as f32]);
+                }
+            }
+        }
+        let dup = grid.clone();
+        grid.extend(dup);
+        clouds.push((grid.clone(), 1024));
+        clouds.push((grid[..700].to_vec(), 700));
+        let flat: Vec<Point> = random_cloud(7, 1000)
+            .into_iter()
+            .map(|p| [p[0], p[1], 0.0])
+            .collect();
+        clouds.push((flat, 600));
+        let mut clusters = random_cloud(8, 600);
+        for p in clusters.iter_mut().skip(300) {
+            p[0] += 1e4;
+        }
+        clouds.push((clusters, 400));
+        let tiny: Vec<Point> = random_cloud(9, 500)
+            .into_iter()
+            .map(|p| [p[0] * 1e-22, p[1] * 1e-22, p[2] * 1e-22])
+            .collect();
+        clouds.push((tiny, 300));
+        let huge: Vec<Point> = random_cloud(10, 500)
+            .into_iter()
+            .map(|p| [p[0] * 1e9, p[1] * 1e9, 3e8])
+            .collect();
+        clouds.push((huge, 300));
+        clouds.push((random_cloud(11, 129), 129));
+        clouds.push((random_cloud(12, 200), 260));
+        clouds.push((vec![[0.25f32, -0.5, 2.0]; 300], 5));
+        for (i, (pts, picks)) in clouds.iter().enumerate() {
+            let scan = fps_impl(pts, *picks, true, false);
+            assert_eq!(fps_impl(pts, *picks, true, true), scan, "cloud {i}");
+            assert_eq!(fps_impl(pts, *picks, false, true), scan, "cloud {i}");
+            if pts.len() <= 1000 {
+                assert_eq!(naive_fps(pts, *picks), scan, "cloud {i}");
+            }
         }
     }
 
@@ -550,6 +616,31 @@ mod tests {
         let centers = random_cloud(12, 64);
         assert_eq!(knn(&pts, &centers, 32), naive_knn(&pts, &centers, 32));
         assert_eq!(knn(&pts, &centers, 1024), naive_knn(&pts, &centers, 1024));
+        // Both code paths (few neighbours of many: insertion; many: selection), on a grid
+        // with duplicates (ties everywhere) and with the centers among the points.
+        let mut grid = Vec::new();
+        for x in 0..6 {
+            for y in 0..6 {
+                for z in 0..6 {
+                    grid.push([x as f32, y as f32, z as f32 * 0.5]);
+                }
+            }
+        }
+        let dup = grid.clone();
+        grid.extend(dup);
+        let grid_centers: Vec<Point> = grid.iter().step_by(37).copied().collect();
+        for k in [1, 5, 17, 32, 53, 54, 100, 431, 432] {
+            assert_eq!(
+                knn(&grid, &grid_centers, k),
+                naive_knn(&grid, &grid_centers, k),
+                "k {k}"
+            );
+            assert_eq!(
+                knn(&pts, &centers, k),
+                naive_knn(&pts, &centers, k),
+                "k {k}"
+            );
+        }
         // Equidistant points: order must be by index.
         let ring = vec![
             [1.0f32, 0.0, 0.0],

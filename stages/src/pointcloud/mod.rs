@@ -4,6 +4,7 @@
 
 pub mod bin;
 pub mod demo;
+mod fps;
 pub mod geometry;
 pub mod h5;
 pub mod las;
