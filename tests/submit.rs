@@ -228,3 +228,94 @@ fn submit_refuses_bad_forecasts_and_wrong_formats() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("p.parquet"), "{}", r.stderr);
 }
+
+/// `dir`'s Argoverse 1.1 CSV cut to the AGENT's first 20 timestamps, as the challenge's
+/// `test_obs` files are.
+fn observed_only(csv: &str) -> String {
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    let mut agent_ts: Vec<f64> = rows
+        .iter()
+        .filter(|l| l.contains(",AGENT,"))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    agent_ts.sort_by(f64::total_cmp);
+    let last = agent_ts[19];
+    let mut out = vec![header];
+    out.extend(
+        rows.into_iter()
+            .filter(|l| l.split(',').next().unwrap().parse::<f64>().unwrap() <= last),
+    );
+    out.join("\n") + "\n"
+}
+
+/// Argoverse 1.1's test split end to end: `av.tokens` reads `test_obs`-style CSVs (20 steps,
+/// no future), the eval on it scores nothing and counts the samples, and `pipeline submit`
+/// writes the challenge's h5 with one sequence per test file, K modes of 30 steps whose
+/// probabilities sum to 1.
+#[test]
+fn the_av1_test_split_evaluates_without_targets_and_submits_an_h5() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = av_config(dir.path(), (16, 6), 1, 8, "split = \"test\"");
+    let av = dir.path().join("demo/argoverse");
+    let test = av.join("test/data");
+    std::fs::create_dir_all(&test).unwrap();
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(av.join("val/data")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(test.join(p.file_name().unwrap()), observed_only(&text)).unwrap();
+        ids.push(p.file_stem().unwrap().to_string_lossy().into_owned());
+    }
+    ids.sort();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "map = \"",
+        &format!("test = \"{}\"\nmap = \"", test.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    lm4ve(
+        &cfg,
+        &["--device", "cpu", "pipeline", "run", "--stage", "eval_av"],
+    )
+    .ok();
+    let tokens = show_json(&cfg, "av_tokens");
+    assert_eq!(tokens["splits"]["test"], ids.len(), "{tokens}");
+    assert_eq!(
+        tokens["meta"]["targets"],
+        serde_json::json!(["train", "val"])
+    );
+    let m = &show_json(&cfg, "eval_av")["meta"];
+    assert_eq!(m["split"], "test");
+    assert_eq!(m["targets"], false, "{m}");
+    assert_eq!(m["samples"], ids.len(), "{m}");
+    assert!(m.get("min_fde").is_none(), "nothing scored: {m}");
+    let out = dir.path().join("av1.h5");
+    let r = lm4ve(
+        &cfg,
+        &[
+            "pipeline",
+            "submit",
+            "eval_av",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    r.ok();
+    let got = read_av1(&out);
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ids);
+    for (id, (_, probs, modes)) in &got {
+        assert_eq!(modes.len(), 6, "{id}");
+        assert!(modes.iter().all(|m| m.len() == 30), "{id}");
+        assert!(
+            (probs.iter().sum::<f64>() - 1.0).abs() < 1e-6,
+            "{id}: {probs:?}"
+        );
+    }
+}
+
+fn show_json(cfg: &Path, stage: &str) -> serde_json::Value {
+    let r = lm4ve(cfg, &["pipeline", "show", stage, "--json"]);
+    r.ok();
+    serde_json::from_str(&r.stdout).unwrap()
+}
