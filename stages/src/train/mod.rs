@@ -50,6 +50,9 @@ pub mod groups;
 pub mod init;
 #[cfg(test)]
 mod init_deit_tests;
+pub mod init_llama;
+#[cfg(test)]
+mod init_rules_fixture_tests;
 #[cfg(test)]
 mod init_rules_tests;
 #[cfg(test)]
@@ -71,3 +74,5 @@ pub mod task;
 #[cfg(test)]
 mod task_toy_tests;
 pub mod trainer;
+#[cfg(test)]
+mod vit_llama_fixture_tests;
