@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use lm4ve_pipeline::UsageError;
 use lm4ve_stages::images::decode::decode;
 use lm4ve_stages::train::ops::image_aug::deit_train_view;
-use lm4ve_stages::train::recipe::Recipe;
+use lm4ve_stages::train::recipe::TaskRecipe;
 use lm4ve_stages::train::task::image::Image;
 use rand::SeedableRng;
 use std::path::PathBuf;

@@ -10,7 +10,8 @@
 //!   (`layers.rs`), each the model only. Depend on `block/`, `ops/`.
 //! - `data/`: shard-backed data sets, one per data kind, over `ShardSet`.
 //! - `optim.rs` (AdamW), `schedule.rs` (lr schedules behind one trait), `device.rs`
-//!   (`--device`), `init.rs` (pretrained encoder checkpoints, key by key), `dist/`
+//!   (`--device`), `init.rs` (pretrained encoder checkpoints, key by key; `init_llama.rs` the
+//!   LLaMA layers of a ViT-LLaMA checkpoint), `dist/`
 //!   (data-parallel jobs), `checkpoint.rs` (work-unit checkpoints).
 //! - `recipe.rs` (a task's defaults, features, presets), `params.rs` (a stage's TOML resolved
 //!   against its task's recipe, and the value checks every task shares).
