@@ -248,7 +248,7 @@ fn check_model(
                     .product();
                 let piece = v[0].len() as u64;
                 assert!(
-                    total % piece == 0
+                    total.is_multiple_of(piece)
                         && (re["zeros"].as_bool().unwrap() || re["ones"].as_bool().unwrap()),
                     "{name}: a split tensor must be constant and split evenly"
                 );
