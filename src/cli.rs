@@ -88,6 +88,26 @@ pub enum Command {
     /// one core (T random frames decoded, VideoMAE's augmentation, tubelets) and the 2×3
     /// test views (prints JSON).
     BenchVideoFrames(BenchVideoFramesArgs),
+    /// The image task's training loader on one core over an ImageNet-layout folder: JPEG
+    /// read and decoded, DeiT's training view (RandomResizedCrop, flip, RandAugment, erasing);
+    /// prints JSON (images/s wall and per CPU second). `benches/image_loader.sh` runs it beside
+    /// timm's loader.
+    BenchImageLoader(BenchImageLoaderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchImageLoaderArgs {
+    /// A folder of class folders of JPEGs (torchvision's `ImageFolder` layout).
+    pub dir: std::path::PathBuf,
+    /// The training view's side.
+    #[arg(long, default_value_t = 224)]
+    pub crop: usize,
+    /// Timed passes over the images (after one untimed warm-up pass).
+    #[arg(long, default_value_t = 2)]
+    pub passes: usize,
+    /// At most this many images (sorted by path).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::BenchAllreduce(args) => crate::bench_cmd::allreduce(args),
         Command::BenchResample(args) => crate::bench_cmd::resample(args),
         Command::BenchVideoFrames(args) => crate::bench_video::run(args),
+        Command::BenchImageLoader(args) => crate::bench_image::run(args),
     }
 }
 

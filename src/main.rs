@@ -2,6 +2,7 @@
 //! results. Exit status: 0 ok, 1 a stage failed, 2 bad usage or bad config.
 
 mod bench_cmd;
+mod bench_image;
 mod bench_video;
 mod cli;
 mod commands;

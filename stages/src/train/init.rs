@@ -37,7 +37,9 @@
 //! **DeiT / timm ViT → image ViT** (state dict under `model`, as DeiT's `main.py` saves it and
 //! its released `deit_*.pth` hold it, else `state_dict`, else the file): a leading `module.`
 //! is removed; the `Conv2d` patch embedding `[d, 3, p, p]` becomes our Linear `[d, p·p·3]`
-//! (patches are flattened as (dy, dx, rgb)); `cls_token`, `pos_embed`, the blocks, `norm` and
+//! (patches are flattened as (dy, dx, rgb)); timm's fused `attn.qkv.bias` [3d] is split into
+//! `attn.q_bias` and `attn.v_bias` (the k third is dropped: the softmax cancels it exactly);
+//! `cls_token`, `pos_embed`, the blocks, `norm` and
 //! `head` by timm's names, which lm4ve's image ViT shares; a LM4VisualEncoding ViT-LLaMA
 //! checkpoint's `llama_dim_mapper{1,2}` → `llm_adapter_{up,down}`. Ignored: DeiT's
 //! distillation token and head (`dist_token`, `head_dist.*`: lm4ve trains without a teacher),
@@ -389,7 +391,7 @@ pub static DEIT: Family = Family {
     keys: &["model", "state_dict"],
     route: deit_route,
     pretrain: |_| false,
-    fold: |_| Ok(Vec::new()),
+    fold: split_qkv_bias,
     interface: &["head.", "llm_adapter_"],
     resizable: &["pos_embed"],
 };
@@ -416,6 +418,48 @@ fn deit_route(key: &str, _pretrain: bool) -> Route {
         return Route::Skip(LLM_LAYER);
     }
     to(k)
+}
+
+/// timm's fused `attn.qkv.bias` [3d] → lm4ve's `attn.q_bias` and `attn.v_bias` [d] each.
+/// The k third is dropped exactly: it adds `q · b_k` to every score of a query, the same for
+/// every key, which the softmax cancels.
+fn split_qkv_bias(routed: &mut Vec<Routed>) -> Result<Vec<String>> {
+    let mut extra = Vec::new();
+    let mut split = 0;
+    for r in routed.iter_mut() {
+        let Route::To(name, _) = &r.route else {
+            continue;
+        };
+        let Some(block) = name.strip_suffix(".attn.qkv.bias") else {
+            continue;
+        };
+        let block = block.to_string();
+        let n = r.tensor.elem_count();
+        if r.tensor.rank() != 1 || n % 3 != 0 {
+            bail!(
+                "`{}` has shape {:?}; a qkv bias is one vector of 3 × the width",
+                r.key,
+                r.tensor.dims()
+            );
+        }
+        let d = n / 3;
+        extra.push(Routed {
+            key: r.key.clone(),
+            tensor: r.tensor.narrow(0, 2 * d, d)?,
+            route: Route::To(format!("{block}.attn.v_bias"), Layout::Linear),
+        });
+        r.tensor = r.tensor.narrow(0, 0, d)?;
+        r.route = Route::To(format!("{block}.attn.q_bias"), Layout::Linear);
+        split += 1;
+    }
+    routed.extend(extra);
+    Ok(if split > 0 {
+        vec![format!(
+            "{split} fused `attn.qkv.bias` split into `attn.q_bias` and `attn.v_bias` (the k bias is dropped: the softmax cancels it)"
+        )]
+    } else {
+        Vec::new()
+    })
 }
 
 const DEIT_DISTILLATION: &str =

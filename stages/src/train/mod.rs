@@ -10,7 +10,8 @@
 //!   (`layers.rs`), each the model only. Depend on `block/`, `ops/`.
 //! - `data/`: shard-backed data sets, one per data kind, over `ShardSet`.
 //! - `optim.rs` (AdamW), `schedule.rs` (lr schedules behind one trait), `device.rs`
-//!   (`--device`), `init.rs` (pretrained encoder checkpoints, key by key), `dist/`
+//!   (`--device`), `init.rs` (pretrained encoder checkpoints, key by key; `init_llama.rs` the
+//!   LLaMA layers of a ViT-LLaMA checkpoint), `dist/`
 //!   (data-parallel jobs), `checkpoint.rs` (work-unit checkpoints).
 //! - `recipe.rs` (a task's defaults, features, presets), `params.rs` (a stage's TOML resolved
 //!   against its task's recipe, and the value checks every task shares).
@@ -51,6 +52,9 @@ pub mod groups;
 pub mod init;
 #[cfg(test)]
 mod init_deit_tests;
+pub mod init_llama;
+#[cfg(test)]
+mod init_rules_fixture_tests;
 #[cfg(test)]
 mod init_rules_tests;
 #[cfg(test)]
@@ -73,3 +77,5 @@ pub mod task;
 #[cfg(test)]
 mod task_toy_tests;
 pub mod trainer;
+#[cfg(test)]
+mod vit_llama_fixture_tests;

@@ -140,6 +140,14 @@ impl ImageVit {
     /// Logits [B, classes] from normalized images [B, H, W, 3] (f32, channels last).
     /// `rng` Some = training (drop path).
     pub fn forward(&self, images: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let x = self.features(images, rng)?;
+        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        self.head.forward(&cls)
+    }
+
+    /// The tokens after the final norm [B, 1 + patches, d] (the reference's
+    /// `forward_features`), from images as [`ImageVit::forward`] takes them.
+    pub fn features(&self, images: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let (b, h, w, c) = images.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
@@ -154,9 +162,7 @@ impl ImageVit {
         let cls = self.cls_token.broadcast_as((b, 1, d))?;
         let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.pos_embed)?;
         let x = self.trunk.forward(&x, None, rng)?;
-        let x = self.norm.forward(&x)?;
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
-        self.head.forward(&cls)
+        self.norm.forward(&x)
     }
 }
 

@@ -15,7 +15,7 @@
 //! then crops bilinearly in normalized values: `video_aug::augment_train_clip`). Every
 //! random draw comes from the `rng` passed in, in the order above.
 
-use super::video_aug::clip::{crop, normalize};
+use super::video_aug::clip::normalize_value;
 use super::video_aug::erasing::{random_erase, EraseSpec};
 use super::video_aug::rand_augment::rand_augment_clip;
 use super::video_aug::resized_crop::draw_box;
@@ -41,6 +41,52 @@ pub fn hflip_u8(data: &mut [u8], w: usize) {
     }
 }
 
+/// The box (`y`, `x`, `h`, `w`), clamped to `img`, as an image of its own: the crop timm's
+/// `RandomResizedCrop` resizes. Copies only the box's rows (not the whole decoded image); a
+/// malformed image (data not `H·W·3` bytes) reads as black, as `Clip::new` + `crop` did.
+fn cut_box(img: &Rgb, y: usize, x: usize, h: usize, w: usize) -> Rgb {
+    let (ih, iw) = (img.height, img.width);
+    let (y0, x0) = (y.min(ih), x.min(iw));
+    let (h, w) = (h.min(ih - y0), w.min(iw - x0));
+    let row = w * 3;
+    let whole = ih.checked_mul(iw).and_then(|n| n.checked_mul(3)) == Some(img.data.len());
+    let data = if whole {
+        let mut d = Vec::with_capacity(h * row);
+        for r in 0..h {
+            let s = ((y0 + r) * iw + x0) * 3;
+            d.extend_from_slice(&img.data[s..s + row]);
+        }
+        d
+    } else {
+        vec![0; h * row]
+    };
+    Rgb {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+/// `ToTensor` + `Normalize` by table: the 3 × 256 values `clip::normalize_value` gives, looked
+/// up (the same f32s, without a division per byte).
+fn normalize_by_table(data: &[u8]) -> Vec<f32> {
+    let mut lut = [[0f32; 256]; 3];
+    for (c, t) in lut.iter_mut().enumerate() {
+        for (v, x) in t.iter_mut().enumerate() {
+            *x = normalize_value(v as u8, IMAGENET_MEAN[c], IMAGENET_STD[c]);
+        }
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for p in data.chunks_exact(3) {
+        out.extend([
+            lut[0][p[0] as usize],
+            lut[1][p[1] as usize],
+            lut[2][p[2] as usize],
+        ]);
+    }
+    out
+}
+
 /// The training view of `img` (8-bit RGB, any size), normalized f32 `[S, S, 3]` with
 /// `S = spec.crop`; `hflip` is the flip probability. An empty image gives a black crop.
 pub fn deit_train_view(
@@ -50,12 +96,8 @@ pub fn deit_train_view(
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
     let side = spec.crop;
-    let clip = match Clip::new(1, img.height, img.width, img.data.clone()) {
-        Ok(c) => c,
-        Err(_) => Clip::zeros(1, img.height, img.width),
-    };
     let b = draw_box(img.height, img.width, spec.scale, spec.ratio, rng);
-    let cut = crop(&clip, b.y, b.x, b.h, b.w);
+    let cut = cut_box(img, b.y, b.x, b.h, b.w);
     let mut view = if cut.height == 0 || cut.width == 0 {
         Rgb {
             width: side,
@@ -63,22 +105,19 @@ pub fn deit_train_view(
             data: vec![0; side * side * 3],
         }
     } else {
-        let cut = Rgb {
-            width: cut.width,
-            height: cut.height,
-            data: cut.data,
-        };
         resize_bicubic(&cut, side, side)
     };
     if rng.random::<f64>() < hflip {
         hflip_u8(&mut view.data, side);
     }
-    let mut clip =
-        Clip::new(1, side, side, view.data).unwrap_or_else(|_| Clip::zeros(1, side, side));
-    if let Some(ra) = &spec.rand_augment {
-        clip = rand_augment_clip(&clip, ra, spec.interpolation, rng);
-    }
-    let mut out = normalize(&clip, IMAGENET_MEAN, IMAGENET_STD);
+    let mut out = match &spec.rand_augment {
+        Some(ra) => {
+            let clip =
+                Clip::new(1, side, side, view.data).unwrap_or_else(|_| Clip::zeros(1, side, side));
+            normalize_by_table(&rand_augment_clip(&clip, ra, spec.interpolation, rng).data)
+        }
+        None => normalize_by_table(&view.data),
+    };
     if spec.erase_prob > 0.0 {
         let es = EraseSpec::ssv2(spec.erase_prob, spec.erase_count);
         random_erase(&mut out, 1, side, side, &es, rng);
@@ -88,8 +127,67 @@ pub fn deit_train_view(
 
 #[cfg(test)]
 mod tests {
+    use super::super::video_aug::clip::{crop, normalize};
     use super::*;
     use rand::SeedableRng;
+
+    /// The view as it was computed before the copy-free cut and the normalization table
+    /// (whole image into a `Clip`, `clip::crop`, `clip::normalize`): the outputs must be the
+    /// same bytes, so the image task's code_version stays.
+    fn view_before(img: &Rgb, spec: &TrainAugment, hflip: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        let side = spec.crop;
+        let clip = Clip::new(1, img.height, img.width, img.data.clone())
+            .unwrap_or_else(|_| Clip::zeros(1, img.height, img.width));
+        let b = draw_box(img.height, img.width, spec.scale, spec.ratio, rng);
+        let cut = crop(&clip, b.y, b.x, b.h, b.w);
+        let mut view = if cut.height == 0 || cut.width == 0 {
+            vec![0; side * side * 3]
+        } else {
+            let cut = Rgb {
+                width: cut.width,
+                height: cut.height,
+                data: cut.data,
+            };
+            resize_bicubic(&cut, side, side).data
+        };
+        if rng.random::<f64>() < hflip {
+            hflip_u8(&mut view, side);
+        }
+        let mut clip = Clip::new(1, side, side, view).unwrap();
+        if let Some(ra) = &spec.rand_augment {
+            clip = rand_augment_clip(&clip, ra, spec.interpolation, rng);
+        }
+        let mut out = normalize(&clip, IMAGENET_MEAN, IMAGENET_STD);
+        if spec.erase_prob > 0.0 {
+            let es = EraseSpec::ssv2(spec.erase_prob, spec.erase_count);
+            random_erase(&mut out, 1, side, side, &es, rng);
+        }
+        out
+    }
+
+    #[test]
+    fn the_view_is_the_same_bytes_as_before_the_speedup() {
+        let spec = TrainAugment {
+            crop: 40,
+            ratio: [0.75, 4.0 / 3.0],
+            rand_augment: super::super::video_aug::RandAugmentSpec::parse("rand-m9-mstd0.5-inc1")
+                .ok(),
+            ..TrainAugment::default()
+        };
+        let mut broken = gradient(30, 20);
+        broken.data.truncate(100);
+        for img in [gradient(97, 61), gradient(13, 200), gradient(1, 1), broken] {
+            for seed in 0..40 {
+                let a = deit_train_view(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
+                let b = view_before(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
+                let (a, b): (Vec<u32>, Vec<u32>) = (
+                    a.iter().map(|x| x.to_bits()).collect(),
+                    b.iter().map(|x| x.to_bits()).collect(),
+                );
+                assert_eq!(a, b, "{}x{} seed {seed}", img.width, img.height);
+            }
+        }
+    }
 
     fn gradient(w: usize, h: usize) -> Rgb {
         let mut data = Vec::with_capacity(w * h * 3);

@@ -141,8 +141,10 @@ impl TaskInfo for Image {
         Some(&crate::train::init::DEIT)
     }
     /// 1: the training view in timm's order, decoded as PIL decodes (`ops::image_aug`).
+    /// 2: `init` from a timm / DeiT / ViT-LLaMA checkpoint loads its fused `attn.qkv.bias` as
+    /// the q and v biases (before, they were ignored and kept lm4ve's init).
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn benchmark_classes(&self) -> (usize, &'static str) {
         (1000, "ImageNet-1k")
