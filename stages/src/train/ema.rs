@@ -21,6 +21,36 @@ pub const EMA_MODEL_FILE: &str = "model-ema.safetensors";
 /// DeiT's `--model-ema-decay` default.
 pub const DEIT_EMA_DECAY: f64 = 0.99996;
 
+/// `model_ema = true | false` or the decay (`model_ema = 0.9998`).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(untagged)]
+pub enum EmaToml {
+    Switch(bool),
+    Decay(f64),
+}
+
+impl EmaToml {
+    /// The decay a stage trains with: the config's, else DeiT's when the task has the
+    /// average on by default.
+    pub fn resolve(t: Option<EmaToml>, on_by_default: bool) -> Option<f64> {
+        match t {
+            Some(EmaToml::Decay(d)) => Some(d),
+            Some(EmaToml::Switch(true)) => Some(DEIT_EMA_DECAY),
+            Some(EmaToml::Switch(false)) => None,
+            None => on_by_default.then_some(DEIT_EMA_DECAY),
+        }
+    }
+}
+
+/// Why a decay is unusable (None: it is fine).
+pub fn check_decay(d: f64) -> Option<String> {
+    (!(d > 0.0 && d < 1.0)).then(|| {
+        format!(
+            "model_ema = {d}: the decay must be in (0, 1), e.g. 0.99996 (DeiT), or true / false"
+        )
+    })
+}
+
 /// The checkpoint entry prefix of the averaged tensors.
 const PREFIX: &str = "ema.";
 

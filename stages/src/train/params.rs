@@ -62,15 +62,7 @@ pub struct TrainToml {
     /// `streaming-forecasting`).
     pub schedule: Option<String>,
     /// DeiT's model EMA: `true` (decay 0.99996), `false`, or the decay.
-    pub model_ema: Option<EmaToml>,
-}
-
-/// `model_ema = true | false` or the decay (`model_ema = 0.9998`).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
-pub enum EmaToml {
-    Switch(bool),
-    Decay(f64),
+    pub model_ema: Option<crate::train::ema::EmaToml>,
 }
 
 /// `lr_steps = false` (the cosine), `true` (the task's reference steps), or a table.
@@ -338,14 +330,7 @@ impl TrainParams {
                 .and_then(|s| s.warmup_steps)
                 .filter(|_| t.warmup_epochs.is_none()),
             schedule: schedule.map(|s| s.name.to_string()),
-            model_ema: match t.model_ema {
-                Some(EmaToml::Decay(d)) => Some(d),
-                Some(EmaToml::Switch(true)) => Some(crate::train::ema::DEIT_EMA_DECAY),
-                Some(EmaToml::Switch(false)) => None,
-                None => features
-                    .model_ema
-                    .then_some(crate::train::ema::DEIT_EMA_DECAY),
-            },
+            model_ema: crate::train::ema::EmaToml::resolve(t.model_ema, features.model_ema),
         }
     }
 }
@@ -468,13 +453,8 @@ impl TrainToml {
 impl TrainParams {
     /// The schedule's and the augmentation's values.
     pub fn check_schedule(&self) -> Result<(), ParamIssue> {
-        if let Some(d) = self.model_ema {
-            if !(d > 0.0 && d < 1.0) {
-                return issue(
-                    "model_ema",
-                    format!("model_ema = {d}: the decay must be in (0, 1), e.g. 0.99996 (DeiT), or true / false"),
-                );
-            }
+        if let Some(why) = self.model_ema.and_then(crate::train::ema::check_decay) {
+            return issue("model_ema", why);
         }
         if let Some(s) = &self.lr_steps {
             if !(s.rate > 0.0 && s.rate.is_finite()) {

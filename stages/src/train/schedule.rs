@@ -62,12 +62,13 @@ pub struct WarmupPass {
 }
 
 impl WarmupPass {
-    /// The pass of `w` at peak lr `lr` over a loader of `per_epoch` batches.
-    pub fn new(w: crate::train::recipe::WarmupSteps, lr: f64, per_epoch: usize) -> Self {
+    /// The pass of `warmup` iterations from `lr · start_ratio` to peak lr `lr`, over a
+    /// loader of `per_epoch` batches.
+    pub fn new(warmup: u64, start_ratio: f64, lr: f64, per_epoch: usize) -> Self {
         WarmupPass {
-            steps: (w.steps + 1).min(per_epoch.max(1) as u64),
-            warmup: w.steps.max(1),
-            start: lr * w.start_ratio,
+            steps: (warmup + 1).min(per_epoch.max(1) as u64),
+            warmup: warmup.max(1),
+            start: lr * start_ratio,
             lr,
         }
     }
@@ -222,15 +223,7 @@ mod tests {
             epochs: vec![16, 20],
             rate: 0.25,
         };
-        let pass = WarmupPass::new(
-            crate::train::recipe::WarmupSteps {
-                steps: warm,
-                start_ratio: ratio,
-                pass: true,
-            },
-            lr,
-            500,
-        );
+        let pass = WarmupPass::new(warm, ratio, lr, 500);
         // The loop `for i, data in enumerate(loader)` breaks after `i >= warmup_iter`.
         let per_epoch = 500u64;
         assert_eq!(pass.steps, per_epoch.min(warm + 1));
@@ -258,15 +251,7 @@ mod tests {
             );
         }
         // A loader of at least 1001 batches: 1001 steps, the last at `lr` exactly.
-        let long = WarmupPass::new(
-            crate::train::recipe::WarmupSteps {
-                steps: warm,
-                start_ratio: ratio,
-                pass: true,
-            },
-            lr,
-            5000,
-        );
+        let long = WarmupPass::new(warm, ratio, lr, 5000);
         assert_eq!((long.steps, long.final_lr()), (1001, lr));
         let want = reference_epoch_lrs(lr, &[16, 20], 0.25, 24);
         assert_eq!(want[15], 5e-4);

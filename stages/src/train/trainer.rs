@@ -281,7 +281,7 @@ impl<T: Task> TrainJob<'_, T> {
         let pass = self
             .p
             .warmup_steps
-            .map(|w| WarmupPass::new(w, peak, per_epoch));
+            .map(|w| WarmupPass::new(w.steps, w.start_ratio, peak, per_epoch));
         let pass_steps = pass.as_ref().map_or(0, |w| w.steps);
         let schedule: Box<dyn Schedule> = if self.p.epoch_schedule {
             Box::new(EpochCosine {
