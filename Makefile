@@ -4,6 +4,20 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
+# The default build links Intel MKL for the CPU matmuls (issue 28: a LLaMA-7B block step at
+# ~1.1x PyTorch instead of 2.2x, BENCHMARKS.md). scripts/install-mkl.sh installs it from PyPI
+# wheels into .mkl/ once (~1.1 GB), libiomp5 included as a static library, so the binary
+# needs no library path at run time. `make MKL=0 …` builds without it (candle's own gemm), as
+# a plain `cargo build` does. build, test and lint use the same features: one compile.
+MKL ?= 1
+ifeq ($(MKL),0)
+FEATURES :=
+WITH_MKL :=
+else
+FEATURES := --features mkl
+WITH_MKL = eval "$$(bash scripts/install-mkl.sh)" &&
+endif
+
 .PHONY: all deps pydeps build build-mkl demo test lint fuzz bench bench-block bench-block-mkl clean-demo
 
 all: build
@@ -15,7 +29,7 @@ pydeps:
 	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]' blake3
 
 build: deps
-	$(CARGO) build --release --locked
+	$(WITH_MKL) $(CARGO) build --release --locked $(FEATURES)
 
 # Writes the synthetic demo datasets and runs the whole pipeline on them.
 demo: build
@@ -58,12 +72,12 @@ study-video: build
 
 # Unit tests, then end-to-end tests that drive the release binary (built once).
 test: deps pydeps
-	$(CARGO) build --release --locked
-	$(CARGO) test --release --locked --workspace
+	$(WITH_MKL) $(CARGO) build --release --locked $(FEATURES)
+	$(WITH_MKL) $(CARGO) test --release --locked --workspace $(FEATURES)
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(WITH_MKL) $(CARGO) clippy --release --locked --workspace --all-targets $(FEATURES) -- -D warnings
 
 # The fuzz suite (fuzz/): every reader of files and peers' records, FUZZ_SECONDS (default
 # 60) per target, corpus seeded from real files. Not part of `make test` (about 15 min).
@@ -87,16 +101,19 @@ bench-remote: build
 	@bash scripts/install-py.sh 'moto[server]' awscli blake3 boto3
 	bash benches/remote.sh
 
-# One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB).
-bench-block: build
-	bash benches/block_step.sh
+# One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB),
+# the default (MKL) build beside the build without MKL (candle's gemm, target/gemm), one run.
+bench-block: build build-gemm
+	GEMM_BIN=target/gemm/release/lm4ve bash benches/block_step.sh
 
-# The same, with lm4ve built against Intel MKL (from PyPI wheels, ~1.1 GB, into .mkl/).
-build-mkl: deps
-	eval "$$(bash scripts/install-mkl.sh)" && $(CARGO) build --release --locked --features mkl --target-dir target/mkl
+# The build without MKL (candle's own gemm), for bench-block's before/after rows.
+.PHONY: build-gemm
+build-gemm: deps
+	$(CARGO) build --release --locked --target-dir target/gemm
 
-bench-block-mkl: build-mkl
-	eval "$$(bash scripts/install-mkl.sh)" && BIN=target/mkl/release/lm4ve bash benches/block_step.sh
+# Kept for old notes: the default build is the MKL build now.
+build-mkl: build
+bench-block-mkl: bench-block
 
 # The CUDA build (candle's kernels through cudarc), with NVIDIA's CUDA 13.0 compiler wheels from
 # PyPI when the machine has no toolkit: 7 min on 2 cores the first time here (2026-11-28). The binary lands in

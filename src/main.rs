@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_video;
 mod cli;
 mod commands;
+mod cpu_threads;
 mod guard;
 mod job;
 mod llm_cmd;
@@ -74,6 +75,8 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
+        // candle's element-wise pool follows -j (cpu_threads.rs); before any thread exists.
+        cpu_threads::size_candle_pool(n);
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -82,6 +85,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // MKL's threads follow -j too (cpu_threads.rs); no-op without the `mkl` feature.
+    cpu_threads::configure_mkl(rayon::current_num_threads());
     lm4ve_stages::train::device::set_preference(match cli.device {
         cli::DeviceArg::Auto => lm4ve_stages::train::device::DevicePref::Auto,
         cli::DeviceArg::Cpu => lm4ve_stages::train::device::DevicePref::Cpu,
