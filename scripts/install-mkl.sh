@@ -7,9 +7,8 @@
 #   eval "$(scripts/install-mkl.sh [PREFIX])"        # prints: export MKLROOT=...
 #   cargo build --release --features mkl
 # PREFIX defaults to <repo>/.mkl (git-ignored), ~1.1 GB. The wheels' versions are pinned so a
-# build links the MKL that was measured (BENCHMARKS.md). libiomp5 is linked statically: the
-# wheel ships libiomp5.a beside libiomp5.so, and the linker takes the .so when both sit in one
-# directory, so the .so is moved aside; the binary then needs no LD_LIBRARY_PATH or rpath.
+# build links the MKL that was measured (BENCHMARKS.md). patches/intel-mkl-src links MKL and
+# libiomp5 statically from PREFIX/lib: the binary needs no LD_LIBRARY_PATH or rpath.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX=${1:-${MKL_PREFIX:-$here/.mkl}}
@@ -22,8 +21,5 @@ if [ ! -f "$PREFIX/include/mkl.h" ] || [ ! -f "$PREFIX/lib/libmkl_core.a" ] ||
     echo "install-mkl: pip could not install MKL into $PREFIX; build without it: make MKL=0 …" >&2
     exit 1
   }
-fi
-if [ -f "$PREFIX/lib/libiomp5.so" ]; then
-  mv -f "$PREFIX/lib/libiomp5.so" "$PREFIX/lib/libiomp5.so.unused"
 fi
 echo "export MKLROOT=$PREFIX"
