@@ -4,9 +4,14 @@
 //!   `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the physical cores, so `-j 1` still
 //!   ran two threads on 2 cores; and its waiting thread spins (on a loaded 2-core machine 44%
 //!   of a demo training run's CPU time: BENCHMARKS.md, "where the training step's time goes").
-//! - Intel MKL (the `mkl` build) runs its OpenMP team on every core, and may sum in a different
-//!   order per thread count; the cache promises byte-identical training artifacts for any
-//!   `-j` (pipeline/src/key.rs), so its strict reproducible mode is turned on.
+//! - Intel MKL (the `mkl` build) runs its OpenMP team on every core, and sums in a different
+//!   order per thread count: the cache promises byte-identical training artifacts for any
+//!   `-j` (pipeline/src/key.rs; tests/cache_trust.rs runs -j 1 against -j 2), and with MKL
+//!   following -j that test failed, in MKL's strict reproducible mode too (AUTO, AVX2 and
+//!   AVX512 with STRICT, and COMPATIBLE: BENCHMARKS.md). So MKL runs one thread whatever `-j`
+//!   says (candle's element-wise pool still follows it: that one keeps the bytes), in its
+//!   reproducible mode, which also keeps runs apart identical whatever the buffers' alignment.
+//!   `MKL_NUM_THREADS=N` buys threaded matmuls at the price of artifacts that depend on N.
 //! A user's own environment setting wins everywhere.
 
 /// Sizes candle's pools like rayon's global one: the barrier pool reads `CANDLE_NUM_THREADS`,
@@ -34,28 +39,25 @@ mod ffi {
     pub const MKL_CBWR_SUCCESS: c_int = 0;
 }
 
-/// Gives MKL `threads` OpenMP threads (the rayon pool's size) and turns on MKL's strict
-/// conditional numerical reproducibility: `?gemm` then sums in an order that does not depend
-/// on the thread count (MKL's "strict CNR" mode), on the fastest code branch of this CPU
-/// (AUTO). Environment settings (`MKL_NUM_THREADS`, `MKL_CBWR`) are left to win.
+/// Gives MKL one thread and turns on its conditional numerical reproducibility on the fastest
+/// code branch of this CPU (AUTO, strict). Environment settings (`MKL_NUM_THREADS`,
+/// `MKL_CBWR`) are left to win.
 #[cfg(feature = "mkl")]
-pub fn configure_mkl(threads: usize) {
-    use std::os::raw::c_int;
+pub fn configure_mkl() {
     if std::env::var_os("MKL_NUM_THREADS").is_none() {
-        let n = c_int::try_from(threads.max(1)).unwrap_or(c_int::MAX);
         // SAFETY: a plain setter of MKL's global thread count, called before any MKL work.
-        unsafe { ffi::MKL_Set_Num_Threads(n) };
+        unsafe { ffi::MKL_Set_Num_Threads(1) };
     }
     if std::env::var_os("MKL_CBWR").is_none() {
         // SAFETY: a plain setter of MKL's global CNR mode, called before any MKL work.
         let status = unsafe { ffi::MKL_CBWR_Set(ffi::MKL_CBWR_AUTO | ffi::MKL_CBWR_STRICT) };
         if status != ffi::MKL_CBWR_SUCCESS {
             tracing::warn!(
-                "MKL refused its strict reproducible mode (status {status}): training artifacts may differ between thread counts; set MKL_CBWR=AVX2,STRICT to choose a branch"
+                "MKL refused its reproducible mode (status {status}): training artifacts may differ between runs; set MKL_CBWR=AVX2 to choose a branch"
             );
         }
     }
 }
 
 #[cfg(not(feature = "mkl"))]
-pub fn configure_mkl(_threads: usize) {}
+pub fn configure_mkl() {}

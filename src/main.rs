@@ -85,8 +85,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // MKL's threads follow -j too (cpu_threads.rs); no-op without the `mkl` feature.
-    cpu_threads::configure_mkl(rayon::current_num_threads());
+    // MKL: one thread whatever -j says, reproducible mode (cpu_threads.rs); no-op without `mkl`.
+    cpu_threads::configure_mkl();
     lm4ve_stages::train::device::set_preference(match cli.device {
         cli::DeviceArg::Auto => lm4ve_stages::train::device::DevicePref::Auto,
         cli::DeviceArg::Cpu => lm4ve_stages::train::device::DevicePref::Cpu,
