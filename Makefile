@@ -4,9 +4,9 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
-# The default build links Intel MKL for the CPU matmuls (issue 28: a LLaMA-7B block step at
-# ~1.1x PyTorch instead of 2.2x, BENCHMARKS.md). scripts/install-mkl.sh installs it from PyPI
-# wheels into .mkl/ once (~1.1 GB), libiomp5 included as a static library, so the binary
+# The default build links Intel MKL for the CPU matmuls (issue 28, BENCHMARKS.md "Training
+# step through a frozen LLaMA block"). scripts/install-mkl.sh installs it from PyPI wheels into
+# .mkl/ once (~1.1 GB); patches/intel-mkl-src links it and libiomp5 statically, so the binary
 # needs no library path at run time. `make MKL=0 …` builds without it (candle's own gemm), as
 # a plain `cargo build` does. build, test and lint use the same features: one compile.
 MKL ?= 1
@@ -15,7 +15,7 @@ FEATURES :=
 WITH_MKL :=
 else
 FEATURES := --features mkl
-WITH_MKL = eval "$$(bash scripts/install-mkl.sh)" &&
+WITH_MKL = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
 endif
 
 .PHONY: all deps pydeps build build-mkl demo test lint fuzz bench bench-block bench-block-mkl clean-demo

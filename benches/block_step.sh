@@ -32,6 +32,9 @@ if [ ! -x "$BIN" ] || ! "$BIN" llm bench-step --help >/dev/null 2>&1; then
   cargo build --release -p lm4ve
 fi
 
+# The default build runs MKL on one thread whatever -j says (src/cpu_threads.rs: training
+# artifacts must not depend on -j); the bench gives it the same threads as PyTorch.
+export MKL_NUM_THREADS=${MKL_NUM_THREADS:-$THREADS}
 dims=(--hidden "$HIDDEN" --heads "$HEADS" --ffn "$FFN" --batch "$BATCH" --tokens "$TOKENS" --iters "$ITERS")
 echo "block ${HIDDEN}/${HEADS} heads/ffn ${FFN}, ${BATCH} x ${TOKENS} tokens, ${THREADS} threads, median of ${ITERS} (+1 warm-up)" >&2
 "$BIN" --device cpu -j "$THREADS" llm bench-step "${dims[@]}" --mode frozen | tee -a "$OUT"

@@ -11,7 +11,8 @@
 //!   AVX512 with STRICT, and COMPATIBLE: BENCHMARKS.md). So MKL runs one thread whatever `-j`
 //!   says (candle's element-wise pool still follows it: that one keeps the bytes), in its
 //!   reproducible mode, which also keeps runs apart identical whatever the buffers' alignment.
-//!   `MKL_NUM_THREADS=N` buys threaded matmuls at the price of artifacts that depend on N.
+//!   `MKL_NUM_THREADS=N` buys threaded matmuls (`make bench-block` sets it to its thread count);
+//!   artifacts then depend on N, still not on `-j`.
 //! A user's own environment setting wins everywhere.
 
 /// Sizes candle's pools like rayon's global one: the barrier pool reads `CANDLE_NUM_THREADS`,
