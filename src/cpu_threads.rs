@@ -13,6 +13,7 @@
 //!   reproducible mode, which also keeps runs apart identical whatever the buffers' alignment.
 //!   `MKL_NUM_THREADS=N` buys threaded matmuls (`make bench-block` sets it to its thread count);
 //!   artifacts then depend on N, still not on `-j`.
+//!
 //! A user's own environment setting wins everywhere.
 
 /// Sizes candle's pools like rayon's global one: the barrier pool reads `CANDLE_NUM_THREADS`,
