@@ -4,18 +4,20 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
-# The default build links Intel MKL for the CPU matmuls (issue 28, BENCHMARKS.md "Training
-# step through a frozen LLaMA block"). scripts/install-mkl.sh installs it from PyPI wheels into
-# .mkl/ once (~1.1 GB); patches/intel-mkl-src links it and libiomp5 statically, so the binary
-# needs no library path at run time. `make MKL=0 …` builds without it (candle's own gemm), as
-# a plain `cargo build` does. build, test and lint use the same features: one compile.
-MKL ?= 1
-ifeq ($(MKL),0)
+# MKL=1 links Intel MKL for the CPU matmuls (issue 28, BENCHMARKS.md "Training step through a
+# frozen LLaMA block"): scripts/install-mkl.sh installs it from PyPI wheels into .mkl/ once
+# (~1.1 GB); patches/intel-mkl-src links it and libiomp5 statically (no library path needed at
+# run time); build, test and lint then use the same features (one compile). Not the default:
+# candle's MKL matmul refuses strided operands that the image ViT and VectorNet pass (stages
+# unit tests and train_e2e fail with MatMulUnexpectedStriding), see BENCHMARKS.md.
+MKL ?= 0
+MKL_ENV = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
+ifeq ($(MKL),1)
+FEATURES := --features mkl
+WITH_MKL = $(MKL_ENV)
+else
 FEATURES :=
 WITH_MKL :=
-else
-FEATURES := --features mkl
-WITH_MKL = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
 endif
 
 .PHONY: all deps pydeps build build-mkl demo test lint fuzz bench bench-block bench-block-mkl clean-demo
@@ -101,19 +103,16 @@ bench-remote: build
 	@bash scripts/install-py.sh 'moto[server]' awscli blake3 boto3
 	bash benches/remote.sh
 
-# One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB),
-# the default (MKL) build beside the build without MKL (candle's gemm, target/gemm), one run.
-bench-block: build build-gemm
-	GEMM_BIN=target/gemm/release/lm4ve bash benches/block_step.sh
+# One step through a LLaMA-7B block: lm4ve frozen / naive vs PyTorch (installs torch, ~5 GB).
+bench-block: build
+	bash benches/block_step.sh
 
-# The build without MKL (candle's own gemm), for bench-block's before/after rows.
-.PHONY: build-gemm
-build-gemm: deps
-	$(CARGO) build --release --locked --target-dir target/gemm
+# The MKL build (target/mkl) beside the default build (candle's gemm) and PyTorch, one run.
+build-mkl: deps
+	$(MKL_ENV) $(CARGO) build --release --locked --features mkl --target-dir target/mkl
 
-# Kept for old notes: the default build is the MKL build now.
-build-mkl: build
-bench-block-mkl: bench-block
+bench-block-mkl: build-mkl build
+	BIN=target/mkl/release/lm4ve GEMM_BIN=$(BIN) bash benches/block_step.sh
 
 # The CUDA build (candle's kernels through cudarc), with NVIDIA's CUDA 13.0 compiler wheels from
 # PyPI when the machine has no toolkit: 7 min on 2 cores the first time here (2026-11-28). The binary lands in
