@@ -3,7 +3,7 @@
 # block on the CPU: lm4ve --mode frozen, lm4ve --mode naive and PyTorch (frozen: block
 # requires_grad_(False), x requires grad), back to back in one run, same thread count.
 # PyTorch naive (weights trainable) runs last, as lm4ve naive's same-mode reference.
-# GEMM_BIN (make bench-block sets it): a second lm4ve built without MKL (candle's own gemm),
+# GEMM_BIN (make bench-block-mkl sets it): a second lm4ve built without MKL (candle's own gemm),
 # run in the same go as "lm4ve-gemm", for before/after rows measured side by side.
 # Usage: bash benches/block_step.sh [-j THREADS]
 #   Env: ITERS (5), HIDDEN/HEADS/FFN/BATCH/TOKENS (LLaMA-7B, 2 x 64 tokens), BIN, GEMM_BIN, PYTHON.
@@ -32,7 +32,7 @@ if [ ! -x "$BIN" ] || ! "$BIN" llm bench-step --help >/dev/null 2>&1; then
   cargo build --release -p lm4ve
 fi
 
-# The default build runs MKL on one thread whatever -j says (src/cpu_threads.rs: training
+# The MKL build runs MKL on one thread whatever -j says (src/cpu_threads.rs: training
 # artifacts must not depend on -j); the bench gives it the same threads as PyTorch.
 export MKL_NUM_THREADS=${MKL_NUM_THREADS:-$THREADS}
 dims=(--hidden "$HIDDEN" --heads "$HEADS" --ffn "$FFN" --batch "$BATCH" --tokens "$TOKENS" --iters "$ITERS")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs, only if missing, Intel MKL (static libraries + headers) and Intel OpenMP from
-# PyPI wheels into a local prefix, for `cargo build --release --features mkl` (candle's
-# intel-mkl-src finds MKL by walking $MKLROOT; its own download path is never used). The
-# Makefile's build, test and lint run it (MKL=0 skips it).
+# PyPI wheels into a local prefix, for `cargo build --release --features mkl`
+# (patches/intel-mkl-src links $MKLROOT/lib; nothing is downloaded at build time). The
+# Makefile runs it for `make MKL=1 …` and build-mkl.
 # Usage:
 #   eval "$(scripts/install-mkl.sh [PREFIX])"        # prints: export MKLROOT=...
 #   cargo build --release --features mkl
@@ -18,7 +18,7 @@ if [ ! -f "$PREFIX/include/mkl.h" ] || [ ! -f "$PREFIX/lib/libmkl_core.a" ] ||
   echo "install-mkl: installing mkl-static, mkl-include, intel-openmp into $PREFIX" >&2
   "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --prefix "$PREFIX" \
     mkl-static==2026.2.0 mkl-include==2026.2.1 intel-openmp==2026.2.0 >&2 || {
-    echo "install-mkl: pip could not install MKL into $PREFIX; build without it: make MKL=0 …" >&2
+    echo "install-mkl: pip could not install MKL into $PREFIX; build without it (the default: make without MKL=1)" >&2
     exit 1
   }
 fi

@@ -11,7 +11,7 @@
 //!   AVX512 with STRICT, and COMPATIBLE: BENCHMARKS.md). So MKL runs one thread whatever `-j`
 //!   says (candle's element-wise pool still follows it: that one keeps the bytes), in its
 //!   reproducible mode, which also keeps runs apart identical whatever the buffers' alignment.
-//!   `MKL_NUM_THREADS=N` buys threaded matmuls (`make bench-block` sets it to its thread count);
+//!   `MKL_NUM_THREADS=N` buys threaded matmuls (`make bench-block-mkl` sets it to its thread count);
 //!   artifacts then depend on N, still not on `-j`.
 //!
 //! A user's own environment setting wins everywhere.
