@@ -4,6 +4,22 @@ PYTHON ?= python3
 BIN := target/release/lm4ve
 export PYTHON
 
+# MKL=1 links Intel MKL for the CPU matmuls (issue 28, BENCHMARKS.md "Training step through a
+# frozen LLaMA block"): scripts/install-mkl.sh installs it from PyPI wheels into .mkl/ once
+# (~1.1 GB); patches/intel-mkl-src links it and libiomp5 statically (no library path needed at
+# run time); build, test and lint then use the same features (one compile). Not the default:
+# candle's MKL matmul refuses strided operands that the image ViT and VectorNet pass (stages
+# unit tests and train_e2e fail with MatMulUnexpectedStriding), see BENCHMARKS.md.
+MKL ?= 0
+MKL_ENV = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
+ifeq ($(MKL),1)
+FEATURES := --features mkl
+WITH_MKL = $(MKL_ENV)
+else
+FEATURES :=
+WITH_MKL :=
+endif
+
 .PHONY: all deps pydeps build build-mkl demo test lint fuzz bench bench-block bench-block-mkl clean-demo
 
 all: build
@@ -15,7 +31,7 @@ pydeps:
 	@bash scripts/install-py.sh numpy zstandard h5py 'moto[server]' blake3
 
 build: deps
-	$(CARGO) build --release --locked
+	$(WITH_MKL) $(CARGO) build --release --locked $(FEATURES)
 
 # Writes the synthetic demo datasets and runs the whole pipeline on them.
 demo: build
@@ -58,12 +74,12 @@ study-video: build
 
 # Unit tests, then end-to-end tests that drive the release binary (built once).
 test: deps pydeps
-	$(CARGO) build --release --locked
-	$(CARGO) test --release --locked --workspace
+	$(WITH_MKL) $(CARGO) build --release --locked $(FEATURES)
+	$(WITH_MKL) $(CARGO) test --release --locked --workspace $(FEATURES)
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(WITH_MKL) $(CARGO) clippy --release --locked --workspace --all-targets $(FEATURES) -- -D warnings
 
 # The fuzz suite (fuzz/): every reader of files and peers' records, FUZZ_SECONDS (default
 # 60) per target, corpus seeded from real files. Not part of `make test` (about 15 min).
@@ -94,12 +110,12 @@ bench-remote: build
 bench-block: build
 	bash benches/block_step.sh
 
-# The same, with lm4ve built against Intel MKL (from PyPI wheels, ~1.1 GB, into .mkl/).
+# The MKL build (target/mkl) beside the default build (candle's gemm) and PyTorch, one run.
 build-mkl: deps
-	eval "$$(bash scripts/install-mkl.sh)" && $(CARGO) build --release --locked --features mkl --target-dir target/mkl
+	$(MKL_ENV) $(CARGO) build --release --locked --features mkl --target-dir target/mkl
 
-bench-block-mkl: build-mkl
-	eval "$$(bash scripts/install-mkl.sh)" && BIN=target/mkl/release/lm4ve bash benches/block_step.sh
+bench-block-mkl: build-mkl build
+	BIN=target/mkl/release/lm4ve GEMM_BIN=$(BIN) bash benches/block_step.sh
 
 # The CUDA build (candle's kernels through cudarc), with NVIDIA's CUDA 13.0 compiler wheels from
 # PyPI when the machine has no toolkit: 7 min on 2 cores the first time here (2026-11-28). The binary lands in

@@ -6,6 +6,7 @@ mod bench_image;
 mod bench_video;
 mod cli;
 mod commands;
+mod cpu_threads;
 mod guard;
 mod job;
 mod llm_cmd;
@@ -76,6 +77,8 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
+        // candle's element-wise pool follows -j (cpu_threads.rs); before any thread exists.
+        cpu_threads::size_candle_pool(n);
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -84,6 +87,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // MKL: one thread whatever -j says, reproducible mode (cpu_threads.rs); no-op without `mkl`.
+    cpu_threads::configure_mkl();
     lm4ve_stages::train::device::set_preference(match cli.device {
         cli::DeviceArg::Auto => lm4ve_stages::train::device::DevicePref::Auto,
         cli::DeviceArg::Cpu => lm4ve_stages::train::device::DevicePref::Cpu,
