@@ -61,6 +61,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod plan;
+pub mod predictions;
 pub mod recipe;
 pub mod registry;
 pub mod sampler;
