@@ -278,5 +278,11 @@ mod tests {
         };
         let png = scenes_png("eval_av", &[s]).unwrap();
         assert!(png.len() > 1000);
+        // To look at them: LM4VE_PLOT_OUT=DIR.
+        if let Some(d) = std::env::var_os("LM4VE_PLOT_OUT") {
+            let d = std::path::Path::new(&d);
+            std::fs::write(d.join("confusion.png"), &a).unwrap();
+            std::fs::write(d.join("scenes.png"), &png).unwrap();
+        }
     }
 }
