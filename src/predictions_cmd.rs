@@ -59,6 +59,8 @@ pub fn show_lines(m: &Manifest, manifest_path: &Path) -> Vec<String> {
 /// One eval to draw: its predictions file and the data stage it scored.
 pub struct EvalPlot {
     pub eval: String,
+    /// The checkpoint whose predictions these are (`last`, `best`).
+    pub checkpoint: String,
     pub file: PathBuf,
     pub data: Option<Upstream>,
     pub split: String,
@@ -85,12 +87,7 @@ pub fn plots(dir: &Path, evals: &[EvalPlot]) -> Vec<PathBuf> {
 
 fn plot_one(dir: &Path, e: &EvalPlot) -> Result<Option<PathBuf>> {
     let columns = summary(&e.file)?.columns;
-    let file_name = e
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let title = format!("{} ({file_name})", e.eval);
+    let title = format!("{}, {} weights", e.eval, e.checkpoint);
     let (name, png) = if columns.iter().any(|c| c == "label") {
         (
             format!("confusion-{}.png", safe(&e.eval)),
@@ -139,7 +136,13 @@ fn confusion(e: &EvalPlot, title: &str) -> Result<Vec<u8>> {
             counts[t.min(c - 1)][p.min(c - 1)] += 1;
         }
     }
-    confusion_png(title, &names, &counts)
+    let right: u64 = (0..c).map(|i| counts[i][i]).sum();
+    let title = format!(
+        "{title}: top-1 {:.1}% of {}",
+        100.0 * right as f64 / rows.len().max(1) as f64,
+        rows.len()
+    );
+    confusion_png(&title, &names, &counts)
 }
 
 /// Four scenes spread over the split, in the agent's frame, over the lanes of the data

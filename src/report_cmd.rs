@@ -132,6 +132,7 @@ fn eval_plot(
         });
     Some(crate::predictions_cmd::EvalPlot {
         eval: name.to_string(),
+        checkpoint: which.to_string(),
         file,
         data,
         split: m.meta["split"].as_str().unwrap_or_default().to_string(),

@@ -298,7 +298,12 @@ fn vectornet_trains_on_two_ranks_and_a_sharded_evaluation_counts_every_scene() {
         assert_eq!((a.sample, &a.scenario_id), (b.sample, &b.scenario_id));
         for (ma, mb) in a.modes.iter().zip(&b.modes) {
             assert!((ma.probability - mb.probability).abs() < 1e-6);
-            assert!((ma.x[0] - mb.x[0]).abs() < 1e-3, "{} vs {}", ma.x[0], mb.x[0]);
+            assert!(
+                (ma.x[0] - mb.x[0]).abs() < 1e-3,
+                "{} vs {}",
+                ma.x[0],
+                mb.x[0]
+            );
         }
     }
     for k in [

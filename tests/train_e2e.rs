@@ -165,7 +165,10 @@ fn frozen_block_training_lowers_the_loss_and_evaluates() {
         }
         let right = rows.iter().filter(|r| r.top5[0].0 == r.label).count();
         let acc = m["vote_overall_accuracy"].as_f64().unwrap();
-        assert!((right as f64 / rows.len() as f64 - acc).abs() < 1e-12, "{which}: {acc}");
+        assert!(
+            (right as f64 / rows.len() as f64 - acc).abs() < 1e-12,
+            "{which}: {acc}"
+        );
     }
     // The block file is the extracted last layer.
     let b = show(&cfg, "llm_block");
@@ -524,10 +527,9 @@ fn video_training_through_the_frozen_block_reports_top1_and_top5() {
     ))
     .unwrap();
     assert_eq!(rows.len() as u64, classes);
-    assert!(rows.iter().all(|r| r
-        .id
-        .as_deref()
-        .is_some_and(|id| id.parse::<i64>().is_ok())));
+    assert!(rows
+        .iter()
+        .all(|r| r.id.as_deref().is_some_and(|id| id.parse::<i64>().is_ok())));
     let right = rows.iter().filter(|r| r.top5[0].0 == r.label).count() as f64;
     let last = e["checkpoints"]["last"]["top1_accuracy"].as_f64().unwrap();
     assert!((right / rows.len() as f64 - last).abs() < 1e-12);
@@ -588,13 +590,20 @@ fn vectornet_training_through_the_frozen_block_reports_forecast_metrics() {
     assert!(f("miss_rate") <= f("miss_rate_k1") + 1e-9);
     // The K modes of every scene in world coordinates: ranked, probabilities summing to 1,
     // and the best-of-K final error against the truth is the metric's minFDE.
-    let scenes =
-        read_forecast(&predictions_file(&cfg, "eval_av", "predictions-last.parquet")).unwrap();
+    let scenes = read_forecast(&predictions_file(
+        &cfg,
+        "eval_av",
+        "predictions-last.parquet",
+    ))
+    .unwrap();
     assert_eq!(scenes.len() as u64, n);
     let mut fde = 0.0;
     for s in &scenes {
         assert_eq!(s.modes.len(), 6);
-        assert!(s.scenario_id.parse::<u64>().is_ok() && s.track_id.is_empty(), "{s:?}");
+        assert!(
+            s.scenario_id.parse::<u64>().is_ok() && s.track_id.is_empty(),
+            "{s:?}"
+        );
         let p: Vec<f64> = s.modes.iter().map(|m| m.probability).collect();
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(p.windows(2).all(|w| w[0] >= w[1]));
@@ -607,7 +616,10 @@ fn vectornet_training_through_the_frozen_block_reports_forecast_metrics() {
             .fold(f64::INFINITY, f64::min);
     }
     let min_fde = e["checkpoints"]["last"]["min_fde"].as_f64().unwrap();
-    assert!((fde / n as f64 - min_fde).abs() < 1e-3, "{fde} vs {min_fde}");
+    assert!(
+        (fde / n as f64 - min_fde).abs() < 1e-3,
+        "{fde} vs {min_fde}"
+    );
     // report --plot draws four of the scenes.
     let plots = dir.path().join("plots");
     lm4ve(

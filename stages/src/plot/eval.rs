@@ -102,6 +102,15 @@ pub fn confusion_png(title: &str, names: &[String], counts: &[Vec<u64>]) -> Resu
         ))
         .map_err(err)?;
         root.draw(&Text::new(
+            "true class".to_string(),
+            (left - 6, top - 6),
+            (FAMILY, 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Bottom)),
+        ))
+        .map_err(err)?;
+        root.draw(&Text::new(
             "predicted class".to_string(),
             (left + side / 2, top + side + 30),
             (FAMILY, 14)
@@ -142,6 +151,19 @@ fn window(s: &Scene) -> (f64, f64, f64) {
     ((x0 + x1) / 2.0, (y0 + y1) / 2.0, half)
 }
 
+/// `pts` without points within `eps` of the previous one kept: plotters draws a wide line
+/// through two points on the same pixel as a long spike, so near-repeats are dropped.
+fn thin(pts: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(pts.len());
+    for &p in pts {
+        match out.last() {
+            Some(q) if (p.0 - q.0).hypot(p.1 - q.1) < eps => {}
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
 fn draw_scene<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     s: &Scene,
@@ -150,6 +172,8 @@ where
     DB::ErrorType: 'static,
 {
     let (cx, cy, half) = window(s);
+    // About two pixels of a 500-pixel panel.
+    let eps = half / 125.0;
     let mut chart = ChartBuilder::on(area)
         .caption(&s.title, (FAMILY, 15))
         .margin(8)
@@ -170,14 +194,14 @@ where
         .draw_series(
             s.lanes
                 .iter()
-                .map(|l| PathElement::new(l.clone(), lane.stroke_width(1))),
+                .map(|l| PathElement::new(thin(l, eps), lane.stroke_width(1))),
         )
         .map_err(err)?;
     for (k, (p, pts)) in s.modes.iter().enumerate() {
         let c = PALETTE[(k + 1) % PALETTE.len()];
         chart
             .draw_series(std::iter::once(PathElement::new(
-                pts.clone(),
+                thin(pts, eps),
                 c.stroke_width(2),
             )))
             .map_err(err)?
@@ -192,7 +216,7 @@ where
     if let Some(t) = &s.truth {
         chart
             .draw_series(std::iter::once(PathElement::new(
-                t.clone(),
+                thin(t, eps),
                 BLACK.stroke_width(3),
             )))
             .map_err(err)?
@@ -202,7 +226,7 @@ where
     let hist = PALETTE[0];
     chart
         .draw_series(std::iter::once(PathElement::new(
-            s.history.clone(),
+            thin(&s.history, eps),
             hist.stroke_width(3),
         )))
         .map_err(err)?

@@ -145,7 +145,7 @@ pub fn forecast_rows(
         .map(|(r, s)| {
             let w = r.len();
             ensure!(
-                w >= 2 * p && (w - 2 * p) % (1 + 2 * p) == 0,
+                w >= 2 * p && (w - 2 * p).is_multiple_of(1 + 2 * p),
                 "a forecast of {w} numbers does not fit {p} steps"
             );
             let k = (w - 2 * p) / (1 + 2 * p);
