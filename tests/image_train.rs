@@ -4,7 +4,7 @@
 //! resumed over two checkpoints, evaluated; and its dry run.
 
 mod common;
-use common::{bin, lm4ve, output, tiny_llama};
+use common::{bin, lm4ve, output, predictions_file, tiny_llama};
 
 #[test]
 fn a_vit_with_a_frozen_block_trains_on_image_tokens_and_evaluates() {
