@@ -164,6 +164,14 @@ fn thin(pts: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
     out
 }
 
+/// A wide polyline as separate segments: plotters joins the segments of a wide path with
+/// miters, and at a sharp turn (a jittery forecast) a miter is a long spike.
+fn segments(pts: &[(f64, f64)], style: ShapeStyle) -> Vec<PathElement<(f64, f64)>> {
+    pts.windows(2)
+        .map(|w| PathElement::new(vec![w[0], w[1]], style))
+        .collect()
+}
+
 fn draw_scene<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     s: &Scene,
@@ -200,10 +208,7 @@ where
     for (k, (p, pts)) in s.modes.iter().enumerate() {
         let c = PALETTE[(k + 1) % PALETTE.len()];
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                thin(pts, eps),
-                c.stroke_width(2),
-            )))
+            .draw_series(segments(&thin(pts, eps), c.stroke_width(2)))
             .map_err(err)?
             .label(format!("mode {k} (p {p:.2})"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
@@ -215,20 +220,14 @@ where
     }
     if let Some(t) = &s.truth {
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                thin(t, eps),
-                BLACK.stroke_width(3),
-            )))
+            .draw_series(segments(&thin(t, eps), BLACK.stroke_width(3)))
             .map_err(err)?
             .label("truth")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
     }
     let hist = PALETTE[0];
     chart
-        .draw_series(std::iter::once(PathElement::new(
-            thin(&s.history, eps),
-            hist.stroke_width(3),
-        )))
+        .draw_series(segments(&thin(&s.history, eps), hist.stroke_width(3)))
         .map_err(err)?
         .label("history")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], hist.stroke_width(3)));
