@@ -103,11 +103,11 @@ pub fn confusion_png(title: &str, names: &[String], counts: &[Vec<u64>]) -> Resu
         .map_err(err)?;
         root.draw(&Text::new(
             "true class".to_string(),
-            (left - 6, top - 6),
+            (8, top - 6),
             (FAMILY, 14)
                 .into_font()
                 .color(&BLACK)
-                .pos(Pos::new(HPos::Right, VPos::Bottom)),
+                .pos(Pos::new(HPos::Left, VPos::Bottom)),
         ))
         .map_err(err)?;
         root.draw(&Text::new(
