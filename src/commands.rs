@@ -290,6 +290,7 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
             "shard_paths": shard_paths,
             "schema": m.schema,
             "meta": m.meta,
+            "predictions": crate::predictions_cmd::listing(&m, &path),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -321,6 +322,9 @@ fn show(cli: &Cli, stage: &str, json: bool) -> Result<ExitCode> {
                     .map(|d| d.join(&f.path).display().to_string())
                     .unwrap_or_default()
             );
+        }
+        for line in crate::predictions_cmd::show_lines(&m, &path) {
+            println!("{line}");
         }
         for line in lm4ve_stages::train::registry::metrics_summary(&m.meta) {
             println!("{line}");

@@ -12,6 +12,7 @@ mod job;
 mod llm_cmd;
 mod open;
 mod plan_cmd;
+mod predictions_cmd;
 mod remote_cmd;
 mod report_cmd;
 mod submit_cmd;

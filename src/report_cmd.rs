@@ -1,7 +1,9 @@
 //! `lm4ve pipeline report`: the metrics of every built `eval` stage, grouped by variant (the
 //! stage name without `@…` plus its matrix values, `seed` left out by default) with mean ± std
-//! and n over the runs of a group. `pipeline export STAGE --out DIR`: an artifact's files under
-//! readable names.
+//! and n over the runs of a group; with `--plot DIR` bar charts, the held-out curves, and from
+//! each eval's predictions a confusion matrix or four forecast scenes (`predictions_cmd`).
+//! `pipeline export STAGE --out DIR`: an artifact's files under readable names (an eval's
+//! `predictions-*.parquet` among them).
 
 use crate::cli::{CheckpointArg, Cli, ReportFormat};
 use anyhow::{Context, Result};
@@ -97,6 +99,46 @@ fn report_root(meta: &serde_json::Value, checkpoint: Option<CheckpointArg>) -> &
     }
 }
 
+/// What `--plot` draws of one eval: the predictions file of the checkpoint reported (or
+/// `--checkpoint`'s), and the data stage it scored (None: not built, no scenes to draw).
+fn eval_plot(
+    p: &lm4ve_pipeline::Pipeline,
+    name: &str,
+    m: &Manifest,
+    path: &Path,
+    checkpoint: Option<CheckpointArg>,
+) -> Option<crate::predictions_cmd::EvalPlot> {
+    let which = match checkpoint {
+        Some(CheckpointArg::Best) => "best",
+        Some(CheckpointArg::Last) => "last",
+        None => m.meta["reported"]["checkpoint"].as_str().unwrap_or("last"),
+    };
+    let file = m.file_path(path, &format!("predictions-{which}.parquet"))?;
+    let data = p
+        .config
+        .stages
+        .get(name)
+        .and_then(|sc| sc.params.get("data"))
+        .and_then(|v| v.as_str())
+        .and_then(|d| p.key(d))
+        .map(|k| p.cache.manifest_path(&k.key))
+        .and_then(|mp| {
+            Manifest::load(&mp)
+                .ok()
+                .map(|manifest| lm4ve_pipeline::Upstream {
+                    manifest_path: mp,
+                    manifest,
+                })
+        });
+    Some(crate::predictions_cmd::EvalPlot {
+        eval: name.to_string(),
+        checkpoint: which.to_string(),
+        file,
+        data,
+        split: m.meta["split"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
 /// Mean and sample standard deviation (n − 1; 0 for one run).
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -135,6 +177,7 @@ pub fn report(
     let all: Vec<String> = p.dag().order().to_vec();
     p.compute_keys_of(&all, false)?;
     let mut rows = Vec::new();
+    let mut drawn = Vec::new();
     let mut missing = Vec::new();
     for name in &evals {
         let key = p.key(name).map(|k| k.key.clone()).unwrap_or_default();
@@ -167,6 +210,9 @@ pub fn report(
         let curve = train_stage
             .map(|t| held_out_curve(&p, &t))
             .unwrap_or_default();
+        if plot.is_some() {
+            drawn.extend(eval_plot(&p, name, &m, &path, checkpoint));
+        }
         rows.push(Row {
             group,
             metrics,
@@ -281,7 +327,7 @@ pub fn report(
         }
     }
     if let Some(dir) = plot {
-        write_plots(dir, &groups, &metric_names, &rows)?;
+        write_plots(dir, &groups, &metric_names, &rows, &drawn)?;
     }
     if !missing.is_empty() {
         eprintln!("not built yet (left out): {}", missing.join(", "));
@@ -296,6 +342,7 @@ fn write_plots(
     groups: &BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     metric_names: &[String],
     rows: &[Row],
+    drawn: &[crate::predictions_cmd::EvalPlot],
 ) -> Result<()> {
     use lm4ve_stages::plot::{bars, lines_png, Bar, Series};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -356,6 +403,7 @@ fn write_plots(
         std::fs::write(&f, png).with_context(|| format!("writing {}", f.display()))?;
         written.push(f);
     }
+    written.extend(crate::predictions_cmd::plots(dir, drawn));
     eprintln!("wrote {} plots to {}", written.len(), dir.display());
     Ok(())
 }

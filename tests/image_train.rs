@@ -4,7 +4,7 @@
 //! resumed over two checkpoints, evaluated; and its dry run.
 
 mod common;
-use common::{bin, lm4ve, output, tiny_llama};
+use common::{bin, lm4ve, output, predictions_file, tiny_llama};
 
 #[test]
 fn a_vit_with_a_frozen_block_trains_on_image_tokens_and_evaluates() {
@@ -92,6 +92,18 @@ block = "llm_block"
     assert_eq!(meta["samples"], 20, "{meta}");
     assert_eq!(meta["split"], "val");
     assert!(meta["top1_accuracy"].as_f64().is_some());
+    // Predictions number each image by its shard `index` (its place in the ImageFolder).
+    let rows = lm4ve_stages::train::predictions::read::read_classification(&predictions_file(
+        &config,
+        "eval_image",
+        "predictions-last.parquet",
+    ))
+    .unwrap();
+    assert_eq!(rows.len(), 20);
+    let mut samples: Vec<i64> = rows.iter().map(|r| r.sample).collect();
+    samples.dedup();
+    assert_eq!(samples.len(), 20, "{samples:?}");
+    assert!(rows.iter().all(|r| r.id.is_none() && r.top5.len() <= 5));
     let train = lm4ve(&config, &["pipeline", "show", "train_image", "--json"]);
     let t: serde_json::Value = serde_json::from_str(&train.stdout).unwrap();
     assert_eq!(t["meta"]["task"], "image");

@@ -276,6 +276,11 @@ fn vectornet_trains_on_two_ranks_and_a_sharded_evaluation_counts_every_scene() {
     output(mpirun(&cfg, "train_av").output().unwrap()).ok();
     output(mpirun(&cfg, "eval_av").output().unwrap()).ok();
     let sharded = show_stage_json(&cfg, "eval_av")["meta"].clone();
+    let read = || {
+        let f = predictions_file(&cfg, "eval_av", "predictions-last.parquet");
+        lm4ve_stages::train::predictions::read::read_forecast(&f).unwrap()
+    };
+    let sharded_rows = read();
     lm4ve(
         &cfg,
         &[
@@ -286,6 +291,21 @@ fn vectornet_trains_on_two_ranks_and_a_sharded_evaluation_counts_every_scene() {
     let whole = show_stage_json(&cfg, "eval_av")["meta"].clone();
     assert_eq!(sharded["samples"], whole["samples"], "{sharded}");
     assert!(whole["samples"].as_u64().unwrap() > 0);
+    // The ranks' predictions, gathered, are the whole split's, in its order.
+    let whole_rows = read();
+    assert_eq!(sharded_rows.len(), whole_rows.len());
+    for (a, b) in sharded_rows.iter().zip(&whole_rows) {
+        assert_eq!((a.sample, &a.scenario_id), (b.sample, &b.scenario_id));
+        for (ma, mb) in a.modes.iter().zip(&b.modes) {
+            assert!((ma.probability - mb.probability).abs() < 1e-6);
+            assert!(
+                (ma.x[0] - mb.x[0]).abs() < 1e-3,
+                "{} vs {}",
+                ma.x[0],
+                mb.x[0]
+            );
+        }
+    }
     for k in [
         "min_ade",
         "min_fde",

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use lm4ve_stages::train::predictions::read::{read_classification, read_forecast};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -147,6 +148,28 @@ fn frozen_block_training_lowers_the_loss_and_evaluates() {
     let voted = e["meta"]["vote_overall_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&voted));
     assert_eq!(e["meta"]["vote_samples"], e["meta"]["samples"]);
+    // Each checkpoint's voted predictions, one row per test cloud in order (point clouds have
+    // no names: no `id`); their top-1 is that checkpoint's voted accuracy.
+    for which in ["last", "best"] {
+        let m = &e["meta"]["checkpoints"][which];
+        if m.is_null() {
+            continue;
+        }
+        let path = predictions_file(&cfg, "eval_pc", &format!("predictions-{which}.parquet"));
+        let rows = read_classification(&path).unwrap();
+        assert_eq!(rows.len() as u64, e["meta"]["samples"].as_u64().unwrap());
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!((r.sample, r.id.as_deref()), (i as i64, None));
+            assert_eq!(r.top5.len(), 5);
+            assert!(r.top5.windows(2).all(|w| w[0].1 >= w[1].1), "{r:?}");
+        }
+        let right = rows.iter().filter(|r| r.top5[0].0 == r.label).count();
+        let acc = m["vote_overall_accuracy"].as_f64().unwrap();
+        assert!(
+            (right as f64 / rows.len() as f64 - acc).abs() < 1e-12,
+            "{which}: {acc}"
+        );
+    }
     // The block file is the extracted last layer.
     let b = show(&cfg, "llm_block");
     assert_eq!(b["meta"]["layer"], 1);
@@ -496,6 +519,20 @@ fn video_training_through_the_frozen_block_reports_top1_and_top5() {
         e["top5_accuracy"].as_f64().unwrap(),
     );
     assert!((0.0..=1.0).contains(&top1) && top1 <= top5 && top5 <= 1.0);
+    // Predictions name each clip by its SSv2 id; their top-1 is the last weights' accuracy.
+    let rows = read_classification(&predictions_file(
+        &cfg,
+        "eval_ssv2",
+        "predictions-last.parquet",
+    ))
+    .unwrap();
+    assert_eq!(rows.len() as u64, classes);
+    assert!(rows
+        .iter()
+        .all(|r| r.id.as_deref().is_some_and(|id| id.parse::<i64>().is_ok())));
+    let right = rows.iter().filter(|r| r.top5[0].0 == r.label).count() as f64;
+    let last = e["checkpoints"]["last"]["top1_accuracy"].as_f64().unwrap();
+    assert!((right / rows.len() as f64 - last).abs() < 1e-12);
 
     // The `none` ablation trains the same ViT without the block and its adapters.
     let none = video_config(dir.path(), &ssv2, &model, "none", 1);
@@ -551,6 +588,46 @@ fn vectornet_training_through_the_frozen_block_reports_forecast_metrics() {
     assert!(f("min_ade") > 0.0 && f("min_fde").is_finite());
     assert!((0.0..=1.0).contains(&f("miss_rate")));
     assert!(f("miss_rate") <= f("miss_rate_k1") + 1e-9);
+    // The K modes of every scene in world coordinates: ranked, probabilities summing to 1,
+    // and the best-of-K final error against the truth is the metric's minFDE.
+    let scenes = read_forecast(&predictions_file(
+        &cfg,
+        "eval_av",
+        "predictions-last.parquet",
+    ))
+    .unwrap();
+    assert_eq!(scenes.len() as u64, n);
+    let mut fde = 0.0;
+    for s in &scenes {
+        assert_eq!(s.modes.len(), 6);
+        assert!(
+            s.scenario_id.parse::<u64>().is_ok() && s.track_id.is_empty(),
+            "{s:?}"
+        );
+        let p: Vec<f64> = s.modes.iter().map(|m| m.probability).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(p.windows(2).all(|w| w[0] >= w[1]));
+        let (tx, ty) = s.truth.as_ref().unwrap();
+        let last = tx.len() - 1;
+        fde += s
+            .modes
+            .iter()
+            .map(|m| (m.x[last] - tx[last]).hypot(m.y[last] - ty[last]))
+            .fold(f64::INFINITY, f64::min);
+    }
+    let min_fde = e["checkpoints"]["last"]["min_fde"].as_f64().unwrap();
+    assert!(
+        (fde / n as f64 - min_fde).abs() < 1e-3,
+        "{fde} vs {min_fde}"
+    );
+    // report --plot draws four of the scenes.
+    let plots = dir.path().join("plots");
+    lm4ve(
+        &cfg,
+        &["pipeline", "report", "--plot", plots.to_str().unwrap()],
+    )
+    .ok();
+    assert!(plots.join("scenes-eval_av.png").is_file());
     // Every epoch records the held-out forecast metrics, and forecast.png is drawn.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t["manifest"].as_str().unwrap()).unwrap()).unwrap();
@@ -701,7 +778,12 @@ fn report_pools_seeds_and_export_names_files() {
             plots.to_str().unwrap(),
         ],
     );
-    for f in ["overall_accuracy.png", "overall_accuracy.svg", "curves.png"] {
+    for f in [
+        "overall_accuracy.png",
+        "overall_accuracy.svg",
+        "curves.png",
+        "confusion-eval_pc-seed-0.png",
+    ] {
         assert!(plots.join(f).is_file(), "{f} not written");
     }
     assert!(md.ok().stdout.contains("(n=3)"), "{}", md.stdout);
@@ -737,6 +819,22 @@ fn report_pools_seeds_and_export_names_files() {
             std::fs::read_dir(&out).unwrap().count()
         );
     }
+    // An eval's export holds its predictions.
+    let out = dir.path().join("export-eval");
+    lm4ve(
+        &cfg,
+        &[
+            "pipeline",
+            "export",
+            "eval_pc@seed=1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let rows = read_classification(&out.join("predictions-last.parquet")).unwrap();
+    let samples = show(&cfg, "eval_pc@seed=1")["meta"]["samples"].clone();
+    assert_eq!(rows.len() as u64, samples.as_u64().unwrap());
 }
 
 /// Point-BERT's recipe needs the raw points: without them the error says what to set, and

@@ -4,6 +4,8 @@
 //! --plot`). PNG bytes come from the `png` crate over plotters' RGB buffer: the same inputs
 //! give the same bytes on every machine.
 
+pub mod eval;
+
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;

@@ -345,3 +345,19 @@ block = "llm_block"
         video_stages_toml(ssv2, model)
     )
 }
+
+/// An eval stage's predictions file `name` (`predictions-last.parquet`, …) as `pipeline show
+/// --json` lists it: its path, after checking the listed rows and columns against the
+/// footer.
+pub fn predictions_file(config: &Path, stage: &str, name: &str) -> PathBuf {
+    let v = show_stage_json(config, stage);
+    let list = v["predictions"].as_array().expect("show lists predictions");
+    let f = list
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{stage} has no {name}: {list:?}"));
+    let path = PathBuf::from(f["path"].as_str().unwrap());
+    let s = lm4ve_stages::train::predictions::read::summary(&path).unwrap();
+    assert_eq!(f["rows"], s.rows, "{f}");
+    path
+}

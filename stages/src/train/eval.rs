@@ -2,13 +2,16 @@
 //! (the train artifact's meta), and each of its kept weights — the last epoch's and the best
 //! epoch's — loaded and scored on the held-out split (and with test-time voting where the
 //! task has it), written to `metrics.json`: the top level is the checkpoint the task's paper
-//! protocol reports ([`super::task::Reported`]), both are under `checkpoints`.
+//! protocol reports ([`super::task::Reported`]), both are under `checkpoints`. Each scored
+//! checkpoint's per-sample predictions go to `predictions-last.parquet` /
+//! `predictions-best.parquet` ([`super::predictions`]; with voting, the voted ones).
 
 use super::assemble::{build_model, load_weights, num_classes};
 use super::block::BlockMode;
-use super::evaluate::evaluate;
+use super::evaluate::evaluate_rows;
 use super::models::layers::Execution;
 use super::params::EvalParams;
+use super::predictions::file_name;
 use super::task::{Checkpoint, Evaluation, Task};
 use super::trainer::BEST_MODEL_FILE;
 use anyhow::{Context, Result};
@@ -111,7 +114,7 @@ impl<T: Task> EvalJob<'_, T> {
         // In a data-parallel launch the ranks share the test set (rank 0 stores the result).
         let coll = super::dist::current();
         let score = |set: &T::Data| {
-            evaluate(
+            evaluate_rows(
                 task,
                 &built.model,
                 set,
@@ -119,31 +122,40 @@ impl<T: Task> EvalJob<'_, T> {
                 self.batch_size,
                 &device,
                 &*coll,
+                true,
             )
         };
         let mut per: Vec<(Checkpoint, serde_json::Value, Option<u64>)> = Vec::new();
+        // Each checkpoint's per-sample predictions (flat rows, `predictions::rows`).
+        let mut predicted: Vec<Vec<Vec<f64>>> = Vec::new();
         for (which, path, epoch) in &weights {
             load_weights(&built, path, &device)?;
-            per.push((*which, score(&set)?.metrics, *epoch));
+            let (ev, rows) = score(&set)?;
+            per.push((*which, ev.metrics, *epoch));
+            predicted.push(rows);
         }
         // Test-time voting, for each set of weights: `vote_runs` runs of `vote` views, the
         // best run's numbers kept (the reference's test prints the best of 9).
         let runs = self.p.vote_runs.unwrap_or(1).max(1);
         if task.begin_vote(&mut set, self.p, seed).is_some() {
-            for ((_, path, _), (_, metrics, _)) in weights.iter().zip(per.iter_mut()) {
+            for (((_, path, _), (_, metrics, _)), rows) in
+                weights.iter().zip(per.iter_mut()).zip(predicted.iter_mut())
+            {
                 load_weights(&built, path, &device)?;
-                let mut best_run: Option<Evaluation> = None;
+                let mut best_run: Option<(Evaluation, Vec<Vec<f64>>)> = None;
                 let mut scores = Vec::with_capacity(runs);
                 for r in 0..runs {
                     let votes = task.begin_vote(&mut set, self.p, vote_seed(seed, r));
                     let voted = score(&set)?;
-                    scores.push(voted.score);
-                    if best_run.as_ref().is_none_or(|b| voted.score > b.score) {
+                    scores.push(voted.0.score);
+                    if best_run.as_ref().is_none_or(|b| voted.0.score > b.0.score) {
                         best_run = Some(voted);
                     }
                     metrics["votes"] = votes.unwrap_or(0).into();
                 }
-                if let Some(voted) = best_run {
+                // With voting, the predictions are the voted ones of the run kept.
+                if let Some((voted, voted_rows)) = best_run {
+                    *rows = voted_rows;
                     if let Some(obj) = voted.metrics.as_object() {
                         for (k, v) in obj {
                             metrics[format!("vote_{k}")] = v.clone();
@@ -204,6 +216,20 @@ impl<T: Task> EvalJob<'_, T> {
             .map(|e| serde_json::json!({ "epoch": e, "score": meta["final"]["test_acc"] }))
             .unwrap_or_default();
         metrics["mode"] = serde_json::to_value(mode)?;
+        // Rank 0 stores the artifact; the predictions are the whole split's on every rank.
+        for (i, (which, _, _)) in weights.iter().enumerate() {
+            let rows = &predicted[i];
+            if rows.is_empty() {
+                continue;
+            }
+            if let Some(bytes) = task.predictions_file(data, self.split, &set, rows)? {
+                out.add_file(file_name(*which), &bytes)?;
+                // The best epoch is the last one: the same predictions under both names.
+                if *which == Checkpoint::Last && same && best_path.is_some() {
+                    out.add_file(file_name(Checkpoint::Best), &bytes)?;
+                }
+            }
+        }
         out.add_file(
             "metrics.json",
             serde_json::to_string_pretty(&metrics)?.as_bytes(),

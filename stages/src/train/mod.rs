@@ -67,6 +67,7 @@ pub mod optim;
 pub mod params;
 pub mod plan;
 pub mod pos_embed;
+pub mod predictions;
 pub mod recipe;
 pub mod registry;
 pub mod sampler;

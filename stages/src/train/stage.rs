@@ -38,7 +38,9 @@ pub const EVAL_KIND: &str = "eval";
 pub const TRAIN_VERSION: u32 = 5;
 /// 2: the best epoch's weights scored beside the last; the top level of metrics.json is the
 /// task's reported checkpoint (`train::task::Reported`).
-pub const EVAL_VERSION: u32 = 2;
+/// 3: each scored checkpoint's per-sample predictions (`predictions-last.parquet`,
+/// `predictions-best.parquet`; `train::predictions`).
+pub const EVAL_VERSION: u32 = 3;
 
 /// The files a `train` artifact holds whatever its task.
 const TRAIN_FILES: &[&str] = &[
@@ -477,6 +479,14 @@ impl Stage for EvalStage {
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
         self.task
             .eval_unit(&self.p, &self.split, self.batch_size(), ctx, out)
+    }
+    /// The common files and the predictions of each scored checkpoint.
+    fn files(&self) -> Vec<String> {
+        lm4ve_pipeline::trust::KNOWN_FILES
+            .iter()
+            .chain(super::predictions::FILES.iter())
+            .map(|s| s.to_string())
+            .collect()
     }
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
         Ok(units.first().map(|u| u.meta.clone()).unwrap_or_default())

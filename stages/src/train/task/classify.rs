@@ -6,6 +6,7 @@ use super::{Evaluation, Totals};
 use crate::train::models::layers::smoothed_cross_entropy;
 use anyhow::Result;
 use candle_core::{Tensor, D};
+use lm4ve_pipeline::Upstream;
 
 /// `pipeline show`'s line for classification metrics.
 pub fn summary(m: &serde_json::Value) -> Option<String> {
@@ -25,6 +26,15 @@ pub fn summary(m: &serde_json::Value) -> Option<String> {
         macc * 100.0,
         m["samples"]
     ))
+}
+
+/// The predictions file of a classification split: each sample's number and name from the
+/// shards, its label and top-5 from the flat rows (`train::predictions::rows`).
+pub fn predictions_file(up: &Upstream, split: &str, rows: &[Vec<f64>]) -> Result<Option<Vec<u8>>> {
+    use crate::train::predictions::{rows::class_rows, samples::class_ids, write_classification};
+    let (samples, ids) = class_ids(up, split, rows.len())?;
+    let rows = class_rows(rows, &samples, ids.as_deref())?;
+    Ok(Some(write_classification(&rows)?))
 }
 
 /// What a classification batch is trained towards.

@@ -269,6 +269,18 @@ impl Task for Image {
     ) -> Result<()> {
         totals.add(&out, b.target.labels(), views, false)
     }
+    fn prediction_rows(&self, out: &Tensor, b: &ImageBatch, views: usize) -> Result<Vec<Vec<f64>>> {
+        crate::train::predictions::rows::classification(out, b.target.labels(), views, false)
+    }
+    fn predictions_file(
+        &self,
+        up: &Upstream,
+        split: &str,
+        _data: &ImageSet,
+        rows: &[Vec<f64>],
+    ) -> Result<Option<Vec<u8>>> {
+        classify::predictions_file(up, split, rows)
+    }
 
     fn shape_of_params(&self, config: &PipelineConfig, sc: &StageConfig) -> Result<usize> {
         // The data stage's `eval_size` (DeiT's `--input-size`, 224 when unset).

@@ -214,6 +214,31 @@ pub trait Task: TaskInfo + Sized + 'static {
     /// What the eval's metrics.json says about how it was run, beyond the metrics.
     fn annotate_eval(&self, _data: &Self::Data, _p: &EvalParams, _m: &mut serde_json::Value) {}
 
+    // ------------------------------------------------------------ predictions
+
+    /// A held-out batch's per-sample predictions as flat rows of a fixed width
+    /// (`train::predictions::rows`), taken before [`Task::score`]; empty: the task writes no
+    /// predictions file.
+    fn prediction_rows(
+        &self,
+        _out: &Self::Output,
+        _batch: &Self::Batch,
+        _views: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        Ok(Vec::new())
+    }
+    /// The predictions file (parquet bytes) of the split's flat rows, in the split's order;
+    /// None: the task writes none.
+    fn predictions_file(
+        &self,
+        _up: &Upstream,
+        _split: &str,
+        _data: &Self::Data,
+        _rows: &[Vec<f64>],
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
     // ------------------------------------------------------------ log and plots
 
     /// The held-out detail of an epoch kept in its record (None: the score says it all).

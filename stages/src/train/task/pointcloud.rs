@@ -232,6 +232,18 @@ impl Task for PointCloud {
         // Votes average logits (the reference's `test_vote`).
         totals.add(&out, b.target.labels(), views, true)
     }
+    fn prediction_rows(&self, out: &Tensor, b: &PcBatch, views: usize) -> Result<Vec<Vec<f64>>> {
+        crate::train::predictions::rows::classification(out, b.target.labels(), views, true)
+    }
+    fn predictions_file(
+        &self,
+        up: &Upstream,
+        split: &str,
+        _data: &PcSet,
+        rows: &[Vec<f64>],
+    ) -> Result<Option<Vec<u8>>> {
+        classify::predictions_file(up, split, rows)
+    }
     fn begin_vote(&self, data: &mut PcSet, p: &EvalParams, seed: u64) -> Option<usize> {
         let votes = p.vote.filter(|v| *v > 1)?;
         data.votes = votes;

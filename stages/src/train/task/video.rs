@@ -306,6 +306,18 @@ impl Task for Video {
         // Views average probabilities.
         totals.add(&out, b.target.labels(), views, false)
     }
+    fn prediction_rows(&self, out: &Tensor, b: &VideoBatch, views: usize) -> Result<Vec<Vec<f64>>> {
+        crate::train::predictions::rows::classification(out, b.target.labels(), views, false)
+    }
+    fn predictions_file(
+        &self,
+        up: &Upstream,
+        split: &str,
+        _data: &VideoSet,
+        rows: &[Vec<f64>],
+    ) -> Result<Option<Vec<u8>>> {
+        classify::predictions_file(up, split, rows)
+    }
     fn annotate_eval(&self, v: &VideoSet, p: &EvalParams, m: &mut serde_json::Value) {
         if v.is_frames_layout() {
             m["test_views"] = serde_json::json!(p.test_views());

@@ -355,6 +355,23 @@ impl Task for Forecasting {
     ) -> Result<()> {
         targets::score(totals, &f.agent()?, &b.agent, b.has_target.as_deref())
     }
+    fn prediction_rows(&self, f: &Forecast, b: &AvBatch, _views: usize) -> Result<Vec<Vec<f64>>> {
+        crate::train::predictions::rows::forecast(&f.agent()?, &b.agent)
+    }
+    /// The K modes of each scene in world coordinates (`train::predictions`).
+    fn predictions_file(
+        &self,
+        up: &Upstream,
+        split: &str,
+        data: &AvSet,
+        rows: &[Vec<f64>],
+    ) -> Result<Option<Vec<u8>>> {
+        use crate::train::predictions::{rows, samples, write_forecast};
+        let scenes = samples::scenes(up, split, rows.len())?;
+        let with_truth = samples::has_targets(up, split);
+        let rows = rows::forecast_rows(rows, &scenes, data.pred_steps, with_truth)?;
+        Ok(Some(write_forecast(&rows)?))
+    }
 
     fn epoch_detail(&self, held: &Evaluation) -> Option<serde_json::Value> {
         let f = |k: &str| held.metrics[k].as_f64().unwrap_or(f64::NAN);
