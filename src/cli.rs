@@ -223,6 +223,8 @@ pub enum ReportFormat {
 pub enum CheckpointArg {
     Best,
     Last,
+    /// The model's moving average (`model_ema`), when the run kept one.
+    Ema,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -91,6 +91,7 @@ fn report_root(meta: &serde_json::Value, checkpoint: Option<CheckpointArg>) -> &
         None => return meta,
         Some(CheckpointArg::Best) => "best",
         Some(CheckpointArg::Last) => "last",
+        Some(CheckpointArg::Ema) => "ema",
     };
     match meta.get("checkpoints") {
         Some(c) => c.get(name).unwrap_or(&serde_json::Value::Null),
@@ -111,6 +112,7 @@ fn eval_plot(
     let which = match checkpoint {
         Some(CheckpointArg::Best) => "best",
         Some(CheckpointArg::Last) => "last",
+        Some(CheckpointArg::Ema) => "ema",
         None => m.meta["reported"]["checkpoint"].as_str().unwrap_or("last"),
     };
     let file = m.file_path(path, &format!("predictions-{which}.parquet"))?;

@@ -140,6 +140,7 @@ fn stage_predictions(
     let ck = match checkpoint {
         Some(CheckpointArg::Best) => "best",
         Some(CheckpointArg::Last) => "last",
+        Some(CheckpointArg::Ema) => "ema",
         None => reported,
     };
     let name = predictions_file(ck);

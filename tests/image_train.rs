@@ -91,6 +91,10 @@ block = "llm_block"
     let meta = &v["meta"];
     assert_eq!(meta["samples"], 20, "{meta}");
     assert_eq!(meta["split"], "val");
+    // The model EMA's weights are scored beside the model's, never reported in their place.
+    let ema = &meta["checkpoints"]["ema"];
+    assert!(ema["top1_accuracy"].as_f64().is_some(), "{meta}");
+    assert_ne!(meta["reported"]["checkpoint"], "ema");
     assert!(meta["top1_accuracy"].as_f64().is_some());
     // Predictions number each image by its shard `index` (its place in the ImageFolder).
     let rows = lm4ve_stages::train::predictions::read::read_classification(&predictions_file(

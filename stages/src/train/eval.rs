@@ -8,6 +8,7 @@
 
 use super::assemble::{build_model, load_weights, num_classes};
 use super::block::BlockMode;
+use super::ema::EMA_MODEL_FILE;
 use super::evaluate::evaluate_rows;
 use super::models::layers::Execution;
 use super::params::EvalParams;
@@ -111,6 +112,14 @@ impl<T: Task> EvalJob<'_, T> {
         if let (Some(path), false) = (&best_path, same) {
             weights.push((Checkpoint::Best, path.clone(), best_epoch));
         }
+        // The model's moving average (`model_ema`), scored beside them: DeiT keeps it and
+        // reports the model's own accuracy, so it is never the top level.
+        if let Some(path) = train
+            .manifest
+            .file_path(&train.manifest_path, EMA_MODEL_FILE)
+        {
+            weights.push((Checkpoint::Ema, path, last_epoch));
+        }
         // In a data-parallel launch the ranks share the test set (rank 0 stores the result).
         let coll = super::dist::current();
         let score = |set: &T::Data| {
@@ -188,7 +197,8 @@ impl<T: Task> EvalJob<'_, T> {
                 last.clone(),
                 format!("{} — the train artifact keeps no best-epoch weights (trained before they were kept, or no held-out split), so this is the last epoch", reported.why),
             ),
-            (Checkpoint::Last, _) => (last.clone(), reported.why.to_string()),
+            // No task reports the average (DeiT reports the model's own accuracy).
+            (Checkpoint::Last | Checkpoint::Ema, _) => (last.clone(), reported.why.to_string()),
         };
         let chosen_name = if best.is_none() {
             Checkpoint::Last
@@ -205,6 +215,9 @@ impl<T: Task> EvalJob<'_, T> {
         let mut both = serde_json::json!({ "last": last });
         if let Some(b) = best {
             both["best"] = b;
+        }
+        if let Some(e) = find(Checkpoint::Ema) {
+            both["ema"] = e;
         }
         metrics["checkpoints"] = both;
         metrics["split"] = self.split.into();

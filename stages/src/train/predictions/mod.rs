@@ -31,13 +31,18 @@ use std::sync::Arc;
 pub const ROW_GROUP: usize = 8192;
 
 /// The names an eval artifact may hold (`Stage::files`).
-pub const FILES: [&str; 2] = ["predictions-last.parquet", "predictions-best.parquet"];
+pub const FILES: [&str; 3] = [
+    "predictions-last.parquet",
+    "predictions-best.parquet",
+    "predictions-ema.parquet",
+];
 
 /// The predictions file of one checkpoint's weights.
 pub fn file_name(c: Checkpoint) -> &'static str {
     match c {
         Checkpoint::Last => FILES[0],
         Checkpoint::Best => FILES[1],
+        Checkpoint::Ema => FILES[2],
     }
 }
 

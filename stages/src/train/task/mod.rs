@@ -82,12 +82,14 @@ pub trait TaskInfo: TaskRecipe + Send + Sync {
 
 /// The weights a `train` artifact keeps: the last epoch's (`model.safetensors`) and the
 /// best epoch's by the held-out score the trainer records each epoch
-/// (`model-best.safetensors`).
+/// (`model-best.safetensors`), and with `model_ema` the model's moving average
+/// (`model-ema.safetensors`; scored, never the reported one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Checkpoint {
     Best,
     Last,
+    Ema,
 }
 
 impl Checkpoint {
@@ -95,6 +97,7 @@ impl Checkpoint {
         match self {
             Checkpoint::Best => "best",
             Checkpoint::Last => "last",
+            Checkpoint::Ema => "ema",
         }
     }
 }
