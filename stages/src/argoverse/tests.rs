@@ -212,7 +212,7 @@ fn a_scenario_without_futures_vectorizes_with_no_target() {
     assert_eq!(v.target, vec![0.0; full.target.len()]);
     assert!(v.actor_future_mask.iter().all(|m| *m == 0));
     assert!(v.actor_futures.iter().all(|x| *x == 0.0));
-    assert!(full.actor_future_mask.iter().any(|m| *m == 1));
+    assert!(full.actor_future_mask.contains(&1));
 }
 
 #[test]
