@@ -193,6 +193,7 @@ where
         .configure_mesh()
         .disable_mesh()
         .x_desc("x (m, agent frame)")
+        .y_desc("y (m, agent frame; heading +y)")
         .label_style((FAMILY, 11))
         .axis_desc_style((FAMILY, 12))
         .draw()
@@ -225,7 +226,9 @@ where
             .label("truth")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
     }
-    let hist = PALETTE[0];
+    // A colour no mode takes (the modes cycle through PALETTE; with 6 modes the last one
+    // would otherwise share the history's colour and look like a second history).
+    let hist = RGBColor(0x55, 0x55, 0x55);
     chart
         .draw_series(segments(&thin(&s.history, eps), hist.stroke_width(3)))
         .map_err(err)?
