@@ -37,7 +37,7 @@ build: deps
 demo: build
 	$(BIN) demo-data --out demo-data
 	@bash scripts/fetch-smollm2.sh demo-data/models
-	$(BIN) -c configs/demo.toml pipeline run --stage all
+	$(BIN) -c configs/demo.toml pipeline run --stage all --concurrent-stages 2
 	$(BIN) -c configs/demo.toml pipeline status
 	$(BIN) -c configs/demo.toml pipeline show pc_tokens
 	@echo "== point clouds: frozen SmolLM2 block vs no block (PAPER.md §3 baseline), demo test split:"

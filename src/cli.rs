@@ -379,6 +379,13 @@ pub struct RunArgs {
     /// (total, trainable, frozen), per-step memory estimate and FLOPs at the configured size.
     #[arg(long, conflicts_with_all = ["part", "assemble", "push", "force"])]
     pub dry_run: bool,
+    /// Build up to K independent stages at once, each starting when what it needs is built;
+    /// candle's CPU pools then get -j / K threads each (a small model's CPU training does not
+    /// use two cores well: two such stages side by side finish sooner). Output bytes do not
+    /// depend on it. Default 1: one stage at a time, in DAG order.
+    #[arg(long, value_name = "K", default_value_t = 1, env = "LM4VE_CONCURRENT_STAGES",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrent_stages: u16,
 }
 
 #[derive(Debug, Subcommand)]

@@ -96,6 +96,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         part: args.part,
         assemble: args.assemble,
         data_parallel,
+        concurrent_stages: args.concurrent_stages.into(),
     };
     let reports = p.run(&opts, &Progress::new(cli.quiet))?;
     let mut ran = 0;

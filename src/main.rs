@@ -69,8 +69,19 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // `pipeline run --concurrent-stages K`: K stages share the threads, so candle's pools
+    // (process-wide, sized once) get a K-th each; rayon's global pool stays whole for the
+    // data stages, whose units it schedules across whatever runs.
+    let stages_at_once = match &cli.command {
+        cli::Command::Pipeline(cli::PipelineCmd::Run(args)) => usize::from(args.concurrent_stages),
+        _ => 1,
+    }
+    .max(1);
+    if cli.threads.is_none() && stages_at_once > 1 {
+        cpu_threads::size_candle_pool(cores / stages_at_once);
+    }
     if let Some(n) = cli.threads {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cap = (4 * cores).max(16);
         if n == 0 || n > cap {
             eprintln!(
@@ -79,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         // candle's element-wise pool follows -j (cpu_threads.rs); before any thread exists.
-        cpu_threads::size_candle_pool(n);
+        cpu_threads::size_candle_pool(n / stages_at_once);
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 pub mod reason;
 mod run_stage;
+mod schedule;
 mod status;
 
 use reason::{Damage, ObjectGone, StaleReason};
@@ -93,6 +94,9 @@ pub struct RunOptions {
     pub assemble: bool,
     /// This process is one rank of a data-parallel job of more than one process.
     pub data_parallel: Option<DataParallel>,
+    /// How many independent stages may build at once (`--concurrent-stages`); 0 and 1 mean
+    /// one at a time, in DAG order.
+    pub concurrent_stages: usize,
 }
 
 /// A process's place in a data-parallel job (world size > 1): every rank runs the target
@@ -485,79 +489,7 @@ impl Pipeline {
         self.compute_keys_of(&todo, opts.rehash)?;
         // Held shared for the whole run: `cache gc` takes it exclusively.
         let _gc_guard = self.hold_off_gc()?;
-        let mut reports = Vec::new();
-        for name in &todo {
-            let is_target = match opts.target.as_deref() {
-                Some(t) if is_glob(t) => crate::config::glob_match(t.as_bytes(), name.as_bytes()),
-                Some(t) => t == name,
-                None => false,
-            };
-            let key = self.keys[name].key.clone();
-            let fresh = self.local_manifest_ok(name, &key);
-            let forced = opts.force && (is_target || opts.target.is_none());
-            if fresh && !forced {
-                reports.push(StageReport {
-                    stage: name.clone(),
-                    key,
-                    outcome: Outcome::Fresh,
-                    pushed: None,
-                });
-                continue;
-            }
-            if let (Some(dp), false) = (opts.data_parallel, is_target) {
-                // Ranks must agree on what they run: only the target runs, together.
-                return Err(UsageError(format!(
-                    "rank {} of a data-parallel job of {}: `{name}` (needed by `{}`) is not built; a data-parallel launch only trains: build it first with one process, `lm4ve pipeline run --stage {name}`",
-                    dp.rank,
-                    dp.world,
-                    opts.target.as_deref().unwrap_or_default()
-                ))
-                .into());
-            }
-            if let Some(dp) = opts.data_parallel.filter(|dp| dp.rank > 0) {
-                let units_run = self.run_replica(name, progress)?;
-                reports.push(StageReport {
-                    stage: name.clone(),
-                    key,
-                    outcome: Outcome::Replica {
-                        rank: dp.rank,
-                        units_run,
-                    },
-                    pushed: None,
-                });
-                continue;
-            }
-            // A data-parallel rank 0 computes what its replicas compute: no pulls.
-            if !forced && opts.data_parallel.is_none() {
-                if let Some(outcome) = self.try_pull(name, &key, progress) {
-                    reports.push(StageReport {
-                        stage: name.clone(),
-                        key,
-                        outcome,
-                        pushed: None,
-                    });
-                    continue;
-                }
-            }
-            let part = if is_target { opts.part } else { None };
-            if opts.part.is_some() && !is_target {
-                return Err(UsageError(format!(
-                    "--part needs the stages before `{}` built; `{name}` is not: run `lm4ve pipeline run --stage {name}` first",
-                    opts.target.as_deref().unwrap_or_default()
-                ))
-                .into());
-            }
-            let assemble = opts.assemble && (is_target || opts.target.is_none());
-            let pull_units = opts.data_parallel.is_none();
-            let outcome = self.run_stage(name, opts.force, part, assemble, pull_units, progress)?;
-            let pushed = self.push_after_run(name, &key, &outcome, part.is_some(), progress);
-            reports.push(StageReport {
-                stage: name.clone(),
-                key,
-                outcome,
-                pushed,
-            });
-        }
+        let reports = self.run_todo(&todo, opts, progress)?;
         if let Some((stage, why)) = blocked.into_iter().next() {
             // Everything that could run did; the exit status still says what could not.
             return Err(StageFailed {

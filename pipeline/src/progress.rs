@@ -1,8 +1,16 @@
 //! Progress bars on long loops: drawn on stderr when it is a terminal, hidden with
 //! `--quiet` or when output goes to a file or a CI log (which get plain log lines instead).
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+/// Every bar of the process draws through one `MultiProgress`, so that the bars of stages
+/// building side by side (`--concurrent-stages`) stack instead of overwriting each other.
+fn shared_draw() -> &'static MultiProgress {
+    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -20,7 +28,7 @@ impl Progress {
         if !self.enabled {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let bar = shared_draw().add(ProgressBar::new(len));
         if let Ok(style) =
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
         {
@@ -35,7 +43,7 @@ impl Progress {
         if !self.enabled || len == 0 {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let bar = shared_draw().add(ProgressBar::new(len));
         if let Ok(style) = ProgressStyle::with_template(
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
         ) {
