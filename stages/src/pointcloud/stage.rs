@@ -135,7 +135,7 @@ fn listed(
     let mut names = FileList::new();
     let mut splits = [Vec::new(), Vec::new()];
     for (path, label, test) in files {
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+        let rel = rel_to(root, &path);
         let i = u32::try_from(names.push(&rel))
             .map_err(|_| "over 4 billion files; split the dataset".to_string())?;
         splits[usize::from(test)].push((i, label));
@@ -145,6 +145,31 @@ fn listed(
         s.shrink_to_fit();
     }
     Ok((Arc::new(names), splits))
+}
+
+/// `path` relative to `root` as `path.strip_prefix(root)` gives it (the whole path when it
+/// is not below `root`), lossy. The common case, a byte prefix then a plain rest, skips the
+/// component walk: at 200,000 files that walk was most of building the stage.
+fn rel_to<'a>(root: &Path, path: &'a Path) -> std::borrow::Cow<'a, str> {
+    use std::os::unix::ffi::OsStrExt;
+    let (r, p) = (root.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+    let plain = |rest: &[u8]| {
+        !rest.is_empty()
+            && !rest.starts_with(b"/")
+            && !rest.starts_with(b"./")
+            && rest != b"."
+            && !rest.ends_with(b"/")
+            && !rest.ends_with(b"/.")
+    };
+    if !r.is_empty() && !r.ends_with(b"/") && p.len() > r.len() + 1 && p.starts_with(r) {
+        let rest = &p[r.len() + 1..];
+        if p[r.len()] == b'/' && plain(rest) {
+            if let Ok(s) = std::str::from_utf8(rest) {
+                return s.into();
+            }
+        }
+    }
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy()
 }
 
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
@@ -737,5 +762,54 @@ mod key_tests {
         crate::keyed::assert_every_field_keys::<super::PcParams>(&[
             "train", "test", "root", "split", "labels",
         ]);
+    }
+}
+
+#[cfg(test)]
+mod rel_tests {
+    use super::*;
+
+    /// The shortcut gives `strip_prefix`'s name in every case: these names are the key.
+    #[test]
+    fn rel_to_is_strip_prefix_whatever_the_spelling() {
+        let roots = [
+            "/d/root",
+            "./root",
+            "root",
+            "/d/root/",
+            "/d/./root",
+            "/",
+            ".",
+            "a//b",
+        ];
+        let rests = [
+            "bag/x.bin",
+            "x",
+            "./x",
+            "bag//x.bin",
+            "bag/./x.bin",
+            "../up.bin",
+            "bag/x/",
+            "bag/x/.",
+            "/abs/x.bin",
+            ".",
+            "",
+        ];
+        for r in roots {
+            for rest in rests {
+                let root = Path::new(r);
+                for path in [root.join(rest), PathBuf::from(format!("{r}/{rest}"))] {
+                    let want = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+                    assert_eq!(rel_to(root, &path), want, "root {r:?}, path {path:?}");
+                }
+            }
+        }
+        // Outside the root: the whole path.
+        let p = Path::new("/elsewhere/x.bin");
+        assert_eq!(rel_to(Path::new("/d/root"), p), "/elsewhere/x.bin");
+        assert_eq!(
+            rel_to(Path::new("/d/ro"), Path::new("/d/root/x")),
+            "/d/root/x"
+        );
     }
 }
