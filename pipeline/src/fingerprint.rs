@@ -60,6 +60,33 @@ impl InputSpec {
             files: Some(names),
         }
     }
+
+    /// Many files of one dataset, each keyed by `rel`, declared as cheaply as they can be:
+    /// those at `root.join(rel)` (normally all) as one listed input, any other as a file of
+    /// its own. The key is the one a [`InputSpec::file_as`] per file gives.
+    pub fn files_below(
+        role: &str,
+        root: &Path,
+        files: impl IntoIterator<Item = (PathBuf, String)>,
+    ) -> Vec<InputSpec> {
+        let mut names = FileList::new();
+        let mut own = Vec::new();
+        for (path, rel) in files {
+            if root.join(&rel) == path {
+                names.push(&rel);
+            } else {
+                own.push(InputSpec::file_as(role, path, rel));
+            }
+        }
+        if !names.is_empty() {
+            names.shrink_to_fit();
+            own.insert(
+                0,
+                InputSpec::listed(role, root.to_path_buf(), Arc::new(names)),
+            );
+        }
+        own
+    }
 }
 
 /// One hashed input file, as run records store it.
@@ -934,6 +961,33 @@ mod tests {
         let mut c = StatCache::load(&dir.path().join("sc"));
         let msg = c.fingerprint(&bad, false).unwrap_err().to_string();
         assert!(msg.contains("not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn files_below_keys_like_one_declaration_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one_by_one, _) = many_files(dir.path());
+        let root = dir.path().join("objects");
+        let elsewhere = dir.path().join("split.txt");
+        let mut files: Vec<(PathBuf, String)> = one_by_one[1..]
+            .iter()
+            .map(|s| (s.path.clone(), s.rel.clone().unwrap()))
+            .collect();
+        // A file not at root.join(rel) is declared on its own.
+        files.push((elsewhere.clone(), "c0/zz.bin".into()));
+        let specs = InputSpec::files_below("objects", &root, files.clone());
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].path, elsewhere);
+        let each: Vec<InputSpec> = files
+            .into_iter()
+            .map(|(p, r)| InputSpec::file_as("objects", p, r))
+            .collect();
+        let mut c = StatCache::load(&dir.path().join("sc"));
+        assert_eq!(
+            c.fingerprint(&specs, false).unwrap().to_files(),
+            c.fingerprint(&each, false).unwrap().to_files()
+        );
+        assert!(InputSpec::files_below("x", &root, []).is_empty());
     }
 
     #[test]
