@@ -138,26 +138,36 @@ group_size = 4
 shard_samples = 2048
 TOML
   say "== no-op over $NF small input files ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
-  local t0 t1 i wall usr sys rss best_cpu="" best_wall="" best_rss=""
+  local t0 t1 i b wall usr sys rss best_cpu="" best_wall="" best_rss="" before=""
   t0=$(now); "$BIN" -q -c "$W/noop/bench.toml" pipeline run >/dev/null; t1=$(now)
   say "lm4ve first run (hash + compute): $(secs "$t0" "$t1") s"
   say "stat cache: $(stat -c %s "$W/noop/cache/stat-cache.bin" 2>/dev/null || stat -c %s "$W/noop/cache/stat-cache.tsv") bytes"
+  # NOOP_BEFORE=/path/to/an/older/lm4ve: its no-op runs alternate with this binary's on the
+  # same cache (side by side, same load; its keys must be the same: it too must say
+  # "0 stages run"). Compare CPU-s and max RSS: on a shared machine wall is mostly waiting.
+  local bins=("$BIN")
+  [ -n "${NOOP_BEFORE:-}" ] && bins=("$NOOP_BEFORE" "$BIN")
   for i in 1 2 3; do
-    # A no-op must run nothing: "0 stages run" and no warning, or the bench fails.
-    /usr/bin/time -f '%e %U %S %M' -o "$W/noop/time" \
-      "$BIN" -q -c "$W/noop/bench.toml" pipeline run >"$W/noop/out" 2>"$W/noop/err"
-    read -r wall usr sys rss <"$W/noop/time"
-    local cpu; cpu=$(awk -v u="$usr" -v s="$sys" 'BEGIN{printf "%.2f", u+s}')
-    say "lm4ve no-op run $i: $wall s wall, $cpu CPU-s, $((rss / 1024)) MiB max RSS"
-    if ! grep -q "0 stages run" "$W/noop/out" || [ -s "$W/noop/err" ]; then
-      cat "$W/noop/out" "$W/noop/err"
-      echo "bench: the no-op run $i ran something or warned" >&2
-      return 1
-    fi
-    if [ -z "$best_cpu" ] || awk -v a="$cpu" -v b="$best_cpu" 'BEGIN{exit !(a < b)}'; then
-      best_cpu=$cpu best_wall=$wall best_rss=$((rss / 1024))
-    fi
+    for b in "${bins[@]}"; do
+      # A no-op must run nothing: "0 stages run" and no warning, or the bench fails.
+      /usr/bin/time -f '%e %U %S %M' -o "$W/noop/time" \
+        "$b" -q -c "$W/noop/bench.toml" pipeline run >"$W/noop/out" 2>"$W/noop/err"
+      read -r wall usr sys rss <"$W/noop/time"
+      local cpu; cpu=$(awk -v u="$usr" -v s="$sys" 'BEGIN{printf "%.2f", u+s}')
+      say "$b no-op run $i: $wall s wall, $cpu CPU-s ($usr user, $sys sys), $((rss / 1024)) MiB max RSS"
+      if ! grep -q "0 stages run" "$W/noop/out" || [ -s "$W/noop/err" ]; then
+        cat "$W/noop/out" "$W/noop/err"
+        echo "bench: the no-op run $i of $b ran something or warned" >&2
+        return 1
+      fi
+      if [ "$b" != "$BIN" ]; then
+        before="${before:+$before; }$wall s, $cpu CPU-s, $((rss / 1024)) MiB"
+      elif [ -z "$best_cpu" ] || awk -v a="$cpu" -v b="$best_cpu" 'BEGIN{exit !(a < b)}'; then
+        best_cpu=$cpu best_wall=$wall best_rss=$((rss / 1024))
+      fi
+    done
   done
+  [ -n "$before" ] && say "before ($NOOP_BEFORE): $before"
   local lm="$best_wall s wall, $best_cpu CPU-s, $best_rss MiB ($NF files; best of 3)"
   if ! command -v dvc >/dev/null; then
     say "dvc: not installed (pip install dvc) - no anchor"

@@ -13,7 +13,7 @@ use crate::artifact::{Journal, Manifest, Reject, UnitRecord};
 use crate::cas::Cache;
 use crate::config::{ConfigError, PipelineConfig, StageConfig};
 use crate::dag::Dag;
-use crate::fingerprint::{inputs_digest, InputFile, StatCache};
+use crate::fingerprint::{Inputs, StatCache};
 use crate::key::{short, KeyParts, KEY_SCHEME};
 use crate::progress::Progress;
 use crate::record::{host_name, RunRecord};
@@ -154,7 +154,8 @@ pub struct StageReport {
 pub struct KeyInfo {
     pub key: String,
     pub parts: KeyParts,
-    pub inputs: Vec<InputFile>,
+    /// In key order, compact ([`Inputs::to_files`] for a run record).
+    pub inputs: Inputs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -359,6 +360,7 @@ impl Pipeline {
         rehash: bool,
     ) -> Result<KeyInfo> {
         let stage = &self.stages[name];
+        // `inputs()` is cheap: a dataset's file list is one shared declaration.
         let inputs = stat_cache
             .fingerprint(&stage.inputs(), rehash)
             .map_err(|e| ConfigError {
@@ -386,7 +388,7 @@ impl Pipeline {
             version: stage.version(),
             params: stage.key_params(),
             upstream,
-            inputs: inputs_digest(&inputs),
+            inputs: inputs.digest(),
         };
         Ok(KeyInfo {
             key: parts.key(),

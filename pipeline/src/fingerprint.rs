@@ -2,15 +2,20 @@
 //! tree of 200 GB is re-checked by `stat` alone (hashing it on every run is what makes
 //! `dvc status` slow on big datasets). `--rehash` ignores the stat cache.
 
+use crate::file_list::FileList;
+use crate::stat_file::{split_path, Row, Table};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A raw input a stage declares: a file or a directory (every file below it counts).
+/// A raw input a stage declares: a file, a directory (every file below it counts), or a
+/// directory and a list of files below it ([`InputSpec::listed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputSpec {
     /// What the stage calls this input (`train`, `labels`, ...); part of the key.
@@ -19,6 +24,10 @@ pub struct InputSpec {
     /// For a single file: the name it enters the key under (default: its file name).
     /// Lets a stage list many files of one dataset by their dataset-relative paths.
     pub rel: Option<String>,
+    /// With a list: `path` is a directory and the input is exactly these files, file `n` at
+    /// `path.join(n)` entering the key as `n` — the same key as one [`InputSpec::file_as`]
+    /// per file, without a declaration (and its strings) per file.
+    pub files: Option<Arc<FileList>>,
 }
 
 impl InputSpec {
@@ -27,6 +36,7 @@ impl InputSpec {
             role: role.to_string(),
             path,
             rel: None,
+            files: None,
         }
     }
 
@@ -36,11 +46,50 @@ impl InputSpec {
             role: role.to_string(),
             path,
             rel: Some(rel),
+            files: None,
         }
+    }
+
+    /// The files `names` below the directory `root` (a dataset's split list), each at
+    /// `root.join(name)` and keyed by `name`. Shared: `Stage::inputs` clones the `Arc`.
+    pub fn listed(role: &str, root: PathBuf, names: Arc<FileList>) -> Self {
+        InputSpec {
+            role: role.to_string(),
+            path: root,
+            rel: None,
+            files: Some(names),
+        }
+    }
+
+    /// Many files of one dataset, each keyed by `rel`, declared as cheaply as they can be:
+    /// those at `root.join(rel)` (normally all) as one listed input, any other as a file of
+    /// its own. The key is the one a [`InputSpec::file_as`] per file gives.
+    pub fn files_below(
+        role: &str,
+        root: &Path,
+        files: impl IntoIterator<Item = (PathBuf, String)>,
+    ) -> Vec<InputSpec> {
+        let mut names = FileList::new();
+        let mut own = Vec::new();
+        for (path, rel) in files {
+            if root.join(&rel) == path {
+                names.push(&rel);
+            } else {
+                own.push(InputSpec::file_as(role, path, rel));
+            }
+        }
+        if !names.is_empty() {
+            names.shrink_to_fit();
+            own.insert(
+                0,
+                InputSpec::listed(role, root.to_path_buf(), Arc::new(names)),
+            );
+        }
+        own
     }
 }
 
-/// One hashed input file.
+/// One hashed input file, as run records store it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputFile {
     pub role: String,
@@ -54,14 +103,153 @@ pub struct InputFile {
 pub fn inputs_digest(files: &[InputFile]) -> String {
     let mut h = blake3::Hasher::new();
     for f in files {
-        h.update(f.role.as_bytes());
-        h.update(b"\t");
-        h.update(f.rel.as_bytes());
-        h.update(b"\t");
-        h.update(f.blake3.as_bytes());
-        h.update(b"\n");
+        digest_line(&mut h, &f.role, &f.rel, &f.blake3);
     }
     h.finalize().to_hex().to_string()
+}
+
+/// One file's part of the inputs digest (the key's `inputs`): never change it, keys move.
+fn digest_line(h: &mut blake3::Hasher, role: &str, rel: &str, hex: &str) {
+    h.update(role.as_bytes());
+    h.update(b"\t");
+    h.update(rel.as_bytes());
+    h.update(b"\t");
+    h.update(hex.as_bytes());
+    h.update(b"\n");
+}
+
+/// A stage's hashed input files, in key order: sorted by (role, rel), files of equal (role,
+/// rel) in declaration order. Compact: names stay in the declarations (a listed input's
+/// [`FileList`] is shared, not copied) and a file costs its size, raw hash and position
+/// (~56 bytes, where strings per file cost ~250 at 200,000 files).
+#[derive(Clone)]
+pub struct Inputs {
+    groups: Vec<Group>,
+    /// (group, file in the group) of every file, in key order.
+    order: Vec<(u32, u32)>,
+}
+
+/// One input file as [`Inputs::iter`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRef<'a> {
+    pub role: &'a str,
+    pub rel: &'a str,
+    pub size: u64,
+    pub blake3: &'a [u8; 32],
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = InputRef<'_>> + '_ {
+        self.order.iter().map(|&(g, i)| {
+            let gr = &self.groups[g as usize];
+            let (size, blake3) = match &gr.found[i as usize] {
+                Found::File { size, blake3 } => (*size, blake3),
+                // `order` lists files only (see `StatCache::fingerprint`).
+                _ => (0, &ZERO),
+            };
+            InputRef {
+                role: &gr.role,
+                rel: gr.rel(i as usize),
+                size,
+                blake3,
+            }
+        })
+    }
+
+    /// The digest the key takes: [`inputs_digest`] of [`Inputs::to_files`], without them.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for f in self.iter() {
+            let hex = blake3::Hash::from_bytes(*f.blake3).to_hex();
+            digest_line(&mut h, f.role, f.rel, hex.as_str());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// The files as run records store them (hex hashes).
+    pub fn to_files(&self) -> Vec<InputFile> {
+        self.iter()
+            .map(|f| InputFile {
+                role: f.role.to_string(),
+                rel: f.rel.to_string(),
+                size: f.size,
+                blake3: blake3::Hash::from_bytes(*f.blake3).to_hex().to_string(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Inputs {
+    // A summary: the whole list of a 200,000-file input would be megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Inputs({} files)", self.len())
+    }
+}
+
+const ZERO: [u8; 32] = [0; 32];
+
+/// The files of one declaration (or of a directory found in one), with what was found.
+#[derive(Clone)]
+struct Group {
+    role: Arc<str>,
+    names: Names,
+    /// Per file, in `names` order.
+    found: Vec<Found>,
+}
+
+#[derive(Clone)]
+enum Names {
+    /// One file (already stat'ed when its declaration was).
+    One {
+        abs: PathBuf,
+        rel: String,
+        stat: Stat,
+    },
+    /// Files below a directory (absolute), by relative name.
+    Listed { root: PathBuf, names: Arc<FileList> },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    File {
+        size: u64,
+        blake3: [u8; 32],
+    },
+    /// A directory where a file was listed: its files form a group of their own.
+    Dir,
+    /// Missing, unreadable, or not a regular file: the error is reproduced in order.
+    Failed,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        match &self.names {
+            Names::One { .. } => 1,
+            Names::Listed { names, .. } => names.len(),
+        }
+    }
+
+    fn rel(&self, i: usize) -> &str {
+        match &self.names {
+            Names::One { rel, .. } => rel,
+            Names::Listed { names, .. } => names.get(i).unwrap_or_default(),
+        }
+    }
+
+    fn abs(&self, i: usize) -> PathBuf {
+        match &self.names {
+            Names::One { abs, .. } => abs.clone(),
+            Names::Listed { root, names } => root.join(names.get(i).unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,22 +269,27 @@ impl Stat {
             ino: md.ino(),
         }
     }
-}
 
-/// One input file to hash, as [`StatCache::fingerprint`] finds it.
-struct Todo<'a> {
-    role: &'a str,
-    rel: String,
-    abs: PathBuf,
-    stat: Stat,
+    /// The stat-cache row for this stat and hash; `None` for times outside i64 nanoseconds
+    /// (before 1678, after 2262): such a file is hashed again each time.
+    fn row(&self, blake3: [u8; 32]) -> Option<Row> {
+        Some(Row {
+            size: self.size,
+            mtime_ns: i64::try_from(self.mtime_ns).ok()?,
+            ctime_ns: i64::try_from(self.ctime_ns).ok()?,
+            ino: self.ino,
+            blake3,
+        })
+    }
 }
 
 /// path → (stat, blake3), persisted in the cache directory as `stat-cache.bin`
-/// ([`crate::stat_file`]). Keyed by the path's bytes: hashing an `OsString` is a byte hash,
-/// hashing a `PathBuf` walks components (measurable on 200k-file inputs).
+/// ([`crate::stat_file`]): the file as it was read ([`Table`], looked up in place), and the
+/// entries this run hashed.
 pub struct StatCache {
     file: PathBuf,
-    entries: HashMap<OsString, (Stat, [u8; 32])>,
+    table: Table,
+    fresh: HashMap<OsString, (Stat, [u8; 32])>,
     dirty: bool,
 }
 
@@ -117,7 +310,6 @@ impl StatCache {
     /// used (a link, too big, damaged, truncated, another format) is a warning and an empty
     /// cache: it only costs hashing the inputs again, and the next save replaces it.
     pub fn load(file: &Path) -> Self {
-        let mut entries = HashMap::new();
         let mut dirty = false;
         // A stat cache planted as a link (to someone's table of hashes) is not read: it
         // would decide the keys. Only a regular file of a bounded size is.
@@ -151,38 +343,30 @@ impl StatCache {
                 }
             },
         };
-        if let Some(bytes) = bytes {
-            // Straight into the map (no list of rows beside it: memory at 200k files).
-            let decoded = crate::stat_file::decode_each(&bytes, |n, p, r| {
-                if entries.is_empty() {
-                    entries.reserve(n);
-                }
-                let st = Stat {
-                    size: r.size,
-                    mtime_ns: r.mtime_ns as i128,
-                    ctime_ns: r.ctime_ns as i128,
-                    ino: r.ino,
-                };
-                entries.insert(p, (st, r.blake3));
-            });
-            match decoded {
-                Ok(()) => {}
-                Err(e) => {
-                    // Rows before the damage are not trusted either.
-                    entries.clear();
-                    tracing::warn!(
-                        "{}: {e}; ignored: inputs are re-hashed and it is rewritten",
-                        file.display()
-                    );
-                    dirty = true;
-                }
+        let table = match bytes.map(Table::parse) {
+            None => Table::empty(),
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "{}: {e}; ignored: inputs are re-hashed and it is rewritten",
+                    file.display()
+                );
+                dirty = true;
+                Table::empty()
             }
-        }
+        };
         StatCache {
             file: file.to_path_buf(),
-            entries,
+            table,
+            fresh: HashMap::new(),
             dirty,
         }
+    }
+
+    /// How many files the cache knows.
+    #[cfg(test)]
+    fn known(&self) -> usize {
+        self.table.len() + self.fresh.len()
     }
 
     /// Writes the cache back if anything changed (atomically: a reader never sees half a file).
@@ -190,25 +374,12 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let rows: Vec<(&OsString, crate::stat_file::Row)> = self
-            .entries
-            .iter()
-            .filter_map(|(p, (st, h))| {
-                // Times outside i64 nanoseconds (before 1678, after 2262) are not kept: such
-                // a file is hashed again each time.
-                Some((
-                    p,
-                    crate::stat_file::Row {
-                        size: st.size,
-                        mtime_ns: i64::try_from(st.mtime_ns).ok()?,
-                        ctime_ns: i64::try_from(st.ctime_ns).ok()?,
-                        ino: st.ino,
-                        blake3: *h,
-                    },
-                ))
-            })
-            .collect();
-        let bytes = crate::stat_file::encode(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
+        // This run's entries first: of two rows for one path, `encode` keeps the first.
+        let fresh = self.fresh.iter().filter_map(|(p, (st, h))| {
+            let (d, n) = split_path(p.as_bytes())?;
+            Some((d, n, st.row(*h)?))
+        });
+        let bytes = crate::stat_file::encode(fresh.chain(self.table.rows()));
         crate::cas::write_atomic(&self.file, &bytes)?;
         self.dirty = false;
         if let Some(old) = self.file.parent().map(|d| d.join(LEGACY_TSV)) {
@@ -225,12 +396,28 @@ impl StatCache {
         Ok(())
     }
 
+    /// The cached hash of `abs` when its stat is unchanged and was not racy.
+    fn cached(&self, abs: &Path, stat: &Stat, now: i128) -> Option<[u8; 32]> {
+        let (st, h) = match self.fresh.get(abs.as_os_str()) {
+            Some(e) => *e,
+            None => {
+                let (d, n) = split_path(abs.as_os_str().as_bytes())?;
+                let r = self.table.get(d, n)?;
+                let st = Stat {
+                    size: r.size,
+                    mtime_ns: r.mtime_ns as i128,
+                    ctime_ns: r.ctime_ns as i128,
+                    ino: r.ino,
+                };
+                (st, r.blake3)
+            }
+        };
+        (st == *stat && now - st.mtime_ns > RACY_WINDOW_NS).then_some(h)
+    }
+
     /// Hashes every file of `specs` (re-using cached hashes whose stat is unchanged unless
-    /// `rehash`). Files come back sorted by (role, rel). A missing input is an error.
-    pub fn fingerprint(&mut self, specs: &[InputSpec], rehash: bool) -> Result<Vec<InputFile>> {
-        // Per file only what is needed (a 200,000-file input is held several times over
-        // here: measured with heaptrack, `Metadata` and per-file role strings were most of a
-        // no-op run's memory).
+    /// `rehash`). Files come back in key order ([`Inputs`]). A missing input is an error.
+    pub fn fingerprint(&mut self, specs: &[InputSpec], rehash: bool) -> Result<Inputs> {
         enum Kind {
             File(Stat),
             Dir,
@@ -244,9 +431,8 @@ impl StatCache {
                 cwd.join(p)
             }
         };
-        // One stat per input, in parallel: on a 200k-file dataset the stats are the whole
-        // cost of a no-op run, and they overlap well (metadata latency, not CPU).
-        let stats: Vec<Result<Kind>> = specs
+        // One stat per declaration, in parallel (an input may be 200,000 single files).
+        let kinds: Vec<Result<Kind>> = specs
             .par_iter()
             .map(|spec| {
                 let md = std::fs::metadata(&spec.path).map_err(|e| {
@@ -265,109 +451,284 @@ impl StatCache {
                 })
             })
             .collect();
-        let mut todo = Vec::with_capacity(specs.len());
-        for (spec, kind) in specs.iter().zip(stats) {
+        let mut roles: Vec<Arc<str>> = Vec::new();
+        let mut groups = Vec::with_capacity(specs.len());
+        for (spec, kind) in specs.iter().zip(kinds) {
+            let role = intern(&mut roles, &spec.role);
             let root = absolute(&spec.path);
-            let stat = match kind? {
-                Kind::File(stat) => stat,
-                Kind::Dir => {
-                    self.walk(spec, &root, &mut todo)?;
+            let names = match (kind?, &spec.files) {
+                (Kind::Dir, Some(names)) => Names::Listed {
+                    root,
+                    names: names.clone(),
+                },
+                (_, Some(_)) => anyhow::bail!(
+                    "input `{}` at {} is not a directory, and its files are listed relative to it; point it at the dataset's directory",
+                    spec.role,
+                    spec.path.display()
+                ),
+                (Kind::File(stat), None) => {
+                    let rel = spec.rel.clone().unwrap_or_else(|| {
+                        root.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    });
+                    Names::One {
+                        abs: root,
+                        rel,
+                        stat,
+                    }
+                }
+                (Kind::Dir, None) => {
+                    walk(&role, &root, &mut groups)?;
                     continue;
                 }
                 // A FIFO or a device would block or never end when hashed.
-                Kind::Other => anyhow::bail!(
+                (Kind::Other, None) => anyhow::bail!(
                     "input `{}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
                     spec.role,
                     spec.path.display()
                 ),
             };
-            let rel = spec.rel.clone().unwrap_or_else(|| {
-                root.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            });
-            todo.push(Todo {
-                role: &spec.role,
-                rel,
-                abs: root,
-                stat,
+            groups.push(Group {
+                role,
+                names,
+                found: Vec::new(),
             });
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        // The hash of each file: from the stat cache when its stat is unchanged (and not
-        // racy), else read and hashed (then `true`: a new entry). One pass, in parallel.
-        let entries = &self.entries;
-        let hashes: Vec<Result<([u8; 32], bool)>> = todo
-            .par_iter()
-            .map(|t| {
-                if !rehash {
-                    if let Some((st, h)) = entries.get(t.abs.as_os_str()) {
-                        if *st == t.stat && now - st.mtime_ns > RACY_WINDOW_NS {
-                            return Ok((*h, false));
-                        }
-                    }
-                }
-                hash_file_raw(&t.abs).map(|h| (*h.as_bytes(), true))
-            })
-            .collect();
-        let mut files = Vec::with_capacity(todo.len());
-        for (t, h) in todo.into_iter().zip(hashes) {
-            let (hash, new) = h?;
-            if new {
-                self.entries.insert(t.abs.into_os_string(), (t.stat, hash));
-                self.dirty = true;
+        // Groups may grow while this runs: a listed name that is a directory adds its files.
+        let mut g = 0;
+        while g < groups.len() {
+            self.resolve(&mut groups[g], now, rehash)?;
+            let dirs: Vec<PathBuf> = groups[g]
+                .found
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches!(f, Found::Dir))
+                .map(|(i, _)| groups[g].abs(i))
+                .collect();
+            let role = groups[g].role.clone();
+            for d in dirs {
+                walk(&role, &d, &mut groups)?;
             }
-            files.push(InputFile {
-                role: t.role.to_string(),
-                rel: t.rel,
-                size: t.stat.size,
-                blake3: blake3::Hash::from_bytes(hash).to_hex().to_string(),
-            });
+            g += 1;
         }
-        files.sort_by(|a, b| (&a.role, &a.rel).cmp(&(&b.role, &b.rel)));
-        Ok(files)
+        let too_many = || anyhow::anyhow!("over 4 billion input files in one stage");
+        let mut order = Vec::with_capacity(groups.iter().map(|g| g.found.len()).sum());
+        for (g, gr) in groups.iter().enumerate() {
+            let g = u32::try_from(g).map_err(|_| too_many())?;
+            for (i, f) in gr.found.iter().enumerate() {
+                if matches!(f, Found::File { .. }) {
+                    order.push((g, u32::try_from(i).map_err(|_| too_many())?));
+                }
+            }
+        }
+        // Key order: (role, rel), ties in declaration order (what a stable sort of the
+        // declared files gave). Unstable + the position as tie-break: the same order, in
+        // parallel, whatever order the stats finished in.
+        let by_key = |a: &(u32, u32), b: &(u32, u32)| {
+            let (ga, gb) = (&groups[a.0 as usize], &groups[b.0 as usize]);
+            // Roles are interned: one string per role, so the same pointer is the same role.
+            let role = if Arc::ptr_eq(&ga.role, &gb.role) {
+                std::cmp::Ordering::Equal
+            } else {
+                ga.role.cmp(&gb.role)
+            };
+            role.then_with(|| ga.rel(a.1 as usize).cmp(gb.rel(b.1 as usize)))
+        };
+        if !order.windows(2).all(|w| by_key(&w[0], &w[1]).is_le()) {
+            order.par_sort_unstable_by(|a, b| by_key(a, b).then(a.cmp(b)));
+        }
+        Ok(Inputs { groups, order })
     }
 
-    /// Every file below the directory input `spec` (at `root`, absolute), sorted by name.
-    /// The walk lists them; their stats (the slow part on a big tree, and on NFS) are taken
-    /// in parallel afterwards.
-    fn walk<'a>(&self, spec: &'a InputSpec, root: &Path, todo: &mut Vec<Todo<'a>>) -> Result<()> {
-        let mut found = Vec::new();
-        for entry in walkdir::WalkDir::new(root)
-            .follow_links(true)
-            .sort_by_file_name()
-        {
-            let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
-            if entry.file_type().is_file() {
-                found.push(entry.into_path());
-            }
-        }
-        let stats: Vec<Result<Stat>> = found
-            .par_iter()
-            .map(|p| {
-                std::fs::metadata(p)
-                    .map(|md| Stat::of(&md))
-                    .with_context(|| format!("stat {}", p.display()))
+    /// Fills `group.found`: each file's stat, then its cached hash or a new one, in
+    /// parallel (on a 200k-file dataset the stats are the whole cost of a no-op run, and
+    /// they overlap well). A file that fails is reported in list order, deterministically.
+    fn resolve(&mut self, group: &mut Group, now: i128, rehash: bool) -> Result<()> {
+        let hashed: Mutex<Vec<(PathBuf, Stat, [u8; 32])>> = Mutex::new(Vec::new());
+        let this = &*self;
+        let gr = &*group;
+        // A listed group's files are stat'ed relative to their directory, opened once: the
+        // kernel then walks each name's own components only, not the root's again for
+        // every file (that walk was a third of a no-op's system time at 200k files).
+        let dir = match &gr.names {
+            Names::Listed { root, .. } => std::fs::File::open(root).ok(),
+            Names::One { .. } => None,
+        };
+        let found: Vec<Found> = (0..gr.len())
+            .into_par_iter()
+            .map(|i| {
+                let abs = gr.abs(i);
+                let stat = match (&gr.names, &dir) {
+                    (Names::One { stat, .. }, _) => *stat,
+                    (Names::Listed { .. }, Some(d)) => match stat_at(d, gr.rel(i)) {
+                        Some((st, FileType::File)) => st,
+                        Some((_, FileType::Dir)) => return Found::Dir,
+                        _ => return Found::Failed,
+                    },
+                    (Names::Listed { .. }, None) => match std::fs::metadata(&abs) {
+                        Ok(md) if md.is_file() => Stat::of(&md),
+                        Ok(md) if md.is_dir() => return Found::Dir,
+                        _ => return Found::Failed,
+                    },
+                };
+                if !rehash {
+                    if let Some(h) = this.cached(&abs, &stat, now) {
+                        return Found::File {
+                            size: stat.size,
+                            blake3: h,
+                        };
+                    }
+                }
+                match hash_file_raw(&abs) {
+                    Ok(h) => {
+                        let h = *h.as_bytes();
+                        if let Ok(mut v) = hashed.lock() {
+                            v.push((abs, stat, h));
+                        }
+                        Found::File {
+                            size: stat.size,
+                            blake3: h,
+                        }
+                    }
+                    Err(_) => Found::Failed,
+                }
             })
             .collect();
-        for (abs, stat) in found.into_iter().zip(stats) {
-            let rel = abs
-                .strip_prefix(root)
-                .unwrap_or(&abs)
-                .to_string_lossy()
-                .into_owned();
-            todo.push(Todo {
-                role: &spec.role,
-                rel,
-                abs,
-                stat: stat?,
-            });
+        if let Some(i) = found.iter().position(|f| matches!(f, Found::Failed)) {
+            return Err(failure(gr, i));
         }
+        let hashed = hashed.into_inner().unwrap_or_default();
+        self.dirty |= !hashed.is_empty();
+        for (abs, stat, h) in hashed {
+            self.fresh.insert(abs.into_os_string(), (stat, h));
+        }
+        group.found = found;
         Ok(())
     }
+}
+
+enum FileType {
+    File,
+    Dir,
+    Other,
+}
+
+/// `stat` of `name` relative to the open directory `dir`, following links as
+/// `std::fs::metadata` does (an absolute `name` is itself, as `Path::join` makes it). `None`
+/// when it fails; the caller reports the error with the whole path.
+fn stat_at(dir: &std::fs::File, name: &str) -> Option<(Stat, FileType)> {
+    use std::os::fd::AsRawFd;
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `c` is a NUL-terminated string and `st` a writable `stat` that fstatat fills
+    // completely when it returns 0; `dir` is an open descriptor for the call's duration.
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), 0) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstatat returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FileType::File,
+        libc::S_IFDIR => FileType::Dir,
+        _ => FileType::Other,
+    };
+    let stat = Stat {
+        size: st.st_size as u64,
+        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+        ino: st.st_ino,
+    };
+    Some((stat, kind))
+}
+
+/// The role's shared string: one per role, not one per file.
+fn intern(roles: &mut Vec<Arc<str>>, role: &str) -> Arc<str> {
+    if let Some(r) = roles.iter().find(|r| ***r == *role) {
+        return r.clone();
+    }
+    roles.push(Arc::from(role));
+    roles[roles.len() - 1].clone()
+}
+
+/// Why file `i` of `group` failed, found again in order (the parallel pass keeps no error
+/// per file): the same messages as a declaration of that file alone.
+fn failure(group: &Group, i: usize) -> anyhow::Error {
+    let abs = group.abs(i);
+    let role = &group.role;
+    match std::fs::metadata(&abs) {
+        Err(e) => anyhow::anyhow!(
+            "input `{role}` at {}: {e}; fix the path in the config or the file list that names it (paths are relative to the config file)",
+            abs.display()
+        ),
+        Ok(md) if !md.is_file() && !md.is_dir() => anyhow::anyhow!(
+            "input `{role}` at {} is not a regular file or a directory (a FIFO, socket or device); point it at the data file",
+            abs.display()
+        ),
+        Ok(_) => match hash_file_raw(&abs) {
+            Err(e) => e.context(format!("input `{role}`")),
+            Ok(_) => anyhow::anyhow!(
+                "input `{role}` at {} changed while it was read; run again",
+                abs.display()
+            ),
+        },
+    }
+}
+
+/// Every file below the directory `root` (absolute) as a group of `role`, sorted by name,
+/// keyed by its path relative to `root`. The walk lists them; their stats (the slow part on
+/// a big tree, and on NFS) are taken in parallel by `resolve`. A name that is not UTF-8
+/// gets a group of its own (its key name is lossy, so it cannot be found again from it).
+fn walk(role: &Arc<str>, root: &Path, groups: &mut Vec<Group>) -> Result<()> {
+    let mut names = FileList::new();
+    let mut odd = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = entry.with_context(|| format!("walking input {}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let abs = entry.into_path();
+        let rel = abs.strip_prefix(root).unwrap_or(&abs);
+        match rel.to_str() {
+            Some(r) if root.join(r) == abs => {
+                names.push(r);
+            }
+            _ => odd.push(abs),
+        }
+    }
+    names.shrink_to_fit();
+    groups.push(Group {
+        role: role.clone(),
+        names: Names::Listed {
+            root: root.to_path_buf(),
+            names: Arc::new(names),
+        },
+        found: Vec::new(),
+    });
+    for abs in odd {
+        let stat = std::fs::metadata(&abs)
+            .map(|md| Stat::of(&md))
+            .with_context(|| format!("stat {}", abs.display()))?;
+        let rel = abs
+            .strip_prefix(root)
+            .unwrap_or(&abs)
+            .to_string_lossy()
+            .into_owned();
+        groups.push(Group {
+            role: role.clone(),
+            names: Names::One { abs, rel, stat },
+            found: Vec::new(),
+        });
+    }
+    Ok(())
 }
 
 /// blake3 of a file (hex); memory-mapped and multi-threaded for large files.
@@ -404,14 +765,14 @@ mod tests {
         let specs = [InputSpec::new("d", data.clone())];
         let sc = dir.path().join("stat-cache.bin");
         let mut c = StatCache::load(&sc);
-        let f1 = c.fingerprint(&specs, false).unwrap();
+        let f1 = c.fingerprint(&specs, false).unwrap().to_files();
         assert_eq!(f1.len(), 2);
         assert_eq!(f1[1].rel, "sub/b");
         c.save().unwrap();
         let mut c = StatCache::load(&sc);
-        assert_eq!(c.entries.len(), 2);
+        assert_eq!(c.known(), 2);
         std::fs::write(data.join("a"), b"changed").unwrap();
-        let f2 = c.fingerprint(&specs, false).unwrap();
+        let f2 = c.fingerprint(&specs, false).unwrap().to_files();
         assert_ne!(f1[0].blake3, f2[0].blake3);
         assert_eq!(f1[1].blake3, f2[1].blake3);
     }
@@ -439,15 +800,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (specs, sc) = two_files(dir.path());
         let mut c = StatCache::load(&sc);
-        let f1 = c.fingerprint(&specs, false).unwrap();
+        let f1 = c.fingerprint(&specs, false).unwrap().to_files();
         c.save().unwrap();
         let first = std::fs::read(&sc).unwrap();
         let back = StatCache::load(&sc);
-        assert_eq!(back.entries, c.entries);
+        assert_eq!(back.known(), 2);
         assert!(!back.dirty);
         // Every file is now answered from the cache (dirty stays false) with the same hashes.
         let mut back = back;
-        assert_eq!(back.fingerprint(&specs, false).unwrap(), f1);
+        assert_eq!(back.fingerprint(&specs, false).unwrap().to_files(), f1);
         assert!(!back.dirty);
         // Saving the same entries again writes the same bytes.
         back.dirty = true;
@@ -460,7 +821,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (specs, sc) = two_files(dir.path());
         let mut c = StatCache::load(&sc);
-        let want = c.fingerprint(&specs, false).unwrap();
+        let want = c.fingerprint(&specs, false).unwrap().to_files();
         c.save().unwrap();
         let good = std::fs::read(&sc).unwrap();
         let mut flipped = good.clone();
@@ -473,9 +834,9 @@ mod tests {
         ] {
             std::fs::write(&sc, bad).unwrap();
             let mut c = StatCache::load(&sc);
-            assert!(c.entries.is_empty());
+            assert_eq!(c.known(), 0);
             // Hashing again gives the same answer, and the file is whole after the save.
-            assert_eq!(c.fingerprint(&specs, false).unwrap(), want);
+            assert_eq!(c.fingerprint(&specs, false).unwrap().to_files(), want);
             c.save().unwrap();
             assert_eq!(std::fs::read(&sc).unwrap(), good);
         }
@@ -494,11 +855,168 @@ mod tests {
         )
         .unwrap();
         let mut c = StatCache::load(&sc);
-        assert!(c.entries.is_empty());
-        let f = c.fingerprint(&specs, false).unwrap();
+        assert_eq!(c.known(), 0);
+        let f = c.fingerprint(&specs, false).unwrap().to_files();
         assert_eq!(f[0].blake3, blake3::hash(b"1").to_hex().to_string());
         c.save().unwrap();
         assert!(!tsv.exists() && sc.exists());
+    }
+
+    /// 40 files in 4 directories (old enough to be trusted), a declaration per file as the
+    /// stages made them before lists, and the same files as one listed input.
+    fn many_files(dir: &Path) -> (Vec<InputSpec>, Vec<InputSpec>) {
+        let root = dir.join("objects");
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        let mut names = Vec::new();
+        for i in 0..40 {
+            // Not in name order, and one name twice: both count.
+            let rel = format!("c{}/{:02}.bin", i % 4, 39 - i);
+            std::fs::create_dir_all(root.join(format!("c{}", i % 4))).unwrap();
+            let f = root.join(&rel);
+            std::fs::write(&f, format!("{i}")).unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            names.push(rel);
+        }
+        names.push(names[7].clone());
+        let split = dir.join("split.txt");
+        std::fs::write(&split, "list").unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&split)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let mut one_by_one = vec![InputSpec::new("split", split.clone())];
+        one_by_one.extend(
+            names
+                .iter()
+                .map(|n| InputSpec::file_as("objects", root.join(n), n.clone())),
+        );
+        let list: FileList = names.iter().map(String::as_str).collect();
+        let listed = vec![
+            InputSpec::new("split", split),
+            InputSpec::listed("objects", root, Arc::new(list)),
+        ];
+        (one_by_one, listed)
+    }
+
+    #[test]
+    fn a_listed_input_keys_like_one_declaration_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one_by_one, listed) = many_files(dir.path());
+        let sc = dir.path().join("stat-cache.bin");
+        let mut c = StatCache::load(&sc);
+        let a = c.fingerprint(&one_by_one, false).unwrap();
+        let b = c.fingerprint(&listed, false).unwrap();
+        assert_eq!(a.len(), 42);
+        assert_eq!(a.to_files(), b.to_files());
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(b.digest(), inputs_digest(&b.to_files()));
+        let files = b.to_files();
+        assert!(files
+            .windows(2)
+            .all(|w| (&w[0].role, &w[0].rel) <= (&w[1].role, &w[1].rel)));
+        // From the saved stat cache (nothing hashed): the same inputs.
+        c.save().unwrap();
+        let mut c = StatCache::load(&sc);
+        assert_eq!(c.known(), 41);
+        assert_eq!(c.fingerprint(&listed, false).unwrap().to_files(), files);
+        assert!(!c.dirty);
+        // A changed file is seen through the list.
+        std::fs::write(dir.path().join("objects/c1/38.bin"), b"new").unwrap();
+        let changed = c.fingerprint(&listed, false).unwrap();
+        assert_ne!(changed.digest(), b.digest());
+        assert_eq!(
+            changed.digest(),
+            c.fingerprint(&one_by_one, false).unwrap().digest()
+        );
+    }
+
+    #[test]
+    fn a_missing_listed_file_is_named_and_the_first_in_list_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, listed) = many_files(dir.path());
+        for n in ["objects/c2/05.bin", "objects/c1/02.bin"] {
+            std::fs::remove_file(dir.path().join(n)).unwrap();
+        }
+        for _ in 0..3 {
+            let mut c = StatCache::load(&dir.path().join("sc"));
+            let msg = format!("{:#}", c.fingerprint(&listed, false).unwrap_err());
+            assert!(
+                msg.contains("`objects`") && msg.contains("c2/05.bin"),
+                "{msg}"
+            );
+        }
+        // A list needs its directory.
+        let bad = [InputSpec::listed(
+            "objects",
+            dir.path().join("split.txt"),
+            Arc::new(FileList::new()),
+        )];
+        let mut c = StatCache::load(&dir.path().join("sc"));
+        let msg = c.fingerprint(&bad, false).unwrap_err().to_string();
+        assert!(msg.contains("not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn files_below_keys_like_one_declaration_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one_by_one, _) = many_files(dir.path());
+        let root = dir.path().join("objects");
+        let elsewhere = dir.path().join("split.txt");
+        let mut files: Vec<(PathBuf, String)> = one_by_one[1..]
+            .iter()
+            .map(|s| (s.path.clone(), s.rel.clone().unwrap()))
+            .collect();
+        // A file not at root.join(rel) is declared on its own.
+        files.push((elsewhere.clone(), "c0/zz.bin".into()));
+        let specs = InputSpec::files_below("objects", &root, files.clone());
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].path, elsewhere);
+        let each: Vec<InputSpec> = files
+            .into_iter()
+            .map(|(p, r)| InputSpec::file_as("objects", p, r))
+            .collect();
+        let mut c = StatCache::load(&dir.path().join("sc"));
+        assert_eq!(
+            c.fingerprint(&specs, false).unwrap().to_files(),
+            c.fingerprint(&each, false).unwrap().to_files()
+        );
+        assert!(InputSpec::files_below("x", &root, []).is_empty());
+    }
+
+    #[test]
+    fn a_listed_directory_counts_its_files_as_a_declaration_of_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("d/e/x"), b"x").unwrap();
+        std::fs::write(root.join("f"), b"f").unwrap();
+        let names: FileList = ["f", "d"].into_iter().collect();
+        let mut c = StatCache::load(&dir.path().join("sc"));
+        let listed = c
+            .fingerprint(
+                &[InputSpec::listed("r", root.clone(), Arc::new(names))],
+                false,
+            )
+            .unwrap();
+        let each = c
+            .fingerprint(
+                &[
+                    InputSpec::file_as("r", root.join("f"), "f".into()),
+                    InputSpec::file_as("r", root.join("d"), "d".into()),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(listed.to_files(), each.to_files());
+        let rels: Vec<String> = listed.to_files().into_iter().map(|f| f.rel).collect();
+        assert_eq!(rels, ["e/x", "f"]);
     }
 
     #[test]

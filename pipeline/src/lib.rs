@@ -8,6 +8,7 @@ pub mod cas;
 pub mod config;
 pub mod dag;
 pub mod engine;
+pub mod file_list;
 pub mod fingerprint;
 pub mod key;
 pub mod links;
@@ -29,6 +30,7 @@ pub use config::{ConfigError, PipelineConfig, StageConfig};
 pub use engine::{
     DataParallel, Outcome, Part, Pipeline, RunOptions, StageFactory, StageFailed, UsageError,
 };
+pub use file_list::FileList;
 pub use fingerprint::InputSpec;
 pub use progress::Progress;
 pub use remote::{Remote, RemoteError};

@@ -1,4 +1,5 @@
-//! The stat cache's file, `cache/stat-cache.bin`: a compact binary table read in one pass.
+//! The stat cache's file, `cache/stat-cache.bin`: a compact binary table, looked up in place
+//! ([`Table`]) rather than expanded into a map of paths.
 //!
 //! It replaced a TSV of full paths and decimal nanoseconds (about 370 bytes an entry, 74 MB
 //! and most of a no-op run's time at 200,000 files). Here a directory is written once and
@@ -35,21 +36,28 @@ pub struct Row {
     pub blake3: [u8; 32],
 }
 
-/// The file's bytes for `rows` (absolute path → row). Deterministic: rows are sorted by
-/// (directory, name) and directories numbered in that order. A path without a parent or a
-/// file name, or a name over 65,535 bytes, is left out (it is hashed again next time).
-pub fn encode<'a>(rows: impl IntoIterator<Item = (&'a OsStr, &'a Row)>) -> Vec<u8> {
-    let mut split: Vec<(&[u8], &[u8], &Row)> = rows
+/// Splits an absolute path's bytes into (directory, file name) at its last `/`, as the
+/// file stores it; `None` for a path without a `/` or ending in one.
+pub fn split_path(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    let cut = path.iter().rposition(|&c| c == b'/')?;
+    let (dir, name) = (&path[..cut], &path[cut + 1..]);
+    (!name.is_empty()).then_some((dir, name))
+}
+
+/// The file's bytes for `rows` (directory, file name, row). Deterministic: rows are sorted
+/// by (directory, name) and directories numbered in that order; of rows with the same
+/// directory and name the first given is kept. A name that is empty or over 65,535 bytes is
+/// left out (that file is hashed again next time).
+pub fn encode<'a>(rows: impl IntoIterator<Item = (&'a [u8], &'a [u8], Row)>) -> Vec<u8> {
+    let mut split: Vec<(&[u8], &[u8], Row)> = rows
         .into_iter()
-        .filter_map(|(p, r)| {
-            let b = p.as_bytes();
-            let cut = b.iter().rposition(|&c| c == b'/')?;
-            let (dir, name) = (&b[..cut], &b[cut + 1..]);
-            (!name.is_empty() && name.len() <= u16::MAX as usize && dir.len() <= u32::MAX as usize)
-                .then_some((dir, name, r))
+        .filter(|(d, n, _)| {
+            !n.is_empty() && n.len() <= u16::MAX as usize && d.len() <= u32::MAX as usize
         })
         .collect();
+    // Stable: the first of equal paths stays first, and `dedup_by` keeps it.
     split.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    split.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
     let mut dirs: Vec<&[u8]> = Vec::new();
     for (d, _, _) in &split {
         if dirs.last() != Some(d) {
@@ -86,6 +94,14 @@ pub fn encode<'a>(rows: impl IntoIterator<Item = (&'a OsStr, &'a Row)>) -> Vec<u
     out
 }
 
+/// [`encode`] for rows keyed by whole paths (absolute path → row).
+pub fn encode_paths<'a>(rows: impl IntoIterator<Item = (&'a OsStr, &'a Row)>) -> Vec<u8> {
+    encode(rows.into_iter().filter_map(|(p, r)| {
+        let (d, n) = split_path(p.as_bytes())?;
+        Some((d, n, *r))
+    }))
+}
+
 /// Why a stat-cache file was not used (the caller warns and re-hashes).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -97,80 +113,237 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
-/// The rows of a file written by [`encode`], in file order.
+/// The rows of a file written by [`encode`], in file order, as whole paths.
 pub fn decode(bytes: &[u8]) -> Result<Vec<(OsString, Row)>, DecodeError> {
-    let mut rows = Vec::new();
-    decode_each(bytes, |n, p, r| {
-        rows.reserve(n.saturating_sub(rows.len()));
-        rows.push((p, r))
-    })?;
-    Ok(rows)
+    let t = Table::parse(bytes.to_vec())?;
+    Ok(t.rows()
+        .map(|(d, n, r)| {
+            let mut p = Vec::with_capacity(d.len() + 1 + n.len());
+            p.extend_from_slice(d);
+            p.push(b'/');
+            p.extend_from_slice(n);
+            (OsString::from_vec(p), r)
+        })
+        .collect())
 }
 
-/// [`decode`] handing each row to `row` as it is read, with the number of rows in the file
-/// (to reserve room once). The checksum is checked first, so on a damaged file no row is
-/// handed over; a file whose checksum holds but whose structure lies fails part-way (drop
-/// the rows then).
-pub fn decode_each(
-    bytes: &[u8],
-    mut row: impl FnMut(usize, OsString, Row),
-) -> Result<(), DecodeError> {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(DecodeError::Magic);
+/// A stat-cache file kept in memory as it is stored, looked up in place: its bytes, one
+/// offset per entry, one span per directory and a hash index (no path string per file: at
+/// 200,000 files a map of paths was ~40 MB, this is the file's ~17 MB plus ~3 MB). A lookup
+/// is a binary search over the (few, sorted) directories, then one probe of the index:
+/// binary searches over the entries touched ~15 cache lines of a 17 MB table per file.
+pub struct Table {
+    bytes: Vec<u8>,
+    /// Per directory, in the file's (sorted) order.
+    dirs: Vec<DirSpan>,
+    /// Where each entry starts in `bytes`, in file order.
+    entries: Vec<u32>,
+    /// Open addressing over (directory index, name): entry index + 1, 0 for empty; a power
+    /// of two at least twice the entries. Seeded per process (a crafted file cannot make
+    /// its probes long for every run).
+    slots: Vec<u32>,
+    seed: std::collections::hash_map::RandomState,
+}
+
+struct DirSpan {
+    at: u32,
+    len: u32,
+    /// Its entries: `entries[first..end]`.
+    first: u32,
+    end: u32,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn empty() -> Self {
+        Table {
+            bytes: Vec::new(),
+            dirs: Vec::new(),
+            entries: Vec::new(),
+            slots: vec![0],
+            seed: Default::default(),
+        }
     }
-    let Some(body_len) = bytes.len().checked_sub(32).filter(|&n| n >= MAGIC.len()) else {
-        return Err(DecodeError::Checksum);
-    };
-    let (body, check) = bytes.split_at(body_len);
-    if blake3::hash(body).as_bytes() != check {
-        return Err(DecodeError::Checksum);
-    }
-    let mut r = Reader {
-        b: body,
-        at: MAGIC.len(),
-    };
-    let ndirs = r.u32("directory count")? as usize;
-    // Each directory takes at least its 4-byte length: a count the bytes cannot hold is a
-    // lie, refused before any allocation.
-    if ndirs > r.left() / 4 {
-        return Err(DecodeError::Malformed("directory count"));
-    }
-    let mut dirs = Vec::with_capacity(ndirs);
-    for _ in 0..ndirs {
-        let n = r.u32("directory")? as usize;
-        dirs.push(r.take(n, "directory")?);
-    }
-    let n = r.u64("entry count")?;
-    if n > (r.left() / ENTRY_FIXED) as u64 {
-        return Err(DecodeError::Malformed("entry count"));
-    }
-    for _ in 0..n {
-        let d = r.u32("entry")? as usize;
-        let dir = *dirs
-            .get(d)
-            .ok_or(DecodeError::Malformed("directory index"))?;
-        let nl = r.u16("entry")? as usize;
-        let name = r.take(nl, "entry")?;
-        let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
-        path.extend_from_slice(dir);
-        path.push(b'/');
-        path.extend_from_slice(name);
-        let rec = Row {
-            size: r.u64("entry")?,
-            mtime_ns: r.u64("entry")? as i64,
-            ctime_ns: r.u64("entry")? as i64,
-            ino: r.u64("entry")?,
-            blake3: r
-                .take(32, "entry")?
-                .try_into()
-                .map_err(|_| DecodeError::Malformed("entry"))?,
+
+    /// Checks and indexes a file written by [`encode`]. The checksum is checked first; then
+    /// every length and count against the bytes left (before anything is allocated, so a
+    /// hostile file cannot ask for memory), and that directories and entries are strictly
+    /// in order (the lookups rely on it).
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(DecodeError::Magic);
+        }
+        let Some(body_len) = bytes.len().checked_sub(32).filter(|&n| n >= MAGIC.len()) else {
+            return Err(DecodeError::Checksum);
         };
-        row(n as usize, OsString::from_vec(path), rec);
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(DecodeError::Malformed("size"));
+        }
+        let (body, check) = bytes.split_at(body_len);
+        if blake3::hash(body).as_bytes() != check {
+            return Err(DecodeError::Checksum);
+        }
+        let mut r = Reader {
+            b: body,
+            at: MAGIC.len(),
+        };
+        let ndirs = r.u32("directory count")? as usize;
+        // Each directory takes at least its 4-byte length: a count the bytes cannot hold is
+        // a lie, refused before any allocation.
+        if ndirs > r.left() / 4 {
+            return Err(DecodeError::Malformed("directory count"));
+        }
+        let mut dirs: Vec<DirSpan> = Vec::with_capacity(ndirs);
+        let mut prev: Option<&[u8]> = None;
+        for _ in 0..ndirs {
+            let n = r.u32("directory")? as usize;
+            let at = r.at;
+            let d = r.take(n, "directory")?;
+            if prev.is_some_and(|p| p >= d) {
+                return Err(DecodeError::Malformed("directory order"));
+            }
+            prev = Some(d);
+            dirs.push(DirSpan {
+                at: at as u32,
+                len: n as u32,
+                first: 0,
+                end: 0,
+            });
+        }
+        let n = r.u64("entry count")?;
+        if n > (r.left() / ENTRY_FIXED) as u64 {
+            return Err(DecodeError::Malformed("entry count"));
+        }
+        let mut entries = Vec::with_capacity(n as usize);
+        let mut last: Option<(usize, &[u8])> = None;
+        for i in 0..n as u32 {
+            let start = r.at;
+            let d = r.u32("entry")? as usize;
+            if d >= dirs.len() {
+                return Err(DecodeError::Malformed("directory index"));
+            }
+            let nl = r.u16("entry")? as usize;
+            let name = r.take(nl, "entry")?;
+            r.take(ENTRY_FIXED - 6, "entry")?;
+            if name.is_empty() || last.is_some_and(|l| l >= (d, name)) {
+                return Err(DecodeError::Malformed("entry order"));
+            }
+            if last.is_none_or(|l| l.0 != d) {
+                dirs[d].first = i;
+            }
+            dirs[d].end = i + 1;
+            last = Some((d, name));
+            entries.push(start as u32);
+        }
+        if r.left() != 0 {
+            return Err(DecodeError::Malformed("end"));
+        }
+        let mut t = Table {
+            bytes,
+            dirs,
+            entries,
+            slots: Vec::new(),
+            seed: Default::default(),
+        };
+        t.index();
+        Ok(t)
     }
-    if r.left() != 0 {
-        return Err(DecodeError::Malformed("end"));
+
+    /// Fills `slots` (entries are unique by `parse`'s order check: no duplicate keys).
+    fn index(&mut self) {
+        let n = (self.entries.len() * 2).next_power_of_two().max(1);
+        let mut slots = vec![0u32; n];
+        let mask = n - 1;
+        for (e, &at) in self.entries.iter().enumerate() {
+            let mut i = self.slot_of(self.dir_at(at), self.name_at(at)) & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = e as u32 + 1;
+        }
+        self.slots = slots;
     }
-    Ok(())
+
+    fn slot_of(&self, dir: u32, name: &[u8]) -> usize {
+        use std::hash::BuildHasher;
+        self.seed.hash_one((dir, name)) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The row of the file `name` in directory `dir`.
+    pub fn get(&self, dir: &[u8], name: &[u8]) -> Option<Row> {
+        let d = self
+            .dirs
+            .binary_search_by(|s| self.dir_bytes(s).cmp(dir))
+            .ok()? as u32;
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot_of(d, name) & mask;
+        loop {
+            let e = self.slots[i].checked_sub(1)?;
+            let at = self.entries[e as usize];
+            if self.dir_at(at) == d && self.name_at(at) == name {
+                return Some(self.row_at(at));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Every row as (directory, name, row), in file order.
+    pub fn rows(&self) -> impl Iterator<Item = (&[u8], &[u8], Row)> + '_ {
+        self.dirs.iter().flat_map(move |s| {
+            let dir = self.dir_bytes(s);
+            self.entries[s.first as usize..s.end as usize]
+                .iter()
+                .map(move |&at| (dir, self.name_at(at), self.row_at(at)))
+        })
+    }
+
+    fn dir_bytes(&self, s: &DirSpan) -> &[u8] {
+        &self.bytes[s.at as usize..(s.at + s.len) as usize]
+    }
+
+    // Entries were bounds-checked by `parse`: these index within them.
+    fn dir_at(&self, at: u32) -> u32 {
+        let a = at as usize;
+        u32::from_le_bytes([
+            self.bytes[a],
+            self.bytes[a + 1],
+            self.bytes[a + 2],
+            self.bytes[a + 3],
+        ])
+    }
+
+    fn name_at(&self, at: u32) -> &[u8] {
+        let at = at as usize + 4;
+        let nl = u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]) as usize;
+        &self.bytes[at + 2..at + 2 + nl]
+    }
+
+    fn row_at(&self, at: u32) -> Row {
+        let name = self.name_at(at).len();
+        let f = &self.bytes[at as usize + 6 + name..];
+        let u = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&f[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(a)
+        };
+        let mut blake3 = [0u8; 32];
+        blake3.copy_from_slice(&f[32..64]);
+        Row {
+            size: u(0),
+            mtime_ns: u(1) as i64,
+            ctime_ns: u(2) as i64,
+            ino: u(3),
+            blake3,
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -233,13 +406,13 @@ mod tests {
     #[test]
     fn round_trip_is_exact_sorted_and_deterministic() {
         let rows = sample();
-        let bytes = encode(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
+        let bytes = encode_paths(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
         let back = decode(&bytes).unwrap();
         let mut want = rows.clone();
         want.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, want);
         // Same rows in another order: the same bytes.
-        let again = encode(rows.iter().rev().map(|(p, r)| (p.as_os_str(), r)));
+        let again = encode_paths(rows.iter().rev().map(|(p, r)| (p.as_os_str(), r)));
         assert_eq!(bytes, again);
         // Directories are written once: 3 of them for 4 rows.
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
@@ -254,7 +427,7 @@ mod tests {
     #[test]
     fn every_truncation_and_every_flipped_byte_is_refused_not_a_panic() {
         let rows = sample();
-        let bytes = encode(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
+        let bytes = encode_paths(rows.iter().map(|(p, r)| (p.as_os_str(), r)));
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -279,6 +452,50 @@ mod tests {
         let mut b = body.clone();
         b.extend_from_slice(blake3::hash(&body).as_bytes());
         assert_eq!(decode(&b), Err(DecodeError::Malformed("entry count")));
+    }
+
+    #[test]
+    fn the_table_finds_every_row_in_place_and_nothing_else() {
+        let rows = sample();
+        let t = Table::parse(encode_paths(rows.iter().map(|(p, r)| (p.as_os_str(), r)))).unwrap();
+        assert_eq!(t.len(), 4);
+        for (p, r) in &rows {
+            let (d, n) = split_path(p.as_bytes()).unwrap();
+            assert_eq!(t.get(d, n), Some(*r), "{p:?}");
+        }
+        assert_eq!(t.get(b"/data/a", b"x.bin"), None);
+        assert_eq!(t.get(b"/data/c", b"x.bin"), None);
+        assert_eq!(t.get(b"/data", b"a"), None);
+        assert!(Table::empty().get(b"/data/a", b"z.bin").is_none());
+    }
+
+    #[test]
+    fn of_equal_paths_the_first_row_is_kept() {
+        let p = OsString::from("/d/f");
+        let bytes = encode_paths([(p.as_os_str(), &row(1)), (p.as_os_str(), &row(2))]);
+        assert_eq!(decode(&bytes).unwrap(), vec![(p, row(1))]);
+    }
+
+    #[test]
+    fn rows_out_of_order_with_a_valid_checksum_are_refused() {
+        // Lookups are binary searches: a file whose order lies is not used.
+        let mut body = MAGIC.to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(b"/d");
+        body.extend_from_slice(&2u64.to_le_bytes());
+        for name in [b"b", b"a"] {
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.extend_from_slice(&1u16.to_le_bytes());
+            body.extend_from_slice(name);
+            body.extend_from_slice(&[0u8; ENTRY_FIXED - 6]);
+        }
+        let mut b = body.clone();
+        b.extend_from_slice(blake3::hash(&body).as_bytes());
+        assert_eq!(
+            Table::parse(b).err(),
+            Some(DecodeError::Malformed("entry order"))
+        );
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl Pipeline {
             stage: name.into(),
             key: key.into(),
             key_parts: info.parts.clone(),
-            inputs: info.inputs.clone(),
+            inputs: info.inputs.to_files(),
             samples: manifest.samples,
             rejects: manifest.rejects,
             shards: manifest.shards.len(),

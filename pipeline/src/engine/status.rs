@@ -108,10 +108,13 @@ pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -
         .iter()
         .map(|f| ((f.role.as_str(), f.rel.as_str()), f.blake3.as_str()))
         .collect();
-    let after: BTreeMap<(&str, &str), &str> = now
+    let after: BTreeMap<(&str, &str), String> = now
         .inputs
         .iter()
-        .map(|f| ((f.role.as_str(), f.rel.as_str()), f.blake3.as_str()))
+        .map(|f| {
+            let hex = blake3::Hash::from_bytes(*f.blake3).to_hex().to_string();
+            ((f.role, f.rel), hex)
+        })
         .collect();
     let mut changes = Vec::new();
     let role = |k: &(&str, &str)| k.0.to_string();
@@ -122,7 +125,7 @@ pub(super) fn explain(rec: &RunRecord, now: &KeyInfo, earlier: &[StageStatus]) -
                 role: role(k),
                 path: path(k),
             }),
-            Some(o) if o != h => changes.push(StaleReason::InputChanged {
+            Some(o) if *o != h.as_str() => changes.push(StaleReason::InputChanged {
                 role: role(k),
                 path: path(k),
             }),

@@ -229,9 +229,12 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
         let Some(folder) = folder else { continue };
         let dir = config.resolve(folder);
         let files = list_csvs(&dir).map_err(|e| missing(name, &dir, e))?;
-        for f in &files {
-            inputs.push(InputSpec::file_as(name, f.clone(), file_name(f)));
-        }
+        // One listed declaration per split (a per-file one cost ~150 bytes a file per run).
+        inputs.extend(InputSpec::files_below(
+            name,
+            &dir,
+            files.iter().map(|f| (f.clone(), file_name(f))),
+        ));
         splits.push(Split { name, files });
     }
     if splits.is_empty() {

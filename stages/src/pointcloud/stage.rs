@@ -9,14 +9,14 @@ use super::las::{read_labels_csv, read_las_cloud};
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
-    ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
-    UnitRecord,
+    ConfigError, FileList, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput,
+    UnitPlan, UnitRecord,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub const KIND: &str = "pc.tokens";
 /// Bump when the bytes of the shards would change for the same inputs and params.
@@ -94,8 +94,17 @@ impl Default for PcParams {
 /// Where the clouds of one split come from.
 #[derive(Debug, Clone)]
 enum Source {
-    H5 { path: PathBuf },
-    Files { entries: Vec<(PathBuf, i64)> },
+    H5 {
+        path: PathBuf,
+    },
+    /// Files below `root` (`names` is shared with the stage's input declaration): per
+    /// sample, the index of its name and its label. No path per file: at 200,000 objects
+    /// those were a third of a no-op run's memory.
+    Files {
+        root: PathBuf,
+        names: Arc<FileList>,
+        entries: Vec<(u32, i64)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +121,55 @@ pub struct PcTokensStage {
     classes: Option<Vec<String>>,
     /// Samples per split, filled by `plan` (h5 needs its header read).
     counts: OnceLock<Vec<usize>>,
+}
+
+/// The files of a split list as one listed input below `root` (each keyed by its path
+/// relative to `root`, as a declaration per file was) and the (name index, label) of the
+/// train and test samples. Names are UTF-8 (read from a text file), so `root.join(name)` is
+/// the file's path again; a file outside `root` keeps its whole path as its name.
+type Listed = (Arc<FileList>, [Vec<(u32, i64)>; 2]);
+fn listed(
+    root: &Path,
+    files: impl Iterator<Item = (PathBuf, i64, bool)>,
+) -> Result<Listed, String> {
+    let mut names = FileList::new();
+    let mut splits = [Vec::new(), Vec::new()];
+    for (path, label, test) in files {
+        let rel = rel_to(root, &path);
+        let i = u32::try_from(names.push(&rel))
+            .map_err(|_| "over 4 billion files; split the dataset".to_string())?;
+        splits[usize::from(test)].push((i, label));
+    }
+    names.shrink_to_fit();
+    for s in &mut splits {
+        s.shrink_to_fit();
+    }
+    Ok((Arc::new(names), splits))
+}
+
+/// `path` relative to `root` as `path.strip_prefix(root)` gives it (the whole path when it
+/// is not below `root`), lossy. The common case, a byte prefix then a plain rest, skips the
+/// component walk: at 200,000 files that walk was most of building the stage.
+fn rel_to<'a>(root: &Path, path: &'a Path) -> std::borrow::Cow<'a, str> {
+    use std::os::unix::ffi::OsStrExt;
+    let (r, p) = (root.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+    let plain = |rest: &[u8]| {
+        !rest.is_empty()
+            && !rest.starts_with(b"/")
+            && !rest.starts_with(b"./")
+            && rest != b"."
+            && !rest.ends_with(b"/")
+            && !rest.ends_with(b"/.")
+    };
+    if !r.is_empty() && !r.ends_with(b"/") && p.len() > r.len() + 1 && p.starts_with(r) {
+        let rest = &p[r.len() + 1..];
+        if p[r.len()] == b'/' && plain(rest) {
+            if let Ok(s) = std::str::from_utf8(rest) {
+                return s.into();
+            }
+        }
+    }
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy()
 }
 
 pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>, ConfigError> {
@@ -261,30 +319,22 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             let entries =
                 read_split_list(&root, &split).map_err(|e| err("split", format!("{e}")))?;
             inputs.push(InputSpec::new("split", split));
-            let mut train = Vec::new();
-            let mut test = Vec::new();
-            for e in entries {
-                let rel = e
-                    .path
-                    .strip_prefix(&root)
-                    .unwrap_or(&e.path)
-                    .to_string_lossy()
-                    .into_owned();
-                inputs.push(InputSpec::file_as("objects", e.path.clone(), rel));
-                if e.test {
-                    test.push((e.path, e.label));
-                } else {
-                    train.push((e.path, e.label));
-                }
+            let (names, [train, test]) = listed(
+                &root,
+                entries.into_iter().map(|e| (e.path, e.label, e.test)),
+            )
+            .map_err(|m| err("split", m))?;
+            inputs.push(InputSpec::listed("objects", root.clone(), names.clone()));
+            for (name, entries) in [("train", train), ("test", test)] {
+                splits.push(Split {
+                    name,
+                    source: Source::Files {
+                        root: root.clone(),
+                        names: names.clone(),
+                        entries,
+                    },
+                });
             }
-            splits.push(Split {
-                name: "train",
-                source: Source::Files { entries: train },
-            });
-            splits.push(Split {
-                name: "test",
-                source: Source::Files { entries: test },
-            });
         }
         Format::Las => {
             let Some(labels) = &params.labels else {
@@ -310,30 +360,24 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             if ids.0.is_some() {
                 classes = ids.0.clone();
             }
-            let mut train = Vec::new();
-            let mut test = Vec::new();
-            for (row, label) in rows.into_iter().zip(ids.1) {
-                let rel = row
-                    .path
-                    .strip_prefix(&base)
-                    .unwrap_or(&row.path)
-                    .to_string_lossy()
-                    .into_owned();
-                inputs.push(InputSpec::file_as("scans", row.path.clone(), rel));
-                if row.test {
-                    test.push((row.path, label));
-                } else {
-                    train.push((row.path, label));
-                }
+            let (names, [train, test]) = listed(
+                &base,
+                rows.into_iter()
+                    .zip(ids.1)
+                    .map(|(row, label)| (row.path, label, row.test)),
+            )
+            .map_err(|m| err("labels", m))?;
+            inputs.push(InputSpec::listed("scans", base.clone(), names.clone()));
+            for (name, entries) in [("train", train), ("test", test)] {
+                splits.push(Split {
+                    name,
+                    source: Source::Files {
+                        root: base.clone(),
+                        names: names.clone(),
+                        entries,
+                    },
+                });
             }
-            splits.push(Split {
-                name: "train",
-                source: Source::Files { entries: train },
-            });
-            splits.push(Split {
-                name: "test",
-                source: Source::Files { entries: test },
-            });
         }
     }
     Ok(Box::new(PcTokensStage {
@@ -383,7 +427,7 @@ impl PcTokensStage {
                     }
                     clouds.len()
                 }
-                Source::Files { entries } => entries.len(),
+                Source::Files { entries, .. } => entries.len(),
             });
         }
         Ok(self.counts.get_or_init(|| counts))
@@ -607,9 +651,14 @@ impl Stage for PcTokensStage {
                     })
                     .collect()
             }
-            Source::Files { entries } => entries[range.clone()]
+            Source::Files {
+                root,
+                names,
+                entries,
+            } => entries[range.clone()]
                 .par_iter()
-                .map(|(path, label)| {
+                .map(|(i, label)| {
+                    let path = &root.join(names.get(*i as usize).unwrap_or_default());
                     let is_bin = path.extension().is_some_and(|e| e == "bin");
                     let cloud = if is_bin {
                         read_bin_cloud(path).map_err(|e| e.to_string())
@@ -713,5 +762,54 @@ mod key_tests {
         crate::keyed::assert_every_field_keys::<super::PcParams>(&[
             "train", "test", "root", "split", "labels",
         ]);
+    }
+}
+
+#[cfg(test)]
+mod rel_tests {
+    use super::*;
+
+    /// The shortcut gives `strip_prefix`'s name in every case: these names are the key.
+    #[test]
+    fn rel_to_is_strip_prefix_whatever_the_spelling() {
+        let roots = [
+            "/d/root",
+            "./root",
+            "root",
+            "/d/root/",
+            "/d/./root",
+            "/",
+            ".",
+            "a//b",
+        ];
+        let rests = [
+            "bag/x.bin",
+            "x",
+            "./x",
+            "bag//x.bin",
+            "bag/./x.bin",
+            "../up.bin",
+            "bag/x/",
+            "bag/x/.",
+            "/abs/x.bin",
+            ".",
+            "",
+        ];
+        for r in roots {
+            for rest in rests {
+                let root = Path::new(r);
+                for path in [root.join(rest), PathBuf::from(format!("{r}/{rest}"))] {
+                    let want = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+                    assert_eq!(rel_to(root, &path), want, "root {r:?}, path {path:?}");
+                }
+            }
+        }
+        // Outside the root: the whole path.
+        let p = Path::new("/elsewhere/x.bin");
+        assert_eq!(rel_to(Path::new("/d/root"), p), "/elsewhere/x.bin");
+        assert_eq!(
+            rel_to(Path::new("/d/ro"), Path::new("/d/root/x")),
+            "/d/root/x"
+        );
     }
 }
