@@ -7,7 +7,7 @@
 #   Sizes one by one: PC_PER_CLASS, PC_NUMPY_LIMIT, NOOP_FILES, VIDEO_CLIPS, AV_SCENARIOS,
 #   AV_GRID, AV2_SCENARIOS, IMAGES, REMOTE_GB, ITERS/HIDDEN/... (block). Results per bench:
 #   benches/work/results-*.txt. Python: PYTHON (default python3) for the anchors, with
-#   REMOTE_PYTHON / BLOCK_PYTHON for remote.sh (moto, awscli, blake3) and block_step.sh
+#   REMOTE_PYTHON / BLOCK_PYTHON for remote.sh (moto, awscli) and block_step.sh
 #   (torch) when those live in other environments; NO_INSTALL=1 to never pip install.
 # Every "same numbers?" check fails its bench on a mismatch or an exception; a failed bench
 # is a FAILED row in the table and makes the script exit non-zero after printing the table.
@@ -368,9 +368,9 @@ bench_image() {
 }
 bench_remote() {
   local py=${REMOTE_PYTHON:-$PY}
-  PY=$py pyinstall 'moto[server]' awscli blake3 >/dev/null 2>&1 || true
-  needs "remote pull" "moto[server], awscli, blake3 for $py (make bench-remote installs them; or REMOTE_PYTHON=...)" \
-    "$py" -c "import moto.server, awscli, blake3" || return 0
+  PY=$py pyinstall 'moto[server]' awscli >/dev/null 2>&1 || true
+  needs "remote pull" "moto[server], awscli for $py (make bench-remote installs them; or REMOTE_PYTHON=...)" \
+    "$py" -c "import moto.server, awscli" || return 0
   PYTHON=$py bash benches/remote.sh | tee -a "$OUT"
 }
 bench_block() {

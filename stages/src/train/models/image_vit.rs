@@ -14,6 +14,7 @@
 
 use super::layers::{BlockPosition, Execution, LayerNorm, VitTrunk};
 use crate::train::block::{BlockCore, BlockMode};
+use crate::train::ops::mkl_layout::for_matmul;
 use crate::train::ops::precision::{linear, Precision};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -141,7 +142,8 @@ impl ImageVit {
     /// `rng` Some = training (drop path).
     pub fn forward(&self, images: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let x = self.features(images, rng)?;
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        // A strided view [B, d] (row stride T·d): MKL's matmul needs it contiguous.
+        let cls = for_matmul(x.narrow(1, 0, 1)?.squeeze(1)?)?;
         self.head.forward(&cls)
     }
 

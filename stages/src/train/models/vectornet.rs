@@ -12,6 +12,7 @@
 use super::layers::{Execution, LayerNorm};
 use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
 use crate::train::ops::attention::{attention, AttnImpl};
+use crate::train::ops::mkl_layout::for_matmul;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -70,7 +71,9 @@ impl SubgraphLayer {
         let h = self.n1.forward(&self.l1.forward(x)?)?.relu()?;
         let h = self.n2.forward(&self.l2.forward(&h)?)?.relu()?;
         let pooled = h.max_keepdim(1)?.broadcast_as(h.shape())?;
-        Tensor::cat(&[&h, &pooled], D::Minus1)
+        // candle concatenates a broadcast side through transposes: the result is strided,
+        // which the next layer's Linear hands to MKL's matmul (it needs it contiguous).
+        for_matmul(Tensor::cat(&[&h, &pooled], D::Minus1)?)
     }
 }
 

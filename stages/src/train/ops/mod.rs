@@ -1,12 +1,14 @@
 //! Numerical building blocks shared by the LLM block and the encoders: attention (full or
 //! chunked with recompute), activation checkpointing, mixed precision and loss scaling, and
-//! batch mixing (mixup / cutmix), and VideoMAE's per-clip video augmentations (`video_aug`).
+//! batch mixing (mixup / cutmix), VideoMAE's per-clip video augmentations (`video_aug`), and
+//! the operand layouts candle's MKL matmul accepts (`mkl_layout`).
 //! Depends on candle, rand, rayon and serde only.
 
 pub mod attention;
 pub(crate) mod handover;
 pub mod image_aug;
 pub mod mixup;
+pub mod mkl_layout;
 pub mod precision;
 pub mod recompute;
 pub mod video_aug;
