@@ -20,7 +20,8 @@ use super::video_aug::erasing::{random_erase, EraseSpec};
 use super::video_aug::rand_augment::rand_augment_clip;
 use super::video_aug::resized_crop::draw_box;
 use super::video_aug::{Clip, TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
-use crate::images::decode::Rgb;
+use crate::images::decode::{check_pixels, decode, sniff, Rgb};
+use crate::images::region::{decode_region, jpeg_size};
 use crate::images::resize::resize_bicubic;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -95,9 +96,43 @@ pub fn deit_train_view(
     hflip: f64,
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
-    let side = spec.crop;
     let b = draw_box(img.height, img.width, spec.scale, spec.ratio, rng);
     let cut = cut_box(img, b.y, b.x, b.h, b.w);
+    view_of_cut(cut, spec, hflip, rng)
+}
+
+/// The training view of an image file's bytes: [`deit_train_view`] of its decoded pixels,
+/// the same bytes for the same `rng`, but a JPEG is decoded only inside the crop's box (the
+/// box needs only the size, which the header gives; `images::region`). A file this cannot
+/// decode is an error naming what is wrong with it.
+pub fn deit_train_view_file(
+    bytes: &[u8],
+    max_pixels: u64,
+    spec: &TrainAugment,
+    hflip: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>, String> {
+    if sniff(bytes)? != "JPEG" {
+        let img = decode(bytes, max_pixels)?;
+        return Ok(deit_train_view(&img.rgb, spec, hflip, rng));
+    }
+    let size = jpeg_size(bytes)?;
+    check_pixels(size.width, size.height, max_pixels)?;
+    let b = draw_box(size.height, size.width, spec.scale, spec.ratio, rng);
+    let (y, x) = (b.y.min(size.height), b.x.min(size.width));
+    let (h, w) = (b.h.min(size.height - y), b.w.min(size.width - x));
+    let cut = match decode_region(bytes, 8, x, y, w, h)? {
+        Some(cut) => cut,
+        // CMYK files, empty boxes: the whole image, then the same cut as before.
+        None => cut_box(&decode(bytes, max_pixels)?.rgb, y, x, h, w),
+    };
+    Ok(view_of_cut(cut, spec, hflip, rng))
+}
+
+/// Everything after the crop's box is cut, in timm's order: bicubic to S × S, flip,
+/// RandAugment, normalize, erasing.
+fn view_of_cut(cut: Rgb, spec: &TrainAugment, hflip: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let side = spec.crop;
     let mut view = if cut.height == 0 || cut.width == 0 {
         Rgb {
             width: side,
@@ -187,6 +222,53 @@ mod tests {
                 assert_eq!(a, b, "{}x{} seed {seed}", img.width, img.height);
             }
         }
+    }
+
+    /// The view from a file's bytes (a JPEG decoded only inside the box) is the view of the
+    /// whole decoded image, bit for bit: colour 4:2:0, gray, CMYK (decoded whole) and PNG.
+    #[test]
+    fn the_view_from_the_file_is_the_view_of_the_decoded_image() {
+        use crate::images::turbo::Encoder;
+        let spec = TrainAugment {
+            crop: 48,
+            ratio: [0.75, 4.0 / 3.0],
+            rand_augment: super::super::video_aug::RandAugmentSpec::parse("rand-m9-mstd0.5-inc1")
+                .ok(),
+            ..TrainAugment::default()
+        };
+        let mut enc = Encoder::new().unwrap();
+        let mut files = Vec::new();
+        for (w, h, ch) in [(301, 203, 3), (64, 97, 1), (40, 30, 4), (17, 9, 3)] {
+            let g = gradient(w, h);
+            let px: Vec<u8> = match ch {
+                1 => g.data.chunks(3).map(|p| p[0] ^ p[2]).collect(),
+                4 => g.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], p[0] / 2]).collect(),
+                _ => g.data.iter().enumerate().map(|(i, &v)| v ^ (i as u8 * 7)).collect(),
+            };
+            files.push(enc.encode(&px, w, h, ch, 90).unwrap());
+        }
+        let mut png = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut png, 23, 19);
+            e.set_color(png::ColorType::Rgb);
+            let mut wr = e.write_header().unwrap();
+            wr.write_image_data(&gradient(23, 19).data).unwrap();
+        }
+        files.push(png);
+        for f in &files {
+            let img = decode(f, 1 << 28).unwrap().rgb;
+            for seed in 0..30 {
+                let a = deit_train_view_file(f, 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed))
+                    .unwrap();
+                let b = deit_train_view(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&a) == bits(&b), "{}x{} seed {seed}", img.width, img.height);
+            }
+        }
+        let e = deit_train_view_file(b"GIF89a....", 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        assert!(e.unwrap_err().contains("GIF"));
+        let e = deit_train_view_file(&files[0], 100, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        assert!(e.unwrap_err().contains("max_pixels"));
     }
 
     fn gradient(w: usize, h: usize) -> Rgb {
