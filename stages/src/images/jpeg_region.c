@@ -2,8 +2,7 @@
  * One rectangle of a JPEG, decoded with libjpeg's own API (libjpeg-turbo's libjpeg.so.62):
  * `jpeg_skip_scanlines` skips the IDCT and colour conversion of the rows above it (their
  * entropy-coded data is still read, as it must be), `jpeg_crop_scanline` those of the
- * columns beside it, and reading stops after its last row. Optionally at a DCT scale M/8
- * (libjpeg's `scale_num / scale_denom`, what PIL's `Image.draft` sets).
+ * columns beside it, and reading stops after its last row.
  *
  * Why C: libjpeg reports errors by calling `error_exit`, which must not return; the only
  * portable way out is setjmp/longjmp, which Rust cannot do. This file is the smallest
@@ -18,7 +17,6 @@
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <string.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -74,15 +72,18 @@ int lm4ve_jpeg_header(const unsigned char *buf, unsigned long len, unsigned int 
 }
 
 /*
- * Decodes columns [x, x + w) of rows [y, y + h) of the image scaled by scale_num/8 (1..=8;
- * 8 = full size) into `out` (w·h·3 bytes, packed RGB). Gray JPEGs come out as RGB with the
- * value repeated (libjpeg's gray → RGB), YCbCr and RGB ones as RGB. Returns 0 = ok,
- * 1 = error (message in `err`), 2 = not handled here (CMYK/YCCK, or a rectangle outside the
- * scaled image): the caller decodes the whole image instead.
+ * Decodes columns [x, x + w) of rows [y, y + h) of the image, packed RGB, straight into
+ * `out` (no copy): row r of the rectangle at out + r·stride·3, its pixel 0 at column
+ * *x_in_row, where *stride (pixels) is the width libjpeg decoded (the rectangle plus margins,
+ * widened to iMCU boundaries). Needs stride·h·3 ≤ out_cap. Gray JPEGs come out as RGB with
+ * the value repeated (libjpeg's gray → RGB), YCbCr and RGB ones as RGB. Returns 0 = ok,
+ * 1 = error (message in `err`), 2 = not handled here (CMYK/YCCK, a rectangle outside the
+ * image, `out` too small): the caller decodes the whole image instead.
  */
-int lm4ve_jpeg_region(const unsigned char *buf, unsigned long len, unsigned int scale_num,
-                      unsigned int x, unsigned int y, unsigned int w, unsigned int h,
-                      unsigned char *out, char *err, size_t errlen) {
+int lm4ve_jpeg_region(const unsigned char *buf, unsigned long len, unsigned int x,
+                      unsigned int y, unsigned int w, unsigned int h, unsigned char *out,
+                      size_t out_cap, unsigned int *stride, unsigned int *x_in_row, char *err,
+                      size_t errlen) {
   struct jpeg_decompress_struct cinfo;
   struct guard g;
   cinfo.err = jpeg_std_error(&g.pub);
@@ -106,13 +107,7 @@ int lm4ve_jpeg_region(const unsigned char *buf, unsigned long len, unsigned int 
       jpeg_destroy_decompress(&cinfo);
       return 2;
   }
-  if (scale_num < 1 || scale_num > 8) {
-    jpeg_destroy_decompress(&cinfo);
-    return 2;
-  }
   cinfo.out_color_space = JCS_RGB;
-  cinfo.scale_num = scale_num;
-  cinfo.scale_denom = 8;
   jpeg_start_decompress(&cinfo);
   JDIMENSION ow = cinfo.output_width, oh = cinfo.output_height;
   if (w == 0 || h == 0 || x > ow || w > ow - x || y > oh || h > oh - y) {
@@ -125,13 +120,16 @@ int lm4ve_jpeg_region(const unsigned char *buf, unsigned long len, unsigned int 
   JDIMENSION cw = x1 - x0;
   /* Moves x0 left to an iMCU boundary and widens cw to match. */
   if (cw < ow) jpeg_crop_scanline(&cinfo, &x0, &cw);
-  JSAMPARRAY row =
-      (*cinfo.mem->alloc_sarray)((j_common_ptr)&cinfo, JPOOL_IMAGE, cinfo.output_width * 3, 1);
+  if ((size_t)cw * h * 3 > out_cap) {
+    jpeg_destroy_decompress(&cinfo);
+    return 2;
+  }
   if (y0 > 0) jpeg_skip_scanlines(&cinfo, y0);
   while (cinfo.output_scanline < y + h) {
     JDIMENSION r = cinfo.output_scanline;
-    if (jpeg_read_scanlines(&cinfo, row, 1) != 1) break;
-    if (r >= y) memcpy(out + (size_t)(r - y) * w * 3, row[0] + (size_t)(x - x0) * 3, (size_t)w * 3);
+    /* The margin rows above the rectangle land in its first row, overwritten after. */
+    JSAMPROW row = out + (size_t)(r >= y ? r - y : 0) * cw * 3;
+    if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) break;
   }
   int short_read = cinfo.output_scanline < y + h;
   jpeg_abort_decompress(&cinfo);
@@ -140,5 +138,7 @@ int lm4ve_jpeg_region(const unsigned char *buf, unsigned long len, unsigned int 
     snprintf(err, errlen, "truncated JPEG (Premature end of JPEG file)");
     return 1;
   }
+  *stride = cw;
+  *x_in_row = x - x0;
   return 0;
 }

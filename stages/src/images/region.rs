@@ -1,14 +1,12 @@
 //! A rectangle of a JPEG decoded without decoding the rest (libjpeg's `jpeg_skip_scanlines`
-//! and `jpeg_crop_scanline`, through the C wrapper `jpeg_region.c`), optionally at a DCT
-//! scale M/8. The training view's random crop needs only the image's size to place its box,
-//! so the pixels outside the box never have to be made (issue 24: the training loader).
-//!
-//! At scale 8/8 the pixels are exactly those of [`super::decode::decode`] (the same
-//! libjpeg-turbo, the same settings; `tests` checks it over subsamplings, sizes and boxes).
-//! At a smaller scale they are libjpeg's scaled IDCT's, a different low-pass than a full
-//! decode: only used where the caller has asked for it.
+//! and `jpeg_crop_scanline`, through the C wrapper `jpeg_region.c`). The training view's
+//! random crop needs only the image's size to place its box, so the pixels outside the box
+//! never have to be made (issue 24: the training loader). The pixels are exactly those of
+//! [`super::decode::decode`] (the same libjpeg-turbo, the same settings; `tests` checks it
+//! over sizes, gray and colour, and boxes), handed over where libjpeg wrote them (a window
+//! of wider rows) rather than copied.
 
-use super::decode::Rgb;
+use super::resize::RgbWindow;
 use std::ffi::{c_char, c_int, c_uchar, c_uint, c_ulong};
 
 extern "C" {
@@ -25,12 +23,14 @@ extern "C" {
     fn lm4ve_jpeg_region(
         buf: *const c_uchar,
         len: c_ulong,
-        scale_num: c_uint,
         x: c_uint,
         y: c_uint,
         w: c_uint,
         h: c_uint,
         out: *mut c_uchar,
+        out_cap: usize,
+        stride: *mut c_uint,
+        x_in_row: *mut c_uint,
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
@@ -79,55 +79,91 @@ pub fn jpeg_size(jpeg: &[u8]) -> Result<JpegSize, String> {
     })
 }
 
-/// libjpeg's output size of a side of `n` pixels at scale `m`/8: `ceil(n·m/8)`.
-pub fn scaled_side(n: usize, m: u32) -> usize {
-    (n * m as usize).div_ceil(8)
+/// A decoded rectangle: `height` rows of `stride` pixels, the rectangle's `width` pixels
+/// starting at column `x` of each.
+#[derive(Debug)]
+pub struct Region {
+    pub data: Vec<u8>,
+    pub stride: usize,
+    pub x: usize,
+    pub width: usize,
+    pub height: usize,
 }
 
-/// Columns `x..x+w` of rows `y..y+h` of the JPEG decoded at scale `m`/8 (8 = full size), as
-/// packed RGB. `Ok(None)` where this path does not apply (CMYK/YCCK files, a box outside the
-/// scaled image): decode the whole image instead. A truncated file is an error only if the
-/// rows read reach the missing data (the data stage checked every stored JPEG whole).
+impl Region {
+    pub fn window(&self) -> RgbWindow<'_> {
+        RgbWindow {
+            data: &self.data,
+            stride: self.stride,
+            x: self.x,
+            width: self.width,
+            height: self.height,
+        }
+    }
+}
+
+/// libjpeg's margin around the rectangle (`MARGIN` in the C file) plus the widening to iMCU
+/// boundaries (at most 2 × 16 pixels): how much wider than the rectangle its rows can be.
+const SLACK: usize = 16 * 2 + 32;
+
+/// Columns `x..x+w` of rows `y..y+h` of the JPEG (whose width is `image_width`), as packed
+/// RGB. `Ok(None)` where this path does not apply (CMYK/YCCK files, a box outside the
+/// image): decode the whole image instead. A truncated file is an error only if the rows
+/// read reach the missing data (the data stage checked every stored JPEG whole).
 pub fn decode_region(
     jpeg: &[u8],
-    m: u32,
+    image_width: usize,
     x: usize,
     y: usize,
     w: usize,
     h: usize,
-) -> Result<Option<Rgb>, String> {
+) -> Result<Option<Region>, String> {
     let fits = |v: usize| c_uint::try_from(v).is_ok();
     if w == 0 || h == 0 || !(fits(x) && fits(y) && fits(w) && fits(h)) {
         return Ok(None);
     }
-    let len = w
+    let cap = (w + SLACK)
+        .min(image_width.max(w))
         .checked_mul(h)
         .and_then(|n| n.checked_mul(3))
         .ok_or("crop too large")?;
-    let mut out = vec![0u8; len];
+    let mut out = vec![0u8; cap];
+    let (mut stride, mut x_in_row) = (0, 0);
     let mut err = [0u8; ERR_LEN];
-    // SAFETY: `out` holds w·h·3 bytes, all the C side writes (it checks the box against the
-    // scaled image before writing); the error buffer is ERR_LEN bytes.
+    // SAFETY: `out` holds `cap` bytes and the C side writes only stride·h·3 ≤ cap of them
+    // (it checks before decoding); the outputs are plain integers; the error buffer is
+    // ERR_LEN bytes.
     let rc = unsafe {
         lm4ve_jpeg_region(
             jpeg.as_ptr(),
             jpeg.len() as c_ulong,
-            m as c_uint,
             x as c_uint,
             y as c_uint,
             w as c_uint,
             h as c_uint,
             out.as_mut_ptr(),
+            cap,
+            &mut stride,
+            &mut x_in_row,
             err.as_mut_ptr().cast(),
             ERR_LEN,
         )
     };
     match rc {
-        0 => Ok(Some(Rgb {
-            width: w,
-            height: h,
-            data: out,
-        })),
+        0 => {
+            let (stride, x) = (stride as usize, x_in_row as usize);
+            if x + w > stride || stride * h * 3 > out.len() {
+                return Err(format!("internal: region of stride {stride} for {w} pixels"));
+            }
+            out.truncate(stride * h * 3);
+            Ok(Some(Region {
+                data: out,
+                stride,
+                x,
+                width: w,
+                height: h,
+            }))
+        }
         2 => Ok(None),
         _ => {
             let msg = err_text(&err);
@@ -164,7 +200,7 @@ mod tests {
         px
     }
 
-    fn cut(img: &Rgb, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
+    fn cut(img: &crate::images::decode::Rgb, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(w * h * 3);
         for r in y..y + h {
             let s = (r * img.width + x) * 3;
@@ -193,26 +229,13 @@ mod tests {
                 ));
             }
             for (x, y, bw, bh) in boxes {
-                let got = decode_region(&jpeg, 8, x, y, bw, bh).unwrap().unwrap();
+                let got = decode_region(&jpeg, w, x, y, bw, bh).unwrap().unwrap();
                 assert_eq!((got.width, got.height), (bw, bh));
                 assert!(
-                    got.data == cut(&full, x, y, bw, bh),
+                    got.window().to_rgb().data == cut(&full, x, y, bw, bh),
                     "{w}x{h}x{ch}: box x={x} y={y} {bw}x{bh} differs from the full decode"
                 );
             }
-        }
-    }
-
-    #[test]
-    fn a_scaled_region_is_the_same_pixels_as_the_whole_scaled_decode() {
-        let mut enc = Encoder::new().unwrap();
-        let (w, h) = (500, 375);
-        let jpeg = enc.encode(&picture(w, h, 3, 1), w, h, 3, 90).unwrap();
-        for m in [3, 5, 7] {
-            let (sw, sh) = (scaled_side(w, m), scaled_side(h, m));
-            let whole = decode_region(&jpeg, m, 0, 0, sw, sh).unwrap().unwrap();
-            let part = decode_region(&jpeg, m, 41, 37, sw - 60, sh - 50).unwrap().unwrap();
-            assert_eq!(part.data, cut(&whole, 41, 37, sw - 60, sh - 50), "scale {m}/8");
         }
     }
 
@@ -221,14 +244,14 @@ mod tests {
         let mut enc = Encoder::new().unwrap();
         let jpeg = enc.encode(&picture(64, 48, 3, 2), 64, 48, 3, 90).unwrap();
         // A box past the image: not this path's job.
-        assert!(decode_region(&jpeg, 8, 60, 0, 10, 10).unwrap().is_none());
+        assert!(decode_region(&jpeg, 64, 60, 0, 10, 10).unwrap().is_none());
         // CMYK: decoded whole by the caller (Pillow's CMYK;I conversion lives there).
         let cmyk = enc.encode(&picture(32, 32, 4, 3), 32, 32, 4, 90).unwrap();
-        assert!(decode_region(&cmyk, 8, 0, 0, 8, 8).unwrap().is_none());
+        assert!(decode_region(&cmyk, 32, 0, 0, 8, 8).unwrap().is_none());
         // Garbage and a truncated file.
         assert!(jpeg_size(b"\xff\xd8\xffnot a jpeg").is_err());
         let cut_short = &jpeg[..jpeg.len() / 2];
-        let e = decode_region(cut_short, 8, 0, 0, 64, 48).unwrap_err();
+        let e = decode_region(cut_short, 64, 0, 0, 64, 48).unwrap_err();
         assert!(e.contains("Premature end"), "{e}");
     }
 }

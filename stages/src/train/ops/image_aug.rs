@@ -18,11 +18,11 @@
 use super::video_aug::clip::normalize_value;
 use super::video_aug::erasing::{random_erase, EraseSpec};
 use super::video_aug::rand_augment::rand_augment_clip;
-use super::video_aug::resized_crop::draw_box;
+use super::video_aug::resized_crop::{draw_box, CropBox};
 use super::video_aug::{Clip, TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
 use crate::images::decode::{check_pixels, decode, sniff, Rgb};
 use crate::images::region::{decode_region, jpeg_size};
-use crate::images::resize::resize_bicubic;
+use crate::images::resize::{resize_window, RgbWindow};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -42,48 +42,24 @@ pub fn hflip_u8(data: &mut [u8], w: usize) {
     }
 }
 
-/// The box (`y`, `x`, `h`, `w`), clamped to `img`, as an image of its own: the crop timm's
-/// `RandomResizedCrop` resizes. Copies only the box's rows (not the whole decoded image); a
-/// malformed image (data not `H·W·3` bytes) reads as black, as `Clip::new` + `crop` did.
-fn cut_box(img: &Rgb, y: usize, x: usize, h: usize, w: usize) -> Rgb {
-    let (ih, iw) = (img.height, img.width);
-    let (y0, x0) = (y.min(ih), x.min(iw));
-    let (h, w) = (h.min(ih - y0), w.min(iw - x0));
-    let row = w * 3;
-    let whole = ih.checked_mul(iw).and_then(|n| n.checked_mul(3)) == Some(img.data.len());
-    let data = if whole {
-        let mut d = Vec::with_capacity(h * row);
-        for r in 0..h {
-            let s = ((y0 + r) * iw + x0) * 3;
-            d.extend_from_slice(&img.data[s..s + row]);
-        }
-        d
-    } else {
-        vec![0; h * row]
-    };
-    Rgb {
-        width: w,
-        height: h,
-        data,
-    }
-}
-
 /// `ToTensor` + `Normalize` by table: the 3 × 256 values `clip::normalize_value` gives, looked
-/// up (the same f32s, without a division per byte).
+/// up (the same f32s, without a division per byte), built once per process.
 fn normalize_by_table(data: &[u8]) -> Vec<f32> {
-    let mut lut = [[0f32; 256]; 3];
-    for (c, t) in lut.iter_mut().enumerate() {
-        for (v, x) in t.iter_mut().enumerate() {
-            *x = normalize_value(v as u8, IMAGENET_MEAN[c], IMAGENET_STD[c]);
+    static LUT: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    let lut = LUT.get_or_init(|| {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, t) in lut.iter_mut().enumerate() {
+            for (v, x) in t.iter_mut().enumerate() {
+                *x = normalize_value(v as u8, IMAGENET_MEAN[c], IMAGENET_STD[c]);
+            }
         }
-    }
-    let mut out = Vec::with_capacity(data.len());
-    for p in data.chunks_exact(3) {
-        out.extend([
-            lut[0][p[0] as usize],
-            lut[1][p[1] as usize],
-            lut[2][p[2] as usize],
-        ]);
+        lut
+    });
+    let mut out = vec![0f32; data.len()];
+    for (o, p) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
+        o[0] = lut[0][p[0] as usize];
+        o[1] = lut[1][p[1] as usize];
+        o[2] = lut[2][p[2] as usize];
     }
     out
 }
@@ -97,14 +73,13 @@ pub fn deit_train_view(
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
     let b = draw_box(img.height, img.width, spec.scale, spec.ratio, rng);
-    let cut = cut_box(img, b.y, b.x, b.h, b.w);
-    view_of_cut(cut, spec, hflip, rng)
+    view_of_crop(box_of(img, b), spec, hflip, rng)
 }
 
 /// The training view of an image file's bytes: [`deit_train_view`] of its decoded pixels,
 /// the same bytes for the same `rng`, but a JPEG is decoded only inside the crop's box (the
 /// box needs only the size, which the header gives; `images::region`). A file this cannot
-/// decode is an error naming what is wrong with it.
+/// decode is an error saying why.
 pub fn deit_train_view_file(
     bytes: &[u8],
     max_pixels: u64,
@@ -121,37 +96,45 @@ pub fn deit_train_view_file(
     let b = draw_box(size.height, size.width, spec.scale, spec.ratio, rng);
     let (y, x) = (b.y.min(size.height), b.x.min(size.width));
     let (h, w) = (b.h.min(size.height - y), b.w.min(size.width - x));
-    let cut = match decode_region(bytes, 8, x, y, w, h)? {
-        Some(cut) => cut,
-        // CMYK files, empty boxes: the whole image, then the same cut as before.
-        None => cut_box(&decode(bytes, max_pixels)?.rgb, y, x, h, w),
-    };
-    Ok(view_of_cut(cut, spec, hflip, rng))
+    if let Some(region) = decode_region(bytes, size.width, x, y, w, h)? {
+        return Ok(view_of_crop(Some(region.window()), spec, hflip, rng));
+    }
+    // CMYK files, empty boxes: the whole image, then the same box.
+    let img = decode(bytes, max_pixels)?.rgb;
+    Ok(view_of_crop(box_of(&img, b), spec, hflip, rng))
 }
 
-/// Everything after the crop's box is cut, in timm's order: bicubic to S × S, flip,
-/// RandAugment, normalize, erasing.
-fn view_of_cut(cut: Rgb, spec: &TrainAugment, hflip: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+/// The box, clamped to `img`, as a window on it (no copy); None for a malformed image (data
+/// not `H·W·3` bytes), whose crop reads as black, as `Clip::new` + `crop` made it.
+fn box_of(img: &Rgb, b: CropBox) -> Option<RgbWindow<'_>> {
+    let (y, x) = (b.y.min(img.height), b.x.min(img.width));
+    let (h, w) = (b.h.min(img.height - y), b.w.min(img.width - x));
+    RgbWindow::of_box(img, y, x, h, w)
+}
+
+/// Everything after the crop's box is placed, in timm's order: Pillow's bicubic to S × S
+/// (black for an empty or unreadable crop), flip, RandAugment, normalize, erasing.
+fn view_of_crop(
+    crop: Option<RgbWindow<'_>>,
+    spec: &TrainAugment,
+    hflip: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
     let side = spec.crop;
-    let mut view = if cut.height == 0 || cut.width == 0 {
-        Rgb {
-            width: side,
-            height: side,
-            data: vec![0; side * side * 3],
-        }
-    } else {
-        resize_bicubic(&cut, side, side)
+    let mut view = match crop {
+        Some(c) if c.width > 0 && c.height > 0 => resize_window(c, side, side).data,
+        _ => vec![0; side * side * 3],
     };
     if rng.random::<f64>() < hflip {
-        hflip_u8(&mut view.data, side);
+        hflip_u8(&mut view, side);
     }
     let mut out = match &spec.rand_augment {
         Some(ra) => {
             let clip =
-                Clip::new(1, side, side, view.data).unwrap_or_else(|_| Clip::zeros(1, side, side));
+                Clip::new(1, side, side, view).unwrap_or_else(|_| Clip::zeros(1, side, side));
             normalize_by_table(&rand_augment_clip(&clip, ra, spec.interpolation, rng).data)
         }
-        None => normalize_by_table(&view.data),
+        None => normalize_by_table(&view),
     };
     if spec.erase_prob > 0.0 {
         let es = EraseSpec::ssv2(spec.erase_prob, spec.erase_count);
@@ -164,6 +147,7 @@ fn view_of_cut(cut: Rgb, spec: &TrainAugment, hflip: f64, rng: &mut ChaCha8Rng) 
 mod tests {
     use super::super::video_aug::clip::{crop, normalize};
     use super::*;
+    use crate::images::resize::resize_bicubic;
     use rand::SeedableRng;
 
     /// The view as it was computed before the copy-free cut and the normalization table
