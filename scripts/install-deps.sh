@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in pkg-config libhdf5-dev clang libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg nginx libnginx-mod-http-dav-ext libopenmpi-dev openmpi-bin libturbojpeg0-dev; do
+for pkg in pkg-config libhdf5-dev clang libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg nginx libnginx-mod-http-dav-ext libopenmpi-dev openmpi-bin libturbojpeg0-dev libjpeg-dev; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 

@@ -8,8 +8,7 @@
 use crate::cli::BenchImageLoaderArgs;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::UsageError;
-use lm4ve_stages::images::decode::decode;
-use lm4ve_stages::train::ops::image_aug::deit_train_view;
+use lm4ve_stages::train::ops::image_aug::deit_train_view_file;
 use lm4ve_stages::train::recipe::TaskRecipe;
 use lm4ve_stages::train::task::image::Image;
 use rand::SeedableRng;
@@ -78,10 +77,9 @@ pub fn run(a: &BenchImageLoaderArgs) -> Result<ExitCode> {
         let mut sum = 0f64;
         for (i, f) in files.iter().enumerate() {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let img =
-                decode(&bytes, 1 << 28).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64((p * files.len() + i) as u64);
-            let v = deit_train_view(&img.rgb, &spec, hflip, &mut rng);
+            let v = deit_train_view_file(&bytes, 1 << 28, &spec, hflip, &mut rng)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             sum += v[0] as f64;
         }
         Ok(sum)

@@ -76,7 +76,8 @@ pub fn sniff(bytes: &[u8]) -> Result<&'static str, String> {
     ))
 }
 
-fn check_pixels(width: usize, height: usize, max_pixels: u64) -> Result<(), String> {
+/// PIL's decompression-bomb check, before any pixel is decoded.
+pub fn check_pixels(width: usize, height: usize, max_pixels: u64) -> Result<(), String> {
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
         return Err(format!(

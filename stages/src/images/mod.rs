@@ -2,6 +2,7 @@
 //! shards of evaluation views and training JPEGs (PAPER.md §6, issue 24).
 //!
 //! - [`turbo`]: libjpeg-turbo (TurboJPEG API) decode and encode;
+//! - [`region`]: one rectangle of a JPEG (libjpeg's skip/crop scanlines), for training crops;
 //! - [`decode`]: a file → RGB exactly as `PIL.Image.open(f).convert('RGB')`;
 //! - [`resize`]: Pillow's bicubic resampling, torchvision's Resize / CenterCrop arithmetic;
 //! - [`source`]: the three layouts, listed in ImageFolder order;
@@ -10,6 +11,7 @@
 
 pub mod decode;
 pub mod demo;
+pub mod region;
 pub mod resize;
 pub mod source;
 pub mod stage;

@@ -6,8 +6,7 @@
 //! normalized with the ImageNet mean and std (timm's defaults).
 
 use super::ShardSet;
-use crate::images::decode::decode;
-use crate::train::ops::image_aug::{deit_train_view, hflip_u8};
+use crate::train::ops::image_aug::{deit_train_view_file, hflip_u8};
 use crate::train::ops::mixup::{apply_images, draw, soft_targets, MixSpec};
 use crate::train::ops::video_aug::{TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
 use anyhow::{Context, Result};
@@ -107,13 +106,12 @@ impl ImageSet {
                 let bytes = s.fields[jpeg]
                     .get(..n)
                     .with_context(|| format!("image {i}: jpeg_bytes {n} past its field"))?;
-                let img = decode(bytes, MAX_TRAIN_PIXELS)
-                    .map_err(|e| anyhow::anyhow!("training image {i}: {e}"))?;
                 let spec = TrainAugment {
                     crop: side,
                     ..spec.clone()
                 };
-                deit_train_view(&img.rgb, &spec, self.hflip, rng)
+                deit_train_view_file(bytes, MAX_TRAIN_PIXELS, &spec, self.hflip, rng)
+                    .map_err(|e| anyhow::anyhow!("training image {i}: {e}"))?
             }
             // No augmentation: the stored evaluation view, flipped at random.
             _ => {

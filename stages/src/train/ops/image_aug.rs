@@ -18,10 +18,11 @@
 use super::video_aug::clip::normalize_value;
 use super::video_aug::erasing::{random_erase, EraseSpec};
 use super::video_aug::rand_augment::rand_augment_clip;
-use super::video_aug::resized_crop::draw_box;
+use super::video_aug::resized_crop::{draw_box, CropBox};
 use super::video_aug::{Clip, TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
-use crate::images::decode::Rgb;
-use crate::images::resize::resize_bicubic;
+use crate::images::decode::{check_pixels, decode, sniff, Rgb};
+use crate::images::region::{decode_region, jpeg_size};
+use crate::images::resize::{resize_window, RgbWindow};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -41,48 +42,24 @@ pub fn hflip_u8(data: &mut [u8], w: usize) {
     }
 }
 
-/// The box (`y`, `x`, `h`, `w`), clamped to `img`, as an image of its own: the crop timm's
-/// `RandomResizedCrop` resizes. Copies only the box's rows (not the whole decoded image); a
-/// malformed image (data not `H·W·3` bytes) reads as black, as `Clip::new` + `crop` did.
-fn cut_box(img: &Rgb, y: usize, x: usize, h: usize, w: usize) -> Rgb {
-    let (ih, iw) = (img.height, img.width);
-    let (y0, x0) = (y.min(ih), x.min(iw));
-    let (h, w) = (h.min(ih - y0), w.min(iw - x0));
-    let row = w * 3;
-    let whole = ih.checked_mul(iw).and_then(|n| n.checked_mul(3)) == Some(img.data.len());
-    let data = if whole {
-        let mut d = Vec::with_capacity(h * row);
-        for r in 0..h {
-            let s = ((y0 + r) * iw + x0) * 3;
-            d.extend_from_slice(&img.data[s..s + row]);
-        }
-        d
-    } else {
-        vec![0; h * row]
-    };
-    Rgb {
-        width: w,
-        height: h,
-        data,
-    }
-}
-
 /// `ToTensor` + `Normalize` by table: the 3 × 256 values `clip::normalize_value` gives, looked
-/// up (the same f32s, without a division per byte).
+/// up (the same f32s, without a division per byte), built once per process.
 fn normalize_by_table(data: &[u8]) -> Vec<f32> {
-    let mut lut = [[0f32; 256]; 3];
-    for (c, t) in lut.iter_mut().enumerate() {
-        for (v, x) in t.iter_mut().enumerate() {
-            *x = normalize_value(v as u8, IMAGENET_MEAN[c], IMAGENET_STD[c]);
+    static LUT: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    let lut = LUT.get_or_init(|| {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, t) in lut.iter_mut().enumerate() {
+            for (v, x) in t.iter_mut().enumerate() {
+                *x = normalize_value(v as u8, IMAGENET_MEAN[c], IMAGENET_STD[c]);
+            }
         }
-    }
-    let mut out = Vec::with_capacity(data.len());
-    for p in data.chunks_exact(3) {
-        out.extend([
-            lut[0][p[0] as usize],
-            lut[1][p[1] as usize],
-            lut[2][p[2] as usize],
-        ]);
+        lut
+    });
+    let mut out = vec![0f32; data.len()];
+    for (o, p) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
+        o[0] = lut[0][p[0] as usize];
+        o[1] = lut[1][p[1] as usize];
+        o[2] = lut[2][p[2] as usize];
     }
     out
 }
@@ -95,28 +72,69 @@ pub fn deit_train_view(
     hflip: f64,
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
-    let side = spec.crop;
     let b = draw_box(img.height, img.width, spec.scale, spec.ratio, rng);
-    let cut = cut_box(img, b.y, b.x, b.h, b.w);
-    let mut view = if cut.height == 0 || cut.width == 0 {
-        Rgb {
-            width: side,
-            height: side,
-            data: vec![0; side * side * 3],
-        }
-    } else {
-        resize_bicubic(&cut, side, side)
+    view_of_crop(box_of(img, b), spec, hflip, rng)
+}
+
+/// The training view of an image file's bytes: [`deit_train_view`] of its decoded pixels,
+/// the same bytes for the same `rng`, but a JPEG is decoded only inside the crop's box (the
+/// box needs only the size, which the header gives; `images::region`). A file this cannot
+/// decode is an error saying why.
+pub fn deit_train_view_file(
+    bytes: &[u8],
+    max_pixels: u64,
+    spec: &TrainAugment,
+    hflip: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>, String> {
+    if sniff(bytes)? != "JPEG" {
+        let img = decode(bytes, max_pixels)?;
+        return Ok(deit_train_view(&img.rgb, spec, hflip, rng));
+    }
+    let size = jpeg_size(bytes)?;
+    check_pixels(size.width, size.height, max_pixels)?;
+    let b = draw_box(size.height, size.width, spec.scale, spec.ratio, rng);
+    let (y, x) = (b.y.min(size.height), b.x.min(size.width));
+    let (h, w) = (b.h.min(size.height - y), b.w.min(size.width - x));
+    if let Some(region) = decode_region(bytes, size.width, x, y, w, h)? {
+        return Ok(view_of_crop(Some(region.window()), spec, hflip, rng));
+    }
+    // CMYK files, empty boxes: the whole image, then the same box.
+    let img = decode(bytes, max_pixels)?.rgb;
+    Ok(view_of_crop(box_of(&img, b), spec, hflip, rng))
+}
+
+/// The box, clamped to `img`, as a window on it (no copy); None for a malformed image (data
+/// not `H·W·3` bytes), whose crop reads as black, as `Clip::new` + `crop` made it.
+fn box_of(img: &Rgb, b: CropBox) -> Option<RgbWindow<'_>> {
+    let (y, x) = (b.y.min(img.height), b.x.min(img.width));
+    let (h, w) = (b.h.min(img.height - y), b.w.min(img.width - x));
+    RgbWindow::of_box(img, y, x, h, w)
+}
+
+/// Everything after the crop's box is placed, in timm's order: Pillow's bicubic to S × S
+/// (black for an empty or unreadable crop), flip, RandAugment, normalize, erasing.
+fn view_of_crop(
+    crop: Option<RgbWindow<'_>>,
+    spec: &TrainAugment,
+    hflip: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
+    let side = spec.crop;
+    let mut view = match crop {
+        Some(c) if c.width > 0 && c.height > 0 => resize_window(c, side, side).data,
+        _ => vec![0; side * side * 3],
     };
     if rng.random::<f64>() < hflip {
-        hflip_u8(&mut view.data, side);
+        hflip_u8(&mut view, side);
     }
     let mut out = match &spec.rand_augment {
         Some(ra) => {
             let clip =
-                Clip::new(1, side, side, view.data).unwrap_or_else(|_| Clip::zeros(1, side, side));
+                Clip::new(1, side, side, view).unwrap_or_else(|_| Clip::zeros(1, side, side));
             normalize_by_table(&rand_augment_clip(&clip, ra, spec.interpolation, rng).data)
         }
-        None => normalize_by_table(&view.data),
+        None => normalize_by_table(&view),
     };
     if spec.erase_prob > 0.0 {
         let es = EraseSpec::ssv2(spec.erase_prob, spec.erase_count);
@@ -129,6 +147,7 @@ pub fn deit_train_view(
 mod tests {
     use super::super::video_aug::clip::{crop, normalize};
     use super::*;
+    use crate::images::resize::resize_bicubic;
     use rand::SeedableRng;
 
     /// The view as it was computed before the copy-free cut and the normalization table
@@ -187,6 +206,53 @@ mod tests {
                 assert_eq!(a, b, "{}x{} seed {seed}", img.width, img.height);
             }
         }
+    }
+
+    /// The view from a file's bytes (a JPEG decoded only inside the box) is the view of the
+    /// whole decoded image, bit for bit: colour 4:2:0, gray, CMYK (decoded whole) and PNG.
+    #[test]
+    fn the_view_from_the_file_is_the_view_of_the_decoded_image() {
+        use crate::images::turbo::Encoder;
+        let spec = TrainAugment {
+            crop: 48,
+            ratio: [0.75, 4.0 / 3.0],
+            rand_augment: super::super::video_aug::RandAugmentSpec::parse("rand-m9-mstd0.5-inc1")
+                .ok(),
+            ..TrainAugment::default()
+        };
+        let mut enc = Encoder::new().unwrap();
+        let mut files = Vec::new();
+        for (w, h, ch) in [(301, 203, 3), (64, 97, 1), (40, 30, 4), (17, 9, 3)] {
+            let g = gradient(w, h);
+            let px: Vec<u8> = match ch {
+                1 => g.data.chunks(3).map(|p| p[0] ^ p[2]).collect(),
+                4 => g.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], p[0] / 2]).collect(),
+                _ => g.data.iter().enumerate().map(|(i, &v)| v ^ (i as u8 * 7)).collect(),
+            };
+            files.push(enc.encode(&px, w, h, ch, 90).unwrap());
+        }
+        let mut png = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut png, 23, 19);
+            e.set_color(png::ColorType::Rgb);
+            let mut wr = e.write_header().unwrap();
+            wr.write_image_data(&gradient(23, 19).data).unwrap();
+        }
+        files.push(png);
+        for f in &files {
+            let img = decode(f, 1 << 28).unwrap().rgb;
+            for seed in 0..30 {
+                let a = deit_train_view_file(f, 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed))
+                    .unwrap();
+                let b = deit_train_view(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&a) == bits(&b), "{}x{} seed {seed}", img.width, img.height);
+            }
+        }
+        let e = deit_train_view_file(b"GIF89a....", 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        assert!(e.unwrap_err().contains("GIF"));
+        let e = deit_train_view_file(&files[0], 100, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        assert!(e.unwrap_err().contains("max_pixels"));
     }
 
     fn gradient(w: usize, h: usize) -> Rgb {
