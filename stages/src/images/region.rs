@@ -153,7 +153,9 @@ pub fn decode_region(
         0 => {
             let (stride, x) = (stride as usize, x_in_row as usize);
             if x + w > stride || stride * h * 3 > out.len() {
-                return Err(format!("internal: region of stride {stride} for {w} pixels"));
+                return Err(format!(
+                    "internal: region of stride {stride} for {w} pixels"
+                ));
             }
             out.truncate(stride * h * 3);
             Ok(Some(Region {
@@ -215,9 +217,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         // 4:2:0 colour (the stored training JPEGs) and gray, odd sizes (partial iMCUs).
         for (w, h, ch) in [(500, 375, 3), (333, 221, 3), (97, 131, 3), (211, 157, 1)] {
-            let jpeg = enc.encode(&picture(w, h, ch, w as u64), w, h, ch, 90).unwrap();
+            let jpeg = enc
+                .encode(&picture(w, h, ch, w as u64), w, h, ch, 90)
+                .unwrap();
             let full = decode(&jpeg, 1 << 28).unwrap().rgb;
-            assert_eq!(jpeg_size(&jpeg).unwrap(), JpegSize { width: w, height: h });
+            assert_eq!(
+                jpeg_size(&jpeg).unwrap(),
+                JpegSize {
+                    width: w,
+                    height: h
+                }
+            );
             let mut boxes = vec![(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, 1, 1)];
             for _ in 0..40 {
                 let (bw, bh) = (rng.random_range(1..=w), rng.random_range(1..=h));

@@ -94,7 +94,10 @@ impl<'a> RgbWindow<'a> {
     /// Rows `y..y+h`, columns `x..x+w` of `img`; None unless the box lies inside it and the
     /// data is `width · height · 3` bytes.
     pub fn of_box(img: &'a Rgb, y: usize, x: usize, h: usize, w: usize) -> Option<Self> {
-        let whole = img.height.checked_mul(img.width).and_then(|n| n.checked_mul(3));
+        let whole = img
+            .height
+            .checked_mul(img.width)
+            .and_then(|n| n.checked_mul(3));
         (whole == Some(img.data.len()) && y + h <= img.height && x + w <= img.width).then(|| {
             RgbWindow {
                 data: &img.data[y * img.width * 3..],
@@ -417,7 +420,13 @@ mod tests {
         for (w0, h0, w, h) in sizes {
             // Noise plus hard edges: overshoot past 0 and 255 exercises the clipping.
             let data = (0..w0 * h0 * 3)
-                .map(|i| if (i / 3 / 7) % 2 == 0 { rng.random::<u8>() } else { (i % 2 * 255) as u8 })
+                .map(|i| {
+                    if (i / 3 / 7) % 2 == 0 {
+                        rng.random::<u8>()
+                    } else {
+                        (i % 2 * 255) as u8
+                    }
+                })
                 .collect();
             let img = Rgb {
                 width: w0,

@@ -226,8 +226,17 @@ mod tests {
             let g = gradient(w, h);
             let px: Vec<u8> = match ch {
                 1 => g.data.chunks(3).map(|p| p[0] ^ p[2]).collect(),
-                4 => g.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], p[0] / 2]).collect(),
-                _ => g.data.iter().enumerate().map(|(i, &v)| v ^ (i as u8 * 7)).collect(),
+                4 => g
+                    .data
+                    .chunks(3)
+                    .flat_map(|p| [p[0], p[1], p[2], p[0] / 2])
+                    .collect(),
+                _ => g
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v ^ (i as u8 * 7))
+                    .collect(),
             };
             files.push(enc.encode(&px, w, h, ch, 90).unwrap());
         }
@@ -242,16 +251,39 @@ mod tests {
         for f in &files {
             let img = decode(f, 1 << 28).unwrap().rgb;
             for seed in 0..30 {
-                let a = deit_train_view_file(f, 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed))
-                    .unwrap();
+                let a = deit_train_view_file(
+                    f,
+                    1 << 28,
+                    &spec,
+                    0.5,
+                    &mut ChaCha8Rng::seed_from_u64(seed),
+                )
+                .unwrap();
                 let b = deit_train_view(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert!(bits(&a) == bits(&b), "{}x{} seed {seed}", img.width, img.height);
+                assert!(
+                    bits(&a) == bits(&b),
+                    "{}x{} seed {seed}",
+                    img.width,
+                    img.height
+                );
             }
         }
-        let e = deit_train_view_file(b"GIF89a....", 1 << 28, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        let e = deit_train_view_file(
+            b"GIF89a....",
+            1 << 28,
+            &spec,
+            0.5,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         assert!(e.unwrap_err().contains("GIF"));
-        let e = deit_train_view_file(&files[0], 100, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(0));
+        let e = deit_train_view_file(
+            &files[0],
+            100,
+            &spec,
+            0.5,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         assert!(e.unwrap_err().contains("max_pixels"));
     }
 

@@ -345,6 +345,22 @@ fn hcubic(r: &[u8], w: usize, ix: i64, dx: f64) -> Px {
     cubic4(a, b, c, d, dx)
 }
 
+/// [`hcubic`] on a row already widened to [`Px`] (one load per neighbour, no conversions):
+/// the same values.
+#[inline(always)]
+fn hcubic_px(r: &[Px], ix: i64, dx: f64) -> Px {
+    let last = r.len() as i64 - 1;
+    if dx == 0.0 {
+        return r[ix.clamp(0, last) as usize];
+    }
+    if ix >= 1 && ix + 2 <= last {
+        let s = (ix - 1) as usize;
+        return cubic4(r[s], r[s + 1], r[s + 2], r[s + 3], dx);
+    }
+    let [a, b, c, d] = [-1, 0, 1, 2].map(|k| r[(ix + k).clamp(0, last) as usize]);
+    cubic4(a, b, c, d, dx)
+}
+
 /// [`affine`] into `dst` (same length as `src`). Compiled for AVX2 too, used where the CPU
 /// has it (the four-lane pixel arithmetic becomes one vector op; the values do not change:
 /// no fused multiply-adds, the same operations in the same order).
@@ -408,6 +424,17 @@ fn affine_into_any(
             return bicubic_columns_only(src, w, h, m, fill, dst);
         }
     }
+    // The general bicubic path reads 16 neighbours per output pixel: the source is widened
+    // to f64 lanes once (each u8 converted once, not up to 16 times; the same values).
+    let wide: Vec<Px> = if interp == Interp::Bicubic {
+        src[..w * h * 3].chunks_exact(3).map(|p| px(p, 0)).collect()
+    } else {
+        Vec::new()
+    };
+    let wide_row = |y: i64| {
+        let y = y.clamp(0, hmax) as usize;
+        &wide[y * w..(y + 1) * w]
+    };
     for (y, orow) in dst.chunks_exact_mut(row).take(h).enumerate() {
         let yc = y as f64 + 0.5;
         for (x, o) in orow.chunks_exact_mut(3).enumerate() {
@@ -440,14 +467,14 @@ fn affine_into_any(
                 }
                 Interp::Bicubic => {
                     let v = if dy == 0.0 {
-                        hcubic(src_row(iy), w, ix, dx)
+                        hcubic_px(wide_row(iy), ix, dx)
                     } else {
                         // Four plain calls, not `array::map` (whose closure was not inlined:
                         // a fifth of the training loader's time went to this line).
-                        let r0 = hcubic(src_row(iy - 1), w, ix, dx);
-                        let r1 = hcubic(src_row(iy), w, ix, dx);
-                        let r2 = hcubic(src_row(iy + 1), w, ix, dx);
-                        let r3 = hcubic(src_row(iy + 2), w, ix, dx);
+                        let r0 = hcubic_px(wide_row(iy - 1), ix, dx);
+                        let r1 = hcubic_px(wide_row(iy), ix, dx);
+                        let r2 = hcubic_px(wide_row(iy + 1), ix, dx);
+                        let r3 = hcubic_px(wide_row(iy + 2), ix, dx);
                         cubic4(r0, r1, r2, r3, dy)
                     };
                     for c in 0..3 {
