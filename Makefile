@@ -8,8 +8,10 @@ export PYTHON
 # frozen LLaMA block"): scripts/install-mkl.sh installs it from PyPI wheels into .mkl/ once
 # (~1.1 GB); patches/intel-mkl-src links it and libiomp5 statically (no library path needed at
 # run time); build, test and lint then use the same features (one compile). Not the default:
-# candle's MKL matmul refuses strided operands that the image ViT and VectorNet pass (stages
-# unit tests and train_e2e fail with MatMulUnexpectedStriding), see BENCHMARKS.md.
+# the default build's gemm is as fast at the demo's thread counts (block step 0.88x PyTorch at
+# 2 threads, BENCHMARKS.md) and needs no 1.1 GB download. candle's MKL matmul refuses strided
+# operands (MatMulUnexpectedStriding); the MKL build makes the two the models pass contiguous
+# (stages/src/train/ops/mkl_layout.rs).
 MKL ?= 0
 MKL_ENV = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
 ifeq ($(MKL),1)
