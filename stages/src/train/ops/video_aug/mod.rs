@@ -13,6 +13,7 @@
 //! Everything random comes from the `ChaCha8Rng` passed in, drawn sequentially; per-frame
 //! work may run on rayon's pool and does not change the result.
 
+pub mod affine;
 pub mod clip;
 pub mod erasing;
 pub mod pil_ops;
