@@ -203,7 +203,8 @@ impl PredictionFusion {
         let e = self.delta1.forward(&delta)?.relu()?;
         let e = self.delta_norm.forward(&self.delta2.forward(&e)?)?.relu()?;
         let a = actor.unsqueeze(1)?.broadcast_as((n, k, d))?;
-        let x = Tensor::cat(&[&e, &a], D::Minus1)?;
+        // A last-dimension cat with a broadcast side: strided, as the subgraph's (MKL build).
+        let x = for_matmul(Tensor::cat(&[&e, &a], D::Minus1)?)?;
         self.mapping_norm
             .forward(&self.mapping.forward(&x)?)?
             .relu()
