@@ -10,8 +10,8 @@ export PYTHON
 # run time); build, test and lint then use the same features (one compile). Not the default:
 # the default build's gemm is as fast at the demo's thread counts (block step 0.88x PyTorch at
 # 2 threads, BENCHMARKS.md) and needs no 1.1 GB download. candle's MKL matmul refuses strided
-# operands (MatMulUnexpectedStriding); the MKL build makes the two the models pass contiguous
-# (stages/src/train/ops/mkl_layout.rs).
+# operands (MatMulUnexpectedStriding); the MKL build makes those the models pass contiguous
+# (stages/src/train/ops/mkl_layout.rs). One plan unit test still fails with MKL (README).
 MKL ?= 0
 MKL_ENV = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
 ifeq ($(MKL),1)
