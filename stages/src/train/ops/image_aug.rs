@@ -184,15 +184,20 @@ mod tests {
         out
     }
 
-    #[test]
-    fn the_view_is_the_same_bytes_as_before_the_speedup() {
-        let spec = TrainAugment {
-            crop: 40,
+    /// DeiT's training augment (RandAugment on) at a small crop, both ratios of timm's range.
+    fn deit_spec(crop: usize) -> TrainAugment {
+        TrainAugment {
+            crop,
             ratio: [0.75, 4.0 / 3.0],
             rand_augment: super::super::video_aug::RandAugmentSpec::parse("rand-m9-mstd0.5-inc1")
                 .ok(),
             ..TrainAugment::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_view_is_the_same_bytes_as_before_the_speedup() {
+        let spec = deit_spec(40);
         let mut broken = gradient(30, 20);
         broken.data.truncate(100);
         for img in [gradient(97, 61), gradient(13, 200), gradient(1, 1), broken] {
@@ -213,13 +218,7 @@ mod tests {
     #[test]
     fn the_view_from_the_file_is_the_view_of_the_decoded_image() {
         use crate::images::turbo::Encoder;
-        let spec = TrainAugment {
-            crop: 48,
-            ratio: [0.75, 4.0 / 3.0],
-            rand_augment: super::super::video_aug::RandAugmentSpec::parse("rand-m9-mstd0.5-inc1")
-                .ok(),
-            ..TrainAugment::default()
-        };
+        let spec = deit_spec(48);
         let mut enc = Encoder::new().unwrap();
         let mut files = Vec::new();
         for (w, h, ch) in [(301, 203, 3), (64, 97, 1), (40, 30, 4), (17, 9, 3)] {
