@@ -191,4 +191,13 @@ pub trait Stage: Send + Sync {
     fn finish(&self, _ctx: &StageCtx, _units: &[UnitRecord]) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)
     }
+    /// How much work a build of this stage is, relative to other stages that answer (a
+    /// training stage: its floating-point operations), asked once its upstream artifacts are
+    /// built. With `--concurrent-stages`, ready stages that answer `None` (data preparation,
+    /// evaluations: short, and they unblock others) start first, then the costliest: the
+    /// longest training does not start last and run alone at the end. Only the order of
+    /// starts depends on it, never a byte.
+    fn cost_hint(&self, _upstream: &BTreeMap<String, Upstream>) -> Option<f64> {
+        None
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, ShardWriter};
 use lm4ve_pipeline::{
     ConfigError, Outcome, Pipeline, PipelineConfig, Progress, RunOptions, Stage, StageConfig,
-    StageCtx, UnitOutput, UnitPlan,
+    StageCtx, UnitOutput, UnitPlan, Upstream,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ struct WorkParams {
     after: Vec<String>,
     #[serde(default)]
     fail: bool,
+    /// What `cost_hint` answers.
+    #[serde(default)]
+    cost: Option<f64>,
 }
 
 /// One unit that takes a while (so that stages started together overlap) and writes a
@@ -57,6 +60,15 @@ impl Stage for Work {
     }
     fn schema(&self) -> Option<Vec<Field>> {
         Some(vec![Field::new("x", Dtype::Uint8, &[1])])
+    }
+    fn cost_hint(&self, upstream: &BTreeMap<String, Upstream>) -> Option<f64> {
+        let built: Vec<&str> = upstream.keys().map(String::as_str).collect();
+        self.witness
+            .events
+            .lock()
+            .unwrap()
+            .push(format!("hint {} after {built:?}", self.name));
+        self.params.cost
     }
     fn plan(&self, _: &StageCtx) -> Result<Vec<UnitPlan>> {
         Ok(vec![UnitPlan {
@@ -88,13 +100,18 @@ impl Stage for Work {
 
 /// a and b independent; c needs a; d needs b and c.
 fn pipeline(dir: &Path, witness: &Arc<Witness>, fail_b: bool) -> Pipeline {
-    let text = format!(
-        "[cache]\ndir = \"cache\"\n\
-         [stages.a]\nkind = \"test.work\"\n[stages.a.params]\nvalue = 1\n\
+    let stages = format!(
+        "[stages.a]\nkind = \"test.work\"\n[stages.a.params]\nvalue = 1\n\
          [stages.b]\nkind = \"test.work\"\n[stages.b.params]\nvalue = 2\nfail = {fail_b}\n\
          [stages.c]\nkind = \"test.work\"\n[stages.c.params]\nvalue = 3\nafter = [\"a\"]\n\
          [stages.d]\nkind = \"test.work\"\n[stages.d.params]\nvalue = 4\nafter = [\"b\", \"c\"]\n"
     );
+    pipeline_of(dir, witness, &stages)
+}
+
+/// The `test.work` stages `stages` (TOML tables) over a cache in `dir`.
+fn pipeline_of(dir: &Path, witness: &Arc<Witness>, stages: &str) -> Pipeline {
+    let text = format!("[cache]\ndir = \"cache\"\n{stages}");
     let path = dir.join("p.toml");
     std::fs::write(&path, text).unwrap();
     let witness = witness.clone();
@@ -192,4 +209,44 @@ fn a_failed_stage_lets_the_running_one_finish_and_fails_the_run() {
     let reports = p2.run(&at_once(2), &Progress::new(true)).unwrap();
     assert_eq!(reports[0].stage, "a");
     assert_eq!(reports[0].outcome, Outcome::Fresh);
+}
+
+#[test]
+fn unhinted_stages_start_first_then_the_costliest() {
+    // p, q, r, s independent, t needs q; two at a time. In DAG order p and q would start
+    // first and p would not end last.
+    let dir = tempfile::tempdir().unwrap();
+    let witness = Arc::new(Witness::default());
+    let work = |name: &str, value: u8, extra: &str| {
+        format!("[stages.{name}]\nkind = \"test.work\"\n[stages.{name}.params]\nvalue = {value}\n{extra}")
+    };
+    let stages = [
+        work("p", 1, "cost = 1.0\n"),
+        work("q", 2, ""),
+        work("r", 3, "cost = 5.0\n"),
+        work("s", 4, "cost = 2.0\n"),
+        work("t", 5, "cost = 4.0\nafter = [\"q\"]\n"),
+    ]
+    .concat();
+    let mut p = pipeline_of(dir.path(), &witness, &stages);
+    let reports = p.run(&at_once(2), &Progress::new(true)).unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(names, ["p", "q", "r", "s", "t"], "reports in DAG order");
+    let events = witness.events.lock().unwrap().clone();
+    let starts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("start "))
+        .collect();
+    // q (no hint) and r (the costliest) first; whichever ends first, p (the cheapest) last.
+    let mut first_two = starts[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, ["q", "r"], "{events:?}");
+    assert_eq!(starts.last(), Some(&"p"), "{events:?}");
+    // A stage is asked for its hint once its upstream is built, and sees it.
+    assert!(
+        events.contains(&"hint t after [\"q\"]".to_string()),
+        "{events:?}"
+    );
+    let at = |e: &str| events.iter().position(|x| x == e).unwrap();
+    assert!(at("end q") < at("hint t after [\"q\"]"), "{events:?}");
 }

@@ -51,6 +51,8 @@ impl Pipeline {
                     .collect()
             })
             .collect();
+        // Each stage's cost hint, asked once, when it is first ready (its upstream built).
+        let mut hints: Vec<Option<Option<f64>>> = vec![None; todo.len()];
         let mut state = vec![Progressing::Waiting; todo.len()];
         let mut reports: Vec<Option<StageReport>> = vec![None; todo.len()];
         let mut first_error: Option<anyhow::Error> = None;
@@ -61,14 +63,25 @@ impl Pipeline {
                 // After a failure nothing new starts; what runs finishes (its units are kept
                 // either way), then the run fails naming the first failure.
                 if first_error.is_none() {
-                    for i in 0..todo.len() {
+                    let ready: Vec<usize> = (0..todo.len())
+                        .filter(|&i| {
+                            state[i] == Progressing::Waiting
+                                && needs[i].iter().all(|&u| state[u] == Progressing::Done)
+                        })
+                        .collect();
+                    for &i in &ready {
+                        if hints[i].is_none() {
+                            let hint = self.cost_hint(&todo[i]);
+                            if let Some(h) = hint {
+                                tracing::info!("{}: ready, cost hint {h:.3e}", todo[i]);
+                            }
+                            hints[i] = Some(hint);
+                        }
+                    }
+                    let hint_of = |i: usize| hints[i].flatten();
+                    for i in start_order(&ready, hint_of) {
                         if running == at_once {
                             break;
-                        }
-                        let ready = state[i] == Progressing::Waiting
-                            && needs[i].iter().all(|&u| state[u] == Progressing::Done);
-                        if !ready {
-                            continue;
                         }
                         state[i] = Progressing::Running;
                         running += 1;
@@ -104,6 +117,15 @@ impl Pipeline {
             return Err(e);
         }
         Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// The stage's cost hint ([`Stage::cost_hint`]); None when it has none or its upstream
+    /// cannot be read (the stage's own run then says why).
+    fn cost_hint(&self, name: &str) -> Option<f64> {
+        let upstream = self.upstream_of(name).ok()?;
+        self.stages[name]
+            .cost_hint(&upstream)
+            .filter(|c| c.is_finite() && *c >= 0.0)
     }
 
     /// One stage of a run: fresh, pulled from the remote, or built here.
@@ -180,5 +202,31 @@ impl Pipeline {
             outcome,
             pushed,
         })
+    }
+}
+
+/// The order in which the `ready` stages (positions in DAG order) start: those without a cost
+/// hint first, in DAG order (data preparation and evaluations: short, and they unblock
+/// others), then the costliest first, ties in DAG order.
+fn start_order(ready: &[usize], hint: impl Fn(usize) -> Option<f64>) -> Vec<usize> {
+    let mut order = ready.to_vec();
+    order.sort_by(|&a, &b| match (hint(a), hint(b)) {
+        (None, None) => a.cmp(&b),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.total_cmp(&x).then(a.cmp(&b)),
+    });
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_order;
+
+    #[test]
+    fn unhinted_stages_start_first_then_the_costliest() {
+        let hints = [Some(1.0), None, Some(5.0), Some(5.0), None, Some(2.0)];
+        let order = start_order(&[0, 1, 2, 3, 4, 5], |i| hints[i]);
+        assert_eq!(order, vec![1, 4, 2, 3, 5, 0]);
     }
 }

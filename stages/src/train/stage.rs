@@ -13,15 +13,18 @@
 use super::block::BlockMode;
 use super::ema::EMA_MODEL_FILE;
 use super::params::{EvalParams, ParamIssue, TrainParams, TrainToml};
+use super::plan::Flops;
 use super::registry::{self, DynTask};
 use super::task::{best_epoch, EpochMetrics};
 use super::trainer::{BEST_MODEL_FILE, BEST_UNIT_FILE};
 use anyhow::Result;
 use lm4ve_pipeline::{
     ConfigError, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput, UnitPlan,
-    UnitRecord,
+    UnitRecord, Upstream,
 };
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const TRAIN_KIND: &str = "train";
 pub const EVAL_KIND: &str = "eval";
@@ -58,6 +61,8 @@ pub struct TrainStage {
     task: &'static dyn DynTask,
     /// The typed `[model]` table with its defaults, serialized.
     model: serde_json::Value,
+    /// The config, for the dry run's FLOP count behind [`Stage::cost_hint`].
+    config: Arc<PipelineConfig>,
 }
 
 fn check_upstream_name(
@@ -114,6 +119,7 @@ pub fn build_train(
         p,
         task,
         model,
+        config: Arc::new(config.clone()),
     }))
 }
 
@@ -301,6 +307,29 @@ fn check_init(
     Ok(path)
 }
 
+/// A training's FLOPs from its step's (`flops`, for `batch` rows) and its data's samples per
+/// split: the `train` split (every sample, when the data has no such split) is trained on,
+/// `repeated_aug` times per epoch unless the RASampler keeps the epoch's length, and the
+/// other splits are scored (forward only) after each epoch.
+fn training_flops(
+    flops: &Flops,
+    batch: usize,
+    p: &TrainParams,
+    splits: &BTreeMap<String, u64>,
+) -> f64 {
+    let all: u64 = splits.values().sum();
+    let train = splits.get("train").copied().unwrap_or(all);
+    let held_out = (all - train) as f64;
+    let repeats = if p.ra_sampler {
+        1
+    } else {
+        p.repeated_aug.max(1)
+    };
+    let rows = (train as usize * repeats) as f64;
+    let per_row = 1.0 / batch.max(1) as f64;
+    p.epochs as f64 * per_row * (flops.total * rows + flops.forward * held_out)
+}
+
 impl Stage for TrainStage {
     fn kind(&self) -> &str {
         TRAIN_KIND
@@ -362,6 +391,22 @@ impl Stage for TrainStage {
             .chain(self.p.model_ema.map(|_| EMA_MODEL_FILE).iter())
             .map(|s| s.to_string())
             .collect()
+    }
+
+    /// The dry run's FLOPs of the whole training: a step's FLOPs per row times the rows of
+    /// every epoch, plus the forward of the held-out samples each epoch scores.
+    fn cost_hint(&self, upstream: &BTreeMap<String, Upstream>) -> Option<f64> {
+        let data = upstream.get(&self.p.data)?;
+        let plan = self
+            .task
+            .plan(&self.name, &self.p, &self.model, &self.config, false)
+            .ok()?;
+        Some(training_flops(
+            &plan.flops,
+            plan.batch,
+            &self.p,
+            &data.manifest.splits,
+        ))
     }
 
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
@@ -490,5 +535,39 @@ impl Stage for EvalStage {
     }
     fn finish(&self, _ctx: &StageCtx, units: &[UnitRecord]) -> Result<serde_json::Value> {
         Ok(units.first().map(|u| u.meta.clone()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::params::tests::resolved_defaults;
+    use crate::train::task::video::Video;
+
+    #[test]
+    fn training_flops_count_every_epoch_its_rows_and_the_scored_split() {
+        // A step of 4 rows: 8 forward, 40 in all (exact in binary).
+        let flops = Flops {
+            forward: 8.0,
+            backward: 32.0,
+            total: 40.0,
+            block_forward: 0.0,
+        };
+        let mut p = resolved_defaults(&Video);
+        p.epochs = 3;
+        p.repeated_aug = 2;
+        p.ra_sampler = false;
+        let splits = BTreeMap::from([("train".to_string(), 100), ("val".to_string(), 20)]);
+        // Per row: 10 trained, 2 scored; 200 rows an epoch, 20 scored.
+        let per_epoch = 10.0 * 200.0 + 2.0 * 20.0;
+        assert_eq!(training_flops(&flops, 4, &p, &splits), 3.0 * per_epoch);
+        // The RASampler keeps an epoch's length; data without a train split trains on all.
+        p.ra_sampler = true;
+        assert_eq!(
+            training_flops(&flops, 4, &p, &splits),
+            3.0 * (10.0 * 100.0 + 2.0 * 20.0)
+        );
+        let all = BTreeMap::from([("all".to_string(), 50)]);
+        assert_eq!(training_flops(&flops, 4, &p, &all), 3.0 * 10.0 * 50.0);
     }
 }
