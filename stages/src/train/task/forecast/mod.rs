@@ -497,7 +497,7 @@ impl Task for Forecasting {
                 cost.trained += 2.0 * v * (inp * w + w * w);
                 // Linear, LayerNorm, ReLU twice, then [x, max]: 18.5 floats per vector and
                 // channel (measured).
-                cost.act_bytes += F32 * v * 18.5 * w;
+                cost.act_bytes += F32 * v * (18.5 + 2.0 * MKL_CAT_COPY) * w;
                 inp = 2.0 * w;
             }
         }
@@ -512,10 +512,12 @@ impl Task for Forecasting {
         let k = c.modes as f64;
         let p2 = 2.0 * s.pred_steps as f64;
         let head = 2.0 * d * d + d * p2;
+        // The fusion's [endpoint, actor] concat is 2d wide.
+        let fusion_per_mode = FUSION_PER_MODE + 2.0 * MKL_CAT_COPY;
         cost.trained +=
             2.0 * na * ((k + 1.0) * head + k * (2.0 * d + 3.0 * d * d) + k * (2.0 * d * d + d));
         cost.act_bytes +=
-            F32 * na * ((k + 1.0) * (HEAD_PER_ACTOR * d + 2.0 * p2) + k * FUSION_PER_MODE * d);
+            F32 * na * ((k + 1.0) * (HEAD_PER_ACTOR * d + 2.0 * p2) + k * fusion_per_mode * d);
         cost
     }
 
@@ -586,6 +588,10 @@ const GLOBAL_PER_TOKEN: f64 = 22.0;
 const HEAD_PER_ACTOR: f64 = 15.0;
 /// The prediction fusion and confidence head per actor, mode and channel (measured).
 const FUSION_PER_MODE: f64 = 33.0;
+/// Floats per channel of a strided concat that the MKL build copies to contiguous memory
+/// before its Linear (`ops::mkl_layout::for_matmul`, the subgraph's and the fusion's): the
+/// copy is kept for the backward too. None in the default build.
+const MKL_CAT_COPY: f64 = if cfg!(feature = "mkl") { 1.0 } else { 0.0 };
 
 fn batch(s: &AvSet, idx: &[usize], device: &Device) -> Result<AvBatch> {
     let b = s.batch(idx, device)?;
