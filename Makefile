@@ -138,4 +138,4 @@ bench-gpu:
 	bash benches/gpu.sh
 
 clean-demo:
-	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv
+	rm -rf demo-data cache/objects cache/artifacts cache/runs cache/locks cache/tmp cache/stat-cache.tsv cache/stat-cache.bin
