@@ -163,8 +163,41 @@ fn update(xs: &[f32; B], ys: &[f32; B], zs: &[f32; B], mind: &mut [f32; B], c: P
     fmax(fmax(a4[0], a4[2]), fmax(a4[1], a4[3]))
 }
 
+/// Whether bucket j's box is nearer to `c` than the bucket's max distance `bmax[j]` (then a
+/// point in it may get nearer to the chosen set). The bound is `gap*gap + gap*gap +
+/// gap*gap` in f32, left to right, as a point's distance is computed.
 #[inline(always)]
-fn run(points: &[Point], bk: &Buckets, n: usize) -> Vec<usize> {
+fn may_change(lo: [&[f32]; 3], hi: [&[f32]; 3], bmax: &[f32], c: Point, j: usize) -> bool {
+    let [cx, cy, cz] = c;
+    let gx = fmax(fmax(lo[0][j] - cx, cx - hi[0][j]), 0.0);
+    let gy = fmax(fmax(lo[1][j] - cy, cy - hi[1][j]), 0.0);
+    let gz = fmax(fmax(lo[2][j] - cz, cz - hi[2][j]), 0.0);
+    let bound = gx * gx + gy * gy + gz * gz;
+    bound < bmax[j]
+}
+
+/// The lowest original index of a point at distance `m` in the buckets `from..` whose max
+/// is `m` (u32::MAX if none).
+#[inline(always)]
+fn first_at_max(bmax: &[f32], mind: &[f32], idx: &[u32], m: f32, from: usize) -> u32 {
+    let mut best = u32::MAX;
+    for (j, &v) in bmax.iter().enumerate().skip(from) {
+        if v == m {
+            let s = j * B;
+            if let Some(p) = mind[s..s + B].iter().position(|&d| d == m) {
+                best = best.min(idx[s + p]);
+            }
+        }
+    }
+    best
+}
+
+/// `avx2`: use the hand-written AVX2 kernels (`fps_avx2.rs`) for the bucket test and the
+/// argmax; only `run_avx2` passes true.
+#[inline(always)]
+fn run(points: &[Point], bk: &Buckets, n: usize, avx2: bool) -> Vec<usize> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx2;
     let nb = bk.lo[0].len();
     let mut mind = vec![FPS_INIT; nb * B];
     // Padding sits at 0: never above a real point of its bucket, and after them in it.
@@ -183,18 +216,24 @@ fn run(points: &[Point], bk: &Buckets, n: usize) -> Vec<usize> {
     out.push(last);
     for _ in 1..n {
         let c = points[last];
-        let [cx, cy, cz] = c;
         // One bit per bucket whose box is closer to c than its max (it may change).
         for (w, word) in need.iter_mut().enumerate() {
             let start = w * 64;
             let end = (start + 64).min(nb);
             let mut bits = 0u64;
-            for j in start..end {
-                let gx = fmax(fmax(lx[j] - cx, cx - hx[j]), 0.0);
-                let gy = fmax(fmax(ly[j] - cy, cy - hy[j]), 0.0);
-                let gz = fmax(fmax(lz[j] - cz, cz - hz[j]), 0.0);
-                let bound = gx * gx + gy * gy + gz * gz;
-                bits |= u64::from(bound < bmax[j]) << (j - start);
+            let mut first = start;
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                let groups = (end - start) / 8;
+                // SAFETY: `avx2` is true only in `run_avx2`, after the CPU reported AVX2.
+                bits = unsafe {
+                    super::fps_avx2::need_bits([lx, ly, lz], [hx, hy, hz], &bmax, c, start, groups)
+                };
+                first = start + groups * 8;
+            }
+            for j in first..end {
+                bits |=
+                    u64::from(may_change([lx, ly, lz], [hx, hy, hz], &bmax, c, j)) << (j - start);
             }
             *word = bits;
         }
@@ -223,14 +262,14 @@ fn run(points: &[Point], bk: &Buckets, n: usize) -> Vec<usize> {
             .fold(-1f32, |a, &v| fmax(a, v));
         // The lowest index at the max: one bucket holds it unless there are ties.
         let mut best = u32::MAX;
-        for (j, &v) in bmax.iter().enumerate() {
-            if v == m {
-                let s = j * B;
-                if let Some(p) = mind[s..s + B].iter().position(|&d| d == m) {
-                    best = best.min(bk.idx[s + p]);
-                }
-            }
+        let mut searched = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: as above.
+            (best, searched) =
+                unsafe { super::fps_avx2::first_at_max::<B>(&bmax, &mind, &bk.idx, m) };
         }
+        best = best.min(first_at_max(&bmax, &mind, &bk.idx, m, searched));
         // `best` is always set (the max is some bucket's point); 0 is a safe fallback.
         last = if best == u32::MAX { 0 } else { best as usize };
         out.push(last);
@@ -241,7 +280,7 @@ fn run(points: &[Point], bk: &Buckets, n: usize) -> Vec<usize> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn run_avx2(points: &[Point], bk: &Buckets, n: usize) -> Vec<usize> {
-    run(points, bk, n)
+    run(points, bk, n, true)
 }
 
 /// FPS from index 0, `n` picks, or None when the cloud is one the plain scan must do
@@ -264,5 +303,108 @@ pub(super) fn farthest_point_sample(
         }
     }
     let _ = allow_avx2;
-    Some(run(points, &bk, n))
+    Some(run(points, &bk, n, false))
+}
+
+/// The AVX2 kernels (`fps_avx2.rs`) against the scalar code that defines them, on inputs
+/// chosen for ties: a palette of few values (equal bounds and maxima, +0 and -0, a center
+/// on a box face or inside it, huge and infinite values, NaN from inf - inf), bucket
+/// counts that are not a multiple of 8. The whole FPS is compared in `geometry.rs`.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    const PALETTE: [f32; 9] = [-1.0, -0.0, 0.0, 0.5, 1.0, 2.0, 1e20, -1e20, f32::INFINITY];
+
+    fn has_avx2() -> bool {
+        let yes = std::arch::is_x86_feature_detected!("avx2");
+        if !yes {
+            eprintln!("no AVX2 on this CPU: kernel test skipped");
+        }
+        yes
+    }
+
+    #[test]
+    fn need_bits_equals_may_change() {
+        if !has_avx2() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let pick = |rng: &mut ChaCha8Rng| PALETTE[rng.random_range(0..PALETTE.len())];
+        for nb in [1, 8, 13, 64, 77, 130] {
+            let mut lo: [Vec<f32>; 3] = Default::default();
+            let mut hi: [Vec<f32>; 3] = Default::default();
+            for a in 0..3 {
+                for _ in 0..nb {
+                    let (x, y) = (pick(&mut rng), pick(&mut rng));
+                    lo[a].push(x.min(y));
+                    hi[a].push(x.max(y));
+                }
+            }
+            let l = [&lo[0][..], &lo[1][..], &lo[2][..]];
+            let h = [&hi[0][..], &hi[1][..], &hi[2][..]];
+            for round in 0..40 {
+                let c = [pick(&mut rng), pick(&mut rng), pick(&mut rng)];
+                let mut bmax: Vec<f32> = (0..nb).map(|_| pick(&mut rng).abs()).collect();
+                if round % 2 == 0 {
+                    // Maxima equal to their bounds: the strict `<` decides.
+                    for (j, b) in bmax.iter_mut().enumerate() {
+                        let gap = |a: usize| fmax(fmax(l[a][j] - c[a], c[a] - h[a][j]), 0.0);
+                        *b = gap(0) * gap(0) + gap(1) * gap(1) + gap(2) * gap(2);
+                    }
+                }
+                for start in (0..nb).step_by(64) {
+                    let groups = ((nb - start).min(64)) / 8;
+                    // SAFETY: the CPU reported AVX2 (checked above).
+                    let bits =
+                        unsafe { super::super::fps_avx2::need_bits(l, h, &bmax, c, start, groups) };
+                    for j in start..start + groups * 8 {
+                        let want = may_change(l, h, &bmax, c, j);
+                        assert_eq!(
+                            bits >> (j - start) & 1 == 1,
+                            want,
+                            "nb {nb}, j {j}, c {c:?}"
+                        );
+                    }
+                    if groups < 8 {
+                        assert_eq!(bits >> (groups * 8), 0, "bits past the groups");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_at_max_equals_scalar() {
+        if !has_avx2() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for nb in [1, 7, 8, 9, 64, 75] {
+            for round in 0..60 {
+                let m = [0.5f32, 0.0, 2.0][round % 3];
+                let vals = [m, 0.0, 0.25, 1.0, m];
+                let mind: Vec<f32> = (0..nb * B)
+                    .map(|_| vals[rng.random_range(0..vals.len())])
+                    .collect();
+                // Some buckets at the max hold no point at it (the kernel must skip them).
+                let bmax: Vec<f32> = (0..nb)
+                    .map(|_| if rng.random_range(0..3) == 0 { 1.0 } else { m })
+                    .collect();
+                let mut idx: Vec<u32> = (0..(nb * B) as u32).collect();
+                for i in (1..idx.len()).rev() {
+                    idx.swap(i, rng.random_range(0..=i));
+                }
+                let want = first_at_max(&bmax, &mind, &idx, m, 0);
+                // SAFETY: the CPU reported AVX2 (checked above).
+                let (got, done) =
+                    unsafe { super::super::fps_avx2::first_at_max::<B>(&bmax, &mind, &idx, m) };
+                assert_eq!(done, nb / 8 * 8);
+                let got = got.min(first_at_max(&bmax, &mind, &idx, m, done));
+                assert_eq!(got, want, "nb {nb}, round {round}");
+            }
+        }
+    }
 }

@@ -278,36 +278,16 @@ fn sq_dist(a: &Point, b: &Point) -> f32 {
 /// If `k > points.len()` (callers should prevent it), each row holds all points in order
 /// and is padded with its nearest index, the way PointNet++ ball query pads; with no
 /// points at all the result is empty.
+///
+/// The selection lives in `knn.rs` (a bound that discards most points first, AVX2 when the
+/// CPU has it); it works on coordinate streams, built here once per call. Indices are kept
+/// in 32 bits there: `points` is the FPS-sampled set (num_points), never a raw
+/// multi-billion-point scan.
 pub fn knn(points: &[Point], centers: &[Point], k: usize) -> Vec<usize> {
-    let n = points.len();
-    if n == 0 || k == 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::with_capacity(centers.len() * k);
-    // One u64 per point: distance bits high, index low. For non-negative floats the IEEE
-    // bit pattern orders like the value, so sorting these integers sorts by (distance,
-    // index) — a total order, hence deterministic, and integer compares are cheap. The
-    // index gets 32 bits: `points` here is the FPS-sampled set (num_points), never a raw
-    // multi-billion-point scan.
-    let mut keys: Vec<u64> = Vec::with_capacity(n);
-    let take = k.min(n);
-    for c in centers {
-        keys.clear();
-        keys.extend(points.iter().enumerate().map(|(i, p)| {
-            // A NaN distance has a larger bit pattern than +inf: it sorts last.
-            (u64::from(sq_dist(p, c).to_bits()) << 32) | (i as u64 & 0xffff_ffff)
-        }));
-        if take < n {
-            keys.select_nth_unstable(take);
-            keys.truncate(take);
-        }
-        keys.sort_unstable();
-        let row_start = out.len();
-        out.extend(keys.iter().map(|&key| (key & 0xffff_ffff) as usize));
-        let nearest = out[row_start];
-        out.resize(row_start + k, nearest);
-    }
-    out
+    let xs: Vec<f32> = points.iter().map(|p| p[0]).collect();
+    let ys: Vec<f32> = points.iter().map(|p| p[1]).collect();
+    let zs: Vec<f32> = points.iter().map(|p| p[2]).collect();
+    super::knn::knn(&xs, &ys, &zs, centers, k, true)
 }
 
 /// PointBERT tokens of one cloud.
@@ -402,10 +382,14 @@ pub fn tokenize(
         });
     }
 
-    let mut pts = points.to_vec();
-    if normalize {
+    // A copy only when the coordinates change (h5 clouds are sampled as they are).
+    let pts: std::borrow::Cow<[Point]> = if normalize {
+        let mut pts = points.to_vec();
         normalize_unit_sphere(&mut pts);
-    }
+        pts.into()
+    } else {
+        points.into()
+    };
     let sampled: Vec<Point> = farthest_point_sample(&pts, num_points)
         .into_iter()
         .map(|i| pts[i])

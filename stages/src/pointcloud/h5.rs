@@ -217,6 +217,19 @@ impl H5Clouds {
         &self.path
     }
 
+    /// Clouds per read when a range is read piece by piece: a whole number of the file's
+    /// chunks (a piece never splits a chunk, so each chunk is inflated once) and at least
+    /// 16 clouds (few library calls per unit).
+    pub fn piece_len(&self) -> usize {
+        let per_chunk = self
+            .data
+            .chunk()
+            .and_then(|c| c.first().copied())
+            .unwrap_or(1)
+            .max(1);
+        per_chunk * 16usize.div_ceil(per_chunk)
+    }
+
     /// Reads clouds [start, end) as (label, points) with a hyperslab read (do not read the
     /// whole file). Data converted to f32 and labels to i64 by HDF5 type conversion.
     pub fn read_range(&self, start: usize, end: usize) -> Result<Vec<(i64, Vec<Point>)>, H5Error> {

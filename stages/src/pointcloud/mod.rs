@@ -5,8 +5,10 @@
 pub mod bin;
 pub mod demo;
 mod fps;
+mod fps_avx2;
 pub mod geometry;
 pub mod h5;
+mod knn;
 pub mod las;
 pub mod resample;
 pub mod stage;

@@ -7,7 +7,7 @@ use super::geometry::{keep_points, normalize_unit_sphere, tokenize, Point};
 use super::h5::H5Clouds;
 use super::las::{read_labels_csv, read_las_cloud};
 use anyhow::{Context, Result};
-use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
+use lm4ve_pipeline::shard::{Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
     ConfigError, FileList, InputSpec, PipelineConfig, Stage, StageConfig, StageCtx, UnitOutput,
     UnitPlan, UnitRecord,
@@ -464,30 +464,112 @@ impl PcTokensStage {
                     .into(),
             );
         }
-        let centers = f32_bytes(&t.centers);
-        let neighborhoods = f32_bytes(&t.neighborhoods);
-        let label = label.to_le_bytes();
-        if p.keep_points == 0 {
-            return encode_reusing_context(
-                &self.schema_fields(),
-                &[&centers, &neighborhoods, &label],
-                p.zstd_level,
-            );
+        // The sample's fields laid end to end, written once into the buffer zstd reads
+        // (not one `Vec` per field, then their concatenation).
+        let schema = self.schema_fields();
+        let mut raw = Vec::with_capacity(schema.iter().map(|f| f.byte_len()).sum());
+        let mut lens = Vec::with_capacity(schema.len());
+        let mut field = |raw: &mut Vec<u8>, put: &dyn Fn(&mut Vec<u8>)| {
+            let start = raw.len();
+            put(raw);
+            lens.push(raw.len() - start);
+        };
+        field(&mut raw, &|r| push_f32s(r, &t.centers));
+        field(&mut raw, &|r| push_f32s(r, &t.neighborhoods));
+        field(&mut raw, &|r| r.extend_from_slice(&label.to_le_bytes()));
+        if p.keep_points > 0 {
+            // The same coordinates the tokens were made from (tokenize checked them); a
+            // cloud of exactly keep_points points is kept as it is, without a copy.
+            let normalized;
+            let pts: &[Point] = if normalize {
+                let mut v = points.to_vec();
+                normalize_unit_sphere(&mut v);
+                normalized = v;
+                &normalized
+            } else {
+                points
+            };
+            if pts.len() == p.keep_points {
+                field(&mut raw, &|r| push_f32s(r, pts.as_flattened()));
+            } else {
+                let kept = keep_points(pts, p.keep_points);
+                field(&mut raw, &|r| push_f32s(r, kept.as_flattened()));
+            }
         }
-        // The same coordinates the tokens were made from (tokenize checked them).
-        let mut pts = points.to_vec();
-        if normalize {
-            normalize_unit_sphere(&mut pts);
+        let sizes_ok =
+            lens.len() == schema.len() && schema.iter().zip(&lens).all(|(f, &n)| f.byte_len() == n);
+        if !sizes_ok {
+            return Err(format!(
+                "internal: sample fields of {lens:?} bytes do not match the schema; please report"
+            ));
         }
-        let kept: Vec<f32> = keep_points(&pts, p.keep_points)
-            .into_iter()
-            .flatten()
-            .collect();
-        encode_reusing_context(
-            &self.schema_fields(),
-            &[&centers, &neighborhoods, &label, &f32_bytes(&kept)],
-            p.zstd_level,
-        )
+        compress_reusing_context(&raw, p.zstd_level)
+    }
+
+    /// The sample of one loaded cloud, or why it is rejected.
+    fn encode(&self, l: &Loaded) -> Encoded {
+        match &l.cloud {
+            Ok((label, points)) => check_label(*label)
+                .and_then(|()| check_magnitude(points))
+                .and_then(|()| self.tokenize_bytes(points, *label))
+                .map(|b| (*label, b)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Clouds `range` of an h5 file, read piece by piece (`H5Clouds::piece_len`), each piece
+    /// tokenized by the pool while the next is read: the read (inflate, under libhdf5's
+    /// global lock) is serial, and reading the whole unit first left the other cores idle
+    /// meanwhile. A file that cannot be read fails the unit (the input as a whole is
+    /// wrong); single bad clouds in it are rejected by `encode`.
+    fn read_and_encode_h5(
+        &self,
+        path: &Path,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Vec<Loaded>, Vec<Encoded>)> {
+        let clouds = H5Clouds::open(path)?;
+        let piece = clouds.piece_len();
+        let file = path.display().to_string();
+        // Piece boundaries at multiples of `piece` in the file, so pieces match its chunks.
+        let mut pieces = Vec::new();
+        let mut start = range.start;
+        while start < range.end {
+            let end = ((start / piece + 1) * piece).min(range.end);
+            pieces.push(start..end);
+            start = end;
+        }
+        type Slot = std::sync::Mutex<Option<(Vec<Loaded>, Vec<Encoded>)>>;
+        let slots: Vec<Slot> = pieces.iter().map(|_| Default::default()).collect();
+        rayon::scope(|s| -> Result<()> {
+            for (piece, slot) in pieces.iter().zip(&slots) {
+                let read = clouds.read_range(piece.start, piece.end)?;
+                let loaded: Vec<Loaded> = read
+                    .into_iter()
+                    .zip(piece.clone())
+                    .map(|(cloud, i)| Loaded {
+                        file: file.clone(),
+                        sample: format!("index {i}"),
+                        cloud: Ok(cloud),
+                    })
+                    .collect();
+                s.spawn(move |_| {
+                    let encoded = loaded.par_iter().map(|l| self.encode(l)).collect();
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some((loaded, encoded));
+                    }
+                });
+            }
+            Ok(())
+        })?;
+        let (mut loaded, mut encoded) = (Vec::new(), Vec::new());
+        for slot in slots {
+            let done = slot.into_inner().ok().flatten();
+            // Every spawned piece has finished when the scope returns.
+            let (l, e) = done.context("internal: a piece of the unit was not tokenized")?;
+            loaded.extend(l);
+            encoded.extend(e);
+        }
+        Ok((loaded, encoded))
     }
 
     fn schema_fields(&self) -> Schema {
@@ -552,7 +634,10 @@ thread_local! {
 
 /// `encode_sample`'s frame with a reused compression context. The bytes are the same:
 /// `zstd::bulk::compress` is `Compressor::new(level)?.compress(data)`, and a context's
-/// parameters stay as set while each `compress` starts a new frame (tested below).
+/// parameters stay as set while each `compress` starts a new frame (tested below). The
+/// stage lays its fields out itself and calls `compress_reusing_context`; this is the
+/// tests' bridge between the two.
+#[cfg(test)]
 fn encode_reusing_context(
     schema: &Schema,
     fields: &[&[u8]],
@@ -565,24 +650,46 @@ fn encode_reusing_context(
             .all(|(f, b)| f.byte_len() == b.len());
     if !sizes_ok {
         // Never expected; let `encode_sample` name the field that is off.
-        return encode_sample(schema, fields, level).map_err(|e| e.to_string());
+        return lm4ve_pipeline::shard::encode_sample(schema, fields, level)
+            .map_err(|e| e.to_string());
     }
-    let raw = fields.concat();
+    compress_reusing_context(&fields.concat(), level)
+}
+
+/// zstd frame of `raw` (a sample's fields laid end to end, as `encode_sample` lays them)
+/// with this thread's reused context.
+fn compress_reusing_context(raw: &[u8], level: i32) -> std::result::Result<Vec<u8>, String> {
     ZSTD.with_borrow_mut(|slot| {
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             let c = zstd::bulk::Compressor::new(level).map_err(|e| format!("zstd: {e}"))?;
             *slot = Some((level, c));
         }
         match slot {
-            Some((_, c)) => c.compress(&raw).map_err(|e| format!("zstd: {e}")),
+            Some((_, c)) => c.compress(raw).map_err(|e| format!("zstd: {e}")),
             None => Err("zstd: no compression context".into()),
         }
     })
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// Appends `v` as little-endian f32s. Writing into a sized slice lets LLVM copy whole
+/// vectors; an iterator of 4-byte arrays went byte by byte.
+fn push_f32s(out: &mut Vec<u8>, v: &[f32]) {
+    let start = out.len();
+    out.resize(start + 4 * v.len(), 0);
+    for (dst, x) in out[start..].chunks_exact_mut(4).zip(v) {
+        dst.copy_from_slice(&x.to_le_bytes());
+    }
 }
+
+#[cfg(test)]
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_f32s(&mut out, v);
+    out
+}
+
+/// A cloud's (label, sample frame), or why it is rejected.
+type Encoded = std::result::Result<(i64, Vec<u8>), String>;
 
 /// One cloud of a unit: where it came from, and its label + points or why it is unreadable.
 struct Loaded {
@@ -636,53 +743,34 @@ impl Stage for PcTokensStage {
     fn run_unit(&self, _ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
         let (si, range) = self.unit_range(&unit.id)?;
         let split = &self.splits[si];
-        let loaded: Vec<Loaded> = match &split.source {
-            Source::H5 { path } => {
-                // A file that cannot be read at all fails the stage (the input as a whole is
-                // wrong); single bad clouds inside it are rejected below.
-                let clouds = H5Clouds::open(path)?;
-                let read = clouds.read_range(range.start, range.end)?;
-                read.into_iter()
-                    .zip(range.clone())
-                    .map(|(cloud, i)| Loaded {
-                        file: path.display().to_string(),
-                        sample: format!("index {i}"),
-                        cloud: Ok(cloud),
-                    })
-                    .collect()
-            }
+        let (loaded, encoded): (Vec<Loaded>, Vec<Encoded>) = match &split.source {
+            Source::H5 { path } => self.read_and_encode_h5(path, range)?,
             Source::Files {
                 root,
                 names,
                 entries,
-            } => entries[range.clone()]
-                .par_iter()
-                .map(|(i, label)| {
-                    let path = &root.join(names.get(*i as usize).unwrap_or_default());
-                    let is_bin = path.extension().is_some_and(|e| e == "bin");
-                    let cloud = if is_bin {
-                        read_bin_cloud(path).map_err(|e| e.to_string())
-                    } else {
-                        read_las_cloud(path).map_err(|e| e.to_string())
-                    };
-                    Loaded {
-                        file: path.display().to_string(),
-                        sample: "whole file".into(),
-                        cloud: cloud.map(|c| (*label, c)),
-                    }
-                })
-                .collect(),
+            } => {
+                let loaded: Vec<Loaded> = entries[range.clone()]
+                    .par_iter()
+                    .map(|(i, label)| {
+                        let path = &root.join(names.get(*i as usize).unwrap_or_default());
+                        let is_bin = path.extension().is_some_and(|e| e == "bin");
+                        let cloud = if is_bin {
+                            read_bin_cloud(path).map_err(|e| e.to_string())
+                        } else {
+                            read_las_cloud(path).map_err(|e| e.to_string())
+                        };
+                        Loaded {
+                            file: path.display().to_string(),
+                            sample: "whole file".into(),
+                            cloud: cloud.map(|c| (*label, c)),
+                        }
+                    })
+                    .collect();
+                let encoded = loaded.par_iter().map(|l| self.encode(l)).collect();
+                (loaded, encoded)
+            }
         };
-        let encoded: Vec<std::result::Result<(i64, Vec<u8>), String>> = loaded
-            .par_iter()
-            .map(|l| match &l.cloud {
-                Ok((label, points)) => check_label(*label)
-                    .and_then(|()| check_magnitude(points))
-                    .and_then(|()| self.tokenize_bytes(points, *label))
-                    .map(|b| (*label, b)),
-                Err(e) => Err(e.clone()),
-            })
-            .collect();
         let mut writer = ShardWriter::new(self.schema_fields());
         let mut labels: BTreeMap<i64, u64> = BTreeMap::new();
         for (l, enc) in loaded.iter().zip(encoded) {
@@ -726,6 +814,7 @@ impl Stage for PcTokensStage {
 #[cfg(test)]
 mod encode_tests {
     use super::*;
+    use lm4ve_pipeline::shard::encode_sample;
 
     /// The reused context gives `encode_sample`'s bytes, sample after sample and across a
     /// level change.
