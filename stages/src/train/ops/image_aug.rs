@@ -55,12 +55,17 @@ fn normalize_by_table(data: &[u8]) -> Vec<f32> {
         }
         lut
     });
-    let mut out = vec![0f32; data.len()];
-    for (o, p) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
-        o[0] = lut[0][p[0] as usize];
-        o[1] = lut[1][p[1] as usize];
-        o[2] = lut[2][p[2] as usize];
+    // Filled as it is built: zeroing 600 kB first was a visible share of the loader's time.
+    let mut out = Vec::with_capacity(data.len());
+    for p in data.chunks_exact(3) {
+        out.extend_from_slice(&[
+            lut[0][p[0] as usize],
+            lut[1][p[1] as usize],
+            lut[2][p[2] as usize],
+        ]);
     }
+    // A length that is not whole pixels kept its zeros before; it still does.
+    out.resize(data.len(), 0.0);
     out
 }
 
