@@ -33,11 +33,12 @@ pub fn hflip_u8(data: &mut [u8], w: usize) {
     }
     for row in data.chunks_mut(w * 3) {
         let n = row.len() / 3;
-        for x in 0..n / 2 {
-            let (a, b) = (x * 3, (n - 1 - x) * 3);
-            for c in 0..3 {
-                row.swap(a + c, b + c);
-            }
+        // Reversing the row's bytes reverses the pixels and each pixel's channels; putting
+        // the channels back is a second pass. Faster than swapping pixel by pixel, same bytes.
+        let px = &mut row[..n * 3];
+        px.reverse();
+        for p in px.chunks_exact_mut(3) {
+            p.swap(0, 2);
         }
     }
 }
@@ -55,12 +56,22 @@ fn normalize_by_table(data: &[u8]) -> Vec<f32> {
         }
         lut
     });
-    let mut out = vec![0f32; data.len()];
-    for (o, p) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
-        o[0] = lut[0][p[0] as usize];
-        o[1] = lut[1][p[1] as usize];
-        o[2] = lut[2][p[2] as usize];
+    // Written once, not zeroed first (a second pass over 600 kB per view); `extend` per pixel,
+    // tried, profiled slower than the zeroing it saved.
+    let mut out: Vec<f32> = Vec::with_capacity(data.len());
+    let whole = data.len() / 3 * 3;
+    for (o, p) in out
+        .spare_capacity_mut()
+        .chunks_exact_mut(3)
+        .zip(data.chunks_exact(3))
+    {
+        o[0].write(lut[0][p[0] as usize]);
+        o[1].write(lut[1][p[1] as usize]);
+        o[2].write(lut[2][p[2] as usize]);
     }
+    // SAFETY: the loop above wrote the first `whole` values (capacity is `data.len()`).
+    unsafe { out.set_len(whole) };
+    out.resize(data.len(), 0.0);
     out
 }
 

@@ -124,9 +124,10 @@ fn hcubic_px(r: &[Px], ix: i64, dx: f64) -> Px {
     cubic4(a, b, c, d, dx)
 }
 
-/// [`affine`] into `dst` (same length as `src`). Compiled for AVX2 too, used where the CPU
-/// has it (the four-lane pixel arithmetic becomes one vector op; the values do not change:
-/// no fused multiply-adds, the same operations in the same order).
+/// [`affine`] into `dst` (same length as `src`). Where the CPU has AVX2, bicubic (the image
+/// recipe's filter) runs four output pixels per vector (`affine_avx2`), bilinear as this
+/// file's loop compiled for AVX2; the values do not change (no fused multiply-adds, the same
+/// operations in the same order per output value). Other CPUs run the scalar loop.
 pub fn affine_into(
     src: &[u8],
     w: usize,
@@ -138,11 +139,74 @@ pub fn affine_into(
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        unsafe { affine_into_avx2(src, w, h, m, interp, fill, dst) };
+        if interp == Interp::Bicubic {
+            bicubic_avx2(src, w, h, m, fill, dst);
+        } else {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { affine_into_avx2(src, w, h, m, interp, fill, dst) };
+        }
         return;
     }
-    affine_into_any(src, w, h, m, interp, fill, dst)
+    affine_into_scalar(src, w, h, m, interp, fill, dst)
+}
+
+/// The bicubic affine by `affine_avx2`, whose groups of four that touch an edge or the fill
+/// come back to [`bicubic_pixel`]. Only called once AVX2 is detected.
+#[cfg(target_arch = "x86_64")]
+fn bicubic_avx2(src: &[u8], w: usize, h: usize, m: [f64; 6], fill: [u8; 3], dst: &mut [u8]) {
+    use super::affine_avx2::{bicubic, Shape};
+    if w == 0 || h == 0 || src.len() < w * h * 3 || dst.len() < w * h * 3 {
+        return;
+    }
+    // The scalar loop's shortcuts, tested in the same order.
+    let shape = if m[3] == 0.0 && m[4] == 1.0 && m[5] == 0.0 {
+        Shape::RowsOnly
+    } else if m[0] == 1.0 && m[1] == 0.0 && m[2] == 0.0 {
+        Shape::ColumnsOnly
+    } else {
+        Shape::General
+    };
+    let pixel = |x: usize, y: usize| bicubic_pixel(src, w, h, m, fill, x, y);
+    // SAFETY: the caller checked that the CPU has AVX2.
+    unsafe { bicubic(src, [w, h], m, shape, fill, dst, pixel) }
+}
+
+/// One output pixel of the bicubic affine, as the general loop of
+/// [`affine_into_scalar`] computes it (the shortcut loops give the same values), from the
+/// u8 rows ([`hcubic`], the same values as the widened rows).
+fn bicubic_pixel(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    m: [f64; 6],
+    fill: [u8; 3],
+    x: usize,
+    y: usize,
+) -> [u8; 3] {
+    let row = w * 3;
+    let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
+    let xin = m[0] * xc + m[1] * yc + m[2];
+    let yin = m[3] * xc + m[4] * yc + m[5];
+    if !(xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64) {
+        return fill;
+    }
+    let (xs, ys) = (xin - 0.5, yin - 0.5);
+    let (ix, iy) = (floor_i(xs), floor_i(ys));
+    let (dx, dy) = (xs - ix as f64, ys - iy as f64);
+    let src_row = |y: i64| {
+        let y = y.clamp(0, h as i64 - 1) as usize;
+        &src[y * row..(y + 1) * row]
+    };
+    let v = if dy == 0.0 {
+        hcubic(src_row(iy), w, ix, dx)
+    } else {
+        let r0 = hcubic(src_row(iy - 1), w, ix, dx);
+        let r1 = hcubic(src_row(iy), w, ix, dx);
+        let r2 = hcubic(src_row(iy + 1), w, ix, dx);
+        let r3 = hcubic(src_row(iy + 2), w, ix, dx);
+        cubic4(r0, r1, r2, r3, dy)
+    };
+    [cubic_to_u8(v[0]), cubic_to_u8(v[1]), cubic_to_u8(v[2])]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -156,11 +220,13 @@ fn affine_into_avx2(
     fill: [u8; 3],
     dst: &mut [u8],
 ) {
-    affine_into_any(src, w, h, m, interp, fill, dst)
+    affine_into_scalar(src, w, h, m, interp, fill, dst)
 }
 
+/// The engine without explicit vectors: what CPUs without AVX2 run, and the reference the
+/// AVX2 kernel is tested against.
 #[inline(always)]
-fn affine_into_any(
+pub(super) fn affine_into_scalar(
     src: &[u8],
     w: usize,
     h: usize,

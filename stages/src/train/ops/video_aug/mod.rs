@@ -14,6 +14,8 @@
 //! work may run on rayon's pool and does not change the result.
 
 pub mod affine;
+#[cfg(target_arch = "x86_64")]
+mod affine_avx2;
 pub mod clip;
 pub mod erasing;
 pub mod pil_ops;
@@ -21,6 +23,8 @@ pub mod rand_augment;
 mod resize;
 pub mod resized_crop;
 
+#[cfg(all(test, target_arch = "x86_64"))]
+mod affine_avx2_tests;
 #[cfg(test)]
 mod fixture_tests;
 #[cfg(test)]
