@@ -11,7 +11,7 @@ export PYTHON
 # the default build's gemm is as fast at the demo's thread counts (block step 0.88x PyTorch at
 # 2 threads, BENCHMARKS.md) and needs no 1.1 GB download. candle's MKL matmul refuses strided
 # operands (MatMulUnexpectedStriding); the MKL build makes those the models pass contiguous
-# (stages/src/train/ops/mkl_layout.rs). One plan unit test still fails with MKL (README).
+# (stages/src/train/ops/mkl_layout.rs).
 MKL ?= 0
 MKL_ENV = mkl_env="$$(bash scripts/install-mkl.sh)" && eval "$$mkl_env" &&
 ifeq ($(MKL),1)
