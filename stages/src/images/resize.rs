@@ -8,6 +8,7 @@
 //! sums rounded by adding 2²¹ and clipped to 0..=255 after each pass.
 
 use super::decode::Rgb;
+use super::transpose::transpose_rows;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -152,11 +153,12 @@ pub fn resize_window(img: RgbWindow<'_>, width: usize, height: usize) -> Rgb {
         // Horizontal pass over rows first..last.
         let tw = if width != w0 {
             let hc = coeffs(w0, width);
+            size_scratch(cols, rows * w0 * 3);
             transpose_rows(|r| img.row(first + r), rows, w0, cols);
-            out_t.clear();
-            out_t.resize(width * rows * 3, 0);
+            size_scratch(out_t, width * rows * 3);
             dispatch_sums(&hc, cols, rows * 3, 0, out_t);
             let lines = |c: usize| &out_t[c * rows * 3..(c + 1) * rows * 3];
+            size_scratch(tmp, rows * width * 3);
             transpose_rows(lines, width, rows, tmp);
             width
         } else {
@@ -196,49 +198,6 @@ thread_local! {
     };
 }
 
-/// `rows` lines of `cols` 3-byte pixels (line `r` from `line(r)`) → `cols` lines of `rows`
-/// pixels, into `dst`, in tiles (both sides stay in cache). Pixels move as 4-byte words (one
-/// load, one store); the 4th byte lands on the first byte of pixel (c, r + 1), which is
-/// written after it (rows ascend within a column), so only the last row and a line's last
-/// pixel move as 3 bytes. Raw pointers: the bounds are checked once per line, not per pixel
-/// (this loop was a tenth of the training loader's time with per-pixel checks).
-fn transpose_rows<'a>(
-    line: impl Fn(usize) -> &'a [u8],
-    rows: usize,
-    cols: usize,
-    dst: &mut Vec<u8>,
-) {
-    const T: usize = 32;
-    dst.clear();
-    dst.resize(rows * cols * 3, 0);
-    let out = dst.as_mut_ptr();
-    for r0 in (0..rows).step_by(T) {
-        let r1 = (r0 + T).min(rows);
-        for c0 in (0..cols).step_by(T) {
-            let c1 = (c0 + T).min(cols);
-            for r in r0..r1 {
-                let l = &line(r)[..cols * 3];
-                let words = if r + 1 < rows { c1.min(cols - 1) } else { c0 };
-                let words = words.max(c0);
-                // SAFETY: pixel c < cols of line r: bytes c·3 .. c·3 + 4 are inside `l`
-                // (cols·3 bytes) for c < cols − 1, c·3 + 3 for every c; its destination
-                // (c·rows + r)·3 .. + 4 is inside `dst` (rows·cols·3 bytes) for r < rows − 1,
-                // + 3 for every r.
-                unsafe {
-                    for c in c0..words {
-                        let d = out.add((c * rows + r) * 3);
-                        std::ptr::copy_nonoverlapping(l.as_ptr().add(c * 3), d, 4);
-                    }
-                    for c in words..c1 {
-                        let d = out.add((c * rows + r) * 3);
-                        std::ptr::copy_nonoverlapping(l.as_ptr().add(c * 3), d, 3);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Output line `j` of `out` (lines of `len` bytes) = clip8(round + Σ_k kk[j][k] · line
 /// `bounds[j].0 − line0 + k` of `src`): one pass of the resampler along the lines.
 fn dispatch_sums(c: &Coeffs, src: &[u8], len: usize, line0: usize, out: &mut [u8]) {
@@ -260,23 +219,49 @@ fn line_sums_avx2(c: &Coeffs, src: &[u8], len: usize, line0: usize, out: &mut [u
     line_sums(c, src, len, line0, out)
 }
 
+/// Bytes of a line summed at once in registers: 32 i32 accumulators (four AVX2 registers)
+/// stay in registers over all of an output line's taps, instead of an accumulator line
+/// loaded and stored once per tap.
+const CHUNK: usize = 32;
+
 #[inline(always)]
 fn line_sums(c: &Coeffs, src: &[u8], len: usize, line0: usize, out: &mut [u8]) {
     let round = 1i32 << (PRECISION_BITS - 1);
-    let mut acc = vec![0i32; len];
+    let whole = len / CHUNK * CHUNK;
     for (j, (&(min, n), dst)) in c.bounds.iter().zip(out.chunks_exact_mut(len)).enumerate() {
         let k = &c.kk[j * c.ksize..j * c.ksize + n];
-        acc.fill(round);
-        for (i, &kj) in k.iter().enumerate() {
-            let r = (min - line0 + i) * len;
-            for (a, &v) in acc.iter_mut().zip(&src[r..r + len]) {
-                *a += v as i32 * kj;
+        let lines = &src[(min - line0) * len..(min - line0 + n) * len];
+        for s in (0..whole).step_by(CHUNK) {
+            let mut acc = [round; CHUNK];
+            for (i, &kj) in k.iter().enumerate() {
+                let v: &[u8; CHUNK] = lines[i * len + s..i * len + s + CHUNK]
+                    .try_into()
+                    .expect("a CHUNK-byte slice");
+                for (a, &b) in acc.iter_mut().zip(v) {
+                    *a += b as i32 * kj;
+                }
+            }
+            for (d, &a) in dst[s..s + CHUNK].iter_mut().zip(&acc) {
+                *d = clip8(a);
             }
         }
-        for (d, &a) in dst.iter_mut().zip(&acc) {
+        for (x, d) in dst.iter_mut().enumerate().skip(whole) {
+            let mut a = round;
+            for (i, &kj) in k.iter().enumerate() {
+                a += lines[i * len + x] as i32 * kj;
+            }
             *d = clip8(a);
         }
     }
+}
+
+/// `buf` holding `n` bytes, reusing its allocation; the bytes are left as they were (the
+/// callers overwrite every one).
+fn size_scratch(buf: &mut Vec<u8>, n: usize) {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    buf.truncate(n);
 }
 
 /// torchvision `Resize(size)` (an int: the shorter side) on a PIL image: the output size

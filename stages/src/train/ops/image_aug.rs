@@ -17,9 +17,9 @@
 
 use super::video_aug::clip::normalize_value;
 use super::video_aug::erasing::{random_erase, EraseSpec};
-use super::video_aug::rand_augment::rand_augment_clip;
+use super::video_aug::rand_augment::rand_augment_image;
 use super::video_aug::resized_crop::{draw_box, CropBox};
-use super::video_aug::{Clip, TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
+use super::video_aug::{TrainAugment, IMAGENET_MEAN, IMAGENET_STD};
 use crate::images::decode::{check_pixels, decode, sniff, Rgb};
 use crate::images::region::{decode_region, jpeg_size};
 use crate::images::resize::{resize_window, RgbWindow};
@@ -139,14 +139,10 @@ fn view_of_crop(
     if rng.random::<f64>() < hflip {
         hflip_u8(&mut view, side);
     }
-    let mut out = match &spec.rand_augment {
-        Some(ra) => {
-            let clip =
-                Clip::new(1, side, side, view).unwrap_or_else(|_| Clip::zeros(1, side, side));
-            normalize_by_table(&rand_augment_clip(&clip, ra, spec.interpolation, rng).data)
-        }
-        None => normalize_by_table(&view),
-    };
+    if let Some(ra) = &spec.rand_augment {
+        rand_augment_image(&mut view, side, side, ra, spec.interpolation, rng);
+    }
+    let mut out = normalize_by_table(&view);
     if spec.erase_prob > 0.0 {
         let es = EraseSpec::ssv2(spec.erase_prob, spec.erase_count);
         random_erase(&mut out, 1, side, side, &es, rng);
@@ -157,6 +153,8 @@ fn view_of_crop(
 #[cfg(test)]
 mod tests {
     use super::super::video_aug::clip::{crop, normalize};
+    use super::super::video_aug::rand_augment::rand_augment_clip;
+    use super::super::video_aug::Clip;
     use super::*;
     use crate::images::resize::resize_bicubic;
     use rand::SeedableRng;
@@ -208,10 +206,23 @@ mod tests {
 
     #[test]
     fn the_view_is_the_same_bytes_as_before_the_speedup() {
-        let spec = deit_spec(40);
+        use super::super::video_aug::TrainInterpolation;
         let mut broken = gradient(30, 20);
         broken.data.truncate(100);
-        for img in [gradient(97, 61), gradient(13, 200), gradient(1, 1), broken] {
+        let images = [gradient(97, 61), gradient(13, 200), gradient(1, 1), broken];
+        for (img, interpolation) in images.iter().flat_map(|i| {
+            [
+                TrainInterpolation::Bicubic,
+                TrainInterpolation::Random,
+                TrainInterpolation::Bilinear,
+            ]
+            .map(|t| (i, t))
+        }) {
+            let spec = TrainAugment {
+                interpolation,
+                ..deit_spec(40)
+            };
+            let img = img.clone();
             for seed in 0..40 {
                 let a = deit_train_view(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));
                 let b = view_before(&img, &spec, 0.5, &mut ChaCha8Rng::seed_from_u64(seed));

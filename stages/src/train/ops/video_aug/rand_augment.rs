@@ -422,24 +422,14 @@ pub fn apply_ops(
     rng: &mut impl Rng,
 ) -> Clip {
     let clip = clip.conformed();
-    let mut plans: Vec<Vec<Interp>> = Vec::with_capacity(ops.len());
-    for op in ops {
-        let per_frame = (0..clip.frames)
-            .map(|_| match interp {
-                TrainInterpolation::Bilinear => Interp::Bilinear,
-                TrainInterpolation::Bicubic => Interp::Bicubic,
-                TrainInterpolation::Random if op.op.is_geometric() => {
-                    if rng.random_range(0..2) == 0 {
-                        Interp::Bilinear
-                    } else {
-                        Interp::Bicubic
-                    }
-                }
-                TrainInterpolation::Random => Interp::Bilinear,
-            })
-            .collect();
-        plans.push(per_frame);
-    }
+    let plans: Vec<Vec<Interp>> = ops
+        .iter()
+        .map(|op| {
+            (0..clip.frames)
+                .map(|_| draw_interp(op, interp, rng))
+                .collect()
+        })
+        .collect();
     let (w, h) = (clip.width, clip.height);
     let mut out = clip.into_owned();
     if ops.is_empty() || out.data.is_empty() {
@@ -454,6 +444,49 @@ pub fn apply_ops(
         f.copy_from_slice(&frame);
     });
     out
+}
+
+/// The filter a geometric op uses on one frame: `interp` itself, or for `Random` a fresh
+/// draw between bilinear and bicubic (non-geometric ops draw nothing).
+fn draw_interp(op: &DrawnOp, interp: TrainInterpolation, rng: &mut impl Rng) -> Interp {
+    match interp {
+        TrainInterpolation::Bilinear => Interp::Bilinear,
+        TrainInterpolation::Bicubic => Interp::Bicubic,
+        TrainInterpolation::Random if op.op.is_geometric() => {
+            if rng.random_range(0..2) == 0 {
+                Interp::Bilinear
+            } else {
+                Interp::Bicubic
+            }
+        }
+        TrainInterpolation::Random => Interp::Bilinear,
+    }
+}
+
+/// One image (`w × h` packed RGB, exactly `w · h · 3` bytes) through RandAugment in place:
+/// the same draws, in the same order, and the same bytes as [`rand_augment_clip`] of a
+/// one-frame clip, without the clip's copies (the image training view's path).
+pub fn rand_augment_image(
+    frame: &mut Vec<u8>,
+    w: usize,
+    h: usize,
+    spec: &RandAugmentSpec,
+    interp: TrainInterpolation,
+    rng: &mut impl Rng,
+) {
+    let ops = draw_ops(spec, rng);
+    let plans: Vec<Interp> = ops.iter().map(|op| draw_interp(op, interp, rng)).collect();
+    if frame.len() != w * h * 3 {
+        // The clip path conforms such a frame to zeros first (the view never has one).
+        frame.clear();
+        frame.resize(w * h * 3, 0);
+    }
+    if frame.is_empty() {
+        return;
+    }
+    for (op, &p) in ops.iter().zip(&plans) {
+        apply_op(frame, w, h, op, p);
+    }
 }
 
 /// One clip through RandAugment: [`draw_ops`] then [`apply_ops`].
