@@ -9,6 +9,7 @@ pub mod llm;
 pub mod plot;
 pub mod pointcloud;
 pub mod pth;
+pub mod shard_params;
 pub mod ssv2;
 #[cfg(test)]
 pub(crate) mod test_util;

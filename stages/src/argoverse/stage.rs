@@ -14,6 +14,7 @@ pub use super::encode::{encode_vectorized, schema_for};
 use super::index::CityLanes;
 use super::map::{find_city_maps, parse_vector_map};
 use super::vectorize::{vectorize, VecParams, Vectorized, ACTOR_FEATURES, LANE_FEATURES};
+use crate::shard_params::shard_param_problem;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{Schema, ShardWriter};
 use lm4ve_pipeline::{
@@ -155,14 +156,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             ),
         ));
     }
-    if p.shard_samples == 0 {
-        return Err(err(
-            "shard_samples",
-            "shard_samples must be positive".into(),
-        ));
-    }
-    if !(1..=22).contains(&p.zstd_level) {
-        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    if let Some((key, msg)) = shard_param_problem(p.shard_samples, p.zstd_level) {
+        return Err(err(key, msg));
     }
     // Every size below is allocated per sample (and per thread): bounded before use.
     for (key, v) in [

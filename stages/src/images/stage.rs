@@ -21,6 +21,7 @@ use super::source::{
     list_folder, list_parquet, list_tar, read_parquet_rows, read_tar_member, Item, Listing, Loc,
 };
 use super::turbo::Encoder;
+use crate::shard_params::shard_param_problem;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
@@ -175,14 +176,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
     if p.max_pixels == 0 {
         return Err(err("max_pixels", "max_pixels must be positive".into()));
     }
-    if p.shard_samples == 0 {
-        return Err(err(
-            "shard_samples",
-            "shard_samples must be positive".into(),
-        ));
-    }
-    if !(1..=22).contains(&p.zstd_level) {
-        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    if let Some((key, msg)) = shard_param_problem(p.shard_samples, p.zstd_level) {
+        return Err(err(key, msg));
     }
     if let Some(root) = &p.root {
         let root = config.resolve(root);

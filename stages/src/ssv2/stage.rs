@@ -18,6 +18,7 @@ use super::decode::{decode, init, Cropper, Keep};
 use super::frames::FramesLayout;
 use super::sampling::clip_indices;
 use super::tubelets::{pack_frame, view_shape};
+use crate::shard_params::shard_param_problem;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
@@ -217,14 +218,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             "views + random_views must be at least 1 (a sample needs one view)".into(),
         ));
     }
-    if p.shard_samples == 0 {
-        return Err(err(
-            "shard_samples",
-            "shard_samples must be positive".into(),
-        ));
-    }
-    if !(1..=22).contains(&p.zstd_level) {
-        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    if let Some((key, msg)) = shard_param_problem(p.shard_samples, p.zstd_level) {
+        return Err(err(key, msg));
     }
     if p.ext.is_empty() || p.ext.contains(['/', '\\']) {
         return Err(err(

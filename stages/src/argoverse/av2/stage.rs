@@ -13,6 +13,7 @@
 use super::map::parse_map;
 use super::scenario::read_scenario;
 use super::vectorize::{vectorize, VecParams, Vectorized, ACTOR_FEATURES, LANE_FEATURES};
+use crate::shard_params::shard_param_problem;
 use anyhow::{Context, Result};
 use lm4ve_pipeline::shard::{encode_sample, Dtype, Field, Schema, ShardWriter};
 use lm4ve_pipeline::{
@@ -152,8 +153,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             format!("radius = {} must be a positive number of metres", p.radius),
         ));
     }
-    if !(1..=22).contains(&p.zstd_level) {
-        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    if let Some((key, msg)) = shard_param_problem(p.shard_samples, p.zstd_level) {
+        return Err(err(key, msg));
     }
     let vec = vec_params(p);
     let schema = schema_for(&vec);

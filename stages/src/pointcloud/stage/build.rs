@@ -3,6 +3,7 @@
 //! samples of each split with their labels.
 
 use super::*;
+use crate::shard_params::shard_param_problem;
 
 /// The files of a split list as one listed input below `root` (each keyed by its path
 /// relative to `root`, as a declaration per file was) and the (name index, label) of the
@@ -90,14 +91,8 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
             ),
         ));
     }
-    if params.shard_samples == 0 {
-        return Err(err(
-            "shard_samples",
-            "shard_samples must be positive".into(),
-        ));
-    }
-    if !(1..=22).contains(&params.zstd_level) {
-        return Err(err("zstd_level", "zstd_level must be in 1..=22".into()));
+    if let Some((key, msg)) = shard_param_problem(params.shard_samples, params.zstd_level) {
+        return Err(err(key, msg));
     }
     // Sizes are allocated per sample (and per thread): bounded before anything is.
     for (key, v) in [
