@@ -3,18 +3,20 @@
 //! `dvc status` slow on big datasets). `--rehash` ignores the stat cache.
 
 use crate::file_list::FileList;
-use crate::stat_file::{split_path, Row, Table};
+use crate::stat_file::{split_path, Table};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod files;
 mod spec;
+pub use files::hash_file;
+use files::{hash_file_raw, stat_at, FileType, Stat};
 use spec::digest_line;
 pub use spec::{inputs_digest, InputFile, InputSpec};
 
@@ -152,37 +154,6 @@ impl Group {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-}
-
-impl Stat {
-    fn of(md: &std::fs::Metadata) -> Self {
-        Stat {
-            size: md.size(),
-            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-            ino: md.ino(),
-        }
-    }
-
-    /// The stat-cache row for this stat and hash; `None` for times outside i64 nanoseconds
-    /// (before 1678, after 2262): such a file is hashed again each time.
-    fn row(&self, blake3: [u8; 32]) -> Option<Row> {
-        Some(Row {
-            size: self.size,
-            mtime_ns: i64::try_from(self.mtime_ns).ok()?,
-            ctime_ns: i64::try_from(self.ctime_ns).ok()?,
-            ino: self.ino,
-            blake3,
-        })
-    }
-}
-
 /// path → (stat, blake3), persisted in the cache directory as `stat-cache.bin`
 /// ([`crate::stat_file`]): the file as it was read ([`Table`], looked up in place), and the
 /// entries this run hashed.
@@ -303,13 +274,7 @@ impl StatCache {
             None => {
                 let (d, n) = split_path(abs.as_os_str().as_bytes())?;
                 let r = self.table.get(d, n)?;
-                let st = Stat {
-                    size: r.size,
-                    mtime_ns: r.mtime_ns as i128,
-                    ctime_ns: r.ctime_ns as i128,
-                    ino: r.ino,
-                };
-                (st, r.blake3)
+                (Stat::of_row(&r), r.blake3)
             }
         };
         (st == *stat && now - st.mtime_ns > RACY_WINDOW_NS).then_some(h)
@@ -512,41 +477,6 @@ impl StatCache {
     }
 }
 
-enum FileType {
-    File,
-    Dir,
-    Other,
-}
-
-/// `stat` of `name` relative to the open directory `dir`, following links as
-/// `std::fs::metadata` does (an absolute `name` is itself, as `Path::join` makes it). `None`
-/// when it fails; the caller reports the error with the whole path.
-fn stat_at(dir: &std::fs::File, name: &str) -> Option<(Stat, FileType)> {
-    use std::os::fd::AsRawFd;
-    let c = std::ffi::CString::new(name).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `c` is a NUL-terminated string and `st` a writable `stat` that fstatat fills
-    // completely when it returns 0; `dir` is an open descriptor for the call's duration.
-    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), 0) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: fstatat returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => FileType::File,
-        libc::S_IFDIR => FileType::Dir,
-        _ => FileType::Other,
-    };
-    let stat = Stat {
-        size: st.st_size as u64,
-        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
-        ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
-        ino: st.st_ino,
-    };
-    Some((stat, kind))
-}
-
 /// The role's shared string: one per role, not one per file.
 fn intern(roles: &mut Vec<Arc<str>>, role: &str) -> Arc<str> {
     if let Some(r) = roles.iter().find(|r| ***r == *role) {
@@ -629,26 +559,6 @@ fn walk(role: &Arc<str>, root: &Path, groups: &mut Vec<Group>) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// blake3 of a file (hex); memory-mapped and multi-threaded for large files.
-pub fn hash_file(path: &Path) -> Result<String> {
-    hash_file_raw(path).map(|h| h.to_hex().to_string())
-}
-
-fn hash_file_raw(path: &Path) -> Result<blake3::Hash> {
-    let mut h = blake3::Hasher::new();
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("stat {}", path.display()))?
-        .len();
-    if len > 1 << 20 {
-        h.update_mmap_rayon(path)
-            .with_context(|| format!("hashing {}", path.display()))?;
-    } else {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        h.update(&bytes);
-    }
-    Ok(h.finalize())
 }
 
 #[cfg(test)]
