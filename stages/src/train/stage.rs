@@ -38,12 +38,16 @@ pub const EVAL_KIND: &str = "eval";
 /// PyTorch's defaults for Point-BERT, VideoMAE's init with `init_scale`, timm's for the image
 /// ViT, the untruncated trunc-normal 0.02); the best epoch's weights are kept
 /// (`model-best.safetensors`).
-pub const TRAIN_VERSION: u32 = 5;
+/// 6: the encoders' LayerNorm is one node on the CPU (`ops::layer_norm`): the same function,
+/// summed in another order, so trained weights differ in their last bits.
+pub const TRAIN_VERSION: u32 = 6;
 /// 2: the best epoch's weights scored beside the last; the top level of metrics.json is the
 /// task's reported checkpoint (`train::task::Reported`).
 /// 3: each scored checkpoint's per-sample predictions (`predictions-last.parquet`,
 /// `predictions-best.parquet`; `train::predictions`).
-pub const EVAL_VERSION: u32 = 3;
+/// 4: the encoders' LayerNorm is one node on the CPU (`ops::layer_norm`; scores may differ
+/// in their last bits for the same weights).
+pub const EVAL_VERSION: u32 = 4;
 
 /// The files a `train` artifact holds whatever its task.
 const TRAIN_FILES: &[&str] = &[

@@ -14,10 +14,11 @@
 
 use super::layers::{BlockPosition, Execution, LayerNorm, VitTrunk};
 use crate::train::block::{BlockCore, BlockMode};
+use crate::train::ops::bias::{linear as linear_with_bias, Linear};
 use crate::train::ops::mkl_layout::for_matmul;
 use crate::train::ops::precision::{linear, Precision};
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -109,11 +110,7 @@ impl ImageVit {
         let init = candle_nn::Init::Const(0.0);
         Ok(ImageVit {
             patch: cfg.patch,
-            patch_embed: candle_nn::linear(
-                cfg.patch * cfg.patch * 3,
-                d,
-                vb.pp("patch_embed.proj"),
-            )?,
+            patch_embed: linear_with_bias(cfg.patch * cfg.patch * 3, d, vb.pp("patch_embed.proj"))?,
             cls_token: vb.get_with_hints((1, 1, d), "cls_token", init)?,
             pos_embed: vb.get_with_hints((1, patches + 1, d), "pos_embed", init)?,
             trunk: VitTrunk::new(
@@ -129,7 +126,7 @@ impl ImageVit {
             )?
             .with_norm_eps(cfg.norm_eps),
             norm: LayerNorm::new(d, vb.pp("norm"))?.with_eps(cfg.norm_eps),
-            head: candle_nn::linear(d, num_classes, vb.pp("head"))?,
+            head: linear_with_bias(d, num_classes, vb.pp("head"))?,
             prec: None,
         })
     }

@@ -1,12 +1,13 @@
-//! What the encoders share: small layers written with differentiable candle ops (candle-nn's
-//! fused LayerNorm has no backward), deterministic parameter init (candle's CPU RNG cannot be
+//! What the encoders share: small layers (LayerNorm as one autograd node: `ops::layer_norm`,
+//! since candle-nn's fused one has no backward), deterministic parameter init (candle's CPU RNG cannot be
 //! seeded, and a resumed run must rebuild exactly the model it started with), and the
 //! pre-norm ViT block and trunk of PointBERT and the video ViT.
 
 use std::sync::Arc;
 
+use crate::train::ops::bias::{linear as linear_with_bias, Linear};
 use candle_core::{DType, Module, Result, Tensor, Var, D};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 
 use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
 use crate::train::ops::attention::{attention, AttnImpl};
@@ -50,7 +51,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        crate::train::ops::layer_norm::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -226,7 +227,7 @@ pub fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
 #[derive(Clone)]
 pub struct VitBlock {
     norm1: LayerNorm,
-    qkv: Linear,
+    qkv: candle_nn::Linear,
     /// VideoMAE's attention has learned q and v biases and no k bias (`attn.q_bias`,
     /// `attn.v_bias`); PointBERT's has none.
     qv_bias: Option<(Tensor, Tensor)>,
@@ -262,10 +263,10 @@ impl VitBlock {
             norm1: LayerNorm::new(dim, vb.pp("norm1"))?,
             qkv: candle_nn::linear_no_bias(dim, dim * 3, vb.pp("attn.qkv"))?,
             qv_bias,
-            proj: candle_nn::linear(dim, dim, vb.pp("attn.proj"))?,
+            proj: linear_with_bias(dim, dim, vb.pp("attn.proj"))?,
             norm2: LayerNorm::new(dim, vb.pp("norm2"))?,
-            fc1: candle_nn::linear(dim, hidden, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(hidden, dim, vb.pp("mlp.fc2"))?,
+            fc1: linear_with_bias(dim, hidden, vb.pp("mlp.fc1"))?,
+            fc2: linear_with_bias(hidden, dim, vb.pp("mlp.fc2"))?,
             heads,
             attn: AttnImpl::Full,
             checkpoint: None,

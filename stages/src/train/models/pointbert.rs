@@ -6,8 +6,9 @@
 use super::layers::{dropout, max_over, LayerNorm};
 use super::layers::{BlockPosition, Execution, VitTrunk};
 use crate::train::block::{BlockCore, BlockMode};
+use crate::train::ops::bias::{linear, Linear};
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
+use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -73,12 +74,12 @@ struct GroupEncoder {
 impl GroupEncoder {
     fn new(dims: [usize; 3], out: usize, vb: VarBuilder) -> Result<Self> {
         Ok(GroupEncoder {
-            l1: candle_nn::linear(3, dims[0], vb.pp("first_conv.0"))?,
+            l1: linear(3, dims[0], vb.pp("first_conv.0"))?,
             bn1: bn(dims[0], vb.pp("first_conv.1"))?,
-            l2: candle_nn::linear(dims[0], dims[1], vb.pp("first_conv.3"))?,
-            l3: candle_nn::linear(dims[1] * 2, dims[2], vb.pp("second_conv.0"))?,
+            l2: linear(dims[0], dims[1], vb.pp("first_conv.3"))?,
+            l3: linear(dims[1] * 2, dims[2], vb.pp("second_conv.0"))?,
             bn2: bn(dims[2], vb.pp("second_conv.1"))?,
-            l4: candle_nn::linear(dims[2], out, vb.pp("second_conv.3"))?,
+            l4: linear(dims[2], out, vb.pp("second_conv.3"))?,
         })
     }
 
@@ -141,15 +142,15 @@ impl PointBert {
         )?;
         Ok(PointBert {
             encoder: GroupEncoder::new(cfg.pointnet_dims, cfg.encoder_dims, vb.pp("encoder"))?,
-            reduce_dim: candle_nn::linear(cfg.encoder_dims, c, vb.pp("reduce_dim"))?,
+            reduce_dim: linear(cfg.encoder_dims, c, vb.pp("reduce_dim"))?,
             cls_token: vb.get((1, 1, c), "cls_token")?,
             cls_pos: vb.get((1, 1, c), "cls_pos")?,
-            pos1: candle_nn::linear(3, 128, vb.pp("pos_embed.0"))?,
-            pos2: candle_nn::linear(128, c, vb.pp("pos_embed.2"))?,
+            pos1: linear(3, 128, vb.pp("pos_embed.0"))?,
+            pos2: linear(128, c, vb.pp("pos_embed.2"))?,
             trunk,
             norm: LayerNorm::new(c, vb.pp("norm"))?,
-            head1: candle_nn::linear(2 * c, 256, vb.pp("cls_head.0"))?,
-            head2: candle_nn::linear(256, num_classes, vb.pp("cls_head.4"))?,
+            head1: linear(2 * c, 256, vb.pp("cls_head.0"))?,
+            head2: linear(256, num_classes, vb.pp("cls_head.4"))?,
             cfg: cfg.clone(),
         })
     }

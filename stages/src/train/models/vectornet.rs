@@ -12,9 +12,11 @@
 use super::layers::{Execution, LayerNorm};
 use crate::train::block::{BlockAdapter, BlockCore, BlockMode};
 use crate::train::ops::attention::{attention, AttnImpl};
+use crate::train::ops::bias::{linear, linear_no_bias, Linear};
 use crate::train::ops::mkl_layout::for_matmul;
+use crate::train::ops::pool::cat_with_max;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 /// Model sizes (the `model` part of a `train` stage's params when `data` is `av.tokens`).
@@ -59,9 +61,9 @@ struct SubgraphLayer {
 impl SubgraphLayer {
     fn new(inp: usize, w: usize, vb: VarBuilder) -> Result<Self> {
         Ok(SubgraphLayer {
-            l1: candle_nn::linear(inp, w, vb.pp("l1"))?,
+            l1: linear(inp, w, vb.pp("l1"))?,
             n1: LayerNorm::new(w, vb.pp("n1"))?,
-            l2: candle_nn::linear(w, w, vb.pp("l2"))?,
+            l2: linear(w, w, vb.pp("l2"))?,
             n2: LayerNorm::new(w, vb.pp("n2"))?,
         })
     }
@@ -70,10 +72,9 @@ impl SubgraphLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.n1.forward(&self.l1.forward(x)?)?.relu()?;
         let h = self.n2.forward(&self.l2.forward(&h)?)?.relu()?;
-        let pooled = h.max_keepdim(1)?.broadcast_as(h.shape())?;
-        // candle concatenates a broadcast side through transposes: the result is strided,
-        // which the next layer's Linear hands to MKL's matmul (it needs it contiguous).
-        for_matmul(Tensor::cat(&[&h, &pooled], D::Minus1)?)
+        // One node on the CPU (contiguous); elsewhere candle's cat, whose broadcast side makes
+        // it strided, which MKL's matmul needs contiguous.
+        for_matmul(cat_with_max(&h)?)
     }
 }
 
@@ -120,13 +121,13 @@ struct GlobalGraph {
 impl GlobalGraph {
     fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         Ok(GlobalGraph {
-            q: candle_nn::linear(d, d, vb.pp("q"))?,
-            k: candle_nn::linear(d, d, vb.pp("k"))?,
-            v: candle_nn::linear(d, d, vb.pp("v"))?,
+            q: linear(d, d, vb.pp("q"))?,
+            k: linear(d, d, vb.pp("k"))?,
+            v: linear(d, d, vb.pp("v"))?,
             attn_norm: LayerNorm::new(d, vb.pp("attn_norm"))?,
-            attn_out: candle_nn::linear(d, d, vb.pp("attn_out"))?,
+            attn_out: linear(d, d, vb.pp("attn_out"))?,
             attn_out_norm: LayerNorm::new(d, vb.pp("attn_out_norm"))?,
-            skip: candle_nn::linear(d, d, vb.pp("skip"))?,
+            skip: linear(d, d, vb.pp("skip"))?,
             skip_norm: LayerNorm::new(d, vb.pp("skip_norm"))?,
         })
     }
@@ -161,9 +162,9 @@ struct ResMlp {
 impl ResMlp {
     fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         Ok(ResMlp {
-            l1: candle_nn::linear_no_bias(d, d, vb.pp("l1"))?,
+            l1: linear_no_bias(d, d, vb.pp("l1"))?,
             n1: LayerNorm::new(d, vb.pp("n1"))?,
-            l2: candle_nn::linear_no_bias(d, d, vb.pp("l2"))?,
+            l2: linear_no_bias(d, d, vb.pp("l2"))?,
             n2: LayerNorm::new(d, vb.pp("n2"))?,
         })
     }
@@ -187,10 +188,10 @@ struct PredictionFusion {
 impl PredictionFusion {
     fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         Ok(PredictionFusion {
-            delta1: candle_nn::linear(2, d, vb.pp("delta1"))?,
-            delta2: candle_nn::linear_no_bias(d, d, vb.pp("delta2"))?,
+            delta1: linear(2, d, vb.pp("delta1"))?,
+            delta2: linear_no_bias(d, d, vb.pp("delta2"))?,
             delta_norm: LayerNorm::new(d, vb.pp("delta_norm"))?,
-            mapping: candle_nn::linear_no_bias(2 * d, d, vb.pp("mapping"))?,
+            mapping: linear_no_bias(2 * d, d, vb.pp("mapping"))?,
             mapping_norm: LayerNorm::new(d, vb.pp("mapping_norm"))?,
         })
     }
@@ -270,7 +271,7 @@ impl VectorNet {
         let head = |name: String, out: usize| -> Result<(ResMlp, Linear)> {
             Ok((
                 ResMlp::new(d, vb.pp(format!("{name}.mlp")))?,
-                candle_nn::linear(d, out, vb.pp(format!("{name}.out")))?,
+                linear(d, out, vb.pp(format!("{name}.out")))?,
             ))
         };
         Ok(VectorNet {

@@ -12,9 +12,10 @@
 use super::layers::{dropout, LayerNorm};
 use super::layers::{BlockPosition, Execution, VitTrunk};
 use crate::train::block::{BlockCore, BlockMode};
+use crate::train::ops::bias::{linear as linear_with_bias, Linear};
 use crate::train::ops::precision::{linear, Precision};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +98,7 @@ impl VideoVit {
         let d = cfg.embed_dim;
         super::layers::check_heads("embed_dim", d, cfg.heads)?;
         Ok(VideoVit {
-            patch_embed: candle_nn::linear(token_dim, d, vb.pp("patch_embed.proj"))?,
+            patch_embed: linear_with_bias(token_dim, d, vb.pp("patch_embed.proj"))?,
             pos: sinusoid_table(tokens, d, vb.device())?.unsqueeze(0)?,
             trunk: VitTrunk::new(
                 d,
@@ -112,7 +113,7 @@ impl VideoVit {
             )?
             .with_norm_eps(cfg.norm_eps),
             fc_norm: LayerNorm::new(d, vb.pp("fc_norm"))?.with_eps(cfg.norm_eps),
-            head: candle_nn::linear(d, num_classes, vb.pp("head"))?,
+            head: linear_with_bias(d, num_classes, vb.pp("head"))?,
             cfg: cfg.clone(),
             prec: None,
         })

@@ -4,7 +4,7 @@
 //! autocast. Left unset, the encoder is f32 and a frozen LLM block runs bf16 on CUDA only
 //! (what every earlier artifact was trained with).
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::Linear;
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +35,10 @@ impl Precision {
 }
 
 /// `l(x)` with the matmul (and bias) in the autocast dtype of `prec`, result in f32; exactly
-/// `l.forward(x)` when there is no autocast.
+/// `l.forward(x)` when there is no autocast (its bias added by `bias::add_bias`: the same bytes).
 pub fn linear(l: &Linear, x: &Tensor, prec: Option<Precision>) -> Result<Tensor> {
     match prec.and_then(Precision::autocast_dtype) {
-        None => l.forward(x),
+        None => super::bias::linear_forward(l, x),
         Some(dt) => {
             let w = l.weight().to_dtype(dt)?;
             let xd = x.to_dtype(dt)?;
@@ -109,7 +109,7 @@ impl LossScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
     use candle_nn::VarBuilder;
 
     #[test]

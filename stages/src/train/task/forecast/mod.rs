@@ -495,9 +495,9 @@ impl Task for Forecasting {
             for &w in &c.subgraph_widths {
                 let w = w as f64;
                 cost.trained += 2.0 * v * (inp * w + w * w);
-                // Linear, LayerNorm, ReLU twice, then [x, max]: 18.5 floats per vector and
-                // channel (measured).
-                cost.act_bytes += F32 * v * (18.5 + 2.0 * MKL_CAT_COPY) * w;
+                // Linear, LayerNorm, ReLU twice, then [x, max] (one contiguous node,
+                // `ops::pool`): 10.5 floats per vector and channel (measured).
+                cost.act_bytes += F32 * v * 10.5 * w;
                 inp = 2.0 * w;
             }
         }
@@ -583,13 +583,13 @@ impl Task for Forecasting {
 }
 
 /// VectorNet's global graph: floats kept per polyline and channel (measured).
-const GLOBAL_PER_TOKEN: f64 = 22.0;
+const GLOBAL_PER_TOKEN: f64 = 10.0;
 /// A decoder head's residual MLP per actor and channel (measured).
-const HEAD_PER_ACTOR: f64 = 15.0;
+const HEAD_PER_ACTOR: f64 = 7.0;
 /// The prediction fusion and confidence head per actor, mode and channel (measured).
-const FUSION_PER_MODE: f64 = 33.0;
+const FUSION_PER_MODE: f64 = 25.0;
 /// Floats per channel of a strided concat that the MKL build copies to contiguous memory
-/// before its Linear (`ops::mkl_layout::for_matmul`, the subgraph's and the fusion's): the
+/// before its Linear (`ops::mkl_layout::for_matmul`, the fusion's): the
 /// copy is kept for the backward too. None in the default build.
 const MKL_CAT_COPY: f64 = if cfg!(feature = "mkl") { 1.0 } else { 0.0 };
 
