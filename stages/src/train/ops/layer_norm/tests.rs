@@ -6,6 +6,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::layer_norm;
+use crate::test_util::max_abs_diff;
 
 fn random(shape: &[usize], scale: f32, offset: f32, seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -14,15 +15,6 @@ fn random(shape: &[usize], scale: f32, offset: f32, seed: u64) -> Tensor {
         .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.flatten_all())
-        .and_then(|d| d.max(0))
-        .and_then(|d| d.to_scalar::<f32>())
-        .expect("diff")
 }
 
 /// Output and the three gradients of Σ y·R, by `norm`.
