@@ -8,7 +8,6 @@ mod cli;
 mod commands;
 mod cpu_threads;
 mod guard;
-mod heap;
 mod job;
 mod llm_cmd;
 mod open;
@@ -22,8 +21,6 @@ use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Before anything allocates much: freed tensors stay in the heap for the next step.
-    heap::keep_freed_memory();
     // lm4ve only reads HDF5 files. libhdf5's file locks fail on many NFS mounts, and a
     // lock can outlive its writer when a forked child inherited the descriptor; the
     // ScanObjectNN loaders in Python set the same variable. Set before any HDF5 call and

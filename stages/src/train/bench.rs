@@ -150,6 +150,8 @@ pub fn trainable_vars<T: Task>(
 /// Runs the benchmark and returns one JSON object: sizes, parameter counts, median step time,
 /// samples/s and, on CUDA, the peak memory of the device's allocation pool.
 pub fn run<T: Task>(task: &T, spec: &BenchSpec, device: &Device) -> Result<serde_json::Value> {
+    // As training runs: freed tensors stay in the heap (heap.rs).
+    super::heap::keep_freed_memory();
     if spec.batch == 0 || spec.iters == 0 {
         bail!("batch and iters must be positive");
     }

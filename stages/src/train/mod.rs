@@ -49,6 +49,7 @@ pub mod ema;
 pub mod eval;
 pub mod evaluate;
 pub mod groups;
+mod heap;
 pub mod init;
 #[cfg(test)]
 mod init_deit_tests;

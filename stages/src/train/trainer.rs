@@ -127,6 +127,8 @@ impl<T: Task> TrainJob<'_, T> {
 
     /// One work unit: `epochs_per_checkpoint` epochs from the previous unit's checkpoint.
     pub fn train_unit(&self, ctx: &StageCtx, unit: &UnitPlan, out: &mut UnitOutput) -> Result<()> {
+        // Freed tensors stay in the heap for the next step (heap.rs; once per process).
+        super::heap::keep_freed_memory();
         let task = self.task;
         let k: usize = unit
             .id
