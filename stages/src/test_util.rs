@@ -46,3 +46,22 @@ pub fn graph_bytes(out: &Tensor) -> usize {
         })
         .sum()
 }
+
+/// `f` run inside a rayon pool of `threads` threads (what a `-j` gives the CPU nodes).
+pub fn in_rayon_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool")
+        .install(f)
+}
+
+/// The bit patterns of a tensor's f32 values (to compare outputs byte for byte).
+pub fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("f32 values")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}

@@ -13,9 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Rows per parallel task and per partial sum: fixed, so the sums' order does not follow the
-/// thread count.
-pub(crate) const ROWS_PER_BLOCK: usize = 64;
+use super::rows::{f32_slice, sum_in_order, ROWS_PER_BLOCK};
 
 /// candle-nn's Linear whose forward adds its bias with [`add_bias`]; the same weights, names
 /// and matmul. Derefs to the candle-nn layer (weight, bias, `precision::linear`).
@@ -69,18 +67,6 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 }
 
 struct AddBias;
-
-/// The f32 values of a storage by its (contiguous) layout.
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let all = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what} is not f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((from, to)) => Ok(&all[from..to]),
-        None => candle_core::bail!("{what} is not contiguous"),
-    }
-}
 
 impl CustomOp2 for AddBias {
     fn name(&self) -> &'static str {
@@ -146,15 +132,6 @@ fn column_sums(g: &[f32], d: usize) -> Vec<f32> {
         })
         .collect();
     sum_in_order(&partials, d)
-}
-
-/// The blocks' partial sums added in block order.
-pub(crate) fn sum_in_order(partials: &[Vec<f32>], d: usize) -> Vec<f32> {
-    let mut total = vec![0f32; d];
-    for p in partials {
-        total.iter_mut().zip(p).for_each(|(a, v)| *a += v);
-    }
-    total
 }
 
 #[cfg(test)]

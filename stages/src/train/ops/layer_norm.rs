@@ -17,7 +17,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::bias::{f32_slice, sum_in_order, ROWS_PER_BLOCK};
+use super::rows::{f32_slice, sum_in_order, ROWS_PER_BLOCK};
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dim of `x`, with gradients
 /// for all three. `weight` and `bias` are 1-D of the last dim's size.

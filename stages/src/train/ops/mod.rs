@@ -16,4 +16,5 @@ pub mod mkl_layout;
 pub mod pool;
 pub mod precision;
 pub mod recompute;
+mod rows;
 pub mod video_aug;

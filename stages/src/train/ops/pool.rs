@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
-use super::bias::f32_slice;
+use super::rows::f32_slice;
 
 /// `[h, max_v h]` on the last dim: h [N, V, W] → [N, V, 2W], the max over dim 1 repeated for
 /// every vector.

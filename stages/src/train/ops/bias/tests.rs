@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{add_bias, linear};
+use crate::test_util::in_rayon_pool;
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -56,13 +57,7 @@ fn same_output_bytes_and_gradients_as_broadcast_add() {
 
 #[test]
 fn bias_gradient_bytes_do_not_depend_on_the_thread_count() {
-    let in_pool = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool")
-            .install(|| run(add_bias, &[5000, 24]))
-    };
+    let in_pool = |threads| in_rayon_pool(threads, || run(add_bias, &[5000, 24]));
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     let (one, three) = (in_pool(1), in_pool(3));
     for (a, b) in one.iter().zip(&three) {

@@ -6,7 +6,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::layer_norm;
-use crate::test_util::max_abs_diff;
+use crate::test_util::{f32_bits, in_rayon_pool, max_abs_diff};
 
 fn random(shape: &[usize], scale: f32, offset: f32, seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -67,24 +67,14 @@ fn forward_and_gradients_equal_layer_norm_slow() {
 
 #[test]
 fn bytes_do_not_depend_on_the_thread_count() {
-    let in_pool = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool")
-            .install(|| run(|x, w, b| layer_norm(x, w, b, 1e-6), &[1000, 48], 7))
+    let in_pool = |threads| {
+        in_rayon_pool(threads, || {
+            run(|x, w, b| layer_norm(x, w, b, 1e-6), &[1000, 48], 7)
+        })
     };
     let (one, three) = (in_pool(1), in_pool(3));
     for (a, b) in one.iter().zip(&three) {
-        let bits = |t: &Tensor| {
-            t.flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("values")
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(bits(a), bits(b));
+        assert_eq!(f32_bits(a), f32_bits(b));
     }
 }
 
