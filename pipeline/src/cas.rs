@@ -96,7 +96,11 @@ impl Cache {
         self.root.join("locks")
     }
     pub fn stat_cache_path(&self) -> PathBuf {
-        self.root.join("stat-cache.bin")
+        Self::stat_cache_path_in(&self.root)
+    }
+    /// [`Cache::stat_cache_path`] of a cache at `root`, before it is opened.
+    pub fn stat_cache_path_in(root: &Path) -> PathBuf {
+        root.join("stat-cache.bin")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

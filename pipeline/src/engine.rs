@@ -13,7 +13,7 @@ use crate::artifact::{Journal, Manifest, Reject, UnitRecord};
 use crate::cas::Cache;
 use crate::config::{ConfigError, PipelineConfig, StageConfig};
 use crate::dag::Dag;
-use crate::fingerprint::{Inputs, StatCache};
+use crate::fingerprint::{Inputs, StatCache, StatCacheLoad};
 use crate::key::{short, KeyParts, KEY_SCHEME};
 use crate::progress::Progress;
 use crate::record::{host_name, RunRecord};
@@ -189,6 +189,8 @@ pub struct Pipeline {
     keys: BTreeMap<String, KeyInfo>,
     remote: Option<Remote>,
     push: bool,
+    /// The stat cache, being read since the pipeline was built.
+    stat_cache: StatCacheLoad,
 }
 
 impl Pipeline {
@@ -197,6 +199,8 @@ impl Pipeline {
         cache_dir: Option<PathBuf>,
         factory: &StageFactory,
     ) -> Result<Self> {
+        let cache_dir = cache_dir.unwrap_or_else(|| config.cache_dir.clone());
+        let stat_cache = StatCache::load_in_background(Cache::stat_cache_path_in(&cache_dir));
         let mut stages: BTreeMap<String, Box<dyn Stage>> = BTreeMap::new();
         let mut missing = BTreeMap::new();
         for (name, sc) in &config.stages {
@@ -251,7 +255,7 @@ impl Pipeline {
             message: e.to_string(),
             missing_input: None,
         })?;
-        let cache = Cache::open(&cache_dir.unwrap_or_else(|| config.cache_dir.clone()))?;
+        let cache = Cache::open(&cache_dir)?;
         Ok(Pipeline {
             config,
             cache,
@@ -261,6 +265,7 @@ impl Pipeline {
             keys: BTreeMap::new(),
             remote: None,
             push: false,
+            stat_cache,
         })
     }
 
@@ -338,13 +343,12 @@ impl Pipeline {
     /// Keys of `stages` only (a closure: every needed stage included), so a run of one
     /// stage does not touch the inputs of unrelated ones.
     pub fn compute_keys_of(&mut self, stages: &[String], rehash: bool) -> Result<()> {
-        let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
+        let mut stat_cache = self.stat_cache.take(&self.cache.stat_cache_path());
         let mut keys = BTreeMap::new();
         for name in self.dag.order().iter().filter(|s| stages.contains(s)) {
             let info = self.key_of(name, &mut stat_cache, &keys, rehash)?;
             keys.insert(name.clone(), info);
         }
-        // Failing to save the stat cache only costs re-hashing next time.
         if let Err(e) = stat_cache.save() {
             tracing::warn!("could not save the stat cache: {e:#}");
         }
@@ -403,7 +407,7 @@ impl Pipeline {
     /// stage's key unknown), each with why. gc keeps every artifact of an undecided stage:
     /// an unmounted dataset must not cost the artifacts built from it.
     pub fn gc_keys(&mut self) -> (BTreeSet<String>, BTreeMap<String, String>) {
-        let mut stat_cache = StatCache::load(&self.cache.stat_cache_path());
+        let mut stat_cache = self.stat_cache.take(&self.cache.stat_cache_path());
         let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
         let mut undecided: BTreeMap<String, String> = BTreeMap::new();
         for name in self.dag.order().to_vec() {

@@ -138,12 +138,17 @@ pub struct Table {
     dirs: Vec<DirSpan>,
     /// Where each entry starts in `bytes`, in file order.
     entries: Vec<u32>,
-    /// Open addressing over (directory index, name): entry index + 1, 0 for empty; a power
+    /// Open addressing over (directory index, name): the entry's offset + 1 (the entry
+    /// itself, not its index: one memory access less a lookup), 0 for empty; a power
     /// of two at least twice the entries. Seeded per process (a crafted file cannot make
     /// its probes long for every run).
     slots: Vec<u32>,
     seed: std::collections::hash_map::RandomState,
 }
+
+/// A directory of one [`Table`] ([`Table::dir_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirIndex(u32);
 
 struct DirSpan {
     at: u32,
@@ -254,12 +259,13 @@ impl Table {
         let n = (self.entries.len() * 2).next_power_of_two().max(1);
         let mut slots = vec![0u32; n];
         let mask = n - 1;
-        for (e, &at) in self.entries.iter().enumerate() {
+        for &at in &self.entries {
             let mut i = self.slot_of(self.dir_at(at), self.name_at(at)) & mask;
             while slots[i] != 0 {
                 i = (i + 1) & mask;
             }
-            slots[i] = e as u32 + 1;
+            // `at` + 1 fits: `parse` keeps the file under 4 GiB.
+            slots[i] = at + 1;
         }
         self.slots = slots;
     }
@@ -279,15 +285,24 @@ impl Table {
 
     /// The row of the file `name` in directory `dir`.
     pub fn get(&self, dir: &[u8], name: &[u8]) -> Option<Row> {
-        let d = self
-            .dirs
+        self.get_in(self.dir_index(dir)?, name)
+    }
+
+    /// Which of the table's directories `dir` is: found once, then [`Table::get_in`] for
+    /// each of its files.
+    pub fn dir_index(&self, dir: &[u8]) -> Option<DirIndex> {
+        self.dirs
             .binary_search_by(|s| self.dir_bytes(s).cmp(dir))
-            .ok()? as u32;
+            .ok()
+            .map(|d| DirIndex(d as u32))
+    }
+
+    /// The row of the file `name` in the directory `d`.
+    pub fn get_in(&self, DirIndex(d): DirIndex, name: &[u8]) -> Option<Row> {
         let mask = self.slots.len() - 1;
         let mut i = self.slot_of(d, name) & mask;
         loop {
-            let e = self.slots[i].checked_sub(1)?;
-            let at = self.entries[e as usize];
+            let at = self.slots[i].checked_sub(1)?;
             if self.dir_at(at) == d && self.name_at(at) == name {
                 return Some(self.row_at(at));
             }

@@ -63,7 +63,17 @@ pub(super) enum FileType {
 /// when it fails; the caller reports the error with the whole path.
 pub(super) fn stat_at(dir: &std::fs::File, name: &str) -> Option<(Stat, FileType)> {
     use std::os::fd::AsRawFd;
-    let c = std::ffi::CString::new(name).ok()?;
+    // The name NUL-terminated on the stack when it is short (a file name nearly always
+    // is): no allocation per file. A NUL inside the name fails, as `CString::new` does.
+    let mut short = [0u8; 256];
+    let long;
+    let c: &std::ffi::CStr = if name.len() < short.len() {
+        short[..name.len()].copy_from_slice(name.as_bytes());
+        std::ffi::CStr::from_bytes_with_nul(&short[..=name.len()]).ok()?
+    } else {
+        long = std::ffi::CString::new(name).ok()?;
+        &long
+    };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `c` is a NUL-terminated string and `st` a writable `stat` that fstatat fills
     // completely when it returns 0; `dir` is an open descriptor for the call's duration.

@@ -92,19 +92,82 @@ pub struct InputFile {
 
 /// Digest over a stage's input files, in the order given (callers keep it sorted).
 pub fn inputs_digest(files: &[InputFile]) -> String {
-    let mut h = blake3::Hasher::new();
+    let mut d = DigestLines::new();
     for f in files {
-        digest_line(&mut h, &f.role, &f.rel, &f.blake3);
+        d.line(&f.role, &f.rel, &f.blake3);
     }
-    h.finalize().to_hex().to_string()
+    d.finish()
 }
 
-/// One file's part of the inputs digest (the key's `inputs`): never change it, keys move.
-pub(super) fn digest_line(h: &mut blake3::Hasher, role: &str, rel: &str, hex: &str) {
-    h.update(role.as_bytes());
-    h.update(b"\t");
-    h.update(rel.as_bytes());
-    h.update(b"\t");
-    h.update(hex.as_bytes());
-    h.update(b"\n");
+/// The inputs digest (the key's `inputs`) written a line per file: `role \t rel \t hex \n`.
+/// Never change the line, keys move.
+///
+/// Lines are gathered into blocks before blake3 sees them: fed a few bytes at a time (five
+/// updates a file) it compressed one 64-byte block per call, ~80 ms at 200,000 files; whole
+/// blocks take its SIMD path. blake3 of a byte stream does not depend on how it is cut, so
+/// the digest is the one a line-by-line update gives.
+pub(super) struct DigestLines {
+    hasher: blake3::Hasher,
+    block: Vec<u8>,
+}
+
+/// Bytes gathered before each update: many blake3 chunks (1 KiB each), still in L2.
+const DIGEST_BLOCK: usize = 64 << 10;
+
+impl DigestLines {
+    pub(super) fn new() -> Self {
+        DigestLines {
+            hasher: blake3::Hasher::new(),
+            block: Vec::with_capacity(DIGEST_BLOCK + 1024),
+        }
+    }
+
+    pub(super) fn line(&mut self, role: &str, rel: &str, hex: &str) {
+        for part in [
+            role.as_bytes(),
+            b"\t",
+            rel.as_bytes(),
+            b"\t",
+            hex.as_bytes(),
+            b"\n",
+        ] {
+            self.block.extend_from_slice(part);
+        }
+        if self.block.len() >= DIGEST_BLOCK {
+            self.hasher.update(&self.block);
+            self.block.clear();
+        }
+    }
+
+    pub(super) fn finish(mut self) -> String {
+        self.hasher.update(&self.block);
+        self.hasher.finalize().to_hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gathered into blocks, the lines give the digest of feeding them part by part.
+    #[test]
+    fn digest_lines_equal_line_by_line_hashing_across_blocks() {
+        for n in [0u32, 1, 700, 5000] {
+            let files: Vec<InputFile> = (0..n)
+                .map(|i| InputFile {
+                    role: if i % 3 == 0 { "split" } else { "objects" }.into(),
+                    rel: format!("class{}/{i:07}.bin", i % 15),
+                    size: i as u64,
+                    blake3: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
+                })
+                .collect();
+            let mut h = blake3::Hasher::new();
+            for f in &files {
+                for part in [&f.role, "\t", &f.rel, "\t", &f.blake3, "\n"] {
+                    h.update(part.as_bytes());
+                }
+            }
+            assert_eq!(inputs_digest(&files), h.finalize().to_hex().to_string());
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! PointBERT tokens: FPS to `num_points`, `num_groups` FPS centers, `group_size` nearest
 //! neighbours per center expressed relative to it (PAPER.md §3). One unit = one shard.
 
-use super::bin::{read_bin_cloud, read_split_list};
+use super::bin::{for_each_split_entry, read_bin_cloud};
 use super::geometry::{keep_points, normalize_unit_sphere, tokenize, Point};
 use super::h5::H5Clouds;
 use super::las::{read_labels_csv, read_las_cloud};

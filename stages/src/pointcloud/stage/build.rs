@@ -14,19 +14,36 @@ fn listed(
     root: &Path,
     files: impl Iterator<Item = (PathBuf, i64, bool)>,
 ) -> Result<Listed, String> {
-    let mut names = FileList::new();
-    let mut splits = [Vec::new(), Vec::new()];
+    let mut l = ListedBuilder::default();
     for (path, label, test) in files {
-        let rel = rel_to(root, &path);
-        let i = u32::try_from(names.push(&rel))
+        l.push(root, &path, label, test)?;
+    }
+    Ok(l.finish())
+}
+
+/// [`listed`] a file at a time.
+#[derive(Default)]
+struct ListedBuilder {
+    names: FileList,
+    splits: [Vec<(u32, i64)>; 2],
+}
+
+impl ListedBuilder {
+    fn push(&mut self, root: &Path, path: &Path, label: i64, test: bool) -> Result<(), String> {
+        let rel = rel_to(root, path);
+        let i = u32::try_from(self.names.push(&rel))
             .map_err(|_| "over 4 billion files; split the dataset".to_string())?;
-        splits[usize::from(test)].push((i, label));
+        self.splits[usize::from(test)].push((i, label));
+        Ok(())
     }
-    names.shrink_to_fit();
-    for s in &mut splits {
-        s.shrink_to_fit();
+
+    fn finish(mut self) -> Listed {
+        self.names.shrink_to_fit();
+        for s in &mut self.splits {
+            s.shrink_to_fit();
+        }
+        (Arc::new(self.names), self.splits)
     }
-    Ok((Arc::new(names), splits))
 }
 
 /// `path` relative to `root` as `path.strip_prefix(root)` gives it (the whole path when it
@@ -192,14 +209,19 @@ pub fn build(config: &PipelineConfig, sc: &StageConfig) -> Result<Box<dyn Stage>
                     ));
                 }
             }
-            let entries =
-                read_split_list(&root, &split).map_err(|e| err("split", format!("{e}")))?;
+            let mut files = ListedBuilder::default();
+            let mut over = None;
+            for_each_split_entry(&root, &split, |path, label, test| {
+                if over.is_none() {
+                    over = files.push(&root, path, label, test).err();
+                }
+            })
+            .map_err(|e| err("split", format!("{e}")))?;
+            if let Some(m) = over {
+                return Err(err("split", m));
+            }
             inputs.push(InputSpec::new("split", split));
-            let (names, [train, test]) = listed(
-                &root,
-                entries.into_iter().map(|e| (e.path, e.label, e.test)),
-            )
-            .map_err(|m| err("split", m))?;
+            let (names, [train, test]) = files.finish();
             inputs.push(InputSpec::listed("objects", root.clone(), names.clone()));
             for (name, entries) in [("train", train), ("test", test)] {
                 splits.push(Split {
