@@ -832,6 +832,47 @@ mod tests {
         assert_eq!(got[1].blake3, blake3::hash(b"changed").to_hex().to_string());
     }
 
+    /// More directories than are held open: the rest are stat'ed from the root, same keys.
+    #[test]
+    fn a_list_over_more_directories_than_are_held_open_keys_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        let names: Vec<String> = (0..listed::MAX_OPEN_DIRS + 20)
+            .map(|i| format!("d{i:04}/f.bin"))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            std::fs::create_dir_all(root.join(n).parent().unwrap()).unwrap();
+            std::fs::write(root.join(n), format!("{i}")).unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(root.join(n))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let listed = [InputSpec::listed(
+            "o",
+            root.clone(),
+            Arc::new(names.iter().rev().map(String::as_str).collect()),
+        )];
+        let each: Vec<InputSpec> = names
+            .iter()
+            .map(|n| InputSpec::file_as("o", root.join(n), n.clone()))
+            .collect();
+        let sc = dir.path().join("sc");
+        let mut c = StatCache::load(&sc);
+        let want = c.fingerprint(&each, false).unwrap().to_files();
+        c.save().unwrap();
+        let mut c = StatCache::load(&sc);
+        assert_eq!(c.fingerprint(&listed, false).unwrap().to_files(), want);
+        assert!(c.fresh.is_empty(), "a no-op hashed again");
+        let last = names.last().unwrap();
+        std::fs::remove_file(root.join(last)).unwrap();
+        let msg = format!("{:#}", c.fingerprint(&listed, false).unwrap_err());
+        assert!(msg.contains(last.as_str()), "{msg}");
+    }
+
     #[test]
     fn a_missing_listed_file_is_named_and_the_first_in_list_order() {
         let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,8 @@
 //! path, split it and binary-searched its directory per file. Here each distinct directory
 //! of the list is opened and found in the cache once; a file costs one component's walk and
 //! one hash probe. What each file resolves to is unchanged: a name the shortcut cannot take
-//! (no base name, a directory that does not open) is stat'ed from the root as before.
+//! (no base name, a directory that does not open, one past [`MAX_OPEN_DIRS`]) is stat'ed
+//! from the root as before.
 
 use super::files::{stat_at, FileType, Stat};
 use crate::file_list::FileList;
@@ -16,6 +17,10 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// At most this many directories are held open (each is a file descriptor, and the
+/// process's limit is often 1,024); files of any further directory are stat'ed from the root.
+pub(super) const MAX_OPEN_DIRS: usize = 256;
 
 pub(super) struct ListedDirs {
     root: File,
@@ -49,7 +54,9 @@ impl ListedDirs {
         for rel in names.iter() {
             let (dir, _) = cut(rel);
             let d = *index.entry(dir).or_insert_with(|| {
-                let fd = if dir.is_empty() {
+                let fd = if dirs.len() >= MAX_OPEN_DIRS {
+                    None
+                } else if dir.is_empty() {
                     root_fd.try_clone().ok()
                 } else {
                     std::fs::OpenOptions::new()

@@ -322,5 +322,39 @@ mod tests {
             read_split_list(root, &split),
             Err(BinError::SplitLine { line: 1, .. })
         ));
+        std::fs::write(&split, "a.bin bag t\nmy file.bin bag t x\n").unwrap();
+        let err = read_split_list(root, &split).unwrap_err();
+        assert!(
+            matches!(&err, BinError::SplitLine { line: 2, reason, .. } if reason.starts_with("5 fields")),
+            "{err}"
+        );
+    }
+
+    /// The reused path buffer gives what `root.join(category).join(file)` gives, for names
+    /// with separators too (an absolute file name replaces the root, as `join` does).
+    #[test]
+    fn split_entries_are_joined_as_join_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let split = dir.path().join("split_new.txt");
+        std::fs::write(&split, "a.bin bag t\nsub/b.bin bed\n/abs/c.bin bin t\n").unwrap();
+        let root = Path::new("/data/object_dataset/");
+        let mut got = Vec::new();
+        for_each_split_entry(root, &split, |p, label, test| {
+            got.push((p.to_path_buf(), label, test))
+        })
+        .unwrap();
+        let want: Vec<_> = [
+            ("bag", "a.bin", true),
+            ("bed", "sub/b.bin", false),
+            ("bin", "/abs/c.bin", true),
+        ]
+        .iter()
+        .map(|(c, f, t)| {
+            let label = SCANOBJECTNN_CLASSES.iter().position(|x| x == c).unwrap() as i64;
+            (root.join(c).join(f), label, *t)
+        })
+        .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[2].0, Path::new("/abs/c.bin"));
     }
 }
