@@ -152,7 +152,9 @@ impl Group {
     fn abs(&self, i: usize) -> PathBuf {
         match &self.names {
             Names::One { abs, .. } => abs.clone(),
-            Names::Listed { root, names } => root.join(names.get(i).unwrap_or_default()),
+            Names::Listed { root, names } => {
+                one_spelling(&root.join(names.get(i).unwrap_or_default()))
+            }
         }
     }
 }
@@ -319,11 +321,13 @@ impl StatCache {
             Other,
         }
         let cwd = std::env::current_dir().context("reading the current directory")?;
-        let absolute = |p: &Path| {
+        // Absolute and spelled one way: two spellings kept two rows per file in the stat
+        // cache (twice its size, read every run).
+        let absolute = |p: &Path| -> PathBuf {
             if p.is_absolute() {
-                p.to_path_buf()
+                one_spelling(p)
             } else {
-                cwd.join(p)
+                one_spelling(&cwd.join(p))
             }
         };
         // One stat per declaration, in parallel (an input may be 200,000 single files).
@@ -495,6 +499,13 @@ impl StatCache {
     }
 }
 
+/// `path` spelled one way: `.` components and doubled or trailing `/` dropped (`..` kept:
+/// without resolving links, `a/b/..` need not be `a`). The stat cache knows a file by this
+/// path, so `./data` and `data` in two configs share its rows.
+pub(super) fn one_spelling(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
 /// The role's shared string: one per role, not one per file.
 fn intern(roles: &mut Vec<Arc<str>>, role: &str) -> Arc<str> {
     if let Some(r) = roles.iter().find(|r| ***r == *role) {
@@ -607,19 +618,8 @@ mod tests {
 
     fn two_files(dir: &Path) -> (Vec<InputSpec>, PathBuf) {
         let data = dir.join("data");
-        std::fs::create_dir_all(data.join("sub")).unwrap();
-        std::fs::write(data.join("a"), b"1").unwrap();
-        std::fs::write(data.join("sub/b"), b"2").unwrap();
-        // Old enough to be trusted at once (see RACY_WINDOW_NS).
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
-        for f in ["a", "sub/b"] {
-            std::fs::File::options()
-                .append(true)
-                .open(data.join(f))
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-        }
+        write_old(&data.join("a"), "1");
+        write_old(&data.join("sub/b"), "2");
         (vec![InputSpec::new("d", data)], dir.join("stat-cache.bin"))
     }
 
@@ -694,31 +694,16 @@ mod tests {
     /// stages made them before lists, and the same files as one listed input.
     fn many_files(dir: &Path) -> (Vec<InputSpec>, Vec<InputSpec>) {
         let root = dir.join("objects");
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
         let mut names = Vec::new();
         for i in 0..40 {
             // Not in name order, and one name twice: both count.
             let rel = format!("c{}/{:02}.bin", i % 4, 39 - i);
-            std::fs::create_dir_all(root.join(format!("c{}", i % 4))).unwrap();
-            let f = root.join(&rel);
-            std::fs::write(&f, format!("{i}")).unwrap();
-            std::fs::File::options()
-                .append(true)
-                .open(&f)
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
+            write_old(&root.join(&rel), &i.to_string());
             names.push(rel);
         }
         names.push(names[7].clone());
         let split = dir.join("split.txt");
-        std::fs::write(&split, "list").unwrap();
-        std::fs::File::options()
-            .append(true)
-            .open(&split)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_old(&split, "list");
         let mut one_by_one = vec![InputSpec::new("split", split.clone())];
         one_by_one.extend(
             names
@@ -765,6 +750,43 @@ mod tests {
         );
     }
 
+    /// Writes `body` at `path` (directories made), a minute old: trusted at once (see
+    /// RACY_WINDOW_NS).
+    fn write_old(path: &Path, body: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
+    }
+
+    /// `names` below `root` as one listed input (in `list` order), and the files of one
+    /// declaration each as a new stat cache at `sc` hashes them (saved, and returned with
+    /// the cache: its entries of this run are keyed by whole paths).
+    fn listed_and_each(
+        root: &Path,
+        list: &[&str],
+        names: &[&str],
+        sc: &Path,
+    ) -> ([InputSpec; 1], Vec<InputFile>, StatCache) {
+        let listed = [InputSpec::listed(
+            "objects",
+            root.to_path_buf(),
+            Arc::new(list.iter().copied().collect()),
+        )];
+        let each: Vec<InputSpec> = names
+            .iter()
+            .map(|n| InputSpec::file_as("objects", root.join(n), n.to_string()))
+            .collect();
+        let mut c = StatCache::load(sc);
+        let want = c.fingerprint(&each, false).unwrap().to_files();
+        c.save().unwrap();
+        (listed, want, c)
+    }
+
     /// Names a directory shortcut cannot take as they are (no directory part, `..`, a
     /// doubled `/`, a directory with a trailing `/`) resolve as a declaration per file does,
     /// and the no-op run after a save (looked up by directory) hashes nothing.
@@ -772,22 +794,13 @@ mod tests {
     fn odd_listed_names_key_like_one_declaration_each_and_are_cached() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("objects");
-        std::fs::create_dir_all(root.join("c0/sub")).unwrap();
-        std::fs::create_dir_all(root.join("c1")).unwrap();
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
         for (f, body) in [
             ("top.bin", "t"),
             ("c0/a.bin", "a"),
             ("c1/b.bin", "b"),
             ("c0/sub/s.bin", "s"),
         ] {
-            std::fs::write(root.join(f), body).unwrap();
-            std::fs::File::options()
-                .append(true)
-                .open(root.join(f))
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
+            write_old(&root.join(f), body);
         }
         let names = [
             "c1/b.bin",
@@ -796,18 +809,8 @@ mod tests {
             "c0//a.bin",
             "c0/sub/",
         ];
-        let listed = [InputSpec::listed(
-            "objects",
-            root.clone(),
-            Arc::new(names.into_iter().collect()),
-        )];
-        let each: Vec<InputSpec> = names
-            .iter()
-            .map(|n| InputSpec::file_as("objects", root.join(n), n.to_string()))
-            .collect();
         let sc = dir.path().join("sc");
-        let mut c = StatCache::load(&sc);
-        let want = c.fingerprint(&each, false).unwrap().to_files();
+        let (listed, want, mut c) = listed_and_each(&root, &names, &names, &sc);
         let rels: Vec<&str> = want.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(
             rels,
@@ -820,7 +823,6 @@ mod tests {
             ]
         );
         assert_eq!(c.fingerprint(&listed, false).unwrap().to_files(), want);
-        c.save().unwrap();
         let mut c = StatCache::load(&sc);
         assert_eq!(c.fingerprint(&listed, false).unwrap().to_files(), want);
         assert!(c.fresh.is_empty() && !c.dirty, "a no-op hashed again");
@@ -837,40 +839,44 @@ mod tests {
     fn a_list_over_more_directories_than_are_held_open_keys_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("objects");
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
         let names: Vec<String> = (0..listed::MAX_OPEN_DIRS + 20)
             .map(|i| format!("d{i:04}/f.bin"))
             .collect();
         for (i, n) in names.iter().enumerate() {
-            std::fs::create_dir_all(root.join(n).parent().unwrap()).unwrap();
-            std::fs::write(root.join(n), format!("{i}")).unwrap();
-            std::fs::File::options()
-                .append(true)
-                .open(root.join(n))
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
+            write_old(&root.join(n), &i.to_string());
         }
-        let listed = [InputSpec::listed(
-            "o",
-            root.clone(),
-            Arc::new(names.iter().rev().map(String::as_str).collect()),
-        )];
-        let each: Vec<InputSpec> = names
-            .iter()
-            .map(|n| InputSpec::file_as("o", root.join(n), n.clone()))
-            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let list: Vec<&str> = names.iter().rev().copied().collect();
         let sc = dir.path().join("sc");
-        let mut c = StatCache::load(&sc);
-        let want = c.fingerprint(&each, false).unwrap().to_files();
-        c.save().unwrap();
+        let (listed, want, _) = listed_and_each(&root, &list, &names, &sc);
         let mut c = StatCache::load(&sc);
         assert_eq!(c.fingerprint(&listed, false).unwrap().to_files(), want);
         assert!(c.fresh.is_empty(), "a no-op hashed again");
-        let last = names.last().unwrap();
+        let last = names[names.len() - 1];
         std::fs::remove_file(root.join(last)).unwrap();
         let msg = format!("{:#}", c.fingerprint(&listed, false).unwrap_err());
-        assert!(msg.contains(last.as_str()), "{msg}");
+        assert!(msg.contains(last), "{msg}");
+    }
+
+    /// `data`, `./data/` and `data/./` name the same files: one row each in the stat cache,
+    /// and a run under another spelling hashes nothing again.
+    #[test]
+    fn spellings_of_one_path_share_the_stat_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (specs, sc) = two_files(dir.path());
+        let mut c = StatCache::load(&sc);
+        let want = c.fingerprint(&specs, false).unwrap().to_files();
+        c.save().unwrap();
+        let data = &specs[0].path;
+        // (`..` stays: without resolving links, `a/b/..` need not be `a`.)
+        for other in [data.join("."), dir.path().join("./data/")] {
+            let mut c = StatCache::load(&sc);
+            let got = c.fingerprint(&[InputSpec::new("d", other.clone())], false);
+            assert_eq!(got.unwrap().to_files(), want, "{}", other.display());
+            assert!(c.fresh.is_empty(), "{} hashed again", other.display());
+            c.save().unwrap();
+            assert_eq!(StatCache::load(&sc).known(), 2, "{}", other.display());
+        }
     }
 
     #[test]

@@ -65,9 +65,9 @@ impl ListedDirs {
                         .open(root.join(dir))
                         .ok()
                 };
-                // The cache's directory of every file here is that of this one's absolute
-                // path: `root.join(rel)` up to its last `/`, which depends on `dir` only.
-                let abs = root.join(rel);
+                // The cache's directory of every file here is that of this one's path as
+                // the cache spells it, up to its last `/`: it depends on `dir` only.
+                let abs = super::one_spelling(&root.join(rel));
                 let cached =
                     split_path(abs.as_os_str().as_bytes()).and_then(|(d, _)| table.dir_index(d));
                 dirs.push(ListedDir { fd, cached });
