@@ -349,6 +349,7 @@ impl Pipeline {
             let info = self.key_of(name, &mut stat_cache, &keys, rehash)?;
             keys.insert(name.clone(), info);
         }
+        // Failing to save the stat cache only costs re-hashing next time.
         if let Err(e) = stat_cache.save() {
             tracing::warn!("could not save the stat cache: {e:#}");
         }
