@@ -623,13 +623,20 @@ mod tests {
         (vec![InputSpec::new("d", data)], dir.join("stat-cache.bin"))
     }
 
+    /// [`two_files`] hashed once into a new stat cache, saved: the specs, the cache file and
+    /// the files' hashes.
+    fn two_files_saved(dir: &Path) -> (Vec<InputSpec>, PathBuf, Vec<InputFile>) {
+        let (specs, sc) = two_files(dir);
+        let mut c = StatCache::load(&sc);
+        let files = c.fingerprint(&specs, false).unwrap().to_files();
+        c.save().unwrap();
+        (specs, sc, files)
+    }
+
     #[test]
     fn the_saved_file_round_trips_every_entry_and_is_deterministic() {
         let dir = tempfile::tempdir().unwrap();
-        let (specs, sc) = two_files(dir.path());
-        let mut c = StatCache::load(&sc);
-        let f1 = c.fingerprint(&specs, false).unwrap().to_files();
-        c.save().unwrap();
+        let (specs, sc, f1) = two_files_saved(dir.path());
         let first = std::fs::read(&sc).unwrap();
         let back = StatCache::load(&sc);
         assert_eq!(back.known(), 2);
@@ -647,10 +654,7 @@ mod tests {
     #[test]
     fn a_damaged_or_truncated_stat_cache_is_ignored_and_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        let (specs, sc) = two_files(dir.path());
-        let mut c = StatCache::load(&sc);
-        let want = c.fingerprint(&specs, false).unwrap().to_files();
-        c.save().unwrap();
+        let (specs, sc, want) = two_files_saved(dir.path());
         let good = std::fs::read(&sc).unwrap();
         let mut flipped = good.clone();
         flipped[20] ^= 1;
@@ -863,10 +867,7 @@ mod tests {
     #[test]
     fn spellings_of_one_path_share_the_stat_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let (specs, sc) = two_files(dir.path());
-        let mut c = StatCache::load(&sc);
-        let want = c.fingerprint(&specs, false).unwrap().to_files();
-        c.save().unwrap();
+        let (specs, sc, want) = two_files_saved(dir.path());
         let data = &specs[0].path;
         // (`..` stays: without resolving links, `a/b/..` need not be `a`.)
         for other in [data.join("."), dir.path().join("./data/")] {

@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::rows::{f32_slice, sum_in_order, ROWS_PER_BLOCK};
+use super::rows::{f32_slice, map_rows, sum_in_order, ROWS_PER_BLOCK};
 
 /// candle-nn's Linear whose forward adds its bias with [`add_bias`]; the same weights, names
 /// and matmul. Derefs to the candle-nn layer (weight, bias, `precision::linear`).
@@ -82,17 +82,11 @@ impl CustomOp2 for AddBias {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, "add_bias: input")?;
         let b = f32_slice(s2, l2, "add_bias: bias")?;
-        let d = b.len();
-        let mut y = vec![0f32; x.len()];
-        x.par_chunks(d * ROWS_PER_BLOCK)
-            .zip(y.par_chunks_mut(d * ROWS_PER_BLOCK))
-            .for_each(|(xb, yb)| {
-                for (row, out) in xb.chunks_exact(d).zip(yb.chunks_exact_mut(d)) {
-                    for ((o, &v), &bi) in out.iter_mut().zip(row).zip(b) {
-                        *o = v + bi;
-                    }
-                }
-            });
+        let y = map_rows(x, b.len(), |row, out| {
+            for ((o, &v), &bi) in out.iter_mut().zip(row).zip(b) {
+                *o = v + bi;
+            }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

@@ -17,7 +17,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::rows::{f32_slice, sum_in_order, ROWS_PER_BLOCK};
+use super::rows::{f32_slice, map_rows, sum_in_order, ROWS_PER_BLOCK};
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dim of `x`, with gradients
 /// for all three. `weight` and `bias` are 1-D of the last dim's size.
@@ -59,8 +59,7 @@ impl CustomOp3 for FusedLayerNorm {
         let x = f32_slice(s1, l1, "layer_norm: input")?;
         let w = f32_slice(s2, l2, "layer_norm: weight")?;
         let b = f32_slice(s3, l3, "layer_norm: bias")?;
-        let mut y = vec![0f32; x.len()];
-        forward(x, w, b, self.eps, &mut y);
+        let y = forward(x, w, b, self.eps);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -127,18 +126,13 @@ fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
 }
 
 /// y = x̂·w + b per row of `w.len()` values.
-fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
-    let d = w.len();
-    x.par_chunks(d * ROWS_PER_BLOCK)
-        .zip(y.par_chunks_mut(d * ROWS_PER_BLOCK))
-        .for_each(|(xb, yb)| {
-            for (row, out) in xb.chunks_exact(d).zip(yb.chunks_exact_mut(d)) {
-                let (mean, r) = row_stats(row, eps);
-                for (((o, &v), &wi), &bi) in out.iter_mut().zip(row).zip(w).zip(b) {
-                    *o = (v - mean) * r * wi + bi;
-                }
-            }
-        });
+fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    map_rows(x, w.len(), |row, out| {
+        let (mean, r) = row_stats(row, eps);
+        for (((o, &v), &wi), &bi) in out.iter_mut().zip(row).zip(w).zip(b) {
+            *o = (v - mean) * r * wi + bi;
+        }
+    })
 }
 
 /// Fills dx and returns (dweight, dbias). With g = dy·w and x̂ = (x − mean)·r:

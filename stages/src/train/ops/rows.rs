@@ -2,6 +2,7 @@
 //! f32 rows, and the fixed blocking that keeps their sums independent of the thread count.
 
 use candle_core::{CpuStorage, Layout, Result};
+use rayon::prelude::*;
 
 /// Rows per parallel task and per partial sum: fixed, so the sums' order does not follow the
 /// thread count.
@@ -17,6 +18,21 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
         Some((from, to)) => Ok(&all[from..to]),
         None => candle_core::bail!("{what} is not contiguous"),
     }
+}
+
+/// `each(row, out)` for every row of `x` (rows of `d` values), written into a new vector of
+/// `x`'s length; blocks of [`ROWS_PER_BLOCK`] rows run in parallel (a row's output depends on
+/// that row only, so the bytes do not depend on the thread count).
+pub(crate) fn map_rows(x: &[f32], d: usize, each: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    x.par_chunks(d * ROWS_PER_BLOCK)
+        .zip(y.par_chunks_mut(d * ROWS_PER_BLOCK))
+        .for_each(|(xb, yb)| {
+            for (row, out) in xb.chunks_exact(d).zip(yb.chunks_exact_mut(d)) {
+                each(row, out);
+            }
+        });
+    y
 }
 
 /// The blocks' partial sums added in block order.

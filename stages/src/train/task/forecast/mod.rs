@@ -4,6 +4,8 @@
 //! displacement metrics (`metrics.rs`). One task per data kind ([`AV1`], [`AV2`]), the same
 //! code: the shapes (steps, feature counts) come from the shards.
 
+mod bench;
+mod cost;
 pub mod loss;
 pub mod metrics;
 mod targets;
@@ -19,11 +21,11 @@ use crate::train::data::argoverse::AvSet;
 use crate::train::models::layers::{init_vars_xavier, Execution};
 use crate::train::models::vectornet::{Forecast, VectorNet, VectorNetConfig};
 use crate::train::params::{EvalParams, ParamIssue, TrainParams};
-use crate::train::plan::cost::{Cost, Exec, F32};
+use crate::train::plan::cost::{Cost, Exec};
 use crate::train::recipe::{SchedulePreset, TaskDefaults, TaskRecipe, WarmupSteps};
 use crate::train::schedule::LrSteps;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lm4ve_pipeline::{PipelineConfig, StageConfig, Upstream};
 use rand_chacha::ChaCha8Rng;
@@ -484,41 +486,7 @@ impl Task for Forecasting {
         _classes: f64,
         _exec: Exec,
     ) -> Cost {
-        let mut cost = Cost::default();
-        let d = c.width() as f64;
-        for (polys, vecs, feat) in [
-            (s.actors, s.actor_vectors, s.actor_features),
-            (s.lanes, s.lane_vectors, s.lane_features),
-        ] {
-            let v = b * (polys * vecs) as f64;
-            let mut inp = feat as f64;
-            for &w in &c.subgraph_widths {
-                let w = w as f64;
-                cost.trained += 2.0 * v * (inp * w + w * w);
-                // Linear, LayerNorm, ReLU twice, then [x, max] (one contiguous node,
-                // `ops::pool`): 10.5 floats per vector and channel (measured).
-                cost.act_bytes += F32 * v * 10.5 * w;
-                inp = 2.0 * w;
-            }
-        }
-        let t = (s.actors + s.lanes) as f64;
-        // The global graph: q, k, v, the attention's output projection and the skip
-        // projection, one head over all polylines.
-        cost.trained += 2.0 * b * t * 5.0 * d * d + 4.0 * b * t * t * d;
-        cost.act_bytes += F32 * (b * t * GLOBAL_PER_TOKEN * d + 3.0 * b * t * t);
-        // The decoder on every actor slot: K mode heads and the single-mode head (residual
-        // MLP → 2P offsets), the prediction fusion and the confidence head per mode.
-        let na = b * s.actors as f64;
-        let k = c.modes as f64;
-        let p2 = 2.0 * s.pred_steps as f64;
-        let head = 2.0 * d * d + d * p2;
-        // The fusion's [endpoint, actor] concat is 2d wide.
-        let fusion_per_mode = FUSION_PER_MODE + 2.0 * MKL_CAT_COPY;
-        cost.trained +=
-            2.0 * na * ((k + 1.0) * head + k * (2.0 * d + 3.0 * d * d) + k * (2.0 * d * d + d));
-        cost.act_bytes +=
-            F32 * na * ((k + 1.0) * (HEAD_PER_ACTOR * d + 2.0 * p2) + k * fusion_per_mode * d);
-        cost
+        cost::vectornet(c, s, b)
     }
 
     fn bench_models(&self) -> &'static [BenchSize] {
@@ -541,57 +509,9 @@ impl Task for Forecasting {
         b: usize,
         device: &Device,
     ) -> Result<BenchSetup<Self>> {
-        use crate::train::bench_inputs::{mask, randn};
-        let cfg = VectorNetConfig::default();
-        let (actors, lanes) = if tiny { (8, 12) } else { (64, 128) };
-        let (actor_vectors, lane_vectors, pred) = (19, 9, 30);
-        let (af, lf) = (
-            crate::argoverse::vectorize::ACTOR_FEATURES,
-            crate::argoverse::vectorize::LANE_FEATURES,
-        );
-        Ok(BenchSetup {
-            sizes: serde_json::json!({
-                "actors": actors, "actor_vectors": actor_vectors,
-                "lanes": lanes, "lane_vectors": lane_vectors,
-                "width": cfg.width(), "modes": cfg.modes, "pred_steps": pred,
-            }),
-            batch: AvBatch {
-                actors: randn(&[b, actors, actor_vectors, af], device)?,
-                // Real scenes are padded: about 3/4 of the slots hold an actor or a lane.
-                actor_mask: mask(b, actors, actors * 3 / 4, device)?,
-                lanes: randn(&[b, lanes, lane_vectors, lf], device)?,
-                lane_mask: mask(b, lanes, lanes * 3 / 4, device)?,
-                actor_ctrs: randn(&[b, actors, 2], device)?,
-                agent: randn(&[b, pred, 2], device)?,
-                futures: randn(&[b, actors, pred, 2], device)?,
-                future_mask: Tensor::ones((b, actors, pred), DType::F32, device)?,
-                has_target: None,
-            },
-            shape: AvShape {
-                actors,
-                actor_vectors,
-                actor_features: af,
-                lanes,
-                lane_vectors,
-                lane_features: lf,
-                pred_steps: pred,
-            },
-            classes: 0,
-            config: cfg,
-        })
+        bench::setup(tiny, b, device)
     }
 }
-
-/// VectorNet's global graph: floats kept per polyline and channel (measured).
-const GLOBAL_PER_TOKEN: f64 = 10.0;
-/// A decoder head's residual MLP per actor and channel (measured).
-const HEAD_PER_ACTOR: f64 = 7.0;
-/// The prediction fusion and confidence head per actor, mode and channel (measured).
-const FUSION_PER_MODE: f64 = 25.0;
-/// Floats per channel of a strided concat that the MKL build copies to contiguous memory
-/// before its Linear (`ops::mkl_layout::for_matmul`, the fusion's): the
-/// copy is kept for the backward too. None in the default build.
-const MKL_CAT_COPY: f64 = if cfg!(feature = "mkl") { 1.0 } else { 0.0 };
 
 fn batch(s: &AvSet, idx: &[usize], device: &Device) -> Result<AvBatch> {
     let b = s.batch(idx, device)?;
