@@ -52,7 +52,7 @@ cpu_of() { awk '{printf "%.2f", $2 + $3}' "$1"; } # "/usr/bin/time -f '%e %U %S 
 
 bench_pc() {
   # pc_tokens with the stage's defaults for h5 (num_points 1024, 64 groups x 32, keep_points
-  # 2048, normalize off, zstd 3: only the input is named) vs numpy on one thread.
+  # 2048, normalize off, zstd 1: only the input is named) vs numpy on one thread.
   PER=${PC_PER_CLASS:-100}
   rm -rf "$W/pc"
   "$BIN" demo-data --out "$W/pc/data" --pc-train-per-class "$PER" --pc-test-per-class 1 \

@@ -1,6 +1,11 @@
 //! The checks every tokens stage makes on the parameters its shard writer takes, one message
 //! for each, wherever the stage is.
 
+/// The zstd levels a stage takes. The negative ("fast") levels find no matches in float
+/// tokens and store their blocks raw: the fastest, still zstd frames any reader takes. 0 is
+/// refused: zstd reads it as its default level, a second spelling of 3.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -7..=22;
+
 /// The first of `shard_samples`, `zstd_level` that a shard writer cannot take: the param's
 /// key and what is wrong, for the stage's config error.
 pub fn shard_param_problem(
@@ -10,8 +15,12 @@ pub fn shard_param_problem(
     if shard_samples == 0 {
         return Some(("shard_samples", "shard_samples must be positive".into()));
     }
-    if !(1..=22).contains(&zstd_level) {
-        return Some(("zstd_level", "zstd_level must be in 1..=22".into()));
+    if !ZSTD_LEVELS.contains(&zstd_level) || zstd_level == 0 {
+        return Some((
+            "zstd_level",
+            "zstd_level must be in -7..=-1 (fast levels: floats stored as they are) or 1..=22"
+                .into(),
+        ));
     }
     None
 }
@@ -28,6 +37,8 @@ mod tests {
         );
         assert_eq!(shard_param_problem(1, 0).map(|p| p.0), Some("zstd_level"));
         assert_eq!(shard_param_problem(1, 23).map(|p| p.0), Some("zstd_level"));
+        assert_eq!(shard_param_problem(1, -8).map(|p| p.0), Some("zstd_level"));
+        assert_eq!(shard_param_problem(1, -1), None);
         assert_eq!(shard_param_problem(64, 22), None);
     }
 }

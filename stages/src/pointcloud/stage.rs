@@ -71,6 +71,10 @@ pub struct PcParams {
     /// smaller ones repeat their points.
     pub keep_points: usize,
     pub shard_samples: usize,
+    /// 1, not zstd's default 3: float tokens barely compress, and what they do gain is
+    /// Huffman-coded literals, no matches. Level 3 saved 10.2% of the raw bytes for ~40% of
+    /// the stage's CPU; level 1 saves 9.1% for half of that; the fast levels (-1..=-7) store
+    /// them raw (BENCHMARKS.md, pc_tokens, ninth session).
     pub zstd_level: i32,
 }
 
@@ -89,7 +93,7 @@ impl Default for PcParams {
             group_size: 32,
             keep_points: 2048,
             shard_samples: 256,
-            zstd_level: 3,
+            zstd_level: 1,
         }
     }
 }
