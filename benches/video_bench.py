@@ -115,11 +115,14 @@ def load_decord(c):
 def run(args):
     clips = json.load(open(args.plan))
     fn = {"pyav": load_pyav, "decord": load_decord}[args.loader]
-    fn(clips[0])  # import and warm up outside the timed region
-    t0 = time.perf_counter()
-    with mp.Pool(args.procs) as pool:
+    # Spawned workers, not forked ones: a child forked after the parent decoded (PyAV's
+    # warm-up) could inherit a lock held by the parent's threads; on real footage the PyAV
+    # pool hung that way. Each worker imports and warms up before the clock starts.
+    with mp.get_context("spawn").Pool(args.procs) as pool:
+        pool.map(fn, clips[: args.procs], chunksize=1)
+        t0 = time.perf_counter()
         results = pool.map(fn, clips, chunksize=1)
-    seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
     decoded = sum(n for _, n in results)
     mismatches = sum(1 for c, (_, n) in zip(clips, results) if n != c["n"])
     print(json.dumps({

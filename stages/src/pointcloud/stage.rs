@@ -72,9 +72,9 @@ pub struct PcParams {
     pub keep_points: usize,
     pub shard_samples: usize,
     /// 1, not zstd's default 3: float tokens barely compress, and what they do gain is
-    /// Huffman-coded literals, no matches. Level 3 saved 10.2% of the raw bytes for ~40% of
-    /// the stage's CPU; level 1 saves 9.1% for half of that; the fast levels (-1..=-7) store
-    /// them raw (BENCHMARKS.md, pc_tokens, ninth session).
+    /// Huffman-coded literals, no matches. Level 3 saves 9.2% of the raw bytes for ~0.25 ms
+    /// of CPU a cloud (a quarter of the stage), level 1 8.5% for ~0.1 ms; the fast levels
+    /// (-1..=-7) store them raw (BENCHMARKS.md, pc_tokens, "zstd level").
     pub zstd_level: i32,
 }
 

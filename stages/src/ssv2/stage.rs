@@ -75,6 +75,9 @@ pub struct Ssv2Params {
     pub random_views: usize,
     pub seed: u64,
     pub shard_samples: usize,
+    /// 2, not zstd's default 3: on real 240p footage level 3 took ~28% of the stage's CPU;
+    /// level 2 gives 15% less CPU a clip for 4% larger shards, level 1 no less CPU than 2
+    /// for 11% larger ones (BENCHMARKS.md, ssv2_tokens, "zstd level").
     pub zstd_level: i32,
     /// What a sample stores: `tubelets` (center crops of `views + random_views` fixed
     /// views, ready for the patch embedding) or `frames` (every frame, uncropped, as JPEG:
@@ -118,7 +121,7 @@ impl Default for Ssv2Params {
             random_views: 0,
             seed: 0,
             shard_samples: 64,
-            zstd_level: 3,
+            zstd_level: 2,
             layout: Layout::Tubelets,
             frame_short_side: 0,
             jpeg_quantizer: 3,
