@@ -436,6 +436,14 @@ fn gc(cli: &Cli, dry_run: bool, keep_days: f64) -> Result<ExitCode> {
         r.bytes_freed as f64 / 1e6,
         r.objects_kept
     );
+    if r.stat_rows.dropped > 0 {
+        println!(
+            "stat cache: {} {} rows of files deleted from their directories, {} kept",
+            if dry_run { "would drop" } else { "dropped" },
+            r.stat_rows.dropped,
+            r.stat_rows.kept
+        );
+    }
     for (key, stage, why) in &r.undecided {
         println!(
             "KEPT {} (stage {}): {why}; gc cannot tell whether the config still uses it (restore the input, then gc again)",

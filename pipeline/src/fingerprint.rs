@@ -16,10 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod files;
 mod listed;
 mod order;
+mod prune;
 mod spec;
 pub use files::hash_file;
 use files::{hash_file_raw, FileType, Stat};
 use listed::ListedDirs;
+pub use prune::StatPrune;
 use spec::DigestLines;
 pub use spec::{inputs_digest, InputFile, InputSpec};
 
@@ -756,7 +758,7 @@ mod tests {
 
     /// Writes `body` at `path` (directories made), a minute old: trusted at once (see
     /// RACY_WINDOW_NS).
-    fn write_old(path: &Path, body: &str) {
+    pub(super) fn write_old(path: &Path, body: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
         std::fs::File::options()

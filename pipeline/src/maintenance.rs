@@ -384,6 +384,8 @@ pub struct GcReport {
     pub undecided: Vec<(String, String, String)>,
     /// Artifacts removed (or, with `dry_run`, that would be): (key, stage or "?").
     pub removed: Vec<(String, String)>,
+    /// The stat cache's rows of deleted files (dropped unless `dry_run`) and the rest.
+    pub stat_rows: crate::fingerprint::StatPrune,
 }
 
 /// How long a file counts as "possibly being written" when a run is active.
@@ -643,6 +645,8 @@ pub fn gc_with(cache: &Cache, keep: &BTreeSet<String>, opts: &GcOptions) -> Resu
             }
         }
     }
+    report.stat_rows =
+        crate::fingerprint::StatCache::prune_deleted(&cache.stat_cache_path(), dry_run)?;
     Ok(report)
 }
 
