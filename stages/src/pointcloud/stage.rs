@@ -547,18 +547,22 @@ mod encode_tests {
             Field::new("a", Dtype::Float32, &[300, 3]),
             Field::new("b", Dtype::Int64, &[]),
         ];
-        for (i, level) in [3, 3, 1, 3, 19, 3].into_iter().enumerate() {
+        // -1 and -7: the fast levels (blocks stored raw), then back to a normal level.
+        for (i, level) in [3, 3, 1, 3, 19, -1, -7, 3].into_iter().enumerate() {
             let a: Vec<f32> = (0..900)
                 .map(|k| ((k * 7 + i * 13) % 101) as f32 * 0.37)
                 .collect();
             let a = f32_bytes(&a);
             let b = (i as i64).to_le_bytes();
             let fields: [&[u8]; 2] = [&a, &b];
+            let frame = encode_reusing_context(&schema, &fields, level).unwrap();
             assert_eq!(
-                encode_reusing_context(&schema, &fields, level).unwrap(),
+                frame,
                 encode_sample(&schema, &fields, level).unwrap(),
                 "sample {i}, level {level}"
             );
+            let raw = zstd::bulk::decompress(&frame, a.len() + b.len()).unwrap();
+            assert_eq!(raw, [&a[..], &b[..]].concat(), "sample {i}, level {level}");
         }
         let short: [&[u8]; 2] = [&[0u8; 4], &[0u8; 8]];
         assert!(encode_reusing_context(&schema, &short, 3).is_err());
