@@ -80,6 +80,24 @@ pub struct KeyParts {
 }
 
 impl KeyParts {
+    /// The parts of `stage`'s key under today's scheme: what the stage says of itself, its
+    /// upstreams' keys and the digest of its input files. The engine and the golden-key
+    /// test build them here, so neither can drift from the other.
+    pub fn of(
+        stage: &dyn crate::Stage,
+        upstream: BTreeMap<String, String>,
+        inputs: String,
+    ) -> Self {
+        KeyParts {
+            scheme: KEY_SCHEME,
+            kind: stage.kind().to_string(),
+            version: stage.version(),
+            params: stage.key_params(),
+            upstream,
+            inputs,
+        }
+    }
+
     /// The content key: 64 hex characters.
     pub fn key(&self) -> String {
         // `serde_json::Value` maps are ordered (BTreeMap), so this encoding is canonical.

@@ -10,7 +10,7 @@
 //! `tests/golden/keys.json` is the record. To accept a deliberate change (a VERSION bump, a
 //! new key param), run with `LM4VE_BLESS=1` and commit the diff with the reason.
 
-use lm4ve_pipeline::key::{KeyParts, KEY_SCHEME};
+use lm4ve_pipeline::key::KeyParts;
 use lm4ve_pipeline::PipelineConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,14 +54,7 @@ fn pin_config(path: &Path, root: &Path) -> serde_json::Value {
                 .iter()
                 .map(|u| (u.clone(), code_keys.get(u).cloned().unwrap_or_default()))
                 .collect();
-            let parts = KeyParts {
-                scheme: KEY_SCHEME,
-                kind: stage.kind().to_string(),
-                version: stage.version(),
-                params: stage.key_params(),
-                upstream,
-                inputs: String::new(),
-            };
+            let parts = KeyParts::of(stage.as_ref(), upstream, String::new());
             let key = parts.key();
             out.insert(
                 (*name).clone(),

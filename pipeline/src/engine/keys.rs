@@ -4,7 +4,7 @@
 use super::{KeyInfo, Pipeline};
 use crate::config::ConfigError;
 use crate::fingerprint::StatCache;
-use crate::key::{KeyParts, KEY_SCHEME};
+use crate::key::KeyParts;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,14 +64,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        let parts = KeyParts {
-            scheme: KEY_SCHEME,
-            kind: stage.kind().to_string(),
-            version: stage.version(),
-            params: stage.key_params(),
-            upstream,
-            inputs: inputs.digest(),
-        };
+        let parts = KeyParts::of(stage.as_ref(), upstream, inputs.digest());
         Ok(KeyInfo {
             key: parts.key(),
             parts,
