@@ -45,21 +45,25 @@ pub struct GcOptions {
     pub undecided: BTreeMap<String, String>,
 }
 
-/// The stage of each artifact key that has a run record (`runs/<stage>/<key>.json`).
-fn stages_by_run_record(cache: &Cache) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(cache.root().join("runs"))
+/// Every run record (`runs/<stage>/<key>.json`) with its artifact key.
+fn run_records(cache: &Cache) -> impl Iterator<Item = (walkdir::DirEntry, String)> {
+    walkdir::WalkDir::new(cache.root().join("runs"))
         .min_depth(2)
         .max_depth(2)
         .into_iter()
         .filter_map(|e| e.ok())
-    {
-        let name = e.file_name().to_string_lossy();
-        let Some(key) = name.strip_suffix(".json") else {
-            continue;
-        };
+        .filter_map(|e| {
+            let key = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+            Some((e, key))
+        })
+}
+
+/// The stage of each artifact key that has a run record (`runs/<stage>/<key>.json`).
+fn stages_by_run_record(cache: &Cache) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (e, key) in run_records(cache) {
         if let Some(stage) = e.path().parent().and_then(|p| p.file_name()) {
-            out.insert(key.to_string(), stage.to_string_lossy().into_owned());
+            out.insert(key, stage.to_string_lossy().into_owned());
         }
     }
     out
@@ -72,16 +76,7 @@ pub fn recent_keys(cache: &Cache, keep_days: f64) -> BTreeSet<String> {
         return out;
     }
     let window = std::time::Duration::from_secs_f64(keep_days * 86_400.0);
-    for e in walkdir::WalkDir::new(cache.root().join("runs"))
-        .min_depth(2)
-        .max_depth(2)
-        .into_iter()
-        .filter_map(|e| e.ok())
-    {
-        let name = e.file_name().to_string_lossy();
-        let Some(key) = name.strip_suffix(".json") else {
-            continue;
-        };
+    for (e, key) in run_records(cache) {
         let young = e
             .metadata()
             .ok()
@@ -89,7 +84,7 @@ pub fn recent_keys(cache: &Cache, keep_days: f64) -> BTreeSet<String> {
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age < window);
         if young {
-            out.insert(key.to_string());
+            out.insert(key);
         }
     }
     out
